@@ -1,0 +1,28 @@
+/* The cleanroom CLI: one file per subcommand, registered in main.c's table.
+ * The CLI talks to the daemon only through the control API (src/api/client.h),
+ * except for commands that need no daemon (policy, version, doctor's host checks).
+ *
+ * Exit codes: a guest's own exit code passes through `exec`; cleanroom's own
+ * failures exit 125 and print "cleanroom: <reason>: <message>" on stderr. */
+#pragma once
+#include "util/error.h"
+#include <stdbool.h>
+
+#define CLI_EXIT_FAILURE 125
+#define CLI_EXIT_USAGE 2
+
+typedef struct cli_command {
+  const char *name;    /* "sandbox create" style names have a space */
+  const char *summary; /* one line for `cleanroom --help` */
+  int (*run)(int argc, char **argv); /* argv[0] is the command name */
+} cli_command;
+
+/* Prints "cleanroom: <reason>: <message>" and returns CLI_EXIT_FAILURE. */
+int cli_fail(const cr_error *err);
+/* Same with a reason and a formatted message. */
+int cli_failf(const char *reason, const char *fmt, ...) _printf_(2, 3);
+/* True when argv has --help or -h before any "--". */
+bool cli_wants_help(int argc, char **argv);
+
+/* Subcommands (one per file, cmd-*.c). */
+int cmd_version(int argc, char **argv);

@@ -1,0 +1,97 @@
+/* cleanroom: command table and dispatch. */
+#include "cli/cli.h"
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Keep sorted by name; multi-word commands are matched word by word. */
+static const cli_command commands[] = {
+    {"version", "Print the version", cmd_version},
+};
+
+int cli_fail(const cr_error *err) {
+  fprintf(stderr, "cleanroom: %s: %s\n", cr_error_reason(err),
+          err && err->message ? err->message : "unknown error");
+  return CLI_EXIT_FAILURE;
+}
+
+int cli_failf(const char *reason, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "cleanroom: %s: ", reason);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  return CLI_EXIT_FAILURE;
+}
+
+bool cli_wants_help(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--")) return false;
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return true;
+  }
+  return false;
+}
+
+static void usage(FILE *f, const char *prefix) {
+  fprintf(f, "Usage: cleanroom <command> [options]\n\n"
+             "Run CI jobs and agents' commands in persistent Linux microVMs.\n\n"
+             "Commands:\n");
+  for (size_t i = 0; i < ELEMENTSOF(commands); i++) {
+    if (prefix && strncmp(commands[i].name, prefix, strlen(prefix)) != 0) continue;
+    fprintf(f, "  %-22s %s\n", commands[i].name, commands[i].summary);
+  }
+  fprintf(f, "\nRun 'cleanroom <command> --help' for a command's options.\n");
+}
+
+/* Matches "a b" against argv[1], argv[2]; returns words used or 0. */
+static int match(const char *name, int argc, char **argv) {
+  int words = 0;
+  const char *p = name;
+  int i = 1;
+  while (*p) {
+    const char *sp = strchr(p, ' ');
+    size_t n = sp ? (size_t)(sp - p) : strlen(p);
+    if (i >= argc || strlen(argv[i]) != n || strncmp(argv[i], p, n) != 0) return 0;
+    words++;
+    i++;
+    p = sp ? sp + 1 : p + n;
+  }
+  return words;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+      !strcmp(argv[1], "help")) {
+    usage(argc < 2 ? stderr : stdout, NULL);
+    return argc < 2 ? CLI_EXIT_USAGE : 0;
+  }
+  if (!strcmp(argv[1], "--version")) return cmd_version(1, argv);
+  const cli_command *best = NULL;
+  int best_words = 0;
+  for (size_t i = 0; i < ELEMENTSOF(commands); i++) {
+    int w = match(commands[i].name, argc, argv);
+    if (w > best_words) {
+      best = &commands[i];
+      best_words = w;
+    }
+  }
+  if (!best) {
+    /* "cleanroom sandbox" alone: list its subcommands */
+    bool group = false;
+    for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+      if (!strncmp(commands[i].name, argv[1], strlen(argv[1])) &&
+          commands[i].name[strlen(argv[1])] == ' ')
+        group = true;
+    if (group) {
+      usage(stdout, argv[1]);
+      return CLI_EXIT_USAGE;
+    }
+    fprintf(stderr, "cleanroom: invalid_argument: unknown command '%s'; run 'cleanroom --help'\n",
+            argv[1]);
+    return CLI_EXIT_USAGE;
+  }
+  return best->run(argc - best_words, argv + best_words);
+}

@@ -1,0 +1,53 @@
+/* Errors that carry context and a stable reason code (house style: crun error.h).
+ *
+ *   int f(..., cr_error **err)  returns >= 0 on success, < 0 with *err set.
+ *   Callers add context on the way up with cr_error_wrap().
+ *   The reason code (e.g. CR_E_IMAGE_NOT_FOUND) is shown unchanged by the CLI,
+ *   the control API and MCP. */
+#pragma once
+#include "util/macro.h"
+
+typedef struct cr_error {
+  char *reason;  /* stable code, e.g. "image_not_found" */
+  char *message; /* human text, context first: "starting sandbox X: qemu: ..." */
+  int errnum;    /* errno if one caused it, else 0 */
+} cr_error;
+
+/* Stable reason codes. docs/api.md lists them; never rename one. */
+#define CR_E_INTERNAL "internal_error"
+#define CR_E_INVALID_ARGUMENT "invalid_argument"
+#define CR_E_POLICY_INVALID "policy_invalid"
+#define CR_E_POLICY_NOT_FOUND "policy_not_found"
+#define CR_E_IMAGE_NOT_FOUND "image_not_found"
+#define CR_E_IMAGE_INVALID "image_invalid"
+#define CR_E_IMAGE_UNSAFE_PATH "image_unsafe_path"
+#define CR_E_KERNEL_NOT_FOUND "kernel_not_found"
+#define CR_E_AGENT_NOT_FOUND "agent_not_found"
+#define CR_E_BACKEND_UNAVAILABLE "backend_unavailable"
+#define CR_E_BACKEND_CAPABILITY_MISMATCH "backend_capability_mismatch"
+#define CR_E_RUNTIME_LAUNCH_FAILED "runtime_launch_failed"
+#define CR_E_AGENT_PROTOCOL "agent_protocol_error"
+#define CR_E_AGENT_UNAVAILABLE "agent_unavailable"
+#define CR_E_SANDBOX_NOT_FOUND "sandbox_not_found"
+#define CR_E_SANDBOX_NOT_READY "sandbox_not_ready"
+#define CR_E_EXECUTION_NOT_FOUND "execution_not_found"
+#define CR_E_EXECUTION_TIMEOUT "execution_timeout"
+#define CR_E_EXECUTION_CANCELLED "execution_cancelled"
+#define CR_E_COMMAND_NOT_FOUND "command_not_found"
+#define CR_E_FILE_NOT_FOUND "file_not_found"
+#define CR_E_FILE_ERROR "file_error"
+#define CR_E_DAEMON_UNAVAILABLE "daemon_unavailable"
+#define CR_E_PROTOCOL "protocol_error"
+#define CR_E_IO "io_error"
+
+/* Sets *err (when err is non-NULL and *err is NULL) and returns -1, or
+ * -errnum when errnum > 0. */
+int cr_error_set(cr_error **err, const char *reason, int errnum,
+                 const char *fmt, ...) _printf_(4, 5);
+/* Prefixes context: "<fmt>: <old message>". Returns the same value as set. */
+int cr_error_wrap(cr_error **err, const char *fmt, ...) _printf_(2, 3);
+void cr_error_free(cr_error *e);
+static inline void cr_error_freep(cr_error **e) { cr_error_free(*e); *e = NULL; }
+#define _cleanup_error_ _cleanup_(cr_error_freep)
+/* Reason or CR_E_INTERNAL when err is NULL. */
+const char *cr_error_reason(const cr_error *e);

@@ -1,0 +1,202 @@
+#include "util/fs.h"
+#include "util/macro.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int fsync_dir_of(const char *path) {
+  _cleanup_free_ char *copy = strdup(path);
+  if (!copy) return -ENOMEM;
+  _cleanup_close_ int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return -errno;
+  if (fsync(dfd) < 0) return -errno;
+  return 0;
+}
+
+int cr_write_file_atomic(const char *path, const void *data, size_t len,
+                         mode_t mode) {
+  _cleanup_free_ char *tmp = NULL;
+  if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0) return -ENOMEM;
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return -errno;
+  const char *p = data;
+  size_t left = len;
+  while (left > 0) {
+    ssize_t n = write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int r = -errno;
+      close(fd);
+      unlink(tmp);
+      return r;
+    }
+    p += n;
+    left -= (size_t)n;
+  }
+  if (fsync(fd) < 0 || close(fd) < 0) {
+    int r = -errno;
+    unlink(tmp);
+    return r;
+  }
+  if (rename(tmp, path) < 0) {
+    int r = -errno;
+    unlink(tmp);
+    return r;
+  }
+  return fsync_dir_of(path);
+}
+
+int cr_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len) {
+  _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  size_t cap = 4096, len = 0;
+  _cleanup_free_ char *buf = malloc(cap + 1);
+  if (!buf) return -ENOMEM;
+  for (;;) {
+    if (len == cap) {
+      if (cap > max) return -EFBIG;
+      size_t ncap = cap * 2;
+      char *nb = realloc(buf, ncap + 1);
+      if (!nb) return -ENOMEM;
+      buf = nb;
+      cap = ncap;
+    }
+    ssize_t n = read(fd, buf + len, cap - len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    if (n == 0) break;
+    len += (size_t)n;
+    if (len > max) return -EFBIG;
+  }
+  buf[len] = '\0';
+  *ret_buf = TAKE_PTR(buf);
+  if (ret_len) *ret_len = len;
+  return 0;
+}
+
+int cr_mkdir_p(const char *path, mode_t mode) {
+  _cleanup_free_ char *p = strdup(path);
+  if (!p) return -ENOMEM;
+  for (char *s = p + 1; *s; s++) {
+    if (*s != '/') continue;
+    *s = '\0';
+    if (mkdir(p, mode) < 0 && errno != EEXIST) return -errno;
+    *s = '/';
+  }
+  if (mkdir(p, mode) < 0 && errno != EEXIST) return -errno;
+  return 0;
+}
+
+static int rm_rf_at(int parent, const char *name) {
+  struct stat st;
+  if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+    return errno == ENOENT ? 0 : -errno;
+  if (S_ISDIR(st.st_mode)) {
+    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+      int r = -errno;
+      close(fd);
+      return r;
+    }
+    struct dirent *de;
+    int r = 0;
+    while ((de = readdir(d))) {
+      if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+      int q = rm_rf_at(dirfd(d), de->d_name);
+      if (q < 0 && r == 0) r = q;
+    }
+    closedir(d);
+    if (r < 0) return r;
+    if (unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT) return -errno;
+    return 0;
+  }
+  if (unlinkat(parent, name, 0) < 0 && errno != ENOENT) return -errno;
+  return 0;
+}
+
+int cr_rm_rf(const char *path) { return rm_rf_at(AT_FDCWD, path); }
+
+void cr_sha256_hex(const void *data, size_t len, char ret_hex[65]) {
+  unsigned char md[32];
+  unsigned int mdlen = 0;
+  EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
+  for (unsigned i = 0; i < 32; i++) snprintf(ret_hex + 2 * i, 3, "%02x", md[i]);
+  ret_hex[64] = '\0';
+}
+
+int cr_sha256_file(const char *path, char ret_hex[65]) {
+  _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  if (!ctx) return -ENOMEM;
+  EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int r = -errno;
+      EVP_MD_CTX_free(ctx);
+      return r;
+    }
+    if (n == 0) break;
+    EVP_DigestUpdate(ctx, buf, (size_t)n);
+  }
+  unsigned char md[32];
+  unsigned int mdlen = 0;
+  EVP_DigestFinal_ex(ctx, md, &mdlen);
+  EVP_MD_CTX_free(ctx);
+  for (unsigned i = 0; i < 32; i++) snprintf(ret_hex + 2 * i, 3, "%02x", md[i]);
+  ret_hex[64] = '\0';
+  return 0;
+}
+
+int cr_copy_file_sparse(const char *src, const char *dst, mode_t mode) {
+  _cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
+  if (in < 0) return -errno;
+  struct stat st;
+  if (fstat(in, &st) < 0) return -errno;
+  _cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (out < 0) return -errno;
+  if (ftruncate(out, st.st_size) < 0) return -errno;
+  off_t pos = 0;
+  char *buf = malloc(1 << 20);
+  if (!buf) return -ENOMEM;
+  int r = 0;
+  while (pos < st.st_size) {
+    off_t data = lseek(in, pos, SEEK_DATA);
+    if (data < 0) break; /* ENXIO: only a hole remains */
+    off_t hole = lseek(in, data, SEEK_HOLE);
+    if (hole < 0) { r = -errno; break; }
+    for (off_t off = data; off < hole;) {
+      size_t want = (size_t)MIN((off_t)(1 << 20), hole - off);
+      ssize_t n = pread(in, buf, want, off);
+      if (n < 0) { if (errno == EINTR) continue; r = -errno; goto out; }
+      if (n == 0) break;
+      if (pwrite(out, buf, (size_t)n, off) != n) { r = -EIO; goto out; }
+      off += n;
+    }
+    pos = hole;
+  }
+out:
+  free(buf);
+  if (r == 0 && fsync(out) < 0) r = -errno;
+  if (r < 0) unlink(dst);
+  return r;
+}
+
+char *cr_path_join(const char *a, const char *b) {
+  char *r = NULL;
+  size_t la = strlen(a);
+  if (asprintf(&r, "%s%s%s", a, (la && a[la - 1] == '/') ? "" : "/", b) < 0) return NULL;
+  return r;
+}

@@ -1,0 +1,22 @@
+/* Filesystem helpers. Small helpers return -errno (house style). */
+#pragma once
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Writes data to path atomically: temp file in the same dir, fsync, rename,
+ * fsync of the directory. */
+int cr_write_file_atomic(const char *path, const void *data, size_t len,
+                         mode_t mode);
+/* Reads at most max bytes; -EFBIG when the file is larger. *ret_buf is
+ * NUL-terminated (not counted in *ret_len). */
+int cr_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len);
+int cr_mkdir_p(const char *path, mode_t mode);
+/* Removes a tree; does not follow symlinks; missing path is success. */
+int cr_rm_rf(const char *path);
+/* Lowercase hex sha256 of a file's content (65 bytes incl. NUL). */
+int cr_sha256_file(const char *path, char ret_hex[65]);
+void cr_sha256_hex(const void *data, size_t len, char ret_hex[65]);
+/* Copies a file keeping holes (sparse). */
+int cr_copy_file_sparse(const char *src, const char *dst, mode_t mode);
+/* Joins two path pieces into a new string; NULL on OOM. */
+char *cr_path_join(const char *a, const char *b);
