@@ -1,0 +1,54 @@
+/* The control API inside the daemon (docs/api.md).
+ *
+ * Requests arrive as parsed JSON-RPC objects together with a sink, the thing
+ * that receives the response and any notifications bound to that request.
+ * The socket server makes one sink per connection; the MCP layer (src/mcp/)
+ * makes its own sinks and calls api_dispatch() in-process, so MCP tools and
+ * the CLI run exactly the same code.
+ *
+ * Everything here runs on the daemon's libuv loop thread. */
+#pragma once
+#include <jansson.h>
+#include <stdbool.h>
+#include <uv.h>
+
+typedef struct api_sink api_sink;
+struct api_sink {
+  /* Receives a response or notification. `msg` is borrowed: json_incref it
+   * to keep it. Never called after the sink was closed. */
+  void (*send)(api_sink *sink, json_t *msg);
+  /* Called when the last reference goes away. */
+  void (*free)(api_sink *sink);
+  int refs;
+  bool closed; /* set by the owner when its peer went away */
+};
+
+static inline api_sink *api_sink_ref(api_sink *s) {
+  if (s) s->refs++;
+  return s;
+}
+void api_sink_unref(api_sink *s);
+/* Sends msg to the sink unless it is closed; steals msg. */
+void api_sink_send(api_sink *s, json_t *msg);
+
+typedef struct daemon_ctx daemon_ctx; /* src/api/daemon.c */
+
+/* Handles one JSON-RPC message (request or notification). The response is
+ * sent to `sink` now or later (long operations). Steals nothing. */
+void api_dispatch(daemon_ctx *d, api_sink *sink, json_t *msg);
+
+/* Helpers for building messages (new references). */
+json_t *api_result(json_t *id, json_t *result /* stolen */);
+json_t *api_error(json_t *id, int code, const char *message,
+                  const char *reason /* NULL for protocol errors */);
+json_t *api_notification(const char *method, json_t *params /* stolen */);
+
+/* JSON-RPC error codes */
+#define API_PARSE_ERROR -32700
+#define API_INVALID_REQUEST -32600
+#define API_METHOD_NOT_FOUND -32601
+#define API_INVALID_PARAMS -32602
+#define API_INTERNAL_ERROR -32603
+#define API_OPERATION_FAILED -32000
+
+#define API_MAX_LINE (4u << 20)

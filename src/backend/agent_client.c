@@ -1,0 +1,326 @@
+#include "backend/agent_client.h"
+#include "util/error.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct channel {
+  uint32_t id;
+  agent_frame_cb cb;
+  void *ud;
+} channel;
+
+struct agent_conn {
+  uv_pipe_t pipe;
+  uv_connect_t connect_req;
+  uv_loop_t *loop;
+  agent_state_cb state_cb;
+  void *state_ud;
+  bool open, handshaken, closing, pipe_inited;
+  uint8_t *rbuf;
+  size_t rlen, rcap;
+  channel *chans;
+  size_t nchans, capchans;
+  uint32_t next_channel;
+  /* control channel listener (ACTIVATE, SHUTDOWN replies) */
+  agent_frame_cb ctl_cb;
+  void *ctl_ud;
+};
+
+typedef struct write_req {
+  uv_write_t req;
+  uint8_t data[];
+} write_req;
+
+agent_conn *agent_conn_new(uv_loop_t *loop, agent_state_cb cb, void *ud) {
+  agent_conn *c = calloc(1, sizeof(*c));
+  if (!c) return NULL;
+  c->loop = loop;
+  c->state_cb = cb;
+  c->state_ud = ud;
+  c->next_channel = 1;
+  return c;
+}
+
+bool agent_conn_ready(const agent_conn *c) { return c && c->open && c->handshaken && !c->closing; }
+
+size_t agent_write_queue(const agent_conn *c) {
+  return c && c->open ? uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) : 0;
+}
+
+static void on_close(uv_handle_t *h) {
+  agent_conn *c = h->data;
+  free(c->rbuf);
+  free(c->chans);
+  free(c);
+}
+
+static void fail_channels(agent_conn *c, const char *why) {
+  /* Synthesize an ERROR frame per open channel. */
+  ap_buf b = {0};
+  ap_frame_begin(&b, AP_ERROR, 0);
+  ap_put_str(&b, AP_T_REASON, CR_E_AGENT_UNAVAILABLE);
+  ap_put_str(&b, AP_T_MESSAGE, why);
+  if (ap_frame_end(&b) < 0) {
+    ap_buf_free(&b);
+    return;
+  }
+  while (c->nchans > 0) {
+    channel ch = c->chans[--c->nchans];
+    ap_header h = {.len = (uint32_t)(b.len - AP_HEADER_SIZE), .type = AP_ERROR,
+                   .channel = ch.id};
+    if (ch.cb) ch.cb(c, ch.ud, &h, b.data + AP_HEADER_SIZE);
+  }
+  if (c->ctl_cb) {
+    agent_frame_cb cb = c->ctl_cb;
+    c->ctl_cb = NULL;
+    ap_header h = {.len = (uint32_t)(b.len - AP_HEADER_SIZE), .type = AP_ERROR,
+                   .channel = 0};
+    cb(c, c->ctl_ud, &h, b.data + AP_HEADER_SIZE);
+  }
+  ap_buf_free(&b);
+}
+
+/* Connection lost or violated the protocol: tell the owner once. */
+static void conn_fail(agent_conn *c, int status, const char *why) {
+  if (c->closing) return;
+  bool was_open = c->open;
+  c->open = false;
+  c->handshaken = false;
+  if (was_open) uv_read_stop((uv_stream_t *)&c->pipe);
+  fail_channels(c, why);
+  if (c->state_cb) c->state_cb(c, c->state_ud, status, why, NULL, 0);
+}
+
+void agent_conn_close(agent_conn *c) {
+  if (!c || c->closing) return;
+  c->state_cb = NULL; /* owner is going away: no state callbacks */
+  fail_channels(c, "connection closed by the host");
+  c->closing = true;
+  c->open = false;
+  if (c->pipe_inited)
+    uv_close((uv_handle_t *)&c->pipe, on_close);
+  else
+    on_close((uv_handle_t *)&c->pipe);
+}
+
+static void on_write(uv_write_t *req, int status) {
+  free(container_of(req, write_req, req));
+}
+
+static int write_bytes(agent_conn *c, const uint8_t *data, size_t n) {
+  if (!c->open || c->closing) return -ENOTCONN;
+  write_req *w = malloc(sizeof(*w) + n);
+  if (!w) return -ENOMEM;
+  memcpy(w->data, data, n);
+  uv_buf_t buf = uv_buf_init((char *)w->data, (unsigned)n);
+  int r = uv_write(&w->req, (uv_stream_t *)&c->pipe, &buf, 1, on_write);
+  if (r < 0) {
+    free(w);
+    return r;
+  }
+  return 0;
+}
+
+static channel *find_channel(agent_conn *c, uint32_t id, size_t *idx) {
+  for (size_t i = 0; i < c->nchans; i++)
+    if (c->chans[i].id == id) {
+      if (idx) *idx = i;
+      return &c->chans[i];
+    }
+  return NULL;
+}
+
+void agent_channel_forget(agent_conn *c, uint32_t id) {
+  size_t i;
+  if (!c || !find_channel(c, id, &i)) return;
+  c->chans[i] = c->chans[--c->nchans];
+}
+
+static bool terminal(uint16_t type) {
+  return type == AP_EXIT || type == AP_OK || type == AP_ERROR ||
+         type == AP_STAT_RESULT;
+}
+
+static void handle_frame(agent_conn *c, const ap_header *h, const uint8_t *p) {
+  if (h->channel == 0) {
+    if (h->type == AP_HELLO_REPLY && !c->handshaken) {
+      ap_field f;
+      uint32_t v = 0;
+      if (ap_find(p, h->len, AP_T_VERSION, &f) <= 0 || ap_field_u32(&f, &v) < 0 ||
+          v != AP_VERSION) {
+        conn_fail(c, -EPROTO, "the guest agent speaks another protocol version");
+        return;
+      }
+      c->handshaken = true;
+      if (c->state_cb) c->state_cb(c, c->state_ud, 0, NULL, p, h->len);
+      return;
+    }
+    if (h->type == AP_LOG) {
+      log_debug("guest: %.*s", (int)MIN(h->len, 1024u), (const char *)p);
+      return;
+    }
+    if (c->ctl_cb) {
+      agent_frame_cb cb = c->ctl_cb;
+      void *ud = c->ctl_ud;
+      if (terminal(h->type)) c->ctl_cb = NULL;
+      cb(c, ud, h, p);
+      return;
+    }
+    if (h->type == AP_ERROR && !c->handshaken) {
+      conn_fail(c, -EPROTO, "the guest agent refused the handshake");
+      return;
+    }
+    return; /* unsolicited control frame: ignore */
+  }
+  size_t idx;
+  channel *ch = find_channel(c, h->channel, &idx);
+  if (!ch) return; /* forgotten channel: drop late frames */
+  channel copy = *ch;
+  if (terminal(h->type)) agent_channel_forget(c, h->channel);
+  if (copy.cb) copy.cb(c, copy.ud, h, p);
+}
+
+static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
+  agent_conn *c = hd->data;
+  size_t want = 65536;
+  if (c->rcap - c->rlen < want) {
+    size_t ncap = c->rcap ? c->rcap : 131072;
+    while (ncap - c->rlen < want) ncap *= 2;
+    if (ncap > AP_HEADER_SIZE + AP_MAX_PAYLOAD + 2 * want)
+      ncap = AP_HEADER_SIZE + AP_MAX_PAYLOAD + 2 * want;
+    uint8_t *nb = ncap > c->rcap ? realloc(c->rbuf, ncap) : c->rbuf;
+    if (!nb) {
+      *buf = uv_buf_init(NULL, 0);
+      return;
+    }
+    c->rbuf = nb;
+    c->rcap = ncap;
+  }
+  *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  agent_conn *c = s->data;
+  if (n == 0) return;
+  if (n < 0) {
+    conn_fail(c, (int)n, n == UV_EOF ? "the guest agent closed the channel (VM stopped?)"
+                                     : "reading from the guest agent failed");
+    return;
+  }
+  c->rlen += (size_t)n;
+  size_t off = 0;
+  while (!c->closing && c->open) {
+    ap_header h;
+    const uint8_t *payload;
+    long r = ap_frame_parse(c->rbuf + off, c->rlen - off, AP_MAX_PAYLOAD, &h, &payload);
+    if (r == 0) break;
+    if (r < 0) {
+      conn_fail(c, (int)r, r == -EMSGSIZE ? "the guest sent an oversized frame"
+                                          : "the guest sent a malformed frame");
+      return;
+    }
+    off += (size_t)r;
+    handle_frame(c, &h, payload);
+  }
+  if (c->closing) return;
+  if (off > 0) {
+    memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+    c->rlen -= off;
+  }
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  agent_conn *c = req->data;
+  if (c->closing) return;
+  if (status < 0) {
+    conn_fail(c, status, "cannot connect to the agent socket");
+    return;
+  }
+  c->open = true;
+  uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+  ap_buf b = {0};
+  ap_frame_begin(&b, AP_HELLO, 0);
+  ap_put_u32(&b, AP_T_VERSION, AP_VERSION);
+  ap_put_u32(&b, AP_T_MAX_PAYLOAD, AP_MAX_PAYLOAD);
+  int r = ap_frame_end(&b);
+  if (r == 0) r = write_bytes(c, b.data, b.len);
+  ap_buf_free(&b);
+  if (r < 0) conn_fail(c, r, "cannot send HELLO to the agent");
+}
+
+int agent_conn_connect(agent_conn *c, const char *path) {
+  int r = uv_pipe_init(c->loop, &c->pipe, 0);
+  if (r < 0) return r;
+  c->pipe_inited = true;
+  c->pipe.data = c;
+  c->connect_req.data = c;
+  uv_pipe_connect(&c->connect_req, &c->pipe, path, on_connect);
+  return 0;
+}
+
+long agent_request(agent_conn *c, ap_buf *b, agent_frame_cb cb, void *ud) {
+  if (!agent_conn_ready(c)) return -ENOTCONN;
+  if (b->oom || b->len < AP_HEADER_SIZE) return -ENOMEM;
+  if (c->nchans == c->capchans) {
+    size_t n = c->capchans ? c->capchans * 2 : 8;
+    channel *nc = realloc(c->chans, n * sizeof(*nc));
+    if (!nc) return -ENOMEM;
+    c->chans = nc;
+    c->capchans = n;
+  }
+  uint32_t id = c->next_channel;
+  c->next_channel += 2;
+  if (c->next_channel > 0x7fffffff) c->next_channel = 1;
+  /* patch the channel into the header */
+  b->data[8] = (uint8_t)id;
+  b->data[9] = (uint8_t)(id >> 8);
+  b->data[10] = (uint8_t)(id >> 16);
+  b->data[11] = (uint8_t)(id >> 24);
+  int r = write_bytes(c, b->data, b->len);
+  if (r < 0) return r;
+  c->chans[c->nchans++] = (channel){.id = id, .cb = cb, .ud = ud};
+  return id;
+}
+
+int agent_control(agent_conn *c, ap_buf *b, agent_frame_cb cb, void *ud) {
+  if (!agent_conn_ready(c)) return -ENOTCONN;
+  if (c->ctl_cb) return -EBUSY;
+  int r = write_bytes(c, b->data, b->len);
+  if (r < 0) return r;
+  c->ctl_cb = cb;
+  c->ctl_ud = ud;
+  return 0;
+}
+
+int agent_send(agent_conn *c, uint16_t type, uint32_t channel, const void *data,
+               size_t n) {
+  if (!agent_conn_ready(c)) return -ENOTCONN;
+  const uint8_t *p = data;
+  ap_buf b = {0};
+  int r = 0;
+  do {
+    size_t chunk = MIN(n, (size_t)AP_CHUNK);
+    ap_buf_reset(&b);
+    r = ap_put_raw_frame(&b, type, channel, p, chunk);
+    if (r == 0) r = write_bytes(c, b.data, b.len);
+    p += chunk;
+    n -= chunk;
+  } while (r == 0 && n > 0);
+  ap_buf_free(&b);
+  return r;
+}
+
+int agent_send_u32(agent_conn *c, uint16_t type, uint32_t channel, uint16_t tag,
+                   uint32_t v) {
+  if (!agent_conn_ready(c)) return -ENOTCONN;
+  ap_buf b = {0};
+  ap_frame_begin(&b, type, channel);
+  ap_put_u32(&b, tag, v);
+  int r = ap_frame_end(&b);
+  if (r == 0) r = write_bytes(c, b.data, b.len);
+  ap_buf_free(&b);
+  return r;
+}
