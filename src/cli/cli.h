@@ -26,3 +26,7 @@ bool cli_wants_help(int argc, char **argv);
 
 /* Subcommands (one per file, cmd-*.c). */
 int cmd_version(int argc, char **argv);
+int cmd_image_import(int argc, char **argv);
+int cmd_image_inspect(int argc, char **argv);
+int cmd_image_ls(int argc, char **argv);
+int cmd_image_rm(int argc, char **argv);

@@ -8,6 +8,10 @@
 
 /* Keep sorted by name; multi-word commands are matched word by word. */
 static const cli_command commands[] = {
+    {"image import", "Import a rootfs tar, OCI layout or docker-save tar", cmd_image_import},
+    {"image inspect", "Show a stored image", cmd_image_inspect},
+    {"image ls", "List stored images", cmd_image_ls},
+    {"image rm", "Remove image refs and unused images", cmd_image_rm},
     {"version", "Print the version", cmd_version},
 };
 

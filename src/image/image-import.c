@@ -1,0 +1,518 @@
+/* image import: rootfs tars, OCI image layouts (dir or tar) and docker-save
+ * tars become images/<hex>/rootfs.ext4. Everything is built in
+ * images/.tmp-XXXXXX and renamed into place at the end; every failure path
+ * removes the temp dir. */
+#include "image/image-internal.h"
+#include "util/fs.h"
+#include "util/macro.h"
+#include "util/spawn.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define MAX_MANIFEST (4u << 20)
+#define MAX_INDEX_DEPTH 4
+#define MIB (1ULL << 20)
+
+enum source_kind { SRC_ROOTFS, SRC_OCI, SRC_DOCKER };
+
+static const char *kind_name(enum source_kind k) {
+  return k == SRC_OCI ? "oci-layout" : k == SRC_DOCKER ? "docker-archive" : "rootfs-tar";
+}
+
+typedef struct import_plan {
+  enum source_kind kind;
+  char hex[65];       /* the image digest */
+  char **layers;      /* absolute paths, in order */
+  size_t n_layers;
+  char *default_ref;  /* from the archive, may be NULL */
+} import_plan;
+
+static void plan_clear(import_plan *p) {
+  for (size_t i = 0; i < p->n_layers; i++) free(p->layers[i]);
+  free(p->layers);
+  free(p->default_ref);
+  *p = (import_plan){0};
+}
+
+static int plan_add_layer(import_plan *p, char *path) {
+  if (p->n_layers >= image_limits_get()->max_layers) {
+    free(path);
+    return -E2BIG;
+  }
+  char **nl = realloc(p->layers, (p->n_layers + 1) * sizeof(char *));
+  if (!nl) {
+    free(path);
+    return -ENOMEM;
+  }
+  p->layers = nl;
+  p->layers[p->n_layers++] = path;
+  return 0;
+}
+
+static void progress(image_progress_fn fn, void *ud, const char *phase, uint64_t done,
+                     uint64_t total) {
+  if (fn) fn(phase, done, total, ud);
+}
+
+/* ---- detecting what a tar is */
+
+static bool is_layout_name(const char *first, bool *oci, bool *index, bool *manifest) {
+  if (!strcmp(first, "oci-layout")) return (*oci = true);
+  if (!strcmp(first, "index.json")) return (*index = true);
+  if (!strcmp(first, "manifest.json")) return (*manifest = true);
+  if (!strcmp(first, "blobs") || !strcmp(first, "repositories")) return true;
+  size_t n = strlen(first);
+  if (n == IMAGE_HEX_LEN && image_is_hex(first, n)) return true;
+  if (n == IMAGE_HEX_LEN + 5 && !strcmp(first + IMAGE_HEX_LEN, ".json")) {
+    char tmp[IMAGE_HEX_LEN + 1];
+    memcpy(tmp, first, IMAGE_HEX_LEN);
+    tmp[IMAGE_HEX_LEN] = '\0';
+    return image_is_hex(tmp, IMAGE_HEX_LEN);
+  }
+  return false;
+}
+
+static int detect_tar(const char *path, enum source_kind *ret, cr_error **err) {
+  struct archive *a = archive_read_new();
+  if (!a) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "archive_read_new");
+  archive_read_support_filter_all(a);
+  archive_read_support_format_tar(a);
+  int r = 0;
+  if (archive_read_open_filename(a, path, 1 << 16) != ARCHIVE_OK) {
+    r = cr_error_set(err, CR_E_IMAGE_INVALID, 0, "'%s' is not a tar archive: %s", path,
+                     archive_error_string(a));
+    goto out;
+  }
+  bool oci = false, index = false, manifest = false, other = false;
+  size_t seen = 0;
+  for (;;) {
+    struct archive_entry *e;
+    int q = archive_read_next_header(a, &e);
+    if (q == ARCHIVE_EOF) break;
+    if (q < ARCHIVE_WARN) {
+      r = cr_error_set(err, CR_E_IMAGE_INVALID, 0, "reading '%s': %s", path,
+                       archive_error_string(a));
+      goto out;
+    }
+    if (++seen == 1 && !archive_entry_pathname(e)) break;
+    _cleanup_free_ char *clean = NULL;
+    cr_error *e2 = NULL;
+    if (image_path_sanitize(archive_entry_pathname(e), &clean, &e2) < 0) {
+      cr_error_free(e2);
+      other = true; /* the extractor reports it properly */
+      break;
+    }
+    if (!clean[0]) continue;
+    char *slash = strchr(clean, '/');
+    if (slash) *slash = '\0';
+    if (!is_layout_name(clean, &oci, &index, &manifest)) {
+      other = true;
+      break;
+    }
+  }
+  *ret = !other && oci && index ? SRC_OCI : !other && manifest ? SRC_DOCKER : SRC_ROOTFS;
+out:
+  archive_read_free(a);
+  return r;
+}
+
+/* ---- OCI layout */
+
+static int parse_digest(json_t *desc, char ret_hex[65], cr_error **err) {
+  const char *d = json_string_value(json_object_get(desc, "digest"));
+  if (!d || strncmp(d, "sha256:", 7) || !image_is_hex(d + 7, IMAGE_HEX_LEN))
+    return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "unsupported or malformed digest '%s'",
+                        d ? d : "(none)");
+  memcpy(ret_hex, d + 7, 65);
+  return 0;
+}
+
+/* Reads blobs/sha256/<hex> of a layout dir, checking its digest. */
+static int read_blob(const char *dir, const char *hex, json_t **ret, char **ret_raw,
+                     cr_error **err) {
+  _cleanup_free_ char *rel = NULL, *path = NULL, *buf = NULL;
+  if (asprintf(&rel, "blobs/sha256/%s", hex) < 0)
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "blob");
+  int r = image_resolve_inside(dir, rel, &path, err);
+  if (r < 0) return r;
+  size_t len = 0;
+  r = cr_read_file(path, MAX_MANIFEST, &buf, &len);
+  if (r < 0) return cr_error_set(err, CR_E_IMAGE_INVALID, -r, "reading blob sha256:%s", hex);
+  char got[65];
+  cr_sha256_hex(buf, len, got);
+  if (strcmp(got, hex))
+    return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "blob sha256:%s has digest sha256:%s",
+                        hex, got);
+  json_error_t je;
+  json_t *j = json_loadb(buf, len, 0, &je);
+  if (!json_is_object(j)) {
+    json_decref(j);
+    return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "blob sha256:%s is not a JSON object: %s",
+                        hex, je.text);
+  }
+  *ret = j;
+  if (ret_raw) *ret_raw = TAKE_PTR(buf);
+  return 0;
+}
+
+static bool is_index_type(const char *mt) {
+  return mt && (!strcmp(mt, "application/vnd.oci.image.index.v1+json") ||
+                !strcmp(mt, "application/vnd.docker.distribution.manifest.list.v2+json"));
+}
+
+static bool platform_is(json_t *desc, const char *os, const char *arch) {
+  json_t *p = json_object_get(desc, "platform");
+  const char *o = json_string_value(json_object_get(p, "os"));
+  const char *a = json_string_value(json_object_get(p, "architecture"));
+  return o && a && !strcmp(o, os) && !strcmp(a, arch);
+}
+
+static void take_default_ref(import_plan *plan, json_t *desc) {
+  json_t *ann = json_object_get(desc, "annotations");
+  const char *n = json_string_value(json_object_get(ann, "io.containerd.image.name"));
+  if (!n) {
+    n = json_string_value(json_object_get(ann, "org.opencontainers.image.ref.name"));
+    if (n && !strchr(n, ':') && !strchr(n, '/')) n = NULL; /* a bare tag */
+  }
+  if (n && image_ref_valid(n) && !plan->default_ref) plan->default_ref = strdup(n);
+}
+
+/* Picks the manifest descriptor out of an index (recursing into nested
+ * indexes), fills plan->hex with the manifest digest. */
+static int oci_pick(const char *dir, json_t *index, int depth, import_plan *plan,
+                    cr_error **err) {
+  json_t *ms = json_object_get(index, "manifests");
+  size_t n = json_array_size(ms);
+  if (!n) return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "image index lists no manifests");
+  json_t *pick = NULL;
+  if (n == 1) {
+    pick = json_array_get(ms, 0);
+  } else {
+    size_t i;
+    json_t *d;
+    json_array_foreach(ms, i, d) if (platform_is(d, "linux", "amd64")) {
+      pick = d;
+      break;
+    }
+    if (!pick)
+      return cr_error_set(err, CR_E_IMAGE_INVALID, 0,
+                          "image index has %zu manifests and none for linux/amd64", n);
+  }
+  if (!json_is_object(pick)) return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "bad descriptor");
+  take_default_ref(plan, pick);
+  char hex[65];
+  int r = parse_digest(pick, hex, err);
+  if (r < 0) return r;
+  if (is_index_type(json_string_value(json_object_get(pick, "mediaType")))) {
+    if (depth >= MAX_INDEX_DEPTH)
+      return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "image indexes nested too deeply");
+    _cleanup_json_ json_t *sub = NULL;
+    r = read_blob(dir, hex, &sub, NULL, err);
+    if (r < 0) return r;
+    return oci_pick(dir, sub, depth + 1, plan, err);
+  }
+  memcpy(plan->hex, hex, 65);
+  return 0;
+}
+
+static int oci_plan(const char *dir, import_plan *plan, cr_error **err) {
+  _cleanup_free_ char *ipath = NULL, *buf = NULL;
+  int r = image_resolve_inside(dir, "index.json", &ipath, err);
+  if (r < 0) return r;
+  size_t len = 0;
+  r = cr_read_file(ipath, MAX_MANIFEST, &buf, &len);
+  if (r < 0) return cr_error_set(err, CR_E_IMAGE_INVALID, -r, "reading index.json");
+  json_error_t je;
+  _cleanup_json_ json_t *index = json_loadb(buf, len, 0, &je);
+  if (!json_is_object(index))
+    return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "index.json: %s", je.text);
+  r = oci_pick(dir, index, 0, plan, err);
+  if (r < 0) return r;
+  _cleanup_json_ json_t *manifest = NULL;
+  r = read_blob(dir, plan->hex, &manifest, NULL, err);
+  if (r < 0) return cr_error_wrap(err, "manifest");
+  if (is_index_type(json_string_value(json_object_get(manifest, "mediaType"))))
+    return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "manifest sha256:%s is an index", plan->hex);
+  json_t *layers = json_object_get(manifest, "layers");
+  if (!json_is_array(layers))
+    return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "manifest sha256:%s has no layers", plan->hex);
+  size_t i;
+  json_t *l;
+  json_array_foreach(layers, i, l) {
+    const char *mt = json_string_value(json_object_get(l, "mediaType"));
+    if (mt && !strstr(mt, "tar"))
+      return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "layer %zu has unsupported media type %s",
+                          i + 1, mt);
+    char hex[65];
+    r = parse_digest(l, hex, err);
+    if (r < 0) return cr_error_wrap(err, "layer %zu", i + 1);
+    _cleanup_free_ char *rel = NULL;
+    char *path = NULL;
+    if (asprintf(&rel, "blobs/sha256/%s", hex) < 0)
+      return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "layer");
+    r = image_resolve_inside(dir, rel, &path, err);
+    if (r < 0) return cr_error_wrap(err, "layer %zu", i + 1);
+    char got[65];
+    r = cr_sha256_file(path, got);
+    if (r < 0 || strcmp(got, hex)) {
+      free(path);
+      return cr_error_set(err, CR_E_IMAGE_INVALID, r < 0 ? -r : 0,
+                          "layer %zu (sha256:%s) is corrupt", i + 1, hex);
+    }
+    if (plan_add_layer(plan, path) < 0)
+      return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "too many layers");
+  }
+  return 0;
+}
+
+/* ---- docker save */
+
+static int docker_plan(const char *dir, const char *ref, import_plan *plan, cr_error **err) {
+  _cleanup_free_ char *mpath = NULL, *buf = NULL;
+  int r = image_resolve_inside(dir, "manifest.json", &mpath, err);
+  if (r < 0) return r;
+  size_t len = 0;
+  r = cr_read_file(mpath, MAX_MANIFEST, &buf, &len);
+  if (r < 0) return cr_error_set(err, CR_E_IMAGE_INVALID, -r, "reading manifest.json");
+  json_error_t je;
+  _cleanup_json_ json_t *m = json_loadb(buf, len, 0, &je);
+  if (!json_is_array(m) || !json_array_size(m))
+    return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "manifest.json is not a non-empty array");
+  json_t *pick = NULL;
+  if (json_array_size(m) == 1) {
+    pick = json_array_get(m, 0);
+  } else if (ref) {
+    size_t i, j;
+    json_t *d, *t;
+    json_array_foreach(m, i, d) json_array_foreach(json_object_get(d, "RepoTags"), j, t) if (
+        json_is_string(t) && !strcmp(json_string_value(t), ref)) pick = d;
+  }
+  if (!json_is_object(pick))
+    return cr_error_set(err, CR_E_IMAGE_INVALID, 0,
+                        "docker archive holds %zu images; pick one with --ref NAME:TAG "
+                        "matching its RepoTags", json_array_size(m));
+  const char *tag = json_string_value(json_array_get(json_object_get(pick, "RepoTags"), 0));
+  if (tag && image_ref_valid(tag)) plan->default_ref = strdup(tag);
+  const char *config = json_string_value(json_object_get(pick, "Config"));
+  if (!config) return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "manifest.json has no Config");
+  _cleanup_free_ char *cpath = NULL;
+  r = image_resolve_inside(dir, config, &cpath, err);
+  if (r < 0) return r;
+  /* A docker-save archive has no registry manifest; the image ID (sha256 of
+   * the config) is its identity. */
+  r = cr_sha256_file(cpath, plan->hex);
+  if (r < 0) return cr_error_set(err, CR_E_IO, -r, "hashing %s", config);
+  json_t *layers = json_object_get(pick, "Layers");
+  if (!json_is_array(layers))
+    return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "manifest.json has no Layers");
+  size_t i;
+  json_t *l;
+  json_array_foreach(layers, i, l) {
+    char *path = NULL;
+    if (!json_is_string(l))
+      return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "layer %zu is not a path", i + 1);
+    r = image_resolve_inside(dir, json_string_value(l), &path, err);
+    if (r < 0) return cr_error_wrap(err, "layer %zu", i + 1);
+    if (plan_add_layer(plan, path) < 0)
+      return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "too many layers");
+  }
+  return 0;
+}
+
+/* ---- building */
+
+static uint64_t walk_bytes, walk_inodes;
+static int walk_cb(const char *p, const struct stat *st, int flag, struct FTW *f) {
+  walk_bytes += (uint64_t)st->st_blocks * 512;
+  walk_inodes++;
+  return 0;
+}
+
+static int measure(const char *dir, uint64_t *ret_bytes, uint64_t *ret_inodes, cr_error **err) {
+  /* nftw has no user pointer; imports are serialized per process by this
+   * being the only user (the daemon runs imports one at a time). */
+  static pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+  pthread_mutex_lock(&m);
+  walk_bytes = walk_inodes = 0;
+  int r = nftw(dir, walk_cb, 64, FTW_PHYS | FTW_MOUNT);
+  *ret_bytes = walk_bytes;
+  *ret_inodes = walk_inodes;
+  pthread_mutex_unlock(&m);
+  if (r != 0) return cr_error_set(err, CR_E_IO, errno, "measuring %s", dir);
+  return 0;
+}
+
+static int make_ext4(const char *staging, const char *out, uint64_t *ret_size,
+                     uint64_t *ret_content, cr_error **err) {
+  uint64_t bytes = 0, inodes = 0;
+  int r = measure(staging, &bytes, &inodes, err);
+  if (r < 0) return r;
+  uint64_t size = bytes + bytes * 3 / 10 + 256 * MIB;
+  size = (size + MIB - 1) / MIB * MIB;
+  uint64_t want_inodes = inodes + inodes * 3 / 10 + 16384;
+  _cleanup_close_ int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return cr_error_set(err, CR_E_IO, errno, "creating %s", out);
+  if (ftruncate(fd, (off_t)size) < 0) return cr_error_set(err, CR_E_IO, errno, "sizing %s", out);
+  char inode_arg[32];
+  snprintf(inode_arg, sizeof(inode_arg), "%llu", (unsigned long long)want_inodes);
+  const char *argv[] = {"mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1",
+                        "-N", inode_arg, "-d", staging, "-L", "cleanroom-image", out, NULL};
+  _cleanup_free_ char *output = NULL;
+  r = cr_run((char *const *)argv, &output, 4096, err);
+  if (r < 0) return cr_error_wrap(err, "formatting ext4");
+  if (r != 0)
+    return cr_error_set(err, CR_E_IO, 0, "mkfs.ext4 exited with %d: %s", r,
+                        output && *output ? output : "(no output)");
+  *ret_size = size;
+  *ret_content = bytes;
+  return 0;
+}
+
+static void now_rfc3339(char buf[32]) {
+  time_t t = time(NULL);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Under the store lock: when the digest is already stored, add the ref and
+ * return 1. */
+static int try_existing(const char *store, const char *hex, const char *ref, cr_error **err) {
+  _cleanup_free_ char *dir = cr_path_join(store, hex);
+  _cleanup_free_ char *meta = dir ? cr_path_join(dir, "meta.json") : NULL;
+  if (!meta) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
+  if (access(meta, F_OK) < 0) return 0;
+  int r = image_store_add_ref(store, hex, ref, err);
+  return r < 0 ? r : 1;
+}
+
+static int do_import(const char *store, const char *tmp, const char *path, const char *ref,
+                     image_progress_fn fn, void *ud, char ret_hex[65], cr_error **err) {
+  struct stat st;
+  if (stat(path, &st) < 0) return cr_error_set(err, CR_E_FILE_NOT_FOUND, errno, "%s", path);
+  _cleanup_(plan_clear) import_plan plan = {0};
+  _cleanup_free_ char *src_dir = NULL;
+  _cleanup_free_ char *work = cr_path_join(tmp, "archive");
+  _cleanup_free_ char *rootfs = cr_path_join(tmp, "rootfs");
+  _cleanup_free_ char *ext4 = cr_path_join(tmp, "rootfs.ext4");
+  if (!work || !rootfs || !ext4) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
+  int r;
+  if (S_ISDIR(st.st_mode)) {
+    src_dir = strdup(path);
+    if (!src_dir) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
+    _cleanup_free_ char *probe = cr_path_join(path, "oci-layout");
+    plan.kind = probe && access(probe, F_OK) == 0 ? SRC_OCI : SRC_DOCKER;
+  } else if (S_ISREG(st.st_mode)) {
+    progress(fn, ud, "reading archive", 0, 0);
+    r = detect_tar(path, &plan.kind, err);
+    if (r < 0) return r;
+    if (plan.kind != SRC_ROOTFS) {
+      if (mkdir(work, 0700) < 0) return cr_error_set(err, CR_E_IO, errno, "creating %s", work);
+      progress(fn, ud, "unpacking archive", 0, (uint64_t)st.st_size);
+      r = image_extract_outer(path, work, err);
+      if (r < 0) return r;
+      src_dir = strdup(work);
+      if (!src_dir) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
+    }
+  } else {
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "%s is neither a file nor a directory",
+                        path);
+  }
+
+  if (plan.kind == SRC_ROOTFS) {
+    progress(fn, ud, "hashing", 0, (uint64_t)st.st_size);
+    r = cr_sha256_file(path, plan.hex);
+    if (r < 0) return cr_error_set(err, CR_E_IO, -r, "hashing %s", path);
+    char *copy = strdup(path);
+    if (!copy || plan_add_layer(&plan, copy) < 0)
+      return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
+  } else {
+    progress(fn, ud, "reading manifest", 0, 0);
+    r = plan.kind == SRC_OCI ? oci_plan(src_dir, &plan, err)
+                             : docker_plan(src_dir, ref, &plan, err);
+    if (r < 0) return cr_error_wrap(err, "%s %s", kind_name(plan.kind), path);
+  }
+  const char *use_ref = ref ? ref : plan.default_ref;
+  memcpy(ret_hex, plan.hex, 65);
+
+  {
+    _cleanup_close_ int lock = image_store_lock(store, err);
+    if (lock < 0) return lock;
+    r = try_existing(store, plan.hex, use_ref, err);
+    if (r != 0) return r;
+  }
+
+  if (mkdir(rootfs, 0755) < 0 || chmod(rootfs, 0755) < 0)
+    return cr_error_set(err, CR_E_IO, errno, "creating %s", rootfs);
+  image_extract x;
+  r = image_extract_init(&x, rootfs, fn, ud, err);
+  if (r < 0) return r;
+  for (size_t i = 0; i < plan.n_layers; i++) {
+    char phase[64];
+    snprintf(phase, sizeof(phase), "extracting layer %zu/%zu", i + 1, plan.n_layers);
+    r = image_extract_layer(&x, plan.layers[i], i > 0, phase, err);
+    if (r < 0) {
+      cr_error_wrap(err, "layer %zu/%zu", i + 1, plan.n_layers);
+      break;
+    }
+  }
+  image_extract_done(&x);
+  if (r < 0) return r;
+  cr_rm_rf(work); /* free the space before formatting */
+
+  progress(fn, ud, "formatting ext4", 0, 0);
+  _cleanup_(image_info_freep) image_info *info = calloc(1, sizeof(*info));
+  char created[32];
+  now_rfc3339(created);
+  if (!info || asprintf(&info->digest, "sha256:%s", plan.hex) < 0 ||
+      !(info->source_format = strdup(kind_name(plan.kind))) ||
+      !(info->imported_from = realpath(path, NULL)) || !(info->created_at = strdup(created)))
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
+  r = make_ext4(rootfs, ext4, &info->size, &info->content_size, err);
+  if (r < 0) return r;
+  r = cr_rm_rf(rootfs);
+  if (r < 0) return cr_error_set(err, CR_E_IO, -r, "removing %s", rootfs);
+  r = image_store_write_meta(tmp, info, err);
+  if (r < 0) return r;
+
+  _cleanup_close_ int lock = image_store_lock(store, err);
+  if (lock < 0) return lock;
+  r = try_existing(store, plan.hex, use_ref, err); /* lost a race: keep theirs */
+  if (r != 0) return r;
+  _cleanup_free_ char *final = cr_path_join(store, plan.hex);
+  if (!final) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
+  if (chmod(tmp, 0755) < 0 || rename(tmp, final) < 0)
+    return cr_error_set(err, CR_E_IO, errno, "moving the image into %s", final);
+  r = image_store_add_ref(store, plan.hex, use_ref, err);
+  if (r < 0) return r;
+  progress(fn, ud, "done", info->size, info->size);
+  return 0;
+}
+
+int image_import(const char *path, const char *ref, image_progress_fn fn, void *userdata,
+                 image_info **ret, cr_error **err) {
+  if (!path || !*path) return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "no image file given");
+  if (ref && !image_ref_valid(ref))
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
+                        "invalid image ref '%s' (want name[:tag], letters, digits, ._/:@-)", ref);
+  _cleanup_free_ char *store = image_store_dir();
+  if (!store) return cr_error_set(err, CR_E_IO, errno, "opening the image store");
+  _cleanup_free_ char *tmp = NULL;
+  if (asprintf(&tmp, "%s/.tmp-XXXXXX", store) < 0)
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
+  if (!mkdtemp(tmp)) return cr_error_set(err, CR_E_IO, errno, "creating %s", tmp);
+  char hex[65] = "";
+  int r = do_import(store, tmp, path, ref, fn, userdata, hex, err);
+  cr_rm_rf(tmp); /* gone already after a successful rename */
+  if (r < 0) return cr_error_wrap(err, "importing %s", path);
+  if (!ret) return 0;
+  r = image_store_load(store, hex, ret, err);
+  return r < 0 ? r : 0;
+}

@@ -1,0 +1,49 @@
+/* Internal to src/image: shared between the import, extract and store files. */
+#pragma once
+#include "image/image.h"
+
+#include <stdint.h>
+
+#define IMAGE_HEX_LEN 64
+
+/* One extraction target: the staging root and running totals over layers. */
+typedef struct image_extract {
+  char *root;    /* realpath of the staging dir (no trailing '/') */
+  int root_fd;   /* O_DIRECTORY fd of root */
+  uint64_t entries;
+  uint64_t bytes;
+  image_progress_fn progress;
+  void *userdata;
+} image_extract;
+
+/* Opens the staging root (must exist). */
+int image_extract_init(image_extract *x, const char *root, image_progress_fn progress,
+                       void *userdata, cr_error **err);
+void image_extract_done(image_extract *x);
+/* Applies one layer archive (any compression libarchive detects).
+ * apply_whiteouts: first delete what the layer's whiteouts name (lower
+ * layers), then extract the rest. phase names the layer for progress. */
+int image_extract_layer(image_extract *x, const char *archive_path,
+                        bool apply_whiteouts, const char *phase, cr_error **err);
+
+/* Extracts an outer OCI/docker tar (regular files, dirs, symlinks only)
+ * into dir, with the same path checks. */
+int image_extract_outer(const char *archive_path, const char *dir, cr_error **err);
+
+/* Resolves rel (a name from a manifest) inside dir without leaving it;
+ * returns a newly allocated real path. */
+int image_resolve_inside(const char *dir, const char *rel, char **ret, cr_error **err);
+
+/* Store helpers (image-store.c). */
+char *image_store_dir(void);  /* absolute <data>/images, created; NULL on error */
+int image_store_lock(const char *store, cr_error **err); /* returns fd */
+/* Adds ref -> digest (moving it from another image if needed). Caller
+ * holds the lock. ref may be NULL (no-op). */
+int image_store_add_ref(const char *store, const char *hex, const char *ref,
+                        cr_error **err);
+int image_store_load(const char *store, const char *hex, image_info **ret,
+                     cr_error **err);
+/* Writes meta.json into dir. */
+int image_store_write_meta(const char *dir, const image_info *info, cr_error **err);
+/* 1 when s is 64 lowercase hex. */
+int image_is_hex(const char *s, size_t len);
