@@ -30,3 +30,9 @@ int cmd_image_import(int argc, char **argv);
 int cmd_image_inspect(int argc, char **argv);
 int cmd_image_ls(int argc, char **argv);
 int cmd_image_rm(int argc, char **argv);
+int cmd_image_bump_ref(int argc, char **argv);
+int cmd_image_resolve(int argc, char **argv);
+int cmd_policy_show(int argc, char **argv);
+int cmd_policy_validate(int argc, char **argv);
+/* REF -> "name@sha256:<hex>" via the local image store (cmd-image-resolve.c). */
+int cli_image_resolve(const char *ref, char **ret, cr_error **err);

@@ -8,10 +8,14 @@
 
 /* Keep sorted by name; multi-word commands are matched word by word. */
 static const cli_command commands[] = {
+    {"image bump-ref", "Pin sandbox.image.ref in the policy to a digest", cmd_image_bump_ref},
     {"image import", "Import a rootfs tar, OCI layout or docker-save tar", cmd_image_import},
     {"image inspect", "Show a stored image", cmd_image_inspect},
     {"image ls", "List stored images", cmd_image_ls},
+    {"image resolve", "Print the digest-pinned form of an image ref", cmd_image_resolve},
     {"image rm", "Remove image refs and unused images", cmd_image_rm},
+    {"policy show", "Print the compiled policy and its hash", cmd_policy_show},
+    {"policy validate", "Validate cleanroom.yaml, reporting every error", cmd_policy_validate},
     {"version", "Print the version", cmd_version},
 };
 
