@@ -63,20 +63,22 @@ static void progress(image_progress_fn fn, void *ud, const char *phase, uint64_t
 
 /* ---- detecting what a tar is */
 
-static bool is_layout_name(const char *first, bool *oci, bool *index, bool *manifest) {
-  if (!strcmp(first, "oci-layout")) return (*oci = true);
-  if (!strcmp(first, "index.json")) return (*index = true);
-  if (!strcmp(first, "manifest.json")) return (*manifest = true);
-  if (!strcmp(first, "blobs") || !strcmp(first, "repositories")) return true;
-  size_t n = strlen(first);
-  if (n == IMAGE_HEX_LEN && image_is_hex(first, n)) return true;
-  if (n == IMAGE_HEX_LEN + 5 && !strcmp(first + IMAGE_HEX_LEN, ".json")) {
-    char tmp[IMAGE_HEX_LEN + 1];
-    memcpy(tmp, first, IMAGE_HEX_LEN);
-    tmp[IMAGE_HEX_LEN] = '\0';
-    return image_is_hex(tmp, IMAGE_HEX_LEN);
+/* Whether a (sanitized) name can belong to an OCI layout or a docker-save
+ * archive; a rootfs tar fails this at its first real file. */
+static bool is_layout_name(char *name, bool is_dir, bool *oci, bool *index, bool *manifest) {
+  char *slash = strchr(name, '/');
+  if (!slash) {
+    if (!strcmp(name, "oci-layout")) return (*oci = true);
+    if (!strcmp(name, "index.json")) return (*index = true);
+    if (!strcmp(name, "manifest.json")) return (*manifest = true);
+    size_t n = strlen(name);
+    return is_dir || !strcmp(name, "repositories") ||
+           (n > 5 && !strcmp(name + n - 5, ".json"));
   }
-  return false;
+  if (!strncmp(name, "blobs/", 6)) return true;
+  const char *rest = slash + 1;
+  return !strchr(rest, '/') &&
+         (!strcmp(rest, "layer.tar") || !strcmp(rest, "json") || !strcmp(rest, "VERSION"));
 }
 
 static int detect_tar(const char *path, enum source_kind *ret, cr_error **err) {
@@ -110,9 +112,8 @@ static int detect_tar(const char *path, enum source_kind *ret, cr_error **err) {
       break;
     }
     if (!clean[0]) continue;
-    char *slash = strchr(clean, '/');
-    if (slash) *slash = '\0';
-    if (!is_layout_name(clean, &oci, &index, &manifest)) {
+    if (!is_layout_name(clean, archive_entry_filetype(e) == AE_IFDIR, &oci, &index,
+                        &manifest)) {
       other = true;
       break;
     }
@@ -502,6 +503,15 @@ int image_import(const char *path, const char *ref, image_progress_fn fn, void *
   if (ref && !image_ref_valid(ref))
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
                         "invalid image ref '%s' (want name[:tag], letters, digits, ._/:@-)", ref);
+  /* "name" means "name:latest", as with docker */
+  _cleanup_free_ char *full_ref = NULL;
+  if (ref) {
+    const char *slash = strrchr(ref, '/');
+    bool tagged = strchr(slash ? slash : ref, ':') || strchr(ref, '@');
+    if (asprintf(&full_ref, tagged ? "%s" : "%s:latest", ref) < 0)
+      return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
+    ref = full_ref;
+  }
   _cleanup_free_ char *store = image_store_dir();
   if (!store) return cr_error_set(err, CR_E_IO, errno, "opening the image store");
   _cleanup_free_ char *tmp = NULL;
