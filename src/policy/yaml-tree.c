@@ -90,13 +90,13 @@ int policy_yaml_load(const char *buf, size_t len, policy_node **ret,
     case YAML_DOCUMENT_START_EVENT:
       if (++documents > 1) {
         set_problem(ret_problem, ret_line, ret_column, &ev.start_mark,
-                    "more than one YAML document; a policy is one document");
+                    "more than one document; a policy is one YAML document");
         r = -EINVAL;
       }
       break;
     case YAML_ALIAS_EVENT:
       set_problem(ret_problem, ret_line, ret_column, &ev.start_mark,
-                  "YAML aliases (*%s) are not supported in a policy",
+                  "aliases (*%s) are not supported in a policy",
                   ev.data.alias.anchor ? (const char *)ev.data.alias.anchor : "");
       r = -EINVAL;
       break;
