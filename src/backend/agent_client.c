@@ -295,7 +295,7 @@ int agent_control(agent_conn *c, ap_buf *b, agent_frame_cb cb, void *ud) {
   return 0;
 }
 
-int agent_send(agent_conn *c, uint16_t type, uint32_t channel, const void *data,
+int agent_send(agent_conn *c, uint16_t type, uint32_t ch, const void *data,
                size_t n) {
   if (!agent_conn_ready(c)) return -ENOTCONN;
   const uint8_t *p = data;
@@ -304,7 +304,7 @@ int agent_send(agent_conn *c, uint16_t type, uint32_t channel, const void *data,
   do {
     size_t chunk = MIN(n, (size_t)AP_CHUNK);
     ap_buf_reset(&b);
-    r = ap_put_raw_frame(&b, type, channel, p, chunk);
+    r = ap_put_raw_frame(&b, type, ch, p, chunk);
     if (r == 0) r = write_bytes(c, b.data, b.len);
     p += chunk;
     n -= chunk;
@@ -313,11 +313,11 @@ int agent_send(agent_conn *c, uint16_t type, uint32_t channel, const void *data,
   return r;
 }
 
-int agent_send_u32(agent_conn *c, uint16_t type, uint32_t channel, uint16_t tag,
+int agent_send_u32(agent_conn *c, uint16_t type, uint32_t ch, uint16_t tag,
                    uint32_t v) {
   if (!agent_conn_ready(c)) return -ENOTCONN;
   ap_buf b = {0};
-  ap_frame_begin(&b, type, channel);
+  ap_frame_begin(&b, type, ch);
   ap_put_u32(&b, tag, v);
   int r = ap_frame_end(&b);
   if (r == 0) r = write_bytes(c, b.data, b.len);

@@ -26,6 +26,7 @@ bool cli_wants_help(int argc, char **argv);
 
 /* Subcommands (one per file, cmd-*.c). */
 int cmd_version(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 int cmd_image_import(int argc, char **argv);
 int cmd_image_inspect(int argc, char **argv);
 int cmd_image_ls(int argc, char **argv);
@@ -36,3 +37,12 @@ int cmd_policy_show(int argc, char **argv);
 int cmd_policy_validate(int argc, char **argv);
 /* REF -> "name@sha256:<hex>" via the local image store (cmd-image-resolve.c). */
 int cli_image_resolve(const char *ref, char **ret, cr_error **err);
+int cmd_doctor(int argc, char **argv);
+int cmd_exec(int argc, char **argv);
+int cmd_execution_inspect(int argc, char **argv);
+int cmd_execution_ls(int argc, char **argv);
+int cmd_sandbox_create(int argc, char **argv);
+int cmd_sandbox_inspect(int argc, char **argv);
+int cmd_sandbox_ls(int argc, char **argv);
+int cmd_sandbox_rm(int argc, char **argv);
+int cmd_status(int argc, char **argv);

@@ -8,6 +8,10 @@
 
 /* Keep sorted by name; multi-word commands are matched word by word. */
 static const cli_command commands[] = {
+    {"doctor", "Check the host: KVM, QEMU, kernel, agent, image, disk, daemon", cmd_doctor},
+    {"exec", "Run a command in a sandbox (a new one unless --in)", cmd_exec},
+    {"execution inspect", "Show an execution", cmd_execution_inspect},
+    {"execution ls", "List executions", cmd_execution_ls},
     {"image bump-ref", "Pin sandbox.image.ref in the policy to a digest", cmd_image_bump_ref},
     {"image import", "Import a rootfs tar, OCI layout or docker-save tar", cmd_image_import},
     {"image inspect", "Show a stored image", cmd_image_inspect},
@@ -16,6 +20,12 @@ static const cli_command commands[] = {
     {"image rm", "Remove image refs and unused images", cmd_image_rm},
     {"policy show", "Print the compiled policy and its hash", cmd_policy_show},
     {"policy validate", "Validate cleanroom.yaml, reporting every error", cmd_policy_validate},
+    {"sandbox create", "Create a persistent sandbox and print its id", cmd_sandbox_create},
+    {"sandbox inspect", "Show a sandbox", cmd_sandbox_inspect},
+    {"sandbox ls", "List sandboxes", cmd_sandbox_ls},
+    {"sandbox rm", "Stop and remove sandboxes", cmd_sandbox_rm},
+    {"serve", "Run the daemon (control API and MCP on a unix socket)", cmd_serve},
+    {"status", "Show the last execution and its sandbox", cmd_status},
     {"version", "Print the version", cmd_version},
 };
 

@@ -28,6 +28,7 @@ typedef struct cr_error {
 #define CR_E_RUNTIME_LAUNCH_FAILED "runtime_launch_failed"
 #define CR_E_AGENT_PROTOCOL "agent_protocol_error"
 #define CR_E_AGENT_UNAVAILABLE "agent_unavailable"
+#define CR_E_VMM_EXITED "vmm_exited"
 #define CR_E_SANDBOX_NOT_FOUND "sandbox_not_found"
 #define CR_E_SANDBOX_NOT_READY "sandbox_not_ready"
 #define CR_E_EXECUTION_NOT_FOUND "execution_not_found"

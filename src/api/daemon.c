@@ -1,0 +1,298 @@
+#include "api/daemon.h"
+#include "mcp/mcp.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/paths.h"
+
+#include <libgen.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+typedef struct conn {
+  uv_pipe_t pipe;
+  api_sink sink;
+  daemon_ctx *d;
+  char *buf;
+  size_t len, cap;
+  bool first_done, handle_closed, sink_freed;
+  mcp_session *mcp;
+} conn;
+
+void api_sink_unref(api_sink *s) {
+  if (s && --s->refs == 0 && s->free) s->free(s);
+}
+
+void api_sink_send(api_sink *s, json_t *msg) {
+  if (s && !s->closed && msg) s->send(s, msg);
+  json_decref(msg);
+}
+
+json_t *api_result(json_t *id, json_t *result) {
+  return json_pack("{s:s, s:O?, s:o}", "jsonrpc", "2.0", "id", id ? id : json_null(), "result",
+                   result ? result : json_object());
+}
+
+json_t *api_error(json_t *id, int code, const char *message, const char *reason) {
+  json_t *e = json_pack("{s:i, s:s}", "code", code, "message", message ? message : "error");
+  if (reason) json_object_set_new(e, "data", json_pack("{s:s}", "reason", reason));
+  return json_pack("{s:s, s:O?, s:o}", "jsonrpc", "2.0", "id", id ? id : json_null(), "error", e);
+}
+
+json_t *api_notification(const char *method, json_t *params) {
+  return json_pack("{s:s, s:s, s:o}", "jsonrpc", "2.0", "method", method, "params",
+                   params ? params : json_object());
+}
+
+static void conn_maybe_free(conn *c) {
+  if (c->handle_closed && c->sink_freed) {
+    free(c->buf);
+    free(c);
+  }
+}
+
+static void sink_free(api_sink *s) {
+  conn *c = container_of(s, conn, sink);
+  c->sink_freed = true;
+  conn_maybe_free(c);
+}
+
+static void on_conn_closed(uv_handle_t *h) {
+  conn *c = h->data;
+  c->handle_closed = true;
+  c->d->conns--;
+  conn_maybe_free(c);
+}
+
+static void conn_close(conn *c) {
+  if (c->sink.closed) return;
+  c->sink.closed = true;
+  if (c->mcp) {
+    mcp_session_close(c->mcp);
+    c->mcp = NULL;
+  }
+  uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
+  api_sink_unref(&c->sink);
+}
+
+static void on_written(uv_write_t *req, int status) {
+  free(req->data);
+  free(req);
+}
+
+static void conn_write(conn *c, const char *data, size_t n) {
+  if (c->sink.closed) return;
+  uv_write_t *req = malloc(sizeof(*req));
+  char *copy = malloc(n + 1);
+  if (!req || !copy) {
+    free(req);
+    free(copy);
+    return;
+  }
+  memcpy(copy, data, n);
+  copy[n] = '\n';
+  req->data = copy;
+  uv_buf_t b = uv_buf_init(copy, (unsigned)n + 1);
+  if (uv_write(req, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0) {
+    free(copy);
+    free(req);
+  }
+}
+
+static void sink_send(api_sink *s, json_t *msg) {
+  conn *c = container_of(s, conn, sink);
+  char *txt = json_dumps(msg, JSON_COMPACT);
+  if (txt) conn_write(c, txt, strlen(txt));
+  free(txt);
+}
+
+static void mcp_write(void *ud, const char *line, size_t len) {
+  conn_write(ud, line, len);
+}
+
+static void handle_line(conn *c, const char *line, size_t len) {
+  if (len == 0) return;
+  if (c->mcp) {
+    mcp_session_handle_line(c->mcp, line, len);
+    return;
+  }
+  json_error_t je;
+  json_t *msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+  if (!msg) {
+    char m[256];
+    snprintf(m, sizeof(m), "parse error: %s (line %d column %d)", je.text, je.line, je.column);
+    api_sink_send(&c->sink, api_error(NULL, API_PARSE_ERROR, m, NULL));
+    return;
+  }
+  if (!c->first_done) {
+    c->first_done = true;
+    if (mcp_is_session_start(msg)) {
+      c->mcp = mcp_session_new(c->d, mcp_write, c);
+      if (c->mcp) {
+        mcp_session_set_loop(c->mcp, c->d->loop);
+        mcp_session_handle_message(c->mcp, msg);
+        json_decref(msg);
+        return;
+      }
+    }
+  }
+  api_dispatch(c->d, &c->sink, msg);
+  json_decref(msg);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  conn *c = h->data;
+  if (c->cap - c->len < 65536) {
+    size_t nc = c->cap ? c->cap * 2 : 131072;
+    char *nb = realloc(c->buf, nc);
+    if (!nb) {
+      *buf = uv_buf_init(NULL, 0);
+      return;
+    }
+    c->buf = nb;
+    c->cap = nc;
+  }
+  *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  conn *c = s->data;
+  if (n < 0) {
+    conn_close(c);
+    return;
+  }
+  c->len += (size_t)n;
+  size_t start = 0;
+  for (;;) {
+    char *nl = memchr(c->buf + start, '\n', c->len - start);
+    if (!nl) break;
+    size_t l = (size_t)(nl - (c->buf + start));
+    if (l > API_MAX_LINE) break;
+    api_sink_ref(&c->sink);
+    handle_line(c, c->buf + start, l);
+    bool closed = c->sink.closed;
+    api_sink_unref(&c->sink);
+    if (closed) return;
+    start += l + 1;
+  }
+  if (start) {
+    memmove(c->buf, c->buf + start, c->len - start);
+    c->len -= start;
+  }
+  if (c->len > API_MAX_LINE) {
+    json_t *e = api_error(NULL, API_INVALID_REQUEST,
+                          "message too long: lines are limited to 4 MiB; send large data in chunks",
+                          NULL);
+    api_sink_send(&c->sink, e);
+    uv_read_stop(s);
+    conn_close(c);
+    return;
+  }
+  /* shrink big idle buffers */
+  if (c->len == 0 && c->cap > (1u << 20)) {
+    free(c->buf);
+    c->buf = NULL;
+    c->cap = 0;
+  }
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  daemon_ctx *d = server->data;
+  if (status < 0) return;
+  conn *c = calloc(1, sizeof(*c));
+  if (!c) return;
+  c->d = d;
+  c->sink.send = sink_send;
+  c->sink.free = sink_free;
+  c->sink.refs = 1;
+  uv_pipe_init(d->loop, &c->pipe, 0);
+  c->pipe.data = c;
+  if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {
+    c->sink_freed = true;
+    uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
+    d->conns++;
+    return;
+  }
+  d->conns++;
+  uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+}
+
+static void close_walk(uv_handle_t *h, void *arg) {
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  daemon_ctx *d = s->data;
+  if (d->stopping) return;
+  d->stopping = true;
+  log_info("signal %d: stopping (sandboxes keep running)", signum);
+  uv_stop(d->loop);
+}
+
+/* Refuses to start a second daemon on a live socket; removes a stale one. */
+static int prepare_socket(const char *path, cr_error **err) {
+  _cleanup_free_ char *dir = strdup(path);
+  if (!dir) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "socket");
+  int r = cr_mkdir_p(dirname(dir), 0700);
+  if (r < 0) return cr_error_set(err, CR_E_IO, -r, "creating the directory of %s", path);
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof(sa.sun_path))
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "socket path too long: %s", path);
+  memcpy(sa.sun_path, path, strlen(path) + 1);
+  _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+    return cr_error_set(err, CR_E_DAEMON_UNAVAILABLE, 0,
+                        "another daemon is already listening on %s", path);
+  unlink(path);
+  return 0;
+}
+
+int daemon_run(const char *listen_path, cr_error **err) {
+  daemon_ctx d = {0};
+  d.loop = uv_default_loop();
+  signal(SIGPIPE, SIG_IGN);
+  d.socket_path = listen_path ? strdup(listen_path) : cr_socket_path();
+  if (!d.socket_path) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "socket path");
+  if (prepare_socket(d.socket_path, err) < 0) {
+    free(d.socket_path);
+    return -1;
+  }
+  d.sandboxes = sbx_manager_new(d.loop, err);
+  if (!d.sandboxes) {
+    free(d.socket_path);
+    return -1;
+  }
+  uv_pipe_init(d.loop, &d.server, 0);
+  d.server.data = &d;
+  int r = uv_pipe_bind(&d.server, d.socket_path);
+  if (r == 0) {
+    chmod(d.socket_path, 0600);
+    r = uv_listen((uv_stream_t *)&d.server, 128, on_connection);
+  }
+  if (r < 0) {
+    cr_error_set(err, CR_E_DAEMON_UNAVAILABLE, -r, "listening on %s", d.socket_path);
+    sbx_manager_free(d.sandboxes);
+    uv_close((uv_handle_t *)&d.server, NULL);
+    uv_run(d.loop, UV_RUN_DEFAULT);
+    free(d.socket_path);
+    return -1;
+  }
+  sbx_manager_load(d.sandboxes, NULL);
+  uv_signal_init(d.loop, &d.sigterm);
+  uv_signal_init(d.loop, &d.sigint);
+  d.sigterm.data = d.sigint.data = &d;
+  uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&d.sigint, on_signal, SIGINT);
+  fprintf(stderr, "cleanroom: listening on %s (pid %d)\n", d.socket_path, (int)getpid());
+  uv_run(d.loop, UV_RUN_DEFAULT);
+  /* shutdown: sandboxes keep running; close everything on the loop */
+  unlink(d.socket_path);
+  sbx_manager_free(d.sandboxes);
+  uv_walk(d.loop, close_walk, NULL);
+  uv_run(d.loop, UV_RUN_DEFAULT);
+  uv_loop_close(d.loop);
+  free(d.socket_path);
+  return 0;
+}

@@ -1,0 +1,511 @@
+/* Control API methods (docs/api.md): JSON in, sandbox layer calls, JSON out. */
+#include "api/daemon.h"
+#include "backend/backend.h"
+#include "config.h"
+#include "image/image.h"
+#include "util/base64.h"
+#include "util/log.h"
+#include "util/paths.h"
+
+#include <signal.h>
+#include <string.h>
+
+typedef struct req {
+  daemon_ctx *d;
+  api_sink *sink;
+  json_t *id; /* NULL for notifications */
+  json_t *params;
+} req;
+
+typedef void (*method_fn)(req *r);
+
+/* ---- replies */
+
+static void reply(req *r, json_t *result) {
+  if (r->id) api_sink_send(r->sink, api_result(r->id, result));
+  else json_decref(result);
+}
+
+static void reply_err(req *r, const cr_error *e) {
+  if (r->id)
+    api_sink_send(r->sink, api_error(r->id, API_OPERATION_FAILED,
+                                     e && e->message ? e->message : "failed", cr_error_reason(e)));
+}
+
+static void bad_params(req *r, const char *fmt, ...) _printf_(2, 3);
+static void bad_params(req *r, const char *fmt, ...) {
+  char m[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(m, sizeof(m), fmt, ap);
+  va_end(ap);
+  if (r->id) api_sink_send(r->sink, api_error(r->id, API_INVALID_PARAMS, m, CR_E_INVALID_ARGUMENT));
+}
+
+/* A request that outlives the dispatch call. */
+static req *req_keep(req *r) {
+  req *k = calloc(1, sizeof(*k));
+  k->d = r->d;
+  k->sink = api_sink_ref(r->sink);
+  k->id = r->id ? json_incref(r->id) : NULL;
+  k->params = json_incref(r->params);
+  return k;
+}
+
+static void req_free(req *k) {
+  api_sink_unref(k->sink);
+  json_decref(k->id);
+  json_decref(k->params);
+  free(k);
+}
+
+static const char *pstr(req *r, const char *key) {
+  return json_string_value(json_object_get(r->params, key));
+}
+
+static sbx *need_sandbox(req *r, const char *key) {
+  const char *id = pstr(r, key);
+  if (!id) {
+    bad_params(r, "missing '%s' (a sandbox id)", key);
+    return NULL;
+  }
+  sbx *s = sbx_find(r->d->sandboxes, id);
+  if (!s) {
+    cr_error *e = NULL;
+    cr_error_set(&e, CR_E_SANDBOX_NOT_FOUND, 0,
+                 "no sandbox '%s'; list them with 'cleanroom sandbox ls'", id);
+    reply_err(r, e);
+    cr_error_free(e);
+  }
+  return s;
+}
+
+static sbx_exec *need_exec(req *r) {
+  const char *id = pstr(r, "execution_id");
+  if (!id) {
+    bad_params(r, "missing 'execution_id'");
+    return NULL;
+  }
+  sbx_exec *e = sbx_exec_find(r->d->sandboxes, id);
+  if (!e) {
+    cr_error *err = NULL;
+    cr_error_set(&err, CR_E_EXECUTION_NOT_FOUND, 0,
+                 "no execution '%s'; list them with 'cleanroom execution ls'", id);
+    reply_err(r, err);
+    cr_error_free(err);
+  }
+  return e;
+}
+
+/* ---- system */
+
+static void m_system_info(req *r) {
+  reply(r, json_pack("{s:s, s:s, s:s, s:i, s:s, s:o}", "version", CR_VERSION, "backend",
+                     backend_default()->name, "accel", backend_accel(), "pid", (int)getpid(),
+                     "socket", r->d->socket_path, "capabilities",
+                     backend_default()->capabilities()));
+}
+
+/* ---- sandboxes */
+
+static void create_progress(void *ud, const char *phase, const char *message) {
+  req *k = ud;
+  api_sink_send(k->sink, api_notification("sandbox.progress",
+                                          json_pack("{s:O?, s:s, s:s}", "request_id", k->id,
+                                                    "phase", phase, "message", message)));
+}
+
+static void create_done(void *ud, sbx *s, cr_error *err) {
+  req *k = ud;
+  if (err) reply_err(k, err);
+  else {
+    sbx_detach_progress(s);
+    reply(k, sbx_to_json(s));
+  }
+  cr_error_free(err);
+  req_free(k);
+}
+
+static void m_sandbox_create(req *r) {
+  json_t *p = r->params;
+  json_t *vc = json_object_get(p, "vcpus"), *mem = json_object_get(p, "memory_mib");
+  if ((vc && !json_is_integer(vc)) || (mem && !json_is_integer(mem)))
+    return bad_params(r, "vcpus and memory_mib must be integers");
+  json_t *pol = json_object_get(p, "policy");
+  sbx_create_params cp = {
+      .image = pstr(r, "image"),
+      .vcpus = (unsigned)json_integer_value(vc),
+      .memory_mib = (unsigned)json_integer_value(mem),
+      .policy = json_is_object(pol) ? pol : NULL,
+      .policy_hash = pstr(r, "policy_hash"),
+  };
+  req *k = req_keep(r);
+  cr_error *err = NULL;
+  if (sbx_create(r->d->sandboxes, &cp, create_done, create_progress, k, &err) < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    req_free(k);
+  }
+}
+
+static void m_sandbox_get(req *r) {
+  sbx *s = need_sandbox(r, "id");
+  if (s) reply(r, sbx_to_json(s));
+}
+
+static void m_sandbox_list(req *r) {
+  size_t n = 0;
+  sbx **v = sbx_list(r->d->sandboxes, &n);
+  json_t *a = json_array();
+  for (size_t i = 0; i < n; i++) json_array_append_new(a, sbx_to_json(v[i]));
+  free(v);
+  reply(r, json_pack("{s:o}", "sandboxes", a));
+}
+
+static void m_sandbox_terminate(req *r) {
+  sbx *s = need_sandbox(r, "id");
+  if (!s) return;
+  char id[32];
+  snprintf(id, sizeof(id), "%s", sbx_id(s));
+  cr_error *err = NULL;
+  if (sbx_terminate(r->d->sandboxes, s, &err) < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    return;
+  }
+  reply(r, json_pack("{s:s, s:s}", "id", id, "state", "stopped"));
+}
+
+/* ---- executions */
+
+typedef struct attach {
+  api_sink *sink;
+  char id[27];
+} attach;
+
+static void attach_output(void *ud, sbx_exec *e, int stream, const uint8_t *data, size_t n) {
+  attach *a = ud;
+  char *enc = cr_base64_encode(data, n);
+  api_sink_send(a->sink, api_notification("execution.output",
+                                          json_pack("{s:s, s:s, s:s}", "execution_id", a->id,
+                                                    "stream", stream == 1 ? "stdout" : "stderr",
+                                                    "data", enc ? enc : "")));
+  free(enc);
+}
+
+static void attach_ended(void *ud, sbx_exec *e) {
+  attach *a = ud;
+  api_sink_send(a->sink, api_notification("execution.exit",
+                                          json_pack("{s:s, s:o}", "execution_id", a->id,
+                                                    "execution", sbx_exec_to_json(e))));
+  api_sink_unref(a->sink);
+  free(a);
+}
+
+static void m_execution_create(req *r) {
+  sbx *s = need_sandbox(r, "sandbox_id");
+  if (!s) return;
+  json_t *argv = json_object_get(r->params, "argv");
+  json_t *env = json_object_get(r->params, "env");
+  json_t *to = json_object_get(r->params, "timeout_ms");
+  if (!json_is_array(argv) || json_array_size(argv) == 0)
+    return bad_params(r, "'argv' must be a non-empty array of strings");
+  if (env && !json_is_array(env) && !json_is_null(env))
+    return bad_params(r, "'env' must be an array of \"KEY=VALUE\" strings");
+  if (to && !json_is_integer(to)) return bad_params(r, "'timeout_ms' must be an integer");
+  sbx_exec_params ep = {
+      .argv = argv,
+      .env = json_is_array(env) ? env : NULL,
+      .cwd = pstr(r, "cwd"),
+      .stdin_open = json_is_true(json_object_get(r->params, "stdin")),
+      .timeout_ms = to ? (uint64_t)json_integer_value(to) : 0,
+  };
+  sbx_exec *e = NULL;
+  cr_error *err = NULL;
+  if (sbx_exec_start(s, &ep, &e, &err) < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    return;
+  }
+  reply(r, json_pack("{s:s, s:s}", "execution_id", sbx_exec_id(e), "sandbox_id", sbx_id(s)));
+  json_t *at = json_object_get(r->params, "attach");
+  if (at && !json_is_true(at)) return;
+  attach *a = calloc(1, sizeof(*a));
+  if (!a) return;
+  a->sink = api_sink_ref(r->sink);
+  snprintf(a->id, sizeof(a->id), "%s", sbx_exec_id(e));
+  sbx_exec_observer o = {attach_output, attach_ended, a};
+  if (sbx_exec_observe(e, &o) < 0) {
+    api_sink_unref(a->sink);
+    free(a);
+  }
+}
+
+static void m_execution_write(req *r) {
+  sbx_exec *e = need_exec(r);
+  if (!e) return;
+  const char *data = pstr(r, "data");
+  uint8_t *buf = NULL;
+  size_t n = 0;
+  if (data && cr_base64_decode(data, strlen(data), &buf, &n) < 0)
+    return bad_params(r, "'data' is not valid base64");
+  cr_error *err = NULL;
+  int rc = sbx_exec_write(e, buf, n, json_is_true(json_object_get(r->params, "eof")), &err);
+  free(buf);
+  if (rc < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    return;
+  }
+  reply(r, json_object());
+}
+
+static int parse_signal(json_t *v) {
+  if (!v) return SIGKILL;
+  if (json_is_integer(v)) return (int)json_integer_value(v);
+  const char *s = json_string_value(v);
+  if (!s) return -1;
+  if (!strncmp(s, "SIG", 3)) s += 3;
+  static const struct { const char *n; int v; } t[] = {
+      {"KILL", SIGKILL}, {"TERM", SIGTERM}, {"INT", SIGINT}, {"HUP", SIGHUP},
+      {"QUIT", SIGQUIT}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"STOP", SIGSTOP}, {"CONT", SIGCONT}};
+  for (size_t i = 0; i < ELEMENTSOF(t); i++)
+    if (!strcmp(s, t[i].n)) return t[i].v;
+  return -1;
+}
+
+static void m_execution_cancel(req *r) {
+  sbx_exec *e = need_exec(r);
+  if (!e) return;
+  int sig = parse_signal(json_object_get(r->params, "signal"));
+  if (sig <= 0 || sig > 64) return bad_params(r, "unknown signal");
+  cr_error *err = NULL;
+  if (sbx_exec_signal(e, sig, &err) < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    return;
+  }
+  reply(r, json_object());
+}
+
+static void wait_ended(void *ud, sbx_exec *e) {
+  req *k = ud;
+  reply(k, sbx_exec_to_json(e));
+  req_free(k);
+}
+
+static void m_execution_wait(req *r) {
+  sbx_exec *e = need_exec(r);
+  if (!e) return;
+  if (sbx_exec_ended(e)) return reply(r, sbx_exec_to_json(e));
+  req *k = req_keep(r);
+  sbx_exec_observer o = {NULL, wait_ended, k};
+  if (sbx_exec_observe(e, &o) < 0) {
+    req_free(k);
+    cr_error *err = NULL;
+    cr_error_set(&err, CR_E_INTERNAL, 0, "too many waiters on execution %s", sbx_exec_id(e));
+    reply_err(r, err);
+    cr_error_free(err);
+  }
+}
+
+static void m_execution_get(req *r) {
+  sbx_exec *e = need_exec(r);
+  if (e) reply(r, sbx_exec_to_json(e));
+}
+
+static void m_execution_list(req *r) {
+  size_t n = 0;
+  sbx_exec **v = sbx_exec_list(r->d->sandboxes, pstr(r, "sandbox_id"), &n);
+  json_t *a = json_array();
+  for (size_t i = 0; i < n; i++) json_array_append_new(a, sbx_exec_to_json(v[i]));
+  free(v);
+  reply(r, json_pack("{s:o}", "executions", a));
+}
+
+static void m_execution_read(req *r) {
+  sbx_exec *e = need_exec(r);
+  if (!e) return;
+  json_t *c = json_object_get(r->params, "cursor");
+  if (c && (!json_is_integer(c) || json_integer_value(c) < 0))
+    return bad_params(r, "'cursor' must be a non-negative integer");
+  reply(r, sbx_exec_read(e, c ? (uint64_t)json_integer_value(c) : 0));
+}
+
+/* ---- files */
+
+static void file_done(void *ud, json_t *result, cr_error *err) {
+  req *k = ud;
+  if (err) reply_err(k, err);
+  else reply(k, result);
+  cr_error_free(err);
+  req_free(k);
+}
+
+static const char *need_path(req *r) {
+  const char *p = pstr(r, "path");
+  if (!p) bad_params(r, "missing 'path'");
+  return p;
+}
+
+static void m_file_read(req *r) {
+  sbx *s = need_sandbox(r, "sandbox_id");
+  const char *path = s ? need_path(r) : NULL;
+  if (!path) return;
+  json_int_t off = json_integer_value(json_object_get(r->params, "offset"));
+  json_int_t len = json_integer_value(json_object_get(r->params, "length"));
+  if (off < 0 || len < 0) return bad_params(r, "offset and length must be >= 0");
+  req *k = req_keep(r);
+  cr_error *err = NULL;
+  if (sbx_file_read(s, path, (uint64_t)off, (uint64_t)len, file_done, k, &err) < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    req_free(k);
+  }
+}
+
+static void m_file_write(req *r) {
+  sbx *s = need_sandbox(r, "sandbox_id");
+  const char *path = s ? need_path(r) : NULL;
+  if (!path) return;
+  const char *data = pstr(r, "data");
+  if (!data) return bad_params(r, "missing 'data' (base64)");
+  uint8_t *buf = NULL;
+  size_t n = 0;
+  if (cr_base64_decode(data, strlen(data), &buf, &n) < 0)
+    return bad_params(r, "'data' is not valid base64");
+  json_t *mode = json_object_get(r->params, "mode");
+  req *k = req_keep(r);
+  cr_error *err = NULL;
+  int rc = sbx_file_write(s, path, buf, n, mode ? (uint32_t)json_integer_value(mode) : 0644,
+                          json_is_true(json_object_get(r->params, "parents")),
+                          json_is_true(json_object_get(r->params, "append")), file_done, k, &err);
+  free(buf);
+  if (rc < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    req_free(k);
+  }
+}
+
+static void m_file_stat(req *r) {
+  sbx *s = need_sandbox(r, "sandbox_id");
+  const char *path = s ? need_path(r) : NULL;
+  if (!path) return;
+  req *k = req_keep(r);
+  cr_error *err = NULL;
+  if (sbx_file_stat(s, path, file_done, k, &err) < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    req_free(k);
+  }
+}
+
+static void m_file_list(req *r) {
+  sbx *s = need_sandbox(r, "sandbox_id");
+  const char *path = s ? need_path(r) : NULL;
+  if (!path) return;
+  json_int_t depth = json_integer_value(json_object_get(r->params, "depth"));
+  if (depth < 0 || depth > 32) return bad_params(r, "depth must be 0-32");
+  req *k = req_keep(r);
+  cr_error *err = NULL;
+  if (sbx_file_list(s, path, (uint32_t)depth, file_done, k, &err) < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    req_free(k);
+  }
+}
+
+/* ---- images */
+
+static void m_image_list(req *r) {
+  image_info **list = NULL;
+  size_t n = 0;
+  cr_error *err = NULL;
+  if (image_list(&list, &n, &err) < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    return;
+  }
+  json_t *a = json_array();
+  for (size_t i = 0; i < n; i++) json_array_append_new(a, image_info_to_json(list[i]));
+  image_info_list_free(list, n);
+  reply(r, json_pack("{s:o}", "images", a));
+}
+
+static void m_image_remove(req *r) {
+  const char *ref = pstr(r, "ref");
+  if (!ref) return bad_params(r, "missing 'ref'");
+  cr_error *err = NULL;
+  char *digest = NULL;
+  if (image_remove(ref, 0, &digest, &err) < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    return;
+  }
+  reply(r, json_pack("{s:s?}", "removed_digest", digest));
+  free(digest);
+}
+
+static const struct {
+  const char *name;
+  method_fn fn;
+} methods[] = {
+    {"system.info", m_system_info},
+    {"sandbox.create", m_sandbox_create},
+    {"sandbox.get", m_sandbox_get},
+    {"sandbox.list", m_sandbox_list},
+    {"sandbox.terminate", m_sandbox_terminate},
+    {"execution.create", m_execution_create},
+    {"execution.write", m_execution_write},
+    {"execution.cancel", m_execution_cancel},
+    {"execution.wait", m_execution_wait},
+    {"execution.get", m_execution_get},
+    {"execution.list", m_execution_list},
+    {"execution.read", m_execution_read},
+    {"file.read", m_file_read},
+    {"file.write", m_file_write},
+    {"file.stat", m_file_stat},
+    {"file.list", m_file_list},
+    {"image.list", m_image_list},
+    {"image.remove", m_image_remove},
+};
+
+void api_dispatch(daemon_ctx *d, api_sink *sink, json_t *msg) {
+  if (!json_is_object(msg)) {
+    api_sink_send(sink, api_error(NULL, API_INVALID_REQUEST,
+                                  json_is_array(msg) ? "batches are not supported"
+                                                     : "a request must be a JSON object",
+                                  NULL));
+    return;
+  }
+  json_t *id = json_object_get(msg, "id");
+  json_t *method = json_object_get(msg, "method");
+  const char *ver = json_string_value(json_object_get(msg, "jsonrpc"));
+  if (id && !json_is_string(id) && !json_is_integer(id) && !json_is_null(id)) id = NULL;
+  if (!ver || strcmp(ver, "2.0") || !json_is_string(method)) {
+    if (!method && (json_object_get(msg, "result") || json_object_get(msg, "error"))) return;
+    api_sink_send(sink, api_error(id, API_INVALID_REQUEST,
+                                  "not a JSON-RPC 2.0 request (need jsonrpc:\"2.0\" and a method)",
+                                  NULL));
+    return;
+  }
+  json_t *params = json_object_get(msg, "params");
+  if (params && !json_is_object(params)) {
+    if (id) api_sink_send(sink, api_error(id, API_INVALID_PARAMS, "params must be an object", NULL));
+    return;
+  }
+  const char *name = json_string_value(method);
+  for (size_t i = 0; i < ELEMENTSOF(methods); i++) {
+    if (strcmp(methods[i].name, name)) continue;
+    _cleanup_json_ json_t *p = params ? json_incref(params) : json_object();
+    req r = {.d = d, .sink = sink, .id = id, .params = p};
+    methods[i].fn(&r);
+    return;
+  }
+  if (id) {
+    char m[256];
+    snprintf(m, sizeof(m), "unknown method '%.100s' (see docs/api.md)", name);
+    api_sink_send(sink, api_error(id, API_METHOD_NOT_FOUND, m, NULL));
+  }
+}

@@ -1,0 +1,141 @@
+#include "backend/qmp.h"
+#include "util/macro.h"
+
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+
+#define QMP_MAX_LINE (1u << 20)
+
+struct qmp {
+  int fd;
+  char *buf;
+  size_t len, cap;
+};
+
+static long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
+}
+
+/* Reads one line (a JSON object) before deadline. */
+static int read_msg(qmp *q, long deadline, json_t **ret, cr_error **err) {
+  for (;;) {
+    char *nl = q->len ? memchr(q->buf, '\n', q->len) : NULL;
+    if (nl) {
+      size_t n = (size_t)(nl - q->buf);
+      json_error_t je;
+      json_t *j = json_loadb(q->buf, n, 0, &je);
+      memmove(q->buf, nl + 1, q->len - n - 1);
+      q->len -= n + 1;
+      if (!j) return cr_error_set(err, CR_E_PROTOCOL, 0, "qmp: bad JSON: %s", je.text);
+      *ret = j;
+      return 0;
+    }
+    if (q->len >= QMP_MAX_LINE)
+      return cr_error_set(err, CR_E_PROTOCOL, 0, "qmp: line too long");
+    if (q->cap - q->len < 4096) {
+      size_t nc = q->cap ? q->cap * 2 : 8192;
+      char *nb = realloc(q->buf, nc);
+      if (!nb) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "qmp");
+      q->buf = nb;
+      q->cap = nc;
+    }
+    long left = deadline - now_ms();
+    if (left <= 0) return cr_error_set(err, CR_E_RUNTIME_LAUNCH_FAILED, 0, "qmp: timed out");
+    struct pollfd p = {.fd = q->fd, .events = POLLIN};
+    int r = poll(&p, 1, (int)left);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) continue;
+    ssize_t n = read(q->fd, q->buf + q->len, q->cap - q->len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return cr_error_set(err, CR_E_RUNTIME_LAUNCH_FAILED, n < 0 ? errno : 0,
+                                    "qmp: connection closed");
+    q->len += (size_t)n;
+  }
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+int qmp_execute(qmp *q, const char *command, json_t *args, int timeout_ms,
+                json_t **ret_return, cr_error **err) {
+  _cleanup_json_ json_t *cmd = json_pack("{s:s}", "execute", command);
+  if (args) json_object_set_new(cmd, "arguments", args);
+  _cleanup_free_ char *s = json_dumps(cmd, JSON_COMPACT);
+  if (!s) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "qmp");
+  size_t n = strlen(s);
+  s[n] = '\n';
+  int r = write_all(q->fd, s, n + 1);
+  s[n] = '\0';
+  if (r < 0) return cr_error_set(err, CR_E_RUNTIME_LAUNCH_FAILED, -r, "qmp: %s", command);
+  long deadline = now_ms() + timeout_ms;
+  for (;;) {
+    json_t *m = NULL;
+    if (read_msg(q, deadline, &m, err) < 0) return cr_error_wrap(err, "qmp %s", command);
+    if (json_object_get(m, "event")) {
+      json_decref(m);
+      continue;
+    }
+    json_t *e = json_object_get(m, "error");
+    if (e) {
+      r = cr_error_set(err, CR_E_RUNTIME_LAUNCH_FAILED, 0, "qmp %s: %s", command,
+                       json_string_value(json_object_get(e, "desc")) ?: "error");
+      json_decref(m);
+      return r;
+    }
+    if (ret_return) *ret_return = json_incref(json_object_get(m, "return"));
+    json_decref(m);
+    return 0;
+  }
+}
+
+int qmp_connect(const char *path, int timeout_ms, qmp **ret, cr_error **err) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof(sa.sun_path))
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "qmp socket path too long: %s", path);
+  memcpy(sa.sun_path, path, strlen(path) + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return cr_error_set(err, CR_E_INTERNAL, errno, "socket");
+  if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    int e = errno;
+    close(fd);
+    return cr_error_set(err, CR_E_RUNTIME_LAUNCH_FAILED, e, "qmp: connect %s", path);
+  }
+  qmp *q = calloc(1, sizeof(*q));
+  if (!q) {
+    close(fd);
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "qmp");
+  }
+  q->fd = fd;
+  json_t *greeting = NULL;
+  if (read_msg(q, now_ms() + timeout_ms, &greeting, err) < 0 ||
+      qmp_execute(q, "qmp_capabilities", NULL, timeout_ms, NULL, err) < 0) {
+    json_decref(greeting);
+    qmp_free(q);
+    return -1;
+  }
+  json_decref(greeting);
+  *ret = q;
+  return 0;
+}
+
+void qmp_free(qmp *q) {
+  if (!q) return;
+  close(q->fd);
+  free(q->buf);
+  free(q);
+}

@@ -1,0 +1,37 @@
+#include "api/daemon.h"
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int cmd_serve(int argc, char **argv) {
+  const char *listen = getenv("CLEANROOM_HOST");
+  if (listen && !strncmp(listen, "unix:", 5)) listen += 5;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      printf("Usage: cleanroom serve [--listen PATH]\n\n"
+             "Run the cleanroom daemon: the control API and MCP on a unix socket\n"
+             "(default /run/cleanroom/cleanroom.sock as root, else\n"
+             "$XDG_RUNTIME_DIR/cleanroom/cleanroom.sock). Sandboxes keep running when\n"
+             "the daemon stops; a restarted daemon re-attaches to them.\n\n"
+             "Environment: CLEANROOM_DATA_DIR, CLEANROOM_RUN_DIR, CLEANROOM_KERNEL_DIR,\n"
+             "CLEANROOM_AGENT, CLEANROOM_ACCEL=kvm|tcg, CLEANROOM_BOOT_TIMEOUT_MS,\n"
+             "CLEANROOM_LOG=debug|info.\n");
+      return 0;
+    }
+    if (!strcmp(argv[i], "--listen") && i + 1 < argc) {
+      listen = argv[++i];
+      if (!strncmp(listen, "unix:", 5)) listen += 5;
+    } else {
+      return cli_failf(CR_E_INVALID_ARGUMENT, "unknown option '%s'; see 'cleanroom serve --help'",
+                       argv[i]);
+    }
+  }
+  cr_error *err = NULL;
+  if (daemon_run(listen && *listen ? listen : NULL, &err) < 0) {
+    int r = cli_fail(err);
+    cr_error_free(err);
+    return r;
+  }
+  return 0;
+}

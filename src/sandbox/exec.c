@@ -1,0 +1,447 @@
+/* Executions inside a sandbox: start, stream, signal, record. */
+#include "sandbox/sandbox-internal.h"
+#include "util/base64.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/ulid.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <string.h>
+
+#define KEEP_BYTES (1u << 20) /* output kept per execution for polling */
+#define MAX_OBSERVERS 8
+
+typedef struct chunk {
+  int stream;
+  uint64_t offset;
+  size_t len;
+  uint8_t *data;
+} chunk;
+
+struct sbx_exec {
+  char id[27];
+  sbx *s;
+  json_t *argv;
+  char *cwd;
+  enum { EX_RUNNING, EX_EXITED, EX_FAILED } state;
+  int exit_code, signal;
+  bool timed_out, cancelled, stdin_open;
+  char *reason, *message;
+  int64_t started_ms, ended_ms, running_ms;
+  uint32_t channel;
+  sbx_exec_observer obs[MAX_OBSERVERS];
+  size_t nobs;
+  chunk *chunks;
+  size_t nchunks, capchunks;
+  uint64_t total;    /* bytes of output produced */
+  uint64_t kept;     /* bytes kept in chunks */
+  uint64_t bytes[3]; /* per stream */
+  uv_timer_t timer;
+  bool timer_on, timer_init;
+};
+
+const char *sbx_exec_id(const sbx_exec *e) { return e->id; }
+bool sbx_exec_ended(const sbx_exec *e) { return e->state != EX_RUNNING; }
+
+static const char *exec_state_name(const sbx_exec *e) {
+  return e->state == EX_RUNNING ? "running" : e->state == EX_EXITED ? "exited" : "failed";
+}
+
+json_t *sbx_exec_to_json(const sbx_exec *e) {
+  json_t *j = json_object();
+  json_object_set_new(j, "id", json_string(e->id));
+  json_object_set_new(j, "sandbox_id", json_string(e->s->id));
+  json_object_set_new(j, "argv", json_incref(e->argv));
+  json_object_set_new(j, "cwd", json_string(e->cwd ? e->cwd : "/"));
+  json_object_set_new(j, "state", json_string(exec_state_name(e)));
+  json_object_set_new(j, "exit_code", e->state == EX_EXITED ? json_integer(e->exit_code) : json_null());
+  json_object_set_new(j, "signal", e->signal ? json_integer(e->signal) : json_null());
+  json_object_set_new(j, "timed_out", json_boolean(e->timed_out));
+  json_object_set_new(j, "cancelled", json_boolean(e->cancelled));
+  json_object_set_new(j, "reason", e->reason ? json_string(e->reason) : json_null());
+  json_object_set_new(j, "message", e->message ? json_string(e->message) : json_null());
+  json_object_set_new(j, "started_at", sbx_time_json(e->started_ms));
+  json_object_set_new(j, "ended_at", sbx_time_json(e->ended_ms));
+  json_object_set_new(j, "output_bytes", json_pack("{s:I, s:I}", "stdout", (json_int_t)e->bytes[1],
+                                                   "stderr", (json_int_t)e->bytes[2]));
+  int64_t run = e->ended_ms ? e->ended_ms - e->started_ms : sbx_now_ms() - e->started_ms;
+  json_object_set_new(j, "timing_ms", json_pack("{s:I}", "run", (json_int_t)run));
+  return j;
+}
+
+static void exec_save(sbx_exec *e) {
+  if (e->s->removed) return;
+  _cleanup_free_ char *dir = cr_path_join(e->s->dir, "executions");
+  if (!dir || cr_mkdir_p(dir, 0700) < 0) return;
+  char name[40];
+  snprintf(name, sizeof(name), "%s.json", e->id);
+  _cleanup_free_ char *path = cr_path_join(dir, name);
+  json_t *j = sbx_exec_to_json(e);
+  char *txt = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+  json_decref(j);
+  if (txt && path) cr_write_file_atomic(path, txt, strlen(txt), 0600);
+  free(txt);
+}
+
+static void timer_closed(uv_handle_t *h) { free(h->data); }
+
+void sbx_exec_free(sbx_exec *e) {
+  if (!e) return;
+  json_decref(e->argv);
+  free(e->cwd);
+  free(e->reason);
+  free(e->message);
+  for (size_t i = 0; i < e->nchunks; i++) free(e->chunks[i].data);
+  free(e->chunks);
+  if (e->timer_init) {
+    /* the timer handle owns the struct until it is closed */
+    e->timer.data = e;
+    uv_timer_stop(&e->timer);
+    uv_close((uv_handle_t *)&e->timer, timer_closed);
+    return;
+  }
+  free(e);
+}
+
+static void finish(sbx_exec *e) {
+  if (e->timer_on) {
+    e->timer_on = false;
+    uv_timer_stop(&e->timer);
+  }
+  e->ended_ms = sbx_now_ms();
+  exec_save(e);
+  /* observers may unobserve during the callback: iterate over a copy */
+  sbx_exec_observer obs[MAX_OBSERVERS];
+  size_t n = e->nobs;
+  memcpy(obs, e->obs, n * sizeof(*obs));
+  e->nobs = 0;
+  for (size_t i = 0; i < n; i++)
+    if (obs[i].ended) obs[i].ended(obs[i].ud, e);
+}
+
+static void keep_output(sbx_exec *e, int stream, const uint8_t *p, size_t n) {
+  if (n == 0) return;
+  if (e->nchunks == e->capchunks) {
+    size_t nc = e->capchunks ? e->capchunks * 2 : 16;
+    chunk *c = realloc(e->chunks, nc * sizeof(*c));
+    if (!c) return;
+    e->chunks = c;
+    e->capchunks = nc;
+  }
+  uint8_t *d = malloc(n);
+  if (!d) return;
+  memcpy(d, p, n);
+  e->chunks[e->nchunks++] = (chunk){stream, e->total, n, d};
+  e->kept += n;
+  e->total += n;
+  e->bytes[stream] += n;
+  /* drop oldest beyond 2 x KEEP_BYTES (both streams) */
+  size_t drop = 0;
+  while (drop < e->nchunks - 1 && e->kept > 2 * KEEP_BYTES) {
+    e->kept -= e->chunks[drop].len;
+    free(e->chunks[drop].data);
+    drop++;
+  }
+  if (drop) {
+    memmove(e->chunks, e->chunks + drop, (e->nchunks - drop) * sizeof(*e->chunks));
+    e->nchunks -= drop;
+  }
+}
+
+static void on_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+  sbx_exec *e = ud;
+  if (e->state != EX_RUNNING) return;
+  switch (h->type) {
+  case AP_STARTED:
+    return;
+  case AP_STDOUT:
+  case AP_STDERR: {
+    int stream = h->type == AP_STDOUT ? 1 : 2;
+    keep_output(e, stream, p, h->len);
+    for (size_t i = 0; i < e->nobs; i++)
+      if (e->obs[i].output) e->obs[i].output(e->obs[i].ud, e, stream, p, h->len);
+    return;
+  }
+  case AP_EXIT: {
+    ap_field f;
+    uint32_t v = 0;
+    e->state = EX_EXITED;
+    if (ap_find(p, h->len, AP_T_SIGNAL, &f) > 0 && ap_field_u32(&f, &v) == 0 && v > 0) {
+      e->signal = (int)v;
+      e->exit_code = 128 + (int)v;
+    } else if (ap_find(p, h->len, AP_T_EXIT_CODE, &f) > 0 && ap_field_u32(&f, &v) == 0) {
+      e->exit_code = (int)(v & 0xff);
+    }
+    if (ap_find(p, h->len, AP_T_EXEC_ERRNO, &f) > 0) {
+      e->reason = strdup(e->exit_code == 127 ? CR_E_COMMAND_NOT_FOUND : CR_E_INVALID_ARGUMENT);
+      const char *cmd = json_string_value(json_array_get(e->argv, 0));
+      if (asprintf(&e->message, "%s: %s", e->exit_code == 127 ? "command not found" : "cannot execute",
+                   cmd ? cmd : "") < 0)
+        e->message = NULL;
+    }
+    break;
+  }
+  case AP_ERROR: {
+    ap_field f;
+    char *s = NULL;
+    e->state = EX_FAILED;
+    e->exit_code = -1;
+    if (ap_find(p, h->len, AP_T_REASON, &f) > 0 && ap_field_str(&f, &s) == 0) e->reason = s;
+    s = NULL;
+    if (ap_find(p, h->len, AP_T_MESSAGE, &f) > 0 && ap_field_str(&f, &s) == 0) e->message = s;
+    if (!e->reason) e->reason = strdup(CR_E_AGENT_PROTOCOL);
+    break;
+  }
+  default:
+    return; /* ignore unexpected frames */
+  }
+  finish(e);
+}
+
+static void on_timeout(uv_timer_t *t) {
+  sbx_exec *e = t->data;
+  e->timer_on = false;
+  if (e->state != EX_RUNNING) return;
+  e->timed_out = true;
+  agent_send_u32(e->s->agent, AP_SIGNAL, e->channel, AP_T_SIGNAL, SIGKILL);
+}
+
+int sbx_exec_start(sbx *s, const sbx_exec_params *p, sbx_exec **ret, cr_error **err) {
+  if (sbx_check_ready(s, err) < 0) return -1;
+  size_t argc = json_array_size(p->argv);
+  if (argc == 0 || argc > 4096)
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "argv must have 1-4096 strings");
+  ap_buf b = {0};
+  ap_frame_begin(&b, AP_EXEC, 0);
+  size_t i;
+  json_t *v;
+  json_array_foreach(p->argv, i, v) {
+    if (!json_is_string(v)) {
+      ap_buf_free(&b);
+      return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "argv[%zu] is not a string", i);
+    }
+    ap_put_str(&b, AP_T_ARGV, json_string_value(v));
+  }
+  json_array_foreach(p->env, i, v) {
+    const char *kv = json_string_value(v);
+    if (!kv || !strchr(kv, '=')) {
+      ap_buf_free(&b);
+      return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "env[%zu] must be a \"KEY=VALUE\" string", i);
+    }
+    ap_put_str(&b, AP_T_ENV, kv);
+  }
+  if (p->cwd) ap_put_str(&b, AP_T_CWD, p->cwd);
+  ap_put_u32(&b, AP_T_FLAGS, p->stdin_open ? AP_F_STDIN : 0);
+  if (ap_frame_end(&b) < 0) {
+    ap_buf_free(&b);
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "the command is too large (over 1 MiB)");
+  }
+  sbx_exec *e = calloc(1, sizeof(*e));
+  if (!e) {
+    ap_buf_free(&b);
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "exec");
+  }
+  cr_ulid_new(e->id);
+  e->s = s;
+  e->argv = json_incref(p->argv);
+  e->cwd = p->cwd ? strdup(p->cwd) : NULL;
+  e->stdin_open = p->stdin_open;
+  e->started_ms = sbx_now_ms();
+  long ch = agent_request(s->agent, &b, on_frame, e);
+  ap_buf_free(&b);
+  if (ch < 0) {
+    sbx_exec_free(e);
+    return cr_error_set(err, CR_E_AGENT_UNAVAILABLE, (int)-ch, "sending the command to the guest");
+  }
+  e->channel = (uint32_t)ch;
+  if (s->nexecs == s->capexecs) {
+    s->capexecs = s->capexecs ? s->capexecs * 2 : 16;
+    s->execs = realloc(s->execs, s->capexecs * sizeof(*s->execs));
+  }
+  s->execs[s->nexecs++] = e;
+  free(s->last_exec_id);
+  s->last_exec_id = strdup(e->id);
+  if (p->timeout_ms) {
+    uv_timer_init(s->m->loop, &e->timer);
+    e->timer.data = e;
+    e->timer_init = e->timer_on = true;
+    uv_timer_start(&e->timer, on_timeout, p->timeout_ms, 0);
+  }
+  exec_save(e);
+  *ret = e;
+  return 0;
+}
+
+int sbx_exec_observe(sbx_exec *e, const sbx_exec_observer *o) {
+  if (e->nobs == MAX_OBSERVERS) return -EBUSY;
+  e->obs[e->nobs++] = *o;
+  return 0;
+}
+
+void sbx_exec_unobserve(sbx_exec *e, void *ud) {
+  for (size_t i = 0; i < e->nobs; i++)
+    if (e->obs[i].ud == ud) {
+      e->obs[i] = e->obs[--e->nobs];
+      return;
+    }
+}
+
+int sbx_exec_write(sbx_exec *e, const void *data, size_t n, bool eof, cr_error **err) {
+  if (e->state != EX_RUNNING)
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "execution %s has ended", e->id);
+  if (!e->stdin_open)
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
+                        "execution %s was started without stdin (stdin: true)", e->id);
+  int r = 0;
+  if (n) r = agent_send(e->s->agent, AP_STDIN, e->channel, data, n);
+  if (r == 0 && eof) {
+    r = agent_send(e->s->agent, AP_STDIN_EOF, e->channel, NULL, 0);
+    e->stdin_open = false;
+  }
+  if (r < 0) return cr_error_set(err, CR_E_AGENT_UNAVAILABLE, -r, "writing stdin");
+  return 0;
+}
+
+int sbx_exec_signal(sbx_exec *e, int signo, cr_error **err) {
+  if (e->state != EX_RUNNING) return 0;
+  e->cancelled = true;
+  int r = agent_send_u32(e->s->agent, AP_SIGNAL, e->channel, AP_T_SIGNAL, (uint32_t)signo);
+  if (r < 0) return cr_error_set(err, CR_E_AGENT_UNAVAILABLE, -r, "signalling the command");
+  return 0;
+}
+
+sbx_exec *sbx_exec_find(sbx_manager *m, const char *id) {
+  if (!id) return NULL;
+  bool last = !strcmp(id, "last") || !strcmp(id, "--last");
+  sbx_exec *best = NULL;
+  for (size_t i = 0; i < m->n; i++)
+    for (size_t k = 0; k < m->list[i]->nexecs; k++) {
+      sbx_exec *e = m->list[i]->execs[k];
+      if (last ? (!best || strcmp(e->id, best->id) > 0) : !strcmp(e->id, id)) best = e;
+    }
+  return best;
+}
+
+static int cmp_exec(const void *a, const void *b) {
+  return strcmp((*(sbx_exec *const *)b)->id, (*(sbx_exec *const *)a)->id);
+}
+
+sbx_exec **sbx_exec_list(sbx_manager *m, const char *sandbox_id, size_t *ret_n) {
+  size_t n = 0, cap = 16;
+  sbx_exec **v = malloc(cap * sizeof(*v));
+  for (size_t i = 0; v && i < m->n; i++) {
+    if (sandbox_id && strcmp(m->list[i]->id, sandbox_id)) continue;
+    for (size_t k = 0; k < m->list[i]->nexecs; k++) {
+      if (n == cap) {
+        cap *= 2;
+        sbx_exec **nv = realloc(v, cap * sizeof(*v));
+        if (!nv) break;
+        v = nv;
+      }
+      v[n++] = m->list[i]->execs[k];
+    }
+  }
+  if (v) qsort(v, n, sizeof(*v), cmp_exec);
+  *ret_n = v ? n : 0;
+  return v;
+}
+
+json_t *sbx_exec_read(sbx_exec *e, uint64_t cursor) {
+  uint64_t oldest = e->nchunks ? e->chunks[0].offset : e->total;
+  uint64_t dropped = cursor < oldest ? oldest - cursor : 0;
+  /* gather per stream */
+  uint8_t *buf[3] = {NULL, NULL, NULL};
+  size_t len[3] = {0, 0, 0};
+  for (size_t i = 0; i < e->nchunks; i++) {
+    chunk *c = &e->chunks[i];
+    if (c->offset + c->len <= cursor) continue;
+    size_t skip = cursor > c->offset ? (size_t)(cursor - c->offset) : 0;
+    uint8_t *nb = realloc(buf[c->stream], len[c->stream] + c->len - skip + 1);
+    if (!nb) continue;
+    buf[c->stream] = nb;
+    memcpy(nb + len[c->stream], c->data + skip, c->len - skip);
+    len[c->stream] += c->len - skip;
+  }
+  json_t *j = json_object();
+  for (int s = 1; s <= 2; s++) {
+    char *o = cr_base64_encode(buf[s] ? buf[s] : (const uint8_t *)"", len[s]);
+    json_object_set_new(j, s == 1 ? "stdout" : "stderr", json_string(o ? o : ""));
+    free(o);
+    free(buf[s]);
+  }
+  json_object_set_new(j, "cursor", json_integer((json_int_t)e->total));
+  json_object_set_new(j, "dropped", json_integer((json_int_t)dropped));
+  json_object_set_new(j, "state", json_string(exec_state_name(e)));
+  json_object_set_new(j, "execution", sbx_exec_to_json(e));
+  return j;
+}
+
+void sbx_execs_abort(sbx *s, const char *why) {
+  for (size_t i = 0; i < s->nexecs; i++) {
+    sbx_exec *e = s->execs[i];
+    if (e->state != EX_RUNNING) continue;
+    if (s->agent) agent_channel_forget(s->agent, e->channel);
+    e->state = EX_FAILED;
+    e->cancelled = true;
+    e->reason = strdup(CR_E_EXECUTION_CANCELLED);
+    e->message = strdup(why);
+    finish(e);
+  }
+}
+
+void sbx_execs_load(sbx *s) {
+  _cleanup_free_ char *dir = cr_path_join(s->dir, "executions");
+  DIR *d = dir ? opendir(dir) : NULL;
+  if (!d) return;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    size_t l = strlen(de->d_name);
+    if (l != 31 || strcmp(de->d_name + 26, ".json")) continue;
+    _cleanup_free_ char *path = cr_path_join(dir, de->d_name);
+    json_t *j = json_load_file(path, 0, NULL);
+    if (!j) continue;
+    sbx_exec *e = calloc(1, sizeof(*e));
+    if (!e) {
+      json_decref(j);
+      break;
+    }
+    memcpy(e->id, de->d_name, 26);
+    e->s = s;
+    e->argv = json_incref(json_object_get(j, "argv"));
+    if (!e->argv) e->argv = json_array();
+    const char *cwd = json_string_value(json_object_get(j, "cwd"));
+    e->cwd = cwd ? strdup(cwd) : NULL;
+    const char *st = json_string_value(json_object_get(j, "state"));
+    json_t *ec = json_object_get(j, "exit_code");
+    if (st && !strcmp(st, "exited") && json_is_integer(ec)) {
+      e->state = EX_EXITED;
+      e->exit_code = (int)json_integer_value(ec);
+    } else {
+      e->state = EX_FAILED;
+      e->exit_code = -1;
+    }
+    e->signal = (int)json_integer_value(json_object_get(j, "signal"));
+    e->timed_out = json_is_true(json_object_get(j, "timed_out"));
+    e->cancelled = json_is_true(json_object_get(j, "cancelled"));
+    const char *r = json_string_value(json_object_get(j, "reason"));
+    const char *msg = json_string_value(json_object_get(j, "message"));
+    if (st && !strcmp(st, "running")) {
+      r = CR_E_EXECUTION_CANCELLED;
+      msg = "the daemon restarted while the command ran; its output stream was lost";
+    }
+    e->reason = r ? strdup(r) : NULL;
+    e->message = msg ? strdup(msg) : NULL;
+    json_t *times = json_object_get(j, "timing_ms");
+    e->started_ms = sbx_time_from_json(json_object_get(j, "started_at"));
+    e->ended_ms = sbx_time_from_json(json_object_get(j, "ended_at"));
+    if (!e->ended_ms) e->ended_ms = e->started_ms + json_integer_value(json_object_get(times, "run"));
+    json_decref(j);
+    if (s->nexecs == s->capexecs) {
+      s->capexecs = s->capexecs ? s->capexecs * 2 : 16;
+      s->execs = realloc(s->execs, s->capexecs * sizeof(*s->execs));
+    }
+    s->execs[s->nexecs++] = e;
+  }
+  closedir(d);
+}

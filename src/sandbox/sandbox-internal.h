@@ -1,0 +1,61 @@
+/* Internals shared by sandbox.c, exec.c and files.c. */
+#pragma once
+#include "sandbox/sandbox.h"
+#include "boot/boot.h"
+#include "util/macro.h"
+
+#include <sys/types.h>
+
+typedef struct sbx_waiter {
+  sbx_ready_cb cb;
+  void *ud;
+} sbx_waiter;
+
+struct sbx_manager {
+  uv_loop_t *loop;
+  char *dir; /* <data>/sandboxes */
+  sbx **list;
+  size_t n, cap;
+  const backend_ops *backend;
+  boot_assets *assets;
+  uint64_t boot_timeout_ms;
+};
+
+struct sbx {
+  sbx_manager *m;
+  char id[27];
+  sbx_state state;
+  char *reason, *message;
+  char *dir;
+  char *image_ref, *image_digest, *image_path, *ram_path;
+  unsigned vcpus, memory_mib;
+  int64_t created_ms, ready_ms, boot_start_ms;
+  uint64_t boot_ms;
+  json_t *policy;
+  char *policy_hash;
+  char *last_exec_id;
+  pid_t pid;
+  agent_conn *agent;
+  sbx_waiter *waiters;
+  size_t nwaiters, capwaiters;
+  sbx_progress_cb progress_cb;
+  void *progress_ud;
+  uv_timer_t boot_timer;
+  bool boot_timer_init, boot_timer_on;
+  uv_poll_t pidfd_poll;
+  int pidfd;
+  bool pidfd_watch;
+  bool reattaching, launching, removed;
+  int handles; /* libuv handles/callbacks still pending before free */
+  sbx_exec **execs;
+  size_t nexecs, capexecs;
+};
+
+int64_t sbx_now_ms(void);
+json_t *sbx_time_json(int64_t ms);
+int64_t sbx_time_from_json(json_t *j);
+void sbx_exec_free(sbx_exec *e);
+/* Ends every running execution of s (agent going away). */
+void sbx_execs_abort(sbx *s, const char *why);
+/* Loads recorded executions from <dir>/executions. */
+void sbx_execs_load(sbx *s);

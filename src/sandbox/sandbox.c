@@ -1,0 +1,727 @@
+/* Sandbox registry and lifecycle. See sandbox.h. */
+#include "sandbox/sandbox.h"
+#include "sandbox/sandbox-internal.h"
+#include "boot/boot.h"
+#include "image/image.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/paths.h"
+#include "util/spawn.h"
+#include "util/ulid.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+
+#define DEFAULT_IMAGE "cleanroom-base/debian:bookworm"
+#define SCRATCH_SIZE_MIB 4096
+
+static const char *state_names[] = {"provisioning", "ready", "stopping", "stopped",
+                                    "failed"};
+const char *sbx_state_name(sbx_state s) { return state_names[s]; }
+
+int64_t sbx_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+json_t *sbx_time_json(int64_t ms) {
+  if (ms <= 0) return json_null();
+  time_t t = (time_t)(ms / 1000);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  char buf[64];
+  snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+  return json_string(buf);
+}
+
+int64_t sbx_time_from_json(json_t *j) {
+  const char *s = json_string_value(j);
+  if (!s) return 0;
+  struct tm tm = {0};
+  int msec = 0;
+  if (sscanf(s, "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+             &tm.tm_min, &tm.tm_sec, &msec) < 6)
+    return 0;
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return (int64_t)timegm(&tm) * 1000 + msec;
+}
+
+/* ---- manager */
+
+sbx_manager *sbx_manager_new(uv_loop_t *loop, cr_error **err) {
+  sbx_manager *m = calloc(1, sizeof(*m));
+  if (!m) {
+    cr_error_set(err, CR_E_INTERNAL, ENOMEM, "sandbox manager");
+    return NULL;
+  }
+  m->loop = loop;
+  m->dir = cr_data_path("sandboxes");
+  m->backend = backend_default();
+  int r = m->dir ? cr_mkdir_p(m->dir, 0700) : -ENOMEM;
+  if (r < 0) {
+    cr_error_set(err, CR_E_INTERNAL, -r, "creating %s", m->dir ? m->dir : "sandboxes dir");
+    free(m->dir);
+    free(m);
+    return NULL;
+  }
+  const char *bt = getenv("CLEANROOM_BOOT_TIMEOUT_MS");
+  m->boot_timeout_ms = bt ? strtoull(bt, NULL, 10) : 0;
+  if (m->boot_timeout_ms == 0) m->boot_timeout_ms = 120000;
+  return m;
+}
+
+uv_loop_t *sbx_manager_loop(sbx_manager *m) { return m->loop; }
+
+static void registry_add(sbx_manager *m, sbx *s) {
+  if (m->n == m->cap) {
+    m->cap = m->cap ? m->cap * 2 : 16;
+    m->list = realloc(m->list, m->cap * sizeof(*m->list));
+  }
+  m->list[m->n++] = s;
+}
+
+static void registry_remove(sbx_manager *m, sbx *s) {
+  for (size_t i = 0; i < m->n; i++)
+    if (m->list[i] == s) {
+      memmove(&m->list[i], &m->list[i + 1], (m->n - i - 1) * sizeof(*m->list));
+      m->n--;
+      return;
+    }
+}
+
+sbx *sbx_find(sbx_manager *m, const char *id) {
+  if (!id) return NULL;
+  if (!strcmp(id, "last") || !strcmp(id, "--last")) {
+    sbx *best = NULL;
+    for (size_t i = 0; i < m->n; i++)
+      if (!best || strcmp(m->list[i]->id, best->id) > 0) best = m->list[i];
+    return best;
+  }
+  for (size_t i = 0; i < m->n; i++)
+    if (!strcmp(m->list[i]->id, id)) return m->list[i];
+  return NULL;
+}
+
+static int cmp_newest(const void *a, const void *b) {
+  const sbx *x = *(sbx *const *)a, *y = *(sbx *const *)b;
+  return strcmp(y->id, x->id);
+}
+
+sbx **sbx_list(sbx_manager *m, size_t *ret_n) {
+  sbx **v = calloc(m->n + 1, sizeof(*v));
+  if (!v) {
+    *ret_n = 0;
+    return NULL;
+  }
+  memcpy(v, m->list, m->n * sizeof(*v));
+  qsort(v, m->n, sizeof(*v), cmp_newest);
+  *ret_n = m->n;
+  return v;
+}
+
+const char *sbx_id(const sbx *s) { return s->id; }
+sbx_state sbx_get_state(const sbx *s) { return s->state; }
+agent_conn *sbx_agent(sbx *s) { return s->agent; }
+
+int sbx_check_ready(const sbx *s, cr_error **err) {
+  if (s->state == SBX_READY && agent_conn_ready(s->agent)) return 0;
+  if (s->state == SBX_FAILED)
+    return cr_error_set(err, CR_E_SANDBOX_NOT_READY, 0, "sandbox %s failed (%s: %s); remove it with 'cleanroom sandbox rm %s' and create a new one",
+                        s->id, s->reason ? s->reason : "unknown", s->message ? s->message : "", s->id);
+  return cr_error_set(err, CR_E_SANDBOX_NOT_READY, 0, "sandbox %s is %s, not ready", s->id,
+                      sbx_state_name(s->state));
+}
+
+/* ---- state persistence */
+
+json_t *sbx_to_json(const sbx *s) {
+  json_t *j = json_object();
+  json_object_set_new(j, "id", json_string(s->id));
+  json_object_set_new(j, "state", json_string(sbx_state_name(s->state)));
+  json_object_set_new(j, "reason", s->reason ? json_string(s->reason) : json_null());
+  json_object_set_new(j, "message", s->message ? json_string(s->message) : json_null());
+  json_object_set_new(j, "image", json_pack("{s:s?, s:s?}", "ref", s->image_ref, "digest",
+                                            s->image_digest));
+  json_object_set_new(j, "vcpus", json_integer(s->vcpus));
+  json_object_set_new(j, "memory_mib", json_integer(s->memory_mib));
+  json_object_set_new(j, "backend", json_string(s->m->backend->name));
+  json_object_set_new(j, "accel", json_string(backend_accel()));
+  json_object_set_new(j, "created_at", sbx_time_json(s->created_ms));
+  json_object_set_new(j, "ready_at", sbx_time_json(s->ready_ms));
+  json_object_set_new(j, "policy_hash", s->policy_hash ? json_string(s->policy_hash) : json_null());
+  json_object_set_new(j, "policy", s->policy ? json_incref(s->policy) : json_null());
+  json_object_set_new(j, "last_execution_id",
+                      s->last_exec_id ? json_string(s->last_exec_id) : json_null());
+  json_object_set_new(j, "vmm_pid", s->pid > 0 ? json_integer(s->pid) : json_null());
+  json_object_set_new(j, "timing_ms", json_pack("{s:I}", "boot", (json_int_t)s->boot_ms));
+  return j;
+}
+
+static void save_state(sbx *s) {
+  if (s->removed) return;
+  json_t *j = sbx_to_json(s);
+  json_object_set_new(j, "image_path", json_string(s->image_path ? s->image_path : ""));
+  json_object_set_new(j, "ram_path", s->ram_path ? json_string(s->ram_path) : json_null());
+  char *txt = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+  json_decref(j);
+  _cleanup_free_ char *path = cr_path_join(s->dir, "state.json");
+  if (txt && path) {
+    int r = cr_write_file_atomic(path, txt, strlen(txt), 0600);
+    if (r < 0) log_error("writing %s: %s", path, strerror(-r));
+  }
+  free(txt);
+}
+
+static void set_failed(sbx *s, const char *reason, const char *fmt, ...) _printf_(3, 4);
+
+static void sbx_unref_handle(uv_handle_t *h);
+
+static void stop_pid_watch(sbx *s) {
+  if (s->pidfd_watch) {
+    s->pidfd_watch = false;
+    uv_poll_stop(&s->pidfd_poll);
+    s->handles++;
+    uv_close((uv_handle_t *)&s->pidfd_poll, sbx_unref_handle);
+  }
+  if (s->pidfd >= 0) {
+    close(s->pidfd);
+    s->pidfd = -1;
+  }
+}
+
+static void stop_boot_timer(sbx *s) {
+  if (s->boot_timer_on) {
+    s->boot_timer_on = false;
+    uv_timer_stop(&s->boot_timer);
+  }
+}
+
+static void notify_waiters(sbx *s, const cr_error *err) {
+  /* Waiters may add new waiters or free things: take the list. */
+  sbx_waiter *w = s->waiters;
+  size_t n = s->nwaiters;
+  s->waiters = NULL;
+  s->nwaiters = s->capwaiters = 0;
+  for (size_t i = 0; i < n; i++) {
+    cr_error *e = NULL;
+    if (err) cr_error_set(&e, err->reason, 0, "%s", err->message);
+    w[i].cb(w[i].ud, err ? NULL : s, e);
+  }
+  free(w);
+}
+
+static void kill_vmm(sbx *s) {
+  if (s->pid > 0 && s->m->backend->alive(s->id, s->pid)) {
+    cr_error *e = NULL;
+    s->m->backend->stop(s->dir, s->pid, &e);
+    cr_error_free(e);
+  }
+}
+
+static char *console_tail(sbx *s) {
+  _cleanup_free_ char *p = cr_path_join(s->dir, "console.log");
+  _cleanup_free_ char *buf = NULL;
+  size_t len = 0;
+  if (!p || cr_read_file(p, 64 << 20, &buf, &len) < 0) return strdup("(no console output)");
+  size_t start = len > 1200 ? len - 1200 : 0;
+  char *r = strdup(buf + start);
+  for (char *c = r; c && *c; c++)
+    if ((unsigned char)*c < 0x20 && *c != '\n') *c = ' ';
+  return r;
+}
+
+static void set_failed(sbx *s, const char *reason, const char *fmt, ...) {
+  if (s->state == SBX_FAILED || s->state == SBX_STOPPED) return;
+  va_list ap;
+  va_start(ap, fmt);
+  char *msg = NULL;
+  if (vasprintf(&msg, fmt, ap) < 0) msg = NULL;
+  va_end(ap);
+  free(s->reason);
+  free(s->message);
+  s->reason = strdup(reason);
+  s->message = msg;
+  s->state = SBX_FAILED;
+  stop_boot_timer(s);
+  stop_pid_watch(s);
+  if (s->agent) {
+    agent_conn *a = s->agent;
+    s->agent = NULL;
+    agent_conn_close(a);
+  }
+  kill_vmm(s);
+  if (s->ram_path) unlink(s->ram_path);
+  save_state(s);
+  log_warn("sandbox %s failed: %s: %s", s->id, reason, msg ? msg : "");
+  cr_error *e = NULL;
+  cr_error_set(&e, reason, 0, "sandbox %s: %s", s->id, msg ? msg : "failed");
+  notify_waiters(s, e);
+  cr_error_free(e);
+}
+
+void sbx_when_ready(sbx *s, sbx_ready_cb done, void *ud) {
+  if (s->state != SBX_PROVISIONING) {
+    cr_error *e = NULL;
+    if (s->state != SBX_READY) sbx_check_ready(s, &e);
+    done(ud, e ? NULL : s, e);
+    return;
+  }
+  if (s->nwaiters == s->capwaiters) {
+    s->capwaiters = s->capwaiters ? s->capwaiters * 2 : 4;
+    s->waiters = realloc(s->waiters, s->capwaiters * sizeof(*s->waiters));
+  }
+  s->waiters[s->nwaiters++] = (sbx_waiter){done, ud};
+}
+
+static void progress(sbx *s, const char *phase, const char *msg) {
+  if (s->progress_cb) s->progress_cb(s->progress_ud, phase, msg);
+}
+
+/* ---- free */
+
+static void sbx_free(sbx *s) {
+  for (size_t i = 0; i < s->nexecs; i++) sbx_exec_free(s->execs[i]);
+  free(s->execs);
+  free(s->dir);
+  free(s->reason);
+  free(s->message);
+  free(s->image_ref);
+  free(s->image_digest);
+  free(s->image_path);
+  free(s->ram_path);
+  free(s->policy_hash);
+  free(s->last_exec_id);
+  json_decref(s->policy);
+  free(s->waiters);
+  free(s);
+}
+
+static void sbx_unref_handle(uv_handle_t *h) {
+  sbx *s = h->data;
+  if (--s->handles == 0 && s->removed) sbx_free(s);
+}
+
+static void sbx_release(sbx *s) {
+  /* called once the sandbox left the registry */
+  s->removed = true;
+  stop_pid_watch(s);
+  if (s->boot_timer_init) {
+    s->boot_timer_init = false;
+    stop_boot_timer(s);
+    s->handles++;
+    uv_close((uv_handle_t *)&s->boot_timer, sbx_unref_handle);
+  }
+  if (s->handles == 0) sbx_free(s);
+}
+
+/* ---- VMM watch */
+
+static void on_vmm_exit(uv_poll_t *p, int status, int events) {
+  sbx *s = p->data;
+  stop_pid_watch(s);
+  if (s->state == SBX_STOPPING || s->state == SBX_STOPPED || s->state == SBX_FAILED) return;
+  _cleanup_free_ char *tail = console_tail(s);
+  set_failed(s, CR_E_VMM_EXITED, "the VMM (pid %d) exited; console tail: %s", (int)s->pid,
+             tail ? tail : "");
+}
+
+static void watch_pid(sbx *s) {
+  int fd = (int)syscall(SYS_pidfd_open, s->pid, 0);
+  if (fd < 0) return; /* old kernel: agent EOF still tells us */
+  s->pidfd = fd;
+  if (uv_poll_init(s->m->loop, &s->pidfd_poll, fd) < 0) {
+    close(fd);
+    s->pidfd = -1;
+    return;
+  }
+  s->pidfd_poll.data = s;
+  s->pidfd_watch = true;
+  uv_poll_start(&s->pidfd_poll, UV_READABLE, on_vmm_exit);
+}
+
+/* ---- boot sequence: launch -> agent hello -> activate -> ready */
+
+static void on_agent_state(agent_conn *c, void *ud, int status, const char *message,
+                           const uint8_t *hello, size_t hello_len);
+
+static void on_activated(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+  sbx *s = ud;
+  if (s->state != SBX_PROVISIONING) return;
+  if (h->type != AP_OK) {
+    ap_field f;
+    _cleanup_free_ char *msg = NULL;
+    if (ap_find(p, h->len, AP_T_MESSAGE, &f) > 0) ap_field_str(&f, &msg);
+    set_failed(s, CR_E_RUNTIME_LAUNCH_FAILED, "the guest could not activate: %s",
+               msg ? msg : "unknown error");
+    return;
+  }
+  stop_boot_timer(s);
+  s->state = SBX_READY;
+  s->ready_ms = sbx_now_ms();
+  s->boot_ms = (uint64_t)(s->ready_ms - s->boot_start_ms);
+  save_state(s);
+  progress(s, "ready", "sandbox ready");
+  log_info("sandbox %s ready in %llu ms", s->id, (unsigned long long)s->boot_ms);
+  notify_waiters(s, NULL);
+}
+
+static void send_activate(sbx *s) {
+  ap_buf b = {0};
+  ap_frame_begin(&b, AP_ACTIVATE, 0);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ap_put_u64(&b, AP_T_TIME_NS, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+  uint8_t seed[64];
+  if (getrandom(seed, sizeof(seed), 0) == sizeof(seed)) ap_put_bytes(&b, AP_T_SEED, seed, sizeof(seed));
+  char host[32];
+  snprintf(host, sizeof(host), "cleanroom-%.10s", s->id);
+  ap_put_str(&b, AP_T_HOSTNAME, host);
+  ap_put_str(&b, AP_T_IMAGE_DEV, "serial:cr-image");
+  ap_put_str(&b, AP_T_SCRATCH_DEV, "serial:cr-scratch");
+  int r = ap_frame_end(&b);
+  if (r == 0) r = agent_control(s->agent, &b, on_activated, s);
+  ap_buf_free(&b);
+  if (r < 0) set_failed(s, CR_E_RUNTIME_LAUNCH_FAILED, "cannot send activate: %s", strerror(-r));
+}
+
+static void on_agent_state(agent_conn *c, void *ud, int status, const char *message,
+                           const uint8_t *hello, size_t hello_len) {
+  sbx *s = ud;
+  if (status == 0) {
+    if (s->state == SBX_PROVISIONING) {
+      if (s->reattaching) {
+        s->reattaching = false;
+        stop_boot_timer(s);
+        s->state = SBX_READY;
+        save_state(s);
+        log_info("sandbox %s re-attached", s->id);
+        notify_waiters(s, NULL);
+      } else {
+        progress(s, "activate", "guest agent answered; activating");
+        send_activate(s);
+      }
+    }
+    return;
+  }
+  /* connection failed or lost */
+  if (s->state == SBX_STOPPING || s->state == SBX_STOPPED || s->state == SBX_FAILED) return;
+  if (s->state == SBX_PROVISIONING && !s->reattaching && status == UV_ECONNREFUSED) return;
+  if (!s->m->backend->alive(s->id, s->pid)) {
+    _cleanup_free_ char *tail = console_tail(s);
+    set_failed(s, CR_E_VMM_EXITED, "the VMM (pid %d) exited; console tail: %s", (int)s->pid,
+               tail ? tail : "");
+  } else {
+    set_failed(s, CR_E_AGENT_UNAVAILABLE, "lost the guest agent: %s", message ? message : "");
+  }
+}
+
+static void connect_agent(sbx *s) {
+  _cleanup_free_ char *sock = cr_path_join(s->dir, "agent.sock");
+  s->agent = agent_conn_new(s->m->loop, on_agent_state, s);
+  if (!s->agent || agent_conn_connect(s->agent, sock) < 0)
+    set_failed(s, CR_E_RUNTIME_LAUNCH_FAILED, "cannot connect to %s", sock);
+}
+
+static void on_launched(void *ud, pid_t pid, cr_error *err) {
+  sbx *s = ud;
+  s->launching = false;
+  if (s->removed) {
+    /* terminated while qemu was starting */
+    if (pid > 0) kill(pid, SIGKILL);
+    cr_error_free(err);
+    if (--s->handles == 0) sbx_free(s);
+    return;
+  }
+  s->handles--;
+  if (err) {
+    set_failed(s, cr_error_reason(err), "%s", err->message);
+    cr_error_free(err);
+    return;
+  }
+  if (s->state != SBX_PROVISIONING) {
+    if (pid > 0) kill(pid, SIGKILL);
+    return;
+  }
+  s->pid = pid;
+  save_state(s);
+  watch_pid(s);
+  progress(s, "boot", "VMM started; waiting for the guest agent");
+  connect_agent(s);
+}
+
+static void on_boot_timeout(uv_timer_t *t) {
+  sbx *s = t->data;
+  s->boot_timer_on = false;
+  if (s->state != SBX_PROVISIONING) return;
+  _cleanup_free_ char *tail = console_tail(s);
+  set_failed(s, CR_E_RUNTIME_LAUNCH_FAILED,
+             "the guest agent did not answer within %llu ms; the VM was killed. Console tail: %s",
+             (unsigned long long)s->m->boot_timeout_ms, tail ? tail : "");
+}
+
+static void start_boot_timer(sbx *s) {
+  if (!s->boot_timer_init) {
+    uv_timer_init(s->m->loop, &s->boot_timer);
+    s->boot_timer.data = s;
+    s->boot_timer_init = true;
+  }
+  s->boot_timer_on = true;
+  uv_timer_start(&s->boot_timer, on_boot_timeout, s->m->boot_timeout_ms, 0);
+}
+
+/* A pre-formatted sparse scratch disk, copied per sandbox. */
+static int scratch_template(char **ret, cr_error **err) {
+  _cleanup_free_ char *cache = cr_data_path("cache");
+  if (!cache) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "paths");
+  cr_mkdir_p(cache, 0700);
+  char name[64];
+  snprintf(name, sizeof(name), "scratch-%dM.ext4", SCRATCH_SIZE_MIB);
+  _cleanup_free_ char *path = cr_path_join(cache, name);
+  if (access(path, R_OK) == 0) {
+    *ret = TAKE_PTR(path);
+    return 0;
+  }
+  _cleanup_free_ char *tmp = NULL;
+  if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "paths");
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return cr_error_set(err, CR_E_IO, errno, "creating %s", tmp);
+  int r = ftruncate(fd, (off_t)SCRATCH_SIZE_MIB << 20);
+  close(fd);
+  if (r < 0) return cr_error_set(err, CR_E_IO, errno, "sizing %s", tmp);
+  char *argv[] = {(char *)"mkfs.ext4", (char *)"-q", (char *)"-F", (char *)"-L",
+                  (char *)"cr-scratch", (char *)"-E",
+                  (char *)"lazy_itable_init=1,lazy_journal_init=1,discard", tmp, NULL};
+  _cleanup_free_ char *out = NULL;
+  r = cr_run(argv, &out, 4096, err);
+  if (r != 0) {
+    unlink(tmp);
+    if (r > 0) cr_error_set(err, CR_E_IO, 0, "mkfs.ext4 failed: %s", out ? out : "");
+    return -1;
+  }
+  if (rename(tmp, path) < 0) {
+    unlink(tmp);
+    return cr_error_set(err, CR_E_IO, errno, "renaming %s", tmp);
+  }
+  *ret = TAKE_PTR(path);
+  return 0;
+}
+
+static int ensure_boot_assets(sbx_manager *m, cr_error **err) {
+  if (m->assets) return 0;
+  _cleanup_free_ char *kdir = cr_kernel_dir();
+  _cleanup_free_ char *agent = boot_find_agent();
+  if (!agent)
+    return cr_error_set(err, CR_E_AGENT_NOT_FOUND, 0,
+                        "cleanroom-agent not found; set CLEANROOM_AGENT or reinstall cleanroom");
+  return boot_assets_ensure(kdir, agent, &m->assets, err);
+}
+
+int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
+               sbx_progress_cb progress_cb, void *ud, cr_error **err) {
+  const char *ref = p->image && *p->image ? p->image : getenv("CLEANROOM_IMAGE");
+  if (!ref || !*ref) ref = DEFAULT_IMAGE;
+  _cleanup_image_info_ image_info *img = NULL;
+  if (image_lookup(ref, &img, err) < 0) return -1;
+  if (ensure_boot_assets(m, err) < 0) return cr_error_wrap(err, "preparing the boot assets");
+  unsigned vcpus = p->vcpus ? p->vcpus : 1, mem = p->memory_mib ? p->memory_mib : 512;
+  if (vcpus > 64 || mem < 64 || mem > 65536)
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
+                        "vcpus must be 1-64 and memory 64-65536 MiB (got %u, %u)", vcpus, mem);
+  _cleanup_free_ char *scratch_tmpl = NULL;
+  if (scratch_template(&scratch_tmpl, err) < 0) return cr_error_wrap(err, "scratch disk");
+
+  sbx *s = calloc(1, sizeof(*s));
+  if (!s) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "sandbox");
+  s->m = m;
+  s->pidfd = -1;
+  cr_ulid_new(s->id);
+  s->dir = cr_path_join(m->dir, s->id);
+  s->state = SBX_PROVISIONING;
+  s->image_ref = strdup(ref);
+  s->image_digest = strdup(img->digest);
+  s->image_path = strdup(img->rootfs);
+  s->vcpus = vcpus;
+  s->memory_mib = mem;
+  s->created_ms = s->boot_start_ms = sbx_now_ms();
+  if (p->policy) s->policy = json_incref(p->policy);
+  if (p->policy_hash) s->policy_hash = strdup(p->policy_hash);
+  if (asprintf(&s->ram_path, "/dev/shm/cleanroom-%s.ram", s->id) < 0) s->ram_path = NULL;
+  s->progress_cb = progress_cb;
+  s->progress_ud = ud;
+  int r = cr_mkdir_p(s->dir, 0700);
+  _cleanup_free_ char *scratch = cr_path_join(s->dir, "scratch.ext4");
+  if (r < 0 || (r = cr_copy_file_sparse(scratch_tmpl, scratch, 0600)) < 0) {
+    cr_error_set(err, CR_E_IO, -r, "preparing %s", s->dir);
+    cr_rm_rf(s->dir);
+    sbx_free(s);
+    return -1;
+  }
+  save_state(s);
+  registry_add(m, s);
+  sbx_when_ready(s, done, ud);
+
+  backend_vm_config cfg = {
+      .id = s->id, .dir = s->dir, .kernel = m->assets->vmlinux ? m->assets->vmlinux : m->assets->kernel, .initrd = m->assets->initrd,
+      .image = s->image_path, .scratch = scratch, .ram_path = s->ram_path,
+      .vcpus = vcpus, .memory_mib = mem,
+  };
+  progress(s, "launch", "starting the VMM");
+  start_boot_timer(s);
+  s->launching = true;
+  s->handles++;
+  cr_error *lerr = NULL;
+  if (m->backend->launch(m->loop, &cfg, on_launched, s, &lerr) < 0) {
+    s->handles--;
+    s->launching = false;
+    set_failed(s, cr_error_reason(lerr), "%s", lerr ? lerr->message : "launch failed");
+    cr_error_free(lerr);
+  }
+  /* After return the caller may get the callback any time; progress
+   * callbacks stop once ready/failed. */
+  return 0;
+}
+
+void sbx_detach_progress(sbx *s) {
+  s->progress_cb = NULL;
+  s->progress_ud = NULL;
+}
+
+int sbx_terminate(sbx_manager *m, sbx *s, cr_error **err) {
+  if (s->state == SBX_STOPPING) return 0;
+  bool was_failed = s->state == SBX_FAILED;
+  s->state = SBX_STOPPING;
+  if (!was_failed) save_state(s);
+  stop_boot_timer(s);
+  stop_pid_watch(s);
+  sbx_execs_abort(s, "the sandbox was removed");
+  if (s->agent) {
+    agent_conn *a = s->agent;
+    s->agent = NULL;
+    agent_conn_close(a);
+  }
+  kill_vmm(s);
+  if (s->ram_path) unlink(s->ram_path);
+  cr_error *e = NULL;
+  cr_error_set(&e, CR_E_SANDBOX_NOT_FOUND, 0, "sandbox %s was removed while starting", s->id);
+  s->state = SBX_STOPPED;
+  notify_waiters(s, e);
+  cr_error_free(e);
+  int r = cr_rm_rf(s->dir);
+  registry_remove(m, s);
+  if (s->launching) {
+    s->removed = true; /* freed by on_launched */
+    stop_pid_watch(s);
+    if (s->boot_timer_init) {
+      s->boot_timer_init = false;
+      s->handles++;
+      uv_close((uv_handle_t *)&s->boot_timer, sbx_unref_handle);
+    }
+  } else {
+    sbx_release(s);
+  }
+  if (r < 0) return cr_error_set(err, CR_E_IO, -r, "removing the sandbox directory");
+  return 0;
+}
+
+/* ---- restart: re-attach */
+
+static void load_one(sbx_manager *m, const char *id) {
+  _cleanup_free_ char *dir = cr_path_join(m->dir, id);
+  _cleanup_free_ char *path = cr_path_join(dir, "state.json");
+  json_error_t je;
+  _cleanup_json_ json_t *j = path ? json_load_file(path, 0, &je) : NULL;
+  if (!j || !cr_ulid_valid(id)) {
+    log_warn("ignoring %s: no valid state.json", dir);
+    return;
+  }
+  sbx *s = calloc(1, sizeof(*s));
+  if (!s) return;
+  s->m = m;
+  s->pidfd = -1;
+  snprintf(s->id, sizeof(s->id), "%s", id);
+  s->dir = TAKE_PTR(dir);
+  const char *st = json_string_value(json_object_get(j, "state"));
+  s->state = SBX_FAILED;
+  for (int i = 0; i < 5; i++)
+    if (st && !strcmp(st, state_names[i])) s->state = (sbx_state)i;
+#define DUPS(field, key)                                           \
+  do {                                                             \
+    const char *v_ = json_string_value(json_object_get(j, key));   \
+    s->field = v_ && *v_ ? strdup(v_) : NULL;                      \
+  } while (0)
+  DUPS(reason, "reason");
+  DUPS(message, "message");
+  DUPS(image_path, "image_path");
+  DUPS(ram_path, "ram_path");
+  DUPS(policy_hash, "policy_hash");
+  DUPS(last_exec_id, "last_execution_id");
+#undef DUPS
+  json_t *img = json_object_get(j, "image");
+  const char *v;
+  if ((v = json_string_value(json_object_get(img, "ref")))) s->image_ref = strdup(v);
+  if ((v = json_string_value(json_object_get(img, "digest")))) s->image_digest = strdup(v);
+  s->vcpus = (unsigned)json_integer_value(json_object_get(j, "vcpus"));
+  s->memory_mib = (unsigned)json_integer_value(json_object_get(j, "memory_mib"));
+  s->pid = (pid_t)json_integer_value(json_object_get(j, "vmm_pid"));
+  s->created_ms = sbx_time_from_json(json_object_get(j, "created_at"));
+  s->ready_ms = sbx_time_from_json(json_object_get(j, "ready_at"));
+  s->boot_ms = (uint64_t)json_integer_value(json_object_get(json_object_get(j, "timing_ms"), "boot"));
+  json_t *pol = json_object_get(j, "policy");
+  if (pol && !json_is_null(pol)) s->policy = json_incref(pol);
+  registry_add(m, s);
+  sbx_execs_load(s);
+  if (s->state == SBX_READY || s->state == SBX_PROVISIONING || s->state == SBX_STOPPING) {
+    if (s->state == SBX_STOPPING || !m->backend->alive(s->id, s->pid)) {
+      s->state = SBX_PROVISIONING; /* so set_failed records it */
+      set_failed(s, CR_E_VMM_EXITED,
+                 "the VMM (pid %d) is gone (it exited while the daemon was not running)",
+                 (int)s->pid);
+      return;
+    }
+    s->state = SBX_PROVISIONING;
+    s->reattaching = true;
+    s->boot_start_ms = sbx_now_ms();
+    start_boot_timer(s);
+    watch_pid(s);
+    connect_agent(s);
+  }
+}
+
+int sbx_manager_load(sbx_manager *m, cr_error **err) {
+  DIR *d = opendir(m->dir);
+  if (!d) return cr_error_set(err, CR_E_IO, errno, "reading %s", m->dir);
+  struct dirent *de;
+  while ((de = readdir(d)))
+    if (de->d_name[0] != '.') load_one(m, de->d_name);
+  closedir(d);
+  return 0;
+}
+
+void sbx_manager_free(sbx_manager *m) {
+  if (!m) return;
+  while (m->n > 0) {
+    sbx *s = m->list[--m->n];
+    stop_boot_timer(s);
+    sbx_execs_abort(s, "the daemon is shutting down");
+    if (s->agent) {
+      agent_conn *a = s->agent;
+      s->agent = NULL;
+      agent_conn_close(a);
+    }
+    sbx_release(s);
+  }
+  free(m->list);
+  boot_assets_free(m->assets);
+  free(m->dir);
+  free(m);
+}

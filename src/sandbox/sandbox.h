@@ -1,0 +1,117 @@
+/* Sandboxes: the registry, their lifecycle and the operations on a running
+ * one (exec, files), on the daemon's libuv loop.
+ *
+ * State lives in <data>/sandboxes/<id>/state.json (written atomically on each
+ * change) so a restarted daemon re-attaches to running VMMs (sbx_manager_load).
+ * Executions are recorded in <data>/sandboxes/<id>/executions/<id>.json. */
+#pragma once
+#include "backend/agent_client.h"
+#include "backend/backend.h"
+#include "util/error.h"
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef enum sbx_state {
+  SBX_PROVISIONING,
+  SBX_READY,
+  SBX_STOPPING,
+  SBX_STOPPED,
+  SBX_FAILED,
+} sbx_state;
+const char *sbx_state_name(sbx_state s);
+
+typedef struct sbx sbx;
+typedef struct sbx_exec sbx_exec;
+typedef struct sbx_manager sbx_manager;
+
+typedef struct sbx_create_params {
+  const char *image;     /* ref or digest; NULL = default image */
+  unsigned vcpus;        /* 0 = default (1) */
+  unsigned memory_mib;   /* 0 = default (512) */
+  json_t *policy;        /* compiled policy (borrowed), may be NULL */
+  const char *policy_hash;
+} sbx_create_params;
+
+/* done: sandbox ready (err NULL) or failed (err owned by the callee). */
+typedef void (*sbx_ready_cb)(void *ud, sbx *s, cr_error *err);
+typedef void (*sbx_progress_cb)(void *ud, const char *phase, const char *message);
+
+sbx_manager *sbx_manager_new(uv_loop_t *loop, cr_error **err);
+/* Reads state dirs and re-attaches to running VMMs. */
+int sbx_manager_load(sbx_manager *m, cr_error **err);
+/* Closes agent connections (VMMs keep running). */
+void sbx_manager_free(sbx_manager *m);
+uv_loop_t *sbx_manager_loop(sbx_manager *m);
+
+int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
+               sbx_progress_cb progress, void *ud, cr_error **err);
+/* By id or "last"; NULL when unknown. */
+sbx *sbx_find(sbx_manager *m, const char *id);
+/* Newest first; returns a new array of borrowed pointers. */
+sbx **sbx_list(sbx_manager *m, size_t *ret_n);
+/* Stops the VMM and removes the sandbox's files. */
+int sbx_terminate(sbx_manager *m, sbx *s, cr_error **err);
+
+const char *sbx_id(const sbx *s);
+sbx_state sbx_get_state(const sbx *s);
+/* The public JSON (docs/api.md Sandbox). New reference. */
+json_t *sbx_to_json(const sbx *s);
+/* Stops progress callbacks of the create request. */
+void sbx_detach_progress(sbx *s);
+/* Waits for a provisioning sandbox (immediately calls done otherwise). */
+void sbx_when_ready(sbx *s, sbx_ready_cb done, void *ud);
+agent_conn *sbx_agent(sbx *s);
+/* Fails with sandbox_not_ready when not ready. */
+int sbx_check_ready(const sbx *s, cr_error **err);
+
+/* ---- executions */
+typedef struct sbx_exec_params {
+  json_t *argv;       /* array of strings (borrowed) */
+  json_t *env;        /* array of "K=V" strings or NULL */
+  const char *cwd;    /* NULL = "/" */
+  bool stdin_open;    /* host streams stdin */
+  uint64_t timeout_ms;/* 0 = none */
+} sbx_exec_params;
+
+typedef struct sbx_exec_observer {
+  /* stream 1 = stdout, 2 = stderr */
+  void (*output)(void *ud, sbx_exec *e, int stream, const uint8_t *data, size_t n);
+  /* The execution ended (exited, failed, timed out). */
+  void (*ended)(void *ud, sbx_exec *e);
+  void *ud;
+} sbx_exec_observer;
+
+int sbx_exec_start(sbx *s, const sbx_exec_params *p, sbx_exec **ret, cr_error **err);
+/* Observers (up to 8) get output as it arrives and the end. */
+int sbx_exec_observe(sbx_exec *e, const sbx_exec_observer *o);
+void sbx_exec_unobserve(sbx_exec *e, void *ud);
+int sbx_exec_write(sbx_exec *e, const void *data, size_t n, bool eof, cr_error **err);
+int sbx_exec_signal(sbx_exec *e, int signo, cr_error **err);
+sbx_exec *sbx_exec_find(sbx_manager *m, const char *id);
+/* Newest first across sandboxes (sandbox_id NULL) or for one. */
+sbx_exec **sbx_exec_list(sbx_manager *m, const char *sandbox_id, size_t *ret_n);
+const char *sbx_exec_id(const sbx_exec *e);
+bool sbx_exec_ended(const sbx_exec *e);
+json_t *sbx_exec_to_json(const sbx_exec *e);
+/* Buffered output since cursor (the last 1 MiB per stream is kept).
+ * cursor counts bytes of stdout+stderr produced. */
+typedef struct sbx_exec_chunk {
+  int stream;
+  uint64_t offset; /* position in the combined output */
+  size_t len;
+  uint8_t *data;
+} sbx_exec_chunk;
+json_t *sbx_exec_read(sbx_exec *e, uint64_t cursor);
+
+/* ---- files (results via callback; runs on the loop) */
+typedef void (*sbx_file_cb)(void *ud, json_t *result /* stolen, NULL on error */,
+                            cr_error *err /* owned by callee */);
+int sbx_file_read(sbx *s, const char *path, uint64_t offset, uint64_t length,
+                  sbx_file_cb cb, void *ud, cr_error **err);
+int sbx_file_write(sbx *s, const char *path, const void *data, size_t n, uint32_t mode,
+                   bool parents, bool append, sbx_file_cb cb, void *ud, cr_error **err);
+int sbx_file_stat(sbx *s, const char *path, sbx_file_cb cb, void *ud, cr_error **err);
+int sbx_file_list(sbx *s, const char *path, uint32_t depth, sbx_file_cb cb, void *ud,
+                  cr_error **err);
