@@ -1,0 +1,155 @@
+/* cleanroom-agent: the guest's /init. Shared declarations.
+ *
+ * Static binary built with musl-gcc: no linux/ headers, the few kernel
+ * constants it needs are defined here. See guest/README.md. */
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "proto/agent_proto.h"
+
+#define AGENT_VERSION "0.1.0"
+#define AGENT_ROOT "/run/cleanroom/root"
+#define AGENT_IMAGE_MNT "/run/cleanroom/image"
+#define AGENT_SCRATCH_MNT "/run/cleanroom/scratch"
+#define AGENT_DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#define AGENT_MAX_ARGS 4096
+#define AGENT_MAX_CHANNELS 1024
+#define AGENT_MAX_LIST 100000
+/* Output queued for the host above this: stop producing (backpressure). */
+#define AGENT_OUT_HIGH (1u << 20)
+/* Stdin (or tar-in data) buffered for one channel above this: stop reading
+ * the port until it drains. */
+#define AGENT_IN_HIGH (1u << 20)
+
+/* Kernel ABI bits musl does not carry. */
+#ifndef SYS_openat2
+#define SYS_openat2 437
+#endif
+#ifndef SYS_finit_module
+#define SYS_finit_module 313
+#endif
+struct agent_open_how {
+  uint64_t flags;
+  uint64_t mode;
+  uint64_t resolve;
+};
+#define AGENT_RESOLVE_NO_MAGICLINKS 0x02
+#define AGENT_RESOLVE_NO_SYMLINKS 0x04
+#define AGENT_RESOLVE_BENEATH 0x08
+#define AGENT_RESOLVE_IN_ROOT 0x10
+#define AGENT_RNDADDENTROPY 0x40085203 /* _IOW('R', 0x03, int[2]) */
+#define AGENT_RNDRESEEDCRNG 0x5207     /* _IO('R', 0x07) */
+
+#define MINZ(a, b) ((a) < (b) ? (a) : (b))
+
+/* log to /dev/console */
+void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* openat2(dirfd, path, flags, mode, resolve); -1 with errno on failure. */
+int agent_openat2(int dirfd, const char *path, int flags, mode_t mode,
+                  uint64_t resolve);
+/* fd of the root that file operations and execs see (the merged root once
+ * activated, else "/"). Not owned by the caller. */
+int agent_root_fd(void);
+/* 1 once the overlay root is mounted. */
+int agent_root_ready(void);
+
+/* ---- output queue (agent_main.c) ---- */
+ap_buf *agent_out(void);
+/* bytes queued for the host and not yet written */
+size_t agent_out_pending(void);
+void agent_send_error(uint32_t ch, const char *reason, int errnum,
+                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void agent_send_ok(uint32_t ch);
+void agent_send_raw(uint16_t type, uint32_t ch, const void *data, size_t n);
+
+/* ---- channels ---- */
+enum agent_kind {
+  AGENT_CH_EXEC = 1,
+  AGENT_CH_FILE_READ,
+  AGENT_CH_FILE_WRITE,
+  AGENT_CH_TAR_OUT,
+  AGENT_CH_TAR_IN,
+};
+
+typedef struct agent_chan {
+  uint32_t id;
+  int kind;
+  /* child process (exec, tar) */
+  pid_t pid;
+  int reaped;
+  int status;
+  int exec_errno;
+  int fd_in;   /* to the child's stdin, -1 when closed */
+  int fd_out;  /* child's stdout, -1 at EOF */
+  int fd_err;  /* child's stderr, -1 at EOF */
+  uint8_t *inbuf; /* pending bytes for fd_in */
+  size_t inlen;
+  int in_eof;     /* close fd_in once inbuf drained */
+  int data_end;   /* DATA_END received */
+  char errtext[1024]; /* tar child's stderr (reason\nmessage) */
+  size_t errtext_len;
+  /* file read/write */
+  int fd;
+  uint64_t remaining; /* FILE_READ: bytes left (UINT64_MAX = to EOF) */
+  uint64_t size;
+  int dirfd;          /* FILE_WRITE: parent dir */
+  char *tmpname;      /* FILE_WRITE: temp name in dirfd (NULL: append) */
+  char *basename;
+  uint64_t written;
+} agent_chan;
+
+agent_chan *agent_chan_new(uint32_t id, int kind);
+agent_chan *agent_chan_find(uint32_t id);
+agent_chan *agent_chan_by_pid(pid_t pid);
+/* Frees the channel (closes fds, kills nothing). */
+void agent_chan_free(agent_chan *c);
+
+/* Field helpers: 1 found, 0 absent, <0 malformed. */
+int agent_get_str(const uint8_t *p, size_t n, uint16_t tag, char **ret);
+int agent_get_u32(const uint8_t *p, size_t n, uint16_t tag, uint32_t *ret);
+int agent_get_u64(const uint8_t *p, size_t n, uint16_t tag, uint64_t *ret);
+
+/* ---- exec and children (agent_exec.c) ---- */
+void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n);
+/* Forks a child running fn(arg) with stdin/stdout/stderr pipes attached to
+ * channel c. Returns 0 or -errno. */
+int agent_spawn_fn(agent_chan *c, int (*fn)(void *), void *arg, int want_stdin);
+/* Child pipe I/O: called from the poll loop. */
+void agent_chan_read_fd(agent_chan *c, int which);
+void agent_chan_write_in(agent_chan *c);
+/* Queues bytes for the child's stdin. */
+void agent_chan_queue_in(agent_chan *c, const uint8_t *d, size_t n);
+/* Handles a reaped pid. */
+void agent_child_reaped(pid_t pid, int status);
+/* Sends EXIT/OK/ERROR and frees the channel once it is finished. */
+void agent_chan_maybe_finish(agent_chan *c);
+void agent_chan_kill(agent_chan *c, int sig);
+
+/* ---- file operations (agent_files.c) ---- */
+void agent_file_read_start(uint32_t ch, const uint8_t *p, size_t n);
+void agent_file_read_pump(agent_chan *c);
+void agent_file_write_start(uint32_t ch, const uint8_t *p, size_t n);
+void agent_file_write_data(agent_chan *c, const uint8_t *d, size_t n);
+void agent_file_write_end(agent_chan *c);
+void agent_stat(uint32_t ch, const uint8_t *p, size_t n);
+void agent_list(uint32_t ch, const uint8_t *p, size_t n);
+void agent_tar_out_start(uint32_t ch, const uint8_t *p, size_t n);
+void agent_tar_in_start(uint32_t ch, const uint8_t *p, size_t n);
+uint32_t agent_ftype(mode_t m);
+/* mkdir -p of `path` inside root (no symlinks followed). 0 or -errno. */
+int agent_mkdir_p_in(int rootfd, const char *path, mode_t mode);
+
+/* ---- activate (agent_activate.c) ---- */
+void agent_activate(const uint8_t *p, size_t n);
+
+/* ---- tar (tar.c); run in a child process ---- */
+/* Writes a ustar stream of directory `dirfd` (entries relative to it) to
+ * outfd. 0 or -errno with a message in err. */
+int agent_tar_write(int dirfd, int outfd, char *err, size_t errlen);
+/* Extracts a tar stream from infd into directory `dirfd`; refuses absolute
+ * names, `..` and writing through symlinks. 0 or -errno with message. */
+int agent_tar_extract(int dirfd, int infd, char *err, size_t errlen);

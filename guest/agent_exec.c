@@ -1,0 +1,365 @@
+/* EXEC channels and the generic "child process behind a channel" machinery
+ * (also used by TAR_OUT/TAR_IN, which run their work in a child). */
+#include "agent.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+struct exec_req {
+  char **argv;
+  char **envp;
+  char *cwd;
+  int chroot;
+};
+
+struct exec_fail {
+  int step; /* 0 chroot, 1 chdir, 2 exec */
+  int err;
+};
+
+static void child_common_setup(void) {
+  sigset_t all;
+  sigemptyset(&all);
+  sigprocmask(SIG_SETMASK, &all, NULL);
+  signal(SIGPIPE, SIG_DFL);
+  setsid();
+}
+
+static int make_pipe(int p[2]) {
+  return pipe2(p, O_CLOEXEC) < 0 ? -errno : 0;
+}
+
+static void set_nonblock(int fd) {
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+/* fds: [0] child stdin read end or -1 (/dev/null), [1] stdout w, [2] stderr w */
+static void child_dup_stdio(int in_r, int out_w, int err_w) {
+  if (in_r < 0) in_r = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  dup2(in_r, 0);
+  dup2(out_w, 1);
+  dup2(err_w, 2);
+}
+
+int agent_spawn_fn(agent_chan *c, int (*fn)(void *), void *arg, int want_stdin) {
+  int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1};
+  int r;
+  if ((want_stdin && (r = make_pipe(pin)) < 0) || (r = make_pipe(pout)) < 0 ||
+      (r = make_pipe(perr)) < 0)
+    goto fail;
+  pid_t pid = fork();
+  if (pid < 0) {
+    r = -errno;
+    goto fail;
+  }
+  if (pid == 0) {
+    child_common_setup();
+    child_dup_stdio(pin[0], pout[1], perr[1]);
+    _exit(fn(arg) == 0 ? 0 : 1);
+  }
+  c->pid = pid;
+  if (pin[0] >= 0) close(pin[0]);
+  close(pout[1]);
+  close(perr[1]);
+  c->fd_in = pin[1];
+  c->fd_out = pout[0];
+  c->fd_err = perr[0];
+  if (c->fd_in >= 0) set_nonblock(c->fd_in);
+  set_nonblock(c->fd_out);
+  set_nonblock(c->fd_err);
+  return 0;
+fail:
+  for (int i = 0; i < 2; i++) {
+    if (pin[i] >= 0) close(pin[i]);
+    if (pout[i] >= 0) close(pout[i]);
+    if (perr[i] >= 0) close(perr[i]);
+  }
+  return r;
+}
+
+static void free_strv(char **v) {
+  if (!v) return;
+  for (char **p = v; *p; p++) free(*p);
+  free(v);
+}
+
+static int has_var(char **envp, size_t n, const char *name) {
+  size_t k = strlen(name);
+  for (size_t i = 0; i < n; i++)
+    if (strncmp(envp[i], name, k) == 0 && envp[i][k] == '=') return 1;
+  return 0;
+}
+
+void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n) {
+  size_t argc = 0, envc = 0;
+  char **argv = calloc(AGENT_MAX_ARGS + 1, sizeof(char *));
+  char **envp = calloc(AGENT_MAX_ARGS + 3, sizeof(char *));
+  char *cwd = NULL;
+  uint32_t flags = 0;
+  const char *bad = NULL;
+  if (!argv || !envp) {
+    bad = "out of memory";
+    goto out;
+  }
+  size_t off = 0;
+  ap_field f;
+  int r;
+  while ((r = ap_field_next(p, n, &off, &f)) > 0) {
+    char *s = NULL;
+    switch (f.tag) {
+    case AP_T_ARGV:
+      if (argc >= AGENT_MAX_ARGS) { bad = "too many arguments"; goto out; }
+      if (ap_field_str(&f, &s) < 0) { bad = "bad ARGV string"; goto out; }
+      argv[argc++] = s;
+      break;
+    case AP_T_ENV:
+      if (envc >= AGENT_MAX_ARGS) { bad = "too many environment variables"; goto out; }
+      if (ap_field_str(&f, &s) < 0) { bad = "bad ENV string"; goto out; }
+      if (!strchr(s, '=') || s[0] == '=') { free(s); bad = "ENV entry without NAME="; goto out; }
+      envp[envc++] = s;
+      break;
+    case AP_T_CWD:
+      free(cwd);
+      cwd = NULL;
+      if (ap_field_str(&f, &cwd) < 0) { bad = "bad CWD string"; goto out; }
+      break;
+    case AP_T_FLAGS:
+      if (ap_field_u32(&f, &flags) < 0) { bad = "bad FLAGS"; goto out; }
+      break;
+    default:
+      break;
+    }
+  }
+  if (r < 0) { bad = "malformed fields"; goto out; }
+  if (argc == 0 || !argv[0][0]) { bad = "no ARGV"; goto out; }
+  if (!has_var(envp, envc, "PATH")) envp[envc++] = strdup("PATH=" AGENT_DEFAULT_PATH);
+  if (!has_var(envp, envc, "HOME")) envp[envc++] = strdup("HOME=/root");
+  for (size_t i = 0; i < envc; i++)
+    if (!envp[i]) { bad = "out of memory"; goto out; }
+
+  agent_chan *c = agent_chan_new(ch, AGENT_CH_EXEC);
+  if (!c) { bad = "out of memory"; goto out; }
+
+  int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1},
+      pfail[2] = {-1, -1};
+  int do_chroot = agent_root_ready() && !(flags & AP_F_NO_CHROOT);
+  if (((flags & AP_F_STDIN) && make_pipe(pin) < 0) || make_pipe(pout) < 0 ||
+      make_pipe(perr) < 0 || make_pipe(pfail) < 0) {
+    int e = errno;
+    for (int i = 0; i < 2; i++) {
+      if (pin[i] >= 0) close(pin[i]);
+      if (pout[i] >= 0) close(pout[i]);
+      if (perr[i] >= 0) close(perr[i]);
+      if (pfail[i] >= 0) close(pfail[i]);
+    }
+    agent_chan_free(c);
+    agent_send_error(ch, "internal_error", e, "pipe: %s", strerror(e));
+    goto out;
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    child_common_setup();
+    child_dup_stdio(pin[0], pout[1], perr[1]);
+    struct exec_fail fl = {0, 0};
+    if (do_chroot && (chroot(AGENT_ROOT) < 0 || chdir("/") < 0)) {
+      fl = (struct exec_fail){0, errno};
+    } else if (chdir(cwd && *cwd ? cwd : "/") < 0) {
+      fl = (struct exec_fail){1, errno};
+    } else {
+      environ = envp;
+      execvp(argv[0], argv);
+      fl = (struct exec_fail){2, errno};
+    }
+    ssize_t w = write(pfail[1], &fl, sizeof(fl));
+    (void)w;
+    _exit(fl.step == 2 && (fl.err == ENOENT || fl.err == ENOTDIR) ? 127 : 126);
+  }
+  int fork_errno = errno;
+  if (pin[0] >= 0) close(pin[0]);
+  close(pout[1]);
+  close(perr[1]);
+  close(pfail[1]);
+  if (pid < 0) {
+    close(pfail[0]);
+    if (pin[1] >= 0) close(pin[1]);
+    close(pout[0]);
+    close(perr[0]);
+    agent_chan_free(c);
+    agent_send_error(ch, "internal_error", fork_errno, "fork: %s",
+                     strerror(fork_errno));
+    goto out;
+  }
+  c->pid = pid;
+  c->fd_in = pin[1];
+  c->fd_out = pout[0];
+  c->fd_err = perr[0];
+  if (c->fd_in >= 0) set_nonblock(c->fd_in);
+  set_nonblock(c->fd_out);
+  set_nonblock(c->fd_err);
+
+  /* The errno pipe closes on a successful exec (CLOEXEC): a short wait. */
+  struct exec_fail fl;
+  ssize_t k;
+  do k = read(pfail[0], &fl, sizeof(fl));
+  while (k < 0 && errno == EINTR);
+  close(pfail[0]);
+  if (k == (ssize_t)sizeof(fl)) {
+    char msg[1200];
+    int m;
+    if (fl.step == 2 && (fl.err == ENOENT || fl.err == ENOTDIR))
+      m = snprintf(msg, sizeof(msg), "cleanroom: command not found: %s\n", argv[0]);
+    else if (fl.step == 2)
+      m = snprintf(msg, sizeof(msg), "cleanroom: cannot execute %s: %s\n",
+                   argv[0], strerror(fl.err));
+    else if (fl.step == 1)
+      m = snprintf(msg, sizeof(msg), "cleanroom: cannot change directory to %s: %s\n",
+                   cwd ? cwd : "/", strerror(fl.err));
+    else
+      m = snprintf(msg, sizeof(msg), "cleanroom: cannot enter the root: %s\n",
+                   strerror(fl.err));
+    agent_send_raw(AP_STDERR, ch, msg, MINZ((size_t)(m < 0 ? 0 : m), sizeof(msg) - 1));
+    c->exec_errno = fl.err ? fl.err : EIO;
+  } else {
+    ap_frame_begin(agent_out(), AP_STARTED, ch);
+    ap_put_u32(agent_out(), AP_T_PID, (uint32_t)pid);
+    ap_frame_end(agent_out());
+  }
+
+out:
+  if (bad) agent_send_error(ch, "invalid_argument", 0, "exec: %s", bad);
+  free_strv(argv);
+  free_strv(envp);
+  free(cwd);
+}
+
+void agent_chan_queue_in(agent_chan *c, const uint8_t *d, size_t n) {
+  if (c->fd_in < 0 || c->in_eof || n == 0) return;
+  if (!c->inlen) { /* try directly first */
+    ssize_t w = write(c->fd_in, d, n);
+    if (w < 0 && errno == EPIPE) {
+      close(c->fd_in);
+      c->fd_in = -1;
+      return;
+    }
+    if (w > 0) {
+      d += w;
+      n -= (size_t)w;
+    }
+    if (!n) return;
+  }
+  uint8_t *nb = realloc(c->inbuf, c->inlen + n);
+  if (!nb) return; /* drop: out of memory */
+  memcpy(nb + c->inlen, d, n);
+  c->inbuf = nb;
+  c->inlen += n;
+}
+
+void agent_chan_write_in(agent_chan *c) {
+  while (c->fd_in >= 0 && c->inlen) {
+    ssize_t w = write(c->fd_in, c->inbuf, c->inlen);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return;
+      /* EPIPE: the reader is gone; drop what is queued */
+      close(c->fd_in);
+      c->fd_in = -1;
+      break;
+    }
+    memmove(c->inbuf, c->inbuf + w, c->inlen - (size_t)w);
+    c->inlen -= (size_t)w;
+  }
+  if (c->fd_in < 0 || c->inlen == 0) {
+    free(c->inbuf);
+    c->inbuf = NULL;
+    c->inlen = 0;
+    if (c->in_eof && c->fd_in >= 0) {
+      close(c->fd_in);
+      c->fd_in = -1;
+    }
+  }
+}
+
+void agent_chan_read_fd(agent_chan *c, int which) {
+  int *fdp = which == 1 ? &c->fd_out : &c->fd_err;
+  static uint8_t buf[AP_CHUNK];
+  for (int i = 0; i < 16 && *fdp >= 0; i++) {
+    if (agent_out_pending() >= AGENT_OUT_HIGH) return;
+    ssize_t r = read(*fdp, buf, sizeof(buf));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return;
+      r = 0;
+    }
+    if (r == 0) {
+      close(*fdp);
+      *fdp = -1;
+      return;
+    }
+    if (c->kind == AGENT_CH_EXEC) {
+      agent_send_raw(which == 1 ? AP_STDOUT : AP_STDERR, c->id, buf, (size_t)r);
+    } else if (which == 1 && c->kind == AGENT_CH_TAR_OUT) {
+      agent_send_raw(AP_DATA, c->id, buf, (size_t)r);
+    } else if (which == 2) {
+      size_t room = sizeof(c->errtext) - 1 - c->errtext_len;
+      size_t k = MINZ(room, (size_t)r);
+      memcpy(c->errtext + c->errtext_len, buf, k);
+      c->errtext_len += k;
+      c->errtext[c->errtext_len] = '\0';
+    }
+    if ((size_t)r < sizeof(buf)) return;
+  }
+}
+
+void agent_child_reaped(pid_t pid, int status) {
+  agent_chan *c = agent_chan_by_pid(pid);
+  if (!c) return; /* an orphan reparented to us, or a killed channel */
+  c->reaped = 1;
+  c->status = status;
+}
+
+void agent_chan_kill(agent_chan *c, int sig) {
+  if (c->pid > 0 && !c->reaped) {
+    if (kill(-c->pid, sig) < 0) kill(c->pid, sig);
+  }
+}
+
+void agent_chan_maybe_finish(agent_chan *c) {
+  if (c->pid <= 0 || !c->reaped || c->fd_out >= 0 || c->fd_err >= 0) return;
+  uint32_t id = c->id;
+  if (c->kind == AGENT_CH_EXEC) {
+    ap_buf *o = agent_out();
+    ap_frame_begin(o, AP_EXIT, id);
+    if (WIFSIGNALED(c->status)) {
+      ap_put_u32(o, AP_T_SIGNAL, (uint32_t)WTERMSIG(c->status));
+    } else {
+      ap_put_u32(o, AP_T_EXIT_CODE, (uint32_t)WEXITSTATUS(c->status));
+    }
+    if (c->exec_errno) ap_put_u32(o, AP_T_EXEC_ERRNO, (uint32_t)c->exec_errno);
+    ap_frame_end(o);
+  } else if (WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0) {
+    agent_send_ok(id);
+  } else {
+    /* the child wrote "reason\nmessage" on stderr */
+    char *nl = strchr(c->errtext, '\n');
+    const char *reason = "file_error";
+    const char *msg = c->errtext;
+    if (nl) {
+      *nl = '\0';
+      reason = c->errtext;
+      msg = nl + 1;
+      char *end = strchr(nl + 1, '\n');
+      if (end) *end = '\0';
+    }
+    if (!*msg) msg = WIFSIGNALED(c->status) ? "killed" : "failed";
+    agent_send_error(id, reason, 0, "%s", msg);
+  }
+  agent_chan_free(c);
+}

@@ -1,0 +1,352 @@
+#!/usr/bin/env python3
+"""Boots the real kernel + initramfs (cleanroom-agent as /init) in QEMU under
+TCG and speaks the agent protocol (docs/agent-protocol.md) to it.
+
+usage: guest-smoke.py BOOT_ASSETS_HELPER [AGENT]
+Kernel dir: $CLEANROOM_KERNEL_DIR or /var/lib/cleanroom/kernels/current;
+exit 77 (skip) when there is none. Everything lives in a temp dir that is
+removed at the end; QEMU is killed in a finally block.
+"""
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HDR = struct.Struct("<IHHI")
+T = dict(HELLO=0x01, ACTIVATE=0x02, EXEC=0x03, STDIN=0x04, STDIN_EOF=0x05,
+         SIGNAL=0x06, FILE_READ=0x07, FILE_WRITE=0x08, STAT=0x09, LIST=0x0a,
+         TAR_OUT=0x0b, TAR_IN=0x0c, SHUTDOWN=0x0d, CANCEL=0x0e, DATA=0x20,
+         DATA_END=0x21, HELLO_REPLY=0x81, OK=0x82, ERROR=0x83, STARTED=0x84,
+         STDOUT=0x85, STDERR=0x86, EXIT=0x87, STAT_RESULT=0x88, ENTRY=0x89,
+         LOG=0x8a)
+TN = {v: k for k, v in T.items()}
+ARGV, ENV, CWD, PATH, OFFSET, LENGTH, MODE, FLAGS, PID, EXIT_CODE, SIGNAL, \
+    ERRNO, REASON, MESSAGE, VERSION, TIME_NS, SEED, HOSTNAME, SIZE, FTYPE, \
+    MTIME_NS, UID, GID, NAME, TARGET, AGENT_VERSION, KERNEL, IMAGE_DEV, \
+    SCRATCH_DEV, DEPTH, MAX_PAYLOAD, EXEC_ERRNO, UPTIME_NS = range(1, 34)
+F_STDIN = 1
+RAW = {T["DATA"], T["STDIN"], T["STDOUT"], T["STDERR"], T["LOG"]}
+DEADLINE = 100.0  # seconds for the whole test (meson timeout is 120)
+
+
+def field(tag, val):
+    if isinstance(val, str):
+        val = val.encode()
+    return struct.pack("<HI", tag, len(val)) + val
+
+
+def u32(tag, v):
+    return field(tag, struct.pack("<I", v))
+
+
+def u64(tag, v):
+    return field(tag, struct.pack("<Q", v))
+
+
+def parse_fields(p):
+    out, off = {}, 0
+    while off < len(p):
+        tag, n = struct.unpack_from("<HI", p, off)
+        off += 6
+        out.setdefault(tag, []).append(p[off:off + n])
+        off += n
+    return out
+
+
+def fu32(fields, tag):
+    return struct.unpack("<I", fields[tag][0])[0] if tag in fields else None
+
+
+class Agent:
+    def __init__(self, path, deadline):
+        self.deadline = deadline
+        while True:
+            try:
+                self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.s.connect(path)
+                break
+            except OSError:
+                self.s.close()
+                if time.monotonic() > deadline:
+                    raise RuntimeError("agent socket never appeared")
+                time.sleep(0.02)
+        self.buf = b""
+        self.frames = []  # parsed, not yet consumed
+
+    def send(self, typ, ch, payload=b""):
+        self.s.sendall(HDR.pack(len(payload), T[typ], 0, ch) + payload)
+
+    def _read_frame(self):
+        while True:
+            if len(self.buf) >= 12:
+                n, typ, fl, ch = HDR.unpack_from(self.buf)
+                assert fl == 0 and n <= (1 << 20), "bad frame from guest"
+                if len(self.buf) >= 12 + n:
+                    p = self.buf[12:12 + n]
+                    self.buf = self.buf[12 + n:]
+                    return (TN.get(typ, hex(typ)), ch,
+                            p if typ in RAW else parse_fields(p))
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError("timed out waiting for the agent")
+            self.s.settimeout(left)
+            d = self.s.recv(1 << 20)
+            if not d:
+                raise RuntimeError("agent connection closed")
+            self.buf += d
+
+    def until(self, ch, end_types):
+        """Collects frames of channel ch until one of end_types."""
+        got = []
+        while True:
+            for i, f in enumerate(self.frames):
+                if f[1] == ch:
+                    del self.frames[i]
+                    break
+            else:
+                f = self._read_frame()
+                if f[1] != ch:
+                    self.frames.append(f)
+                    continue
+            if f[0] == "LOG":
+                continue
+            got.append(f)
+            if f[0] in end_types:
+                return got
+
+
+def exec_payload(argv, stdin=False, env=(), cwd=None):
+    p = b"".join(field(ARGV, a) for a in argv)
+    p += b"".join(field(ENV, e) for e in env)
+    if cwd:
+        p += field(CWD, cwd)
+    if stdin:
+        p += u32(FLAGS, F_STDIN)
+    return p
+
+
+def run_result(frames):
+    out = b"".join(f[2] for f in frames if f[0] == "STDOUT")
+    err = b"".join(f[2] for f in frames if f[0] == "STDERR")
+    last = frames[-1]
+    assert last[0] == "EXIT", last
+    return out, err, fu32(last[2], EXIT_CODE), last[2]
+
+
+def find_kernel_dir():
+    d = os.environ.get("CLEANROOM_KERNEL_DIR") or "/var/lib/cleanroom/kernels/current"
+    return d if os.path.isdir(os.path.join(d, "boot")) else None
+
+
+def make_image(tmp):
+    root = os.path.join(tmp, "rootfs")
+    os.makedirs(os.path.join(root, "bin"))
+    bb = shutil.which("busybox") or "/bin/busybox"
+    shutil.copy(bb, os.path.join(root, "bin", "busybox"))
+    for applet in subprocess.run([bb, "--list"], capture_output=True, text=True,
+                                 check=True).stdout.split():
+        if applet != "busybox":
+            os.symlink("busybox", os.path.join(root, "bin", applet))
+    for d in ("etc", "root", "tmp", "proc", "sys", "dev", "run"):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    img = os.path.join(tmp, "image.ext4")
+    scratch = os.path.join(tmp, "scratch.ext4")
+    for path, size, src in ((img, "32M", root), (scratch, "64M", None)):
+        cmd = ["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"]
+        if src:
+            cmd += ["-d", src]
+        subprocess.run(["truncate", "-s", size, path], check=True)
+        subprocess.run(cmd + [path], check=True)
+    return img, scratch
+
+
+def main():
+    kdir = find_kernel_dir()
+    if not kdir:
+        print("SKIP: no kernel (run scripts/fetch-kernel.sh)")
+        return 77
+    if len(sys.argv) < 2:
+        print("usage: guest-smoke.py BOOT_ASSETS_HELPER [AGENT]", file=sys.stderr)
+        return 2
+    helper = sys.argv[1]
+    agent = sys.argv[2] if len(sys.argv) > 2 else None
+    if agent and not os.path.exists(agent):
+        print("SKIP: no guest agent built")
+        return 77
+    start_all = time.monotonic()
+    deadline = start_all + DEADLINE
+    tmp = tempfile.mkdtemp(prefix="cr-guest-smoke-")
+    qemu = None
+    try:
+        out = subprocess.run([helper, kdir] + ([agent] if agent else []),
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            print(out.stderr, file=sys.stderr)
+            return 1
+        assets = dict(l.split("=", 1) for l in out.stdout.splitlines() if "=" in l)
+        img, scratch = make_image(tmp)
+        sock = os.path.join(tmp, "agent.sock")
+        console = os.path.join(tmp, "console.log")
+        kernel = assets.get("VMLINUX") or assets["KERNEL"]
+        cmd = [
+            "qemu-system-x86_64", "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on",
+            "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "512",
+            "-nodefaults", "-no-user-config", "-display", "none",
+            "-serial", "file:" + console, "-no-reboot",
+            "-kernel", kernel, "-initrd", assets["INITRD"],
+            "-append", "console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz=2000000 tsc=reliable",
+            "-drive", "id=d0,file=%s,format=raw,if=none,readonly=on" % img,
+            "-device", "virtio-blk-device,drive=d0,serial=cr-image",
+            "-drive", "id=d1,file=%s,format=raw,if=none" % scratch,
+            "-device", "virtio-blk-device,drive=d1,serial=cr-scratch",
+            "-device", "virtio-serial-device",
+            "-chardev", "socket,id=ag,path=%s,server=on,wait=off" % sock,
+            "-device", "virtserialport,chardev=ag,name=cleanroom.agent",
+        ]
+        t0 = time.monotonic()
+        qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        a = Agent(sock, deadline)
+
+        a.send("HELLO", 0, u32(VERSION, 1) + u32(MAX_PAYLOAD, 1 << 20))
+        hello = a.until(0, {"HELLO_REPLY", "ERROR"})[-1]
+        assert hello[0] == "HELLO_REPLY", hello
+        t_hello = time.monotonic() - t0
+        print("agent answered HELLO %.2fs after QEMU start (kernel %s, guest uptime %.2fs)"
+              % (t_hello, hello[2][KERNEL][0].decode(),
+                 struct.unpack("<Q", hello[2][UPTIME_NS][0])[0] / 1e9))
+
+        t1 = time.monotonic()
+        a.send("ACTIVATE", 0, u64(TIME_NS, time.time_ns()) + field(SEED, os.urandom(64)) +
+               field(HOSTNAME, "smoke") + field(IMAGE_DEV, "serial:cr-image") +
+               field(SCRATCH_DEV, "serial:cr-scratch"))
+        act = a.until(0, {"OK", "ERROR"})[-1]
+        assert act[0] == "OK", act
+        print("ACTIVATE ok in %.3fs" % (time.monotonic() - t1))
+
+        t1 = time.monotonic()
+        a.send("EXEC", 1, exec_payload(["echo", "hi"]))
+        fr = a.until(1, {"EXIT", "ERROR"})
+        assert fr[0][0] == "STARTED", fr
+        o, e, code, _ = run_result(fr)
+        assert (o, code) == (b"hi\n", 0), (o, e, code)
+        print("exec echo hi: ok in %.3fs" % (time.monotonic() - t1))
+
+        a.send("EXEC", 3, exec_payload(["sh", "-c", "echo out; echo err >&2; exit 7"]))
+        o, e, code, _ = run_result(a.until(3, {"EXIT", "ERROR"}))
+        assert (o, e, code) == (b"out\n", b"err\n", 7), (o, e, code)
+
+        a.send("EXEC", 5, exec_payload(["no-such-command-xyz"]))
+        o, e, code, f = run_result(a.until(5, {"EXIT", "ERROR"}))
+        assert code == 127 and fu32(f, EXEC_ERRNO) == 2, (code, f)
+        assert b"command not found: no-such-command-xyz" in e, e
+
+        a.send("EXEC", 7, exec_payload(["cat"], stdin=True))
+        a.send("STDIN", 7, b"hello\x00stdin\n")
+        a.send("STDIN_EOF", 7)
+        o, e, code, _ = run_result(a.until(7, {"EXIT", "ERROR"}))
+        assert (o, code) == (b"hello\x00stdin\n", 0), (o, e, code)
+
+        # two at once: the slow one must not block the fast one
+        a.send("EXEC", 9, exec_payload(["sh", "-c", "sleep 1; echo slow"]))
+        a.send("EXEC", 11, exec_payload(["sh", "-c", "echo fast"]))
+        o, _, code, _ = run_result(a.until(11, {"EXIT", "ERROR"}))
+        assert (o, code) == (b"fast\n", 0)
+        o, _, code, _ = run_result(a.until(9, {"EXIT", "ERROR"}))
+        assert (o, code) == (b"slow\n", 0)
+
+        # hostname, env and cwd reach the command; the root is the image
+        a.send("EXEC", 13, exec_payload(["sh", "-c", "hostname; echo $FOO; pwd; echo $PATH"],
+                                        env=["FOO=bar"], cwd="/tmp"))
+        o, _, code, _ = run_result(a.until(13, {"EXIT", "ERROR"}))
+        assert o.split(b"\n")[:3] == [b"smoke", b"bar", b"/tmp"], o
+
+        # signal: kill a sleeping process group
+        a.send("EXEC", 15, exec_payload(["sleep", "30"]))
+        assert a.until(15, {"STARTED", "EXIT"})[-1][0] == "STARTED"
+        a.send("SIGNAL", 15, u32(SIGNAL, 9))
+        f = a.until(15, {"EXIT"})[-1]
+        assert fu32(f[2], SIGNAL) == 9, f
+
+        # file write/read round trip with NUL bytes
+        blob = bytes(range(256)) * 300 + b"\x00\x00end"
+        a.send("FILE_WRITE", 17, field(PATH, "/work/dir/blob.bin") + u32(MODE, 0o640) +
+               u32(FLAGS, 2))
+        for i in range(0, len(blob), 65536):
+            a.send("DATA", 17, blob[i:i + 65536])
+        a.send("DATA_END", 17)
+        f = a.until(17, {"OK", "ERROR"})[-1]
+        assert f[0] == "OK" and struct.unpack("<Q", f[2][SIZE][0])[0] == len(blob), f
+        a.send("FILE_READ", 19, field(PATH, "/work/dir/blob.bin"))
+        fr = a.until(19, {"OK", "ERROR"})
+        assert fr[-1][0] == "OK", fr[-1]
+        assert b"".join(x[2] for x in fr if x[0] == "DATA") == blob
+        a.send("STAT", 21, field(PATH, "/work/dir/blob.bin"))
+        f = a.until(21, {"STAT_RESULT", "ERROR"})[-1]
+        assert f[0] == "STAT_RESULT" and fu32(f[2], MODE) == 0o640, f
+        a.send("EXEC", 23, exec_payload(["sh", "-c", "md5sum /work/dir/blob.bin"]))
+        o, _, code, _ = run_result(a.until(23, {"EXIT", "ERROR"}))
+        import hashlib
+        assert o.split()[0].decode() == hashlib.md5(blob).hexdigest(), o
+        # a missing file is file_not_found; symlinks cannot escape the root
+        a.send("FILE_READ", 25, field(PATH, "/nope"))
+        f = a.until(25, {"OK", "ERROR"})[-1]
+        assert f[0] == "ERROR" and f[2][REASON][0] == b"file_not_found", f
+        a.send("EXEC", 27, exec_payload(["ln", "-s", "/../../../init", "/work/esc"]))
+        run_result(a.until(27, {"EXIT", "ERROR"}))
+        a.send("FILE_READ", 29, field(PATH, "/work/esc"))
+        f = a.until(29, {"OK", "ERROR"})[-1]
+        assert f[0] == "ERROR", "symlink escaped the root"
+
+        # LIST and TAR_OUT -> TAR_IN round trip
+        a.send("LIST", 31, field(PATH, "/work") + u32(DEPTH, 2))
+        fr = a.until(31, {"OK", "ERROR"})
+        names = sorted(x[2][NAME][0].decode() for x in fr if x[0] == "ENTRY")
+        assert names == ["dir", "dir/blob.bin", "esc"], names
+        a.send("TAR_OUT", 33, field(PATH, "/work"))
+        fr = a.until(33, {"OK", "ERROR"})
+        assert fr[-1][0] == "OK", fr[-1]
+        tar = b"".join(x[2] for x in fr if x[0] == "DATA")
+        a.send("TAR_IN", 35, field(PATH, "/copy") + u32(FLAGS, 2))
+        for i in range(0, len(tar), 65536):
+            a.send("DATA", 35, tar[i:i + 65536])
+        a.send("DATA_END", 35)
+        f = a.until(35, {"OK", "ERROR"})[-1]
+        assert f[0] == "OK", f
+        a.send("EXEC", 37, exec_payload(["sh", "-c", "cmp /copy/dir/blob.bin /work/dir/blob.bin && readlink /copy/esc"]))
+        o, e, code, _ = run_result(a.until(37, {"EXIT", "ERROR"}))
+        assert code == 0 and o == b"/../../../init\n", (o, e)
+
+        # reconnect: a new host connection gets a fresh session
+        a.send("EXEC", 39, exec_payload(["sleep", "30"]))
+        assert a.until(39, {"STARTED", "EXIT"})[-1][0] == "STARTED"
+        a.s.close()
+        a = Agent(sock, deadline)
+        a.send("HELLO", 0, u32(VERSION, 1))
+        assert a.until(0, {"HELLO_REPLY"})[-1][0] == "HELLO_REPLY"
+        a.send("EXEC", 1, exec_payload(["sh", "-c", "ps -o pid,comm | grep -c 'sleep' || true"]))
+        o, _, _, _ = run_result(a.until(1, {"EXIT", "ERROR"}))
+        assert o.strip() == b"0", "sleep of the old session survived: %r" % o
+
+        a.send("SHUTDOWN", 0)
+        assert a.until(0, {"OK", "ERROR"})[-1][0] == "OK"
+        qemu.wait(timeout=max(1, deadline - time.monotonic()))
+        print("guest powered off; total %.1fs" % (time.monotonic() - start_all))
+        return 0
+    except Exception:
+        c = os.path.join(tmp, "console.log")
+        if os.path.exists(c):
+            sys.stderr.write("---- guest console ----\n" + open(c, errors="replace").read())
+        raise
+    finally:
+        if qemu and qemu.poll() is None:
+            qemu.kill()
+            qemu.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
