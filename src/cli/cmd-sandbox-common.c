@@ -1,0 +1,135 @@
+/* Helpers shared by the daemon-facing CLI commands (see cmd-sandbox-common.h). */
+#include "cli/cmd-sandbox-common.h"
+#include "util/macro.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+const char *cli_default_image(const char *opt) {
+  if (opt && *opt) return opt;
+  const char *e = getenv("CLEANROOM_IMAGE");
+  if (e && *e) return e;
+  return CLI_DEFAULT_IMAGE;
+}
+
+int cli_connect(const char *host, api_client **ret) {
+  _cleanup_error_ cr_error *err = NULL;
+  if (api_client_connect(host, true, ret, &err) < 0) return cli_fail(err);
+  return 0;
+}
+
+int cli_call(api_client *c, const char *method, json_t *params, json_t **ret_result) {
+  _cleanup_error_ cr_error *err = NULL;
+  if (api_client_call(c, method, params, NULL, NULL, ret_result, &err) < 0)
+    return cli_fail(err);
+  return 0;
+}
+
+void cli_print_json(json_t *j) {
+  json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+  fputc('\n', stdout);
+  fflush(stdout);
+}
+
+int cli_parse_int(const char *s, int64_t min, int64_t max, int64_t *ret) {
+  if (!s || !*s) return -EINVAL;
+  char *end = NULL;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || *end || end == s || v < min || v > max) return -EINVAL;
+  *ret = v;
+  return 0;
+}
+
+int cli_parse_size_mib(const char *s, int64_t *ret_mib) {
+  if (!s || !isdigit((unsigned char)*s)) return -EINVAL;
+  char *end = NULL;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || end == s) return -EINVAL;
+  static const struct {
+    const char *suffix;
+    int shift; /* log2 of unit / MiB; -10 for KiB, -20 for bytes */
+  } units[] = {
+      {"", 0},     {"m", 0},   {"mi", 0},  {"mib", 0},  {"mb", 0},
+      {"g", 10},   {"gi", 10}, {"gib", 10}, {"gb", 10}, {"t", 20},
+      {"ti", 20},  {"tib", 20}, {"tb", 20},
+  };
+  for (size_t i = 0; i < ELEMENTSOF(units); i++) {
+    if (strcasecmp(end, units[i].suffix) != 0) continue;
+    if (v > (1ull << 40) >> units[i].shift) return -ERANGE;
+    uint64_t mib = (uint64_t)v << units[i].shift;
+    if (mib == 0) return -EINVAL;
+    *ret_mib = (int64_t)mib;
+    return 0;
+  }
+  return -EINVAL;
+}
+
+int cli_parse_duration_ms(const char *s, int64_t *ret_ms) {
+  if (!s || !*s) return -EINVAL;
+  int64_t total = 0;
+  const char *p = s;
+  bool any = false;
+  while (*p) {
+    if (!isdigit((unsigned char)*p)) return -EINVAL;
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(p, &end);
+    if (errno || end == p || v < 0) return -EINVAL;
+    p = end;
+    int64_t mult;
+    if (!strncmp(p, "ms", 2)) {
+      mult = 1;
+      p += 2;
+    } else if (*p == 's') {
+      mult = 1000;
+      p++;
+    } else if (*p == 'm') {
+      mult = 60 * 1000;
+      p++;
+    } else if (*p == 'h') {
+      mult = 3600 * 1000;
+      p++;
+    } else if (*p == '\0' && !any) {
+      mult = 1000; /* bare number: seconds */
+    } else {
+      return -EINVAL;
+    }
+    double ms = v * (double)mult;
+    if (ms > 1e12) return -ERANGE;
+    total += (int64_t)ms;
+    any = true;
+  }
+  if (total <= 0) return -EINVAL;
+  *ret_ms = total;
+  return 0;
+}
+
+const char *cli_format_age(const char *ts, char *buf, size_t size) {
+  struct tm tm = {0};
+  if (!ts || !strptime(ts, "%Y-%m-%dT%H:%M:%S", &tm)) {
+    snprintf(buf, size, "%s", ts ? ts : "-");
+    return buf;
+  }
+  time_t then = timegm(&tm);
+  long long d = (long long)(time(NULL) - then);
+  if (d < 0) d = 0;
+  if (d < 60)
+    snprintf(buf, size, "%llds ago", d);
+  else if (d < 3600)
+    snprintf(buf, size, "%lldm ago", d / 60);
+  else if (d < 86400)
+    snprintf(buf, size, "%lldh ago", d / 3600);
+  else
+    snprintf(buf, size, "%lldd ago", d / 86400);
+  return buf;
+}
+
+const char *cli_json_str(json_t *obj, const char *key, const char *fallback) {
+  const char *s = json_string_value(json_object_get(obj, key));
+  return s ? s : fallback;
+}
