@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Builds cleanroom with ASan/UBSan and runs the whole test suite: unit tests,
+# fuzz corpus replays, and integration tests that boot real QEMU microVMs and
+# drive the real binaries (CLI, daemon, MCP clients from npm).
+#
+#   scripts/test.sh [meson test args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "test.sh: run as root (apt-get, kernel fetch)" >&2; exit 1; }
+. scripts/deps.sh
+step() { printf '==> %s\n' "$*" >&2; }
+
+step "installing Debian packages"
+if ! dpkg -s "${CR_BUILD_DEPS[@]}" "${CR_RUNTIME_DEPS[@]}" "${CR_TEST_DEPS[@]}" >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${CR_BUILD_DEPS[@]}" "${CR_RUNTIME_DEPS[@]}" "${CR_TEST_DEPS[@]}" >/dev/null
+fi
+
+step "building with ASan/UBSan (build-test/)"
+[ -d build-test ] || meson setup build-test -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+ninja -C build-test
+
+step "guest kernel"
+scripts/fetch-kernel.sh
+export CLEANROOM_KERNEL_DIR=${CLEANROOM_KERNEL_DIR:-${CLEANROOM_DATA_DIR:-/var/lib/cleanroom}/kernels/current}
+
+step "test image (busybox)"
+mkdir -p build-test/test-assets
+if [ ! -s build-test/test-assets/busybox.tar ]; then
+  images/busybox/build.sh build-test/test-assets/busybox.tar
+fi
+export CLEANROOM_TEST_IMAGE_TAR=$PWD/build-test/test-assets/busybox.tar
+export CLEANROOM_TEST_VM=1
+
+if [ -f tests/integration/package.json ]; then
+  step "MCP client packages from npm"
+  (cd tests/integration && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
+step "running the tests"
+meson test -C build-test --print-errorlogs --num-processes 2 "$@"
