@@ -407,6 +407,7 @@ static int cmp_port(const void *a, const void *b) {
 }
 
 static void sort_ports(policy_rule *r) {
+  if (r->n_ports == 0) return;
   qsort(r->ports, r->n_ports, sizeof(uint16_t), cmp_port);
   size_t u = 0;
   for (size_t i = 0; i < r->n_ports; i++)
