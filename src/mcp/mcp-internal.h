@@ -1,0 +1,158 @@
+/* Internals of the MCP server shared by the files of src/mcp/. */
+#pragma once
+#include "util/macro.h"
+#include "mcp/mcp.h"
+
+#include <stdint.h>
+#include <uv.h>
+
+#define MCP_SERVER_NAME "cleanroom"
+#define MCP_MODERN_VERSION "2026-07-28"
+#define MCP_META_VERSION "io.modelcontextprotocol/protocolVersion"
+#define MCP_META_SERVER_INFO "io.modelcontextprotocol/serverInfo"
+#define MCP_UNSUPPORTED_VERSION -32022
+#define MCP_TOOLS_PAGE 10
+
+typedef struct mcp_call mcp_call;
+typedef struct mcp_op mcp_op;
+typedef struct mcp_tool mcp_tool;
+
+/* How a tool finds its sandbox. */
+typedef enum {
+  MCP_SBX_NONE,     /* no sandbox_id parameter */
+  MCP_SBX_EXISTING, /* sandbox_id, or the default if one exists */
+  MCP_SBX_DEFAULT,  /* sandbox_id, or the default, created on first use */
+} mcp_sbx_mode;
+
+struct mcp_tool {
+  const char *name;
+  const char *title;
+  const char *description;
+  const char *input_schema;  /* JSON text */
+  const char *output_schema; /* JSON text or NULL */
+  bool read_only, destructive, idempotent, open_world;
+  mcp_sbx_mode sandbox;
+  /* Checks what the schema cannot say (NULL = ok) and returns a message
+   * for -32602. */
+  const char *(*check)(json_t *args);
+  /* Starts the work; finishes with mcp_call_finish()/mcp_call_fail(). */
+  void (*run)(mcp_call *c);
+};
+
+extern const mcp_tool mcp_tools[];
+extern const size_t mcp_n_tools;
+const mcp_tool *mcp_tool_find(const char *name);
+json_t *mcp_tool_describe(const mcp_tool *t);
+/* Parsed schema, cached per tool (never freed: static data). */
+json_t *mcp_tool_input_schema(const mcp_tool *t);
+
+/* One control API request with its own sink. on_msg sees the response
+ * (is_response true) and the notifications bound to it, and returns true
+ * when the op is finished (then nothing more is delivered). */
+typedef bool (*mcp_op_fn)(mcp_op *op, json_t *msg, bool is_response);
+struct mcp_op {
+  api_sink sink; /* first: the op is its sink */
+  mcp_session *s;
+  mcp_call *call; /* holds a reference, or NULL */
+  mcp_op_fn on_msg;
+  bool in_dispatch, done, released;
+};
+
+typedef struct mcp_outbuf {
+  char *head;
+  size_t head_len, head_cap;
+  char *tail; /* ring */
+  size_t tail_len, tail_cap, tail_pos;
+  uint64_t total;
+} mcp_outbuf;
+
+/* An in-flight tools/call. */
+struct mcp_call {
+  int refs;
+  mcp_session *s;
+  mcp_call *next; /* in s->calls */
+  json_t *id;
+  json_t *progress_token;
+  double progress;
+  bool modern;
+  const mcp_tool *tool;
+  json_t *args;
+  char *sandbox_id;   /* resolved */
+  bool used_default;  /* sandbox_id came from the session default */
+  bool finished;      /* response sent or suppressed */
+  bool cancelled;
+  mcp_call *next_waiter; /* waiting for the default sandbox */
+  /* exec */
+  char *execution_id;
+  bool exec_started, kill_sent, timed_out;
+  uint64_t started_ms, timeout_ms, max_output;
+  mcp_outbuf out[2];
+  uv_timer_t timer;
+  bool timer_active;
+  /* tool-specific scratch */
+  json_t *scratch;
+};
+
+struct mcp_session {
+  daemon_ctx *d;
+  mcp_dispatch_fn dispatch;
+  mcp_write_fn write_line;
+  void *ud;
+  uv_loop_t *loop;
+  int refs;
+  bool closed;
+  bool initialized;       /* got initialize */
+  bool client_ready;      /* got notifications/initialized */
+  char *legacy_version;   /* negotiated by initialize */
+  int log_level;          /* index into levels, see session.c */
+  json_t *config;         /* from cleanroom/configure */
+  char *default_sandbox;
+  bool default_creating;
+  mcp_call *waiters;
+  mcp_call *calls;
+  json_int_t next_api_id;
+};
+
+/* session.c */
+void mcp_session_ref(mcp_session *s);
+void mcp_session_unref(mcp_session *s);
+void mcp_send(mcp_session *s, json_t *msg /* stolen */);
+uint64_t mcp_now_ms(void);
+
+/* call plumbing (session.c) */
+mcp_call *mcp_call_ref(mcp_call *c);
+void mcp_call_unref(mcp_call *c);
+/* Sends a control API request bound to c (may be NULL). params stolen. */
+void mcp_api(mcp_session *s, mcp_call *c, const char *method, json_t *params,
+             mcp_op_fn on_msg);
+/* Sends execution.cancel KILL for the call's execution (once). */
+void mcp_call_kill(mcp_call *c);
+/* Sends the result {content, structuredContent?, isError?}; stolen. */
+void mcp_call_finish(mcp_call *c, json_t *result);
+/* Finishes with structuredContent plus a text block of the same JSON. */
+void mcp_call_finish_structured(mcp_call *c, json_t *structured);
+/* Finishes with isError:true and "reason: message". */
+void mcp_call_fail(mcp_call *c, const char *reason, const char *fmt, ...) _printf_(3, 4);
+/* Turns a control API error response into an isError result. */
+void mcp_call_fail_api(mcp_call *c, json_t *msg);
+/* Sends notifications/progress when the call asked for it. */
+void mcp_call_progress(mcp_call *c, const char *message);
+bool mcp_call_alive(const mcp_call *c);
+
+/* helpers */
+bool mcp_is_error(json_t *msg);
+json_t *mcp_result_of(json_t *msg); /* borrowed */
+char *mcp_b64_encode(const void *data, size_t len);
+int mcp_b64_decode(const char *s, size_t len, unsigned char **ret, size_t *ret_len);
+/* Lossy UTF-8 (invalid bytes -> U+FFFD). */
+json_t *mcp_text_json(const char *data, size_t len);
+char *mcp_utf8_lossy(const char *data, size_t len, size_t *ret_len);
+
+void mcp_outbuf_init(mcp_outbuf *b, size_t cap);
+void mcp_outbuf_add(mcp_outbuf *b, const char *data, size_t len);
+/* Head + marker + tail as text; *ret_dropped = bytes left out. */
+json_t *mcp_outbuf_text(const mcp_outbuf *b, const char *stream, uint64_t *ret_dropped);
+void mcp_outbuf_done(mcp_outbuf *b);
+
+/* schema.c: returns NULL when v matches, else a message (static or in buf). */
+const char *mcp_schema_check(json_t *schema, json_t *v, char *buf, size_t buflen);

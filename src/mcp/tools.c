@@ -1,0 +1,970 @@
+/* The MCP tools: one table entry per tool (name, description, schemas,
+ * annotations, handler). Handlers call the control API (docs/api.md) and
+ * finish with mcp_call_finish*() or mcp_call_fail*(). */
+#include "mcp/mcp-internal.h"
+#include "util/error.h"
+
+#include <string.h>
+
+#define EXEC_DEFAULT_TIMEOUT_MS 60000
+#define EXEC_DEFAULT_OUTPUT (64u * 1024)
+#define EXEC_MAX_OUTPUT (4u * 1024 * 1024)
+#define EXEC_KILL_GRACE_MS 10000
+#define PROGRESS_MAX_TEXT 4096
+#define TEXT_READ_MAX (8u * 1024 * 1024)
+#define TEXT_RETURN_MAX (256u * 1024)
+#define B64_DEFAULT_LEN (1u * 1024 * 1024)
+#define B64_MAX_LEN (4u * 1024 * 1024)
+#define LIST_MAX_ENTRIES 5000
+
+/* ---- schemas ---- */
+
+#define SANDBOX_ID_PROP                                                              \
+  "\"sandbox_id\":{\"type\":\"string\",\"description\":\"Sandbox to act on; omit to use " \
+  "this session's default sandbox (created on first use).\"}"
+#define EXEC_ID_PROP \
+  "\"execution_id\":{\"type\":\"string\",\"minLength\":1,\"description\":\"From exec_start.\"}"
+#define SANDBOX_OUT                                                                     \
+  "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},\"state\":{\"type\":" \
+  "\"string\"}},\"required\":[\"id\",\"state\"]}"
+
+static const char exec_input[] =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"command\":{\"type\":\"string\",\"description\":\"Shell command, run as /bin/sh -lc "
+    "COMMAND.\"},"
+    "\"argv\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"minItems\":1,"
+    "\"description\":\"Program and arguments, run without a shell (instead of command).\"},"
+    "\"cwd\":{\"type\":\"string\",\"description\":\"Working directory (absolute).\"},"
+    "\"env\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\"},"
+    "\"description\":\"Extra environment variables.\"},"
+    "\"stdin\":{\"type\":\"string\",\"description\":\"Text fed to the command's stdin, then "
+    "closed.\"},"
+    "\"timeout_ms\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":86400000,"
+    "\"description\":\"Kill the command after this long (default 60000). Use exec_start for "
+    "long work.\"},"
+    "\"max_output_bytes\":{\"type\":\"integer\",\"minimum\":256,\"maximum\":4194304,"
+    "\"description\":\"Cap per stream (default 65536); the head and the tail are kept and "
+    "the dropped byte count is reported.\"}," SANDBOX_ID_PROP
+    "},\"additionalProperties\":false}";
+
+static const char exec_output[] =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"exit_code\":{\"type\":[\"integer\",\"null\"]},"
+    "\"signal\":{},"
+    "\"stdout\":{\"type\":\"string\"},\"stderr\":{\"type\":\"string\"},"
+    "\"truncated\":{\"type\":\"boolean\"},"
+    "\"dropped_bytes\":{\"type\":\"object\",\"properties\":{\"stdout\":{\"type\":\"integer\"},"
+    "\"stderr\":{\"type\":\"integer\"}}},"
+    "\"timed_out\":{\"type\":\"boolean\"},\"duration_ms\":{\"type\":\"integer\"},"
+    "\"execution_id\":{\"type\":\"string\"},\"sandbox_id\":{\"type\":\"string\"}},"
+    "\"required\":[\"exit_code\",\"stdout\",\"stderr\",\"truncated\",\"timed_out\","
+    "\"duration_ms\",\"execution_id\"]}";
+
+static const char exec_start_input[] =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"command\":{\"type\":\"string\",\"description\":\"Shell command, run as /bin/sh -lc "
+    "COMMAND.\"},"
+    "\"argv\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"minItems\":1,"
+    "\"description\":\"Program and arguments (instead of command).\"},"
+    "\"cwd\":{\"type\":\"string\"},"
+    "\"env\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\"}},"
+    "\"keep_stdin_open\":{\"type\":\"boolean\",\"description\":\"Keep stdin open for "
+    "exec_write (default false: stdin is empty).\"},"
+    "\"timeout_ms\":{\"type\":\"integer\",\"minimum\":1,\"description\":\"Optional limit; "
+    "none by default.\"}," SANDBOX_ID_PROP "},\"additionalProperties\":false}";
+
+static const char exec_start_output[] =
+    "{\"type\":\"object\",\"properties\":{\"execution_id\":{\"type\":\"string\"},"
+    "\"sandbox_id\":{\"type\":\"string\"}},\"required\":[\"execution_id\"]}";
+
+static const char exec_poll_input[] =
+    "{\"type\":\"object\",\"properties\":{" EXEC_ID_PROP ","
+    "\"cursor\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"The cursor the previous "
+    "exec_poll returned (0 or omitted: from the start).\"},"
+    "\"max_output_bytes\":{\"type\":\"integer\",\"minimum\":256,\"maximum\":4194304}},"
+    "\"required\":[\"execution_id\"],\"additionalProperties\":false}";
+
+static const char exec_poll_output[] =
+    "{\"type\":\"object\",\"properties\":{\"execution_id\":{\"type\":\"string\"},"
+    "\"state\":{\"type\":\"string\"},\"running\":{\"type\":\"boolean\"},"
+    "\"exit_code\":{\"type\":[\"integer\",\"null\"]},\"stdout\":{\"type\":\"string\"},"
+    "\"stderr\":{\"type\":\"string\"},\"cursor\":{\"type\":\"integer\"},"
+    "\"dropped_bytes\":{\"type\":\"integer\"}},"
+    "\"required\":[\"execution_id\",\"state\",\"running\",\"stdout\",\"stderr\",\"cursor\"]}";
+
+static const char exec_write_input[] =
+    "{\"type\":\"object\",\"properties\":{" EXEC_ID_PROP ","
+    "\"data\":{\"type\":\"string\",\"description\":\"UTF-8 text to write to stdin.\"},"
+    "\"data_base64\":{\"type\":\"string\",\"description\":\"Bytes to write, base64.\"},"
+    "\"eof\":{\"type\":\"boolean\",\"description\":\"Close stdin after writing.\"}},"
+    "\"required\":[\"execution_id\"],\"additionalProperties\":false}";
+
+static const char exec_kill_input[] =
+    "{\"type\":\"object\",\"properties\":{" EXEC_ID_PROP ","
+    "\"signal\":{\"type\":[\"string\",\"integer\"],\"description\":\"TERM, KILL (default) or "
+    "a signal number.\"}},\"required\":[\"execution_id\"],\"additionalProperties\":false}";
+
+static const char ack_output[] =
+    "{\"type\":\"object\",\"properties\":{\"execution_id\":{\"type\":\"string\"}}}";
+
+static const char read_file_input[] =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"path\":{\"type\":\"string\",\"minLength\":1,\"description\":\"Absolute path in the "
+    "sandbox.\"},"
+    "\"encoding\":{\"enum\":[\"utf8\",\"base64\"],\"description\":\"utf8 (default): text, "
+    "by lines; base64: raw bytes.\"},"
+    "\"start_line\":{\"type\":\"integer\",\"minimum\":1,\"description\":\"utf8: first line "
+    "(1-based).\"},"
+    "\"end_line\":{\"type\":\"integer\",\"minimum\":1,\"description\":\"utf8: last line, "
+    "inclusive.\"},"
+    "\"offset\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"base64: first byte.\"},"
+    "\"length\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":4194304,\"description\":"
+    "\"base64: bytes to read (default 1048576).\"}," SANDBOX_ID_PROP
+    "},\"required\":[\"path\"],\"additionalProperties\":false}";
+
+static const char read_file_output[] =
+    "{\"type\":\"object\",\"properties\":{\"path\":{\"type\":\"string\"},"
+    "\"encoding\":{\"type\":\"string\"},\"content\":{\"type\":\"string\"},"
+    "\"size\":{\"type\":\"integer\"},\"truncated\":{\"type\":\"boolean\"}},"
+    "\"required\":[\"path\",\"encoding\",\"content\",\"truncated\"]}";
+
+static const char write_file_input[] =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"path\":{\"type\":\"string\",\"minLength\":1,\"description\":\"Absolute path in the "
+    "sandbox.\"},"
+    "\"content\":{\"type\":\"string\",\"description\":\"The whole new content.\"},"
+    "\"encoding\":{\"enum\":[\"utf8\",\"base64\"],\"description\":\"How content is encoded "
+    "(default utf8).\"},"
+    "\"mode\":{\"type\":[\"integer\",\"string\"],\"description\":\"Permissions, e.g. \\\"0755\\\" "
+    "or 493 (default 0644).\"},"
+    "\"create_parents\":{\"type\":\"boolean\",\"description\":\"Create missing parent "
+    "directories.\"}," SANDBOX_ID_PROP
+    "},\"required\":[\"path\",\"content\"],\"additionalProperties\":false}";
+
+static const char write_file_output[] =
+    "{\"type\":\"object\",\"properties\":{\"path\":{\"type\":\"string\"},"
+    "\"size\":{\"type\":\"integer\"}},\"required\":[\"path\"]}";
+
+static const char edit_file_input[] =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"path\":{\"type\":\"string\",\"minLength\":1},"
+    "\"old_string\":{\"type\":\"string\",\"minLength\":1,\"description\":\"Exact text to "
+    "replace (whitespace matters).\"},"
+    "\"new_string\":{\"type\":\"string\",\"description\":\"Replacement text.\"},"
+    "\"replace_all\":{\"type\":\"boolean\",\"description\":\"Replace every occurrence "
+    "(default: old_string must occur exactly once).\"}," SANDBOX_ID_PROP
+    "},\"required\":[\"path\",\"old_string\",\"new_string\"],\"additionalProperties\":false}";
+
+static const char edit_file_output[] =
+    "{\"type\":\"object\",\"properties\":{\"path\":{\"type\":\"string\"},"
+    "\"replacements\":{\"type\":\"integer\"},\"size\":{\"type\":\"integer\"}},"
+    "\"required\":[\"path\",\"replacements\"]}";
+
+static const char list_files_input[] =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"path\":{\"type\":\"string\",\"description\":\"Directory (default /).\"},"
+    "\"depth\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":10,\"description\":\"Levels "
+    "to descend (default 1).\"}," SANDBOX_ID_PROP "},\"additionalProperties\":false}";
+
+static const char list_files_output[] =
+    "{\"type\":\"object\",\"properties\":{\"path\":{\"type\":\"string\"},"
+    "\"entries\":{\"type\":\"array\"},\"truncated\":{\"type\":\"boolean\"}},"
+    "\"required\":[\"path\",\"entries\"]}";
+
+static const char sandbox_create_input[] =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"image\":{\"type\":\"string\",\"description\":\"Image reference (default: the "
+    "session's configured image, else the daemon's default).\"},"
+    "\"vcpus\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":64},"
+    "\"memory_mib\":{\"type\":\"integer\",\"minimum\":128,\"maximum\":262144},"
+    "\"policy\":{\"type\":\"object\",\"description\":\"Compiled egress policy (default: the "
+    "session's configured policy).\"}},\"additionalProperties\":false}";
+
+static const char sandbox_id_only_input[] =
+    "{\"type\":\"object\",\"properties\":{" SANDBOX_ID_PROP "},\"additionalProperties\":false}";
+
+static const char no_input[] = "{\"type\":\"object\",\"additionalProperties\":false}";
+
+static const char sandbox_list_output[] =
+    "{\"type\":\"object\",\"properties\":{\"sandboxes\":{\"type\":\"array\"}},"
+    "\"required\":[\"sandboxes\"]}";
+
+/* ---- helpers ---- */
+
+static const char *arg_str(mcp_call *c, const char *k) {
+  return json_string_value(json_object_get(c->args, k));
+}
+static json_int_t arg_int(mcp_call *c, const char *k, json_int_t def) {
+  json_t *v = json_object_get(c->args, k);
+  if (json_is_integer(v)) return json_integer_value(v);
+  if (json_is_real(v)) return (json_int_t)json_real_value(v);
+  return def;
+}
+static bool arg_bool(mcp_call *c, const char *k) {
+  return json_is_true(json_object_get(c->args, k));
+}
+
+static const char *check_command(json_t *args) {
+  bool cmd = json_object_get(args, "command") != NULL, argv = json_object_get(args, "argv") != NULL;
+  if (cmd == argv) return "give exactly one of 'command' (a shell string) or 'argv' (an array)";
+  if (argv && json_array_size(json_object_get(args, "argv")) == 0) return "'argv' must not be empty";
+  return NULL;
+}
+
+/* the common parameters of execution.create */
+static json_t *exec_params(mcp_call *c) {
+  json_t *p = json_pack("{s:s}", "sandbox_id", c->sandbox_id);
+  const char *cmd = arg_str(c, "command");
+  if (cmd)
+    json_object_set_new(p, "argv", json_pack("[s, s, s]", "/bin/sh", "-lc", cmd));
+  else
+    json_object_set(p, "argv", json_object_get(c->args, "argv"));
+  if (arg_str(c, "cwd")) json_object_set(p, "cwd", json_object_get(c->args, "cwd"));
+  json_t *env = json_object_get(c->args, "env");
+  if (json_object_size(env)) {
+    json_t *a = json_array();
+    const char *k;
+    json_t *v;
+    json_object_foreach(env, k, v) {
+      size_t n = strlen(k) + json_string_length(v) + 2;
+      _cleanup_free_ char *kv = malloc(n);
+      if (!kv) continue;
+      snprintf(kv, n, "%s=%s", k, json_string_value(v));
+      json_array_append_new(a, json_string(kv));
+    }
+    json_object_set_new(p, "env", a);
+  }
+  return p;
+}
+
+/* Plain request: finish with the result (or its error) as structuredContent. */
+static bool finish_with_result(mcp_op *op, json_t *msg, bool is_response) {
+  if (!is_response) return false;
+  if (mcp_is_error(msg)) mcp_call_fail_api(op->call, msg);
+  else mcp_call_finish_structured(op->call, json_incref(mcp_result_of(msg)));
+  return true;
+}
+
+/* ---- sandboxes ---- */
+
+static bool sandbox_created(mcp_op *op, json_t *msg, bool is_response) {
+  mcp_call *c = op->call;
+  if (!is_response) {
+    json_t *p = json_object_get(msg, "params");
+    const char *phase = json_string_value(json_object_get(p, "phase"));
+    const char *m = json_string_value(json_object_get(p, "message"));
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s%s%s", phase ? phase : "booting", m ? ": " : "", m ? m : "");
+    mcp_call_progress(c, buf);
+    return false;
+  }
+  const char *id = json_string_value(json_object_get(mcp_result_of(msg), "id"));
+  if (!mcp_is_error(msg) && id && !c->s->default_sandbox) c->s->default_sandbox = strdup(id);
+  return finish_with_result(op, msg, is_response);
+}
+
+static void sandbox_create_run(mcp_call *c) {
+  json_t *p = json_object();
+  json_t *cfg = c->s->config;
+  static const char *const keys[] = {"image", "vcpus", "memory_mib", "policy"};
+  for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+    json_t *v = json_object_get(c->args, keys[i]);
+    if (!v && (i == 0 || i == 3)) v = json_object_get(cfg, keys[i]);
+    if (v && !json_is_null(v)) json_object_set(p, keys[i], v);
+  }
+  mcp_call_progress(c, "creating a sandbox");
+  mcp_api(c->s, c, "sandbox.create", p, sandbox_created);
+}
+
+static void sandbox_list_run(mcp_call *c) {
+  mcp_api(c->s, c, "sandbox.list", json_object(), finish_with_result);
+}
+
+static void sandbox_inspect_run(mcp_call *c) {
+  mcp_api(c->s, c, "sandbox.get", json_pack("{s:s}", "id", c->sandbox_id), finish_with_result);
+}
+
+static bool sandbox_removed(mcp_op *op, json_t *msg, bool is_response) {
+  mcp_call *c = op->call;
+  if (is_response && !mcp_is_error(msg) && c->s->default_sandbox &&
+      !strcmp(c->s->default_sandbox, c->sandbox_id)) {
+    free(c->s->default_sandbox);
+    c->s->default_sandbox = NULL;
+  }
+  return finish_with_result(op, msg, is_response);
+}
+
+static void sandbox_remove_run(mcp_call *c) {
+  mcp_api(c->s, c, "sandbox.terminate", json_pack("{s:s}", "id", c->sandbox_id),
+          sandbox_removed);
+}
+
+/* ---- exec ---- */
+
+static void exec_finish(mcp_call *c, json_t *execution) {
+  if (!mcp_call_alive(c)) return;
+  const char *state = json_string_value(json_object_get(execution, "state"));
+  json_t *code = json_object_get(execution, "exit_code");
+  if (state && !strcmp(state, "failed") && !json_is_integer(code) && !c->timed_out) {
+    const char *reason = json_string_value(json_object_get(execution, "reason"));
+    const char *message = json_string_value(json_object_get(execution, "message"));
+    mcp_call_fail(c, reason ? reason : CR_E_COMMAND_NOT_FOUND, "%s",
+                  message ? message : "the command could not be started");
+    return;
+  }
+  uint64_t d_out = 0, d_err = 0;
+  json_t *out = mcp_outbuf_text(&c->out[0], "stdout", &d_out);
+  json_t *err = mcp_outbuf_text(&c->out[1], "stderr", &d_err);
+  bool timed_out = c->timed_out || json_is_true(json_object_get(execution, "timed_out"));
+  json_t *r = json_pack("{s:O, s:o, s:o, s:b, s:{s:I, s:I}, s:b, s:I, s:s, s:s}", "exit_code",
+                        json_is_integer(code) ? code : json_null(), "stdout",
+                        out ? out : json_string(""), "stderr", err ? err : json_string(""),
+                        "truncated", d_out + d_err > 0, "dropped_bytes", "stdout",
+                        (json_int_t)d_out, "stderr", (json_int_t)d_err, "timed_out", timed_out,
+                        "duration_ms", (json_int_t)(mcp_now_ms() - c->started_ms),
+                        "execution_id", c->execution_id ? c->execution_id : "", "sandbox_id",
+                        c->sandbox_id);
+  json_t *sig = json_object_get(execution, "signal");
+  if (sig && !json_is_null(sig)) json_object_set(r, "signal", sig);
+  mcp_call_finish_structured(c, r);
+}
+
+static void exec_timer(uv_timer_t *t) {
+  mcp_call *c = container_of(t, mcp_call, timer);
+  if (!c->kill_sent) {
+    c->timed_out = true;
+    mcp_call_progress(c, "timeout reached: killing the command");
+    mcp_call_kill(c);
+    uv_timer_start(t, exec_timer, EXEC_KILL_GRACE_MS, 0);
+    return;
+  }
+  /* no exit even after SIGKILL: answer with what we have */
+  exec_finish(c, NULL);
+}
+
+static bool exec_write_done(mcp_op *op, json_t *msg, bool is_response) { return is_response; }
+
+static bool exec_msg(mcp_op *op, json_t *msg, bool is_response) {
+  mcp_call *c = op->call;
+  if (is_response) {
+    if (mcp_is_error(msg)) {
+      mcp_call_fail_api(c, msg);
+      return true;
+    }
+    const char *eid = json_string_value(json_object_get(mcp_result_of(msg), "execution_id"));
+    if (!eid) {
+      mcp_call_fail(c, CR_E_INTERNAL, "execution.create returned no execution_id");
+      return true;
+    }
+    free(c->execution_id);
+    c->execution_id = strdup(eid);
+    if (c->cancelled || c->finished) { /* cancelled while starting */
+      mcp_call_kill(c);
+      return false;
+    }
+    const char *in = arg_str(c, "stdin");
+    if (in) {
+      _cleanup_free_ char *b = mcp_b64_encode(in, strlen(in));
+      mcp_api(c->s, NULL, "execution.write",
+              json_pack("{s:s, s:s, s:b}", "execution_id", eid, "data", b ? b : "", "eof", 1),
+              exec_write_done);
+    }
+    if (c->s->loop && uv_timer_init(c->s->loop, &c->timer) == 0) {
+      mcp_call_ref(c); /* released when the timer is closed */
+      c->timer_active = true;
+      uv_timer_start(&c->timer, exec_timer, c->timeout_ms, 0);
+    }
+    return false;
+  }
+  const char *method = json_string_value(json_object_get(msg, "method"));
+  json_t *p = json_object_get(msg, "params");
+  if (!method) return false;
+  if (!strcmp(method, "execution.output")) {
+    if (!mcp_call_alive(c)) return false;
+    const char *stream = json_string_value(json_object_get(p, "stream"));
+    const char *data = json_string_value(json_object_get(p, "data"));
+    unsigned char *raw = NULL;
+    size_t n = 0;
+    if (!data || mcp_b64_decode(data, strlen(data), &raw, &n) < 0) return false;
+    bool is_err = stream && !strcmp(stream, "stderr");
+    mcp_outbuf_add(&c->out[is_err], (const char *)raw, n);
+    if (c->progress_token) {
+      _cleanup_free_ char *t = mcp_utf8_lossy((const char *)raw, MIN(n, PROGRESS_MAX_TEXT), NULL);
+      if (t) mcp_call_progress(c, t);
+    }
+    free(raw);
+    return false;
+  }
+  if (!strcmp(method, "execution.exit")) {
+    exec_finish(c, json_object_get(p, "execution"));
+    return true;
+  }
+  return false;
+}
+
+static void exec_run(mcp_call *c) {
+  c->timeout_ms = (uint64_t)arg_int(c, "timeout_ms", EXEC_DEFAULT_TIMEOUT_MS);
+  c->max_output = (uint64_t)arg_int(c, "max_output_bytes", EXEC_DEFAULT_OUTPUT);
+  mcp_outbuf_init(&c->out[0], c->max_output);
+  mcp_outbuf_init(&c->out[1], c->max_output);
+  json_t *p = exec_params(c);
+  json_object_set_new(p, "attach", json_true());
+  json_object_set_new(p, "stdin", json_boolean(arg_str(c, "stdin") != NULL));
+  json_object_set_new(p, "timeout_ms", json_integer((json_int_t)c->timeout_ms));
+  c->started_ms = mcp_now_ms();
+  mcp_api(c->s, c, "execution.create", p, exec_msg);
+}
+
+static bool exec_started(mcp_op *op, json_t *msg, bool is_response) {
+  if (!is_response) return false;
+  mcp_call *c = op->call;
+  if (mcp_is_error(msg)) {
+    mcp_call_fail_api(c, msg);
+    return true;
+  }
+  const char *eid = json_string_value(json_object_get(mcp_result_of(msg), "execution_id"));
+  mcp_call_finish_structured(c, json_pack("{s:s, s:s}", "execution_id", eid ? eid : "",
+                                          "sandbox_id", c->sandbox_id));
+  return true;
+}
+
+static void exec_start_run(mcp_call *c) {
+  json_t *p = exec_params(c);
+  json_object_set_new(p, "attach", json_false());
+  json_object_set_new(p, "stdin", json_boolean(arg_bool(c, "keep_stdin_open")));
+  if (json_object_get(c->args, "timeout_ms"))
+    json_object_set_new(p, "timeout_ms", json_integer(arg_int(c, "timeout_ms", 0)));
+  mcp_api(c->s, c, "execution.create", p, exec_started);
+}
+
+static json_t *capped_b64_text(const char *b64, size_t cap, const char *stream,
+                               uint64_t *ret_dropped) {
+  unsigned char *raw = NULL;
+  size_t n = 0;
+  if (!b64 || mcp_b64_decode(b64, strlen(b64), &raw, &n) < 0) {
+    *ret_dropped = 0;
+    return json_string("");
+  }
+  mcp_outbuf b;
+  mcp_outbuf_init(&b, cap);
+  mcp_outbuf_add(&b, (const char *)raw, n);
+  free(raw);
+  json_t *t = mcp_outbuf_text(&b, stream, ret_dropped);
+  mcp_outbuf_done(&b);
+  return t ? t : json_string("");
+}
+
+static bool exec_polled(mcp_op *op, json_t *msg, bool is_response) {
+  if (!is_response) return false;
+  mcp_call *c = op->call;
+  if (mcp_is_error(msg)) {
+    mcp_call_fail_api(c, msg);
+    return true;
+  }
+  json_t *r = mcp_result_of(msg);
+  size_t cap = (size_t)arg_int(c, "max_output_bytes", EXEC_DEFAULT_OUTPUT);
+  uint64_t d1 = 0, d2 = 0;
+  json_t *out = capped_b64_text(json_string_value(json_object_get(r, "stdout")), cap, "stdout", &d1);
+  json_t *err = capped_b64_text(json_string_value(json_object_get(r, "stderr")), cap, "stderr", &d2);
+  json_t *ex = json_object_get(r, "execution");
+  const char *state = json_string_value(json_object_get(r, "state"));
+  if (!state) state = json_string_value(json_object_get(ex, "state"));
+  if (!state) state = "unknown";
+  json_t *code = json_object_get(ex, "exit_code");
+  json_int_t dropped = json_integer_value(json_object_get(r, "dropped")) + (json_int_t)(d1 + d2);
+  json_t *res = json_pack("{s:s, s:s, s:b, s:O, s:o, s:o, s:I, s:I}", "execution_id",
+                          arg_str(c, "execution_id"), "state", state, "running",
+                          !strcmp(state, "running"), "exit_code",
+                          json_is_integer(code) ? code : json_null(), "stdout", out, "stderr",
+                          err, "cursor", json_integer_value(json_object_get(r, "cursor")),
+                          "dropped_bytes", dropped);
+  if (json_is_true(json_object_get(ex, "timed_out"))) json_object_set_new(res, "timed_out", json_true());
+  mcp_call_finish_structured(c, res);
+  return true;
+}
+
+static void exec_poll_run(mcp_call *c) {
+  mcp_api(c->s, c, "execution.read",
+          json_pack("{s:s, s:I}", "execution_id", arg_str(c, "execution_id"), "cursor",
+                    arg_int(c, "cursor", 0)),
+          exec_polled);
+}
+
+static const char *check_write(json_t *args) {
+  if (json_object_get(args, "data") && json_object_get(args, "data_base64"))
+    return "give 'data' or 'data_base64', not both";
+  if (!json_object_get(args, "data") && !json_object_get(args, "data_base64") &&
+      !json_is_true(json_object_get(args, "eof")))
+    return "nothing to do: give 'data', 'data_base64' or eof:true";
+  const char *b = json_string_value(json_object_get(args, "data_base64"));
+  if (b) {
+    unsigned char *raw = NULL;
+    size_t n;
+    if (mcp_b64_decode(b, strlen(b), &raw, &n) < 0) return "'data_base64' is not valid base64";
+    free(raw);
+  }
+  return NULL;
+}
+
+static bool ack_execution(mcp_op *op, json_t *msg, bool is_response) {
+  if (!is_response) return false;
+  mcp_call *c = op->call;
+  if (mcp_is_error(msg)) mcp_call_fail_api(c, msg);
+  else {
+    json_t *r = json_pack("{s:s}", "execution_id", arg_str(c, "execution_id"));
+    if (c->scratch) json_object_update(r, c->scratch);
+    mcp_call_finish_structured(c, r);
+  }
+  return true;
+}
+
+static void exec_write_run(mcp_call *c) {
+  json_t *p = json_pack("{s:s}", "execution_id", arg_str(c, "execution_id"));
+  size_t n = 0;
+  if (arg_str(c, "data")) {
+    const char *d = arg_str(c, "data");
+    n = strlen(d);
+    _cleanup_free_ char *b = mcp_b64_encode(d, n);
+    json_object_set_new(p, "data", json_string(b ? b : ""));
+  } else if (arg_str(c, "data_base64")) {
+    const char *b = arg_str(c, "data_base64");
+    unsigned char *raw = NULL;
+    if (mcp_b64_decode(b, strlen(b), &raw, &n) == 0) {
+      _cleanup_free_ char *norm = mcp_b64_encode(raw, n);
+      json_object_set_new(p, "data", json_string(norm ? norm : ""));
+      free(raw);
+    }
+  }
+  if (arg_bool(c, "eof")) json_object_set_new(p, "eof", json_true());
+  c->scratch = json_pack("{s:I, s:b}", "bytes_written", (json_int_t)n, "eof", arg_bool(c, "eof"));
+  mcp_api(c->s, c, "execution.write", p, ack_execution);
+}
+
+static void exec_kill_run(mcp_call *c) {
+  json_t *sig = json_object_get(c->args, "signal");
+  json_t *p = json_pack("{s:s, s:O}", "execution_id", arg_str(c, "execution_id"), "signal",
+                        sig ? sig : json_string("KILL"));
+  c->scratch = json_pack("{s:O}", "signal", sig ? sig : json_string("KILL"));
+  mcp_api(c->s, c, "execution.cancel", p, ack_execution);
+}
+
+/* ---- files ---- */
+
+static const char *check_read(json_t *args) {
+  const char *enc = json_string_value(json_object_get(args, "encoding"));
+  bool b64 = enc && !strcmp(enc, "base64");
+  if (b64 && (json_object_get(args, "start_line") || json_object_get(args, "end_line")))
+    return "start_line/end_line apply to encoding utf8; use offset/length with base64";
+  if (!b64 && (json_object_get(args, "offset") || json_object_get(args, "length")))
+    return "offset/length apply to encoding base64; use start_line/end_line for text";
+  json_t *s = json_object_get(args, "start_line"), *e = json_object_get(args, "end_line");
+  if (s && e && json_integer_value(e) < json_integer_value(s)) return "end_line is before start_line";
+  return NULL;
+}
+
+static void read_text(mcp_call *c, json_t *r) {
+  const char *b64 = json_string_value(json_object_get(r, "data"));
+  unsigned char *raw = NULL;
+  size_t n = 0;
+  if (!b64 || mcp_b64_decode(b64, strlen(b64), &raw, &n) < 0) {
+    mcp_call_fail(c, CR_E_INTERNAL, "file.read returned no data");
+    return;
+  }
+  bool eof = !json_is_false(json_object_get(r, "eof"));
+  json_int_t first = arg_int(c, "start_line", 1), last = arg_int(c, "end_line", 0);
+  /* find the byte range of lines [first, last] */
+  size_t start = 0, line = 1, i = 0;
+  while (line < (size_t)first && i < n) {
+    if (raw[i++] == '\n') {
+      line++;
+      start = i;
+    }
+  }
+  if (line < (size_t)first) start = n;
+  size_t end = start, shown_last = line - 1, total_lines = 0;
+  bool truncated = false;
+  for (i = start; i < n; i++) {
+    if (raw[i] == '\n') {
+      shown_last++;
+      if (i + 1 - start > TEXT_RETURN_MAX) {
+        truncated = true;
+        shown_last--;
+        break;
+      }
+      end = i + 1;
+      if (last && shown_last >= (size_t)last) break;
+    }
+  }
+  if (i >= n && end < n && !truncated) { /* last line without newline */
+    if (n - start <= TEXT_RETURN_MAX) {
+      end = n;
+      shown_last++;
+    } else {
+      truncated = true;
+    }
+  }
+  if (end == start && start < n && truncated) { /* one giant line */
+    end = start + TEXT_RETURN_MAX;
+    shown_last = line;
+  }
+  for (size_t k = 0; k < n; k++) total_lines += raw[k] == '\n';
+  if (n && raw[n - 1] != '\n') total_lines++;
+  if (!eof) truncated = true;
+  bool more = end < n || !eof;
+  bool binary = memchr(raw, 0, n) != NULL;
+  json_t *content = mcp_text_json((const char *)raw + start, end - start);
+  free(raw);
+  json_t *res = json_pack("{s:s, s:s, s:o, s:I, s:I, s:I, s:b}", "path", arg_str(c, "path"),
+                          "encoding", "utf8", "content", content ? content : json_string(""),
+                          "size", json_integer_value(json_object_get(r, "size")), "start_line",
+                          (json_int_t)first, "end_line", (json_int_t)shown_last, "truncated",
+                          truncated && more);
+  if (eof) json_object_set_new(res, "total_lines", json_integer((json_int_t)total_lines));
+  if (more && (!last || shown_last < (size_t)last))
+    json_object_set_new(res, "next_start_line", json_integer((json_int_t)shown_last + 1));
+  /* content blocks: the text itself, then a note */
+  char note[400];
+  snprintf(note, sizeof(note),
+           "[cleanroom: %s lines %lld-%zu%s%s%s]", arg_str(c, "path"), (long long)first, shown_last,
+           truncated && more ? "; output truncated, call read_file with start_line=" : "",
+           truncated && more ? "the next_start_line value for more" : "",
+           binary ? "; the file has NUL bytes: use encoding base64 for exact bytes" : "");
+  json_t *blocks = json_pack("[{s:s, s:O}, {s:s, s:s}]", "type", "text", "text",
+                             json_object_get(res, "content"), "type", "text", "text", note);
+  mcp_call_finish(c, json_pack("{s:o, s:o}", "content", blocks, "structuredContent", res));
+}
+
+static bool file_read_done(mcp_op *op, json_t *msg, bool is_response) {
+  if (!is_response) return false;
+  mcp_call *c = op->call;
+  if (mcp_is_error(msg)) {
+    mcp_call_fail_api(c, msg);
+    return true;
+  }
+  json_t *r = mcp_result_of(msg);
+  const char *enc = arg_str(c, "encoding");
+  if (!enc || strcmp(enc, "base64") != 0) {
+    read_text(c, r);
+    return true;
+  }
+  const char *b64 = json_string_value(json_object_get(r, "data"));
+  unsigned char *raw = NULL;
+  size_t n = 0;
+  if (!b64 || mcp_b64_decode(b64, strlen(b64), &raw, &n) < 0) {
+    mcp_call_fail(c, CR_E_INTERNAL, "file.read returned no data");
+    return true;
+  }
+  free(raw);
+  bool eof = json_is_true(json_object_get(r, "eof"));
+  json_t *res = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:b, s:b}", "path", arg_str(c, "path"),
+                          "encoding", "base64", "content", b64, "size",
+                          json_integer_value(json_object_get(r, "size")), "offset",
+                          arg_int(c, "offset", 0), "length", (json_int_t)n, "eof", eof,
+                          "truncated", !eof);
+  json_t *blocks = json_pack("[{s:s, s:s}]", "type", "text", "text", b64);
+  if (!eof) {
+    char note[200];
+    snprintf(note, sizeof(note), "[cleanroom: %zu bytes from offset %lld; more follow at offset %lld]",
+             n, (long long)arg_int(c, "offset", 0), (long long)arg_int(c, "offset", 0) + (long long)n);
+    json_array_append_new(blocks, json_pack("{s:s, s:s}", "type", "text", "text", note));
+  }
+  mcp_call_finish(c, json_pack("{s:o, s:o}", "content", blocks, "structuredContent", res));
+  return true;
+}
+
+static void read_file_run(mcp_call *c) {
+  const char *enc = arg_str(c, "encoding");
+  bool b64 = enc && !strcmp(enc, "base64");
+  json_t *p = json_pack("{s:s, s:s, s:I, s:I}", "sandbox_id", c->sandbox_id, "path",
+                        arg_str(c, "path"), "offset", b64 ? arg_int(c, "offset", 0) : 0,
+                        "length", b64 ? arg_int(c, "length", B64_DEFAULT_LEN) : (json_int_t)TEXT_READ_MAX);
+  mcp_api(c->s, c, "file.read", p, file_read_done);
+}
+
+static const char *check_write_file(json_t *args) {
+  const char *enc = json_string_value(json_object_get(args, "encoding"));
+  const char *content = json_string_value(json_object_get(args, "content"));
+  if (enc && !strcmp(enc, "base64")) {
+    unsigned char *raw = NULL;
+    size_t n;
+    if (mcp_b64_decode(content, strlen(content), &raw, &n) < 0) return "'content' is not valid base64";
+    free(raw);
+  }
+  json_t *mode = json_object_get(args, "mode");
+  if (json_is_string(mode)) {
+    const char *m = json_string_value(mode);
+    if (!*m || strlen(m) > 5 || strspn(m, "01234567") != strlen(m)) return "'mode' must be octal like \"0644\"";
+  } else if (mode && (json_integer_value(mode) < 0 || json_integer_value(mode) > 07777)) {
+    return "'mode' must be between 0 and 07777";
+  }
+  return NULL;
+}
+
+static bool written(mcp_op *op, json_t *msg, bool is_response) {
+  if (!is_response) return false;
+  mcp_call *c = op->call;
+  if (mcp_is_error(msg)) {
+    mcp_call_fail_api(c, msg);
+    return true;
+  }
+  json_t *r = json_pack("{s:s, s:I}", "path", arg_str(c, "path"), "size",
+                        json_integer_value(json_object_get(mcp_result_of(msg), "size")));
+  if (c->scratch) json_object_update(r, c->scratch);
+  mcp_call_finish_structured(c, r);
+  return true;
+}
+
+static void write_file_run(mcp_call *c) {
+  const char *enc = arg_str(c, "encoding");
+  const char *content = arg_str(c, "content");
+  _cleanup_free_ char *b64 = NULL;
+  if (enc && !strcmp(enc, "base64")) {
+    unsigned char *raw = NULL;
+    size_t n = 0;
+    if (mcp_b64_decode(content, strlen(content), &raw, &n) == 0) {
+      b64 = mcp_b64_encode(raw, n);
+      free(raw);
+    }
+  } else {
+    b64 = mcp_b64_encode(content, json_string_length(json_object_get(c->args, "content")));
+  }
+  if (!b64) {
+    mcp_call_fail(c, CR_E_INTERNAL, "out of memory");
+    return;
+  }
+  json_int_t mode = 0644;
+  json_t *m = json_object_get(c->args, "mode");
+  if (json_is_integer(m)) mode = json_integer_value(m);
+  else if (json_is_string(m)) mode = (json_int_t)strtol(json_string_value(m), NULL, 8);
+  json_t *p = json_pack("{s:s, s:s, s:s, s:I, s:b}", "sandbox_id", c->sandbox_id, "path",
+                        arg_str(c, "path"), "data", b64, "mode", mode, "parents",
+                        arg_bool(c, "create_parents"));
+  mcp_api(c->s, c, "file.write", p, written);
+}
+
+/* edit_file: file.stat (keep the mode) -> file.read -> replace -> file.write */
+static bool edit_read(mcp_op *op, json_t *msg, bool is_response) {
+  if (!is_response) return false;
+  mcp_call *c = op->call;
+  if (mcp_is_error(msg)) {
+    mcp_call_fail_api(c, msg);
+    return true;
+  }
+  json_t *r = mcp_result_of(msg);
+  const char *path = arg_str(c, "path");
+  if (!json_is_true(json_object_get(r, "eof"))) {
+    mcp_call_fail(c, CR_E_FILE_ERROR, "%s is larger than %u bytes, too large for edit_file; "
+                  "edit it with exec (e.g. sed)", path, TEXT_READ_MAX);
+    return true;
+  }
+  const char *b64 = json_string_value(json_object_get(r, "data"));
+  unsigned char *raw = NULL;
+  size_t n = 0;
+  if (!b64 || mcp_b64_decode(b64, strlen(b64), &raw, &n) < 0) {
+    mcp_call_fail(c, CR_E_INTERNAL, "file.read returned no data");
+    return true;
+  }
+  const char *old = arg_str(c, "old_string");
+  size_t olen = json_string_length(json_object_get(c->args, "old_string"));
+  const char *new = arg_str(c, "new_string");
+  size_t nlen = json_string_length(json_object_get(c->args, "new_string"));
+  size_t count = 0;
+  for (const unsigned char *p = raw; (p = memmem(p, n - (size_t)(p - raw), old, olen)); p += olen) count++;
+  if (count == 0) {
+    free(raw);
+    mcp_call_fail(c, CR_E_INVALID_ARGUMENT, "old_string not found in %s; read_file it first and "
+                  "copy the exact text (whitespace and indentation matter)", path);
+    return true;
+  }
+  if (count > 1 && !arg_bool(c, "replace_all")) {
+    free(raw);
+    mcp_call_fail(c, CR_E_INVALID_ARGUMENT, "old_string matches %zu times in %s; add context "
+                  "to make it unique or set replace_all", count, path);
+    return true;
+  }
+  size_t out_len = n - count * olen + count * nlen;
+  _cleanup_free_ char *out = malloc(out_len + 1);
+  if (!out) {
+    free(raw);
+    mcp_call_fail(c, CR_E_INTERNAL, "out of memory");
+    return true;
+  }
+  size_t o = 0;
+  const unsigned char *p = raw, *end = raw + n;
+  const unsigned char *hit;
+  while ((hit = memmem(p, (size_t)(end - p), old, olen))) {
+    memcpy(out + o, p, (size_t)(hit - p));
+    o += (size_t)(hit - p);
+    memcpy(out + o, new, nlen);
+    o += nlen;
+    p = hit + olen;
+  }
+  memcpy(out + o, p, (size_t)(end - p));
+  o += (size_t)(end - p);
+  free(raw);
+  _cleanup_free_ char *ob64 = mcp_b64_encode(out, o);
+  json_int_t mode = json_integer_value(json_object_get(c->scratch, "mode"));
+  json_t *wp = json_pack("{s:s, s:s, s:s, s:I}", "sandbox_id", c->sandbox_id, "path", path,
+                         "data", ob64 ? ob64 : "", "mode", mode ? mode : 0644);
+  json_decref(c->scratch);
+  c->scratch = json_pack("{s:I}", "replacements", (json_int_t)count);
+  mcp_api(c->s, c, "file.write", wp, written);
+  return true;
+}
+
+static bool edit_stat(mcp_op *op, json_t *msg, bool is_response) {
+  if (!is_response) return false;
+  mcp_call *c = op->call;
+  if (mcp_is_error(msg)) {
+    mcp_call_fail_api(c, msg);
+    return true;
+  }
+  json_t *r = mcp_result_of(msg);
+  const char *type = json_string_value(json_object_get(r, "type"));
+  if (type && strcmp(type, "file") != 0 && strcmp(type, "regular") != 0) {
+    mcp_call_fail(c, CR_E_FILE_ERROR, "%s is a %s, not a regular file", arg_str(c, "path"), type);
+    return true;
+  }
+  c->scratch = json_pack("{s:I}", "mode", json_integer_value(json_object_get(r, "mode")) & 07777);
+  mcp_api(c->s, c, "file.read",
+          json_pack("{s:s, s:s, s:I, s:I}", "sandbox_id", c->sandbox_id, "path",
+                    arg_str(c, "path"), "offset", (json_int_t)0, "length", (json_int_t)TEXT_READ_MAX),
+          edit_read);
+  return true;
+}
+
+static void edit_file_run(mcp_call *c) {
+  mcp_api(c->s, c, "file.stat",
+          json_pack("{s:s, s:s}", "sandbox_id", c->sandbox_id, "path", arg_str(c, "path")),
+          edit_stat);
+}
+
+static bool listed(mcp_op *op, json_t *msg, bool is_response) {
+  if (!is_response) return false;
+  mcp_call *c = op->call;
+  if (mcp_is_error(msg)) {
+    mcp_call_fail_api(c, msg);
+    return true;
+  }
+  json_t *entries = json_object_get(mcp_result_of(msg), "entries");
+  json_t *list = json_array();
+  size_t i;
+  json_t *e;
+  json_array_foreach(entries, i, e) {
+    if (i >= LIST_MAX_ENTRIES) break;
+    json_array_append(list, e);
+  }
+  json_t *r = json_pack("{s:s, s:o, s:b}", "path", arg_str(c, "path") ?: "/", "entries", list,
+                        "truncated", json_array_size(entries) > LIST_MAX_ENTRIES);
+  if (json_array_size(entries) > LIST_MAX_ENTRIES)
+    json_object_set_new(r, "total_entries", json_integer((json_int_t)json_array_size(entries)));
+  mcp_call_finish_structured(c, r);
+  return true;
+}
+
+static void list_files_run(mcp_call *c) {
+  mcp_api(c->s, c, "file.list",
+          json_pack("{s:s, s:s, s:I}", "sandbox_id", c->sandbox_id, "path",
+                    arg_str(c, "path") ?: "/", "depth", arg_int(c, "depth", 1)),
+          listed);
+}
+
+/* ---- the table: fixed order (tools/list pages through it) ---- */
+
+const mcp_tool mcp_tools[] = {
+    {"exec", "Run a command",
+     "Run a command in the sandbox and wait for it (default timeout 60 s). Give `command` "
+     "(run by /bin/sh -lc, so pipes and && work) or `argv`. Returns exit_code, stdout, "
+     "stderr, timed_out and duration_ms; long output keeps the head and the tail and says "
+     "how many bytes were dropped. Progress notifications carry output as it arrives. For "
+     "commands that may run longer than a minute use exec_start + exec_poll.",
+     exec_input, exec_output, false, false, false, false, MCP_SBX_DEFAULT, check_command, exec_run},
+    {"exec_start", "Start a background command",
+     "Start a command in the background and return its execution_id at once; read its output "
+     "with exec_poll, feed stdin with exec_write (set keep_stdin_open), stop it with "
+     "exec_kill. Use for builds, servers and long test runs.",
+     exec_start_input, exec_start_output, false, false, false, false, MCP_SBX_DEFAULT,
+     check_command, exec_start_run},
+    {"exec_poll", "Poll a background command",
+     "Return the output a background command (exec_start) produced since `cursor`, its state "
+     "(running, exited, failed) and exit_code. Pass the returned cursor to the next call; poll "
+     "until running is false.",
+     exec_poll_input, exec_poll_output, true, false, false, false, MCP_SBX_NONE, NULL, exec_poll_run},
+    {"exec_write", "Write to a background command's stdin",
+     "Write text (`data`) or bytes (`data_base64`) to the stdin of a command started with "
+     "exec_start keep_stdin_open:true; eof:true closes stdin.",
+     exec_write_input, ack_output, false, false, false, false, MCP_SBX_NONE, check_write, exec_write_run},
+    {"exec_kill", "Stop a background command",
+     "Send a signal (default KILL) to a background command's process group.",
+     exec_kill_input, ack_output, false, true, true, false, MCP_SBX_NONE, NULL, exec_kill_run},
+    {"read_file", "Read a file",
+     "Read a file from the sandbox: text by line range (start_line/end_line, at most 256 KiB "
+     "per call), or exact bytes with encoding base64 and offset/length. The result says when "
+     "it is truncated and where to continue.",
+     read_file_input, read_file_output, true, false, true, false, MCP_SBX_DEFAULT, check_read,
+     read_file_run},
+    {"write_file", "Write a file",
+     "Create or replace a file in the sandbox with `content` (utf8 text, or bytes with "
+     "encoding base64); mode sets permissions, create_parents makes missing directories.",
+     write_file_input, write_file_output, false, true, true, false, MCP_SBX_DEFAULT,
+     check_write_file, write_file_run},
+    {"edit_file", "Edit a file",
+     "Replace the exact text old_string with new_string in a file. old_string must occur "
+     "exactly once unless replace_all is set; read_file first to copy the text exactly.",
+     edit_file_input, edit_file_output, false, true, false, false, MCP_SBX_DEFAULT, NULL,
+     edit_file_run},
+    {"list_files", "List files",
+     "List a directory in the sandbox (depth levels deep) with name, type, mode and size.",
+     list_files_input, list_files_output, true, false, true, false, MCP_SBX_DEFAULT, NULL,
+     list_files_run},
+    {"sandbox_create", "Create a sandbox",
+     "Boot a new sandbox (microVM) and return it when ready; pass its id as sandbox_id to "
+     "other tools. Optional image, vcpus, memory_mib, policy. The first sandbox a session "
+     "creates becomes its default.",
+     sandbox_create_input, SANDBOX_OUT, false, false, false, false, MCP_SBX_NONE, NULL,
+     sandbox_create_run},
+    {"sandbox_list", "List sandboxes",
+     "List all sandboxes with state, image, policy hash and timings, newest first.",
+     no_input, sandbox_list_output, true, false, true, false, MCP_SBX_NONE, NULL, sandbox_list_run},
+    {"sandbox_inspect", "Inspect a sandbox",
+     "Show one sandbox (default: this session's): state, image, policy, network summary, "
+     "created and last execution.",
+     sandbox_id_only_input, SANDBOX_OUT, true, false, true, false, MCP_SBX_EXISTING, NULL,
+     sandbox_inspect_run},
+    {"sandbox_remove", "Remove a sandbox",
+     "Stop a sandbox and delete it with its files (default: this session's sandbox; the next "
+     "call then creates a fresh one).",
+     sandbox_id_only_input, NULL, false, true, true, false, MCP_SBX_EXISTING, NULL,
+     sandbox_remove_run},
+};
+const size_t mcp_n_tools = ELEMENTSOF(mcp_tools);
+
+static json_t *schema_cache[ELEMENTSOF(mcp_tools)][2];
+
+static json_t *parsed(const mcp_tool *t, int which) {
+  size_t i = (size_t)(t - mcp_tools);
+  if (!schema_cache[i][which]) {
+    const char *text = which ? t->output_schema : t->input_schema;
+    if (!text) return NULL;
+    schema_cache[i][which] = json_loads(text, 0, NULL);
+  }
+  return schema_cache[i][which];
+}
+
+json_t *mcp_tool_input_schema(const mcp_tool *t) { return parsed(t, 0); }
+
+const mcp_tool *mcp_tool_find(const char *name) {
+  for (size_t i = 0; i < mcp_n_tools; i++)
+    if (!strcmp(mcp_tools[i].name, name)) return &mcp_tools[i];
+  return NULL;
+}
+
+json_t *mcp_tool_describe(const mcp_tool *t) {
+  json_t *d = json_pack("{s:s, s:s, s:s, s:O, s:{s:s, s:b, s:b, s:b, s:b}}", "name", t->name,
+                        "title", t->title, "description", t->description, "inputSchema",
+                        parsed(t, 0), "annotations", "title", t->title, "readOnlyHint",
+                        t->read_only, "destructiveHint", t->destructive, "idempotentHint",
+                        t->idempotent, "openWorldHint", t->open_world);
+  if (t->output_schema) json_object_set(d, "outputSchema", parsed(t, 1));
+  return d;
+}

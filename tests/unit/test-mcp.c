@@ -1,0 +1,489 @@
+/* MCP protocol core: eras, handshake, discover, pagination, errors, and the
+ * tools driven through a test double of the control API. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "mcp/mcp-internal.h"
+
+#include <string.h>
+
+/* ---- doubles ---- */
+
+static json_t *out;      /* lines the session wrote, parsed */
+static json_t *requests; /* control API requests it made */
+static api_sink *held;   /* sink of the last execution.create (async tests) */
+static bool exec_async;  /* execution.create: respond only, exit later */
+static size_t big_output;
+
+static void write_line(void *ud, const char *line, size_t len) {
+  assert_null(memchr(line, '\n', len));
+  json_error_t e;
+  json_t *m = json_loadb(line, len, 0, &e);
+  assert_non_null(m);
+  json_array_append_new(out, m);
+}
+
+static void sink_unref(api_sink *s) {
+  if (s && --s->refs == 0) s->free(s);
+}
+
+/* like api_sink_send(): send borrows, we drop ours */
+static void deliver(api_sink *sink, json_t *msg) {
+  sink->send(sink, msg);
+  json_decref(msg);
+}
+
+static void respond(api_sink *sink, json_t *req, json_t *result) {
+  deliver(sink, json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id",
+                             json_object_get(req, "id"), "result", result));
+}
+static void respond_error(api_sink *sink, json_t *req, const char *reason, const char *msg) {
+  deliver(sink, json_pack("{s:s, s:O, s:{s:i, s:s, s:{s:s}}}", "jsonrpc", "2.0", "id",
+                             json_object_get(req, "id"), "error", "code", -32000, "message",
+                             msg, "data", "reason", reason));
+}
+static void notify(api_sink *sink, const char *method, json_t *params) {
+  deliver(sink, json_pack("{s:s, s:s, s:o}", "jsonrpc", "2.0", "method", method, "params",
+                             params));
+}
+
+static const char *file_content = "alpha\nbeta\nalpha\ngamma\n";
+
+static void fake_dispatch(daemon_ctx *d, api_sink *sink, json_t *req) {
+  (void)d;
+  json_array_append(requests, req);
+  const char *m = json_string_value(json_object_get(req, "method"));
+  json_t *p = json_object_get(req, "params");
+  const char *sid = json_string_value(json_object_get(p, "sandbox_id"));
+  if (sid && !strcmp(sid, "nope")) {
+    respond_error(sink, req, "sandbox_not_found", "sandbox nope not found");
+    return;
+  }
+  if (!strcmp(m, "sandbox.create")) {
+    respond(sink, req, json_pack("{s:s, s:s}", "id", "sbx1", "state", "ready"));
+  } else if (!strcmp(m, "execution.create")) {
+    respond(sink, req, json_pack("{s:s}", "execution_id", "ex1"));
+    if (exec_async) {
+      held = api_sink_ref(sink);
+      return;
+    }
+    if (!json_is_true(json_object_get(p, "attach"))) return;
+    if (big_output) {
+      char *buf = malloc(big_output);
+      memset(buf, 'x', big_output);
+      char *b = mcp_b64_encode(buf, big_output);
+      notify(sink, "execution.output", json_pack("{s:s, s:s, s:s}", "execution_id", "ex1",
+                                                 "stream", "stdout", "data", b));
+      free(b);
+      free(buf);
+    } else {
+      notify(sink, "execution.output", json_pack("{s:s, s:s, s:s}", "execution_id", "ex1",
+                                                 "stream", "stdout", "data", "aGkK")); /* hi\n */
+    }
+    notify(sink, "execution.exit",
+           json_pack("{s:s, s:{s:s, s:i, s:b}}", "execution_id", "ex1", "execution", "state",
+                     "exited", "exit_code", 0, "timed_out", 0));
+  } else if (!strcmp(m, "execution.cancel")) {
+    respond(sink, req, json_object());
+  } else if (!strcmp(m, "file.stat")) {
+    respond(sink, req, json_pack("{s:s, s:i, s:i}", "type", "file", "mode", 0100755, "size", 22));
+  } else if (!strcmp(m, "file.read")) {
+    const char *path = json_string_value(json_object_get(p, "path"));
+    if (!strcmp(path, "/missing")) {
+      respond_error(sink, req, "file_not_found", "/missing: no such file");
+      return;
+    }
+    char *b = mcp_b64_encode(file_content, strlen(file_content));
+    respond(sink, req, json_pack("{s:s, s:i, s:b}", "data", b, "size", (int)strlen(file_content),
+                                 "eof", 1));
+    free(b);
+  } else if (!strcmp(m, "file.write")) {
+    respond(sink, req, json_pack("{s:i}", "size", 1));
+  } else if (!strcmp(m, "sandbox.list")) {
+    respond(sink, req, json_pack("{s:[{s:s}]}", "sandboxes", "id", "sbx1"));
+  } else {
+    respond_error(sink, req, "internal_error", "not faked");
+  }
+}
+
+static mcp_session *S;
+
+static int setup(void **state) {
+  out = json_array();
+  requests = json_array();
+  held = NULL;
+  exec_async = false;
+  big_output = 0;
+  S = mcp_session_new_with_dispatch(NULL, fake_dispatch, write_line, NULL);
+  return 0;
+}
+
+static int teardown(void **state) {
+  mcp_session_close(S);
+  uv_run(uv_default_loop(), UV_RUN_NOWAIT); /* timer close callbacks */
+  json_decref(out);
+  json_decref(requests);
+  return 0;
+}
+
+static void send_line(const char *line) { mcp_session_handle_line(S, line, strlen(line)); }
+
+static void sendf(const char *fmt, ...) {
+  char buf[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  send_line(buf);
+}
+
+static json_t *last(void) {
+  size_t n = json_array_size(out);
+  assert_true(n > 0);
+  return json_array_get(out, n - 1);
+}
+static int error_code(json_t *m) {
+  return (int)json_integer_value(json_object_get(json_object_get(m, "error"), "code"));
+}
+static json_t *result(json_t *m) {
+  json_t *r = json_object_get(m, "result");
+  assert_non_null(r);
+  return r;
+}
+
+#define MODERN_META "\"_meta\":{\"io.modelcontextprotocol/protocolVersion\":\"2026-07-28\"}"
+
+/* ---- tests ---- */
+
+static void test_initialize_versions(void **state) {
+  const char *echo[] = {"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"};
+  for (size_t i = 0; i < ELEMENTSOF(echo); i++) {
+    sendf("{\"jsonrpc\":\"2.0\",\"id\":%zu,\"method\":\"initialize\",\"params\":{"
+          "\"protocolVersion\":\"%s\",\"capabilities\":{},\"clientInfo\":{\"name\":\"t\","
+          "\"version\":\"1\"}}}", i, echo[i]);
+    json_t *r = result(last());
+    assert_string_equal(json_string_value(json_object_get(r, "protocolVersion")), echo[i]);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r, "serverInfo"), "name")),
+                        "cleanroom");
+    json_t *caps = json_object_get(r, "capabilities");
+    assert_true(json_is_false(json_object_get(json_object_get(caps, "tools"), "listChanged")));
+    assert_non_null(json_object_get(caps, "resources"));
+    assert_non_null(json_object_get(caps, "logging"));
+    assert_non_null(strstr(json_string_value(json_object_get(r, "instructions")), "exec"));
+    assert_null(json_object_get(r, "resultType"));
+  }
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"initialize\",\"params\":{"
+            "\"protocolVersion\":\"1999-01-01\",\"capabilities\":{}}}");
+  assert_string_equal(json_string_value(json_object_get(result(last()), "protocolVersion")),
+                      "2025-11-25");
+  send_line("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}");
+  size_t n = json_array_size(out);
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":10,\"method\":\"ping\"}");
+  assert_int_equal(json_array_size(out), n + 1);
+  assert_int_equal(json_object_size(result(last())), 0);
+}
+
+static void test_discover_and_modern(void **state) {
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"server/discover\",\"params\":{" MODERN_META "}}");
+  json_t *r = result(last());
+  json_t *sv = json_object_get(r, "supportedVersions");
+  bool has = false;
+  for (size_t i = 0; i < json_array_size(sv); i++)
+    if (!strcmp(json_string_value(json_array_get(sv, i)), "2026-07-28")) has = true;
+  assert_true(has);
+  assert_string_equal(json_string_value(json_object_get(json_object_get(json_object_get(r, "_meta"),
+                                        "io.modelcontextprotocol/serverInfo"), "name")), "cleanroom");
+  assert_string_equal(json_string_value(json_object_get(r, "resultType")), "complete");
+  assert_non_null(json_object_get(r, "capabilities"));
+  assert_non_null(json_object_get(r, "instructions"));
+
+  /* a legacy client probing without _meta gets it too */
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"server/discover\"}");
+  assert_non_null(json_object_get(result(last()), "supportedVersions"));
+
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/list\",\"params\":{" MODERN_META "}}");
+  r = result(last());
+  assert_string_equal(json_string_value(json_object_get(r, "resultType")), "complete");
+  assert_true(json_is_integer(json_object_get(r, "ttlMs")));
+  assert_non_null(json_string_value(json_object_get(r, "cacheScope")));
+
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"ping\",\"params\":{" MODERN_META "}}");
+  assert_string_equal(json_string_value(json_object_get(result(last()), "resultType")), "complete");
+
+  /* legacy results carry no resultType */
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/list\"}");
+  assert_null(json_object_get(result(last()), "resultType"));
+}
+
+static void test_unsupported_version(void **state) {
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/list\",\"params\":{\"_meta\":"
+            "{\"io.modelcontextprotocol/protocolVersion\":\"2030-01-01\"}}}");
+  json_t *m = last();
+  assert_int_equal(error_code(m), -32022);
+  assert_int_equal(json_integer_value(json_object_get(m, "id")), 7);
+  json_t *data = json_object_get(json_object_get(m, "error"), "data");
+  assert_string_equal(json_string_value(json_object_get(data, "requested")), "2030-01-01");
+  assert_true(json_array_size(json_object_get(data, "supported")) >= 2);
+}
+
+static void test_tools_list_pagination(void **state) {
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}");
+  json_t *r = result(last());
+  json_t *tools = json_object_get(r, "tools");
+  assert_int_equal(json_array_size(tools), MCP_TOOLS_PAGE);
+  const char *cursor = json_string_value(json_object_get(r, "nextCursor"));
+  assert_non_null(cursor);
+  json_t *all = json_array();
+  json_array_extend(all, tools);
+  sendf("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\",\"params\":{\"cursor\":\"%s\"}}", cursor);
+  r = result(last());
+  json_array_extend(all, json_object_get(r, "tools"));
+  assert_null(json_object_get(r, "nextCursor"));
+  assert_int_equal(json_array_size(all), mcp_n_tools);
+  const char *want[] = {"exec", "exec_start", "exec_poll", "exec_write", "exec_kill", "read_file",
+                        "write_file", "edit_file", "list_files", "sandbox_create",
+                        "sandbox_list", "sandbox_inspect", "sandbox_remove"};
+  assert_int_equal(ELEMENTSOF(want), mcp_n_tools);
+  for (size_t i = 0; i < json_array_size(all); i++) {
+    json_t *t = json_array_get(all, i);
+    assert_string_equal(json_string_value(json_object_get(t, "name")), want[i]);
+    assert_non_null(json_string_value(json_object_get(t, "description")));
+    assert_non_null(json_string_value(json_object_get(t, "title")));
+    json_t *is = json_object_get(t, "inputSchema");
+    assert_string_equal(json_string_value(json_object_get(is, "type")), "object");
+    json_t *os = json_object_get(t, "outputSchema");
+    if (os) assert_string_equal(json_string_value(json_object_get(os, "type")), "object");
+    assert_true(json_is_boolean(json_object_get(json_object_get(t, "annotations"), "readOnlyHint")));
+  }
+  json_decref(all);
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/list\",\"params\":{\"cursor\":\"bogus!\"}}");
+  assert_int_equal(error_code(last()), -32602);
+}
+
+static void expect_invalid_params(const char *call) {
+  sendf("{\"jsonrpc\":\"2.0\",\"id\":\"x\",\"method\":\"tools/call\",\"params\":%s}", call);
+  json_t *m = last();
+  assert_int_equal(error_code(m), -32602);
+  assert_string_equal(json_string_value(json_object_get(m, "id")), "x");
+}
+
+static void test_invalid_params(void **state) {
+  expect_invalid_params("{\"name\":\"no_such_tool\",\"arguments\":{}}");
+  expect_invalid_params("{\"arguments\":{}}");
+  expect_invalid_params("{\"name\":\"read_file\",\"arguments\":{}}");
+  expect_invalid_params("{\"name\":\"read_file\",\"arguments\":{\"path\":7}}");
+  expect_invalid_params("{\"name\":\"exec\",\"arguments\":{\"command\":\"true\",\"timeout_ms\":\"x\"}}");
+  expect_invalid_params("{\"name\":\"exec\",\"arguments\":{\"command\":\"true\",\"argv\":[\"true\"]}}");
+  expect_invalid_params("{\"name\":\"exec\",\"arguments\":{}}");
+  expect_invalid_params("{\"name\":\"exec\",\"arguments\":{\"command\":\"true\",\"bogus\":1}}");
+  expect_invalid_params("{\"name\":\"exec\",\"arguments\":{\"argv\":[1]}}");
+  expect_invalid_params("{\"name\":\"read_file\",\"arguments\":{\"path\":\"/a\",\"encoding\":\"hex\"}}");
+  expect_invalid_params("{\"name\":\"sandbox_list\",\"arguments\":[]}");
+  assert_int_equal(json_array_size(requests), 0); /* nothing reached the daemon */
+}
+
+static void test_garbage_and_batches(void **state) {
+  send_line("this is not json");
+  json_t *m = last();
+  assert_int_equal(error_code(m), -32700);
+  assert_true(json_is_null(json_object_get(m, "id")));
+  send_line("[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]");
+  assert_int_equal(error_code(last()), -32600);
+  send_line("{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"ping\"}");
+  assert_int_equal(error_code(last()), -32600);
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"no/such\"}");
+  assert_int_equal(error_code(last()), -32601);
+  size_t n = json_array_size(out);
+  send_line("   ");
+  send_line("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/whatever\"}");
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{}}");
+  assert_int_equal(json_array_size(out), n);
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"ping\"}\r\n");
+  assert_int_equal(json_integer_value(json_object_get(last(), "id")), 3);
+  assert_non_null(json_object_get(last(), "result"));
+}
+
+static void test_resources_and_logging(void **state) {
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"resources/templates/list\"}");
+  json_t *t = json_array_get(json_object_get(result(last()), "resourceTemplates"), 0);
+  assert_string_equal(json_string_value(json_object_get(t, "uriTemplate")), "cleanroom://sandboxes/{id}");
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"resources/list\"}");
+  t = json_array_get(json_object_get(result(last()), "resources"), 0);
+  assert_string_equal(json_string_value(json_object_get(t, "uri")), "cleanroom://sandboxes");
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"resources/read\",\"params\":{\"uri\":\"cleanroom://sandboxes\"}}");
+  json_t *c = json_array_get(json_object_get(result(last()), "contents"), 0);
+  assert_non_null(strstr(json_string_value(json_object_get(c, "text")), "sbx1"));
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"resources/read\",\"params\":{\"uri\":\"file:///etc/passwd\"}}");
+  assert_int_equal(error_code(last()), -32002);
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"logging/setLevel\",\"params\":{\"level\":\"debug\"}}");
+  assert_non_null(json_object_get(last(), "result"));
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":6,\"method\":\"logging/setLevel\",\"params\":{\"level\":\"loud\"}}");
+  assert_int_equal(error_code(last()), -32602);
+}
+
+static json_t *call_tool(const char *name, const char *args) {
+  sendf("{\"jsonrpc\":\"2.0\",\"id\":42,\"method\":\"tools/call\",\"params\":{\"name\":\"%s\","
+        "\"arguments\":%s}}", name, args);
+  json_t *m = last();
+  assert_int_equal(json_integer_value(json_object_get(m, "id")), 42);
+  return result(m);
+}
+
+static void test_exec_default_sandbox(void **state) {
+  send_line("{\"jsonrpc\":\"2.0\",\"method\":\"cleanroom/configure\",\"params\":{\"image\":\"img:1\"}}");
+  json_t *r = call_tool("exec", "{\"command\":\"echo hi\"}");
+  assert_false(json_is_true(json_object_get(r, "isError")));
+  json_t *sc = json_object_get(r, "structuredContent");
+  assert_int_equal(json_integer_value(json_object_get(sc, "exit_code")), 0);
+  assert_string_equal(json_string_value(json_object_get(sc, "stdout")), "hi\n");
+  assert_true(json_is_false(json_object_get(sc, "truncated")));
+  assert_true(json_is_false(json_object_get(sc, "timed_out")));
+  assert_string_equal(json_string_value(json_object_get(sc, "execution_id")), "ex1");
+  /* the text block carries the same JSON */
+  json_t *text = json_loads(json_string_value(json_object_get(json_array_get(json_object_get(r, "content"), 0), "text")), 0, NULL);
+  assert_true(json_equal(text, sc));
+  json_decref(text);
+  /* sandbox.create with the configured image, then execution.create via sh -lc */
+  json_t *q0 = json_array_get(requests, 0);
+  assert_string_equal(json_string_value(json_object_get(q0, "method")), "sandbox.create");
+  assert_string_equal(json_string_value(json_object_get(json_object_get(q0, "params"), "image")), "img:1");
+  json_t *q1 = json_object_get(json_array_get(requests, 1), "params");
+  assert_string_equal(json_string_value(json_array_get(json_object_get(q1, "argv"), 1)), "-lc");
+  assert_string_equal(json_string_value(json_object_get(q1, "sandbox_id")), "sbx1");
+  /* reused */
+  call_tool("exec", "{\"argv\":[\"true\"]}");
+  assert_int_equal(json_array_size(requests), 3);
+}
+
+static void test_exec_truncation(void **state) {
+  big_output = (1u << 20) + 5;
+  json_t *sc = json_object_get(call_tool("exec", "{\"command\":\"yes\",\"max_output_bytes\":1024}"),
+                               "structuredContent");
+  assert_true(json_is_true(json_object_get(sc, "truncated")));
+  assert_int_equal(json_integer_value(json_object_get(json_object_get(sc, "dropped_bytes"), "stdout")),
+                   (1u << 20) + 5 - 1024);
+  assert_non_null(strstr(json_string_value(json_object_get(sc, "stdout")), "bytes of stdout dropped"));
+}
+
+static void test_tool_errors(void **state) {
+  json_t *r = call_tool("exec", "{\"command\":\"true\",\"sandbox_id\":\"nope\"}");
+  assert_true(json_is_true(json_object_get(r, "isError")));
+  const char *t = json_string_value(json_object_get(json_array_get(json_object_get(r, "content"), 0), "text"));
+  assert_non_null(strstr(t, "sandbox_not_found"));
+  assert_non_null(strstr(t, "sandbox_list"));
+  r = call_tool("read_file", "{\"path\":\"/missing\",\"sandbox_id\":\"s\"}");
+  assert_true(json_is_true(json_object_get(r, "isError")));
+  r = call_tool("edit_file", "{\"path\":\"/f\",\"old_string\":\"zeta\",\"new_string\":\"x\",\"sandbox_id\":\"s\"}");
+  assert_true(json_is_true(json_object_get(r, "isError")));
+  t = json_string_value(json_object_get(json_array_get(json_object_get(r, "content"), 0), "text"));
+  assert_non_null(strstr(t, "old_string not found in /f"));
+  r = call_tool("edit_file", "{\"path\":\"/f\",\"old_string\":\"alpha\",\"new_string\":\"x\",\"sandbox_id\":\"s\"}");
+  t = json_string_value(json_object_get(json_array_get(json_object_get(r, "content"), 0), "text"));
+  assert_non_null(strstr(t, "matches 2 times"));
+  r = call_tool("edit_file", "{\"path\":\"/f\",\"old_string\":\"alpha\",\"new_string\":\"x\",\"replace_all\":true,\"sandbox_id\":\"s\"}");
+  assert_false(json_is_true(json_object_get(r, "isError")));
+  assert_int_equal(json_integer_value(json_object_get(json_object_get(r, "structuredContent"), "replacements")), 2);
+  json_t *w = json_object_get(json_array_get(requests, json_array_size(requests) - 1), "params");
+  assert_int_equal(json_integer_value(json_object_get(w, "mode")), 0755);
+  unsigned char *raw;
+  size_t n;
+  const char *d = json_string_value(json_object_get(w, "data"));
+  assert_int_equal(mcp_b64_decode(d, strlen(d), &raw, &n), 0);
+  assert_int_equal(n, strlen("x\nbeta\nx\ngamma\n"));
+  assert_memory_equal(raw, "x\nbeta\nx\ngamma\n", n);
+  free(raw);
+  r = call_tool("read_file", "{\"path\":\"/f\",\"start_line\":2,\"end_line\":3,\"sandbox_id\":\"s\"}");
+  assert_string_equal(json_string_value(json_object_get(json_object_get(r, "structuredContent"), "content")),
+                      "beta\nalpha\n");
+}
+
+static void test_cancel_kills(void **state) {
+  exec_async = true;
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":77,\"method\":\"tools/call\",\"params\":{\"name\":\"exec\","
+            "\"arguments\":{\"command\":\"sleep 100\",\"sandbox_id\":\"s\"},\"_meta\":{\"progressToken\":\"p\"}}}");
+  assert_non_null(held);
+  /* output arrives as progress */
+  size_t n = json_array_size(out);
+  notify(held, "execution.output", json_pack("{s:s, s:s, s:s}", "execution_id", "ex1", "stream",
+                                             "stdout", "data", "aGkK"));
+  assert_int_equal(json_array_size(out), n + 1);
+  json_t *p = json_object_get(last(), "params");
+  assert_string_equal(json_string_value(json_object_get(last(), "method")), "notifications/progress");
+  assert_string_equal(json_string_value(json_object_get(p, "message")), "hi\n");
+  double first = json_number_value(json_object_get(p, "progress"));
+  notify(held, "execution.output", json_pack("{s:s, s:s, s:s}", "execution_id", "ex1", "stream",
+                                             "stdout", "data", "aGkK"));
+  assert_true(json_number_value(json_object_get(json_object_get(last(), "params"), "progress")) > first);
+  n = json_array_size(out);
+  send_line("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/cancelled\",\"params\":{\"requestId\":77}}");
+  json_t *q = json_array_get(requests, json_array_size(requests) - 1);
+  assert_string_equal(json_string_value(json_object_get(q, "method")), "execution.cancel");
+  assert_string_equal(json_string_value(json_object_get(json_object_get(q, "params"), "signal")), "KILL");
+  /* the exit arrives; no response for a cancelled request */
+  notify(held, "execution.exit", json_pack("{s:s, s:{s:s, s:n}}", "execution_id", "ex1",
+                                           "execution", "state", "exited", "exit_code"));
+  assert_int_equal(json_array_size(out), n);
+  sink_unref(held);
+}
+
+static void test_close_kills_running(void **state) {
+  exec_async = true;
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":78,\"method\":\"tools/call\",\"params\":{\"name\":\"exec\","
+            "\"arguments\":{\"command\":\"sleep 100\",\"sandbox_id\":\"s\"}}}");
+  mcp_session_close(S);
+  json_t *q = json_array_get(requests, json_array_size(requests) - 1);
+  assert_string_equal(json_string_value(json_object_get(q, "method")), "execution.cancel");
+  size_t n = json_array_size(out);
+  notify(held, "execution.exit", json_pack("{s:s, s:{s:s, s:n}}", "execution_id", "ex1",
+                                           "execution", "state", "exited", "exit_code"));
+  assert_int_equal(json_array_size(out), n);
+  sink_unref(held); /* the last reference: frees the op and the session */
+  S = NULL;
+}
+
+static void test_b64_and_outbuf(void **state) {
+  const char bin[] = {'a', 0, 'b', (char)0xff, '\n'};
+  char *e = mcp_b64_encode(bin, sizeof(bin));
+  unsigned char *d;
+  size_t n;
+  assert_int_equal(mcp_b64_decode(e, strlen(e), &d, &n), 0);
+  assert_int_equal(n, sizeof(bin));
+  assert_memory_equal(d, bin, n);
+  free(d);
+  free(e);
+  assert_true(mcp_b64_decode("a", 1, &d, &n) < 0);
+  mcp_outbuf b;
+  mcp_outbuf_init(&b, 8);
+  mcp_outbuf_add(&b, "0123", 4);
+  mcp_outbuf_add(&b, "456789abcdef", 12);
+  uint64_t dropped;
+  json_t *t = mcp_outbuf_text(&b, "stdout", &dropped);
+  assert_int_equal(dropped, 8);
+  const char *s = json_string_value(t);
+  assert_int_equal(strncmp(s, "0123", 4), 0);
+  assert_string_equal(s + strlen(s) - 4, "cdef");
+  json_decref(t);
+  mcp_outbuf_done(&b);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_initialize_versions, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_discover_and_modern, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_unsupported_version, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_tools_list_pagination, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_invalid_params, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_garbage_and_batches, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_resources_and_logging, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_exec_default_sandbox, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_exec_truncation, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_tool_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cancel_kills, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_close_kills_running, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_b64_and_outbuf, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
