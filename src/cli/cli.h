@@ -46,3 +46,4 @@ int cmd_sandbox_inspect(int argc, char **argv);
 int cmd_sandbox_ls(int argc, char **argv);
 int cmd_sandbox_rm(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_mcp(int argc, char **argv);

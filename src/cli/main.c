@@ -18,6 +18,7 @@ static const cli_command commands[] = {
     {"image ls", "List stored images", cmd_image_ls},
     {"image resolve", "Print the digest-pinned form of an image ref", cmd_image_resolve},
     {"image rm", "Remove image refs and unused images", cmd_image_rm},
+    {"mcp", "Serve MCP on stdio for agents (tools run in a sandbox)", cmd_mcp},
     {"policy show", "Print the compiled policy and its hash", cmd_policy_show},
     {"policy validate", "Validate cleanroom.yaml, reporting every error", cmd_policy_validate},
     {"sandbox create", "Create a persistent sandbox and print its id", cmd_sandbox_create},
