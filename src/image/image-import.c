@@ -9,7 +9,9 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <string.h>
@@ -489,12 +491,47 @@ static int do_import(const char *store, const char *tmp, const char *path, const
   if (r != 0) return r;
   _cleanup_free_ char *final = cr_path_join(store, plan.hex);
   if (!final) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
+  _cleanup_free_ char *pidf = cr_path_join(tmp, "pid");
+  if (pidf) unlink(pidf);
   if (chmod(tmp, 0755) < 0 || rename(tmp, final) < 0)
     return cr_error_set(err, CR_E_IO, errno, "moving the image into %s", final);
   r = image_store_add_ref(store, plan.hex, use_ref, err);
   if (r < 0) return r;
   progress(fn, ud, "done", info->size, info->size);
   return 0;
+}
+
+/* Removes leftovers of imports that died (SIGKILL, power loss): .tmp-* dirs
+ * whose "pid" file names a process that is gone (or that have no pid file
+ * and are older than an hour), and .tmp-rm-* dirs of interrupted removals.
+ * Runs under the store lock; errors are ignored (best effort). */
+static void collect_stale(const char *store) {
+  _cleanup_close_ int lock = image_store_lock(store, NULL);
+  if (lock < 0) return;
+  DIR *d = opendir(store);
+  if (!d) return;
+  struct dirent *de;
+  time_t now = time(NULL);
+  while ((de = readdir(d))) {
+    if (strncmp(de->d_name, ".tmp-", 5)) continue;
+    _cleanup_free_ char *dir = cr_path_join(store, de->d_name);
+    _cleanup_free_ char *pidf = dir ? cr_path_join(dir, "pid") : NULL;
+    if (!pidf) break;
+    bool stale = !strncmp(de->d_name, ".tmp-rm-", 8);
+    if (!stale) {
+      _cleanup_free_ char *buf = NULL;
+      struct stat st;
+      if (cr_read_file(pidf, 64, &buf, NULL) == 0) {
+        char *end = NULL;
+        long pid = strtol(buf, &end, 10);
+        stale = end != buf && pid > 0 && kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+      } else if (lstat(dir, &st) == 0) {
+        stale = S_ISDIR(st.st_mode) && now - st.st_mtime > 3600;
+      }
+    }
+    if (stale) cr_rm_rf(dir);
+  }
+  closedir(d);
 }
 
 int image_import(const char *path, const char *ref, image_progress_fn fn, void *userdata,
@@ -517,7 +554,18 @@ int image_import(const char *path, const char *ref, image_progress_fn fn, void *
   _cleanup_free_ char *tmp = NULL;
   if (asprintf(&tmp, "%s/.tmp-XXXXXX", store) < 0)
     return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
+  collect_stale(store);
   if (!mkdtemp(tmp)) return cr_error_set(err, CR_E_IO, errno, "creating %s", tmp);
+  {
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    _cleanup_free_ char *pidf = cr_path_join(tmp, "pid");
+    int q = pidf ? cr_write_file_atomic(pidf, pid, (size_t)n, 0600) : -ENOMEM;
+    if (q < 0) {
+      cr_rm_rf(tmp);
+      return cr_error_set(err, CR_E_IO, -q, "creating %s/pid", tmp);
+    }
+  }
   char hex[65] = "";
   int r = do_import(store, tmp, path, ref, fn, userdata, hex, err);
   cr_rm_rf(tmp); /* gone already after a successful rename */

@@ -154,8 +154,10 @@ int image_store_write_meta(const char *dir, const image_info *info, cr_error **e
   json_object_del(j, "rootfs"); /* derived from the location */
   _cleanup_free_ char *s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
   _cleanup_free_ char *p = cr_path_join(dir, META_FILE);
-  if (!s || !p) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "meta");
-  int r = cr_write_file_atomic(p, s, strlen(s), 0644);
+  _cleanup_free_ char *line = NULL;
+  if (!s || !p || asprintf(&line, "%s\n", s) < 0)
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "meta");
+  int r = cr_write_file_atomic(p, line, strlen(line), 0644);
   if (r < 0) return cr_error_set(err, CR_E_IO, -r, "writing %s", p);
   return 0;
 }

@@ -527,6 +527,35 @@ static void test_atomic_failure(void **state) {
   cr_error_free(err);
 }
 
+static void test_stale_tmp_collected(void **state) {
+  /* leftovers of a killed import and of an interrupted removal */
+  char *data = getenv("CLEANROOM_DATA_DIR");
+  _cleanup_free_ char *dead = NULL, *rm = NULL, *pidf = NULL, *live = NULL, *livepid = NULL;
+  assert_true(asprintf(&dead, "%s/images/.tmp-dead01", data) > 0);
+  assert_true(asprintf(&rm, "%s/images/.tmp-rm-0123", data) > 0);
+  assert_true(asprintf(&live, "%s/images/.tmp-live01", data) > 0);
+  assert_int_equal(cr_mkdir_p(dead, 0700), 0);
+  assert_int_equal(cr_mkdir_p(rm, 0700), 0);
+  assert_int_equal(cr_mkdir_p(live, 0700), 0);
+  assert_true(asprintf(&pidf, "%s/pid", dead) > 0);
+  write_bytes(pidf, "2147483000\n", 11); /* no such process */
+  assert_true(asprintf(&livepid, "%s/pid", live) > 0);
+  char mine[32];
+  snprintf(mine, sizeof(mine), "%d\n", (int)getpid());
+  write_bytes(livepid, mine, strlen(mine));
+  _cleanup_free_ char *p = in_path("s.tar");
+  const tent t[] = {{'f', "s", "s"}};
+  write_tar(p, t, 1, false);
+  cr_error *err = NULL;
+  assert_int_equal(image_import(p, "s:1", NULL, NULL, NULL, &err), 0);
+  struct stat st;
+  assert_true(stat(dead, &st) < 0);
+  assert_true(stat(rm, &st) < 0);
+  assert_int_equal(stat(live, &st), 0); /* a running import is left alone */
+  cr_rm_rf(live);
+  assert_int_equal(count_store_entries(".tmp"), 0);
+}
+
 /* ---- store: lookup, list, remove */
 
 static void test_store_ops(void **state) {
@@ -632,6 +661,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_oci_corrupt_layer, setup, teardown),
       cmocka_unit_test_setup_teardown(test_docker_save, setup, teardown),
       cmocka_unit_test_setup_teardown(test_atomic_failure, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stale_tmp_collected, setup, teardown),
       cmocka_unit_test_setup_teardown(test_store_ops, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
