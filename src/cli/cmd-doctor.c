@@ -1,6 +1,7 @@
 /* cleanroom doctor: host checks that need no daemon (KVM, QEMU, kernel,
  * guest agent, default image, disk space), plus whether a daemon answers. */
 #include "api/client.h"
+#include "boot/boot.h"
 #include "cli/cli.h"
 #include "config.h"
 #include "util/fs.h"
@@ -142,33 +143,21 @@ static void check_kernel(checks *cs) {
 
 static void check_agent(checks *cs) {
   const char *env = getenv("CLEANROOM_AGENT");
+  _cleanup_free_ char *p = boot_find_agent(); /* the daemon's own lookup */
+  if (p && access(p, X_OK) == 0) {
+    add(cs, "agent", "ok", NULL, "%s%s", p, env && *env ? " (CLEANROOM_AGENT)" : "");
+    return;
+  }
   if (env && *env) {
-    if (access(env, X_OK) == 0)
-      add(cs, "agent", "ok", NULL, "%s (CLEANROOM_AGENT)", env);
-    else
-      add(cs, "agent", "fail", "point CLEANROOM_AGENT at the built guest/cleanroom-agent",
-          "CLEANROOM_AGENT=%s is not an executable file (%s)", env, strerror(errno));
+    add(cs, "agent", "fail", "point CLEANROOM_AGENT at the built guest/cleanroom-agent",
+        "CLEANROOM_AGENT=%s is not an executable file", env);
     return;
   }
   _cleanup_free_ char *self = cr_self_dir();
-  const char *rel[] = {"cleanroom-agent", "guest/cleanroom-agent",
-                       "../libexec/cleanroom/cleanroom-agent"};
-  for (size_t i = 0; self && i < ELEMENTSOF(rel); i++) {
-    _cleanup_free_ char *p = cr_path_join(self, rel[i]);
-    if (p && access(p, X_OK) == 0) {
-      add(cs, "agent", "ok", NULL, "%s", p);
-      return;
-    }
-  }
-  _cleanup_free_ char *lib = cr_path_join(CR_LIBEXECDIR, "cleanroom-agent");
-  if (lib && access(lib, X_OK) == 0) {
-    add(cs, "agent", "ok", NULL, "%s", lib);
-    return;
-  }
   add(cs, "agent", "fail",
       "build it (ninja builds guest/cleanroom-agent next to the cleanroom binary), install it "
       "into " CR_LIBEXECDIR ", or set CLEANROOM_AGENT",
-      "guest agent (cleanroom-agent) not found next to %s, in " CR_LIBEXECDIR
+      "guest agent (cleanroom-agent) not found near %s, in " CR_LIBEXECDIR
       ", or via CLEANROOM_AGENT",
       self ? self : "this executable");
 }
