@@ -198,12 +198,23 @@ fail:
   return r;
 }
 
-static int open_archive_file(const char *path, struct archive **ret, cr_error **err) {
+struct archive *image_archive_reader(void) {
   struct archive *a = archive_read_new();
-  if (!a) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "archive_read_new");
-  archive_read_support_filter_all(a);
+  if (!a) return NULL;
+  archive_read_support_filter_gzip(a);
+  archive_read_support_filter_bzip2(a);
+  archive_read_support_filter_xz(a);
+  archive_read_support_filter_lzma(a);
+  archive_read_support_filter_zstd(a);
+  archive_read_support_filter_lz4(a);
   archive_read_support_format_tar(a);
   archive_read_support_format_gnutar(a);
+  return a;
+}
+
+static int open_archive_file(const char *path, struct archive **ret, cr_error **err) {
+  struct archive *a = image_archive_reader();
+  if (!a) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "archive_read_new");
   if (archive_read_open_filename(a, path, 1 << 16) != ARCHIVE_OK) {
     int r = cr_error_set(err, CR_E_IMAGE_INVALID, archive_errno(a) > 0 ? archive_errno(a) : 0,
                          "cannot read '%s': %s", path, archive_error_string(a));
@@ -224,10 +235,8 @@ static int next_header(struct archive *a, struct archive_entry **e, const char *
 }
 
 int image_archive_check(const void *data, size_t size, cr_error **err) {
-  _cleanup_archive_ struct archive *a = archive_read_new();
+  _cleanup_archive_ struct archive *a = image_archive_reader();
   if (!a) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "archive_read_new");
-  archive_read_support_filter_all(a);
-  archive_read_support_format_tar(a);
   if (archive_read_open_memory(a, data, size) != ARCHIVE_OK)
     return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "not an archive: %s",
                         archive_error_string(a));

@@ -84,10 +84,8 @@ static bool is_layout_name(char *name, bool is_dir, bool *oci, bool *index, bool
 }
 
 static int detect_tar(const char *path, enum source_kind *ret, cr_error **err) {
-  struct archive *a = archive_read_new();
+  struct archive *a = image_archive_reader();
   if (!a) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "archive_read_new");
-  archive_read_support_filter_all(a);
-  archive_read_support_format_tar(a);
   int r = 0;
   if (archive_read_open_filename(a, path, 1 << 16) != ARCHIVE_OK) {
     r = cr_error_set(err, CR_E_IMAGE_INVALID, 0, "'%s' is not a tar archive: %s", path,

@@ -26,6 +26,11 @@ void image_extract_done(image_extract *x);
 int image_extract_layer(image_extract *x, const char *archive_path,
                         bool apply_whiteouts, const char *phase, cr_error **err);
 
+/* A tar reader with the in-library decompressors only (gzip, bzip2, xz,
+ * lzma, zstd, lz4): libarchive's "all" would also run external programs
+ * (lrzip, grzip, ...) on untrusted input. NULL on OOM. */
+struct archive *image_archive_reader(void);
+
 /* Extracts an outer OCI/docker tar (regular files, dirs, symlinks only)
  * into dir, with the same path checks. */
 int image_extract_outer(const char *archive_path, const char *dir, cr_error **err);

@@ -55,10 +55,10 @@ typedef struct tent {
   const char *data;
 } tent;
 
-static void write_tar(const char *out, const tent *ents, size_t n, bool gzip) {
+static void write_tar_filter(const char *out, const tent *ents, size_t n, int filter) {
   struct archive *a = archive_write_new();
   archive_write_set_format_pax_restricted(a);
-  if (gzip) archive_write_add_filter_gzip(a);
+  if (filter != ARCHIVE_FILTER_NONE) assert_int_equal(archive_write_add_filter(a, filter), ARCHIVE_OK);
   assert_int_equal(archive_write_open_filename(a, out), ARCHIVE_OK);
   for (size_t i = 0; i < n; i++) {
     struct archive_entry *e = archive_entry_new();
@@ -96,6 +96,10 @@ static void write_tar(const char *out, const tent *ents, size_t n, bool gzip) {
   }
   assert_int_equal(archive_write_close(a), ARCHIVE_OK);
   archive_write_free(a);
+}
+
+static void write_tar(const char *out, const tent *ents, size_t n, bool gzip) {
+  write_tar_filter(out, ents, n, gzip ? ARCHIVE_FILTER_GZIP : ARCHIVE_FILTER_NONE);
 }
 
 static void write_bytes(const char *path, const void *data, size_t len) {
@@ -289,6 +293,25 @@ static void test_rootfs_ok(void **state) {
   _cleanup_free_ char *out = debugfs(info, "cat /etc/hostname2");
   assert_non_null(strstr(out, "box"));
   assert_int_equal(count_store_entries(".tmp"), 0);
+}
+
+static void test_rootfs_compressions(void **state) {
+  const int filters[] = {ARCHIVE_FILTER_ZSTD, ARCHIVE_FILTER_XZ, ARCHIVE_FILTER_BZIP2};
+  for (size_t i = 0; i < ELEMENTSOF(filters); i++) {
+    _cleanup_free_ char *p = NULL;
+    assert_true(asprintf(&p, "%s/c%zu.tar", indir, i) > 0);
+    char content[16];
+    snprintf(content, sizeof(content), "c%zu", i);
+    const tent t[] = {{'f', "f", content}};
+    write_tar_filter(p, t, 1, filters[i]);
+    cr_error *err = NULL;
+    _cleanup_image_info_ image_info *info = NULL;
+    int r = image_import(p, NULL, NULL, NULL, &info, &err);
+    if (r < 0) fail_msg("%s: %s", cr_error_reason(err), err->message);
+    assert_int_equal(info->n_refs, 0);
+    _cleanup_free_ char *out = debugfs(info, "cat /f");
+    assert_non_null(strstr(out, content));
+  }
 }
 
 /* ---- OCI layouts */
@@ -656,6 +679,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_reject_long_name, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reject_symlink_escape, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rootfs_ok, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_rootfs_compressions, setup, teardown),
       cmocka_unit_test_setup_teardown(test_oci_dir_whiteouts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_oci_tar_multiarch, setup, teardown),
       cmocka_unit_test_setup_teardown(test_oci_corrupt_layer, setup, teardown),
