@@ -14,7 +14,7 @@ int cmd_image_bump_ref(int argc, char **argv) {
            "write it to sandbox.image.ref of the policy, changing nothing else in\n"
            "the file (comments and formatting are kept). Without --policy, uses\n"
            "cleanroom.yaml at the repository root, then .buildkite/cleanroom.yaml.\n"
-           "The file must already have a sandbox.image.ref.\n\n"
+           "A policy without sandbox.image.ref gets one added to its sandbox block.\n\n"
            "Options:\n"
            "  --policy FILE  the policy file to update\n"
            "  --dry-run      print the updated file instead of writing it\n");

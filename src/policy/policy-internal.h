@@ -18,6 +18,7 @@ typedef struct policy_node {
   char *value;                  /* scalar: NUL-terminated */
   size_t len;                   /* scalar length in bytes */
   bool plain;                   /* scalar was plain (unquoted, no block style) */
+  bool flow;                    /* collection written in flow style ({...}, [...]) */
   int style;                    /* yaml_scalar_style_t */
   struct policy_node **items;   /* seq: items; map: key0, value0, key1, ... */
   size_t n;                     /* seq: items; map: 2 * pairs */

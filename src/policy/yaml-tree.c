@@ -117,6 +117,10 @@ int policy_yaml_load(const char *buf, size_t len, policy_node **ret,
         r = -ENOMEM;
         break;
       }
+      if (ev.type == YAML_MAPPING_START_EVENT)
+        n->flow = ev.data.mapping_start.style == YAML_FLOW_MAPPING_STYLE;
+      else if (ev.type == YAML_SEQUENCE_START_EVENT)
+        n->flow = ev.data.sequence_start.style == YAML_FLOW_SEQUENCE_STYLE;
       if (ev.type == YAML_SCALAR_EVENT) {
         n->len = ev.data.scalar.length;
         n->value = malloc(n->len + 1);

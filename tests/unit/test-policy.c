@@ -589,10 +589,31 @@ static void test_edit_image_ref(void **state) {
   assert_non_null(strstr(uo2, "{ref: ghcr.io/"));
   assert_non_null(strstr(uo2, "}  # é\n"));
 
-  /* no ref, bad ref */
-  const char *none = "version: 1\n";
-  assert_true(policy_edit_image_ref(none, strlen(none), "n", pin, &out, &out_len, &err) < 0);
+  /* no ref yet: added, nothing else changes */
+  static const struct {
+    const char *in, *want_prefix, *want_suffix;
+  } adds[] = {
+      {"version: 1\n", "version: 1\nsandbox:\n  image:\n    ref: ghcr.io/", "2222\n"},
+      {"version: 1", "version: 1\nsandbox:\n  image:\n    ref: ghcr.io/", "2222\n"},
+      {"version: 1\nsandbox:\n    network:\n      allow: [a.com]\n# end\n",
+       "version: 1\nsandbox:\n    image:\n      ref: ghcr.io/",
+       "2222\n    network:\n      allow: [a.com]\n# end\n"},
+  };
+  for (size_t i = 0; i < ELEMENTSOF(adds); i++) {
+    _cleanup_free_ char *ao = NULL;
+    assert_int_equal(policy_edit_image_ref(adds[i].in, strlen(adds[i].in), "a", pin, &ao, &out_len, &err), 0);
+    assert_int_equal(strncmp(ao, adds[i].want_prefix, strlen(adds[i].want_prefix)), 0);
+    assert_string_equal(ao + out_len - strlen(adds[i].want_suffix), adds[i].want_suffix);
+  }
+  const char *flow = "version: 1\nsandbox: {network: {}}\n";
+  assert_true(policy_edit_image_ref(flow, strlen(flow), "f", pin, &out, &out_len, &err) < 0);
   assert_string_equal(cr_error_reason(err), "policy_invalid");
+  assert_non_null(strstr(err->message, "f:2:10: sandbox: cannot add sandbox.image.ref here"));
+  cr_error_free(err);
+  err = NULL;
+  const char *block = "version: 1\nsandbox:\n  image:\n    ref: |\n      x/y:1\n";
+  assert_true(policy_edit_image_ref(block, strlen(block), "b", pin, &out, &out_len, &err) < 0);
+  assert_non_null(strstr(err->message, "b:4:10: sandbox.image.ref: cannot rewrite"));
   cr_error_free(err);
   err = NULL;
   assert_true(policy_edit_image_ref(u, strlen(u), "u", "Bad Ref", &out, &out_len, &err) < 0);
