@@ -1,0 +1,126 @@
+/* util: base64, atomic writes, ULIDs, errors, sparse copy. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "util/base64.h"
+#include "util/error.h"
+#include "util/fs.h"
+#include "util/ulid.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static void test_base64_roundtrip(void **state) {
+  uint8_t data[256];
+  for (int i = 0; i < 256; i++) data[i] = (uint8_t)i;
+  for (size_t n = 0; n <= sizeof(data); n += 1) {
+    char *enc = cr_base64_encode(data, n);
+    assert_non_null(enc);
+    assert_int_equal(strlen(enc), (n + 2) / 3 * 4);
+    uint8_t *dec = NULL;
+    size_t len = 99;
+    assert_int_equal(cr_base64_decode(enc, strlen(enc), &dec, &len), 0);
+    assert_int_equal(len, n);
+    if (n) assert_memory_equal(dec, data, n);
+    free(dec);
+    free(enc);
+  }
+}
+
+static void test_base64_rejects(void **state) {
+  const char *bad[] = {"A", "AB", "ABC", "A===", "AB=C", "AB==AB==", "ab$d", "====", "AB\nC"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    uint8_t *dec = NULL;
+    size_t len = 0;
+    assert_int_equal(cr_base64_decode(bad[i], strlen(bad[i]), &dec, &len), -EINVAL);
+    assert_null(dec);
+  }
+  uint8_t *dec = NULL;
+  size_t len = 0;
+  assert_int_equal(cr_base64_decode("AAECAw==", 8, &dec, &len), 0);
+  assert_int_equal(len, 4);
+  assert_int_equal(dec[3], 3);
+  free(dec);
+}
+
+static void test_ulid(void **state) {
+  char a[27], b[27];
+  cr_ulid_new(a);
+  cr_ulid_new(b);
+  assert_true(cr_ulid_valid(a));
+  assert_true(cr_ulid_valid(b));
+  assert_string_not_equal(a, b);
+  assert_false(cr_ulid_valid("not-a-ulid"));
+  assert_false(cr_ulid_valid("01M8QQ9MHS7GRZV63JPNY2EZCX")); /* we print lowercase */
+  assert_false(cr_ulid_valid("01m8qq9mhs7grzv63jpny2ezcu")); /* 'u' is not Crockford */
+  assert_false(cr_ulid_valid(NULL));
+}
+
+static void test_atomic_write_and_read(void **state) {
+  char dir[] = "/tmp/cr-test-util-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char *p = cr_path_join(dir, "f.json");
+  assert_int_equal(cr_write_file_atomic(p, "hello", 5, 0600), 0);
+  assert_int_equal(cr_write_file_atomic(p, "bye", 3, 0600), 0);
+  char *buf = NULL;
+  size_t len = 0;
+  assert_int_equal(cr_read_file(p, 100, &buf, &len), 0);
+  assert_int_equal(len, 3);
+  assert_string_equal(buf, "bye");
+  free(buf);
+  assert_int_equal(cr_read_file(p, 2, &buf, &len), -EFBIG);
+  struct stat st;
+  assert_int_equal(stat(p, &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0600);
+  /* sparse copy keeps content and size */
+  char *big = cr_path_join(dir, "big");
+  int fd = open(big, O_WRONLY | O_CREAT, 0600);
+  assert_true(fd >= 0);
+  assert_int_equal(ftruncate(fd, 64 << 20), 0);
+  assert_int_equal(pwrite(fd, "x", 1, 32 << 20), 1);
+  close(fd);
+  char *copy = cr_path_join(dir, "copy");
+  assert_int_equal(cr_copy_file_sparse(big, copy, 0600), 0);
+  assert_int_equal(stat(copy, &st), 0);
+  assert_int_equal(st.st_size, 64 << 20);
+  assert_true(st.st_blocks * 512 < (4 << 20));
+  char c = 0;
+  fd = open(copy, O_RDONLY);
+  assert_int_equal(pread(fd, &c, 1, 32 << 20), 1);
+  close(fd);
+  assert_int_equal(c, 'x');
+  assert_int_equal(cr_copy_file_sparse(big, copy, 0600), -EEXIST);
+  assert_int_equal(cr_rm_rf(dir), 0);
+  assert_int_equal(access(dir, F_OK), -1);
+  free(p);
+  free(big);
+  free(copy);
+}
+
+static void test_error_wrap(void **state) {
+  cr_error *e = NULL;
+  assert_int_equal(cr_error_set(&e, CR_E_IMAGE_NOT_FOUND, 0, "no image %s", "x"), -1);
+  assert_int_equal(cr_error_set(&e, CR_E_INTERNAL, 0, "ignored"), -1); /* first wins */
+  cr_error_wrap(&e, "creating sandbox %d", 7);
+  assert_string_equal(e->message, "creating sandbox 7: no image x");
+  assert_string_equal(cr_error_reason(e), "image_not_found");
+  cr_error_free(e);
+  e = NULL;
+  assert_int_equal(cr_error_set(&e, CR_E_IO, ENOENT, "open f"), -ENOENT);
+  assert_non_null(strstr(e->message, "No such file"));
+  cr_error_free(e);
+  assert_string_equal(cr_error_reason(NULL), "internal_error");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_base64_roundtrip), cmocka_unit_test(test_base64_rejects),
+      cmocka_unit_test(test_ulid), cmocka_unit_test(test_atomic_write_and_read),
+      cmocka_unit_test(test_error_wrap),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
