@@ -1062,7 +1062,7 @@ int policy_locate(const char *explicit_path, char **ret_path, char **ret_warning
     *slash = '\0';
   }
   /* names relative to the current directory read better in diagnostics */
-  return policy_find(root == cwd ? "." : root, ret_path, ret_warning, err);
+  return policy_find(!strcmp(root, cwd) ? "." : root, ret_path, ret_warning, err);
 }
 
 /* ---- accessors ---- */
