@@ -1,0 +1,319 @@
+// End-to-end tests of `cleanroom mcp` with real MCP clients: the TypeScript
+// SDK (Client + StdioClientTransport) and the Inspector CLI, against the real
+// binary, the real daemon (started on demand) and real QEMU sandboxes.
+//
+//   CLEANROOM_BIN=/path/to/cleanroom node --test tests/integration/mcp-sdk.test.mjs
+//
+// Environment:
+//   CLEANROOM_BIN              the cleanroom binary under test (required)
+//   CLEANROOM_TEST_VM=1        also run the scenarios that boot a sandbox
+//   CLEANROOM_TEST_IMAGE_TAR   busybox rootfs tar (built when unset)
+// Everything lives in one temp dir (CLEANROOM_RUN_DIR/DATA_DIR) that is
+// removed at the end; teardown removes the sandboxes and stops the daemon.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const SRC_ROOT = join(HERE, '..', '..');
+const BIN = process.env.CLEANROOM_BIN;
+const VM = process.env.CLEANROOM_TEST_VM === '1';
+const IMAGE = 'test/busybox';
+const CALL_TIMEOUT = 240_000; // boots under TCG are slow
+
+let TMP;
+let ENV;
+
+function cr(args, opts = {}) {
+  const p = spawnSync(BIN, args, { env: ENV, encoding: 'utf8', timeout: 300_000, ...opts });
+  if (opts.check !== false && p.status !== 0)
+    throw new Error(`cleanroom ${args.join(' ')} -> ${p.status}: ${p.stderr}`);
+  return p;
+}
+
+function rpc(method, params = {}) {
+  return new Promise((resolve, reject) => {
+    const s = createConnection(join(TMP, 'run', 'cleanroom.sock'));
+    let buf = '';
+    s.on('connect', () => s.write(JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }) + '\n'));
+    s.on('data', (d) => {
+      buf += d;
+      const nl = buf.indexOf('\n');
+      if (nl >= 0) {
+        s.end();
+        resolve(JSON.parse(buf.slice(0, nl)));
+      }
+    });
+    s.on('error', reject);
+  });
+}
+
+before(() => {
+  if (!BIN) return;
+  TMP = mkdtempSync(join(tmpdir(), 'cr-mcp-'));
+  ENV = { ...process.env, CLEANROOM_RUN_DIR: join(TMP, 'run'), CLEANROOM_DATA_DIR: join(TMP, 'data') };
+  delete ENV.CLEANROOM_HOST;
+  delete ENV.CLEANROOM_IMAGE;
+  if (VM) {
+    let tar = process.env.CLEANROOM_TEST_IMAGE_TAR;
+    if (!tar) {
+      tar = join(TMP, 'busybox.tar');
+      const b = spawnSync(join(SRC_ROOT, 'images', 'busybox', 'build.sh'), [tar],
+        { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', timeout: 120_000 });
+      assert.equal(b.status, 0, `building the busybox image: ${b.stderr}`);
+    }
+    cr(['image', 'import', tar, '--ref', IMAGE]);
+  }
+});
+
+after(async () => {
+  if (!TMP) return;
+  try {
+    if (existsSync(join(TMP, 'run', 'cleanroom.sock'))) {
+      cr(['sandbox', 'rm', '--all'], { check: false, timeout: 120_000 });
+      try {
+        const info = await rpc('system.info');
+        process.kill(info.result.pid, 'SIGTERM');
+        for (let i = 0; i < 200; i++) { // the daemon is not our child: poll its pid
+          try { process.kill(info.result.pid, 0); } catch { break; }
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      } catch { /* already gone */ }
+    }
+  } finally {
+    rmSync(TMP, { recursive: true, force: true });
+  }
+});
+
+async function connect(extraArgs = []) {
+  const transport = new StdioClientTransport({
+    command: BIN,
+    args: ['mcp', '--repo', TMP, ...(VM ? ['--image', IMAGE] : []), ...extraArgs],
+    env: ENV,
+    stderr: 'pipe',
+  });
+  const client = new Client({ name: 'cleanroom-e2e', version: '1.0.0' });
+  await client.connect(transport);
+  return client;
+}
+
+// raw line client for what the SDK will not send (garbage, batches)
+function rawSession() {
+  const child = spawn(BIN, ['mcp', '--repo', TMP], { env: ENV, stdio: ['pipe', 'pipe', 'pipe'] });
+  const lines = createInterface({ input: child.stdout });
+  const waiting = [];
+  const queued = [];
+  lines.on('line', (l) => {
+    const m = JSON.parse(l); // stdout must carry only JSON-RPC lines
+    if (waiting.length) waiting.shift()(m);
+    else queued.push(m);
+  });
+  return {
+    send: (line) => child.stdin.write(line + '\n'),
+    next: () => (queued.length ? Promise.resolve(queued.shift()) : new Promise((r) => waiting.push(r))),
+    close: () => new Promise((r) => { child.on('exit', (code) => r(code)); child.stdin.end(); }),
+  };
+}
+
+const skipNoBin = !BIN && 'CLEANROOM_BIN is not set';
+const skipNoVM = skipNoBin || (!VM && 'set CLEANROOM_TEST_VM=1 to boot sandboxes');
+
+const text = (r) => r.content.map((c) => c.text).join('\n');
+
+test('tools/list pages through every tool with schemas', { skip: skipNoBin }, async () => {
+  const client = await connect();
+  try {
+    assert.equal(client.getServerVersion().name, 'cleanroom');
+    assert.match(client.getInstructions(), /exec/);
+    const names = [];
+    let cursor;
+    do {
+      const page = await client.listTools(cursor ? { cursor } : {});
+      for (const t of page.tools) {
+        names.push(t.name);
+        assert.equal(t.inputSchema.type, 'object');
+        assert.ok(t.description.length > 20);
+      }
+      cursor = page.nextCursor;
+    } while (cursor);
+    for (const want of ['exec', 'exec_start', 'exec_poll', 'exec_write', 'exec_kill', 'read_file',
+      'write_file', 'edit_file', 'list_files', 'sandbox_create', 'sandbox_list', 'sandbox_inspect',
+      'sandbox_remove'])
+      assert.ok(names.includes(want), want);
+    const tmpl = await client.listResourceTemplates();
+    assert.equal(tmpl.resourceTemplates[0].uriTemplate, 'cleanroom://sandboxes/{id}');
+    await client.ping();
+  } finally {
+    await client.close();
+  }
+});
+
+test('unknown tool and bad arguments are -32602', { skip: skipNoBin }, async () => {
+  const client = await connect();
+  try {
+    await assert.rejects(client.callTool({ name: 'no_such_tool', arguments: {} }), (e) => e.code === -32602);
+    await assert.rejects(client.callTool({ name: 'read_file', arguments: {} }), (e) => e.code === -32602);
+  } finally {
+    await client.close();
+  }
+});
+
+test('garbage line gets a parse error and the session keeps serving; batches refused', { skip: skipNoBin }, async () => {
+  const s = rawSession();
+  s.send('{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}');
+  assert.equal((await s.next()).result.protocolVersion, '2025-06-18');
+  s.send('{this is not json');
+  const e = await s.next();
+  assert.equal(e.error.code, -32700);
+  assert.equal(e.id, null);
+  s.send('[{"jsonrpc":"2.0","id":2,"method":"ping"}]');
+  assert.equal((await s.next()).error.code, -32600);
+  s.send('{"jsonrpc":"2.0","id":3,"method":"ping"}');
+  assert.deepEqual((await s.next()).result, {});
+  s.send('{"jsonrpc":"2.0","id":4,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}');
+  const d = await s.next();
+  assert.ok(d.result.supportedVersions.includes('2026-07-28'));
+  assert.equal(d.result.resultType, 'complete');
+  s.send('{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2099-01-01"}}}');
+  assert.equal((await s.next()).error.code, -32022);
+  assert.equal(await s.close(), 0); // exits on stdin EOF
+});
+
+test('unknown sandbox is an isError result', { skip: skipNoBin }, async () => {
+  const client = await connect();
+  try {
+    const r = await client.callTool({ name: 'exec', arguments: { command: 'true', sandbox_id: '01nonexistent0000000000000' } });
+    assert.equal(r.isError, true);
+    assert.match(text(r), /sandbox_not_found/);
+  } finally {
+    await client.close();
+  }
+});
+
+test('inspector CLI lists the tools', { skip: skipNoBin }, () => {
+  const args = ['--cli'];
+  for (const k of ['CLEANROOM_RUN_DIR', 'CLEANROOM_DATA_DIR']) args.push('-e', `${k}=${ENV[k]}`);
+  args.push(BIN, 'mcp', '--repo', TMP, '--method', 'tools/list');
+  const p = spawnSync(join(HERE, 'node_modules', '.bin', 'mcp-inspector'), args, { encoding: 'utf8', timeout: 120_000 });
+  assert.equal(p.status, 0, p.stderr);
+  assert.ok(JSON.parse(p.stdout).tools.some((t) => t.name === 'exec'));
+});
+
+test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
+  const client = await connect();
+  const call = (name, args, opts = {}) => client.callTool({ name, arguments: args }, undefined, { timeout: CALL_TIMEOUT, ...opts });
+  try {
+    await t.test('run a command (creates the default sandbox)', async () => {
+      const r = await call('exec', { command: 'echo hello; echo oops >&2; exit 3' });
+      assert.equal(r.isError, undefined);
+      assert.equal(r.structuredContent.exit_code, 3);
+      assert.equal(r.structuredContent.stdout, 'hello\n');
+      assert.equal(r.structuredContent.stderr, 'oops\n');
+      assert.equal(r.structuredContent.timed_out, false);
+      assert.deepEqual(JSON.parse(r.content[0].text), r.structuredContent);
+    });
+
+    await t.test('binary file round trip', async () => {
+      const bytes = Buffer.alloc(1024);
+      for (let i = 0; i < bytes.length; i++) bytes[i] = i % 256; // NUL bytes included
+      const w = await call('write_file', { path: '/tmp/bin.dat', content: bytes.toString('base64'), encoding: 'base64' });
+      assert.equal(w.isError, undefined, text(w));
+      const r = await call('read_file', { path: '/tmp/bin.dat', encoding: 'base64' });
+      assert.equal(r.isError, undefined, text(r));
+      assert.ok(Buffer.from(r.structuredContent.content, 'base64').equals(bytes));
+    });
+
+    await t.test('edit a file', async () => {
+      await call('write_file', { path: '/tmp/e.txt', content: 'hello world\nbye world\n' });
+      const miss = await call('edit_file', { path: '/tmp/e.txt', old_string: 'nothing', new_string: 'x' });
+      assert.equal(miss.isError, true);
+      assert.match(text(miss), /old_string not found/);
+      const amb = await call('edit_file', { path: '/tmp/e.txt', old_string: 'world', new_string: 'x' });
+      assert.match(text(amb), /matches 2 times/);
+      const ok = await call('edit_file', { path: '/tmp/e.txt', old_string: 'hello world', new_string: 'hello there' });
+      assert.equal(ok.structuredContent.replacements, 1);
+      const r = await call('read_file', { path: '/tmp/e.txt' });
+      assert.equal(r.structuredContent.content, 'hello there\nbye world\n');
+      const l = await call('list_files', { path: '/tmp' });
+      assert.ok(l.structuredContent.entries.some((e) => e.name === 'e.txt'));
+    });
+
+    await t.test('background process: start, poll, write, exit', async () => {
+      const s = await call('exec_start', { command: 'read line; echo got:$line; for i in 1 2 3; do echo $i; sleep 0.2; done', keep_stdin_open: true });
+      const id = s.structuredContent.execution_id;
+      const w = await call('exec_write', { execution_id: id, data: 'ping\n', eof: true });
+      assert.equal(w.isError, undefined, text(w));
+      let cursor = 0;
+      let out = '';
+      let state;
+      for (let i = 0; i < 600; i++) {
+        const p = await call('exec_poll', { execution_id: id, cursor });
+        out += p.structuredContent.stdout;
+        cursor = p.structuredContent.cursor;
+        state = p.structuredContent;
+        if (!state.running) break;
+        await new Promise((r) => setTimeout(r, 100)); // polling another process's state
+      }
+      assert.equal(state.running, false);
+      assert.equal(state.exit_code, 0);
+      assert.equal(out, 'got:ping\n1\n2\n3\n');
+    });
+
+    await t.test('cancel a long command kills it', async () => {
+      const ac = new AbortController();
+      const started = new Promise((resolve) => {
+        const p = call('exec', { command: 'echo started; exec sleep 307' }, {
+          signal: ac.signal,
+          onprogress: (n) => { if (/started/.test(n.message ?? '')) resolve(); },
+        });
+        p.catch(() => {});
+      });
+      await started;
+      ac.abort();
+      let left = '1';
+      for (let i = 0; i < 100 && left !== '0'; i++) {
+        const r = await call('exec', { command: 'ps | grep -c "[s]leep 307" || true' });
+        left = r.structuredContent.stdout.trim();
+        if (left !== '0') await new Promise((r2) => setTimeout(r2, 100));
+      }
+      assert.equal(left, '0');
+    });
+
+    await t.test('timeout', async () => {
+      const r = await call('exec', { command: 'sleep 60', timeout_ms: 2000 });
+      assert.equal(r.structuredContent.timed_out, true);
+      assert.ok(r.structuredContent.duration_ms < 30_000);
+    });
+
+    await t.test('1 MiB+ output is truncated honestly', async () => {
+      const n = 1_200_000;
+      const r = await call('exec', { command: `yes a | head -c ${n}` });
+      const sc = r.structuredContent;
+      assert.equal(sc.truncated, true);
+      assert.equal(sc.dropped_bytes.stdout, n - 65536);
+      assert.match(sc.stdout, /bytes of stdout dropped/);
+      assert.ok(sc.stdout.startsWith('a\na\n') && sc.stdout.endsWith('a\n'));
+    });
+
+    await t.test('sandbox tools and resources', async () => {
+      const l = await call('sandbox_list', {});
+      assert.ok(l.structuredContent.sandboxes.length >= 1);
+      const id = l.structuredContent.sandboxes[0].id;
+      const i = await call('sandbox_inspect', { sandbox_id: id });
+      assert.equal(i.structuredContent.id, id);
+      const res = await client.readResource({ uri: `cleanroom://sandboxes/${id}` });
+      assert.equal(JSON.parse(res.contents[0].text).id, id);
+    });
+  } finally {
+    await client.close();
+  }
+});
