@@ -13,6 +13,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <openssl/evp.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -212,16 +213,87 @@ struct archive *image_archive_reader(void) {
   return a;
 }
 
-static int open_archive_file(const char *path, struct archive **ret, cr_error **err) {
+/* Reads a layer file for libarchive, hashing every byte, so the content
+ * extracted is the content verified (no check-then-read gap). */
+typedef struct layer_reader {
+  int fd;
+  EVP_MD_CTX *md;
+  const char *path;
+  uint8_t buf[1 << 16];
+} layer_reader;
+
+static void layer_reader_free(layer_reader *lr) {
+  if (!lr) return;
+  if (lr->fd >= 0) close(lr->fd);
+  EVP_MD_CTX_free(lr->md);
+  free(lr);
+}
+static void layer_reader_freep(layer_reader **lr) { layer_reader_free(*lr); }
+
+static la_ssize_t layer_read(struct archive *a, void *userdata, const void **ret_buf) {
+  layer_reader *lr = userdata;
+  for (;;) {
+    ssize_t n = read(lr->fd, lr->buf, sizeof(lr->buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      archive_set_error(a, errno, "reading %s", lr->path);
+      return -1;
+    }
+    EVP_DigestUpdate(lr->md, lr->buf, (size_t)n);
+    *ret_buf = lr->buf;
+    return n;
+  }
+}
+
+/* Drains what libarchive did not read (padding, trailers) and compares. */
+static int layer_reader_verify(layer_reader *lr, const char *expect_hex, cr_error **err) {
+  for (;;) {
+    ssize_t n = read(lr->fd, lr->buf, sizeof(lr->buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return cr_error_set(err, CR_E_IO, errno, "reading %s", lr->path);
+    if (n == 0) break;
+    EVP_DigestUpdate(lr->md, lr->buf, (size_t)n);
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(lr->md, md, &len);
+  char hex[65];
+  for (unsigned i = 0; i < 32 && i < len; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+  hex[64] = '\0';
+  if (expect_hex && strcmp(hex, expect_hex))
+    return cr_error_set(err, CR_E_IMAGE_INVALID, 0,
+                        "layer sha256:%s is corrupt: its content has sha256:%s", expect_hex, hex);
+  return 0;
+}
+
+static int open_archive_file(const char *path, struct archive **ret, layer_reader **ret_lr,
+                             cr_error **err) {
+  layer_reader *lr = calloc(1, sizeof(*lr));
+  if (!lr) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "reading %s", path);
+  lr->path = path;
+  lr->fd = open(path, O_RDONLY | O_CLOEXEC);
+  lr->md = EVP_MD_CTX_new();
+  if (lr->fd < 0 || !lr->md) {
+    int r = cr_error_set(err, lr->fd < 0 ? CR_E_IMAGE_INVALID : CR_E_INTERNAL,
+                         lr->fd < 0 ? errno : ENOMEM, "cannot read '%s'", path);
+    layer_reader_free(lr);
+    return r;
+  }
+  EVP_DigestInit_ex(lr->md, EVP_sha256(), NULL);
   struct archive *a = image_archive_reader();
-  if (!a) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "archive_read_new");
-  if (archive_read_open_filename(a, path, 1 << 16) != ARCHIVE_OK) {
+  if (!a) {
+    layer_reader_free(lr);
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "archive_read_new");
+  }
+  if (archive_read_open(a, lr, NULL, layer_read, NULL) != ARCHIVE_OK) {
     int r = cr_error_set(err, CR_E_IMAGE_INVALID, archive_errno(a) > 0 ? archive_errno(a) : 0,
                          "cannot read '%s': %s", path, archive_error_string(a));
     archive_read_free(a);
+    layer_reader_free(lr);
     return r;
   }
   *ret = a;
+  *ret_lr = lr;
   return 0;
 }
 
@@ -348,16 +420,18 @@ void image_extract_done(image_extract *x) {
   x->root = NULL;
 }
 
-static int whiteout_pass(image_extract *x, const char *path, const char *phase,
-                         cr_error **err) {
+static int whiteout_pass(image_extract *x, const char *path, const char *expect_hex,
+                         const char *phase, cr_error **err) {
+  _cleanup_(layer_reader_freep) layer_reader *lr = NULL;
   _cleanup_archive_ struct archive *a = NULL;
-  int r = open_archive_file(path, &a, err);
+  int r = open_archive_file(path, &a, &lr, err);
   if (r < 0) return r;
   uint64_t entries = 0, bytes = 0; /* counted in the extract pass */
   for (;;) {
     struct archive_entry *e;
     r = next_header(a, &e, phase, err);
-    if (r <= 0) return r;
+    if (r < 0) return r;
+    if (r == 0) return layer_reader_verify(lr, expect_hex, err);
     checked_entry c = {0};
     r = check_entry(e, &entries, &bytes, &c, err);
     if (r >= 0 && (c.kind == KIND_WHITEOUT || c.kind == KIND_OPAQUE))
@@ -388,17 +462,38 @@ static void report(image_extract *x, const char *phase, struct archive *a, uint6
   if (x->progress) x->progress(phase, (uint64_t)archive_filter_bytes(a, -1), total, x->userdata);
 }
 
-int image_extract_layer(image_extract *x, const char *archive_path,
+static int extract_layer(image_extract *x, const char *archive_path, const char *expect_hex,
+                         bool apply_whiteouts, const char *phase, cr_error **err);
+
+int image_extract_layer(image_extract *x, const char *archive_path, const char *expect_hex,
                         bool apply_whiteouts, const char *phase, cr_error **err) {
+  int r = extract_layer(x, archive_path, expect_hex, apply_whiteouts, phase, err);
+  if (r >= 0 || !expect_hex || !err || !*err ||
+      strcmp(cr_error_reason(*err), CR_E_IMAGE_INVALID))
+    return r;
+  /* an unreadable layer: say whether it is simply not what the manifest names */
+  char hex[65];
+  if (cr_sha256_file(archive_path, hex) == 0 && strcmp(hex, expect_hex)) {
+    cr_error_free(*err);
+    *err = NULL;
+    return cr_error_set(err, CR_E_IMAGE_INVALID, 0,
+                        "layer sha256:%s is corrupt: its content has sha256:%s", expect_hex, hex);
+  }
+  return r;
+}
+
+static int extract_layer(image_extract *x, const char *archive_path, const char *expect_hex,
+                         bool apply_whiteouts, const char *phase, cr_error **err) {
   struct stat st;
   uint64_t total = stat(archive_path, &st) == 0 ? (uint64_t)st.st_size : 0;
   int r;
   if (apply_whiteouts) {
-    r = whiteout_pass(x, archive_path, phase, err);
+    r = whiteout_pass(x, archive_path, expect_hex, phase, err);
     if (r < 0) return r;
   }
+  _cleanup_(layer_reader_freep) layer_reader *lr = NULL;
   _cleanup_archive_ struct archive *a = NULL;
-  r = open_archive_file(archive_path, &a, err);
+  r = open_archive_file(archive_path, &a, &lr, err);
   if (r < 0) return r;
   _cleanup_archive_write_ struct archive *w = archive_write_disk_new();
   if (!w) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "archive_write_disk_new");
@@ -483,6 +578,8 @@ int image_extract_layer(image_extract *x, const char *archive_path,
   }
   if (archive_write_close(w) < ARCHIVE_WARN)
     return cr_error_set(err, CR_E_IO, 0, "finishing %s: %s", phase, archive_error_string(w));
+  r = layer_reader_verify(lr, expect_hex, err);
+  if (r < 0) return r;
   if (x->progress) x->progress(phase, total, total, x->userdata);
   return 0;
 }
@@ -491,9 +588,10 @@ int image_extract_outer(const char *archive_path, const char *dir, cr_error **er
   image_extract x;
   int r = image_extract_init(&x, dir, NULL, NULL, err);
   if (r < 0) return r;
+  _cleanup_(layer_reader_freep) layer_reader *lr = NULL;
   _cleanup_archive_ struct archive *a = NULL;
   _cleanup_archive_write_ struct archive *w = archive_write_disk_new();
-  r = open_archive_file(archive_path, &a, err);
+  r = open_archive_file(archive_path, &a, &lr, err);
   if (r < 0 || !w) goto out;
   archive_write_disk_set_options(w, ARCHIVE_EXTRACT_SECURE_NODOTDOT |
                                         ARCHIVE_EXTRACT_SECURE_SYMLINKS);

@@ -32,29 +32,41 @@ typedef struct import_plan {
   enum source_kind kind;
   char hex[65];       /* the image digest */
   char **layers;      /* absolute paths, in order */
+  char **layer_hex;   /* expected sha256 of each, or NULL (docker-save) */
   size_t n_layers;
   char *default_ref;  /* from the archive, may be NULL */
 } import_plan;
 
 static void plan_clear(import_plan *p) {
-  for (size_t i = 0; i < p->n_layers; i++) free(p->layers[i]);
+  for (size_t i = 0; i < p->n_layers; i++) {
+    free(p->layers[i]);
+    free(p->layer_hex[i]);
+  }
   free(p->layers);
+  free(p->layer_hex);
   free(p->default_ref);
   *p = (import_plan){0};
 }
 
-static int plan_add_layer(import_plan *p, char *path) {
-  if (p->n_layers >= image_limits_get()->max_layers) {
+/* Takes path; copies hex (may be NULL). */
+static int plan_add_layer(import_plan *p, char *path, const char *hex) {
+  char *h = hex ? strdup(hex) : NULL;
+  if (p->n_layers >= image_limits_get()->max_layers || (hex && !h)) {
     free(path);
-    return -E2BIG;
+    free(h);
+    return hex && !h ? -ENOMEM : -E2BIG;
   }
   char **nl = realloc(p->layers, (p->n_layers + 1) * sizeof(char *));
-  if (!nl) {
+  if (nl) p->layers = nl;
+  char **nh = nl ? realloc(p->layer_hex, (p->n_layers + 1) * sizeof(char *)) : NULL;
+  if (nh) p->layer_hex = nh;
+  if (!nl || !nh) {
     free(path);
+    free(h);
     return -ENOMEM;
   }
-  p->layers = nl;
-  p->layers[p->n_layers++] = path;
+  p->layers[p->n_layers] = path;
+  p->layer_hex[p->n_layers++] = h;
   return 0;
 }
 
@@ -260,14 +272,8 @@ static int oci_plan(const char *dir, import_plan *plan, cr_error **err) {
       return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "layer");
     r = image_resolve_inside(dir, rel, &path, err);
     if (r < 0) return cr_error_wrap(err, "layer %zu", i + 1);
-    char got[65];
-    r = cr_sha256_file(path, got);
-    if (r < 0 || strcmp(got, hex)) {
-      free(path);
-      return cr_error_set(err, CR_E_IMAGE_INVALID, r < 0 ? -r : 0,
-                          "layer %zu (sha256:%s) is corrupt", i + 1, hex);
-    }
-    if (plan_add_layer(plan, path) < 0)
+    /* its digest is checked while it is extracted */
+    if (plan_add_layer(plan, path, hex) < 0)
       return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "too many layers");
   }
   return 0;
@@ -321,7 +327,7 @@ static int docker_plan(const char *dir, const char *ref, import_plan *plan, cr_e
       return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "layer %zu is not a path", i + 1);
     r = image_resolve_inside(dir, json_string_value(l), &path, err);
     if (r < 0) return cr_error_wrap(err, "layer %zu", i + 1);
-    if (plan_add_layer(plan, path) < 0)
+    if (plan_add_layer(plan, path, NULL) < 0)
       return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "too many layers");
   }
   return 0;
@@ -432,7 +438,7 @@ static int do_import(const char *store, const char *tmp, const char *path, const
     r = cr_sha256_file(path, plan.hex);
     if (r < 0) return cr_error_set(err, CR_E_IO, -r, "hashing %s", path);
     char *copy = strdup(path);
-    if (!copy || plan_add_layer(&plan, copy) < 0)
+    if (!copy || plan_add_layer(&plan, copy, plan.hex) < 0)
       return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
   } else {
     progress(fn, ud, "reading manifest", 0, 0);
@@ -458,7 +464,7 @@ static int do_import(const char *store, const char *tmp, const char *path, const
   for (size_t i = 0; i < plan.n_layers; i++) {
     char phase[64];
     snprintf(phase, sizeof(phase), "extracting layer %zu/%zu", i + 1, plan.n_layers);
-    r = image_extract_layer(&x, plan.layers[i], i > 0, phase, err);
+    r = image_extract_layer(&x, plan.layers[i], plan.layer_hex[i], i > 0, phase, err);
     if (r < 0) {
       cr_error_wrap(err, "layer %zu/%zu", i + 1, plan.n_layers);
       break;

@@ -22,8 +22,10 @@ int image_extract_init(image_extract *x, const char *root, image_progress_fn pro
 void image_extract_done(image_extract *x);
 /* Applies one layer archive (any compression libarchive detects).
  * apply_whiteouts: first delete what the layer's whiteouts name (lower
- * layers), then extract the rest. phase names the layer for progress. */
-int image_extract_layer(image_extract *x, const char *archive_path,
+ * layers), then extract the rest. phase names the layer for progress.
+ * expect_hex (may be NULL): the sha256 the file must have; it is computed
+ * over the bytes actually extracted. */
+int image_extract_layer(image_extract *x, const char *archive_path, const char *expect_hex,
                         bool apply_whiteouts, const char *phase, cr_error **err);
 
 /* A tar reader with the in-library decompressors only (gzip, bzip2, xz,

@@ -465,6 +465,35 @@ static void test_oci_corrupt_layer(void **state) {
   expect_import_fails(layout, "image_invalid", "corrupt");
 }
 
+static void test_oci_swapped_layer(void **state) {
+  /* a valid tar in place of a layer: caught by the hash computed while
+   * extracting */
+  _cleanup_free_ char *layout = in_path("layout4");
+  char hm[65];
+  make_oci_layout(layout, false, hm);
+  _cleanup_free_ char *dir = NULL, *other = in_path("other.tar");
+  const tent t[] = {{'f', "evil", "e"}};
+  write_tar(other, t, 1, false);
+  assert_true(asprintf(&dir, "%s/blobs/sha256", layout) > 0);
+  DIR *d = opendir(dir);
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    if (de->d_name[0] == '.') continue;
+    char *p = NULL;
+    assert_true(asprintf(&p, "%s/%s", dir, de->d_name) > 0);
+    _cleanup_free_ char *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(cr_read_file(p, 1 << 20, &buf, &len), 0);
+    if (buf[0] != '{') {
+      unlink(p);
+      assert_int_equal(cr_copy_file_sparse(other, p, 0644), 0);
+    }
+    free(p);
+  }
+  closedir(d);
+  expect_import_fails(layout, "image_invalid", "corrupt");
+}
+
 /* ---- docker save */
 
 static void test_docker_save(void **state) {
@@ -683,6 +712,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_oci_dir_whiteouts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_oci_tar_multiarch, setup, teardown),
       cmocka_unit_test_setup_teardown(test_oci_corrupt_layer, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_oci_swapped_layer, setup, teardown),
       cmocka_unit_test_setup_teardown(test_docker_save, setup, teardown),
       cmocka_unit_test_setup_teardown(test_atomic_failure, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stale_tmp_collected, setup, teardown),
