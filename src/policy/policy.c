@@ -238,7 +238,27 @@ static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* A list of strings, sorted and de-duplicated. */
+/* In place: drops "." components, repeated and trailing slashes
+ * ("./a//b/" -> "a/b"); a leading '/' stays. */
+static void normalize_path(char *s) {
+  bool abs = s[0] == '/';
+  size_t w = 0, r = 0, len = strlen(s);
+  if (abs) w = r = 1;
+  while (r < len) {
+    size_t e = r;
+    while (e < len && s[e] != '/') e++;
+    size_t n = e - r;
+    if (n > 0 && !(n == 1 && s[r] == '.')) {
+      if (w > (abs ? 1u : 0u)) s[w++] = '/';
+      memmove(s + w, s + r, n);
+      w += n;
+    }
+    r = e + 1;
+  }
+  s[w] = '\0';
+}
+
+/* A list of paths, normalized, sorted and de-duplicated. */
 static void get_string_list(ctx *c, const policy_node *n, const char *path, bool repo_relative,
                             char ***ret, size_t *ret_n) {
   if (is_null(n)) return;
@@ -263,6 +283,12 @@ static void get_string_list(ctx *c, const policy_node *n, const char *path, bool
     }
     if (repo_relative && s[0] == '/') {
       err_at(c, n->items[i], p, "'%s' must be a path relative to the repository root", s);
+      free(s);
+      continue;
+    }
+    normalize_path(s);
+    if (!*s || !strcmp(s, ".")) {
+      err_at(c, n->items[i], p, "empty path");
       free(s);
       continue;
     }

@@ -259,6 +259,8 @@ static const invalid_case invalid_cases[] = {
      "cleanroom.yaml:7:17: sandbox.dependencies[0].inputs.files[0]: '/etc/passwd' must be a path relative"},
     {"version: 1\nsandbox:\n  dependencies:\n    - name: n\n      command: x\n      outputs:\n        dirs: [../up]\n",
      "sandbox.dependencies[0].outputs.dirs[0]: '..' is not allowed in '../up'"},
+    {"version: 1\nsandbox:\n  dependencies:\n    - {name: n, command: x, outputs: {dirs: [./]}}\n",
+     "cleanroom.yaml:4:46: sandbox.dependencies[0].outputs.dirs[0]: empty path"},
     {"version: 1\nsandbox:\n  run:\n    before: [a, b]\n",
      "cleanroom.yaml:4:13: sandbox.run.before: expected a string, got a list"},
     {"version: 1\nsandbox:\n  ttl_minutes: 100000\n",
