@@ -24,7 +24,14 @@ static const char *check_name(const char *s) {
       if (n > 63) return "label longer than 63 characters in host name";
       if (label[0] == '-' || label[n - 1] == '-')
         return "label starts or ends with '-' in host name";
-      if (*p == '\0') break;
+      if (*p == '\0') {
+        /* a numeric last label makes resolvers read the name as an IPv4
+         * address in another notation ("127.1", "0x7f.1") */
+        if (strspn(label, "0123456789") == n) return "last label of a host name cannot be numeric";
+        if (n > 2 && label[0] == '0' && label[1] == 'x' && strspn(label + 2, "0123456789abcdef") == n - 2)
+          return "last label of a host name cannot be numeric";
+        break;
+      }
       label = p + 1;
       continue;
     }

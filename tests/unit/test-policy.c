@@ -107,6 +107,9 @@ static const match_case match_cases[] = {
     {"[2001:db8::1", 443, POLICY_DENY, "host_invalid"},
     {"api.github.com", 0, POLICY_DENY, "port_not_allowed"},
     {"a..example.com", 443, POLICY_DENY, "host_invalid"},
+    {"127.1", 443, POLICY_DENY, "host_invalid"},      /* IPv4 in short notation */
+    {"0x7f.0x1", 443, POLICY_DENY, "host_invalid"},
+    {"10.1.2.3.", 5432, POLICY_DENY, "host_invalid"}, /* not an address, not a name */
 };
 
 static void test_match_table(void **state) {
@@ -162,6 +165,9 @@ static void test_normalize(void **state) {
       {"*.bücher.example", "*.xn--bcher-kva.example"},
       {"_dmarc.example.com", "_dmarc.example.com"},
       {"*.com", NULL},
+      {"*.0.1", NULL},
+      {"a.123", NULL},
+      {"1password.com", "1password.com"},
       {"a.*.com", NULL},
       {"-a.com", NULL},
       {"a..com", NULL},
