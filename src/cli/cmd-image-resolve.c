@@ -21,6 +21,9 @@ static char *pinned_ref(const char *ref, const char *digest) {
 int cli_image_resolve(const char *ref, char **ret, cr_error **err) {
   bool pinned = false;
   const char *problem = NULL;
+  if (!strncmp(ref, "sha256:", 7))
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
+                        "'%s' is a digest; give an image name such as name:tag", ref);
   if (!policy_image_ref_valid(ref, &pinned, &problem))
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "%s: '%s'", problem, ref);
   if (pinned) {
