@@ -199,8 +199,24 @@ static void take_default_ref(import_plan *plan, json_t *desc) {
 
 /* Picks the manifest descriptor out of an index (recursing into nested
  * indexes), fills plan->hex with the manifest digest. */
-static int oci_pick(const char *dir, json_t *index, int depth, import_plan *plan,
-                    cr_error **err) {
+/* Whether an index entry carries the name ref (full name, or its tag in
+ * org.opencontainers.image.ref.name, as umoci and `docker save` write). */
+static bool desc_named(json_t *desc, const char *ref) {
+  if (!ref) return false;
+  json_t *ann = json_object_get(desc, "annotations");
+  const char *full = json_string_value(json_object_get(ann, "io.containerd.image.name"));
+  const char *name = json_string_value(json_object_get(ann, "org.opencontainers.image.ref.name"));
+  const char *slash = strrchr(ref, '/');
+  const char *tag = strrchr(slash ? slash : ref, ':');
+  return (full && !strcmp(full, ref)) ||
+         (name && (!strcmp(name, ref) || (tag && !strcmp(name, tag + 1))));
+}
+
+/* Picks the manifest descriptor out of an index (recursing into nested
+ * indexes), fills plan->hex with the manifest digest. With several
+ * entries: those named like ref first, then linux/amd64. */
+static int oci_pick(const char *dir, json_t *index, const char *ref, int depth,
+                    import_plan *plan, cr_error **err) {
   json_t *ms = json_object_get(index, "manifests");
   size_t n = json_array_size(ms);
   if (!n) return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "image index lists no manifests");
@@ -210,13 +226,31 @@ static int oci_pick(const char *dir, json_t *index, int depth, import_plan *plan
   } else {
     size_t i;
     json_t *d;
-    json_array_foreach(ms, i, d) if (platform_is(d, "linux", "amd64")) {
+    json_t *named = NULL;
+    json_array_foreach(ms, i, d) if (desc_named(d, ref)) {
+      if (!named) named = d;
+      if (!pick && platform_is(d, "linux", "amd64")) pick = d;
+    }
+    if (!pick) pick = named;
+    if (!pick) json_array_foreach(ms, i, d) if (platform_is(d, "linux", "amd64")) {
       pick = d;
       break;
     }
-    if (!pick)
+    if (!pick) {
+      char names[512] = "";
+      size_t used = 0;
+      json_array_foreach(ms, i, d) {
+        const char *nm = json_string_value(json_object_get(
+            json_object_get(d, "annotations"), "org.opencontainers.image.ref.name"));
+        if (!nm || used >= sizeof(names) - 1) continue;
+        int w = snprintf(names + used, sizeof(names) - used, "%s%s", used ? ", " : "", nm);
+        if (w > 0) used = MIN(sizeof(names) - 1, used + (size_t)w);
+      }
       return cr_error_set(err, CR_E_IMAGE_INVALID, 0,
-                          "image index has %zu manifests and none for linux/amd64", n);
+                          "image index has %zu manifests, none for linux/amd64%s%s%s", n,
+                          used ? "; pick one by name with --ref NAME:TAG (tags: " : "",
+                          names, used ? ")" : "");
+    }
   }
   if (!json_is_object(pick)) return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "bad descriptor");
   take_default_ref(plan, pick);
@@ -229,13 +263,13 @@ static int oci_pick(const char *dir, json_t *index, int depth, import_plan *plan
     _cleanup_json_ json_t *sub = NULL;
     r = read_blob(dir, hex, &sub, NULL, err);
     if (r < 0) return r;
-    return oci_pick(dir, sub, depth + 1, plan, err);
+    return oci_pick(dir, sub, NULL, depth + 1, plan, err);
   }
   memcpy(plan->hex, hex, 65);
   return 0;
 }
 
-static int oci_plan(const char *dir, import_plan *plan, cr_error **err) {
+static int oci_plan(const char *dir, const char *ref, import_plan *plan, cr_error **err) {
   _cleanup_free_ char *ipath = NULL, *buf = NULL;
   int r = image_resolve_inside(dir, "index.json", &ipath, err);
   if (r < 0) return r;
@@ -246,7 +280,7 @@ static int oci_plan(const char *dir, import_plan *plan, cr_error **err) {
   _cleanup_json_ json_t *index = json_loadb(buf, len, 0, &je);
   if (!json_is_object(index))
     return cr_error_set(err, CR_E_IMAGE_INVALID, 0, "index.json: %s", je.text);
-  r = oci_pick(dir, index, 0, plan, err);
+  r = oci_pick(dir, index, ref, 0, plan, err);
   if (r < 0) return r;
   _cleanup_json_ json_t *manifest = NULL;
   r = read_blob(dir, plan->hex, &manifest, NULL, err);
@@ -414,8 +448,17 @@ static int do_import(const char *store, const char *tmp, const char *path, const
   if (S_ISDIR(st.st_mode)) {
     src_dir = strdup(path);
     if (!src_dir) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
-    _cleanup_free_ char *probe = cr_path_join(path, "oci-layout");
-    plan.kind = probe && access(probe, F_OK) == 0 ? SRC_OCI : SRC_DOCKER;
+    _cleanup_free_ char *oci = cr_path_join(path, "oci-layout");
+    _cleanup_free_ char *docker = cr_path_join(path, "manifest.json");
+    if (!oci || !docker) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
+    if (access(oci, F_OK) == 0)
+      plan.kind = SRC_OCI;
+    else if (access(docker, F_OK) == 0)
+      plan.kind = SRC_DOCKER;
+    else
+      return cr_error_set(err, CR_E_IMAGE_INVALID, 0,
+                          "directory %s is neither an OCI image layout (no oci-layout) nor an "
+                          "unpacked docker-save archive (no manifest.json)", path);
   } else if (S_ISREG(st.st_mode)) {
     progress(fn, ud, "reading archive", 0, 0);
     r = detect_tar(path, &plan.kind, err);
@@ -442,7 +485,7 @@ static int do_import(const char *store, const char *tmp, const char *path, const
       return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
   } else {
     progress(fn, ud, "reading manifest", 0, 0);
-    r = plan.kind == SRC_OCI ? oci_plan(src_dir, &plan, err)
+    r = plan.kind == SRC_OCI ? oci_plan(src_dir, ref, &plan, err)
                              : docker_plan(src_dir, ref, &plan, err);
     if (r < 0) return cr_error_wrap(err, "%s %s", kind_name(plan.kind), path);
   }

@@ -442,6 +442,41 @@ static void test_oci_tar_multiarch(void **state) {
   assert_int_equal(count_store_entries(".tmp"), 0);
 }
 
+static void test_oci_select_by_name(void **state) {
+  /* several tagged manifests without platforms (as umoci writes them) */
+  _cleanup_free_ char *layout = in_path("layout5");
+  char hm[65];
+  make_oci_layout(layout, false, hm);
+  char *arm = NULL, ha[65];
+  assert_true(asprintf(&arm, "{\"schemaVersion\":2,\"layers\":[{\"digest\":\"sha256:%064d\"}]}", 0) > 0);
+  cr_sha256_hex(arm, strlen(arm), ha);
+  free(arm);
+  char *index = NULL, *p = NULL;
+  assert_true(asprintf(&index,
+                       "{\"schemaVersion\":2,\"manifests\":["
+                       "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:%s\","
+                       "\"annotations\":{\"org.opencontainers.image.ref.name\":\"one\"}},"
+                       "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"sha256:%s\","
+                       "\"annotations\":{\"org.opencontainers.image.ref.name\":\"two\"}}]}",
+                       ha, hm) > 0);
+  assert_true(asprintf(&p, "%s/index.json", layout) > 0);
+  write_bytes(p, index, strlen(index));
+  free(p);
+  free(index);
+  cr_error *err = NULL;
+  image_info *info = NULL;
+  assert_true(image_import(layout, NULL, NULL, NULL, &info, &err) < 0);
+  assert_string_equal(cr_error_reason(err), "image_invalid");
+  assert_non_null(strstr(err->message, "one, two"));
+  cr_error_free(err);
+  err = NULL;
+  int r = image_import(layout, "test/sel:two", NULL, NULL, &info, &err);
+  if (r < 0) fail_msg("%s: %s", cr_error_reason(err), err->message);
+  assert_string_equal(info->digest + 7, hm);
+  assert_string_equal(info->refs[0], "test/sel:two");
+  image_info_free(info);
+}
+
 static void test_oci_corrupt_layer(void **state) {
   _cleanup_free_ char *layout = in_path("layout3");
   char hm[65];
@@ -711,6 +746,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_rootfs_compressions, setup, teardown),
       cmocka_unit_test_setup_teardown(test_oci_dir_whiteouts, setup, teardown),
       cmocka_unit_test_setup_teardown(test_oci_tar_multiarch, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_oci_select_by_name, setup, teardown),
       cmocka_unit_test_setup_teardown(test_oci_corrupt_layer, setup, teardown),
       cmocka_unit_test_setup_teardown(test_oci_swapped_layer, setup, teardown),
       cmocka_unit_test_setup_teardown(test_docker_save, setup, teardown),
