@@ -83,9 +83,12 @@ int cmd_status(int argc, char **argv) {
   printf("state      %s", cli_json_str(e, "state", "-"));
   json_t *code = json_object_get(e, "exit_code");
   json_t *sig = json_object_get(e, "signal");
-  if (json_is_integer(code)) printf(", exit code %lld", (long long)json_integer_value(code));
-  if (json_is_integer(sig)) printf(", signal %lld", (long long)json_integer_value(sig));
-  if (json_is_string(sig)) printf(", signal %s", json_string_value(sig));
+  if (json_is_integer(sig))
+    printf(", killed by signal %lld", (long long)json_integer_value(sig));
+  else if (json_is_string(sig))
+    printf(", killed by signal %s", json_string_value(sig));
+  else if (json_is_integer(code))
+    printf(", exit code %lld", (long long)json_integer_value(code));
   if (json_is_true(json_object_get(e, "timed_out"))) printf(", timed out");
   if (json_is_true(json_object_get(e, "cancelled"))) printf(", cancelled");
   printf("\n");
