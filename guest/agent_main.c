@@ -347,6 +347,30 @@ static int dispatch(const ap_header *h, const uint8_t *p) {
   }
 }
 
+/* After a protocol violation we discard input until the host hangs up. A
+ * host that reconnects faster than we can see its hang-up starts with HELLO
+ * on channel 0: resynchronize on that frame. Returns 1 when found. */
+static int resync(void) {
+  static const uint8_t hello_tail[] = {0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                       0x00, 0x00, AP_T_VERSION, 0x00, 0x04,
+                                       0x00, 0x00, 0x00};
+  const size_t tl = sizeof(hello_tail);
+  for (size_t i = 0; i + 4 + tl <= in_len; i++) {
+    if (memcmp(in_buf + i + 4, hello_tail, tl) != 0) continue;
+    memmove(in_buf, in_buf + i, in_len - i);
+    in_len -= i;
+    draining = 0;
+    agent_log("resynchronized on a new HELLO");
+    return 1;
+  }
+  size_t keep = 4 + tl;
+  if (in_len > keep) {
+    memmove(in_buf, in_buf + in_len - keep, keep);
+    in_len = keep;
+  }
+  return 0;
+}
+
 static void port_read(void) {
   for (;;) {
     if (in_len == in_cap) break;
@@ -358,16 +382,15 @@ static void port_read(void) {
       r = 0;
     }
     if (r == 0) {
-      if (host_present || n_chans || draining)
-        agent_log("host disconnected");
+      if (n_chans || draining) agent_log("host disconnected (EOF)");
       session_reset("host gone");
       draining = 0;
       host_present = 0;
       return;
     }
     host_present = 1;
-    if (draining) continue;
     in_len += (size_t)r;
+    if (draining && !resync()) continue;
     /* parse whole frames */
     size_t off = 0;
     for (;;) {
@@ -580,7 +603,7 @@ int main(int argc, char **argv) {
       pfd[np] = (struct pollfd){port_fd, pev, 0};
       map[np++].c = NULL;
     }
-    int timeout = host_present ? -1 : 100;
+    int timeout = host_present ? -1 : 1000; /* SIGIO wakes us at once */
     for (size_t i = 0; i < n_chans; i++) {
       agent_chan *c = chans[i];
       if (out_ok && c->fd_out >= 0) {
@@ -612,23 +635,24 @@ int main(int argc, char **argv) {
       reap_children();
     }
     if (port_idx < 0 || r == 0) {
-      /* idle without a host: look whether one connected */
+      /* idle without a host: look whether one connected. The port reports
+       * POLLHUP exactly while no host is connected (and POLLIN with it:
+       * reads return 0), so HUP decides. */
       struct pollfd q = {port_fd, POLLIN, 0};
-      if (poll(&q, 1, 0) == 1 && !(q.revents & POLLHUP) ) host_present = 1;
-      else if (q.revents & POLLIN) host_present = 1;
+      if (poll(&q, 1, 0) >= 0 && !(q.revents & (POLLHUP | POLLERR))) host_present = 1;
     }
     if (port_idx >= 0 && r > 0) {
       short rev = pfd[port_idx].revents;
-      if (rev & POLLOUT) out_flush();
-      if (rev & POLLIN) port_read();
-      else if ((rev & (POLLHUP | POLLERR)) && want_port_in) {
-        /* no host connected (and no data): reset once, then idle */
-        if (host_present && (n_chans || in_len || draining))
-          agent_log("host hung up");
+      if (rev & (POLLHUP | POLLERR)) {
+        /* the host hung up (possibly with unread data): reset, then idle */
         if (n_chans || in_len || draining || agent_out_pending())
-          session_reset("host gone");
+          agent_log("host disconnected");
+        session_reset("host gone");
         draining = 0;
         host_present = 0;
+      } else {
+        if (rev & POLLOUT) out_flush();
+        if (rev & POLLIN) port_read();
       }
     }
     for (size_t i = 0; r > 0 && i < np; i++) {

@@ -74,7 +74,7 @@ class Agent:
                 if time.monotonic() > deadline:
                     raise RuntimeError("agent socket never appeared")
                 time.sleep(0.02)
-        self.buf = b""
+        self.buf, self.off = bytearray(), 0
         self.frames = []  # parsed, not yet consumed
 
     def send(self, typ, ch, payload=b""):
@@ -82,14 +82,20 @@ class Agent:
 
     def _read_frame(self):
         while True:
-            if len(self.buf) >= 12:
-                n, typ, fl, ch = HDR.unpack_from(self.buf)
+            avail = len(self.buf) - self.off
+            if avail >= 12:
+                n, typ, fl, ch = HDR.unpack_from(self.buf, self.off)
                 assert fl == 0 and n <= (1 << 20), "bad frame from guest"
-                if len(self.buf) >= 12 + n:
-                    p = self.buf[12:12 + n]
-                    self.buf = self.buf[12 + n:]
+                if avail >= 12 + n:
+                    p = bytes(self.buf[self.off + 12:self.off + 12 + n])
+                    self.off += 12 + n
+                    if self.off == len(self.buf):
+                        self.buf, self.off = bytearray(), 0
                     return (TN.get(typ, hex(typ)), ch,
                             p if typ in RAW else parse_fields(p))
+            if self.off > (1 << 20):
+                del self.buf[:self.off]
+                self.off = 0
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise RuntimeError("timed out waiting for the agent")
@@ -192,21 +198,26 @@ def main():
         sock = os.path.join(tmp, "agent.sock")
         console = os.path.join(tmp, "console.log")
         kernel = assets.get("VMLINUX") or assets["KERNEL"]
-        cmd = [
-            "qemu-system-x86_64", "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on",
-            "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "512",
-            "-nodefaults", "-no-user-config", "-display", "none",
-            "-serial", "file:" + console, "-no-reboot",
-            "-kernel", kernel, "-initrd", assets["INITRD"],
-            "-append", "console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz=2000000 tsc=reliable",
-            "-drive", "id=d0,file=%s,format=raw,if=none,readonly=on" % img,
-            "-device", "virtio-blk-device,drive=d0,serial=cr-image",
-            "-drive", "id=d1,file=%s,format=raw,if=none" % scratch,
-            "-device", "virtio-blk-device,drive=d1,serial=cr-scratch",
-            "-device", "virtio-serial-device",
-            "-chardev", "socket,id=ag,path=%s,server=on,wait=off" % sock,
-            "-device", "virtserialport,chardev=ag,name=cleanroom.agent",
-        ]
+        def qemu_cmd(with_scratch):
+            cmd = [
+                "qemu-system-x86_64", "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on",
+                "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "512",
+                "-nodefaults", "-no-user-config", "-display", "none",
+                "-serial", "file:" + console, "-no-reboot",
+                "-kernel", kernel, "-initrd", assets["INITRD"],
+                "-append", "console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz=2000000 tsc=reliable",
+                "-drive", "id=d0,file=%s,format=raw,if=none,readonly=on" % img,
+                "-device", "virtio-blk-device,drive=d0,serial=cr-image",
+            ]
+            if with_scratch:
+                cmd += ["-drive", "id=d1,file=%s,format=raw,if=none" % scratch,
+                        "-device", "virtio-blk-device,drive=d1,serial=cr-scratch"]
+            return cmd + [
+                "-device", "virtio-serial-device",
+                "-chardev", "socket,id=ag,path=%s,server=on,wait=off" % sock,
+                "-device", "virtserialport,chardev=ag,name=cleanroom.agent",
+            ]
+        cmd = qemu_cmd(True)
         t0 = time.monotonic()
         qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
         a = Agent(sock, deadline)
@@ -331,10 +342,84 @@ def main():
         o, _, _, _ = run_result(a.until(1, {"EXIT", "ERROR"}))
         assert o.strip() == b"0", "sleep of the old session survived: %r" % o
 
+        # a second ACTIVATE (as after a snapshot restore) only re-sets
+        # clock, seed and hostname
+        a.send("ACTIVATE", 0, u64(TIME_NS, time.time_ns()) + field(SEED, os.urandom(32)) +
+               field(HOSTNAME, "smoke2") + field(IMAGE_DEV, "serial:cr-image") +
+               field(SCRATCH_DEV, "serial:cr-scratch"))
+        assert a.until(0, {"OK", "ERROR"})[-1][0] == "OK"
+        a.send("EXEC", 3, exec_payload(["sh", "-c", "hostname; cat /work/dir/blob.bin | wc -c"]))
+        o, _, code, _ = run_result(a.until(3, {"EXIT", "ERROR"}))
+        assert o.split() == [b"smoke2", str(len(blob)).encode()], o
+
+        # bulk output and bulk stdin (backpressure both ways)
+        t1 = time.monotonic()
+        a.send("EXEC", 5, exec_payload(["dd", "if=/dev/zero", "bs=1M", "count=32"]))
+        o, _, code, _ = run_result(a.until(5, {"EXIT", "ERROR"}))
+        assert len(o) == 32 << 20 and code == 0
+        dt = time.monotonic() - t1
+        print("exec stdout: 32 MiB in %.2fs (%.0f MiB/s)" % (dt, 32 / dt))
+        t1 = time.monotonic()
+        a.send("EXEC", 7, exec_payload(["sh", "-c", "cat | wc -c"], stdin=True))
+        chunk = os.urandom(65536)
+        for _ in range(256):
+            a.send("STDIN", 7, chunk)
+        a.send("STDIN_EOF", 7)
+        o, _, code, _ = run_result(a.until(7, {"EXIT", "ERROR"}))
+        assert o.strip() == str(256 * 65536).encode(), o
+        dt = time.monotonic() - t1
+        print("exec stdin: 16 MiB in %.2fs (%.0f MiB/s)" % (dt, 16 / dt))
+
+        # garbage from the host resets the session; the next host is served
+        a.send("EXEC", 9, exec_payload(["sleep", "30"]))
+        assert a.until(9, {"STARTED", "EXIT"})[-1][0] == "STARTED"
+        a.s.sendall(HDR.pack(4, T["EXEC"], 1, 11) + b"junk" + os.urandom(100))
+        a.s.close()
+        a = Agent(sock, deadline)
+        a.send("HELLO", 0, u32(VERSION, 1))
+        assert a.until(0, {"HELLO_REPLY"})[-1][0] == "HELLO_REPLY"
+
+        # idle without a host must not burn CPU (agent = /proc/1 in the guest)
+        def agent_ticks(ch):
+            a.send("EXEC", ch, exec_payload(["cat", "/proc/1/stat"]))
+            o, _, _, _ = run_result(a.until(ch, {"EXIT", "ERROR"}))
+            fields = o.rsplit(b")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])  # utime + stime
+        before = agent_ticks(13)
+        a.s.close()
+        time.sleep(3)  # measurement window, not synchronization
+        t1 = time.monotonic()
+        a = Agent(sock, deadline)
+        a.send("HELLO", 0, u32(VERSION, 1))
+        assert a.until(0, {"HELLO_REPLY"})[-1][0] == "HELLO_REPLY"
+        print("reconnect to an idle agent: HELLO answered in %.3fs" % (time.monotonic() - t1))
+        used = agent_ticks(15) - before
+        print("agent CPU while idle without a host for 3 s: %d ticks (1/100 s)" % used)
+        assert used < 15, used
+
         a.send("SHUTDOWN", 0)
         assert a.until(0, {"OK", "ERROR"})[-1][0] == "OK"
         qemu.wait(timeout=max(1, deadline - time.monotonic()))
-        print("guest powered off; total %.1fs" % (time.monotonic() - start_all))
+        print("guest powered off; %.1fs so far" % (time.monotonic() - start_all))
+
+        # second boot without a scratch disk: the upper layer is a tmpfs
+        sock = os.path.join(tmp, "agent2.sock")
+        qemu = subprocess.Popen(qemu_cmd(False), stdin=subprocess.DEVNULL)
+        a = Agent(sock, deadline)
+        a.send("HELLO", 0, u32(VERSION, 1))
+        assert a.until(0, {"HELLO_REPLY"})[-1][0] == "HELLO_REPLY"
+        a.send("ACTIVATE", 0, u64(TIME_NS, time.time_ns()) + field(HOSTNAME, "tmpfs") +
+               field(IMAGE_DEV, "serial:cr-image"))
+        act = a.until(0, {"OK", "ERROR"})[-1]
+        assert act[0] == "OK", act
+        a.send("EXEC", 1, exec_payload(["sh", "-c", "echo x > /f && cat /f && ls /work 2>&1; "
+                                                    "grep -c ' / overlay' /proc/mounts"]))
+        o, _, code, _ = run_result(a.until(1, {"EXIT", "ERROR"}))
+        assert o.split(b"\n")[0] == b"x" and b"No such file" in o, o
+        a.send("SHUTDOWN", 0)
+        assert a.until(0, {"OK", "ERROR"})[-1][0] == "OK"
+        qemu.wait(timeout=max(1, deadline - time.monotonic()))
+        print("tmpfs-upper boot ok; total %.1fs" % (time.monotonic() - start_all))
         return 0
     except Exception:
         c = os.path.join(tmp, "console.log")
