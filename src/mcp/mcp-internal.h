@@ -142,8 +142,6 @@ bool mcp_call_alive(const mcp_call *c);
 /* helpers */
 bool mcp_is_error(json_t *msg);
 json_t *mcp_result_of(json_t *msg); /* borrowed */
-char *mcp_b64_encode(const void *data, size_t len);
-int mcp_b64_decode(const char *s, size_t len, unsigned char **ret, size_t *ret_len);
 /* Lossy UTF-8 (invalid bytes -> U+FFFD). */
 json_t *mcp_text_json(const char *data, size_t len);
 char *mcp_utf8_lossy(const char *data, size_t len, size_t *ret_len);

@@ -2,6 +2,7 @@
  * turns tools/call into control API requests (api_dispatch) with our own
  * sinks. docs/mcp.md describes the behaviour. */
 #include "mcp/mcp-internal.h"
+#include "util/base64.h"
 #include "config.h"
 #include "util/error.h"
 
@@ -432,7 +433,7 @@ static void handle_tools_list(mcp_session *s, json_t *id, json_t *params, bool m
     size_t n = 0;
     unsigned long off = 0;
     int used = 0;
-    bool ok = c && mcp_b64_decode(c, strlen(c), &raw, &n) >= 0 && n < 32;
+    bool ok = c && cr_base64_decode_lenient(c, strlen(c), &raw, &n) >= 0 && n < 32;
     if (ok) {
       char buf[32];
       memcpy(buf, raw, n);
@@ -454,7 +455,7 @@ static void handle_tools_list(mcp_session *s, json_t *id, json_t *params, bool m
   if (end < mcp_n_tools) {
     char buf[32];
     snprintf(buf, sizeof(buf), "tools:%zu", end);
-    _cleanup_free_ char *c = mcp_b64_encode(buf, strlen(buf));
+    _cleanup_free_ char *c = cr_base64_encode((const uint8_t *)buf, strlen(buf));
     json_object_set_new(r, "nextCursor", json_string(c));
   }
   decorate(r, modern, 3600000, "public");

@@ -2,6 +2,7 @@
  * annotations, handler). Handlers call the control API (docs/api.md) and
  * finish with mcp_call_finish*() or mcp_call_fail*(). */
 #include "mcp/mcp-internal.h"
+#include "util/base64.h"
 #include "util/error.h"
 
 #include <string.h>
@@ -364,7 +365,7 @@ static bool exec_msg(mcp_op *op, json_t *msg, bool is_response) {
     }
     const char *in = arg_str(c, "stdin");
     if (in) {
-      _cleanup_free_ char *b = mcp_b64_encode(in, strlen(in));
+      _cleanup_free_ char *b = cr_base64_encode((const uint8_t *)in, strlen(in));
       mcp_api(c->s, NULL, "execution.write",
               json_pack("{s:s, s:s, s:b}", "execution_id", eid, "data", b ? b : "", "eof", 1),
               exec_write_done);
@@ -385,7 +386,7 @@ static bool exec_msg(mcp_op *op, json_t *msg, bool is_response) {
     const char *data = json_string_value(json_object_get(p, "data"));
     unsigned char *raw = NULL;
     size_t n = 0;
-    if (!data || mcp_b64_decode(data, strlen(data), &raw, &n) < 0) return false;
+    if (!data || cr_base64_decode_lenient(data, strlen(data), &raw, &n) < 0) return false;
     bool is_err = stream && !strcmp(stream, "stderr");
     mcp_outbuf_add(&c->out[is_err], (const char *)raw, n);
     if (c->progress_token) {
@@ -441,7 +442,7 @@ static json_t *capped_b64_text(const char *b64, size_t cap, const char *stream,
                                uint64_t *ret_dropped) {
   unsigned char *raw = NULL;
   size_t n = 0;
-  if (!b64 || mcp_b64_decode(b64, strlen(b64), &raw, &n) < 0) {
+  if (!b64 || cr_base64_decode_lenient(b64, strlen(b64), &raw, &n) < 0) {
     *ret_dropped = 0;
     return json_string("");
   }
@@ -500,7 +501,7 @@ static const char *check_write(json_t *args) {
   if (b) {
     unsigned char *raw = NULL;
     size_t n;
-    if (mcp_b64_decode(b, strlen(b), &raw, &n) < 0) return "'data_base64' is not valid base64";
+    if (cr_base64_decode_lenient(b, strlen(b), &raw, &n) < 0) return "'data_base64' is not valid base64";
     free(raw);
   }
   return NULL;
@@ -524,13 +525,13 @@ static void exec_write_run(mcp_call *c) {
   if (arg_str(c, "data")) {
     const char *d = arg_str(c, "data");
     n = strlen(d);
-    _cleanup_free_ char *b = mcp_b64_encode(d, n);
+    _cleanup_free_ char *b = cr_base64_encode((const uint8_t *)d, n);
     json_object_set_new(p, "data", json_string(b ? b : ""));
   } else if (arg_str(c, "data_base64")) {
     const char *b = arg_str(c, "data_base64");
     unsigned char *raw = NULL;
-    if (mcp_b64_decode(b, strlen(b), &raw, &n) == 0) {
-      _cleanup_free_ char *norm = mcp_b64_encode(raw, n);
+    if (cr_base64_decode_lenient(b, strlen(b), &raw, &n) == 0) {
+      _cleanup_free_ char *norm = cr_base64_encode((const uint8_t *)raw, n);
       json_object_set_new(p, "data", json_string(norm ? norm : ""));
       free(raw);
     }
@@ -566,7 +567,7 @@ static void read_text(mcp_call *c, json_t *r) {
   const char *b64 = json_string_value(json_object_get(r, "data"));
   unsigned char *raw = NULL;
   size_t n = 0;
-  if (!b64 || mcp_b64_decode(b64, strlen(b64), &raw, &n) < 0) {
+  if (!b64 || cr_base64_decode_lenient(b64, strlen(b64), &raw, &n) < 0) {
     mcp_call_fail(c, CR_E_INTERNAL, "file.read returned no data");
     return;
   }
@@ -650,7 +651,7 @@ static bool file_read_done(mcp_op *op, json_t *msg, bool is_response) {
   const char *b64 = json_string_value(json_object_get(r, "data"));
   unsigned char *raw = NULL;
   size_t n = 0;
-  if (!b64 || mcp_b64_decode(b64, strlen(b64), &raw, &n) < 0) {
+  if (!b64 || cr_base64_decode_lenient(b64, strlen(b64), &raw, &n) < 0) {
     mcp_call_fail(c, CR_E_INTERNAL, "file.read returned no data");
     return true;
   }
@@ -687,7 +688,7 @@ static const char *check_write_file(json_t *args) {
   if (enc && !strcmp(enc, "base64")) {
     unsigned char *raw = NULL;
     size_t n;
-    if (mcp_b64_decode(content, strlen(content), &raw, &n) < 0) return "'content' is not valid base64";
+    if (cr_base64_decode_lenient(content, strlen(content), &raw, &n) < 0) return "'content' is not valid base64";
     free(raw);
   }
   json_t *mode = json_object_get(args, "mode");
@@ -721,12 +722,12 @@ static void write_file_run(mcp_call *c) {
   if (enc && !strcmp(enc, "base64")) {
     unsigned char *raw = NULL;
     size_t n = 0;
-    if (mcp_b64_decode(content, strlen(content), &raw, &n) == 0) {
-      b64 = mcp_b64_encode(raw, n);
+    if (cr_base64_decode_lenient(content, strlen(content), &raw, &n) == 0) {
+      b64 = cr_base64_encode((const uint8_t *)raw, n);
       free(raw);
     }
   } else {
-    b64 = mcp_b64_encode(content, json_string_length(json_object_get(c->args, "content")));
+    b64 = cr_base64_encode((const uint8_t *)content, json_string_length(json_object_get(c->args, "content")));
   }
   if (!b64) {
     mcp_call_fail(c, CR_E_INTERNAL, "out of memory");
@@ -760,7 +761,7 @@ static bool edit_read(mcp_op *op, json_t *msg, bool is_response) {
   const char *b64 = json_string_value(json_object_get(r, "data"));
   unsigned char *raw = NULL;
   size_t n = 0;
-  if (!b64 || mcp_b64_decode(b64, strlen(b64), &raw, &n) < 0) {
+  if (!b64 || cr_base64_decode_lenient(b64, strlen(b64), &raw, &n) < 0) {
     mcp_call_fail(c, CR_E_INTERNAL, "file.read returned no data");
     return true;
   }
@@ -802,7 +803,7 @@ static bool edit_read(mcp_op *op, json_t *msg, bool is_response) {
   memcpy(out + o, p, (size_t)(end - p));
   o += (size_t)(end - p);
   free(raw);
-  _cleanup_free_ char *ob64 = mcp_b64_encode(out, o);
+  _cleanup_free_ char *ob64 = cr_base64_encode((const uint8_t *)out, o);
   json_int_t mode = json_integer_value(json_object_get(c->scratch, "mode"));
   json_t *wp = json_pack("{s:s, s:s, s:s, s:I}", "sandbox_id", c->sandbox_id, "path", path,
                          "data", ob64 ? ob64 : "", "mode", mode ? mode : 0644);

@@ -1,66 +1,8 @@
-/* Small helpers for the MCP server: base64, lossy UTF-8, capped output. */
+/* Small helpers for the MCP server: lossy UTF-8, capped output. */
 #include "mcp/mcp-internal.h"
+#include "util/base64.h"
 
 #include <string.h>
-
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-char *mcp_b64_encode(const void *data, size_t len) {
-  const unsigned char *p = data;
-  if (len > (SIZE_MAX / 4) * 3 - 3) return NULL;
-  size_t out_len = (len + 2) / 3 * 4;
-  char *out = malloc(out_len + 1);
-  if (!out) return NULL;
-  size_t o = 0;
-  for (size_t i = 0; i < len; i += 3) {
-    uint32_t v = (uint32_t)p[i] << 16;
-    if (i + 1 < len) v |= (uint32_t)p[i + 1] << 8;
-    if (i + 2 < len) v |= p[i + 2];
-    out[o++] = b64_alphabet[(v >> 18) & 63];
-    out[o++] = b64_alphabet[(v >> 12) & 63];
-    out[o++] = i + 1 < len ? b64_alphabet[(v >> 6) & 63] : '=';
-    out[o++] = i + 2 < len ? b64_alphabet[v & 63] : '=';
-  }
-  out[o] = 0;
-  return out;
-}
-
-static int b64_value(unsigned char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+' || c == '-') return 62;
-  if (c == '/' || c == '_') return 63;
-  return -1;
-}
-
-/* Accepts standard and URL alphabets, optional padding, no whitespace. */
-int mcp_b64_decode(const char *s, size_t len, unsigned char **ret, size_t *ret_len) {
-  while (len > 0 && s[len - 1] == '=') len--;
-  if (len % 4 == 1) return -EINVAL;
-  unsigned char *out = malloc(len / 4 * 3 + 3);
-  if (!out) return -ENOMEM;
-  size_t o = 0;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (size_t i = 0; i < len; i++) {
-    int v = b64_value((unsigned char)s[i]);
-    if (v < 0) {
-      free(out);
-      return -EINVAL;
-    }
-    acc = (acc << 6) | (uint32_t)v;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out[o++] = (unsigned char)(acc >> bits);
-    }
-  }
-  *ret = out;
-  *ret_len = o;
-  return 0;
-}
 
 /* Length of a valid UTF-8 sequence at p (max n bytes), or 0. */
 static size_t utf8_seq(const unsigned char *p, size_t n) {

@@ -59,3 +59,39 @@ int cr_base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_len) 
   *ret_len = o;
   return 0;
 }
+
+static int lenient_value(unsigned char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+' || c == '-') return 62;
+  if (c == '/' || c == '_') return 63;
+  return -1;
+}
+
+/* Accepts standard and URL alphabets, optional padding, no whitespace. */
+int cr_base64_decode_lenient(const char *s, size_t len, uint8_t **ret, size_t *ret_len) {
+  while (len > 0 && s[len - 1] == '=') len--;
+  if (len % 4 == 1) return -EINVAL;
+  uint8_t *out = malloc(len / 4 * 3 + 3);
+  if (!out) return -ENOMEM;
+  size_t o = 0;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (size_t i = 0; i < len; i++) {
+    int v = lenient_value((unsigned char)s[i]);
+    if (v < 0) {
+      free(out);
+      return -EINVAL;
+    }
+    acc = (acc << 6) | (uint32_t)v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[o++] = (uint8_t)(acc >> bits);
+    }
+  }
+  *ret = out;
+  *ret_len = o;
+  return 0;
+}

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "mcp/mcp-internal.h"
+#include "util/base64.h"
 
 #include <string.h>
 
@@ -74,7 +75,7 @@ static void fake_dispatch(daemon_ctx *d, api_sink *sink, json_t *req) {
     if (big_output) {
       char *buf = malloc(big_output);
       memset(buf, 'x', big_output);
-      char *b = mcp_b64_encode(buf, big_output);
+      char *b = cr_base64_encode((const uint8_t *)buf, big_output);
       notify(sink, "execution.output", json_pack("{s:s, s:s, s:s}", "execution_id", "ex1",
                                                  "stream", "stdout", "data", b));
       free(b);
@@ -96,7 +97,7 @@ static void fake_dispatch(daemon_ctx *d, api_sink *sink, json_t *req) {
       respond_error(sink, req, "file_not_found", "/missing: no such file");
       return;
     }
-    char *b = mcp_b64_encode(file_content, strlen(file_content));
+    char *b = cr_base64_encode((const uint8_t *)file_content, strlen(file_content));
     respond(sink, req, json_pack("{s:s, s:i, s:b}", "data", b, "size", (int)strlen(file_content),
                                  "eof", 1));
     free(b);
@@ -391,7 +392,7 @@ static void test_tool_errors(void **state) {
   unsigned char *raw;
   size_t n;
   const char *d = json_string_value(json_object_get(w, "data"));
-  assert_int_equal(mcp_b64_decode(d, strlen(d), &raw, &n), 0);
+  assert_int_equal(cr_base64_decode_lenient(d, strlen(d), &raw, &n), 0);
   assert_int_equal(n, strlen("x\nbeta\nx\ngamma\n"));
   assert_memory_equal(raw, "x\nbeta\nx\ngamma\n", n);
   free(raw);
@@ -446,15 +447,15 @@ static void test_close_kills_running(void **state) {
 
 static void test_b64_and_outbuf(void **state) {
   const char bin[] = {'a', 0, 'b', (char)0xff, '\n'};
-  char *e = mcp_b64_encode(bin, sizeof(bin));
+  char *e = cr_base64_encode((const uint8_t *)bin, sizeof(bin));
   unsigned char *d;
   size_t n;
-  assert_int_equal(mcp_b64_decode(e, strlen(e), &d, &n), 0);
+  assert_int_equal(cr_base64_decode_lenient(e, strlen(e), &d, &n), 0);
   assert_int_equal(n, sizeof(bin));
   assert_memory_equal(d, bin, n);
   free(d);
   free(e);
-  assert_true(mcp_b64_decode("a", 1, &d, &n) < 0);
+  assert_true(cr_base64_decode_lenient("a", 1, &d, &n) < 0);
   mcp_outbuf b;
   mcp_outbuf_init(&b, 8);
   mcp_outbuf_add(&b, "0123", 4);
