@@ -377,7 +377,9 @@ static int tar_in_child(void *arg) {
   int dfd = *(int *)arg;
   char err[512] = "";
   int r = agent_tar_extract(dfd, 0, err, sizeof(err));
-  if (r < 0) child_fail(r == -EPERM || r == -EINVAL ? "image_unsafe_path" : "file_error", err);
+  if (r < 0)
+    child_fail(r == -EPERM ? "image_unsafe_path"
+               : r == -EINVAL ? "invalid_argument" : "file_error", err);
   return r < 0 ? 1 : 0;
 }
 

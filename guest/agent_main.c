@@ -158,6 +158,13 @@ agent_chan *agent_chan_find(uint32_t id) {
   return NULL;
 }
 
+/* Compares pointers only: c may already be freed. */
+static int chan_alive(const agent_chan *c) {
+  for (size_t i = 0; i < n_chans; i++)
+    if (chans[i] == c) return 1;
+  return 0;
+}
+
 agent_chan *agent_chan_by_pid(pid_t pid) {
   for (size_t i = 0; i < n_chans; i++)
     if (chans[i]->pid == pid) return chans[i];
@@ -658,7 +665,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; r > 0 && i < np; i++) {
       agent_chan *c = map[i].c;
       if (!c || !pfd[i].revents) continue;
-      if (!agent_chan_find(c->id) || agent_chan_find(c->id) != c) continue;
+      if (!chan_alive(c)) continue; /* freed by a reset or CANCEL meanwhile */
       if (map[i].which == 0) agent_chan_write_in(c);
       else agent_chan_read_fd(c, map[i].which);
     }

@@ -331,6 +331,44 @@ def main():
         o, e, code, _ = run_result(a.until(37, {"EXIT", "ERROR"}))
         assert code == 0 and o == b"/../../../init\n", (o, e)
 
+        # unsafe tar entries are refused; long names survive a round trip
+        import io
+        import tarfile
+
+        def mktar(entries):
+            bio = io.BytesIO()
+            with tarfile.open(fileobj=bio, mode="w", format=tarfile.PAX_FORMAT) as t:
+                for name, kind, data in entries:
+                    ti = tarfile.TarInfo(name)
+                    if kind == "sym":
+                        ti.type, ti.linkname = tarfile.SYMTYPE, data
+                        t.addfile(ti)
+                    else:
+                        ti.size = len(data)
+                        t.addfile(ti, io.BytesIO(data))
+            return bio.getvalue()
+
+        def tar_in(ch, path, data):
+            a.send("TAR_IN", ch, field(PATH, path) + u32(FLAGS, 2))
+            a.send("DATA", ch, data)
+            a.send("DATA_END", ch)
+            return a.until(ch, {"OK", "ERROR"})[-1]
+
+        f = tar_in(41, "/t1", mktar([("../evil", "file", b"x")]))
+        assert f[0] == "ERROR" and f[2][REASON][0] == b"image_unsafe_path", f
+        f = tar_in(43, "/t2", mktar([("ln", "sym", "/etc"), ("ln/evil", "file", b"x")]))
+        assert f[0] == "ERROR" and f[2][REASON][0] == b"image_unsafe_path", f
+        longname = "d/" + "n" * 150 + "/" + "f" * 120
+        f = tar_in(45, "/t3", mktar([(longname, "file", b"long")]))
+        assert f[0] == "OK", f
+        a.send("FILE_READ", 47, field(PATH, "/t3/" + longname))
+        fr = a.until(47, {"OK", "ERROR"})
+        assert fr[-1][0] == "OK" and fr[0][2] == b"long", fr
+        a.send("TAR_OUT", 49, field(PATH, "/t3"))
+        fr = a.until(49, {"OK", "ERROR"})
+        names = tarfile.open(fileobj=io.BytesIO(b"".join(x[2] for x in fr if x[0] == "DATA"))).getnames()
+        assert longname in names, names
+
         # reconnect: a new host connection gets a fresh session
         a.send("EXEC", 39, exec_payload(["sleep", "30"]))
         assert a.until(39, {"STARTED", "EXIT"})[-1][0] == "STARTED"
