@@ -9,7 +9,7 @@ CR_BUILD_DEPS=(
 )
 CR_RUNTIME_DEPS=(
   qemu-system-x86 qemu-utils e2fsprogs cpio busybox-static mmdebstrap
-  nftables iproute2 ca-certificates
+  nftables iproute2 ca-certificates lz4
 )
 CR_TEST_DEPS=(
   nodejs npm python3 jq python3-jsonschema
