@@ -48,3 +48,5 @@ extern const backend_ops backend_qemu;
 const backend_ops *backend_default(void);
 /* "kvm" when /dev/kvm can create a VM, else "tcg". Cached. */
 const char *backend_accel(void);
+/* Why backend_accel() chose what it chose (for doctor). */
+const char *backend_accel_reason(void);

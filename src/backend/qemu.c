@@ -30,26 +30,46 @@ static bool cpu_has_virt(void) {
   return false;
 }
 
+static char accel_reason[256];
+
 const char *backend_accel(void) {
   static const char *cached;
   if (cached) return cached;
   const char *e = getenv("CLEANROOM_ACCEL");
-  if (e && (!strcmp(e, "kvm") || !strcmp(e, "tcg"))) return cached = e;
-  cached = "tcg";
-  /* /dev/kvm can exist and create VMs while the CPU lacks the virtualization
-   * extensions (some nested setups): QEMU then dies setting MSRs. Require the
-   * vmx/svm flag as well. */
-  if (!cpu_has_virt()) return cached;
-  int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-  if (fd >= 0) {
-    int vm = ioctl(fd, KVM_CREATE_VM_IOCTL, 0);
-    if (vm >= 0) {
-      cached = "kvm";
-      close(vm);
-    }
-    close(fd);
+  if (e && (!strcmp(e, "kvm") || !strcmp(e, "tcg"))) {
+    snprintf(accel_reason, sizeof(accel_reason), "chosen by CLEANROOM_ACCEL=%s", e);
+    return cached = e;
   }
+  cached = "tcg";
+  /* /dev/kvm can exist and even create VMs while the CPU lacks the
+   * virtualization extensions (some nested setups): QEMU then dies setting
+   * MSRs or the guest never runs. Require the vmx/svm flag as well. */
+  if (!cpu_has_virt()) {
+    snprintf(accel_reason, sizeof(accel_reason),
+             "the CPU has no vmx/svm flag in /proc/cpuinfo%s",
+             access("/dev/kvm", F_OK) == 0 ? " (/dev/kvm exists but cannot run guests here)" : "");
+    return cached;
+  }
+  int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    snprintf(accel_reason, sizeof(accel_reason), "/dev/kvm: %s", strerror(errno));
+    return cached;
+  }
+  int vm = ioctl(fd, KVM_CREATE_VM_IOCTL, 0);
+  if (vm >= 0) {
+    cached = "kvm";
+    snprintf(accel_reason, sizeof(accel_reason), "/dev/kvm can create VMs");
+    close(vm);
+  } else {
+    snprintf(accel_reason, sizeof(accel_reason), "KVM_CREATE_VM: %s", strerror(errno));
+  }
+  close(fd);
   return cached;
+}
+
+const char *backend_accel_reason(void) {
+  backend_accel();
+  return accel_reason;
 }
 
 static const char *qemu_binary(void) {
@@ -282,8 +302,9 @@ static int qemu_stop(const char *dir, pid_t pid, cr_error **err) {
 
 static json_t *qemu_capabilities(void) {
   bool kvm = !strcmp(backend_accel(), "kvm");
-  return json_pack("{s:s, s:s, s:b, s:b, s:[s], s:s}", "backend", "qemu", "accel",
-                   backend_accel(), "kvm", kvm, "snapshots", 0, "network", "none",
+  return json_pack("{s:s, s:s, s:b, s:b, s:s, s:b, s:b, s:s}", "backend", "qemu", "accel",
+                   backend_accel(), "kvm", kvm, "snapshots", 0, "network", "none", "egress", 0,
+                   "docker", 0,
                    "notes",
                    kvm ? "hardware virtualization (KVM)"
                        : "software emulation (TCG): still a separate VM with its own kernel, "

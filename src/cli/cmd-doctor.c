@@ -2,6 +2,7 @@
  * guest agent, default image, disk space), plus whether a daemon answers. */
 #include "api/client.h"
 #include "boot/boot.h"
+#include "backend/backend.h"
 #include "cli/cli.h"
 #include "config.h"
 #include "util/fs.h"
@@ -21,7 +22,6 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#define KVM_CREATE_VM_IOCTL 0xAE01
 #define DOCTOR_DEFAULT_IMAGE "cleanroom-base/debian:bookworm"
 
 typedef struct checks {
@@ -44,36 +44,20 @@ static void add(checks *cs, const char *name, const char *status, const char *fi
   if (!strcmp(status, "fail")) cs->failed = true;
 }
 
-/* 1 usable, 0 not (reason in why). */
-static int kvm_usable(char *why, size_t size) {
-  _cleanup_close_ int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-  if (fd < 0) {
-    snprintf(why, size, "/dev/kvm: %s", strerror(errno));
-    return 0;
-  }
-  int vm = ioctl(fd, KVM_CREATE_VM_IOCTL, 0);
-  if (vm < 0) {
-    snprintf(why, size, "KVM_CREATE_VM: %s", strerror(errno));
-    return 0;
-  }
-  close(vm);
-  return 1;
-}
-
 static void check_kvm(checks *cs, bool *ret_kvm) {
-  char why[256];
-  *ret_kvm = kvm_usable(why, sizeof(why));
+  *ret_kvm = !strcmp(backend_accel(), "kvm");
   if (*ret_kvm) {
-    add(cs, "kvm", "ok", NULL, "/dev/kvm usable: VMs run with hardware virtualization");
+    add(cs, "kvm", "ok", NULL, "KVM usable (%s): VMs run with hardware virtualization",
+        backend_accel_reason());
     return;
   }
   add(cs, "kvm", "warn",
       "enable virtualization (VT-x/AMD-V or nested virtualization) and load kvm_intel or "
       "kvm_amd; give this user access to /dev/kvm",
-      "KVM not usable (%s); falling back to QEMU TCG: sandboxes are still separate VMs with "
+      "KVM not usable (%s); using QEMU TCG: sandboxes are still separate VMs with "
       "their own kernel, but the CPU and the hardware isolation are emulated in software "
       "(the emulator is the boundary) and everything runs several times slower",
-      why);
+      backend_accel_reason());
 }
 
 /* Finds prog in PATH; returns a new string or NULL. */

@@ -528,12 +528,23 @@ static int ensure_boot_assets(sbx_manager *m, cr_error **err) {
 
 int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
                sbx_progress_cb progress_cb, void *ud, cr_error **err) {
-  const char *ref = p->image && *p->image ? p->image : getenv("CLEANROOM_IMAGE");
+  _cleanup_free_ char *policy_hash = NULL;
+  json_t *psb = NULL;
+  if (p->policy) {
+    if (sbx_policy_check(m->backend, p->policy, p->policy_hash, &policy_hash, err) < 0) return -1;
+    psb = json_object_get(p->policy, "sandbox");
+  }
+  const char *pref = json_string_value(json_object_get(json_object_get(psb, "image"), "ref"));
+  const char *ref = p->image && *p->image ? p->image : pref ? pref : getenv("CLEANROOM_IMAGE");
   if (!ref || !*ref) ref = DEFAULT_IMAGE;
   _cleanup_image_info_ image_info *img = NULL;
   if (image_lookup(ref, &img, err) < 0) return -1;
   if (ensure_boot_assets(m, err) < 0) return cr_error_wrap(err, "preparing the boot assets");
-  unsigned vcpus = p->vcpus ? p->vcpus : 1, mem = p->memory_mib ? p->memory_mib : 512;
+  /* the policy's resources are minimums */
+  json_t *res = json_object_get(psb, "resources");
+  unsigned pv = (unsigned)json_integer_value(json_object_get(res, "vcpus"));
+  unsigned pm = (unsigned)json_integer_value(json_object_get(res, "memory_mib"));
+  unsigned vcpus = MAX(p->vcpus ? p->vcpus : 1, pv), mem = MAX(p->memory_mib ? p->memory_mib : 512, pm);
   if (vcpus > 64 || mem < 64 || mem > 65536)
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
                         "vcpus must be 1-64 and memory 64-65536 MiB (got %u, %u)", vcpus, mem);
@@ -554,7 +565,7 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
   s->memory_mib = mem;
   s->created_ms = s->boot_start_ms = sbx_now_ms();
   if (p->policy) s->policy = json_incref(p->policy);
-  if (p->policy_hash) s->policy_hash = strdup(p->policy_hash);
+  s->policy_hash = TAKE_PTR(policy_hash);
   if (asprintf(&s->ram_path, "/dev/shm/cleanroom-%s.ram", s->id) < 0) s->ram_path = NULL;
   s->progress_cb = progress_cb;
   s->progress_ud = ud;

@@ -38,6 +38,12 @@ typedef struct sbx_create_params {
 typedef void (*sbx_ready_cb)(void *ud, sbx *s, cr_error *err);
 typedef void (*sbx_progress_cb)(void *ud, const char *phase, const char *message);
 
+/* Checks that backend `be` can enforce everything the compiled policy asks
+ * for (else backend_capability_mismatch) and computes its hash (sha256 of the
+ * canonical JSON); a claimed hash must match. */
+int sbx_policy_check(const backend_ops *be, json_t *policy, const char *claimed_hash,
+                     char **ret_hash, cr_error **err);
+
 sbx_manager *sbx_manager_new(uv_loop_t *loop, cr_error **err);
 /* Reads state dirs and re-attaches to running VMMs. */
 int sbx_manager_load(sbx_manager *m, cr_error **err);

@@ -1,0 +1,57 @@
+/* What a backend can enforce of a compiled policy (docs/policy.md). A
+ * sandbox whose policy asks for more fails before anything boots
+ * (backend_capability_mismatch): nothing is silently skipped. */
+#include "sandbox/sandbox-internal.h"
+#include "util/fs.h"
+
+#include <string.h>
+
+static bool nonempty(json_t *j) {
+  return (json_is_array(j) && json_array_size(j) > 0) ||
+         (json_is_string(j) && json_string_length(j) > 0);
+}
+
+int sbx_policy_check(const backend_ops *be, json_t *policy, const char *claimed_hash,
+                     char **ret_hash, cr_error **err) {
+  if (!json_is_object(policy))
+    return cr_error_set(err, CR_E_POLICY_INVALID, 0, "policy must be a compiled policy object");
+  char *canon = json_dumps(policy, JSON_COMPACT | JSON_SORT_KEYS);
+  if (!canon) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "policy");
+  char hex[65];
+  cr_sha256_hex(canon, strlen(canon), hex);
+  free(canon);
+  char hash[80];
+  snprintf(hash, sizeof(hash), "sha256:%s", hex);
+  if (claimed_hash && strcmp(claimed_hash, hash))
+    return cr_error_set(err, CR_E_POLICY_INVALID, 0,
+                        "policy_hash %s does not match the policy (%s)", claimed_hash, hash);
+  json_t *sb = json_object_get(policy, "sandbox");
+  json_t *caps = be->capabilities();
+  bool has_net = json_is_true(json_object_get(caps, "egress"));
+  bool has_docker = json_is_true(json_object_get(caps, "docker"));
+  json_decref(caps);
+  if (!has_net && nonempty(json_object_get(json_object_get(sb, "network"), "allow")))
+    return cr_error_set(err, CR_E_BACKEND_CAPABILITY_MISMATCH, 0,
+                        "the policy allows network egress (sandbox.network.allow), but the %s "
+                        "backend here has no per-sandbox egress enforcement yet; the sandbox "
+                        "would not reach what the policy allows. Remove network.allow to run "
+                        "without network",
+                        be->name);
+  if (!has_docker && json_is_true(json_object_get(json_object_get(sb, "docker"), "required")))
+    return cr_error_set(err, CR_E_BACKEND_CAPABILITY_MISMATCH, 0,
+                        "the policy requires Docker in the sandbox (sandbox.docker.required), "
+                        "which the %s backend does not provide yet", be->name);
+  static const char *setup[] = {"dependencies", "services"};
+  for (size_t i = 0; i < ELEMENTSOF(setup); i++)
+    if (nonempty(json_object_get(sb, setup[i])))
+      return cr_error_set(err, CR_E_BACKEND_CAPABILITY_MISMATCH, 0,
+                          "the policy declares sandbox.%s, which are not run yet; refusing to "
+                          "start a sandbox without them",
+                          setup[i]);
+  if (nonempty(json_object_get(json_object_get(sb, "run"), "before")))
+    return cr_error_set(err, CR_E_BACKEND_CAPABILITY_MISMATCH, 0,
+                        "the policy declares sandbox.run.before, which is not run yet; refusing "
+                        "to start a sandbox without it");
+  if (ret_hash) *ret_hash = strdup(hash);
+  return 0;
+}
