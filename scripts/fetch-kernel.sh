@@ -48,10 +48,11 @@ fi
 
 mkdir -p "$data_dir/kernels"
 work="$(mktemp -d "$data_dir/kernels/.fetch.XXXXXX")"
+chmod 755 "$work" # apt-get download drops privileges to _apt
 trap 'rm -rf "$work"' EXIT
 
 echo "fetch-kernel: downloading $pkg"
-(cd "$work" && apt-get download -q "$pkg" >/dev/null)
+(cd "$work" && apt-get download -q -o APT::Sandbox::User=root "$pkg" >/dev/null)
 deb="$(ls "$work"/*.deb)"
 mkdir "$work/tree"
 dpkg-deb -x "$deb" "$work/tree"
@@ -61,9 +62,10 @@ if [ ! -f "$work/tree/boot/vmlinuz-$version" ]; then
 fi
 
 # Optional: extract the PVH ELF vmlinux from the LZ4-compressed bzImage
-# (boots ~0.3 s faster under TCG; Firecracker needs it).
+# (boots ~0.3 s faster under TCG; Firecracker needs it). The payload starts
+# at the LZ4 legacy magic 02 21 4c 18; lz4 stops at the trailing data.
 if command -v lz4 >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then
-  python3 - "$work/tree/boot/vmlinuz-$version" "$work/vmlinux.lz4" <<'EOF' || true
+  if python3 - "$work/tree/boot/vmlinuz-$version" "$work/vmlinux.lz4" <<'EOF'
 import sys
 data = open(sys.argv[1], "rb").read()
 off = data.find(b"\x02\x21\x4c\x18")
@@ -71,11 +73,12 @@ if off < 0:
     sys.exit(1)
 open(sys.argv[2], "wb").write(data[off:])
 EOF
-  if [ -s "$work/vmlinux.lz4" ] &&
-     lz4 -dcq "$work/vmlinux.lz4" >"$work/vmlinux" 2>/dev/null ||
-     [ -s "$work/vmlinux" ]; then
-    if [ "$(head -c4 "$work/vmlinux" | od -An -tx1 | tr -d ' ')" = "7f454c46" ]; then
+  then
+    lz4 -dcq "$work/vmlinux.lz4" >"$work/vmlinux" 2>/dev/null || true
+    if [ "$(head -c4 "$work/vmlinux" | od -An -tx1 | tr -d ' \n')" = "7f454c46" ]; then
       mv "$work/vmlinux" "$work/tree/boot/vmlinux-$version"
+    else
+      echo "fetch-kernel: could not extract vmlinux (bzImage only)" >&2
     fi
   fi
 fi
