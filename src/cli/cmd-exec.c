@@ -35,8 +35,10 @@ static void help(FILE *f) {
           "Options:\n"
           "  --in ID               run in an existing sandbox\n"
           "  --rm                  remove the sandbox exec created when the command ends\n"
-          "  --image REF           image for a new sandbox (default $CLEANROOM_IMAGE or\n"
-          "                        %s)\n"
+          "  --image REF           image for a new sandbox (default: the policy's\n"
+          "                        sandbox.image.ref, else $CLEANROOM_IMAGE or %s)\n"
+          "  --policy FILE         policy for a new sandbox (default: cleanroom.yaml, then\n"
+          "                        .buildkite/cleanroom.yaml, at the repository root)\n"
           "  --vcpus N             virtual CPUs of a new sandbox\n"
           "  --memory SIZE         memory of a new sandbox (MiB, or 1GiB style)\n"
           "  --env K=V             environment variable (repeatable)\n"
@@ -198,7 +200,7 @@ int cmd_exec(int argc, char **argv) {
   }
   enum {
     O_IN = 1000, O_RM, O_IMAGE, O_PRINT_ID, O_ENV, O_CWD, O_TIMEOUT, O_HOST, O_PROGRESS,
-    O_VCPUS, O_MEMORY,
+    O_VCPUS, O_MEMORY, O_POLICY,
   };
   static const struct option opts[] = {
       {"in", required_argument, NULL, O_IN},
@@ -212,9 +214,11 @@ int cmd_exec(int argc, char **argv) {
       {"progress", no_argument, NULL, O_PROGRESS},
       {"vcpus", required_argument, NULL, O_VCPUS},
       {"memory", required_argument, NULL, O_MEMORY},
+      {"policy", required_argument, NULL, O_POLICY},
       {0},
   };
   const char *in = NULL, *image = NULL, *cwd = NULL, *host = NULL, *timeout_opt = NULL;
+  const char *policy_path = NULL;
   bool rm = false, print_id = false;
   int64_t timeout_ms = 0, vcpus = 0, mem = 0;
   _cleanup_json_ json_t *env = json_array();
@@ -226,6 +230,7 @@ int cmd_exec(int argc, char **argv) {
     case O_IN: in = optarg; break;
     case O_RM: rm = true; break;
     case O_IMAGE: image = optarg; break;
+    case O_POLICY: policy_path = optarg; break;
     case O_PRINT_ID: print_id = true; break;
     case O_ENV:
       if (!strchr(optarg, '=') || optarg[0] == '=') {
@@ -279,9 +284,9 @@ int cmd_exec(int argc, char **argv) {
                     in);
     return CLI_EXIT_USAGE;
   }
-  if (in && (image || vcpus || mem)) {
+  if (in && (image || vcpus || mem || policy_path)) {
     fprintf(stderr,
-            "cleanroom: invalid_argument: --image, --vcpus and --memory apply to a new "
+            "cleanroom: invalid_argument: --image, --policy, --vcpus and --memory apply to a new "
             "sandbox, not with --in\n");
     return CLI_EXIT_USAGE;
   }
@@ -302,7 +307,12 @@ int cmd_exec(int argc, char **argv) {
   if (in) {
     sid = strdup(in);
   } else {
-    json_t *p = json_pack("{s:s}", "image", cli_default_image(image));
+    json_t *p = json_object();
+    r = cli_sandbox_params(policy_path, image, p);
+    if (r) {
+      json_decref(p);
+      return r;
+    }
     if (vcpus) json_object_set_new(p, "vcpus", json_integer(vcpus));
     if (mem) json_object_set_new(p, "memory_mib", json_integer(mem));
     _cleanup_json_ json_t *sb = NULL;

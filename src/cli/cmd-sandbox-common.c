@@ -1,5 +1,6 @@
 /* Helpers shared by the daemon-facing CLI commands (see cmd-sandbox-common.h). */
 #include "cli/cmd-sandbox-common.h"
+#include "policy/policy.h"
 #include "util/macro.h"
 
 #include <ctype.h>
@@ -132,4 +133,35 @@ const char *cli_format_age(const char *ts, char *buf, size_t size) {
 const char *cli_json_str(json_t *obj, const char *key, const char *fallback) {
   const char *s = json_string_value(json_object_get(obj, key));
   return s ? s : fallback;
+}
+
+int cli_sandbox_params(const char *policy_path, const char *image, json_t *params) {
+  _cleanup_free_ char *found = NULL, *warning = NULL;
+  _cleanup_error_ cr_error *err = NULL;
+  if (policy_locate(policy_path, &found, &warning, &err) < 0) {
+    if (policy_path || strcmp(cr_error_reason(err), CR_E_POLICY_NOT_FOUND)) return cli_fail(err);
+    found = NULL; /* no policy in this repository: plain sandbox */
+  }
+  if (warning) fprintf(stderr, "cleanroom: warning: %s\n", warning);
+  const char *pimage = NULL;
+  _cleanup_policy_ policy *p = NULL;
+  if (found) {
+    _cleanup_(policy_diags_freep) policy_diags *diags = NULL;
+    cr_error_free(TAKE_PTR(err));
+    if (policy_load_file(found, &p, &diags, &err) < 0) {
+      for (size_t i = 0; diags && i < diags->n; i++) {
+        _cleanup_free_ char *line = policy_diag_format(&diags->items[i]);
+        if (line) fprintf(stderr, "%s\n", line);
+      }
+      return cli_fail(err);
+    }
+    json_t *compiled = policy_compile_json(p);
+    if (!compiled) return cli_failf(CR_E_INTERNAL, "compiling %s failed", found);
+    json_object_set_new(params, "policy", compiled);
+    pimage = policy_image_ref(p);
+  }
+  const char *e = getenv("CLEANROOM_IMAGE");
+  const char *img = image && *image ? image : pimage ? pimage : e && *e ? e : CLI_DEFAULT_IMAGE;
+  json_object_set_new(params, "image", json_string(img));
+  return 0;
 }

@@ -16,6 +16,12 @@ const char *cli_default_image(const char *opt);
 /* Connects (with autostart unless --host/CLEANROOM_HOST names a daemon).
  * On failure prints the error and returns CLI_EXIT_FAILURE; else 0. */
 int cli_connect(const char *host, api_client **ret);
+/* sandbox.create params from the repository's policy: policy_path when given,
+ * else cleanroom.yaml (then .buildkite/cleanroom.yaml) at the repository root
+ * of the current directory, if any. Sets "policy" (compiled) and "image"
+ * (explicit, else the policy's, else $CLEANROOM_IMAGE, else the default).
+ * Returns 0, or a CLI exit code after printing the errors. */
+int cli_sandbox_params(const char *policy_path, const char *image, json_t *params);
 
 /* Calls method; on failure prints "cleanroom: <reason>: <message>" and
  * returns CLI_EXIT_FAILURE; else 0 with *ret_result set. params stolen. */

@@ -11,7 +11,11 @@ static void help(FILE *f) {
           "Usage: cleanroom sandbox create [options]\n\n"
           "Create a persistent sandbox (a microVM) and print its id once it is ready.\n\n"
           "Options:\n"
-          "  --image REF      image to boot (default $CLEANROOM_IMAGE or %s)\n"
+          "  --image REF      image to boot (default: the policy's sandbox.image.ref,\n"
+          "                   else $CLEANROOM_IMAGE or %s)\n"
+          "  --policy FILE    policy (default: cleanroom.yaml, then\n"
+          "                   .buildkite/cleanroom.yaml, at the repository root); its\n"
+          "                   image, resources and network rules apply\n"
           "  --vcpus N        virtual CPUs\n"
           "  --memory SIZE    guest memory: MiB (512) or with a unit (512MiB, 1GiB)\n"
           "  --progress       show boot progress on stderr (default when stderr is a tty)\n"
@@ -36,7 +40,7 @@ int cmd_sandbox_create(int argc, char **argv) {
     help(stdout);
     return 0;
   }
-  enum { O_IMAGE = 1000, O_VCPUS, O_MEMORY, O_JSON, O_PROGRESS, O_NO_PROGRESS, O_HOST };
+  enum { O_IMAGE = 1000, O_VCPUS, O_MEMORY, O_JSON, O_PROGRESS, O_NO_PROGRESS, O_HOST, O_POLICY };
   static const struct option opts[] = {
       {"image", required_argument, NULL, O_IMAGE},
       {"vcpus", required_argument, NULL, O_VCPUS},
@@ -45,9 +49,10 @@ int cmd_sandbox_create(int argc, char **argv) {
       {"progress", no_argument, NULL, O_PROGRESS},
       {"no-progress", no_argument, NULL, O_NO_PROGRESS},
       {"host", required_argument, NULL, O_HOST},
+      {"policy", required_argument, NULL, O_POLICY},
       {0},
   };
-  const char *image = NULL, *host = NULL;
+  const char *image = NULL, *host = NULL, *policy_path = NULL;
   int64_t vcpus = 0, mem = 0;
   bool json = false, progress = isatty(STDERR_FILENO);
   opterr = 0;
@@ -55,6 +60,7 @@ int cmd_sandbox_create(int argc, char **argv) {
   while ((o = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
     switch (o) {
     case O_IMAGE: image = optarg; break;
+    case O_POLICY: policy_path = optarg; break;
     case O_VCPUS:
       if (cli_parse_int(optarg, 1, 256, &vcpus) < 0) {
         fprintf(stderr, "cleanroom: invalid_argument: --vcpus wants 1..256, got '%s'\n", optarg);
@@ -88,7 +94,12 @@ int cmd_sandbox_create(int argc, char **argv) {
   _cleanup_api_client_ api_client *c = NULL;
   int r = cli_connect(host, &c);
   if (r) return r;
-  json_t *params = json_pack("{s:s}", "image", cli_default_image(image));
+  json_t *params = json_object();
+  r = cli_sandbox_params(policy_path, image, params);
+  if (r) {
+    json_decref(params);
+    return r;
+  }
   if (vcpus) json_object_set_new(params, "vcpus", json_integer(vcpus));
   if (mem) json_object_set_new(params, "memory_mib", json_integer(mem));
 
