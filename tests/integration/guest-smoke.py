@@ -417,6 +417,40 @@ def main():
         a.send("HELLO", 0, u32(VERSION, 1))
         assert a.until(0, {"HELLO_REPLY"})[-1][0] == "HELLO_REPLY"
 
+        # random (well-framed) requests and raw garbage: the agent answers
+        # or ignores them, and keeps serving
+        import random
+        rnd = random.Random(1234)
+        kinds = ["EXEC", "STDIN", "STDIN_EOF", "SIGNAL", "FILE_READ", "FILE_WRITE",
+                 "STAT", "LIST", "TAR_OUT", "TAR_IN", "CANCEL", "DATA", "DATA_END",
+                 "HELLO"]
+        for i in range(300):
+            typ = rnd.choice(kinds)
+            ch = 0 if typ == "HELLO" else rnd.choice([1, 3, 5, 1001 + 2 * i])
+            p = b""
+            for _ in range(rnd.randrange(0, 5)):
+                tag = rnd.randrange(0, 40)
+                n = rnd.choice([0, 1, 4, 8, rnd.randrange(0, 300)])
+                val = bytes(rnd.randrange(256) for _ in range(n))
+                if tag in (ARGV, PATH, CWD) and rnd.random() < 0.5:
+                    val = rnd.choice([b"/", b"/etc", b"/nonexistent", b"..", b"/proc/self",
+                                      b"true", b"/dev/zero"])
+                p += field(tag, val)
+            if rnd.random() < 0.1:
+                p = p[:rnd.randrange(0, len(p) + 1)]  # truncated field list
+            a.send(typ, ch, p)
+        a.s.close()
+        for i in range(3):  # raw garbage, one connection each
+            g = Agent(sock, deadline)
+            g.s.sendall(os.urandom(rnd.randrange(1, 5000)))
+            g.s.close()
+        a = Agent(sock, deadline)
+        a.send("HELLO", 0, u32(VERSION, 1))
+        assert a.until(0, {"HELLO_REPLY"})[-1][0] == "HELLO_REPLY"
+        a.send("EXEC", 1, exec_payload(["echo", "still here"]))
+        o, _, code, _ = run_result(a.until(1, {"EXIT", "ERROR"}))
+        assert (o, code) == (b"still here\n", 0), o
+
         # idle without a host must not burn CPU (agent = /proc/1 in the guest)
         def agent_ticks(ch):
             a.send("EXEC", ch, exec_payload(["cat", "/proc/1/stat"]))
@@ -439,6 +473,8 @@ def main():
         assert a.until(0, {"OK", "ERROR"})[-1][0] == "OK"
         qemu.wait(timeout=max(1, deadline - time.monotonic()))
         print("guest powered off; %.1fs so far" % (time.monotonic() - start_all))
+        if os.environ.get("CR_SMOKE_CONSOLE"):
+            sys.stdout.write(open(console, errors="replace").read())
 
         # second boot without a scratch disk: the upper layer is a tmpfs
         sock = os.path.join(tmp, "agent2.sock")
