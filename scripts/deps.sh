@@ -12,5 +12,12 @@ CR_RUNTIME_DEPS=(
   nftables iproute2 ca-certificates lz4
 )
 CR_TEST_DEPS=(
-  nodejs npm python3 jq python3-jsonschema
+  python3 jq python3-jsonschema python3-yaml
 )
+# Node.js and npm (for the MCP client tests) come from Debian only when the
+# machine has none: machines that ship their own Node.js conflict with
+# Debian's npm package.
+cr_node_deps() {
+  command -v node >/dev/null 2>&1 || echo nodejs
+  command -v npm >/dev/null 2>&1 || echo npm
+}

@@ -11,10 +11,12 @@ cd "$(dirname "$0")/.."
 step() { printf '==> %s\n' "$*" >&2; }
 
 step "installing Debian packages"
-if ! dpkg -s "${CR_BUILD_DEPS[@]}" "${CR_RUNTIME_DEPS[@]}" "${CR_TEST_DEPS[@]}" >/dev/null 2>&1; then
+mapfile -t node_deps < <(cr_node_deps)
+if ! dpkg -s "${CR_BUILD_DEPS[@]}" "${CR_RUNTIME_DEPS[@]}" "${CR_TEST_DEPS[@]}" >/dev/null 2>&1 ||
+   [ ${#node_deps[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    "${CR_BUILD_DEPS[@]}" "${CR_RUNTIME_DEPS[@]}" "${CR_TEST_DEPS[@]}" >/dev/null
+    "${CR_BUILD_DEPS[@]}" "${CR_RUNTIME_DEPS[@]}" "${CR_TEST_DEPS[@]}" "${node_deps[@]}" >/dev/null
 fi
 
 step "building with ASan/UBSan (build-test/)"
