@@ -178,6 +178,10 @@ def main():
     if len(sys.argv) < 2:
         print("usage: guest-smoke.py BOOT_ASSETS_HELPER [AGENT]", file=sys.stderr)
         return 2
+    for tool in ("qemu-system-x86_64", "mkfs.ext4", "busybox"):
+        if not shutil.which(tool) and not (tool == "busybox" and os.path.exists("/bin/busybox")):
+            print("SKIP: %s not installed" % tool)
+            return 77
     helper = sys.argv[1]
     agent = sys.argv[2] if len(sys.argv) > 2 else None
     if agent and not os.path.exists(agent):
