@@ -5,7 +5,9 @@
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "config.h"
 #include "util/fs.h"
@@ -47,6 +49,28 @@ static char *kernel_version(const char *kernel_dir) {
       v = strdup(e->d_name + 8);
   closedir(d);
   return v;
+}
+
+/* Removes initrd-*.cpio files other than `keep` that are older than a day
+ * (older agent builds; a day leaves time for VMs being started with them). */
+static void prune_initrds(const char *kernel_dir, const char *keep) {
+  DIR *d = opendir(kernel_dir);
+  if (!d) return;
+  const char *kb = strrchr(keep, '/');
+  kb = kb ? kb + 1 : keep;
+  time_t now = time(NULL);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    size_t l = strlen(e->d_name);
+    if (strncmp(e->d_name, "initrd-", 7) != 0 || l < 12 ||
+        strcmp(e->d_name + l - 5, ".cpio") != 0 || strcmp(e->d_name, kb) == 0)
+      continue;
+    struct stat st;
+    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISREG(st.st_mode) && st.st_mtime < now - 86400)
+      unlinkat(dirfd(d), e->d_name, 0);
+  }
+  closedir(d);
 }
 
 static char *base_name(const char *p) {
@@ -164,6 +188,7 @@ int boot_assets_ensure(const char *kernel_dir, const char *agent_path,
       boot_strv_free(mods);
       return r;
     }
+    prune_initrds(kernel_dir, initrd);
   }
   boot_strv_free(mods);
 

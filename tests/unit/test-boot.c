@@ -13,7 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -247,9 +250,20 @@ static void test_assets(void **state) {
   char *kd = tpath("kd");
   char *agent = tpath("agent");
   assert_int_equal(cr_write_file_atomic(agent, "\177ELFagent", 9, 0755), 0);
+  /* stale initrds of older agents are pruned after a day, recent ones kept */
+  char *old = tpath("kd/initrd-0000000000000000.cpio");
+  char *recent = tpath("kd/initrd-1111111111111111.cpio");
+  assert_int_equal(cr_write_file_atomic(old, "x", 1, 0644), 0);
+  assert_int_equal(cr_write_file_atomic(recent, "x", 1, 0644), 0);
+  struct timespec two_days[2] = {{time(NULL) - 2 * 86400, 0}, {time(NULL) - 2 * 86400, 0}};
+  assert_int_equal(utimensat(AT_FDCWD, old, two_days, 0), 0);
   boot_assets *a = NULL;
   cr_error *err = NULL;
   assert_int_equal(boot_assets_ensure(kd, agent, &a, &err), 0);
+  assert_int_equal(access(old, F_OK), -1);
+  assert_int_equal(access(recent, F_OK), 0);
+  free(old);
+  free(recent);
   assert_string_equal(a->version, "9.9-test");
   assert_non_null(strstr(a->kernel, "/boot/vmlinuz-9.9-test"));
   assert_null(a->vmlinux);
