@@ -41,4 +41,16 @@ if [ -f tests/integration/package.json ]; then
 fi
 
 step "running the tests"
-meson test -C build-test --print-errorlogs --num-processes 2 "$@"
+rc=0
+meson test -C build-test --print-errorlogs --num-processes 2 "$@" || rc=$?
+# One plain summary line for readers that do not parse meson's own.
+python3 - build-test/meson-logs/testlog.json <<'PY' || true
+import json, sys
+counts = {"OK": 0, "FAIL": 0, "SKIP": 0}
+for line in open(sys.argv[1]):
+    r = json.loads(line).get("result", "")
+    key = "OK" if r in ("OK", "EXPECTEDFAIL") else "SKIP" if r == "SKIP" else "FAIL"
+    counts[key] += 1
+print(f"tests: {counts['OK']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
+PY
+exit $rc
