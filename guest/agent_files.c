@@ -100,7 +100,9 @@ void agent_file_read_start(uint32_t ch, const uint8_t *p, size_t n) {
     free(path);
     return;
   }
-  int fd = agent_openat2(agent_root_fd(), path, O_RDONLY | O_NOCTTY, 0, IN_ROOT);
+  /* O_NONBLOCK: opening a FIFO must not block the agent */
+  int fd = agent_openat2(agent_root_fd(), path, O_RDONLY | O_NOCTTY | O_NONBLOCK, 0,
+                         IN_ROOT);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) < 0) {
     int e = errno;
@@ -109,8 +111,9 @@ void agent_file_read_start(uint32_t ch, const uint8_t *p, size_t n) {
     free(path);
     return;
   }
-  if (S_ISDIR(st.st_mode)) {
-    agent_send_error(ch, "file_error", EISDIR, "%s: %s", path, strerror(EISDIR));
+  if (!S_ISREG(st.st_mode)) {
+    int e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+    agent_send_error(ch, "file_error", e, "%s: not a regular file", path);
     close(fd);
     free(path);
     return;
@@ -190,8 +193,15 @@ void agent_file_write_start(uint32_t ch, const uint8_t *p, size_t n) {
     goto out;
   }
   if (flags & AP_F_APPEND) {
-    fd = agent_openat2(rootfd, full, O_WRONLY | O_APPEND | O_CREAT | O_NOCTTY,
-                       mode, IN_ROOT);
+    fd = agent_openat2(rootfd, full,
+                       O_WRONLY | O_APPEND | O_CREAT | O_NOCTTY | O_NONBLOCK, mode,
+                       IN_ROOT);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+      close(fd);
+      fd = -1;
+      errno = EINVAL;
+    }
   } else {
     snprintf(tmp, sizeof(tmp), ".cr-write-%d-%u", (int)getpid(), counter++);
     fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,

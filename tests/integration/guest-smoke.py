@@ -316,6 +316,22 @@ def main():
         f = a.until(29, {"OK", "ERROR"})[-1]
         assert f[0] == "ERROR", "symlink escaped the root"
 
+        # devices are refused (a read of /dev/zero would never end)
+        a.send("FILE_READ", 51, field(PATH, "/dev/zero"))
+        f = a.until(51, {"OK", "ERROR"})[-1]
+        assert f[0] == "ERROR" and f[2][REASON][0] == b"file_error", f
+        # append
+        for ch, flags, data in ((53, 0, b"a\n"), (55, 4, b"b\n")):
+            a.send("FILE_WRITE", ch, field(PATH, "/work/app.txt") + u32(FLAGS, flags))
+            a.send("DATA", ch, data)
+            a.send("DATA_END", ch)
+            assert a.until(ch, {"OK", "ERROR"})[-1][0] == "OK"
+        a.send("FILE_READ", 57, field(PATH, "/work/app.txt"))
+        fr = a.until(57, {"OK", "ERROR"})
+        assert b"".join(x[2] for x in fr if x[0] == "DATA") == b"a\nb\n", fr
+        a.send("EXEC", 59, exec_payload(["rm", "/work/app.txt"]))
+        run_result(a.until(59, {"EXIT", "ERROR"}))
+
         # LIST and TAR_OUT -> TAR_IN round trip
         a.send("LIST", 31, field(PATH, "/work") + u32(DEPTH, 2))
         fr = a.until(31, {"OK", "ERROR"})
