@@ -7,6 +7,7 @@ Kernel dir: $CLEANROOM_KERNEL_DIR or /var/lib/cleanroom/kernels/current;
 exit 77 (skip) when there is none. Everything lives in a temp dir that is
 removed at the end; QEMU is killed in a finally block.
 """
+import json
 import os
 import shutil
 import socket
@@ -143,6 +144,43 @@ def run_result(frames):
     return out, err, fu32(last[2], EXIT_CODE), last[2]
 
 
+class Qmp:
+    def __init__(self, path, deadline):
+        while True:
+            try:
+                self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.s.connect(path)
+                break
+            except OSError:
+                self.s.close()
+                if time.monotonic() > deadline:
+                    raise RuntimeError("QMP socket never appeared")
+                time.sleep(0.01)
+        self.s.settimeout(max(1, deadline - time.monotonic()))
+        self.f = self.s.makefile("rw")
+        self.f.readline()  # greeting
+        self.cmd("qmp_capabilities")
+
+    def cmd(self, name, **args):
+        self.f.write(json.dumps({"execute": name, "arguments": args}) + "\n")
+        self.f.flush()
+        while True:  # events can come before the reply
+            r = json.loads(self.f.readline())
+            if "error" in r:
+                raise RuntimeError("QMP %s: %s" % (name, r["error"]))
+            if "return" in r:
+                return r["return"]
+
+    def wait_migration(self, deadline):
+        while True:
+            st = self.cmd("query-migrate").get("status")
+            if st == "completed":
+                return
+            if st == "failed" or time.monotonic() > deadline:
+                raise RuntimeError("migration %s" % st)
+            time.sleep(0.01)
+
+
 def find_kernel_dir():
     d = os.environ.get("CLEANROOM_KERNEL_DIR") or "/var/lib/cleanroom/kernels/current"
     return d if os.path.isdir(os.path.join(d, "boot")) else None
@@ -202,9 +240,9 @@ def main():
         sock = os.path.join(tmp, "agent.sock")
         console = os.path.join(tmp, "console.log")
         kernel = assets.get("VMLINUX") or assets["KERNEL"]
-        def qemu_cmd(with_scratch):
-            cmd = [
-                "qemu-system-x86_64", "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on",
+        def qemu_cmd(with_scratch, machine_extra="", extra=()):
+            cmd = list(extra) + [
+                "qemu-system-x86_64", "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on" + machine_extra,
                 "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "512",
                 "-nodefaults", "-no-user-config", "-display", "none",
                 "-serial", "file:" + console, "-no-reboot",
@@ -221,6 +259,15 @@ def main():
                 "-chardev", "socket,id=ag,path=%s,server=on,wait=off" % sock,
                 "-device", "virtserialport,chardev=ag,name=cleanroom.agent",
             ]
+
+        def snapshot_cmd(name, share, incoming):
+            # guest-boot.md: RAM in a file, device state migrated alone
+            c = qemu_cmd(True, ",memory-backend=mem")
+            c = [x.replace("agent.sock", name + ".sock") for x in c]
+            c += ["-object", "memory-backend-file,id=mem,size=512M,mem-path=%s,share=%s"
+                  % (os.path.join(tmp, "tmpl.ram"), share),
+                  "-qmp", "unix:%s,server=on,wait=off" % os.path.join(tmp, name + ".qmp")]
+            return c + (["-incoming", "defer"] if incoming else [])
         cmd = qemu_cmd(True)
         t0 = time.monotonic()
         qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
@@ -514,6 +561,48 @@ def main():
         assert a.until(0, {"OK", "ERROR"})[-1][0] == "OK"
         qemu.wait(timeout=max(1, deadline - time.monotonic()))
         print("tmpfs-upper boot ok; total %.1fs" % (time.monotonic() - start_all))
+
+        # snapshot a template after HELLO (before ACTIVATE), restore a clone:
+        # it must answer the new host and activate with its own identity
+        sock = os.path.join(tmp, "agent.sock")
+        subprocess.run(["mkfs.ext4", "-q", "-F", scratch], check=True)
+        qemu = subprocess.Popen(snapshot_cmd("tmpl", "on", False), stdin=subprocess.DEVNULL)
+        a = Agent(os.path.join(tmp, "tmpl.sock"), deadline)
+        a.send("HELLO", 0, u32(VERSION, 1))
+        assert a.until(0, {"HELLO_REPLY"})[-1][0] == "HELLO_REPLY"
+        q = Qmp(os.path.join(tmp, "tmpl.qmp"), deadline)
+        q.cmd("stop")
+        q.cmd("migrate-set-capabilities",
+              capabilities=[{"capability": "x-ignore-shared", "state": True}])
+        q.cmd("migrate", uri="exec:cat > " + os.path.join(tmp, "state"))
+        q.wait_migration(deadline)
+        qemu.kill()
+        qemu.wait()
+        a.s.close()
+        t1 = time.monotonic()
+        qemu = subprocess.Popen(snapshot_cmd("clone", "off", True), stdin=subprocess.DEVNULL)
+        q = Qmp(os.path.join(tmp, "clone.qmp"), deadline)
+        q.cmd("migrate-set-capabilities",
+              capabilities=[{"capability": "x-ignore-shared", "state": True}])
+        q.cmd("migrate-incoming", uri="exec:cat " + os.path.join(tmp, "state"))
+        q.wait_migration(deadline)
+        q.cmd("cont")
+        a = Agent(os.path.join(tmp, "clone.sock"), deadline)
+        a.send("HELLO", 0, u32(VERSION, 1))
+        assert a.until(0, {"HELLO_REPLY"})[-1][0] == "HELLO_REPLY"
+        t_clone = time.monotonic() - t1
+        a.send("ACTIVATE", 0, u64(TIME_NS, time.time_ns()) + field(SEED, os.urandom(32)) +
+               field(HOSTNAME, "clone") + field(IMAGE_DEV, "serial:cr-image") +
+               field(SCRATCH_DEV, "serial:cr-scratch"))
+        assert a.until(0, {"OK", "ERROR"})[-1][0] == "OK"
+        a.send("EXEC", 1, exec_payload(["hostname"]))
+        o, _, code, _ = run_result(a.until(1, {"EXIT", "ERROR"}))
+        assert (o, code) == (b"clone\n", 0), o
+        print("clone restored: HELLO answered %.3fs after QEMU start, first exec after "
+              "ACTIVATE at %.3fs" % (t_clone, time.monotonic() - t1))
+        qemu.kill()
+        qemu.wait()
+        print("total %.1fs" % (time.monotonic() - start_all))
         return 0
     except Exception:
         c = os.path.join(tmp, "console.log")
