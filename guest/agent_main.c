@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -458,6 +461,21 @@ static void mount_basics(void) {
     agent_log("mount /run: %s", strerror(errno));
 }
 
+/* Brings up the loopback interface (the kernel then adds 127.0.0.1/8):
+ * builds and tests inside the sandbox expect localhost to work. */
+static void loopback_up(void) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof(ifr));
+  snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+  if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) agent_log("lo up: %s", strerror(errno));
+  }
+  close(s);
+}
+
 static void load_modules(void) {
   FILE *f = fopen("/modules.order", "re");
   if (!f) {
@@ -554,7 +572,10 @@ int main(int argc, char **argv) {
   if (getpid() == 1) mount_basics();
   else console_fd = dup(2); /* run by hand for debugging */
   agent_log("starting (agent %s)", AGENT_VERSION);
-  if (getpid() == 1) load_modules();
+  if (getpid() == 1) {
+    load_modules();
+    loopback_up();
+  }
 
   signal(SIGPIPE, SIG_IGN);
   sigset_t mask;

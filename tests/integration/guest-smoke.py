@@ -325,6 +325,11 @@ def main():
                                         env=["FOO=bar"], cwd="/tmp"))
         o, _, code, _ = run_result(a.until(13, {"EXIT", "ERROR"}))
         assert o.split(b"\n")[:3] == [b"smoke", b"bar", b"/tmp"], o
+        # loopback is up (and has 127.0.0.1)
+        a.send("EXEC", 13, exec_payload(["sh", "-c", "cat /sys/class/net/lo/flags; "
+                                                     "grep -q 127.0.0.1 /proc/net/fib_trie && echo local"]))
+        o, _, code, _ = run_result(a.until(13, {"EXIT", "ERROR"}))
+        assert o == b"0x9\nlocal\n", o
 
         # signal: kill a sleeping process group
         a.send("EXEC", 15, exec_payload(["sleep", "30"]))
