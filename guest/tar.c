@@ -160,8 +160,10 @@ static int copy_file(int out, int fd, uint64_t size) {
   return write_all(out, buf, pad);
 }
 
-static int walk(int dfd, const char *prefix, int out, int depth, char *err,
-                size_t errlen) {
+/* Does not descend into directories of other filesystems (like tar
+ * --one-file-system): /proc, /sys, /dev, /tmp mounted in the root stay out. */
+static int walk(int dfd, const char *prefix, int out, int depth, dev_t dev,
+                char *err, size_t errlen) {
   if (depth > TAR_MAX_DEPTH) return fail(err, errlen, ELOOP, "%s: too deep", prefix);
   DIR *d = fdopendir(dfd);
   if (!d) {
@@ -187,10 +189,11 @@ static int walk(int dfd, const char *prefix, int out, int depth, char *err,
     if (S_ISDIR(st.st_mode)) {
       h.type = '5';
       if ((r = put_header(out, name, NULL, &h)) < 0) break;
+      if (st.st_dev != dev) continue; /* a mount point */
       int sub = openat(dirfd(d), e->d_name,
                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       if (sub < 0) continue; /* vanished */
-      if ((r = walk(sub, name, out, depth + 1, err, errlen)) < 0) break;
+      if ((r = walk(sub, name, out, depth + 1, dev, err, errlen)) < 0) break;
     } else if (S_ISREG(st.st_mode)) {
       int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
       if (fd < 0) continue;
@@ -217,7 +220,13 @@ static int walk(int dfd, const char *prefix, int out, int depth, char *err,
 int agent_tar_write(int dirfd_in, int outfd, char *err, size_t errlen) {
   int dfd = openat(dirfd_in, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return fail(err, errlen, errno, "opening directory: %s", strerror(errno));
-  int r = walk(dfd, "", outfd, 0, err, errlen);
+  struct stat st;
+  if (fstat(dfd, &st) < 0) {
+    int e = errno;
+    close(dfd);
+    return fail(err, errlen, e, "stat: %s", strerror(e));
+  }
+  int r = walk(dfd, "", outfd, 0, st.st_dev, err, errlen);
   if (r < 0) return r;
   uint8_t z[2 * BLK];
   memset(z, 0, sizeof(z));

@@ -441,6 +441,14 @@ def main():
         names = tarfile.open(fileobj=io.BytesIO(b"".join(x[2] for x in fr if x[0] == "DATA"))).getnames()
         assert longname in names, names
 
+        # TAR_OUT of / stays on the root filesystem (no /proc, /sys, /dev)
+        a.send("TAR_OUT", 51, field(PATH, "/"))
+        fr = a.until(51, {"OK", "ERROR"})
+        assert fr[-1][0] == "OK", fr[-1]
+        names = tarfile.open(fileobj=io.BytesIO(b"".join(x[2] for x in fr if x[0] == "DATA"))).getnames()
+        assert "proc" in names and "bin/busybox" in names and "work/dir/blob.bin" in names
+        assert not any(n.startswith(("proc/", "sys/", "dev/")) for n in names), names
+
         # reconnect: a new host connection gets a fresh session
         a.send("EXEC", 39, exec_payload(["sleep", "30"]))
         assert a.until(39, {"STARTED", "EXIT"})[-1][0] == "STARTED"
