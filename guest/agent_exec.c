@@ -326,9 +326,11 @@ void agent_child_reaped(pid_t pid, int status) {
 }
 
 void agent_chan_kill(agent_chan *c, int sig) {
-  if (c->pid > 0 && !c->reaped) {
-    if (kill(-c->pid, sig) < 0) kill(c->pid, sig);
-  }
+  if (c->pid <= 0) return;
+  /* The group outlives its leader while background members still hold the
+   * output pipes (the channel is then waiting for EOF): signal the group
+   * even after the leader was reaped. */
+  if (kill(-c->pid, sig) < 0 && !c->reaped) kill(c->pid, sig);
 }
 
 void agent_chan_maybe_finish(agent_chan *c) {

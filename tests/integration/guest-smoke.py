@@ -338,6 +338,15 @@ def main():
         f = a.until(15, {"EXIT"})[-1]
         assert fu32(f[2], SIGNAL) == 9, f
 
+        # a background process holding stdout delays EXIT; SIGNAL reaches it
+        # after the leader has exited
+        a.send("EXEC", 61, exec_payload(["sh", "-c", "sleep 30 & echo started"]))
+        fr = a.until(61, {"STDOUT"})
+        t1 = time.monotonic()
+        a.send("SIGNAL", 61, u32(SIGNAL, 15))
+        f = a.until(61, {"EXIT"})[-1]  # exit 0, or SIGTERM if sh was still there
+        assert time.monotonic() - t1 < 10, "the background sleep survived SIGNAL"
+
         # file write/read round trip with NUL bytes
         blob = bytes(range(256)) * 300 + b"\x00\x00end"
         a.send("FILE_WRITE", 17, field(PATH, "/work/dir/blob.bin") + u32(MODE, 0o640) +
