@@ -460,6 +460,54 @@ class T3Socket(Deadline, unittest.TestCase):
         self.assertEqual(cr("exec").returncode, 2)
 
 
+class T5Policy(Deadline, unittest.TestCase):
+    """Sandboxes created from a repository use its policy (issue: policy)."""
+
+    def write_policy(self, name, text):
+        d = os.path.join(TMP, name)
+        os.makedirs(os.path.join(d, ".git"), exist_ok=True)  # the repository root
+        with open(os.path.join(d, "cleanroom.yaml"), "w") as f:
+            f.write(text)
+        return d
+
+    def test_policy_recorded_and_applied(self):
+        repo = self.write_policy("repo-ok", "version: 1\nsandbox:\n  image:\n    ref: %s\n"
+                                 "  resources:\n    memory: 320MiB\n" % IMAGE)
+        shown = json.loads(subprocess.run([BIN, "policy", "show", "--json"], cwd=repo, env=ENV,
+                                          capture_output=True, check=True).stdout)
+        p = subprocess.run([BIN, "exec", "--print-sandbox-id", "--", "true"], cwd=repo, env=ENV,
+                           capture_output=True, timeout=CMD_TIMEOUT, stdin=subprocess.DEVNULL)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        sid = p.stderr.decode().split("sandbox_id=", 1)[1].split()[0]
+        try:
+            sb = cr_json("sandbox", "inspect", sid, "--json")
+            self.assertEqual(sb["policy_hash"], shown["policy_hash"])
+            self.assertEqual(sb["policy"], shown["policy"])
+            self.assertEqual(sb["image"]["ref"], IMAGE)  # the policy's image
+            self.assertEqual(sb["memory_mib"], 512)  # 320 MiB is a minimum below the default
+        finally:
+            cr("sandbox", "rm", sid)
+
+    def test_unenforceable_policy_fails_before_boot(self):
+        repo = self.write_policy("repo-net", "version: 1\nsandbox:\n  image:\n    ref: %s\n"
+                                 "  network:\n    allow:\n      - api.github.com:443\n" % IMAGE)
+        before = {s["id"] for s in cr_json("sandbox", "ls", "--json")["sandboxes"]}
+        p = subprocess.run([BIN, "exec", "--", "true"], cwd=repo, env=ENV, capture_output=True,
+                           timeout=CMD_TIMEOUT, stdin=subprocess.DEVNULL)
+        self.assertEqual(p.returncode, 125, p.stderr)
+        self.assertIn(b"cleanroom: backend_capability_mismatch:", p.stderr)
+        after = {s["id"] for s in cr_json("sandbox", "ls", "--json")["sandboxes"]}
+        self.assertEqual(after, before)  # nothing was created, nothing booted
+
+    def test_invalid_policy_names_the_line(self):
+        repo = self.write_policy("repo-bad", "version: 1\nsandbox:\n  resourcez: {}\n")
+        p = subprocess.run([BIN, "exec", "--", "true"], cwd=repo, env=ENV, capture_output=True,
+                           timeout=CMD_TIMEOUT, stdin=subprocess.DEVNULL)
+        self.assertEqual(p.returncode, 125, p.stderr)
+        self.assertIn(b"cleanroom.yaml:3:3:", p.stderr)
+        self.assertIn(b"policy_invalid", p.stderr)
+
+
 class T4Doctor(Deadline, unittest.TestCase):
     def test_doctor_json(self):
         p = cr("doctor", "--json")
