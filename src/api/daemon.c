@@ -11,6 +11,12 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+/* Replies and notifications queued for one client that is not reading them
+ * (a slow or hostile client, an attached stream it never drains): beyond
+ * this the connection is dropped instead of growing without bound. The
+ * largest single reply (file.read, 8 MiB as base64) fits several times. */
+#define CONN_MAX_QUEUED (64u << 20)
+
 typedef struct conn {
   uv_pipe_t pipe;
   api_sink sink;
@@ -61,20 +67,22 @@ static void sink_free(api_sink *s) {
 
 static void on_conn_closed(uv_handle_t *h) {
   conn *c = h->data;
-  c->handle_closed = true;
-  c->d->conns--;
-  conn_maybe_free(c);
-}
-
-static void conn_close(conn *c) {
-  if (c->sink.closed) return;
-  c->sink.closed = true;
+  /* The MCP session is closed here, not in conn_close(): conn_close() can run
+   * inside the session's own write callback. */
   if (c->mcp) {
     mcp_session_close(c->mcp);
     c->mcp = NULL;
   }
+  c->handle_closed = true;
+  c->d->conns--;
+  api_sink_unref(&c->sink); /* the connection's own reference; may free c */
+}
+
+/* Safe from any callback: nothing is freed before the close callback. */
+static void conn_close(conn *c) {
+  if (c->sink.closed) return;
+  c->sink.closed = true;
   uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
-  api_sink_unref(&c->sink);
 }
 
 static void on_written(uv_write_t *req, int status) {
@@ -84,6 +92,12 @@ static void on_written(uv_write_t *req, int status) {
 
 static void conn_write(conn *c, const char *data, size_t n) {
   if (c->sink.closed) return;
+  if (uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) + n > CONN_MAX_QUEUED) {
+    log_warn("dropping a client that does not read its replies (%zu bytes queued)",
+             uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe));
+    conn_close(c);
+    return;
+  }
   uv_write_t *req = malloc(sizeof(*req));
   char *copy = malloc(n + 1);
   if (!req || !copy) {
@@ -210,9 +224,8 @@ static void on_connection(uv_stream_t *server, int status) {
   uv_pipe_init(d->loop, &c->pipe, 0);
   c->pipe.data = c;
   if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {
-    c->sink_freed = true;
-    uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
     d->conns++;
+    conn_close(c);
     return;
   }
   d->conns++;
