@@ -28,7 +28,7 @@ struct sbx_exec {
   int exit_code, signal;
   bool timed_out, cancelled, stdin_open;
   char *reason, *message;
-  int64_t started_ms, ended_ms, running_ms;
+  int64_t started_ms, ended_ms, running_ms; /* running_ms: the guest's STARTED */
   uint32_t channel;
   sbx_exec_observer obs[MAX_OBSERVERS];
   size_t nobs;
@@ -65,8 +65,14 @@ json_t *sbx_exec_to_json(const sbx_exec *e) {
   json_object_set_new(j, "ended_at", sbx_time_json(e->ended_ms));
   json_object_set_new(j, "output_bytes", json_pack("{s:I, s:I}", "stdout", (json_int_t)e->bytes[1],
                                                    "stderr", (json_int_t)e->bytes[2]));
-  int64_t run = e->ended_ms ? e->ended_ms - e->started_ms : sbx_now_ms() - e->started_ms;
-  json_object_set_new(j, "timing_ms", json_pack("{s:I}", "run", (json_int_t)run));
+  /* phases: start = request sent -> process started in the guest,
+   * run = process started -> exit reported, total = both */
+  int64_t end = e->ended_ms ? e->ended_ms : sbx_now_ms();
+  int64_t running = e->running_ms ? e->running_ms : end;
+  json_object_set_new(j, "timing_ms",
+                      json_pack("{s:I, s:I, s:I}", "start", (json_int_t)(running - e->started_ms),
+                                "run", (json_int_t)(end - running), "total",
+                                (json_int_t)(end - e->started_ms)));
   return j;
 }
 
@@ -154,6 +160,7 @@ static void on_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t 
   if (e->state != EX_RUNNING) return;
   switch (h->type) {
   case AP_STARTED:
+    if (!e->running_ms) e->running_ms = sbx_now_ms();
     return;
   case AP_STDOUT:
   case AP_STDERR: {
@@ -435,7 +442,8 @@ void sbx_execs_load(sbx *s) {
     json_t *times = json_object_get(j, "timing_ms");
     e->started_ms = sbx_time_from_json(json_object_get(j, "started_at"));
     e->ended_ms = sbx_time_from_json(json_object_get(j, "ended_at"));
-    if (!e->ended_ms) e->ended_ms = e->started_ms + json_integer_value(json_object_get(times, "run"));
+    if (!e->ended_ms) e->ended_ms = e->started_ms + json_integer_value(json_object_get(times, "total"));
+    e->running_ms = e->started_ms + json_integer_value(json_object_get(times, "start"));
     json_decref(j);
     if (s->nexecs == s->capexecs) {
       s->capexecs = s->capexecs ? s->capexecs * 2 : 16;
