@@ -97,9 +97,12 @@ static void conn_fail(agent_conn *c, int status, const char *why) {
 void agent_conn_close(agent_conn *c) {
   if (!c || c->closing) return;
   c->state_cb = NULL; /* owner is going away: no state callbacks */
-  fail_channels(c, "connection closed by the host");
+  /* Closing before the synthetic errors: a channel callback that calls
+   * agent_conn_close() again, or starts a new request, must find the conn
+   * closed (no second uv_close, no channel added while failing them). */
   c->closing = true;
   c->open = false;
+  fail_channels(c, "connection closed by the host");
   if (c->pipe_inited)
     uv_close((uv_handle_t *)&c->pipe, on_close);
   else
