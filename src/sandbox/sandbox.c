@@ -435,8 +435,11 @@ static void on_launched(void *ud, pid_t pid, cr_error *err) {
   sbx *s = ud;
   s->launching = false;
   if (s->removed) {
-    /* terminated while qemu was starting */
+    /* terminated while qemu was starting: it created its RAM file and
+     * sockets after sbx_terminate() cleaned up */
     if (pid > 0) kill(pid, SIGKILL);
+    if (s->ram_path) unlink(s->ram_path);
+    cr_rm_rf(s->dir);
     cr_error_free(err);
     if (--s->handles == 0) sbx_free(s);
     return;
@@ -448,7 +451,9 @@ static void on_launched(void *ud, pid_t pid, cr_error *err) {
     return;
   }
   if (s->state != SBX_PROVISIONING) {
+    /* failed (boot timeout) while qemu was starting */
     if (pid > 0) kill(pid, SIGKILL);
+    if (s->ram_path) unlink(s->ram_path);
     return;
   }
   s->pid = pid;
