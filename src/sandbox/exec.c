@@ -11,6 +11,10 @@
 
 #define KEEP_BYTES (1u << 20) /* output kept per execution for polling */
 #define MAX_OBSERVERS 8
+/* Bytes queued towards the guest beyond which execution.write is refused:
+ * the agent stops reading while a process does not consume its stdin, and
+ * without a cap every write of a client would pile up in the daemon. */
+#define STDIN_MAX_QUEUED (16u << 20)
 
 typedef struct chunk {
   int stream;
@@ -300,6 +304,11 @@ int sbx_exec_write(sbx_exec *e, const void *data, size_t n, bool eof, cr_error *
   if (!e->stdin_open)
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
                         "execution %s was started without stdin (stdin: true)", e->id);
+  size_t queued = agent_write_queue(e->s->agent);
+  if (n && queued + n > STDIN_MAX_QUEUED)
+    return cr_error_set(err, CR_E_AGENT_UNAVAILABLE, 0,
+                        "the guest is not consuming stdin of %s (%zu bytes still queued); "
+                        "retry the write later", e->id, queued);
   int r = 0;
   if (n) r = agent_send(e->s->agent, AP_STDIN, e->channel, data, n);
   if (r == 0 && eof) {
