@@ -81,6 +81,9 @@ typedef struct agent_chan {
   /* child process (exec, tar) */
   pid_t pid;
   int reaped;
+  uint64_t reaped_ms; /* monotonic ms when the leader was reaped */
+  int exit_sent;      /* EXIT sent while background processes still held the
+                       * output pipes: their output is read and dropped */
   int status;
   int exec_errno;
   int fd_in;   /* to the child's stdin, -1 when closed */
@@ -125,8 +128,14 @@ void agent_chan_write_in(agent_chan *c);
 void agent_chan_queue_in(agent_chan *c, const uint8_t *d, size_t n);
 /* Handles a reaped pid. */
 void agent_child_reaped(pid_t pid, int status);
-/* Sends EXIT/OK/ERROR and frees the channel once it is finished. */
+/* Sends EXIT/OK/ERROR and frees the channel once it is finished. An exec
+ * whose leader exited while background processes keep its output pipes open
+ * gets its EXIT after AGENT_EXIT_GRACE_MS; their later output is dropped. */
 void agent_chan_maybe_finish(agent_chan *c);
+/* 1 when c's command exited but its output pipes are still held open. */
+int agent_chan_in_grace(const agent_chan *c);
+#define AGENT_EXIT_GRACE_MS 200
+uint64_t agent_now_ms(void);
 void agent_chan_kill(agent_chan *c, int sig);
 
 /* ---- file operations (agent_files.c) ---- */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -304,7 +305,7 @@ void agent_chan_read_fd(agent_chan *c, int which) {
       return;
     }
     if (c->kind == AGENT_CH_EXEC) {
-      agent_send_raw(which == 1 ? AP_STDOUT : AP_STDERR, c->id, buf, (size_t)r);
+      if (!c->exit_sent) agent_send_raw(which == 1 ? AP_STDOUT : AP_STDERR, c->id, buf, (size_t)r);
     } else if (which == 1 && c->kind == AGENT_CH_TAR_OUT) {
       agent_send_raw(AP_DATA, c->id, buf, (size_t)r);
     } else if (which == 2) {
@@ -318,11 +319,23 @@ void agent_chan_read_fd(agent_chan *c, int which) {
   }
 }
 
+uint64_t agent_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 void agent_child_reaped(pid_t pid, int status) {
   agent_chan *c = agent_chan_by_pid(pid);
   if (!c) return; /* an orphan reparented to us, or a killed channel */
   c->reaped = 1;
+  c->reaped_ms = agent_now_ms();
   c->status = status;
+}
+
+int agent_chan_in_grace(const agent_chan *c) {
+  return c->kind == AGENT_CH_EXEC && c->pid > 0 && c->reaped && !c->exit_sent &&
+         (c->fd_out >= 0 || c->fd_err >= 0);
 }
 
 void agent_chan_kill(agent_chan *c, int sig) {
@@ -333,19 +346,37 @@ void agent_chan_kill(agent_chan *c, int sig) {
   if (kill(-c->pid, sig) < 0 && !c->reaped) kill(c->pid, sig);
 }
 
+static void send_exit(agent_chan *c) {
+  ap_buf *o = agent_out();
+  ap_frame_begin(o, AP_EXIT, c->id);
+  if (WIFSIGNALED(c->status)) {
+    ap_put_u32(o, AP_T_SIGNAL, (uint32_t)WTERMSIG(c->status));
+  } else {
+    ap_put_u32(o, AP_T_EXIT_CODE, (uint32_t)WEXITSTATUS(c->status));
+  }
+  if (c->exec_errno) ap_put_u32(o, AP_T_EXEC_ERRNO, (uint32_t)c->exec_errno);
+  ap_frame_end(o);
+}
+
 void agent_chan_maybe_finish(agent_chan *c) {
+  if (agent_chan_in_grace(c) && agent_now_ms() >= c->reaped_ms + AGENT_EXIT_GRACE_MS) {
+    /* the command exited; background processes still hold its output */
+    send_exit(c);
+    c->exit_sent = 1;
+    if (c->fd_in >= 0) {
+      close(c->fd_in);
+      c->fd_in = -1;
+    }
+    return;
+  }
   if (c->pid <= 0 || !c->reaped || c->fd_out >= 0 || c->fd_err >= 0) return;
   uint32_t id = c->id;
+  if (c->kind == AGENT_CH_EXEC && c->exit_sent) {
+    agent_chan_free(c);
+    return;
+  }
   if (c->kind == AGENT_CH_EXEC) {
-    ap_buf *o = agent_out();
-    ap_frame_begin(o, AP_EXIT, id);
-    if (WIFSIGNALED(c->status)) {
-      ap_put_u32(o, AP_T_SIGNAL, (uint32_t)WTERMSIG(c->status));
-    } else {
-      ap_put_u32(o, AP_T_EXIT_CODE, (uint32_t)WEXITSTATUS(c->status));
-    }
-    if (c->exec_errno) ap_put_u32(o, AP_T_EXEC_ERRNO, (uint32_t)c->exec_errno);
-    ap_frame_end(o);
+    send_exit(c);
   } else if (WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0) {
     agent_send_ok(id);
   } else {

@@ -656,6 +656,12 @@ int main(int argc, char **argv) {
       }
       if (out_ok && c->kind == AGENT_CH_FILE_READ) timeout = 0;
     }
+    for (size_t i = 0; i < n_chans; i++) {
+      if (!agent_chan_in_grace(chans[i])) continue;
+      uint64_t end = chans[i]->reaped_ms + AGENT_EXIT_GRACE_MS, now = agent_now_ms();
+      int left = end > now ? (int)(end - now) : 0;
+      if (timeout < 0 || left < timeout) timeout = left;
+    }
     int r = poll(pfd, np, timeout);
     if (r < 0 && errno != EINTR) {
       agent_log("poll: %s", strerror(errno));
