@@ -129,8 +129,9 @@ static void create_done(void *ud, sbx *s, cr_error *err) {
 static void m_sandbox_create(req *r) {
   json_t *p = r->params;
   json_t *vc = json_object_get(p, "vcpus"), *mem = json_object_get(p, "memory_mib");
-  if ((vc && !json_is_integer(vc)) || (mem && !json_is_integer(mem)))
-    return bad_params(r, "vcpus and memory_mib must be integers");
+  if ((vc && (!json_is_integer(vc) || json_integer_value(vc) < 0)) ||
+      (mem && (!json_is_integer(mem) || json_integer_value(mem) < 0)))
+    return bad_params(r, "vcpus and memory_mib must be non-negative integers");
   json_t *pol = json_object_get(p, "policy");
   sbx_create_params cp = {
       .image = pstr(r, "image"),
@@ -212,7 +213,8 @@ static void m_execution_create(req *r) {
     return bad_params(r, "'argv' must be a non-empty array of strings");
   if (env && !json_is_array(env) && !json_is_null(env))
     return bad_params(r, "'env' must be an array of \"KEY=VALUE\" strings");
-  if (to && !json_is_integer(to)) return bad_params(r, "'timeout_ms' must be an integer");
+  if (to && (!json_is_integer(to) || json_integer_value(to) < 0))
+    return bad_params(r, "'timeout_ms' must be a non-negative integer (0 = no timeout)");
   sbx_exec_params ep = {
       .argv = argv,
       .env = json_is_array(env) ? env : NULL,

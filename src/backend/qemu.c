@@ -90,16 +90,12 @@ static void launch_closed(uv_handle_t *h) {
   free(l);
 }
 
-/* Last lines of a log file, for error messages. */
+/* The end of a log file, for error messages. */
 static char *log_tail(const char *dir, const char *name, size_t max) {
   _cleanup_free_ char *path = cr_path_join(dir, name);
-  _cleanup_free_ char *buf = NULL;
-  size_t len = 0;
-  if (!path || cr_read_file(path, 16 << 20, &buf, &len) < 0 || len == 0) return strdup("");
-  size_t start = len > max ? len - max : 0;
-  char *r = strdup(buf + start);
-  /* trim trailing newline */
-  size_t n = r ? strlen(r) : 0;
+  char *r = NULL;
+  if (!path || cr_read_file_tail(path, max, &r, NULL) < 0) return strdup("");
+  size_t n = strlen(r);
   while (n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r')) r[--n] = '\0';
   return r;
 }

@@ -11,6 +11,7 @@
 
 #define KEEP_BYTES (1u << 20) /* output kept per execution for polling */
 #define MAX_OBSERVERS 8
+#define KEEP_OUTPUTS 32 /* ended executions per sandbox whose output is kept */
 /* Bytes queued towards the guest beyond which execution.write is refused:
  * the agent stops reading while a process does not consume its stdin, and
  * without a cap every write of a client would pile up in the daemon. */
@@ -114,6 +115,21 @@ void sbx_exec_free(sbx_exec *e) {
   free(e);
 }
 
+/* Daemon memory stays bounded: only the newest KEEP_OUTPUTS ended executions
+ * of a sandbox keep their buffered output (records stay). */
+static void prune_outputs(sbx *s) {
+  size_t ended = 0;
+  for (size_t i = s->nexecs; i-- > 0;) {
+    sbx_exec *x = s->execs[i];
+    if (x->state == EX_RUNNING || ++ended <= KEEP_OUTPUTS || x->nchunks == 0) continue;
+    for (size_t k = 0; k < x->nchunks; k++) free(x->chunks[k].data);
+    free(x->chunks);
+    x->chunks = NULL;
+    x->nchunks = x->capchunks = 0;
+    x->kept = 0;
+  }
+}
+
 static void finish(sbx_exec *e) {
   if (e->timer_on) {
     e->timer_on = false;
@@ -121,6 +137,7 @@ static void finish(sbx_exec *e) {
   }
   e->ended_ms = sbx_now_ms();
   exec_save(e);
+  prune_outputs(e->s);
   /* observers may unobserve during the callback: iterate over a copy */
   sbx_exec_observer obs[MAX_OBSERVERS];
   size_t n = e->nobs;
@@ -218,6 +235,17 @@ static void on_timeout(uv_timer_t *t) {
   agent_send_u32(e->s->agent, AP_SIGNAL, e->channel, AP_T_SIGNAL, SIGKILL);
 }
 
+/* Room for one more execution record. */
+static int execs_reserve(sbx *s) {
+  if (s->nexecs < s->capexecs) return 0;
+  size_t nc = s->capexecs ? s->capexecs * 2 : 16;
+  sbx_exec **nv = realloc(s->execs, nc * sizeof(*s->execs));
+  if (!nv) return -ENOMEM;
+  s->execs = nv;
+  s->capexecs = nc;
+  return 0;
+}
+
 int sbx_exec_start(sbx *s, const sbx_exec_params *p, sbx_exec **ret, cr_error **err) {
   if (sbx_check_ready(s, err) < 0) return -1;
   size_t argc = json_array_size(p->argv);
@@ -248,7 +276,7 @@ int sbx_exec_start(sbx *s, const sbx_exec_params *p, sbx_exec **ret, cr_error **
     ap_buf_free(&b);
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "the command is too large (over 1 MiB)");
   }
-  sbx_exec *e = calloc(1, sizeof(*e));
+  sbx_exec *e = execs_reserve(s) == 0 ? calloc(1, sizeof(*e)) : NULL;
   if (!e) {
     ap_buf_free(&b);
     return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "exec");
@@ -266,10 +294,6 @@ int sbx_exec_start(sbx *s, const sbx_exec_params *p, sbx_exec **ret, cr_error **
     return cr_error_set(err, CR_E_AGENT_UNAVAILABLE, (int)-ch, "sending the command to the guest");
   }
   e->channel = (uint32_t)ch;
-  if (s->nexecs == s->capexecs) {
-    s->capexecs = s->capexecs ? s->capexecs * 2 : 16;
-    s->execs = realloc(s->execs, s->capexecs * sizeof(*s->execs));
-  }
   s->execs[s->nexecs++] = e;
   free(s->last_exec_id);
   s->last_exec_id = strdup(e->id);
@@ -454,9 +478,9 @@ void sbx_execs_load(sbx *s) {
     if (!e->ended_ms) e->ended_ms = e->started_ms + json_integer_value(json_object_get(times, "total"));
     e->running_ms = e->started_ms + json_integer_value(json_object_get(times, "start"));
     json_decref(j);
-    if (s->nexecs == s->capexecs) {
-      s->capexecs = s->capexecs ? s->capexecs * 2 : 16;
-      s->execs = realloc(s->execs, s->capexecs * sizeof(*s->execs));
+    if (execs_reserve(s) < 0) {
+      sbx_exec_free(e);
+      break;
     }
     s->execs[s->nexecs++] = e;
   }

@@ -81,12 +81,16 @@ sbx_manager *sbx_manager_new(uv_loop_t *loop, cr_error **err) {
 
 uv_loop_t *sbx_manager_loop(sbx_manager *m) { return m->loop; }
 
-static void registry_add(sbx_manager *m, sbx *s) {
+static int registry_add(sbx_manager *m, sbx *s) {
   if (m->n == m->cap) {
-    m->cap = m->cap ? m->cap * 2 : 16;
-    m->list = realloc(m->list, m->cap * sizeof(*m->list));
+    size_t nc = m->cap ? m->cap * 2 : 16;
+    sbx **nl = realloc(m->list, nc * sizeof(*m->list));
+    if (!nl) return -ENOMEM;
+    m->list = nl;
+    m->cap = nc;
   }
   m->list[m->n++] = s;
+  return 0;
 }
 
 static void registry_remove(sbx_manager *m, sbx *s) {
@@ -229,12 +233,12 @@ static void kill_vmm(sbx *s) {
 
 static char *console_tail(sbx *s) {
   _cleanup_free_ char *p = cr_path_join(s->dir, "console.log");
-  _cleanup_free_ char *buf = NULL;
-  size_t len = 0;
-  if (!p || cr_read_file(p, 64 << 20, &buf, &len) < 0) return strdup("(no console output)");
-  size_t start = len > 1200 ? len - 1200 : 0;
-  char *r = strdup(buf + start);
-  for (char *c = r; c && *c; c++)
+  char *r = NULL;
+  if (!p || cr_read_file_tail(p, 1200, &r, NULL) < 0 || !*r) {
+    free(r);
+    return strdup("(no console output)");
+  }
+  for (char *c = r; *c; c++)
     if ((unsigned char)*c < 0x20 && *c != '\n') *c = ' ';
   return r;
 }
@@ -276,8 +280,16 @@ void sbx_when_ready(sbx *s, sbx_ready_cb done, void *ud) {
     return;
   }
   if (s->nwaiters == s->capwaiters) {
-    s->capwaiters = s->capwaiters ? s->capwaiters * 2 : 4;
-    s->waiters = realloc(s->waiters, s->capwaiters * sizeof(*s->waiters));
+    size_t nc = s->capwaiters ? s->capwaiters * 2 : 4;
+    sbx_waiter *nw = realloc(s->waiters, nc * sizeof(*s->waiters));
+    if (!nw) {
+      cr_error *e = NULL;
+      cr_error_set(&e, CR_E_INTERNAL, ENOMEM, "waiting for sandbox %s", s->id);
+      done(ud, NULL, e);
+      return;
+    }
+    s->waiters = nw;
+    s->capwaiters = nc;
   }
   s->waiters[s->nwaiters++] = (sbx_waiter){done, ud};
 }
@@ -414,7 +426,6 @@ static void on_agent_state(agent_conn *c, void *ud, int status, const char *mess
   }
   /* connection failed or lost */
   if (s->state == SBX_STOPPING || s->state == SBX_STOPPED || s->state == SBX_FAILED) return;
-  if (s->state == SBX_PROVISIONING && !s->reattaching && status == UV_ECONNREFUSED) return;
   if (!s->m->backend->alive(s->id, s->pid)) {
     _cleanup_free_ char *tail = console_tail(s);
     set_failed(s, CR_E_VMM_EXITED, "the VMM (pid %d) exited; console tail: %s", (int)s->pid,
@@ -582,8 +593,12 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
     sbx_free(s);
     return -1;
   }
+  if (registry_add(m, s) < 0) {
+    cr_rm_rf(s->dir);
+    sbx_free(s);
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "sandbox registry");
+  }
   save_state(s);
-  registry_add(m, s);
   sbx_when_ready(s, done, ud);
 
   backend_vm_config cfg = {
@@ -694,7 +709,10 @@ static void load_one(sbx_manager *m, const char *id) {
   s->boot_ms = (uint64_t)json_integer_value(json_object_get(json_object_get(j, "timing_ms"), "boot"));
   json_t *pol = json_object_get(j, "policy");
   if (pol && !json_is_null(pol)) s->policy = json_incref(pol);
-  registry_add(m, s);
+  if (registry_add(m, s) < 0) {
+    sbx_free(s);
+    return;
+  }
   sbx_execs_load(s);
   if (s->state == SBX_READY || s->state == SBX_PROVISIONING || s->state == SBX_STOPPING) {
     if (s->state == SBX_STOPPING || !m->backend->alive(s->id, s->pid)) {

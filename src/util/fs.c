@@ -81,6 +81,28 @@ int cr_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len) 
   return 0;
 }
 
+int cr_read_file_tail(const char *path, size_t max, char **ret_buf, size_t *ret_len) {
+  _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  struct stat st;
+  if (fstat(fd, &st) < 0) return -errno;
+  off_t start = st.st_size > (off_t)max ? st.st_size - (off_t)max : 0;
+  size_t want = (size_t)(st.st_size - start);
+  char *buf = malloc(want + 1);
+  if (!buf) return -ENOMEM;
+  size_t len = 0;
+  while (len < want) {
+    ssize_t n = pread(fd, buf + len, want - len, start + (off_t)len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    len += (size_t)n;
+  }
+  buf[len] = '\0';
+  *ret_buf = buf;
+  if (ret_len) *ret_len = len;
+  return 0;
+}
+
 int cr_mkdir_p(const char *path, mode_t mode) {
   _cleanup_free_ char *p = strdup(path);
   if (!p) return -ENOMEM;

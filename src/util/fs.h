@@ -10,6 +10,8 @@ int cr_write_file_atomic(const char *path, const void *data, size_t len,
 /* Reads at most max bytes; -EFBIG when the file is larger. *ret_buf is
  * NUL-terminated (not counted in *ret_len). */
 int cr_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len);
+/* The last (at most) max bytes of a file, NUL-terminated; "" when empty. */
+int cr_read_file_tail(const char *path, size_t max, char **ret_buf, size_t *ret_len);
 int cr_mkdir_p(const char *path, mode_t mode);
 /* Removes a tree; does not follow symlinks; missing path is success. */
 int cr_rm_rf(const char *path);
