@@ -11,7 +11,9 @@
 #define MCP_META_VERSION "io.modelcontextprotocol/protocolVersion"
 #define MCP_META_SERVER_INFO "io.modelcontextprotocol/serverInfo"
 #define MCP_UNSUPPORTED_VERSION -32022
-#define MCP_TOOLS_PAGE 10
+/* tools/list page size: large enough for the whole table, so clients that
+ * do not follow nextCursor (the Inspector CLI shows page 1) see every tool. */
+#define MCP_TOOLS_PAGE_DEFAULT 50
 
 typedef struct mcp_call mcp_call;
 typedef struct mcp_op mcp_op;
@@ -118,6 +120,10 @@ void mcp_session_ref(mcp_session *s);
 void mcp_session_unref(mcp_session *s);
 void mcp_send(mcp_session *s, json_t *msg /* stolen */);
 uint64_t mcp_now_ms(void);
+/* Sets the tools/list page size for all sessions (tests shrink it to
+ * exercise cursors); 0 restores MCP_TOOLS_PAGE_DEFAULT. */
+void mcp_tools_set_page_size(size_t n);
+size_t mcp_tools_page_size(void);
 
 /* call plumbing (session.c) */
 mcp_call *mcp_call_ref(mcp_call *c);

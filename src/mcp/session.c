@@ -423,7 +423,14 @@ static void handle_discover(mcp_session *s, json_t *id) {
   json_decref(r);
 }
 
-/* Cursor: base64 of "tools:<offset>". */
+static size_t tools_page = MCP_TOOLS_PAGE_DEFAULT;
+
+void mcp_tools_set_page_size(size_t n) { tools_page = n > 0 ? n : MCP_TOOLS_PAGE_DEFAULT; }
+
+size_t mcp_tools_page_size(void) { return tools_page; }
+
+/* Cursor: base64 of "tools:<offset>"; any offset inside the table is valid,
+ * so a cursor survives a change of the page size. */
 static void handle_tools_list(mcp_session *s, json_t *id, json_t *params, bool modern) {
   size_t start = 0;
   json_t *cur = json_object_get(params, "cursor");
@@ -439,7 +446,7 @@ static void handle_tools_list(mcp_session *s, json_t *id, json_t *params, bool m
       memcpy(buf, raw, n);
       buf[n] = 0;
       ok = sscanf(buf, "tools:%lu%n", &off, &used) == 1 && (size_t)used == n &&
-           off < mcp_n_tools && off % MCP_TOOLS_PAGE == 0;
+           off > 0 && off < mcp_n_tools;
     }
     free(raw);
     if (!ok) {
@@ -449,7 +456,7 @@ static void handle_tools_list(mcp_session *s, json_t *id, json_t *params, bool m
     start = off;
   }
   json_t *tools = json_array();
-  size_t end = MIN(start + MCP_TOOLS_PAGE, mcp_n_tools);
+  size_t end = MIN(start + tools_page, mcp_n_tools);
   for (size_t i = start; i < end; i++) json_array_append_new(tools, mcp_tool_describe(&mcp_tools[i]));
   json_t *r = json_pack("{s:o}", "tools", tools);
   if (end < mcp_n_tools) {

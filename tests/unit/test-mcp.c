@@ -123,6 +123,7 @@ static int setup(void **state) {
 }
 
 static int teardown(void **state) {
+  mcp_tools_set_page_size(0);
   mcp_session_close(S);
   uv_run(uv_default_loop(), UV_RUN_NOWAIT); /* timer close callbacks */
   json_decref(out);
@@ -230,24 +231,12 @@ static void test_unsupported_version(void **state) {
   assert_true(json_array_size(json_object_get(data, "supported")) >= 2);
 }
 
-static void test_tools_list_pagination(void **state) {
-  send_line("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}");
-  json_t *r = result(last());
-  json_t *tools = json_object_get(r, "tools");
-  assert_int_equal(json_array_size(tools), MCP_TOOLS_PAGE);
-  const char *cursor = json_string_value(json_object_get(r, "nextCursor"));
-  assert_non_null(cursor);
-  json_t *all = json_array();
-  json_array_extend(all, tools);
-  sendf("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\",\"params\":{\"cursor\":\"%s\"}}", cursor);
-  r = result(last());
-  json_array_extend(all, json_object_get(r, "tools"));
-  assert_null(json_object_get(r, "nextCursor"));
-  assert_int_equal(json_array_size(all), mcp_n_tools);
+static void check_tool_table(json_t *all) {
   const char *want[] = {"exec", "exec_start", "exec_poll", "exec_write", "exec_kill", "read_file",
                         "write_file", "edit_file", "list_files", "sandbox_create",
                         "sandbox_list", "sandbox_inspect", "sandbox_remove"};
   assert_int_equal(ELEMENTSOF(want), mcp_n_tools);
+  assert_int_equal(json_array_size(all), mcp_n_tools);
   for (size_t i = 0; i < json_array_size(all); i++) {
     json_t *t = json_array_get(all, i);
     assert_string_equal(json_string_value(json_object_get(t, "name")), want[i]);
@@ -259,8 +248,80 @@ static void test_tools_list_pagination(void **state) {
     if (os) assert_string_equal(json_string_value(json_object_get(os, "type")), "object");
     assert_true(json_is_boolean(json_object_get(json_object_get(t, "annotations"), "readOnlyHint")));
   }
-  json_decref(all);
+}
+
+static char *cursor_of(const char *text) {
+  return cr_base64_encode((const uint8_t *)text, strlen(text));
+}
+
+/* The default page holds the whole table: no nextCursor. */
+static void test_tools_list_one_page(void **state) {
+  assert_int_equal(mcp_tools_page_size(), MCP_TOOLS_PAGE_DEFAULT);
+  assert_true(mcp_n_tools <= MCP_TOOLS_PAGE_DEFAULT);
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}");
+  json_t *r = result(last());
+  assert_null(json_object_get(r, "nextCursor"));
+  check_tool_table(json_object_get(r, "tools"));
+  /* modern era: same page, plus the cache hints */
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\",\"params\":{" MODERN_META "}}");
+  r = result(last());
+  assert_null(json_object_get(r, "nextCursor"));
+  assert_int_equal(json_array_size(json_object_get(r, "tools")), mcp_n_tools);
+  assert_string_equal(json_string_value(json_object_get(r, "resultType")), "complete");
+}
+
+/* Smaller pages: the cursors walk the table in order, in both eras. */
+static void test_tools_list_pagination(void **state) {
+  for (int modern = 0; modern <= 1; modern++) {
+    mcp_tools_set_page_size(5);
+    json_t *all = json_array();
+    _cleanup_free_ char *cursor = NULL;
+    size_t pages = 0;
+    do {
+      if (cursor)
+        sendf("{\"jsonrpc\":\"2.0\",\"id\":%zu,\"method\":\"tools/list\",\"params\":{%s\"cursor\":\"%s\"}}",
+              pages, modern ? MODERN_META "," : "", cursor);
+      else
+        sendf("{\"jsonrpc\":\"2.0\",\"id\":%zu,\"method\":\"tools/list\",\"params\":{%s}}", pages,
+              modern ? MODERN_META : "");
+      json_t *r = result(last());
+      json_t *tools = json_object_get(r, "tools");
+      assert_true(json_array_size(tools) >= 1 && json_array_size(tools) <= 5);
+      json_array_extend(all, tools);
+      free(cursor);
+      const char *next = json_string_value(json_object_get(r, "nextCursor"));
+      cursor = next ? strdup(next) : NULL;
+      pages++;
+      assert_true(pages <= mcp_n_tools);
+    } while (cursor);
+    assert_int_equal(pages, (mcp_n_tools + 4) / 5);
+    check_tool_table(all);
+    json_decref(all);
+  }
+
+  /* a cursor from a small page stays valid after the page size grows */
+  mcp_tools_set_page_size(5);
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}");
+  _cleanup_free_ char *c5 = strdup(json_string_value(json_object_get(result(last()), "nextCursor")));
+  mcp_tools_set_page_size(0);
+  assert_int_equal(mcp_tools_page_size(), MCP_TOOLS_PAGE_DEFAULT);
+  sendf("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\",\"params\":{\"cursor\":\"%s\"}}", c5);
+  json_t *r = result(last());
+  assert_int_equal(json_array_size(json_object_get(r, "tools")), mcp_n_tools - 5);
+  assert_null(json_object_get(r, "nextCursor"));
+
+  /* bad cursors are -32602 */
+  char past[32];
+  snprintf(past, sizeof(past), "tools:%zu", mcp_n_tools);
+  const char *bad_plain[] = {"tools:0", past, "tools:3x", "tools:", "other:1"};
+  for (size_t i = 0; i < ELEMENTSOF(bad_plain); i++) {
+    _cleanup_free_ char *bc = cursor_of(bad_plain[i]);
+    sendf("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/list\",\"params\":{\"cursor\":\"%s\"}}", bc);
+    assert_int_equal(error_code(last()), -32602);
+  }
   send_line("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/list\",\"params\":{\"cursor\":\"bogus!\"}}");
+  assert_int_equal(error_code(last()), -32602);
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"tools/list\",\"params\":{\"cursor\":7}}");
   assert_int_equal(error_code(last()), -32602);
 }
 
@@ -475,6 +536,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_initialize_versions, setup, teardown),
       cmocka_unit_test_setup_teardown(test_discover_and_modern, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unsupported_version, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_tools_list_one_page, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tools_list_pagination, setup, teardown),
       cmocka_unit_test_setup_teardown(test_invalid_params, setup, teardown),
       cmocka_unit_test_setup_teardown(test_garbage_and_batches, setup, teardown),
