@@ -40,6 +40,8 @@ if [ -f tests/integration/package.json ]; then
   (cd tests/integration && npm install --no-audit --no-fund --loglevel=error >/dev/null)
 fi
 
+# Sanitizer findings fail the test that hit them.
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 step "running the tests"
 rc=0
 meson test -C build-test --print-errorlogs --num-processes 2 "$@" || rc=$?

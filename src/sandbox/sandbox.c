@@ -126,8 +126,10 @@ sbx **sbx_list(sbx_manager *m, size_t *ret_n) {
     *ret_n = 0;
     return NULL;
   }
-  memcpy(v, m->list, m->n * sizeof(*v));
-  qsort(v, m->n, sizeof(*v), cmp_newest);
+  if (m->n) {
+    memcpy(v, m->list, m->n * sizeof(*v));
+    qsort(v, m->n, sizeof(*v), cmp_newest);
+  }
   *ret_n = m->n;
   return v;
 }
