@@ -7,6 +7,7 @@
 #pragma once
 #include "util/error.h"
 #include <stdbool.h>
+#include <stdio.h>
 
 #define CLI_EXIT_FAILURE 125
 #define CLI_EXIT_USAGE 2
@@ -21,6 +22,9 @@ typedef struct cli_command {
 int cli_fail(const cr_error *err);
 /* Same with a reason and a formatted message. */
 int cli_failf(const char *reason, const char *fmt, ...) _printf_(2, 3);
+/* Prints "cleanroom: invalid_argument: <message>" on stderr, then help(stderr)
+ * unless help is NULL; returns CLI_EXIT_USAGE. */
+int cli_usage_error(void (*help)(FILE *), const char *fmt, ...) _printf_(2, 3);
 /* True when argv has --help or -h before any "--". */
 bool cli_wants_help(int argc, char **argv);
 

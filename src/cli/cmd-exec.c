@@ -233,63 +233,39 @@ int cmd_exec(int argc, char **argv) {
     case O_POLICY: policy_path = optarg; break;
     case O_PRINT_ID: print_id = true; break;
     case O_ENV:
-      if (!strchr(optarg, '=') || optarg[0] == '=') {
-        fprintf(stderr, "cleanroom: invalid_argument: --env wants K=V, got '%s'\n", optarg);
-        return CLI_EXIT_USAGE;
-      }
+      if (!strchr(optarg, '=') || optarg[0] == '=')
+        return cli_usage_error(NULL, "--env wants K=V, got '%s'", optarg);
       json_array_append_new(env, json_string(optarg));
       break;
     case O_CWD: cwd = optarg; break;
     case O_TIMEOUT:
-      if (cli_parse_duration_ms(optarg, &timeout_ms) < 0) {
-        fprintf(stderr,
-                "cleanroom: invalid_argument: --timeout wants a duration like 30s, 5m, "
-                "1h30m or 500ms, got '%s'\n",
-                optarg);
-        return CLI_EXIT_USAGE;
-      }
+      if (cli_parse_duration_ms(optarg, &timeout_ms) < 0)
+        return cli_usage_error(NULL,
+                               "--timeout wants a duration like 30s, 5m, 1h30m or 500ms, got '%s'",
+                               optarg);
       timeout_opt = optarg;
       break;
     case O_HOST: host = optarg; break;
     case O_PROGRESS: x.progress = true; break;
     case O_VCPUS:
-      if (cli_parse_int(optarg, 1, 256, &vcpus) < 0) {
-        fprintf(stderr, "cleanroom: invalid_argument: --vcpus wants 1..256, got '%s'\n", optarg);
-        return CLI_EXIT_USAGE;
-      }
+      if (cli_opt_vcpus(optarg, &vcpus)) return CLI_EXIT_USAGE;
       break;
     case O_MEMORY:
-      if (cli_parse_size_mib(optarg, &mem) < 0) {
-        fprintf(stderr,
-                "cleanroom: invalid_argument: --memory wants MiB or a size like 1GiB, got '%s'\n",
-                optarg);
-        return CLI_EXIT_USAGE;
-      }
+      if (cli_opt_memory(optarg, &mem)) return CLI_EXIT_USAGE;
       break;
-    default:
-      fprintf(stderr, "cleanroom: invalid_argument: unknown or incomplete option '%s'\n",
-              argv[optind - 1]);
-      help(stderr);
-      return CLI_EXIT_USAGE;
+    default: return cli_usage_error(help, "unknown or incomplete option '%s'", argv[optind - 1]);
     }
   }
-  if (optind >= argc) {
-    fprintf(stderr, "cleanroom: invalid_argument: no command given; usage: cleanroom exec "
-                    "[options] -- COMMAND [ARG...]\n");
-    return CLI_EXIT_USAGE;
-  }
-  if (in && rm) {
-    fprintf(stderr, "cleanroom: invalid_argument: --rm removes only a sandbox exec creates; "
-                    "use 'cleanroom sandbox rm %s' for an existing one\n",
-                    in);
-    return CLI_EXIT_USAGE;
-  }
-  if (in && (image || vcpus || mem || policy_path)) {
-    fprintf(stderr,
-            "cleanroom: invalid_argument: --image, --policy, --vcpus and --memory apply to a new "
-            "sandbox, not with --in\n");
-    return CLI_EXIT_USAGE;
-  }
+  if (optind >= argc)
+    return cli_usage_error(NULL, "no command given; usage: cleanroom exec "
+                                 "[options] -- COMMAND [ARG...]");
+  if (in && rm)
+    return cli_usage_error(NULL, "--rm removes only a sandbox exec creates; "
+                                 "use 'cleanroom sandbox rm %s' for an existing one",
+                           in);
+  if (in && (image || vcpus || mem || policy_path))
+    return cli_usage_error(NULL, "--image, --policy, --vcpus and --memory apply to a new "
+                                 "sandbox, not with --in");
   _cleanup_json_ json_t *cmd = json_array();
   for (int i = optind; i < argc; i++) json_array_append_new(cmd, json_string(argv[i]));
 
@@ -307,14 +283,9 @@ int cmd_exec(int argc, char **argv) {
   if (in) {
     sid = strdup(in);
   } else {
-    json_t *p = json_object();
-    r = cli_sandbox_params(policy_path, image, p);
-    if (r) {
-      json_decref(p);
-      return r;
-    }
-    if (vcpus) json_object_set_new(p, "vcpus", json_integer(vcpus));
-    if (mem) json_object_set_new(p, "memory_mib", json_integer(mem));
+    json_t *p = NULL;
+    r = cli_sandbox_create_params(policy_path, image, vcpus, mem, &p);
+    if (r) return r;
     _cleanup_json_ json_t *sb = NULL;
     if (api_client_call(c, "sandbox.create", p, on_notification, &x, &sb, &err) < 0)
       return cli_fail(err);

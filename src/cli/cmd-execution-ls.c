@@ -41,34 +41,16 @@ int cmd_execution_ls(int argc, char **argv) {
       {"host", required_argument, NULL, 'H'},
       {0},
   };
-  bool json = false;
-  const char *host = NULL, *in = NULL;
-  opterr = 0;
-  int o;
-  while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    switch (o) {
-    case 'j': json = true; break;
-    case 'i': in = optarg; break;
-    case 'H': host = optarg; break;
-    default:
-      fprintf(stderr, "cleanroom: invalid_argument: unknown or incomplete option '%s'\n",
-              argv[optind - 1]);
-      help(stderr);
-      return CLI_EXIT_USAGE;
-    }
-  }
-  if (optind < argc) {
-    fprintf(stderr, "cleanroom: invalid_argument: unexpected argument '%s'\n", argv[optind]);
-    return CLI_EXIT_USAGE;
-  }
-  _cleanup_api_client_ api_client *c = NULL;
-  int r = cli_connect(host, &c);
+  cli_opts opt;
+  int r = cli_getopt(argc, argv, "", opts, help, &opt);
   if (r) return r;
+  if (optind < argc) return cli_usage_error(NULL, "unexpected argument '%s'", argv[optind]);
   _cleanup_json_ json_t *res = NULL;
-  r = cli_call(c, "execution.list", in ? json_pack("{s:s}", "sandbox_id", in) : json_object(),
-               &res);
+  r = cli_connect_call(opt.host, "execution.list",
+                       opt.in ? json_pack("{s:s}", "sandbox_id", opt.in) : json_object(), NULL,
+                       &res);
   if (r) return r;
-  if (json) {
+  if (opt.json) {
     cli_print_json(res);
     return 0;
   }

@@ -29,16 +29,10 @@ int cmd_image_bump_ref(int argc, char **argv) {
       dry_run = true;
     else if (argv[i][0] != '-' && !ref)
       ref = argv[i];
-    else {
-      fprintf(stderr, "cleanroom: invalid_argument: unexpected argument '%s'; see --help\n",
-              argv[i]);
-      return CLI_EXIT_USAGE;
-    }
+    else
+      return cli_usage_error(NULL, "unexpected argument '%s'; see --help", argv[i]);
   }
-  if (!ref) {
-    fprintf(stderr, "cleanroom: invalid_argument: expected REF; see --help\n");
-    return CLI_EXIT_USAGE;
-  }
+  if (!ref) return cli_usage_error(NULL, "expected REF; see --help");
   _cleanup_error_ cr_error *err = NULL;
   _cleanup_free_ char *pinned = NULL, *path = NULL, *warning = NULL, *buf = NULL, *out = NULL;
   size_t len = 0, out_len = 0;

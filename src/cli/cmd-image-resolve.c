@@ -51,10 +51,7 @@ int cmd_image_resolve(int argc, char **argv) {
            "is contacted) and fails with image_not_found when it is not there.\n");
     return 0;
   }
-  if (argc != 2 || argv[1][0] == '-') {
-    fprintf(stderr, "cleanroom: invalid_argument: expected one REF; see --help\n");
-    return CLI_EXIT_USAGE;
-  }
+  if (argc != 2 || argv[1][0] == '-') return cli_usage_error(NULL, "expected one REF; see --help");
   _cleanup_error_ cr_error *err = NULL;
   _cleanup_free_ char *out = NULL;
   if (cli_image_resolve(argv[1], &out, &err) < 0) return cli_fail(err);

@@ -1,9 +1,7 @@
 /* cleanroom policy show [FILE] [--policy FILE] [--json] */
-#include "cli/cli.h"
-#include "policy/policy.h"
+#include "cli/cmd-policy-common.h"
 
 #include <stdio.h>
-#include <string.h>
 
 int cmd_policy_show(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
@@ -16,21 +14,9 @@ int cmd_policy_show(int argc, char **argv) {
            "  --json         print {file, policy, policy_hash} as one JSON object\n");
     return 0;
   }
-  const char *file = NULL;
-  bool json = false;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--json"))
-      json = true;
-    else if (!strcmp(argv[i], "--policy") && i + 1 < argc && !file)
-      file = argv[++i];
-    else if (argv[i][0] != '-' && !file)
-      file = argv[i];
-    else {
-      fprintf(stderr, "cleanroom: invalid_argument: unexpected argument '%s'; see --help\n",
-              argv[i]);
-      return CLI_EXIT_USAGE;
-    }
-  }
+  const char *file;
+  bool json;
+  if (cli_policy_args(argc, argv, &file, &json)) return CLI_EXIT_USAGE;
   _cleanup_error_ cr_error *err = NULL;
   _cleanup_free_ char *path = NULL, *warning = NULL;
   _cleanup_policy_ policy *p = NULL;
@@ -38,10 +24,7 @@ int cmd_policy_show(int argc, char **argv) {
   if (policy_locate(file, &path, &warning, &err) < 0) return cli_fail(err);
   if (warning) fprintf(stderr, "cleanroom: warning: %s\n", warning);
   int r = policy_load_file(path, &p, &diags, &err);
-  for (size_t i = 0; diags && i < diags->n; i++) {
-    _cleanup_free_ char *s = policy_diag_format(&diags->items[i]);
-    if (s) fprintf(stderr, "%s\n", s);
-  }
+  cli_policy_print_diags(diags);
   if (r < 0) {
     if (diags) return 1;
     return cli_fail(err);

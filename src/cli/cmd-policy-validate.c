@@ -1,6 +1,5 @@
 /* cleanroom policy validate [FILE] [--policy FILE] [--json] */
-#include "cli/cli.h"
-#include "policy/policy.h"
+#include "cli/cmd-policy-common.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -24,10 +23,7 @@ static json_t *diags_json(const policy_diags *d, policy_severity sev) {
 }
 
 static void print_diags(const policy_diags *d) {
-  for (size_t i = 0; d && i < d->n; i++) {
-    _cleanup_free_ char *s = policy_diag_format(&d->items[i]);
-    if (s) fprintf(stderr, "%s\n", s);
-  }
+  cli_policy_print_diags(d);
   if (d && d->n_dropped)
     fprintf(stderr, "(%zu more errors not shown)\n", d->n_dropped);
 }
@@ -37,21 +33,9 @@ int cmd_policy_validate(int argc, char **argv) {
     usage();
     return 0;
   }
-  const char *file = NULL;
-  bool json = false;
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--json"))
-      json = true;
-    else if (!strcmp(argv[i], "--policy") && i + 1 < argc && !file)
-      file = argv[++i];
-    else if (argv[i][0] != '-' && !file)
-      file = argv[i];
-    else {
-      fprintf(stderr, "cleanroom: invalid_argument: unexpected argument '%s'; see --help\n",
-              argv[i]);
-      return CLI_EXIT_USAGE;
-    }
-  }
+  const char *file;
+  bool json;
+  if (cli_policy_args(argc, argv, &file, &json)) return CLI_EXIT_USAGE;
   _cleanup_error_ cr_error *err = NULL;
   _cleanup_free_ char *path = NULL, *warning = NULL;
   _cleanup_policy_ policy *p = NULL;

@@ -1,5 +1,6 @@
 /* Helpers shared by the daemon-facing CLI commands (see cmd-sandbox-common.h). */
 #include "cli/cmd-sandbox-common.h"
+#include "cli/cmd-policy-common.h"
 #include "policy/policy.h"
 #include "util/macro.h"
 
@@ -20,6 +21,77 @@ int cli_connect(const char *host, api_client **ret) {
   _cleanup_error_ cr_error *err = NULL;
   if (api_client_connect(host, true, ret, &err) < 0) return cli_fail(err);
   return 0;
+}
+
+int cli_connect_call(const char *host, const char *method, json_t *params,
+                     api_client **ret_client, json_t **ret_result) {
+  _cleanup_api_client_ api_client *c = NULL;
+  int r = cli_connect(host, &c);
+  if (r) {
+    json_decref(params);
+    return r;
+  }
+  r = cli_call(c, method, params, ret_result);
+  if (r) return r;
+  if (ret_client) *ret_client = TAKE_PTR(c);
+  return 0;
+}
+
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
+               void (*help)(FILE *), cli_opts *ret) {
+  *ret = (cli_opts){0};
+  opterr = 0;
+  int o;
+  while ((o = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+    switch (o) {
+    case 'j': ret->json = true; break;
+    case 'l': ret->last = true; break;
+    case 'a': ret->all = true; break;
+    case 'i': ret->in = optarg; break;
+    case 'H': ret->host = optarg; break;
+    case 'f': break;
+    default: return cli_usage_error(help, "unknown or incomplete option '%s'", argv[optind - 1]);
+    }
+  }
+  return 0;
+}
+
+int cli_inspect(int argc, char **argv, void (*help)(FILE *), const char *noun,
+                const char *method, const char *id_key) {
+  static const struct option opts[] = {
+      {"json", no_argument, NULL, 'j'},
+      {"last", no_argument, NULL, 'l'},
+      {"host", required_argument, NULL, 'H'},
+      {0},
+  };
+  cli_opts o;
+  int r = cli_getopt(argc, argv, "", opts, help, &o);
+  if (r) return r;
+  if ((o.last && optind != argc) || (!o.last && optind + 1 != argc))
+    return cli_usage_error(help, "give exactly one %s ID or --last", noun);
+  _cleanup_json_ json_t *res = NULL;
+  r = cli_connect_call(o.host, method, json_pack("{s:s}", id_key, o.last ? "last" : argv[optind]),
+                       NULL, &res);
+  if (r) return r;
+  cli_print_json(res);
+  return 0;
+}
+
+int cli_opt_vcpus(const char *arg, int64_t *ret) {
+  if (cli_parse_int(arg, 1, 256, ret) < 0)
+    return cli_usage_error(NULL, "--vcpus wants 1..256, got '%s'", arg);
+  return 0;
+}
+
+int cli_opt_memory(const char *arg, int64_t *ret_mib) {
+  if (cli_parse_size_mib(arg, ret_mib) < 0)
+    return cli_usage_error(NULL, "--memory wants MiB or a size like 1GiB, got '%s'", arg);
+  return 0;
+}
+
+const char *cli_sandbox_image(json_t *sb, const char *fallback) {
+  json_t *img = json_object_get(sb, "image");
+  return json_is_string(img) ? json_string_value(img) : cli_json_str(img, "ref", fallback);
 }
 
 int cli_call(api_client *c, const char *method, json_t *params, json_t **ret_result) {
@@ -135,7 +207,7 @@ const char *cli_json_str(json_t *obj, const char *key, const char *fallback) {
   return s ? s : fallback;
 }
 
-int cli_sandbox_params(const char *policy_path, const char *image, json_t *params) {
+static int sandbox_params(const char *policy_path, const char *image, json_t *params) {
   _cleanup_free_ char *found = NULL, *warning = NULL;
   _cleanup_error_ cr_error *err = NULL;
   if (policy_locate(policy_path, &found, &warning, &err) < 0) {
@@ -149,10 +221,7 @@ int cli_sandbox_params(const char *policy_path, const char *image, json_t *param
     _cleanup_(policy_diags_freep) policy_diags *diags = NULL;
     cr_error_free(TAKE_PTR(err));
     if (policy_load_file(found, &p, &diags, &err) < 0) {
-      for (size_t i = 0; diags && i < diags->n; i++) {
-        _cleanup_free_ char *line = policy_diag_format(&diags->items[i]);
-        if (line) fprintf(stderr, "%s\n", line);
-      }
+      cli_policy_print_diags(diags);
       return cli_fail(err);
     }
     json_t *compiled = policy_compile_json(p);
@@ -163,5 +232,16 @@ int cli_sandbox_params(const char *policy_path, const char *image, json_t *param
   const char *e = getenv("CLEANROOM_IMAGE");
   const char *img = image && *image ? image : pimage ? pimage : e && *e ? e : CLI_DEFAULT_IMAGE;
   json_object_set_new(params, "image", json_string(img));
+  return 0;
+}
+
+int cli_sandbox_create_params(const char *policy_path, const char *image, int64_t vcpus,
+                              int64_t mem_mib, json_t **ret_params) {
+  _cleanup_json_ json_t *params = json_object();
+  int r = sandbox_params(policy_path, image, params);
+  if (r) return r;
+  if (vcpus) json_object_set_new(params, "vcpus", json_integer(vcpus));
+  if (mem_mib) json_object_set_new(params, "memory_mib", json_integer(mem_mib));
+  *ret_params = TAKE_PTR(params);
   return 0;
 }

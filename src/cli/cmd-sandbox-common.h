@@ -4,9 +4,11 @@
 #include "api/client.h"
 #include "cli/cli.h"
 
+#include <getopt.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define CLI_DEFAULT_IMAGE "cleanroom-base/debian:bookworm"
 
@@ -16,16 +18,50 @@ const char *cli_default_image(const char *opt);
 /* Connects (with autostart unless --host/CLEANROOM_HOST names a daemon).
  * On failure prints the error and returns CLI_EXIT_FAILURE; else 0. */
 int cli_connect(const char *host, api_client **ret);
-/* sandbox.create params from the repository's policy: policy_path when given,
- * else cleanroom.yaml (then .buildkite/cleanroom.yaml) at the repository root
- * of the current directory, if any. Sets "policy" (compiled) and "image"
- * (explicit, else the policy's, else $CLEANROOM_IMAGE, else the default).
- * Returns 0, or a CLI exit code after printing the errors. */
-int cli_sandbox_params(const char *policy_path, const char *image, json_t *params);
 
+/* cli_connect, then cli_call. params stolen (also when connecting fails).
+ * *ret_client is set on success unless ret_client is NULL. */
+int cli_connect_call(const char *host, const char *method, json_t *params,
+                     api_client **ret_client, json_t **ret_result);
 /* Calls method; on failure prints "cleanroom: <reason>: <message>" and
  * returns CLI_EXIT_FAILURE; else 0 with *ret_result set. params stolen. */
 int cli_call(api_client *c, const char *method, json_t *params, json_t **ret_result);
+
+/* sandbox.create params from the repository's policy: policy_path when given,
+ * else cleanroom.yaml (then .buildkite/cleanroom.yaml) at the repository root
+ * of the current directory, if any. Sets "policy" (compiled), "image"
+ * (explicit, else the policy's, else $CLEANROOM_IMAGE, else the default), and
+ * "vcpus" and "memory_mib" when not 0. Returns 0 with *ret_params set, or a
+ * CLI exit code after printing the errors. */
+int cli_sandbox_create_params(const char *policy_path, const char *image, int64_t vcpus,
+                              int64_t mem_mib, json_t **ret_params);
+
+/* The options the daemon commands share, as set by cli_getopt. */
+typedef struct cli_opts {
+  bool json, last, all;
+  const char *host, *in;
+} cli_opts;
+
+/* getopt_long over argv with the command's own options table. Recognized
+ * vals: 'j' --json, 'l' --last, 'a' --all, 'i' --in ID, 'H' --host HOST,
+ * 'f' (accepted, ignored). Any other result is an unknown or incomplete
+ * option: prints that with help to stderr and returns CLI_EXIT_USAGE. Else
+ * returns 0 with optind at the first operand. */
+int cli_getopt(int argc, char **argv, const char *shortopts, const struct option *longopts,
+               void (*help)(FILE *), cli_opts *ret);
+
+/* A whole `<noun> inspect ID|--last [--json] [--host HOST]` command after
+ * --help: calls method with {id_key: ID or "last"} and prints the result. */
+int cli_inspect(int argc, char **argv, void (*help)(FILE *), const char *noun,
+                const char *method, const char *id_key);
+
+/* --vcpus and --memory values; a bad one prints the usage error and returns
+ * CLI_EXIT_USAGE, else 0. */
+int cli_opt_vcpus(const char *arg, int64_t *ret);
+int cli_opt_memory(const char *arg, int64_t *ret_mib);
+
+/* A sandbox's image ref: "image" when a string, else image.ref, else fallback. */
+const char *cli_sandbox_image(json_t *sb, const char *fallback);
 
 /* Prints JSON to stdout, indented, with a final newline. */
 void cli_print_json(json_t *j);

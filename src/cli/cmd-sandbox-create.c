@@ -62,46 +62,26 @@ int cmd_sandbox_create(int argc, char **argv) {
     case O_IMAGE: image = optarg; break;
     case O_POLICY: policy_path = optarg; break;
     case O_VCPUS:
-      if (cli_parse_int(optarg, 1, 256, &vcpus) < 0) {
-        fprintf(stderr, "cleanroom: invalid_argument: --vcpus wants 1..256, got '%s'\n", optarg);
-        return CLI_EXIT_USAGE;
-      }
+      if (cli_opt_vcpus(optarg, &vcpus)) return CLI_EXIT_USAGE;
       break;
     case O_MEMORY:
-      if (cli_parse_size_mib(optarg, &mem) < 0) {
-        fprintf(stderr,
-                "cleanroom: invalid_argument: --memory wants MiB or a size like 1GiB, got '%s'\n",
-                optarg);
-        return CLI_EXIT_USAGE;
-      }
+      if (cli_opt_memory(optarg, &mem)) return CLI_EXIT_USAGE;
       break;
     case O_JSON: json = true; break;
     case O_PROGRESS: progress = true; break;
     case O_NO_PROGRESS: progress = false; break;
     case O_HOST: host = optarg; break;
-    default:
-      fprintf(stderr, "cleanroom: invalid_argument: unknown or incomplete option '%s'\n",
-              argv[optind - 1]);
-      help(stderr);
-      return CLI_EXIT_USAGE;
+    default: return cli_usage_error(help, "unknown or incomplete option '%s'", argv[optind - 1]);
     }
   }
-  if (optind < argc) {
-    fprintf(stderr, "cleanroom: invalid_argument: unexpected argument '%s'\n", argv[optind]);
-    return CLI_EXIT_USAGE;
-  }
+  if (optind < argc) return cli_usage_error(NULL, "unexpected argument '%s'", argv[optind]);
 
   _cleanup_api_client_ api_client *c = NULL;
   int r = cli_connect(host, &c);
   if (r) return r;
-  json_t *params = json_object();
-  r = cli_sandbox_params(policy_path, image, params);
-  if (r) {
-    json_decref(params);
-    return r;
-  }
-  if (vcpus) json_object_set_new(params, "vcpus", json_integer(vcpus));
-  if (mem) json_object_set_new(params, "memory_mib", json_integer(mem));
+  json_t *params = NULL;
+  r = cli_sandbox_create_params(policy_path, image, vcpus, mem, &params);
+  if (r) return r;
 
   _cleanup_error_ cr_error *err = NULL;
   _cleanup_json_ json_t *sb = NULL;

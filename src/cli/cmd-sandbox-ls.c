@@ -3,7 +3,6 @@
 
 #include <getopt.h>
 #include <stdio.h>
-#include <string.h>
 
 static void help(FILE *f) {
   fprintf(f, "Usage: cleanroom sandbox ls [--json] [--host HOST]\n\n"
@@ -24,32 +23,14 @@ int cmd_sandbox_ls(int argc, char **argv) {
       {"host", required_argument, NULL, 'H'},
       {0},
   };
-  bool json = false;
-  const char *host = NULL;
-  opterr = 0;
-  int o;
-  while ((o = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
-    switch (o) {
-    case 'j': json = true; break;
-    case 'H': host = optarg; break;
-    default:
-      fprintf(stderr, "cleanroom: invalid_argument: unknown or incomplete option '%s'\n",
-              argv[optind - 1]);
-      help(stderr);
-      return CLI_EXIT_USAGE;
-    }
-  }
-  if (optind < argc) {
-    fprintf(stderr, "cleanroom: invalid_argument: unexpected argument '%s'\n", argv[optind]);
-    return CLI_EXIT_USAGE;
-  }
-  _cleanup_api_client_ api_client *c = NULL;
-  int r = cli_connect(host, &c);
+  cli_opts opt;
+  int r = cli_getopt(argc, argv, "+", opts, help, &opt);
   if (r) return r;
+  if (optind < argc) return cli_usage_error(NULL, "unexpected argument '%s'", argv[optind]);
   _cleanup_json_ json_t *res = NULL;
-  r = cli_call(c, "sandbox.list", NULL, &res);
+  r = cli_connect_call(opt.host, "sandbox.list", NULL, NULL, &res);
   if (r) return r;
-  if (json) {
+  if (opt.json) {
     cli_print_json(res);
     return 0;
   }
@@ -59,9 +40,8 @@ int cmd_sandbox_ls(int argc, char **argv) {
   json_t *sb;
   json_array_foreach(list, i, sb) {
     char age[32];
-    json_t *img = json_object_get(sb, "image");
-    const char *ref = json_is_string(img) ? json_string_value(img)
-                                          : cli_json_str(img, "ref", cli_json_str(img, "digest", "-"));
+    const char *ref =
+        cli_sandbox_image(sb, cli_json_str(json_object_get(sb, "image"), "digest", "-"));
     printf("%-28s %-13s %-36s %-10s %s\n", cli_json_str(sb, "id", "-"),
            cli_json_str(sb, "state", "-"), ref,
            cli_format_age(cli_json_str(sb, "created_at", NULL), age, sizeof(age)),

@@ -3,7 +3,6 @@
 
 #include <getopt.h>
 #include <stdio.h>
-#include <string.h>
 
 static void help(FILE *f) {
   fprintf(f, "Usage: cleanroom sandbox rm ID... | --all [--host HOST]\n\n"
@@ -38,36 +37,16 @@ int cmd_sandbox_rm(int argc, char **argv) {
       {"host", required_argument, NULL, 'H'},
       {0},
   };
-  bool all = false;
-  const char *host = NULL;
-  opterr = 0;
-  int o;
-  while ((o = getopt_long(argc, argv, "f", opts, NULL)) != -1) {
-    switch (o) {
-    case 'a': all = true; break;
-    case 'f': break;
-    case 'H': host = optarg; break;
-    default:
-      fprintf(stderr, "cleanroom: invalid_argument: unknown or incomplete option '%s'\n",
-              argv[optind - 1]);
-      help(stderr);
-      return CLI_EXIT_USAGE;
-    }
-  }
-  if (!all && optind >= argc) {
-    fprintf(stderr, "cleanroom: invalid_argument: give sandbox IDs or --all\n");
-    help(stderr);
-    return CLI_EXIT_USAGE;
-  }
-  if (all && optind < argc) {
-    fprintf(stderr, "cleanroom: invalid_argument: --all takes no sandbox IDs\n");
-    return CLI_EXIT_USAGE;
-  }
+  cli_opts opt;
+  int r = cli_getopt(argc, argv, "f", opts, help, &opt);
+  if (r) return r;
+  if (!opt.all && optind >= argc) return cli_usage_error(help, "give sandbox IDs or --all");
+  if (opt.all && optind < argc) return cli_usage_error(NULL, "--all takes no sandbox IDs");
   _cleanup_api_client_ api_client *c = NULL;
-  int r = cli_connect(host, &c);
+  r = cli_connect(opt.host, &c);
   if (r) return r;
   int rc = 0;
-  if (all) {
+  if (opt.all) {
     _cleanup_json_ json_t *res = NULL;
     r = cli_call(c, "sandbox.list", NULL, &res);
     if (r) return r;

@@ -3,7 +3,6 @@
 
 #include <getopt.h>
 #include <stdio.h>
-#include <string.h>
 
 static void help(FILE *f) {
   fprintf(f, "Usage: cleanroom status [--last | EXECUTION_ID] [--json] [--host HOST]\n\n"
@@ -32,32 +31,15 @@ int cmd_status(int argc, char **argv) {
       {"host", required_argument, NULL, 'H'},
       {0},
   };
-  bool json = false, last = false;
-  const char *host = NULL;
-  opterr = 0;
-  int o;
-  while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    switch (o) {
-    case 'j': json = true; break;
-    case 'l': last = true; break;
-    case 'H': host = optarg; break;
-    default:
-      fprintf(stderr, "cleanroom: invalid_argument: unknown or incomplete option '%s'\n",
-              argv[optind - 1]);
-      help(stderr);
-      return CLI_EXIT_USAGE;
-    }
-  }
-  if (optind + 1 < argc || (last && optind < argc)) {
-    fprintf(stderr, "cleanroom: invalid_argument: give one execution ID or --last\n");
-    return CLI_EXIT_USAGE;
-  }
+  cli_opts opt;
+  int r = cli_getopt(argc, argv, "", opts, help, &opt);
+  if (r) return r;
+  if (optind + 1 < argc || (opt.last && optind < argc))
+    return cli_usage_error(NULL, "give one execution ID or --last");
   const char *id = optind < argc ? argv[optind] : "last";
   _cleanup_api_client_ api_client *c = NULL;
-  int r = cli_connect(host, &c);
-  if (r) return r;
   _cleanup_json_ json_t *e = NULL;
-  r = cli_call(c, "execution.get", json_pack("{s:s}", "execution_id", id), &e);
+  r = cli_connect_call(opt.host, "execution.get", json_pack("{s:s}", "execution_id", id), &c, &e);
   if (r) return r;
   const char *sid = cli_json_str(e, "sandbox_id", NULL);
   _cleanup_json_ json_t *sb = NULL;
@@ -69,7 +51,7 @@ int cmd_status(int argc, char **argv) {
       sb = json_pack("{s:s,s:s,s:s}", "id", sid, "state", "removed", "reason",
                      cr_error_reason(err));
   }
-  if (json) {
+  if (opt.json) {
     _cleanup_json_ json_t *out = json_pack("{s:O,s:O?}", "execution", e, "sandbox", sb);
     cli_print_json(out);
     return 0;
@@ -106,8 +88,7 @@ int cmd_status(int argc, char **argv) {
     const char *reason = cli_json_str(sb, "reason", NULL);
     if (reason) printf(": %s", reason);
     printf(")\n");
-    json_t *img = json_object_get(sb, "image");
-    const char *ref = json_is_string(img) ? json_string_value(img) : cli_json_str(img, "ref", NULL);
+    const char *ref = cli_sandbox_image(sb, NULL);
     if (ref) printf("image      %s\n", ref);
   }
   return 0;

@@ -46,6 +46,17 @@ int cli_failf(const char *reason, const char *fmt, ...) {
   return CLI_EXIT_FAILURE;
 }
 
+int cli_usage_error(void (*help)(FILE *), const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("cleanroom: invalid_argument: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  if (help) help(stderr);
+  return CLI_EXIT_USAGE;
+}
+
 bool cli_wants_help(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--")) return false;
