@@ -204,6 +204,11 @@ static int qemu_launch(uv_loop_t *loop, const backend_vm_config *c,
   add(&a, "virtserialport,chardev=ag,name=cleanroom.agent");
   add(&a, "-qmp");
   add(&a, "unix:%s/qmp.sock,server=on,wait=off", c->dir);
+  /* QEMU's seccomp filter. elevateprivileges=deny and spawn=deny would also
+   * block the setsid()/fork() of -daemonize; they need a launch without
+   * -daemonize (later, with the unprivileged VMM user). */
+  add(&a, "-sandbox");
+  add(&a, "on,obsolete=deny,resourcecontrol=deny");
   add(&a, "-pidfile");
   add(&a, "%s/qemu.pid", c->dir);
   add(&a, "-daemonize");
