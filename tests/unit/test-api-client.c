@@ -18,7 +18,7 @@
 #include <sys/wait.h>
 
 static char tmpdir[] = "/tmp/test-api-client-XXXXXX";
-static char sock[256];
+static char sock[100]; /* fits sockaddr_un.sun_path */
 static char host[300];
 
 /* Serves one connection: reads a line, writes `reply` (len bytes), closes. */
