@@ -243,6 +243,42 @@ static void m_execution_create(req *r) {
   }
 }
 
+static void replay_none(void *ud, int stream, const uint8_t *data, size_t n) {}
+
+static void replay_chunk(void *ud, int stream, const uint8_t *data, size_t n) {
+  attach_output(ud, NULL, stream, data, n);
+}
+
+/* Streams an execution to this connection: buffered output from cursor,
+ * then live output, then execution.exit (at once when it has ended). */
+static void m_execution_attach(req *r) {
+  sbx_exec *e = need_exec(r);
+  if (!e) return;
+  json_t *c = json_object_get(r->params, "cursor");
+  if (c && (!json_is_integer(c) || json_integer_value(c) < 0))
+    return bad_params(r, "'cursor' must be a non-negative integer");
+  attach *a = calloc(1, sizeof(*a));
+  if (!a) return;
+  a->sink = api_sink_ref(r->sink);
+  snprintf(a->id, sizeof(a->id), "%s", sbx_exec_id(e));
+  sbx_exec_observer o = {attach_output, attach_ended, a};
+  if (!sbx_exec_ended(e) && sbx_exec_observe(e, &o) < 0) {
+    api_sink_unref(a->sink);
+    free(a);
+    cr_error *err = NULL;
+    cr_error_set(&err, CR_E_INTERNAL, 0, "too many clients attached to execution %s",
+                 sbx_exec_id(e));
+    reply_err(r, err);
+    cr_error_free(err);
+    return;
+  }
+  uint64_t cursor = c ? (uint64_t)json_integer_value(c) : 0;
+  uint64_t dropped = sbx_exec_replay(e, cursor, replay_none, NULL);
+  reply(r, json_pack("{s:s, s:I}", "execution_id", a->id, "dropped", (json_int_t)dropped));
+  sbx_exec_replay(e, cursor, replay_chunk, a);
+  if (sbx_exec_ended(e)) attach_ended(a, e);
+}
+
 static void m_execution_write(req *r) {
   sbx_exec *e = need_exec(r);
   if (!e) return;
@@ -459,6 +495,7 @@ static const struct {
     {"sandbox.list", m_sandbox_list},
     {"sandbox.terminate", m_sandbox_terminate},
     {"execution.create", m_execution_create},
+    {"execution.attach", m_execution_attach},
     {"execution.write", m_execution_write},
     {"execution.cancel", m_execution_cancel},
     {"execution.wait", m_execution_wait},

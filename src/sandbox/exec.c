@@ -387,6 +387,19 @@ sbx_exec **sbx_exec_list(sbx_manager *m, const char *sandbox_id, size_t *ret_n) 
   return v;
 }
 
+uint64_t sbx_exec_replay(sbx_exec *e, uint64_t cursor,
+                         void (*fn)(void *ud, int stream, const uint8_t *data, size_t n),
+                         void *ud) {
+  uint64_t oldest = e->nchunks ? e->chunks[0].offset : e->total;
+  for (size_t i = 0; i < e->nchunks; i++) {
+    chunk *c = &e->chunks[i];
+    if (c->offset + c->len <= cursor) continue;
+    size_t skip = cursor > c->offset ? (size_t)(cursor - c->offset) : 0;
+    fn(ud, c->stream, c->data + skip, c->len - skip);
+  }
+  return cursor < oldest ? oldest - cursor : 0;
+}
+
 json_t *sbx_exec_read(sbx_exec *e, uint64_t cursor) {
   uint64_t oldest = e->nchunks ? e->chunks[0].offset : e->total;
   uint64_t dropped = cursor < oldest ? oldest - cursor : 0;

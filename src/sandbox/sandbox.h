@@ -110,6 +110,11 @@ typedef struct sbx_exec_chunk {
   uint8_t *data;
 } sbx_exec_chunk;
 json_t *sbx_exec_read(sbx_exec *e, uint64_t cursor);
+/* Calls fn for each buffered chunk at or after cursor, in order (stream 1 =
+ * stdout, 2 = stderr). Returns the bytes dropped before the oldest kept. */
+uint64_t sbx_exec_replay(sbx_exec *e, uint64_t cursor,
+                         void (*fn)(void *ud, int stream, const uint8_t *data, size_t n),
+                         void *ud);
 
 /* ---- files (results via callback; runs on the loop) */
 typedef void (*sbx_file_cb)(void *ud, json_t *result /* stolen, NULL on error */,

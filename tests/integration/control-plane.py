@@ -240,6 +240,32 @@ class T1Exec(Deadline, unittest.TestCase):
     def ex(self, *cmd, **kw):
         return cr("exec", "--in", self.sid, "--", *cmd, **kw)
 
+    def test_attach_to_running_execution(self):
+        with rpc_conn() as s1:
+            r = rpc(s1, "execution.create", {"sandbox_id": self.sid, "attach": False,
+                                             "argv": ["sh", "-c", "echo one; sleep 1; echo two >&2"]})
+            eid = r["result"]["execution_id"]
+        with rpc_conn() as s2:
+            f = s2.makefile("rwb")
+            f.write(json.dumps({"jsonrpc": "2.0", "id": 7, "method": "execution.attach",
+                                "params": {"execution_id": eid}}).encode() + b"\n")
+            f.flush()
+            out, err, reply, end = b"", b"", None, None
+            while end is None:
+                m = json.loads(f.readline())
+                if m.get("id") == 7:
+                    reply = m
+                elif m.get("method") == "execution.output":
+                    data = base64.b64decode(m["params"]["data"])
+                    if m["params"]["stream"] == "stdout":
+                        out += data
+                    else:
+                        err += data
+                elif m.get("method") == "execution.exit":
+                    end = m["params"]["execution"]
+        self.assertEqual(reply["result"]["execution_id"], eid)
+        self.assertEqual((out, err, end["exit_code"]), (b"one\n", b"two\n", 0))
+
     def test_exit_codes(self):
         for script, want in (("exit 0", 0), ("exit 1", 1), ("exit 7", 7),
                              ("kill -TERM $$", 143), ("kill -KILL $$", 137)):
