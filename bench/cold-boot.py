@@ -67,7 +67,7 @@ try:
     # warm-up: builds the initramfs and the scratch template once
     sb = call("sandbox.create", {"image": image, "memory_mib": a.mem})
     call("sandbox.terminate", {"id": sb["id"]})
-    totals, boots, execs = [], [], []
+    totals, boots, execs, rss = [], [], [], []
     for _ in range(a.runs):
         t0 = time.monotonic()
         sb = call("sandbox.create", {"image": image, "memory_mib": a.mem})
@@ -75,6 +75,11 @@ try:
         ex = run_to_exit(sb["id"])
         t2 = time.monotonic()
         assert ex["exit_code"] == 0, ex
+        try:  # resident memory of the VMM after boot + one exec
+            with open(f"/proc/{sb['vmm_pid']}/status") as st:
+                rss.append(next(int(l.split()[1]) for l in st if l.startswith("VmRSS:")) / 1024)
+        except (OSError, StopIteration, KeyError, TypeError):
+            pass
         totals.append(t2 - t0)
         boots.append(t1 - t0)
         execs.append(t2 - t1)
@@ -92,7 +97,8 @@ def open_kvm_broken():
 
 
 res = {"runs": a.runs, "create_s": statistics.median(boots), "first_exec_s": statistics.median(execs),
-       "cold_to_first_exec_s": statistics.median(totals)}
+       "cold_to_first_exec_s": statistics.median(totals),
+       "vmm_rss_mib": round(statistics.median(rss), 1) if rss else None, "guest_mem_mib": a.mem}
 if not a.no_floor:
     floor_py = os.path.join(root, "..", "shared", "bench", "qemu-floor.py")
     cmd = [sys.executable, floor_py, "--runs", str(a.runs), "--mem", str(a.mem)]
@@ -114,5 +120,6 @@ if not a.no_floor:
         res["floor_error"] = f"{e}: {out.stderr[-300:]}"
 print(f"cold boot -> first exec: median {res['cold_to_first_exec_s']:.2f}s "
       f"(create {res['create_s']:.2f}s, first exec {res['first_exec_s']*1000:.0f}ms)"
-      + (f"; floor {res['floor_cold_s']:.2f}s, ratio {res['ratio_to_floor']}" if "ratio_to_floor" in res else ""))
+      + (f"; floor {res['floor_cold_s']:.2f}s, ratio {res['ratio_to_floor']}" if "ratio_to_floor" in res else "")
+      + (f"; VMM RSS {res['vmm_rss_mib']} MiB for a {a.mem} MiB guest" if res["vmm_rss_mib"] else ""))
 print(json.dumps(res))
