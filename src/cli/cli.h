@@ -43,6 +43,7 @@ int cmd_policy_validate(int argc, char **argv);
 int cli_image_resolve(const char *ref, char **ret, cr_error **err);
 int cmd_doctor(int argc, char **argv);
 int cmd_exec(int argc, char **argv);
+int cmd_execution_attach(int argc, char **argv);
 int cmd_execution_inspect(int argc, char **argv);
 int cmd_execution_ls(int argc, char **argv);
 int cmd_sandbox_create(int argc, char **argv);

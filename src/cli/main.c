@@ -10,6 +10,7 @@
 static const cli_command commands[] = {
     {"doctor", "Check the host: KVM, QEMU, kernel, agent, image, disk, daemon", cmd_doctor},
     {"exec", "Run a command in a sandbox (a new one unless --in)", cmd_exec},
+    {"execution attach", "Stream an execution's output and exit status", cmd_execution_attach},
     {"execution inspect", "Show an execution", cmd_execution_inspect},
     {"execution ls", "List executions", cmd_execution_ls},
     {"image bump-ref", "Pin sandbox.image.ref in the policy to a digest", cmd_image_bump_ref},

@@ -266,6 +266,59 @@ class T1Exec(Deadline, unittest.TestCase):
         self.assertEqual(reply["result"]["execution_id"], eid)
         self.assertEqual((out, err, end["exit_code"]), (b"one\n", b"two\n", 0))
 
+    def create_detached(self, argv, stdin=False):
+        with rpc_conn() as s:
+            r = rpc(s, "execution.create", {"sandbox_id": self.sid, "attach": False,
+                                            "stdin": stdin, "argv": argv})
+        self.assertIn("result", r, r)
+        return r["result"]["execution_id"]
+
+    def test_cli_execution_attach(self):
+        eid = self.create_detached(["sh", "-c", "echo one; sleep 1; echo two >&2; exit 3"])
+        p = cr("execution", "attach", eid)
+        self.assertEqual((p.stdout, p.stderr, p.returncode), (b"one\n", b"two\n", 3))
+        # an ended execution: its buffered output and exit code at once
+        p = cr("execution", "attach", "--last")
+        self.assertEqual((p.stdout, p.stderr, p.returncode), (b"one\n", b"two\n", 3))
+        p = cr("execution", "attach", "no-such-execution")
+        self.assertEqual(p.returncode, 125)
+        self.assertIn(b"execution_not_found", p.stderr)
+
+    def test_cli_execution_attach_forwards_stdin(self):
+        eid = self.create_detached(["cat"], stdin=True)
+        p = cr("execution", "attach", eid, input=b"hello\n")
+        self.assertEqual((p.stdout, p.returncode), (b"hello\n", 0), p.stderr)
+
+    def test_exec_detach_then_attach(self):
+        # TERM is ignored (and inherited by sleep), so the first Ctrl-C's
+        # cancel does not end it and the second one detaches.
+        p = subprocess.Popen([BIN, "exec", "--in", self.sid, "--", "sh", "-c",
+                              'trap "" TERM; echo ready; sleep 600'],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=ENV)
+        try:
+            self.assertEqual(p.stdout.readline(), b"ready\n")
+            p.send_signal(signal.SIGINT)
+            # two SIGINTs sent at once may arrive as one: send the second
+            # only once the first one's cancel reached the daemon
+            wait_until(lambda: cr_json("execution", "inspect", "--last")["cancelled"], 60,
+                       "the first Ctrl-C's cancel")
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=CMD_TIMEOUT)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.assertEqual(p.returncode, 130, err)
+        eid = err.decode().split("execution ")[1].split()[0]
+        self.assertIn(("cleanroom execution attach %s" % eid).encode(), err)
+        self.assertEqual(cr_json("execution", "inspect", eid)["state"], "running")
+        with rpc_conn() as s:
+            r = rpc(s, "execution.cancel", {"execution_id": eid, "signal": "KILL"})
+        self.assertIn("result", r, r)
+        p = cr("execution", "attach", eid)
+        self.assertEqual((p.stdout, p.returncode), (b"ready\n", 137), p.stderr)
+
     def test_exit_codes(self):
         for script, want in (("exit 0", 0), ("exit 1", 1), ("exit 7", 7),
                              ("kill -TERM $$", 143), ("kill -KILL $$", 137)):
