@@ -227,13 +227,19 @@ function inspector(args) {
   return { status: p.status, json, stdout: p.stdout, stderr: p.stderr };
 }
 
-// An Inspector config for `cleanroom mcp` in the modern era. The server runs
-// behind a tap (tee) so the test can check what went over the wire.
-function modernConfig(name) {
+// `cleanroom` behind a tap (tee) so a test can check what the client sent.
+function tapped(name) {
   const tap = join(TMP, `${name}.tap`);
   const wrapper = join(TMP, `${name}.sh`);
   writeFileSync(wrapper, `#!/bin/sh\ntee -a '${tap}' | exec '${BIN}' "$@"\n`);
   chmodSync(wrapper, 0o755);
+  const sent = () => readFileSync(tap, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  return { wrapper, sent };
+}
+
+// An Inspector config for `cleanroom mcp` in the modern era.
+function modernConfig(name) {
+  const { wrapper, sent } = tapped(name);
   const config = join(TMP, `${name}.json`);
   writeFileSync(config, JSON.stringify({
     mcpServers: {
@@ -247,7 +253,6 @@ function modernConfig(name) {
       },
     },
   }));
-  const sent = () => readFileSync(tap, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
   return { args: ['--config', config, '--server', 'cleanroom'], sent };
 }
 
@@ -256,11 +261,15 @@ const skipNoInspector = skipNoBin || (!inspectorNode() && 'the Inspector CLI nee
 test('inspector CLI (legacy era) lists every tool on its one page', { skip: skipNoInspector }, () => {
   const args = [];
   for (const k of ['CLEANROOM_RUN_DIR', 'CLEANROOM_DATA_DIR']) args.push('-e', `${k}=${ENV[k]}`);
-  args.push(BIN, 'mcp', '--repo', TMP, '--method', 'tools/list');
+  const tap = tapped('inspector-legacy');
+  args.push(tap.wrapper, 'mcp', '--repo', TMP, '--method', 'tools/list');
   const p = inspector(args); // an ad-hoc target runs the legacy era
   assert.equal(p.status, 0, p.stderr);
   const names = p.json.result.tools.map((t) => t.name);
   assert.deepEqual(names, ALL_TOOLS); // the CLI shows page 1 only
+  const sent = tap.sent().filter((m) => m.method);
+  assert.equal(sent[0].method, 'initialize');
+  assert.ok(!sent.some((m) => m.method === 'server/discover'));
 });
 
 // ---- 2026-07-28 era ----
