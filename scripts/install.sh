@@ -39,6 +39,10 @@ ninja -C build-release >/dev/null
 step "installing into $prefix"
 meson install -C build-release --quiet
 
+step "VMM user (QEMU drops root to it)"
+id cleanroom-vmm >/dev/null 2>&1 ||
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin cleanroom-vmm
+
 step "fetching the guest kernel"
 scripts/fetch-kernel.sh
 

@@ -23,6 +23,10 @@ step "building with ASan/UBSan (build-test/)"
 [ -d build-test ] || meson setup build-test -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 ninja -C build-test
 
+step "VMM user (QEMU drops root to it)"
+id cleanroom-vmm >/dev/null 2>&1 ||
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin cleanroom-vmm
+
 step "guest kernel"
 scripts/fetch-kernel.sh
 export CLEANROOM_KERNEL_DIR=${CLEANROOM_KERNEL_DIR:-${CLEANROOM_DATA_DIR:-/var/lib/cleanroom}/kernels/current}

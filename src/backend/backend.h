@@ -48,5 +48,10 @@ extern const backend_ops backend_qemu;
 const backend_ops *backend_default(void);
 /* "kvm" when /dev/kvm can create a VM, else "tcg". Cached. */
 const char *backend_accel(void);
+/* The unprivileged user VMMs run as ($CLEANROOM_VMM_USER, default
+ * BACKEND_VMM_USER; empty = off), or NULL when the daemon is not root or the
+ * user does not exist (then VMMs keep the daemon's user). */
+#define BACKEND_VMM_USER "cleanroom-vmm"
+const char *backend_vmm_user(void);
 /* Why backend_accel() chose what it chose (for doctor). */
 const char *backend_accel_reason(void);

@@ -12,6 +12,7 @@
 #include "util/macro.h"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -70,6 +71,25 @@ const char *backend_accel(void) {
 const char *backend_accel_reason(void) {
   backend_accel();
   return accel_reason;
+}
+
+const char *backend_vmm_user(void) {
+  static char user[64];
+  static int done;
+  if (done) return user[0] ? user : NULL;
+  done = 1;
+  if (geteuid() != 0) return NULL; /* already unprivileged */
+  const char *e = getenv("CLEANROOM_VMM_USER");
+  if (e && !*e) return NULL; /* explicitly disabled */
+  const char *name = e ? e : BACKEND_VMM_USER;
+  if (!getpwnam(name)) {
+    log_warn("VMM user '%s' does not exist: QEMU runs as root (create it with "
+             "'useradd --system --no-create-home --shell /usr/sbin/nologin %s')",
+             name, name);
+    return NULL;
+  }
+  snprintf(user, sizeof(user), "%s", name);
+  return user;
 }
 
 static const char *qemu_binary(void) {
@@ -209,6 +229,11 @@ static int qemu_launch(uv_loop_t *loop, const backend_vm_config *c,
    * -daemonize (later, with the unprivileged VMM user). */
   add(&a, "-sandbox");
   add(&a, "on,obsolete=deny,resourcecontrol=deny");
+  /* drop root once QEMU has opened its files and sockets */
+  if (backend_vmm_user()) {
+    add(&a, "-runas");
+    add(&a, "%s", backend_vmm_user());
+  }
   add(&a, "-pidfile");
   add(&a, "%s/qemu.pid", c->dir);
   add(&a, "-daemonize");
@@ -303,9 +328,9 @@ static int qemu_stop(const char *dir, pid_t pid, cr_error **err) {
 
 static json_t *qemu_capabilities(void) {
   bool kvm = !strcmp(backend_accel(), "kvm");
-  return json_pack("{s:s, s:s, s:b, s:b, s:s, s:b, s:b, s:s}", "backend", "qemu", "accel",
+  return json_pack("{s:s, s:s, s:b, s:b, s:s, s:b, s:b, s:s?, s:s}", "backend", "qemu", "accel",
                    backend_accel(), "kvm", kvm, "snapshots", 0, "network", "none", "egress", 0,
-                   "docker", 0,
+                   "docker", 0, "vmm_user", backend_vmm_user(),
                    "notes",
                    kvm ? "hardware virtualization (KVM)"
                        : "software emulation (TCG): still a separate VM with its own kernel, "

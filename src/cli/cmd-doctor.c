@@ -60,6 +60,20 @@ static void check_kvm(checks *cs, bool *ret_kvm) {
       backend_accel_reason());
 }
 
+static void check_vmm_user(checks *cs) {
+  const char *u = backend_vmm_user();
+  if (u) {
+    add(cs, "vmm_user", "ok", NULL, "QEMU drops root and runs as '%s'", u);
+  } else if (geteuid() != 0) {
+    add(cs, "vmm_user", "ok", NULL, "QEMU runs as this (unprivileged) user");
+  } else {
+    add(cs, "vmm_user", "warn",
+        "useradd --system --no-create-home --shell /usr/sbin/nologin " BACKEND_VMM_USER
+        " (scripts/install.sh does this)",
+        "QEMU runs as root: a guest that escaped the emulator would be root on this host");
+  }
+}
+
 /* Finds prog in PATH; returns a new string or NULL. */
 static char *find_in_path(const char *prog) {
   const char *path = getenv("PATH");
@@ -286,6 +300,7 @@ int cmd_doctor(int argc, char **argv) {
   bool kvm;
   check_kvm(&cs, &kvm);
   check_qemu(&cs);
+  check_vmm_user(&cs);
   check_kernel(&cs);
   check_agent(&cs);
   check_image(&cs);

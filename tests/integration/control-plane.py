@@ -319,6 +319,19 @@ class T1Exec(Deadline, unittest.TestCase):
         p = cr("execution", "attach", eid)
         self.assertEqual((p.stdout, p.returncode), (b"ready\n", 137), p.stderr)
 
+    def test_vmm_runs_unprivileged(self):
+        import pwd
+        try:
+            want = pwd.getpwnam("cleanroom-vmm").pw_uid
+        except KeyError:
+            self.skipTest("no cleanroom-vmm user on this host")
+        if os.geteuid() != 0:
+            self.skipTest("the daemon is not root")
+        pid = cr_json("sandbox", "inspect", self.sid, "--json")["vmm_pid"]
+        with open("/proc/%d/status" % pid) as f:
+            uids = next(l for l in f if l.startswith("Uid:")).split()[1:]
+        self.assertEqual({int(u) for u in uids}, {want})  # real, effective, saved, fs
+
     def test_exit_codes(self):
         for script, want in (("exit 0", 0), ("exit 1", 1), ("exit 7", 7),
                              ("kill -TERM $$", 143), ("kill -KILL $$", 137)):
