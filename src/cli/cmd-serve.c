@@ -16,6 +16,7 @@ int cmd_serve(int argc, char **argv) {
              "the daemon stops; a restarted daemon re-attaches to them.\n\n"
              "Environment: CLEANROOM_DATA_DIR, CLEANROOM_RUN_DIR, CLEANROOM_KERNEL_DIR,\n"
              "CLEANROOM_AGENT, CLEANROOM_ACCEL=kvm|tcg, CLEANROOM_BOOT_TIMEOUT_MS,\n"
+             "CLEANROOM_VMM_USER (default cleanroom-vmm; empty: keep root),\n"
              "CLEANROOM_LOG=debug|info.\n");
       return 0;
     }
