@@ -20,9 +20,11 @@
 #define AGENT_MAX_LIST 100000
 /* Output queued for the host above this: stop producing (backpressure). */
 #define AGENT_OUT_HIGH (1u << 20)
-/* Stdin (or tar-in data) buffered for one channel above this: stop reading
- * the port until it drains. */
-#define AGENT_IN_HIGH (1u << 20)
+/* Stdin (or tar-in / file-write data) per channel is flow-controlled: the
+ * host has at most AP_WINDOW_INITIAL bytes unacknowledged per channel, the
+ * agent acknowledges with AP_WINDOW as it consumes them. So the port is never
+ * left unread because of one channel; a host beyond the window gets an ERROR
+ * on that channel (and its process group is killed). */
 
 /* Kernel ABI bits musl does not carry. */
 #ifndef SYS_openat2
@@ -93,6 +95,8 @@ typedef struct agent_chan {
   size_t inlen;
   int in_eof;     /* close fd_in once inbuf drained */
   int data_end;   /* DATA_END received */
+  uint64_t in_unacked;  /* STDIN/DATA bytes received and not yet acknowledged */
+  uint64_t ack_pending; /* consumed (written or dropped), WINDOW not yet sent */
   char errtext[1024]; /* tar child's stderr (reason\nmessage) */
   size_t errtext_len;
   /* file read/write */
@@ -126,6 +130,12 @@ void agent_chan_read_fd(agent_chan *c, int which);
 void agent_chan_write_in(agent_chan *c);
 /* Queues bytes for the child's stdin. */
 void agent_chan_queue_in(agent_chan *c, const uint8_t *d, size_t n);
+/* Flow control: n bytes of the channel's input were consumed (written to the
+ * child/file, or dropped); acknowledged with AP_WINDOW soon. */
+void agent_chan_consumed(agent_chan *c, size_t n);
+/* Accounts n received input bytes; 0 within the window, else -1 after the
+ * channel was failed (ERROR sent, process group killed, channel freed). */
+int agent_chan_recv_in(agent_chan *c, size_t n);
 /* Handles a reaped pid. */
 void agent_child_reaped(pid_t pid, int status);
 /* Sends EXIT/OK/ERROR and frees the channel once it is finished. An exec

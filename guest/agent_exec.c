@@ -241,23 +241,49 @@ out:
   free(cwd);
 }
 
+void agent_chan_consumed(agent_chan *c, size_t n) { c->ack_pending += n; }
+
+int agent_chan_recv_in(agent_chan *c, size_t n) {
+  if (c->in_unacked + n <= AP_WINDOW_INITIAL) {
+    c->in_unacked += n;
+    return 0;
+  }
+  /* a violation for this channel only: the session goes on */
+  agent_log("channel %u: host exceeded the flow-control window", c->id);
+  agent_send_error(c->id, "agent_protocol_error", 0,
+                   "flow-control window exceeded (%llu unacknowledged + %zu > %u bytes)",
+                   (unsigned long long)c->in_unacked, n, AP_WINDOW_INITIAL);
+  agent_chan_kill(c, SIGKILL);
+  agent_chan_free(c);
+  return -1;
+}
+
 void agent_chan_queue_in(agent_chan *c, const uint8_t *d, size_t n) {
-  if (c->fd_in < 0 || c->in_eof || n == 0) return;
+  if (c->fd_in < 0 || c->in_eof || n == 0) {
+    agent_chan_consumed(c, n); /* dropped */
+    return;
+  }
   if (!c->inlen) { /* try directly first */
     ssize_t w = write(c->fd_in, d, n);
     if (w < 0 && errno == EPIPE) {
       close(c->fd_in);
       c->fd_in = -1;
+      agent_chan_consumed(c, n);
       return;
     }
     if (w > 0) {
+      agent_chan_consumed(c, (size_t)w);
       d += w;
       n -= (size_t)w;
     }
     if (!n) return;
   }
+  /* bounded by the window: at most AP_WINDOW_INITIAL bytes */
   uint8_t *nb = realloc(c->inbuf, c->inlen + n);
-  if (!nb) return; /* drop: out of memory */
+  if (!nb) { /* drop: out of memory */
+    agent_chan_consumed(c, n);
+    return;
+  }
   memcpy(nb + c->inlen, d, n);
   c->inbuf = nb;
   c->inlen += n;
@@ -274,10 +300,12 @@ void agent_chan_write_in(agent_chan *c) {
       c->fd_in = -1;
       break;
     }
+    agent_chan_consumed(c, (size_t)w);
     memmove(c->inbuf, c->inbuf + w, c->inlen - (size_t)w);
     c->inlen -= (size_t)w;
   }
   if (c->fd_in < 0 || c->inlen == 0) {
+    agent_chan_consumed(c, c->inlen); /* dropped when the reader is gone */
     free(c->inbuf);
     c->inbuf = NULL;
     c->inlen = 0;
@@ -367,6 +395,10 @@ void agent_chan_maybe_finish(agent_chan *c) {
       close(c->fd_in);
       c->fd_in = -1;
     }
+    agent_chan_consumed(c, c->inlen); /* queued stdin is dropped */
+    free(c->inbuf);
+    c->inbuf = NULL;
+    c->inlen = 0;
     return;
   }
   if (c->pid <= 0 || !c->reaped || c->fd_out >= 0 || c->fd_err >= 0) return;

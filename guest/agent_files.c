@@ -232,6 +232,7 @@ out:
 }
 
 void agent_file_write_data(agent_chan *c, const uint8_t *d, size_t n) {
+  agent_chan_consumed(c, n); /* written now (or dropped after an error) */
   while (n && !c->exec_errno) {
     ssize_t w = write(c->fd, d, n);
     if (w < 0) {

@@ -210,6 +210,20 @@ void agent_chan_free(agent_chan *c) {
   free(c);
 }
 
+/* Acknowledges consumed STDIN/DATA bytes: one AP_WINDOW per channel and loop
+ * iteration at most (coalesced). */
+static void send_windows(void) {
+  for (size_t i = 0; i < n_chans; i++) {
+    agent_chan *c = chans[i];
+    if (!c->ack_pending) continue;
+    ap_frame_begin(&out, AP_WINDOW, c->id);
+    ap_put_u64(&out, AP_T_LENGTH, c->ack_pending);
+    ap_frame_end(&out);
+    c->in_unacked -= MINZ(c->in_unacked, c->ack_pending);
+    c->ack_pending = 0;
+  }
+}
+
 static void session_reset(const char *why) {
   if (n_chans) agent_log("session reset (%s): killing %zu channel(s)", why, n_chans);
   pid_t killed[AGENT_MAX_CHANNELS];
@@ -267,6 +281,7 @@ static void handle_hello(const uint8_t *p, size_t n) {
   ap_put_u64(&out, AP_T_UPTIME_NS,
              (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec);
   ap_put_u32(&out, AP_T_MAX_PAYLOAD, AP_MAX_PAYLOAD);
+  ap_put_u64(&out, AP_T_WINDOW, AP_WINDOW_INITIAL); /* we speak flow control */
   ap_frame_end(&out);
 }
 
@@ -314,7 +329,10 @@ static int dispatch(const ap_header *h, const uint8_t *p) {
     }
     return 0;
   case AP_STDIN:
-    if (c && c->kind == AGENT_CH_EXEC) agent_chan_queue_in(c, p, n);
+    if (!c) return 0;
+    if (agent_chan_recv_in(c, n) < 0) return 0; /* window exceeded: failed */
+    if (c->kind == AGENT_CH_EXEC) agent_chan_queue_in(c, p, n);
+    else agent_chan_consumed(c, n); /* dropped */
     return 0;
   case AP_STDIN_EOF:
     if (c && c->kind == AGENT_CH_EXEC) {
@@ -331,8 +349,10 @@ static int dispatch(const ap_header *h, const uint8_t *p) {
     return 0;
   case AP_DATA:
     if (!c) return 0;
+    if (agent_chan_recv_in(c, n) < 0) return 0; /* window exceeded: failed */
     if (c->kind == AGENT_CH_FILE_WRITE) agent_file_write_data(c, p, n);
     else if (c->kind == AGENT_CH_TAR_IN && !c->data_end) agent_chan_queue_in(c, p, n);
+    else agent_chan_consumed(c, n); /* dropped */
     return 0;
   case AP_DATA_END:
     if (!c) return 0;
@@ -425,9 +445,9 @@ static void port_read(void) {
       in_len -= off;
     }
     if (shutdown_requested) return;
-    /* stop reading while some channel's stdin is backed up */
-    for (size_t i = 0; i < n_chans; i++)
-      if (chans[i]->inlen > AGENT_IN_HIGH) return;
+    /* Channel input is bounded by the flow-control window, so a process
+     * that does not read its stdin never stops us reading the port. Only
+     * a host that does not read our output does. */
     if (agent_out_pending() > AGENT_OUT_HIGH) return;
   }
 }
@@ -622,10 +642,7 @@ int main(int argc, char **argv) {
     }
     size_t np = 0;
     int out_ok = agent_out_pending() < AGENT_OUT_HIGH;
-    int want_port_in = 1;
-    for (size_t i = 0; i < n_chans; i++)
-      if (chans[i]->inlen > AGENT_IN_HIGH) want_port_in = 0;
-    if (!out_ok) want_port_in = 0;
+    int want_port_in = out_ok;
     pfd[np] = (struct pollfd){sig_fd, POLLIN, 0};
     map[np++].c = NULL;
     int port_idx = -1;
@@ -711,6 +728,7 @@ int main(int argc, char **argv) {
         agent_chan_maybe_finish(c);
       }
     }
+    send_windows();
     if (agent_out_pending()) out_flush();
   }
 }

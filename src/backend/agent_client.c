@@ -10,6 +10,12 @@ typedef struct channel {
   uint32_t id;
   agent_frame_cb cb;
   void *ud;
+  /* flow control (docs/agent-protocol.md): STDIN/DATA bytes we may still
+   * send, and what waits for credit (then an optional STDIN_EOF/DATA_END) */
+  uint64_t credit;
+  uint8_t *pend;
+  size_t pend_off, pend_len, pend_cap;
+  uint16_t pend_type, pend_end;
 } channel;
 
 struct agent_conn {
@@ -24,6 +30,9 @@ struct agent_conn {
   channel *chans;
   size_t nchans, capchans;
   uint32_t next_channel;
+  /* the guest advertised AP_T_WINDOW: per-channel credit for STDIN/DATA */
+  bool flow;
+  uint64_t window;
   /* control channel listener (ACTIVATE, SHUTDOWN replies) */
   agent_frame_cb ctl_cb;
   void *ctl_ud;
@@ -46,8 +55,26 @@ agent_conn *agent_conn_new(uv_loop_t *loop, agent_state_cb cb, void *ud) {
 
 bool agent_conn_ready(const agent_conn *c) { return c && c->open && c->handshaken && !c->closing; }
 
+static void channel_drop_pending(channel *ch) {
+  free(ch->pend);
+  ch->pend = NULL;
+  ch->pend_off = ch->pend_len = ch->pend_cap = 0;
+  ch->pend_end = 0;
+}
+
 size_t agent_write_queue(const agent_conn *c) {
-  return c && c->open ? uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) : 0;
+  if (!c || !c->open) return 0;
+  size_t n = uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
+  for (size_t i = 0; i < c->nchans; i++) n += c->chans[i].pend_len - c->chans[i].pend_off;
+  return n;
+}
+
+size_t agent_channel_queued(const agent_conn *c, uint32_t id) {
+  if (!c || !c->open) return 0;
+  if (!c->flow) return uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
+  for (size_t i = 0; i < c->nchans; i++)
+    if (c->chans[i].id == id) return c->chans[i].pend_len - c->chans[i].pend_off;
+  return 0;
 }
 
 static void on_close(uv_handle_t *h) {
@@ -69,6 +96,7 @@ static void fail_channels(agent_conn *c, const char *why) {
   }
   while (c->nchans > 0) {
     channel ch = c->chans[--c->nchans];
+    channel_drop_pending(&ch);
     ap_header h = {.len = (uint32_t)(b.len - AP_HEADER_SIZE), .type = AP_ERROR,
                    .channel = ch.id};
     if (ch.cb) ch.cb(c, ch.ud, &h, b.data + AP_HEADER_SIZE);
@@ -139,7 +167,55 @@ static channel *find_channel(agent_conn *c, uint32_t id, size_t *idx) {
 void agent_channel_forget(agent_conn *c, uint32_t id) {
   size_t i;
   if (!c || !find_channel(c, id, &i)) return;
+  channel_drop_pending(&c->chans[i]);
   c->chans[i] = c->chans[--c->nchans];
+}
+
+/* Sends what the channel's credit allows of its pending STDIN/DATA, then the
+ * STDIN_EOF/DATA_END that waited behind it. */
+static int channel_pump(agent_conn *c, channel *ch) {
+  ap_buf b = {0};
+  int r = 0;
+  while (r == 0 && ch->pend_off < ch->pend_len && ch->credit > 0) {
+    size_t k = MIN(ch->pend_len - ch->pend_off, (size_t)AP_CHUNK);
+    if (k > ch->credit) k = (size_t)ch->credit;
+    ap_buf_reset(&b);
+    r = ap_put_raw_frame(&b, ch->pend_type, ch->id, ch->pend + ch->pend_off, k);
+    if (r == 0) r = write_bytes(c, b.data, b.len);
+    if (r == 0) {
+      ch->pend_off += k;
+      ch->credit -= k;
+    }
+  }
+  if (r == 0 && ch->pend_off == ch->pend_len) {
+    uint16_t end = ch->pend_end;
+    free(ch->pend);
+    ch->pend = NULL;
+    ch->pend_off = ch->pend_len = ch->pend_cap = 0;
+    ch->pend_end = 0;
+    if (end) {
+      ap_buf_reset(&b);
+      r = ap_put_raw_frame(&b, end, ch->id, NULL, 0);
+      if (r == 0) r = write_bytes(c, b.data, b.len);
+    }
+  } else if (ch->pend_off > (1u << 20) && ch->pend_off * 2 > ch->pend_len) {
+    memmove(ch->pend, ch->pend + ch->pend_off, ch->pend_len - ch->pend_off);
+    ch->pend_len -= ch->pend_off;
+    ch->pend_off = 0;
+  }
+  ap_buf_free(&b);
+  return r;
+}
+
+static void handle_window(agent_conn *c, const ap_header *h, const uint8_t *p) {
+  channel *ch = find_channel(c, h->channel, NULL);
+  ap_field f;
+  uint64_t v = 0;
+  if (!ch || ap_find(p, h->len, AP_T_LENGTH, &f) <= 0 || ap_field_u64(&f, &v) < 0) return;
+  /* never more than the window, whatever the guest claims */
+  uint64_t room = c->window > ch->credit ? c->window - ch->credit : 0;
+  ch->credit += MIN(v, room);
+  if (channel_pump(c, ch) < 0) log_debug("agent: sending queued data on channel %u failed", h->channel);
 }
 
 static bool terminal(uint16_t type) {
@@ -158,6 +234,9 @@ static void handle_frame(agent_conn *c, const ap_header *h, const uint8_t *p) {
         return;
       }
       c->handshaken = true;
+      uint64_t w = 0;
+      c->flow = ap_find(p, h->len, AP_T_WINDOW, &f) > 0 && ap_field_u64(&f, &w) == 0 && w > 0;
+      c->window = MIN(w, (uint64_t)1 << 30);
       if (c->state_cb) c->state_cb(c, c->state_ud, 0, NULL, p, h->len);
       return;
     }
@@ -177,6 +256,10 @@ static void handle_frame(agent_conn *c, const ap_header *h, const uint8_t *p) {
       return;
     }
     return; /* unsolicited control frame: ignore */
+  }
+  if (h->type == AP_WINDOW) {
+    handle_window(c, h, p);
+    return;
   }
   size_t idx;
   channel *ch = find_channel(c, h->channel, &idx);
@@ -284,7 +367,7 @@ long agent_request(agent_conn *c, ap_buf *b, agent_frame_cb cb, void *ud) {
   b->data[11] = (uint8_t)(id >> 24);
   int r = write_bytes(c, b->data, b->len);
   if (r < 0) return r;
-  c->chans[c->nchans++] = (channel){.id = id, .cb = cb, .ud = ud};
+  c->chans[c->nchans++] = (channel){.id = id, .cb = cb, .ud = ud, .credit = c->window};
   return id;
 }
 
@@ -301,6 +384,30 @@ int agent_control(agent_conn *c, ap_buf *b, agent_frame_cb cb, void *ud) {
 int agent_send(agent_conn *c, uint16_t type, uint32_t ch, const void *data,
                size_t n) {
   if (!agent_conn_ready(c)) return -ENOTCONN;
+  bool is_data = type == AP_STDIN || type == AP_DATA;
+  bool is_end = type == AP_STDIN_EOF || type == AP_DATA_END;
+  if (c->flow && (is_data || is_end)) {
+    channel *chp = find_channel(c, ch, NULL);
+    if (!chp) return 0; /* the operation ended: the guest would drop it */
+    if (is_end) {
+      chp->pend_end = type;
+    } else if (n > 0) {
+      if (chp->pend_end) return -EPIPE; /* after STDIN_EOF/DATA_END */
+      if (chp->pend_off == chp->pend_len) chp->pend_off = chp->pend_len = 0;
+      if (chp->pend_cap - chp->pend_len < n) {
+        size_t ncap = chp->pend_cap ? chp->pend_cap : 65536;
+        while (ncap - chp->pend_len < n) ncap *= 2;
+        uint8_t *nb = realloc(chp->pend, ncap);
+        if (!nb) return -ENOMEM;
+        chp->pend = nb;
+        chp->pend_cap = ncap;
+      }
+      memcpy(chp->pend + chp->pend_len, data, n);
+      chp->pend_len += n;
+      chp->pend_type = type;
+    }
+    return channel_pump(c, chp);
+  }
   const uint8_t *p = data;
   ap_buf b = {0};
   int r = 0;

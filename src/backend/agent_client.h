@@ -40,7 +40,12 @@ long agent_request(agent_conn *c, ap_buf *b, agent_frame_cb cb, void *ud);
 /* Sends a frame on channel 0 (ACTIVATE, SHUTDOWN); replies go to cb. */
 int agent_control(agent_conn *c, ap_buf *b, agent_frame_cb cb, void *ud);
 /* Sends raw data (STDIN, DATA) or an empty frame (STDIN_EOF, DATA_END) on an
- * open channel; chunks data at AP_CHUNK. */
+ * open channel; chunks data at AP_CHUNK. When the guest speaks flow control
+ * (AP_T_WINDOW in HELLO_REPLY), STDIN/DATA beyond the channel's credit is
+ * copied into a per-channel queue and sent as AP_WINDOW credit arrives; a
+ * STDIN_EOF/DATA_END waits behind it. The queue is unbounded here: callers
+ * cap it with agent_channel_queued(). Data for a channel that has ended is
+ * dropped. */
 int agent_send(agent_conn *c, uint16_t type, uint32_t channel, const void *data,
                size_t n);
 /* Sends a frame with one u32 field (e.g. SIGNAL). */
@@ -48,5 +53,9 @@ int agent_send_u32(agent_conn *c, uint16_t type, uint32_t channel,
                    uint16_t tag, uint32_t v);
 /* Stops delivering frames for channel (its callback will not run again). */
 void agent_channel_forget(agent_conn *c, uint32_t channel);
-/* Bytes queued for writing (backpressure). */
+/* Bytes queued for writing (backpressure): the socket's write queue plus
+ * every channel's data waiting for credit. */
 size_t agent_write_queue(const agent_conn *c);
+/* Bytes of the channel's STDIN/DATA waiting for credit from the guest; with
+ * an agent without flow control, the whole connection's write queue. */
+size_t agent_channel_queued(const agent_conn *c, uint32_t id);

@@ -29,7 +29,7 @@ static const struct { uint16_t type; const char *name; } types[] = {
     {AP_HELLO_REPLY, "hello_reply"}, {AP_OK, "ok"}, {AP_ERROR, "error"},
     {AP_STARTED, "started"}, {AP_STDOUT, "stdout"}, {AP_STDERR, "stderr"},
     {AP_EXIT, "exit"}, {AP_STAT_RESULT, "stat_result"}, {AP_ENTRY, "entry"},
-    {AP_LOG, "log"},
+    {AP_LOG, "log"}, {AP_WINDOW, "window"},
 };
 
 int ap_type_known(uint16_t type) {

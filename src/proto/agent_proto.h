@@ -18,6 +18,11 @@
 #define AP_MAX_PAYLOAD (1u << 20) /* hard cap: a bigger frame drops the peer */
 #define AP_CHUNK (64u * 1024)     /* data chunk size senders use */
 #define AP_PORT_NAME "cleanroom.agent"
+/* Flow control: the host may have at most this many STDIN/DATA payload bytes
+ * per channel sent and not yet acknowledged by an AP_WINDOW frame. The guest
+ * advertises it in HELLO_REPLY (AP_T_WINDOW); a host that sees no AP_T_WINDOW
+ * there talks to an older agent without flow control. */
+#define AP_WINDOW_INITIAL (1u << 20)
 
 enum ap_type {
   /* host -> guest requests (open a channel unless noted) */
@@ -49,6 +54,8 @@ enum ap_type {
   AP_STAT_RESULT = 0x88,
   AP_ENTRY = 0x89,
   AP_LOG = 0x8a,         /* ch 0: a line from the agent's own log */
+  AP_WINDOW = 0x8b,      /* LENGTH: the guest consumed that many more bytes of
+                          * the channel's STDIN/DATA (credit for the host) */
 };
 
 enum ap_tag {
@@ -85,6 +92,7 @@ enum ap_tag {
   AP_T_MAX_PAYLOAD = 31, /* u32 */
   AP_T_EXEC_ERRNO = 32,  /* u32: exec itself failed (e.g. ENOENT -> 127) */
   AP_T_UPTIME_NS = 33,   /* u64 */
+  AP_T_WINDOW = 34,      /* u64, HELLO_REPLY: per-channel STDIN/DATA window */
 };
 
 /* AP_T_FLAGS bits */

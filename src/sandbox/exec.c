@@ -12,9 +12,10 @@
 #define KEEP_BYTES (1u << 20) /* output kept per execution for polling */
 #define MAX_OBSERVERS 8
 #define KEEP_OUTPUTS 32 /* ended executions per sandbox whose output is kept */
-/* Bytes queued towards the guest beyond which execution.write is refused:
- * the agent stops reading while a process does not consume its stdin, and
- * without a cap every write of a client would pile up in the daemon. */
+/* Stdin of one execution queued in the daemon beyond which execution.write
+ * is refused: the agent takes at most its flow-control window
+ * (AP_WINDOW_INITIAL) of stdin a process has not read, the rest waits here,
+ * and without a cap every write of a client would pile up in the daemon. */
 #define STDIN_MAX_QUEUED (16u << 20)
 
 typedef struct chunk {
@@ -328,7 +329,7 @@ int sbx_exec_write(sbx_exec *e, const void *data, size_t n, bool eof, cr_error *
   if (!e->stdin_open)
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
                         "execution %s was started without stdin (stdin: true)", e->id);
-  size_t queued = agent_write_queue(e->s->agent);
+  size_t queued = agent_channel_queued(e->s->agent, e->channel);
   if (n && queued + n > STDIN_MAX_QUEUED)
     return cr_error_set(err, CR_E_AGENT_UNAVAILABLE, 0,
                         "the guest is not consuming stdin of %s (%zu bytes still queued); "

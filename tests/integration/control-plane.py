@@ -392,6 +392,41 @@ class T1Exec(Deadline, unittest.TestCase):
         self.assertTrue(all(x["sandbox_id"] == self.sid for x in lst))
 
 
+    def test_unread_stdin_does_not_block_other_execs(self):
+        # A process that never reads its stdin: the guest takes its flow-
+        # control window of it, the daemon queues the rest (up to its cap),
+        # and other operations on the same agent connection go on.
+        eid = self.create_detached(["sleep", "20"], stdin=True)
+        chunk = base64.b64encode(b"x" * (1 << 20)).decode()
+        with rpc_conn() as s:
+            for i in range(6):  # 6 MiB, well beyond the 1 MiB window
+                r = rpc(s, "execution.write", {"execution_id": eid, "data": chunk}, id=i + 1)
+                self.assertIn("result", r, r)
+            t0 = time.monotonic()
+            p = self.ex("echo", "ok", timeout=60)
+            dt = time.monotonic() - t0
+            self.assertEqual((p.stdout, p.returncode), (b"ok\n", 0), p.stderr)
+            # without flow control the agent stopped reading its port until
+            # the sleep exited (~20 s): the echo queued behind it
+            self.assertLess(dt, 10, "echo took %.1fs behind unread stdin" % dt)
+            print("echo beside 6 MiB of unread stdin: %.2fs" % dt, file=sys.stderr)
+            # the daemon's queue for one execution is bounded
+            refused = None
+            for i in range(20):
+                r = rpc(s, "execution.write", {"execution_id": eid, "data": chunk}, id=10 + i)
+                if "error" in r:
+                    refused = r["error"]
+                    break
+            self.assertIsNotNone(refused, "20 more MiB of unread stdin were all accepted")
+            self.assertIn("not consuming stdin", json.dumps(refused))
+            self.assertLessEqual(6 + i, 17, "refused only after %d MiB" % (6 + i))
+            r = rpc(s, "execution.cancel", {"execution_id": eid, "signal": "KILL"}, id=50)
+            self.assertIn("result", r, r)
+            r = rpc(s, "execution.wait", {"execution_id": eid}, id=51)
+            self.assertIn("result", r, r)
+            self.assertNotEqual(r["result"].get("state"), "running", r)
+
+
 class T2Lifecycle(Deadline, unittest.TestCase):
     def test_persistence_then_rm(self):
         sid = create_sandbox()

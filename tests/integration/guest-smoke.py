@@ -23,12 +23,13 @@ T = dict(HELLO=0x01, ACTIVATE=0x02, EXEC=0x03, STDIN=0x04, STDIN_EOF=0x05,
          TAR_OUT=0x0b, TAR_IN=0x0c, SHUTDOWN=0x0d, CANCEL=0x0e, DATA=0x20,
          DATA_END=0x21, HELLO_REPLY=0x81, OK=0x82, ERROR=0x83, STARTED=0x84,
          STDOUT=0x85, STDERR=0x86, EXIT=0x87, STAT_RESULT=0x88, ENTRY=0x89,
-         LOG=0x8a)
+         LOG=0x8a, WINDOW=0x8b)
 TN = {v: k for k, v in T.items()}
 ARGV, ENV, CWD, PATH, OFFSET, LENGTH, MODE, FLAGS, PID, EXIT_CODE, SIGNAL, \
     ERRNO, REASON, MESSAGE, VERSION, TIME_NS, SEED, HOSTNAME, SIZE, FTYPE, \
     MTIME_NS, UID, GID, NAME, TARGET, AGENT_VERSION, KERNEL, IMAGE_DEV, \
-    SCRATCH_DEV, DEPTH, MAX_PAYLOAD, EXEC_ERRNO, UPTIME_NS = range(1, 34)
+    SCRATCH_DEV, DEPTH, MAX_PAYLOAD, EXEC_ERRNO, UPTIME_NS, WINDOW = range(1, 35)
+WINDOW_INITIAL = 1 << 20  # AP_WINDOW_INITIAL
 F_STDIN = 1
 RAW = {T["DATA"], T["STDIN"], T["STDOUT"], T["STDERR"], T["LOG"]}
 DEADLINE = 100.0  # seconds for the whole test (meson timeout is 120)
@@ -77,26 +78,39 @@ class Agent:
                 time.sleep(0.02)
         self.buf, self.off = bytearray(), 0
         self.frames = []  # parsed, not yet consumed
+        # flow control: STDIN/DATA bytes we may still send per channel
+        self.credit = {}
 
     def send(self, typ, ch, payload=b""):
+        """Sends a frame; STDIN/DATA wait for the channel's credit (reading
+        and keeping other frames meanwhile), like a host must."""
+        if typ in ("EXEC", "FILE_WRITE", "TAR_IN"):
+            self.credit[ch] = WINDOW_INITIAL
+        if typ in ("STDIN", "DATA"):
+            while self.credit.get(ch, WINDOW_INITIAL) < len(payload):
+                self._pump(True)
+        self.send_raw(typ, ch, payload)
+
+    def try_send(self, typ, ch, payload):
+        """Sends STDIN/DATA only when the credit allows it now."""
+        self._pump(False)
+        if self.credit.get(ch, WINDOW_INITIAL) < len(payload):
+            return False
+        self.send_raw(typ, ch, payload)
+        return True
+
+    def send_raw(self, typ, ch, payload=b""):
+        """Sends without looking at the window."""
+        if typ in ("STDIN", "DATA"):
+            self.credit[ch] = self.credit.get(ch, WINDOW_INITIAL) - len(payload)
+        self.s.settimeout(max(0.1, self.deadline - time.monotonic()))
         self.s.sendall(HDR.pack(len(payload), T[typ], 0, ch) + payload)
 
-    def _read_frame(self):
-        while True:
-            avail = len(self.buf) - self.off
-            if avail >= 12:
-                n, typ, fl, ch = HDR.unpack_from(self.buf, self.off)
-                assert fl == 0 and n <= (1 << 20), "bad frame from guest"
-                if avail >= 12 + n:
-                    p = bytes(self.buf[self.off + 12:self.off + 12 + n])
-                    self.off += 12 + n
-                    if self.off == len(self.buf):
-                        self.buf, self.off = bytearray(), 0
-                    return (TN.get(typ, hex(typ)), ch,
-                            p if typ in RAW else parse_fields(p))
-            if self.off > (1 << 20):
-                del self.buf[:self.off]
-                self.off = 0
+    def _pump(self, block):
+        """Reads from the agent (once and waiting when block, else what is
+        there) and parses whole frames into self.frames; WINDOW frames
+        are credit and consumed here."""
+        if block:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise RuntimeError("timed out waiting for the agent")
@@ -105,6 +119,35 @@ class Agent:
             if not d:
                 raise RuntimeError("agent connection closed")
             self.buf += d
+        else:
+            self.s.settimeout(0)
+            try:
+                while True:
+                    d = self.s.recv(1 << 20)
+                    if not d:
+                        raise RuntimeError("agent connection closed")
+                    self.buf += d
+            except (BlockingIOError, socket.timeout):
+                pass
+        while len(self.buf) - self.off >= 12:
+            n, typ, fl, ch = HDR.unpack_from(self.buf, self.off)
+            assert fl == 0 and n <= (1 << 20), "bad frame from guest"
+            if len(self.buf) - self.off < 12 + n:
+                break
+            p = bytes(self.buf[self.off + 12:self.off + 12 + n])
+            self.off += 12 + n
+            if typ == T["WINDOW"]:
+                k = struct.unpack("<Q", parse_fields(p)[LENGTH][0])[0]
+                self.credit[ch] = self.credit.get(ch, WINDOW_INITIAL) + k
+                assert self.credit[ch] <= WINDOW_INITIAL, "credit beyond the window"
+                continue
+            self.frames.append((TN.get(typ, hex(typ)), ch,
+                                p if typ in RAW else parse_fields(p)))
+        if self.off == len(self.buf):
+            self.buf, self.off = bytearray(), 0
+        elif self.off > (1 << 20):
+            del self.buf[:self.off]
+            self.off = 0
 
     def until(self, ch, end_types):
         """Collects frames of channel ch until one of end_types."""
@@ -115,10 +158,8 @@ class Agent:
                     del self.frames[i]
                     break
             else:
-                f = self._read_frame()
-                if f[1] != ch:
-                    self.frames.append(f)
-                    continue
+                self._pump(True)
+                continue
             if f[0] == "LOG":
                 continue
             got.append(f)
@@ -276,6 +317,7 @@ def main():
         a.send("HELLO", 0, u32(VERSION, 1) + u32(MAX_PAYLOAD, 1 << 20))
         hello = a.until(0, {"HELLO_REPLY", "ERROR"})[-1]
         assert hello[0] == "HELLO_REPLY", hello
+        assert struct.unpack("<Q", hello[2][WINDOW][0])[0] == WINDOW_INITIAL, hello
         t_hello = time.monotonic() - t0
         print("agent answered HELLO %.2fs after QEMU start (kernel %s, guest uptime %.2fs)"
               % (t_hello, hello[2][KERNEL][0].decode(),
@@ -337,6 +379,39 @@ def main():
         a.send("SIGNAL", 15, u32(SIGNAL, 9))
         f = a.until(15, {"EXIT"})[-1]
         assert fu32(f[2], SIGNAL) == 9, f
+
+        # flow control: a process that never reads its stdin is offered 4 MiB
+        # and gets only its window (plus what the pipe takes); the host stops
+        # there and waits, and the connection stays usable meanwhile: another
+        # exec runs, and a SIGNAL reaches the stuck process
+        t1 = time.monotonic()
+        a.send("EXEC", 67, exec_payload(["sleep", "30"], stdin=True))
+        assert a.until(67, {"STARTED", "EXIT"})[-1][0] == "STARTED"
+        chunk, sent = b"\x00" * 65536, 0
+        while sent < (4 << 20) and a.try_send("STDIN", 67, chunk):
+            sent += len(chunk)
+        assert WINDOW_INITIAL <= sent < (4 << 20), sent
+        a.send("EXEC", 69, exec_payload(["echo", "ok"]))
+        o, _, code, _ = run_result(a.until(69, {"EXIT", "ERROR"}))
+        assert (o, code) == (b"ok\n", 0), (o, code)
+        while sent < (4 << 20) and a.try_send("STDIN", 67, chunk):
+            sent += len(chunk)  # what the pipe buffer took meanwhile
+        assert sent <= WINDOW_INITIAL + (256 << 10), sent
+        a.send("SIGNAL", 67, u32(SIGNAL, 9))
+        f = a.until(67, {"EXIT", "ERROR"})[-1]
+        assert f[0] == "EXIT" and fu32(f[2], SIGNAL) == 9, f
+        print("flow control: %d KiB of 4 MiB stdin taken by a non-reader; echo and SIGNAL "
+              "got through (%.2fs)" % (sent >> 10, time.monotonic() - t1))
+        # a host beyond the window fails that channel only (and kills it)
+        a.send("EXEC", 71, exec_payload(["sleep", "30"], stdin=True))
+        assert a.until(71, {"STARTED", "EXIT"})[-1][0] == "STARTED"
+        for _ in range(2 * WINDOW_INITIAL // len(chunk)):
+            a.send_raw("STDIN", 71, chunk)
+        f = a.until(71, {"EXIT", "ERROR"})[-1]
+        assert f[0] == "ERROR" and f[2][REASON][0] == b"agent_protocol_error", f
+        a.send("EXEC", 73, exec_payload(["sh", "-c", "ps | grep -v grep | grep -c 'sleep 30' || true"]))
+        o, _, code, _ = run_result(a.until(73, {"EXIT", "ERROR"}))
+        assert o.strip() == b"0", "the window violator was not killed: %r" % o
 
         # a background process holding stdout does not hold the EXIT: it comes
         # AGENT_EXIT_GRACE_MS after the command exits, and the background

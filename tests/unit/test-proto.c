@@ -111,6 +111,31 @@ static void test_bad_frames(void **state) {
   assert_string_equal(ap_type_name(0x7777), "unknown");
 }
 
+/* AP_WINDOW (flow-control credit) is a known guest->host type carrying a
+ * u64 LENGTH; a receiver accepts it and reads the credit back. */
+static void test_window_frame(void **state) {
+  (void)state;
+  ap_buf b = {0};
+  ap_frame_begin(&b, AP_WINDOW, 7);
+  ap_put_u64(&b, AP_T_LENGTH, 65536);
+  assert_int_equal(ap_frame_end(&b), 0);
+  assert_int_equal(ap_type_known(AP_WINDOW), 1);
+  assert_string_equal(ap_type_name(AP_WINDOW), "window");
+  ap_header h;
+  const uint8_t *p;
+  assert_int_equal(ap_frame_parse(b.data, b.len, AP_MAX_PAYLOAD, &h, &p), (long)b.len);
+  assert_int_equal(h.type, AP_WINDOW);
+  assert_int_equal(h.channel, 7);
+  ap_field f;
+  uint64_t v = 0;
+  assert_int_equal(ap_find(p, h.len, AP_T_LENGTH, &f), 1);
+  assert_int_equal(ap_field_u64(&f, &v), 0);
+  assert_int_equal(v, 65536);
+  /* the next type after it is still unknown */
+  assert_int_equal(ap_type_known(AP_WINDOW + 1), 0);
+  ap_buf_free(&b);
+}
+
 static void test_oversized_build(void **state) {
   (void)state;
   ap_buf b = {0};
@@ -167,6 +192,7 @@ int main(void) {
       cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_truncated),
       cmocka_unit_test(test_bad_frames),
+      cmocka_unit_test(test_window_frame),
       cmocka_unit_test(test_oversized_build),
       cmocka_unit_test(test_bad_fields),
   };
