@@ -23,18 +23,19 @@ a = ap.parse_args()
 
 tmp = tempfile.mkdtemp(prefix="cr-bench-")
 env = dict(os.environ, CLEANROOM_RUN_DIR=f"{tmp}/run")
-if not a.image:
-    env["CLEANROOM_DATA_DIR"] = f"{tmp}/data"
-    env.setdefault("CLEANROOM_KERNEL_DIR", "/var/lib/cleanroom/kernels/current")
-    subprocess.run([os.path.join(root, "images/busybox/build.sh"), f"{tmp}/bb.tar"], check=True,
-                   capture_output=True)
-    subprocess.run([a.bin, "image", "import", f"{tmp}/bb.tar", "--ref", "bench/busybox"], env=env,
-                   check=True, capture_output=True)
-    image = "bench/busybox"
-else:
-    image = a.image
-daemon = subprocess.Popen([a.bin, "serve"], env=env, stderr=subprocess.DEVNULL)
+daemon = None
 try:
+    if not a.image:
+        env["CLEANROOM_DATA_DIR"] = f"{tmp}/data"
+        env.setdefault("CLEANROOM_KERNEL_DIR", "/var/lib/cleanroom/kernels/current")
+        subprocess.run([os.path.join(root, "images/busybox/build.sh"), f"{tmp}/bb.tar"],
+                       check=True, capture_output=True)
+        subprocess.run([a.bin, "image", "import", f"{tmp}/bb.tar", "--ref", "bench/busybox"],
+                       env=env, check=True, capture_output=True)
+        image = "bench/busybox"
+    else:
+        image = a.image
+    daemon = subprocess.Popen([a.bin, "serve"], env=env, stderr=subprocess.DEVNULL)
     s = socket.socket(socket.AF_UNIX)
     for _ in range(400):
         try:
@@ -85,8 +86,9 @@ try:
         execs.append(t2 - t1)
         call("sandbox.terminate", {"id": sb["id"]})
 finally:
-    daemon.terminate()
-    daemon.wait(10)
+    if daemon:
+        daemon.terminate()
+        daemon.wait(10)
     shutil.rmtree(tmp, ignore_errors=True)
 
 def open_kvm_broken():
