@@ -238,6 +238,13 @@ static json_t *exec_params(mcp_call *c) {
   return p;
 }
 
+/* An error answer from the control API fails the call (isError result). */
+static bool failed_response(mcp_op *op, json_t *msg) {
+  if (!mcp_is_error(msg)) return false;
+  mcp_call_fail_api(op->call, msg);
+  return true;
+}
+
 /* Plain request: finish with the result (or its error) as structuredContent. */
 static bool finish_with_result(mcp_op *op, json_t *msg, bool is_response) {
   if (!is_response) return false;
@@ -419,10 +426,7 @@ static void exec_run(mcp_call *c) {
 static bool exec_started(mcp_op *op, json_t *msg, bool is_response) {
   if (!is_response) return false;
   mcp_call *c = op->call;
-  if (mcp_is_error(msg)) {
-    mcp_call_fail_api(c, msg);
-    return true;
-  }
+  if (failed_response(op, msg)) return true;
   const char *eid = json_string_value(json_object_get(mcp_result_of(msg), "execution_id"));
   mcp_call_finish_structured(c, json_pack("{s:s, s:s}", "execution_id", eid ? eid : "",
                                           "sandbox_id", c->sandbox_id));
@@ -458,10 +462,7 @@ static json_t *capped_b64_text(const char *b64, size_t cap, const char *stream,
 static bool exec_polled(mcp_op *op, json_t *msg, bool is_response) {
   if (!is_response) return false;
   mcp_call *c = op->call;
-  if (mcp_is_error(msg)) {
-    mcp_call_fail_api(c, msg);
-    return true;
-  }
+  if (failed_response(op, msg)) return true;
   json_t *r = mcp_result_of(msg);
   size_t cap = (size_t)arg_int(c, "max_output_bytes", EXEC_DEFAULT_OUTPUT);
   uint64_t d1 = 0, d2 = 0;
@@ -638,10 +639,7 @@ static void read_text(mcp_call *c, json_t *r) {
 static bool file_read_done(mcp_op *op, json_t *msg, bool is_response) {
   if (!is_response) return false;
   mcp_call *c = op->call;
-  if (mcp_is_error(msg)) {
-    mcp_call_fail_api(c, msg);
-    return true;
-  }
+  if (failed_response(op, msg)) return true;
   json_t *r = mcp_result_of(msg);
   const char *enc = arg_str(c, "encoding");
   if (!enc || strcmp(enc, "base64") != 0) {
@@ -704,10 +702,7 @@ static const char *check_write_file(json_t *args) {
 static bool written(mcp_op *op, json_t *msg, bool is_response) {
   if (!is_response) return false;
   mcp_call *c = op->call;
-  if (mcp_is_error(msg)) {
-    mcp_call_fail_api(c, msg);
-    return true;
-  }
+  if (failed_response(op, msg)) return true;
   json_t *r = json_pack("{s:s, s:I}", "path", arg_str(c, "path"), "size",
                         json_integer_value(json_object_get(mcp_result_of(msg), "size")));
   if (c->scratch) json_object_update(r, c->scratch);
@@ -747,10 +742,7 @@ static void write_file_run(mcp_call *c) {
 static bool edit_read(mcp_op *op, json_t *msg, bool is_response) {
   if (!is_response) return false;
   mcp_call *c = op->call;
-  if (mcp_is_error(msg)) {
-    mcp_call_fail_api(c, msg);
-    return true;
-  }
+  if (failed_response(op, msg)) return true;
   json_t *r = mcp_result_of(msg);
   const char *path = arg_str(c, "path");
   if (!json_is_true(json_object_get(r, "eof"))) {
@@ -816,10 +808,7 @@ static bool edit_read(mcp_op *op, json_t *msg, bool is_response) {
 static bool edit_stat(mcp_op *op, json_t *msg, bool is_response) {
   if (!is_response) return false;
   mcp_call *c = op->call;
-  if (mcp_is_error(msg)) {
-    mcp_call_fail_api(c, msg);
-    return true;
-  }
+  if (failed_response(op, msg)) return true;
   json_t *r = mcp_result_of(msg);
   const char *type = json_string_value(json_object_get(r, "type"));
   if (type && strcmp(type, "file") != 0 && strcmp(type, "regular") != 0) {
@@ -843,10 +832,7 @@ static void edit_file_run(mcp_call *c) {
 static bool listed(mcp_op *op, json_t *msg, bool is_response) {
   if (!is_response) return false;
   mcp_call *c = op->call;
-  if (mcp_is_error(msg)) {
-    mcp_call_fail_api(c, msg);
-    return true;
-  }
+  if (failed_response(op, msg)) return true;
   json_t *entries = json_object_get(mcp_result_of(msg), "entries");
   json_t *list = json_array();
   size_t i;
