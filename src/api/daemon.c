@@ -16,6 +16,9 @@
  * this the connection is dropped instead of growing without bound. The
  * largest single reply (file.read, 8 MiB as base64) fits several times. */
 #define CONN_MAX_QUEUED (64u << 20)
+/* Longest wait for re-attachments before clients are served anyway (below
+ * the client's autostart timeout). */
+#define DAEMON_SETTLE_MAX_MS 5000
 
 typedef struct conn {
   uv_pipe_t pipe;
@@ -244,6 +247,26 @@ static void on_signal(uv_signal_t *s, int signum) {
   uv_stop(d->loop);
 }
 
+static void start_serving(daemon_ctx *d) {
+  if (d->serving) return;
+  d->serving = true;
+  uv_timer_stop(&d->settle_timer);
+  int r = uv_listen((uv_stream_t *)&d->server, 128, on_connection);
+  if (r < 0) {
+    log_error("listening on %s: %s", d->socket_path, uv_strerror(r));
+    d->stopping = true;
+    uv_stop(d->loop);
+  }
+}
+
+static void on_settled(void *ud) { start_serving(ud); }
+
+static void on_settle_timeout(uv_timer_t *t) {
+  log_warn("re-attaching sandboxes takes longer than %d ms: serving clients already",
+           DAEMON_SETTLE_MAX_MS);
+  start_serving(t->data);
+}
+
 /* Refuses to start a second daemon on a live socket; removes a stale one. */
 static int prepare_socket(const char *path, cr_error **err) {
   _cleanup_free_ char *dir = strdup(path);
@@ -280,9 +303,13 @@ int daemon_run(const char *listen_path, cr_error **err) {
   uv_pipe_init(d.loop, &d.server, 0);
   d.server.data = &d;
   int r = uv_pipe_bind(&d.server, d.socket_path);
+  uv_os_fd_t sfd = -1;
   if (r == 0) {
     chmod(d.socket_path, 0600);
-    r = uv_listen((uv_stream_t *)&d.server, 128, on_connection);
+    /* the kernel queues clients from here on; they are served once the
+     * re-attached sandboxes have settled (below) */
+    r = uv_fileno((uv_handle_t *)&d.server, &sfd);
+    if (r == 0 && listen(sfd, 128) < 0) r = -errno;
   }
   if (r < 0) {
     cr_error_set(err, CR_E_DAEMON_UNAVAILABLE, -r, "listening on %s", d.socket_path);
@@ -292,7 +319,13 @@ int daemon_run(const char *listen_path, cr_error **err) {
     free(d.socket_path);
     return -1;
   }
-  sbx_manager_load(d.sandboxes, NULL);
+  /* Serve once every re-attached sandbox is ready or failed (a client
+   * asking right after a daemon restart sees the state it had), at most
+   * after DAEMON_SETTLE_MAX_MS. */
+  uv_timer_init(d.loop, &d.settle_timer);
+  d.settle_timer.data = &d;
+  uv_timer_start(&d.settle_timer, on_settle_timeout, DAEMON_SETTLE_MAX_MS, 0);
+  sbx_manager_load(d.sandboxes, on_settled, &d, NULL);
   uv_signal_init(d.loop, &d.sigterm);
   uv_signal_init(d.loop, &d.sigint);
   d.sigterm.data = d.sigint.data = &d;

@@ -11,7 +11,8 @@ struct daemon_ctx {
   char *socket_path;
   uv_pipe_t server;
   uv_signal_t sigterm, sigint;
-  bool stopping;
+  uv_timer_t settle_timer;
+  bool stopping, serving;
   int conns;
 };
 

@@ -163,18 +163,43 @@ static void m_sandbox_list(req *r) {
   reply(r, json_pack("{s:o}", "sandboxes", a));
 }
 
+typedef struct terminate_req {
+  req *k;
+  char id[32];
+} terminate_req;
+
+static void terminate_done(void *ud, cr_error *err) {
+  terminate_req *t = ud;
+  if (err)
+    reply_err(t->k, err);
+  else
+    reply(t->k, json_pack("{s:s, s:s}", "id", t->id, "state", "stopped"));
+  cr_error_free(err);
+  req_free(t->k);
+  free(t);
+}
+
+/* Answered once the VMM is gone; the loop keeps serving others meanwhile. */
 static void m_sandbox_terminate(req *r) {
   sbx *s = need_sandbox(r, "id");
   if (!s) return;
-  char id[32];
-  snprintf(id, sizeof(id), "%s", sbx_id(s));
-  cr_error *err = NULL;
-  if (sbx_terminate(r->d->sandboxes, s, &err) < 0) {
-    reply_err(r, err);
-    cr_error_free(err);
+  terminate_req *t = calloc(1, sizeof(*t));
+  if (!t) {
+    cr_error *e = NULL;
+    cr_error_set(&e, CR_E_INTERNAL, ENOMEM, "terminate");
+    reply_err(r, e);
+    cr_error_free(e);
     return;
   }
-  reply(r, json_pack("{s:s, s:s}", "id", id, "state", "stopped"));
+  snprintf(t->id, sizeof(t->id), "%s", sbx_id(s));
+  t->k = req_keep(r);
+  cr_error *err = NULL;
+  if (sbx_terminate(r->d->sandboxes, s, terminate_done, t, &err) < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    req_free(t->k);
+    free(t);
+  }
 }
 
 /* ---- executions */

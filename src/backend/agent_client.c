@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct channel {
   uint32_t id;
@@ -318,13 +319,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
 }
 
-static void on_connect(uv_connect_t *req, int status) {
-  agent_conn *c = req->data;
-  if (c->closing) return;
-  if (status < 0) {
-    conn_fail(c, status, "cannot connect to the agent socket");
-    return;
-  }
+static void start_session(agent_conn *c) {
   c->open = true;
   uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
   ap_buf b = {0};
@@ -335,6 +330,33 @@ static void on_connect(uv_connect_t *req, int status) {
   if (r == 0) r = write_bytes(c, b.data, b.len);
   ap_buf_free(&b);
   if (r < 0) conn_fail(c, r, "cannot send HELLO to the agent");
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  agent_conn *c = req->data;
+  if (c->closing) return;
+  if (status < 0) {
+    conn_fail(c, status, "cannot connect to the agent socket");
+    return;
+  }
+  start_session(c);
+}
+
+int agent_conn_open(agent_conn *c, int fd) {
+  int r = uv_pipe_init(c->loop, &c->pipe, 0);
+  if (r < 0) {
+    close(fd);
+    return r;
+  }
+  c->pipe_inited = true;
+  c->pipe.data = c;
+  r = uv_pipe_open(&c->pipe, fd);
+  if (r < 0) {
+    close(fd);
+    return r;
+  }
+  start_session(c);
+  return 0;
 }
 
 int agent_conn_connect(agent_conn *c, const char *path) {

@@ -26,6 +26,9 @@ typedef void (*agent_state_cb)(agent_conn *c, void *ud, int status,
 agent_conn *agent_conn_new(uv_loop_t *loop, agent_state_cb cb, void *ud);
 /* Connects to path and sends HELLO. The state callback reports the outcome. */
 int agent_conn_connect(agent_conn *c, const char *path);
+/* Takes a connected stream socket (backend_ops.connect_agent) and sends
+ * HELLO; fd is owned by the conn from here on (closed on failure too). */
+int agent_conn_open(agent_conn *c, int fd);
 /* Closes the connection; pending channels get their synthetic ERROR; the
  * memory is freed once libuv is done with the handle. Safe with NULL. No
  * callbacks run after this returns... except the synthetic errors, which run

@@ -1,19 +1,44 @@
-/* VMM backends behind one vtable (one file per VMM: qemu.c, ...).
+/* VMM backends behind one vtable (one file per VMM: qemu.c, ...). The
+ * backend owns the VM, all of it: the VMM process, its sockets, how the agent
+ * byte stream is reached, pausing, saving and restoring, and stopping it.
+ * The sandbox layer above holds a backend_vm handle and never learns paths,
+ * pids or QMP.
  *
- * A backend starts a VM whose guest runs cleanroom-agent and exposes the
- * agent channel as a unix socket (<dir>/agent.sock); the sandbox layer then
- * speaks the agent protocol over it (agent_client.h). VMM processes are
- * started detached so they outlive the daemon. */
+ * Rules every backend follows (docs/architecture.md, "Backends"):
+ * - Nothing blocks the caller's loop: every operation that waits for the
+ *   VMM reports through a callback that runs later on the loop (never
+ *   inside the call that started it).
+ * - A handle (backend_vm) comes from launch, restore or attach and lives
+ *   until stop() has reported (or forget() was called). stop() is the only
+ *   way to end a VMM; it is valid in any state (also while launching, also
+ *   after the VMM died on its own) and always reports exactly once.
+ * - When the VMM goes away without stop(), events->exited runs once.
+ * - An operation a backend does not implement fails at once with
+ *   CR_E_BACKEND_UNSUPPORTED (a clear message; its callback never runs).
+ * - VMM processes outlive the daemon (a restarted daemon attach()es). */
 #pragma once
 #include "util/error.h"
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <uv.h>
 
+/* The guest's network attachment (filled in by egress; all NULL/0 = no NIC).
+ * The TAP device exists and is configured on the host before launch; the
+ * backend attaches the guest's NIC to it. Addresses are for the guest side
+ * set-up (ACTIVATE) and for backends that configure the guest themselves. */
+typedef struct backend_net {
+  const char *tap;        /* host TAP device name, e.g. "crt-01hx..." */
+  const char *mac;        /* guest NIC MAC, "52:54:00:xx:xx:xx" */
+  const char *guest_addr; /* guest address with prefix, "10.200.0.2/30" */
+  const char *host_addr;  /* host side of the link: gateway + DNS, "10.200.0.1" */
+  unsigned mtu;           /* 0 = backend default (1500) */
+} backend_net;
+
 typedef struct backend_vm_config {
   const char *id;          /* sandbox id (names the VMM process) */
-  const char *dir;         /* sandbox dir: sockets, logs, pidfile live here */
+  const char *dir;         /* per-VM dir the backend may use (sockets, logs) */
   const char *kernel;      /* kernel image */
   const char *initrd;      /* initramfs with the agent as /init */
   const char *image;       /* image ext4, attached read-only, serial cr-image */
@@ -21,37 +46,95 @@ typedef struct backend_vm_config {
   const char *ram_path;    /* guest RAM file (for snapshots); NULL = anonymous */
   unsigned vcpus;
   unsigned memory_mib;
+  backend_net net;         /* network attachment; net.tap NULL = none */
 } backend_vm_config;
 
-/* Reports the VMM start: pid > 0 when the VMM is up and its sockets exist,
- * else err says why (the callee owns err). */
-typedef void (*backend_launch_cb)(void *ud, pid_t pid, cr_error *err);
+typedef struct backend_vm backend_vm;
+
+/* Events of one VM, on the loop. */
+typedef struct backend_events {
+  /* launch/restore/attach outcome: err NULL = the VMM runs and
+   * connect_agent may be called; else err says why (callee owns err) and the
+   * handle still has to be stop()ped (which then completes at once). */
+  void (*ready)(void *ud, backend_vm *vm, cr_error *err);
+  /* The VMM went away without stop(): how (status/signal as from waitpid
+   * when known, else -1/0), and a short reason with the VMM's log tail. */
+  void (*exited)(void *ud, backend_vm *vm, int status, int signal, const char *why);
+} backend_events;
+
+/* Operation done: err NULL = success (callee owns err). */
+typedef void (*backend_done_cb)(void *ud, backend_vm *vm, cr_error *err);
+/* The agent byte stream: fd is a connected, non-blocking stream socket the
+ * caller now owns (e.g. for agent_conn_open), or -1 with err. */
+typedef void (*backend_agent_cb)(void *ud, backend_vm *vm, int fd, cr_error *err);
+
+/* What save() writes and restore() reads: a directory the backend fills
+ * with the device state and a copy of the guest RAM (its layout is the
+ * backend's). */
+typedef struct backend_save_opts {
+  const char *state_dir; /* created by the caller, empty */
+  bool resume_after;     /* true: the VM runs on after the save; false: stays paused */
+} backend_save_opts;
 
 typedef struct backend_ops {
   const char *name;
   /* Machine-readable capabilities: {"backend", "accel", "kvm", "snapshots",
-   * "network": [...], "notes"}. New reference. */
+   * "network", "egress", "vmm_user", "notes", ...}. New reference. */
   json_t *(*capabilities)(void);
-  /* Starts the VMM for cfg; cb runs on the loop. */
-  int (*launch)(uv_loop_t *loop, const backend_vm_config *cfg,
-                backend_launch_cb cb, void *ud, cr_error **err);
-  /* Asks the VMM to quit at once (QMP quit), then SIGKILL if needed. */
-  int (*stop)(const char *dir, pid_t pid, cr_error **err);
-  /* 1 when pid is the VMM of sandbox id, 0 when gone. */
-  int (*alive)(const char *id, pid_t pid);
-  /* Later: pause, resume, snapshot, restore (templates, snapshots, fork). */
+  /* Starts a VMM for cfg (everything in cfg is copied). *ret gets the handle
+   * at once; events->ready reports the outcome. */
+  int (*launch)(uv_loop_t *loop, const backend_vm_config *cfg, const backend_events *ev,
+                void *ud, backend_vm **ret, cr_error **err);
+  /* Starts a new VMM for cfg (new dir, new scratch and RAM backing files)
+   * from a state save() wrote; reported like launch. The guest resumes
+   * where it was saved (then the caller re-activates it). */
+  int (*restore)(uv_loop_t *loop, const backend_vm_config *cfg, const char *state_dir,
+                 const backend_events *ev, void *ud, backend_vm **ret, cr_error **err);
+  /* Takes over a VMM a previous daemon started (pid from the caller's
+   * records): fails with CR_E_VMM_EXITED when that pid is not this VM's
+   * VMM any more. events->ready runs (err NULL) once attached. */
+  int (*attach)(uv_loop_t *loop, const backend_vm_config *cfg, pid_t pid,
+                const backend_events *ev, void *ud, backend_vm **ret, cr_error **err);
+  /* Opens the agent byte stream (QEMU: the virtio-serial port's unix
+   * socket; Firecracker: vsock over its unix socket). */
+  int (*connect_agent)(backend_vm *vm, backend_agent_cb cb, void *ud, cr_error **err);
+  /* Stops / continues the vCPUs. */
+  int (*pause)(backend_vm *vm, backend_done_cb cb, void *ud, cr_error **err);
+  int (*resume)(backend_vm *vm, backend_done_cb cb, void *ud, cr_error **err);
+  /* Saves device state + RAM (the VM is paused for it). */
+  int (*save)(backend_vm *vm, const backend_save_opts *opts, backend_done_cb cb, void *ud,
+              cr_error **err);
+  /* Ends the VMM: a polite quit, a hard kill after a short grace; cb runs
+   * once the VMM process is gone (err only when even SIGKILL did not end it),
+   * then the handle is freed. Never fails synchronously; cb may be NULL. */
+  void (*stop)(backend_vm *vm, backend_done_cb cb, void *ud);
+  /* true while the VMM process exists (not a liveness probe of the guest). */
+  bool (*alive)(const backend_vm *vm);
 } backend_ops;
+
+/* ---- generic (backend.c) */
 
 extern const backend_ops backend_qemu;
 
-/* The default backend for this host (qemu; firecracker when it lands). */
+/* The backend for this host: $CLEANROOM_BACKEND when set ("qemu"), else
+ * qemu (firecracker when it lands and KVM is usable). */
 const backend_ops *backend_default(void);
+/* By name; NULL when unknown. */
+const backend_ops *backend_by_name(const char *name);
 /* "kvm" when /dev/kvm can create a VM, else "tcg". Cached. */
 const char *backend_accel(void);
+/* Why backend_accel() chose what it chose (for doctor). */
+const char *backend_accel_reason(void);
 /* The unprivileged user VMMs run as ($CLEANROOM_VMM_USER, default
  * BACKEND_VMM_USER; empty = off), or NULL when the daemon is not root or the
  * user does not exist (then VMMs keep the daemon's user). */
 #define BACKEND_VMM_USER "cleanroom-vmm"
 const char *backend_vmm_user(void);
-/* Why backend_accel() chose what it chose (for doctor). */
-const char *backend_accel_reason(void);
+
+/* The handle's backend, VMM pid (> 0 once launched) and id. */
+const backend_ops *backend_vm_ops(const backend_vm *vm);
+pid_t backend_vm_pid(const backend_vm *vm);
+const char *backend_vm_id(const backend_vm *vm);
+/* Lets go of the handle without touching the VMM (daemon shutdown: VMMs keep
+ * running and a restarted daemon attach()es). No callbacks run after this. */
+void backend_vm_forget(backend_vm *vm);

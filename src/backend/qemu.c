@@ -1,146 +1,35 @@
 /* The QEMU backend: -M microvm, virtio-mmio devices, KVM when usable else
  * TCG with the flags measured in shared/design/guest-boot.md.
  *
- * QEMU runs with -daemonize: the process we spawn exits once QEMU has set up
- * its devices and sockets, so its exit is our "VMM is up" signal, and the
- * real VMM is reparented away from the daemon (it survives daemon restarts).
- * Its pid comes from the pidfile. */
-#include "backend/backend.h"
+ * No -daemonize: the daemon binds the agent and QMP sockets itself and hands
+ * the listening fds to QEMU (chardev fd=3/4), so they accept connections
+ * before QEMU runs and "spawned" already means "reachable"; QEMU is the
+ * daemon's child in its own session (setsid), reaped by the daemon, and
+ * keeps running when the daemon exits (a restarted daemon attaches to it by
+ * pid). Not forking lets QEMU's seccomp deny spawn (and elevateprivileges
+ * when it does not have to drop root itself with -runas).
+ *
+ * QMP calls (quit, stop, cont; migrate for snapshots) run on libuv's thread
+ * pool with deadlines (qmp_async below): the loop never waits for QEMU. */
+#include "backend/backend-vm.h"
 #include "backend/qmp.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
 
 #include <fcntl.h>
-#include <pwd.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <time.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
-#define KVM_CREATE_VM_IOCTL 0xAE01
-
-static bool cpu_has_virt(void) {
-  _cleanup_free_ char *buf = NULL;
-  size_t len = 0;
-  if (cr_read_file("/proc/cpuinfo", 64 << 20, &buf, &len) < 0) return false;
-  for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
-    if (strncmp(line, "flags", 5)) continue;
-    return strstr(line, " vmx") || strstr(line, " svm");
-  }
-  return false;
-}
-
-static char accel_reason[256];
-
-const char *backend_accel(void) {
-  static const char *cached;
-  if (cached) return cached;
-  const char *e = getenv("CLEANROOM_ACCEL");
-  if (e && (!strcmp(e, "kvm") || !strcmp(e, "tcg"))) {
-    snprintf(accel_reason, sizeof(accel_reason), "chosen by CLEANROOM_ACCEL=%s", e);
-    return cached = e;
-  }
-  cached = "tcg";
-  /* /dev/kvm can exist and even create VMs while the CPU lacks the
-   * virtualization extensions (some nested setups): QEMU then dies setting
-   * MSRs or the guest never runs. Require the vmx/svm flag as well. */
-  if (!cpu_has_virt()) {
-    snprintf(accel_reason, sizeof(accel_reason),
-             "the CPU has no vmx/svm flag in /proc/cpuinfo%s",
-             access("/dev/kvm", F_OK) == 0 ? " (/dev/kvm exists but cannot run guests here)" : "");
-    return cached;
-  }
-  int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-  if (fd < 0) {
-    snprintf(accel_reason, sizeof(accel_reason), "/dev/kvm: %s", strerror(errno));
-    return cached;
-  }
-  int vm = ioctl(fd, KVM_CREATE_VM_IOCTL, 0);
-  if (vm >= 0) {
-    cached = "kvm";
-    snprintf(accel_reason, sizeof(accel_reason), "/dev/kvm can create VMs");
-    close(vm);
-  } else {
-    snprintf(accel_reason, sizeof(accel_reason), "KVM_CREATE_VM: %s", strerror(errno));
-  }
-  close(fd);
-  return cached;
-}
-
-const char *backend_accel_reason(void) {
-  backend_accel();
-  return accel_reason;
-}
-
-const char *backend_vmm_user(void) {
-  static char user[64];
-  static int done;
-  if (done) return user[0] ? user : NULL;
-  done = 1;
-  if (geteuid() != 0) return NULL; /* already unprivileged */
-  const char *e = getenv("CLEANROOM_VMM_USER");
-  if (e && !*e) return NULL; /* explicitly disabled */
-  const char *name = e ? e : BACKEND_VMM_USER;
-  if (!getpwnam(name)) {
-    log_warn("VMM user '%s' does not exist: QEMU runs as root (create it with "
-             "'useradd --system --no-create-home --shell /usr/sbin/nologin %s')",
-             name, name);
-    return NULL;
-  }
-  snprintf(user, sizeof(user), "%s", name);
-  return user;
-}
+/* TCG translation cache size (MiB): QEMU 7.2's default is 1 GiB, most of
+ * an idle VMM's anonymous memory after a workload; bench/vmm-memory.py. */
+#define QEMU_TCG_TB_MIB 32
 
 static const char *qemu_binary(void) {
   const char *e = getenv("CLEANROOM_QEMU");
   return e && *e ? e : "qemu-system-x86_64";
-}
-
-typedef struct launch_ctx {
-  uv_process_t proc;
-  backend_launch_cb cb;
-  void *ud;
-  char *dir;
-} launch_ctx;
-
-static void launch_closed(uv_handle_t *h) {
-  launch_ctx *l = h->data;
-  free(l->dir);
-  free(l);
-}
-
-/* The end of a log file, for error messages. */
-static char *log_tail(const char *dir, const char *name, size_t max) {
-  _cleanup_free_ char *path = cr_path_join(dir, name);
-  char *r = NULL;
-  if (!path || cr_read_file_tail(path, max, &r, NULL) < 0) return strdup("");
-  size_t n = strlen(r);
-  while (n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r')) r[--n] = '\0';
-  return r;
-}
-
-static void launch_exited(uv_process_t *p, int64_t status, int sig) {
-  launch_ctx *l = p->data;
-  cr_error *err = NULL;
-  pid_t pid = -1;
-  if (status != 0 || sig != 0) {
-    _cleanup_free_ char *tail = log_tail(l->dir, "qemu.log", 1500);
-    cr_error_set(&err, CR_E_RUNTIME_LAUNCH_FAILED, 0,
-                 "qemu exited with status %d%s%s", (int)status,
-                 tail && *tail ? ": " : "", tail ? tail : "");
-  } else {
-    _cleanup_free_ char *pf = cr_path_join(l->dir, "qemu.pid");
-    _cleanup_free_ char *buf = NULL;
-    if (!pf || cr_read_file(pf, 64, &buf, NULL) < 0 ||
-        (pid = (pid_t)strtol(buf, NULL, 10)) <= 0) {
-      pid = -1;
-      cr_error_set(&err, CR_E_RUNTIME_LAUNCH_FAILED, 0,
-                   "qemu started but wrote no pidfile in %s", l->dir);
-    }
-  }
-  l->cb(l->ud, pid, err);
-  uv_close((uv_handle_t *)p, launch_closed);
 }
 
 typedef struct argv_b {
@@ -168,163 +57,383 @@ static void argv_free(argv_b *a) {
   free(a->v);
 }
 
-static int qemu_launch(uv_loop_t *loop, const backend_vm_config *c,
-                       backend_launch_cb cb, void *ud, cr_error **err) {
+
+/* A listening unix socket at dir/name (stale socket replaced). */
+static int listen_unix(const char *dir, const char *name, cr_error **err) {
+  _cleanup_free_ char *path = cr_path_join(dir, name);
+  if (!path) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "socket path");
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof(sa.sun_path))
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "socket path too long: %s", path);
+  strcpy(sa.sun_path, path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return cr_error_set(err, CR_E_INTERNAL, errno, "socket");
+  unlink(path);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0) {
+    int e = errno;
+    close(fd);
+    return cr_error_set(err, CR_E_RUNTIME_LAUNCH_FAILED, e, "listening on %s", path);
+  }
+  return fd;
+}
+
+static char *qemu_tb_size(void) {
+  const char *e = getenv("CLEANROOM_TCG_TB_MIB");
+  unsigned long v = e && *e ? strtoul(e, NULL, 10) : QEMU_TCG_TB_MIB;
+  if (v == 0 || v > 4096) v = QEMU_TCG_TB_MIB;
+  char *s = NULL;
+  if (asprintf(&s, "%lu", v) < 0) return NULL;
+  return s;
+}
+
+static int build_argv(const backend_vm_config *c, argv_b *a) {
   bool kvm = !strcmp(backend_accel(), "kvm");
-  argv_b a = {0};
-  add(&a, "%s", qemu_binary());
-  add(&a, "-name");
-  add(&a, "cleanroom-%s", c->id);
-  add(&a, "-M");
-  add(&a, "microvm,x-option-roms=off,isa-serial=on,rtc=%s%s%s", kvm ? "off" : "on",
+  const char *runas = backend_vmm_user();
+  add(a, "%s", qemu_binary());
+  add(a, "-name");
+  add(a, "cleanroom-%s", c->id);
+  add(a, "-M");
+  add(a, "microvm,x-option-roms=off,isa-serial=on,rtc=%s%s%s", kvm ? "off" : "on",
       kvm ? ",pit=off,pic=off" : "", c->ram_path ? ",memory-backend=mem" : "");
-  add(&a, "-accel");
-  add(&a, "%s", kvm ? "kvm" : "tcg");
-  add(&a, "-cpu");
-  add(&a, "%s", kvm ? "host" : "max");
-  add(&a, "-smp");
-  add(&a, "%u", c->vcpus);
-  add(&a, "-m");
-  add(&a, "%uM", c->memory_mib);
+  add(a, "-accel");
+  if (kvm) {
+    add(a, "kvm");
+  } else {
+    _cleanup_free_ char *tb = qemu_tb_size();
+    add(a, "tcg,tb-size=%s", tb ? tb : "32");
+  }
+  add(a, "-cpu");
+  add(a, "%s", kvm ? "host" : "max");
+  add(a, "-smp");
+  add(a, "%u", c->vcpus);
+  add(a, "-m");
+  add(a, "%uM", c->memory_mib);
   if (c->ram_path) {
-    add(&a, "-object");
-    add(&a, "memory-backend-file,id=mem,size=%uM,mem-path=%s,share=on", c->memory_mib,
+    add(a, "-object");
+    add(a, "memory-backend-file,id=mem,size=%uM,mem-path=%s,share=on", c->memory_mib,
         c->ram_path);
   }
-  add(&a, "-nodefaults");
-  add(&a, "-no-user-config");
-  add(&a, "-display");
-  add(&a, "none");
-  add(&a, "-no-reboot");
-  add(&a, "-serial");
-  add(&a, "file:%s/console.log", c->dir);
-  add(&a, "-kernel");
-  add(&a, "%s", c->kernel);
-  add(&a, "-initrd");
-  add(&a, "%s", c->initrd);
-  add(&a, "-append");
+  add(a, "-nodefaults");
+  add(a, "-no-user-config");
+  add(a, "-display");
+  add(a, "none");
+  add(a, "-no-reboot");
+  add(a, "-serial");
+  add(a, "file:%s/console.log", c->dir);
+  add(a, "-kernel");
+  add(a, "%s", c->kernel);
+  add(a, "-initrd");
+  add(a, "%s", c->initrd);
+  add(a, "-append");
   /* tsc_early_khz: without it ~1 boot in 3 hangs under TCG (guest-boot.md) */
-  add(&a, "console=ttyS0 quiet panic=-1 reboot=t%s",
+  add(a, "console=ttyS0 quiet panic=-1 reboot=t%s",
       kvm ? "" : " tsc_early_khz=2000000 tsc=reliable");
-  add(&a, "-drive");
-  add(&a, "id=img,file=%s,format=raw,if=none,readonly=on", c->image);
-  add(&a, "-device");
-  add(&a, "virtio-blk-device,drive=img,serial=cr-image");
-  add(&a, "-drive");
-  add(&a, "id=scr,file=%s,format=raw,if=none,discard=unmap", c->scratch);
-  add(&a, "-device");
-  add(&a, "virtio-blk-device,drive=scr,serial=cr-scratch");
-  add(&a, "-device");
-  add(&a, "virtio-rng-device");
-  add(&a, "-device");
-  add(&a, "virtio-serial-device");
-  add(&a, "-chardev");
-  add(&a, "socket,id=ag,path=%s/agent.sock,server=on,wait=off", c->dir);
-  add(&a, "-device");
-  add(&a, "virtserialport,chardev=ag,name=cleanroom.agent");
-  add(&a, "-qmp");
-  add(&a, "unix:%s/qmp.sock,server=on,wait=off", c->dir);
-  /* QEMU's seccomp filter. elevateprivileges=deny and spawn=deny would also
-   * block the setsid()/fork() of -daemonize; they need a launch without
-   * -daemonize (later, with the unprivileged VMM user). */
-  add(&a, "-sandbox");
-  add(&a, "on,obsolete=deny,resourcecontrol=deny");
-  /* drop root once QEMU has opened its files and sockets */
-  if (backend_vmm_user()) {
-    add(&a, "-runas");
-    add(&a, "%s", backend_vmm_user());
+  add(a, "-drive");
+  add(a, "id=img,file=%s,format=raw,if=none,readonly=on", c->image);
+  add(a, "-device");
+  add(a, "virtio-blk-device,drive=img,serial=cr-image");
+  add(a, "-drive");
+  add(a, "id=scr,file=%s,format=raw,if=none,discard=unmap", c->scratch);
+  add(a, "-device");
+  add(a, "virtio-blk-device,drive=scr,serial=cr-scratch");
+  add(a, "-device");
+  add(a, "virtio-rng-device");
+  if (c->net.tap && *c->net.tap) {
+    /* the TAP exists already (egress); QEMU opens it before dropping root */
+    add(a, "-netdev");
+    add(a, "tap,id=net0,ifname=%s,script=no,downscript=no", c->net.tap);
+    add(a, "-device");
+    add(a, "virtio-net-device,netdev=net0%s%s", c->net.mac ? ",mac=" : "",
+        c->net.mac ? c->net.mac : "");
   }
-  add(&a, "-pidfile");
-  add(&a, "%s/qemu.pid", c->dir);
-  add(&a, "-daemonize");
-  for (size_t i = 0; i < a.n; i++)
-    if (!a.v[i]) {
-      argv_free(&a);
-      return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "building the qemu command line");
-    }
+  add(a, "-device");
+  add(a, "virtio-serial-device");
+  /* fd 3: the agent socket, fd 4: QMP (listening; bound by the daemon) */
+  add(a, "-chardev");
+  add(a, "socket,id=ag,fd=3,server=on,wait=off");
+  add(a, "-device");
+  add(a, "virtserialport,chardev=ag,name=cleanroom.agent");
+  add(a, "-chardev");
+  add(a, "socket,id=qmp,fd=4,server=on,wait=off");
+  add(a, "-mon");
+  add(a, "chardev=qmp,mode=control");
+  /* QEMU's seccomp filter. spawn=deny: no fork/exec (there is no
+   * -daemonize). elevateprivileges=deny kills QEMU at its own -runas
+   * setuid (the filter is installed first), so it is only added when QEMU
+   * does not drop root itself; with -runas QEMU runs as the VMM user and
+   * cannot regain root anyway. */
+  add(a, "-sandbox");
+  add(a, "on,obsolete=deny,resourcecontrol=deny,spawn=deny%s",
+      runas ? "" : ",elevateprivileges=deny");
+  /* drop root once QEMU has opened its files and sockets */
+  if (runas) {
+    add(a, "-runas");
+    add(a, "%s", runas);
+  }
+  for (size_t i = 0; i < a->n; i++)
+    if (!a->v[i]) return -ENOMEM;
+  return 0;
+}
+
+/* ---- QMP on the thread pool */
+
+typedef void (*qmp_done_cb)(backend_vm *vm, void *ud, json_t *ret, cr_error *err);
+
+typedef struct qmp_work {
+  uv_work_t w;
+  backend_vm *vm;
+  char *sock, *cmd;
+  json_t *args, *ret;
+  int timeout_ms;
+  cr_error *err;
+  qmp_done_cb done;
+  void *ud;
+} qmp_work;
+
+static void qmp_work_run(uv_work_t *w) {
+  qmp_work *q = w->data;
+  qmp *c = NULL;
+  if (qmp_connect(q->sock, q->timeout_ms, &c, &q->err) < 0) return;
+  json_t *args = TAKE_PTR(q->args);
+  qmp_execute(c, q->cmd, args, q->timeout_ms, &q->ret, &q->err);
+  qmp_free(c);
+}
+
+static void qmp_work_after(uv_work_t *w, int status) {
+  qmp_work *q = w->data;
+  backend_vm *vm = q->vm;
+  if (status < 0 && !q->err) cr_error_set(&q->err, CR_E_INTERNAL, -status, "qmp %s", q->cmd);
+  if (q->done) q->done(vm, q->ud, q->ret, TAKE_PTR(q->err));
+  cr_error_free(q->err);
+  json_decref(q->ret);
+  json_decref(q->args);
+  free(q->sock);
+  free(q->cmd);
+  free(q);
+  backend_vm_unref(vm);
+}
+
+/* Runs one QMP command off the loop; done (may be NULL) runs on the loop
+ * with the "return" value (borrowed) or the error (done owns it), also
+ * after stop() finished the handle (check backend_vm_finished()). */
+static int qmp_async(backend_vm *vm, const char *cmd, json_t *args /* stolen */,
+                     int timeout_ms, qmp_done_cb done, void *ud, cr_error **err) {
+  qmp_work *q = calloc(1, sizeof(*q));
+  if (q) {
+    q->sock = cr_path_join(vm->dir, "qmp.sock");
+    q->cmd = strdup(cmd);
+  }
+  if (!q || !q->sock || !q->cmd) {
+    if (q) free(q->sock), free(q->cmd);
+    free(q);
+    json_decref(args);
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "qmp");
+  }
+  q->vm = vm;
+  q->args = args;
+  q->timeout_ms = timeout_ms;
+  q->done = done;
+  q->ud = ud;
+  q->w.data = q;
+  backend_vm_ref(vm);
+  int r = uv_queue_work(vm->loop, &q->w, qmp_work_run, qmp_work_after);
+  if (r < 0) {
+    backend_vm_unref(vm);
+    json_decref(q->args);
+    free(q->sock);
+    free(q->cmd);
+    free(q);
+    return cr_error_set(err, CR_E_INTERNAL, -r, "qmp %s", cmd);
+  }
+  return 0;
+}
+
+static void qemu_request_quit(backend_vm *vm) {
+  /* its answer does not matter: the stop sequence watches the process */
+  if (qmp_async(vm, "quit", NULL, BACKEND_STOP_GRACE_MS, NULL, NULL, NULL) < 0)
+    log_warn("%s: cannot send QMP quit; the VMM is killed after the grace", vm->id);
+}
+
+static const backend_vm_impl qemu_impl = {
+    .request_quit = qemu_request_quit,
+    .log_name = "qemu.log",
+};
+
+/* ---- operations */
+
+static int qemu_launch(uv_loop_t *loop, const backend_vm_config *c, const backend_events *ev,
+                       void *ud, backend_vm **ret, cr_error **err) {
+  argv_b a = {0};
+  if (build_argv(c, &a) < 0) {
+    argv_free(&a);
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "building the qemu command line");
+  }
   if (cr_log_level >= CR_LOG_DEBUG) {
     for (size_t i = 0; i < a.n; i++) fprintf(stderr, "%s ", a.v[i]);
     fputc('\n', stderr);
   }
-
   _cleanup_free_ char *logpath = cr_path_join(c->dir, "qemu.log");
-  _cleanup_close_ int logfd = logpath ? open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
+  _cleanup_close_ int logfd =
+      logpath ? open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644) : -1;
   if (logfd < 0) {
     argv_free(&a);
     return cr_error_set(err, CR_E_RUNTIME_LAUNCH_FAILED, errno, "opening %s", logpath);
   }
-  launch_ctx *l = calloc(1, sizeof(*l));
-  if (!l || !(l->dir = strdup(c->dir))) {
-    free(l);
+  int fds[2] = {-1, -1};
+  fds[0] = listen_unix(c->dir, "agent.sock", err);
+  if (fds[0] >= 0) fds[1] = listen_unix(c->dir, "qmp.sock", err);
+  if (fds[1] < 0) {
+    if (fds[0] >= 0) close(fds[0]);
     argv_free(&a);
-    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "launch");
+    return -1;
   }
-  l->cb = cb;
-  l->ud = ud;
-  l->proc.data = l;
-  uv_stdio_container_t stdio[3] = {
-      {.flags = UV_IGNORE},
-      {.flags = UV_INHERIT_FD, .data.fd = logfd},
-      {.flags = UV_INHERIT_FD, .data.fd = logfd},
-  };
-  uv_process_options_t opts = {
-      .file = a.v[0],
-      .args = a.v,
-      .exit_cb = launch_exited,
-      .stdio_count = 3,
-      .stdio = stdio,
-      .flags = UV_PROCESS_DETACHED,
-  };
-  int r = uv_spawn(loop, &l->proc, &opts);
+  backend_vm *vm = backend_vm_new(&backend_qemu, &qemu_impl, loop, c, ev, ud);
+  int r = vm ? backend_vm_spawn(vm, a.v, logfd, fds, 2, err)
+             : cr_error_set(err, CR_E_INTERNAL, ENOMEM, "launch");
+  close(fds[0]);
+  close(fds[1]);
   argv_free(&a);
   if (r < 0) {
-    free(l->dir);
-    free(l);
-    return cr_error_set(err, CR_E_BACKEND_UNAVAILABLE, -r,
-                        "cannot start %s (install qemu-system-x86)", qemu_binary());
+    if (vm) backend_vm_forget(vm);
+    return cr_error_wrap(err, "install qemu-system-x86 or set CLEANROOM_QEMU");
   }
+  *ret = vm;
+  backend_vm_report_ready(vm, NULL);
   return 0;
 }
 
-static int qemu_alive(const char *id, pid_t pid) {
-  if (pid <= 0 || kill(pid, 0) < 0) return 0;
+static bool cmdline_names(pid_t pid, const char *id) {
   char path[64];
   snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
   _cleanup_free_ char *buf = NULL;
   size_t len = 0;
-  if (cr_read_file(path, 1 << 20, &buf, &len) < 0) return 0;
+  if (cr_read_file(path, 1 << 20, &buf, &len) < 0) return false;
   char want[128];
   snprintf(want, sizeof(want), "cleanroom-%s", id);
   for (size_t i = 0; i < len; i += strlen(buf + i) + 1)
-    if (!strcmp(buf + i, want)) return 1;
+    if (!strcmp(buf + i, want)) return true;
+  return false;
+}
+
+static int qemu_attach(uv_loop_t *loop, const backend_vm_config *c, pid_t pid,
+                       const backend_events *ev, void *ud, backend_vm **ret, cr_error **err) {
+  backend_vm *vm = backend_vm_new(&backend_qemu, &qemu_impl, loop, c, ev, ud);
+  if (!vm) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "attach");
+  /* pidfd first, then the command line: the pid cannot be reused between */
+  if (backend_vm_watch(vm, pid, err) < 0 || !cmdline_names(pid, c->id)) {
+    backend_vm_forget(vm);
+    return cr_error_set(err, CR_E_VMM_EXITED, 0, "the VMM (pid %d) of %s is gone", (int)pid,
+                        c->id);
+  }
+  *ret = vm;
+  backend_vm_report_ready(vm, NULL);
   return 0;
 }
 
-static bool wait_gone(pid_t pid, int timeout_ms) {
-  struct timespec ts = {0, 10 * 1000 * 1000};
-  for (int waited = 0; waited < timeout_ms; waited += 10) {
-    if (kill(pid, 0) < 0 && errno == ESRCH) return true;
-    nanosleep(&ts, NULL);
-  }
-  return kill(pid, 0) < 0 && errno == ESRCH;
+typedef struct agent_connect {
+  uv_pipe_t pipe;
+  uv_connect_t req;
+  backend_vm *vm;
+  backend_agent_cb cb;
+  void *ud;
+  int fd;
+  cr_error *err;
+} agent_connect;
+
+static void agent_connect_closed(uv_handle_t *h) {
+  agent_connect *k = h->data;
+  backend_vm *vm = k->vm;
+  if (!backend_vm_finished(vm))
+    k->cb(k->ud, vm, k->fd, TAKE_PTR(k->err));
+  else if (k->fd >= 0)
+    close(k->fd);
+  cr_error_free(k->err);
+  free(k);
+  backend_vm_unref(vm);
 }
 
-static int qemu_stop(const char *dir, pid_t pid, cr_error **err) {
-  _cleanup_free_ char *sock = cr_path_join(dir, "qmp.sock");
-  qmp *q = NULL;
-  cr_error *qerr = NULL;
-  if (sock && qmp_connect(sock, 1000, &q, &qerr) == 0) {
-    qmp_execute(q, "quit", NULL, 1000, NULL, &qerr);
-    qmp_free(q);
+static void on_agent_connected(uv_connect_t *req, int status) {
+  agent_connect *k = req->data;
+  if (status < 0) {
+    cr_error_set(&k->err, CR_E_AGENT_UNAVAILABLE, -status, "cannot connect to the agent socket");
+  } else {
+    uv_os_fd_t fd = -1;
+    if (uv_fileno((uv_handle_t *)&k->pipe, &fd) == 0) k->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (k->fd < 0) cr_error_set(&k->err, CR_E_INTERNAL, errno, "agent socket");
   }
-  cr_error_free(qerr);
-  if (pid > 0 && !wait_gone(pid, 2000)) {
-    kill(pid, SIGKILL);
-    if (!wait_gone(pid, 2000))
-      return cr_error_set(err, CR_E_INTERNAL, 0, "VMM pid %d does not exit", (int)pid);
+  uv_close((uv_handle_t *)&k->pipe, agent_connect_closed);
+}
+
+static int qemu_connect_agent(backend_vm *vm, backend_agent_cb cb, void *ud, cr_error **err) {
+  _cleanup_free_ char *path = cr_path_join(vm->dir, "agent.sock");
+  agent_connect *k = calloc(1, sizeof(*k));
+  if (!k || !path) {
+    free(k);
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "agent connect");
+  }
+  k->vm = vm;
+  k->cb = cb;
+  k->ud = ud;
+  k->fd = -1;
+  int r = uv_pipe_init(vm->loop, &k->pipe, 0);
+  if (r < 0) {
+    free(k);
+    return cr_error_set(err, CR_E_INTERNAL, -r, "agent connect");
+  }
+  k->pipe.data = k;
+  k->req.data = k;
+  backend_vm_ref(vm);
+  uv_pipe_connect(&k->req, &k->pipe, path, on_agent_connected);
+  return 0;
+}
+
+typedef struct op_ctx {
+  backend_done_cb cb;
+  void *ud;
+} op_ctx;
+
+static void op_done(backend_vm *vm, void *ud, json_t *ret, cr_error *err) {
+  op_ctx *o = ud;
+  if (!backend_vm_finished(vm))
+    o->cb(o->ud, vm, err);
+  else
+    cr_error_free(err);
+  free(o);
+}
+
+static int qmp_op(backend_vm *vm, const char *cmd, backend_done_cb cb, void *ud, cr_error **err) {
+  if (!backend_vm_alive(vm)) return cr_error_set(err, CR_E_VMM_EXITED, 0, "the VMM is gone");
+  op_ctx *o = calloc(1, sizeof(*o));
+  if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "qmp");
+  o->cb = cb;
+  o->ud = ud;
+  if (qmp_async(vm, cmd, NULL, 5000, op_done, o, err) < 0) {
+    free(o);
+    return -1;
   }
   return 0;
 }
+
+static int qemu_pause(backend_vm *vm, backend_done_cb cb, void *ud, cr_error **err) {
+  return qmp_op(vm, "stop", cb, ud, err);
+}
+
+static int qemu_resume(backend_vm *vm, backend_done_cb cb, void *ud, cr_error **err) {
+  return qmp_op(vm, "cont", cb, ud, err);
+}
+
+static int qemu_save(backend_vm *vm, const backend_save_opts *opts, backend_done_cb cb,
+                     void *ud, cr_error **err) {
+  return backend_unsupported(vm, "save a VM (snapshots)", err);
+}
+
+static int qemu_restore(uv_loop_t *loop, const backend_vm_config *cfg, const char *state_dir,
+                        const backend_events *ev, void *ud, backend_vm **ret, cr_error **err) {
+  return cr_error_set(err, CR_E_BACKEND_UNSUPPORTED, 0,
+                      "the qemu backend cannot restore a saved VM yet");
+}
+
+static bool qemu_alive(const backend_vm *vm) { return backend_vm_alive(vm); }
 
 static json_t *qemu_capabilities(void) {
   bool kvm = !strcmp(backend_accel(), "kvm");
@@ -341,8 +450,12 @@ const backend_ops backend_qemu = {
     .name = "qemu",
     .capabilities = qemu_capabilities,
     .launch = qemu_launch,
-    .stop = qemu_stop,
+    .restore = qemu_restore,
+    .attach = qemu_attach,
+    .connect_agent = qemu_connect_agent,
+    .pause = qemu_pause,
+    .resume = qemu_resume,
+    .save = qemu_save,
+    .stop = backend_vm_stop,
     .alive = qemu_alive,
 };
-
-const backend_ops *backend_default(void) { return &backend_qemu; }

@@ -19,6 +19,9 @@ struct sbx_manager {
   const backend_ops *backend;
   boot_assets *assets;
   uint64_t boot_timeout_ms;
+  size_t reattach_pending; /* re-attaches not yet ready or failed */
+  void (*settled)(void *ud);
+  void *settled_ud;
 };
 
 struct sbx {
@@ -34,7 +37,12 @@ struct sbx {
   json_t *policy;
   char *policy_hash;
   char *last_exec_id;
-  pid_t pid;
+  pid_t pid;            /* recorded VMM pid (state.json; re-attach) */
+  backend_vm *vm;       /* NULL once stop() was asked for */
+  bool vm_stopping;     /* a stop() is in flight (on_vm_stopped pending) */
+  cr_error *fail_err;   /* failure reported to waiters once the VMM is gone */
+  sbx_terminate_cb term_cb;
+  void *term_ud;
   agent_conn *agent;
   sbx_waiter *waiters;
   size_t nwaiters, capwaiters;
@@ -42,10 +50,7 @@ struct sbx {
   void *progress_ud;
   uv_timer_t boot_timer;
   bool boot_timer_init, boot_timer_on;
-  uv_poll_t pidfd_poll;
-  int pidfd;
-  bool pidfd_watch;
-  bool reattaching, launching, removed;
+  bool reattaching, removed;
   int handles; /* libuv handles/callbacks still pending before free */
   sbx_exec **execs;
   size_t nexecs, capexecs;

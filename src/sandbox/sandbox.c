@@ -15,7 +15,6 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 
 #define DEFAULT_IMAGE "cleanroom-base/debian:bookworm"
@@ -190,19 +189,8 @@ static void save_state(sbx *s) {
 static void set_failed(sbx *s, const char *reason, const char *fmt, ...) _printf_(3, 4);
 
 static void sbx_unref_handle(uv_handle_t *h);
-
-static void stop_pid_watch(sbx *s) {
-  if (s->pidfd_watch) {
-    s->pidfd_watch = false;
-    uv_poll_stop(&s->pidfd_poll);
-    s->handles++;
-    uv_close((uv_handle_t *)&s->pidfd_poll, sbx_unref_handle);
-  }
-  if (s->pidfd >= 0) {
-    close(s->pidfd);
-    s->pidfd = -1;
-  }
-}
+static void sbx_unref_handle_cb(sbx *s);
+static void reattach_settled(sbx *s);
 
 static void stop_boot_timer(sbx *s) {
   if (s->boot_timer_on) {
@@ -225,12 +213,31 @@ static void notify_waiters(sbx *s, const cr_error *err) {
   free(w);
 }
 
-static void kill_vmm(sbx *s) {
-  if (s->pid > 0 && s->m->backend->alive(s->id, s->pid)) {
-    cr_error *e = NULL;
-    s->m->backend->stop(s->dir, s->pid, &e);
+static void finish_terminate(sbx *s);
+
+/* The VMM is gone (stop() reported). */
+static void on_vm_stopped(void *ud, backend_vm *vm, cr_error *err) {
+  sbx *s = ud;
+  if (err) log_warn("sandbox %s: %s", s->id, err->message);
+  cr_error_free(err);
+  s->vm_stopping = false;
+  if (s->ram_path) unlink(s->ram_path);
+  if (s->fail_err) {
+    cr_error *e = TAKE_PTR(s->fail_err);
+    notify_waiters(s, e);
     cr_error_free(e);
   }
+  if (s->term_cb) finish_terminate(s);
+  sbx_unref_handle_cb(s);
+}
+
+/* Asks the backend to end the VMM (asynchronous; idempotent). */
+static void stop_vmm(sbx *s) {
+  if (!s->vm) return;
+  backend_vm *vm = TAKE_PTR(s->vm);
+  s->vm_stopping = true;
+  s->handles++;
+  backend_vm_ops(vm)->stop(vm, on_vm_stopped, s);
 }
 
 static char *console_tail(sbx *s) {
@@ -258,18 +265,24 @@ static void set_failed(sbx *s, const char *reason, const char *fmt, ...) {
   s->message = msg;
   s->state = SBX_FAILED;
   stop_boot_timer(s);
-  stop_pid_watch(s);
+  reattach_settled(s);
   if (s->agent) {
     agent_conn *a = s->agent;
     s->agent = NULL;
     agent_conn_close(a);
   }
-  kill_vmm(s);
-  if (s->ram_path) unlink(s->ram_path);
+  stop_vmm(s);
   save_state(s);
   log_warn("sandbox %s failed: %s: %s", s->id, reason, msg ? msg : "");
   cr_error *e = NULL;
   cr_error_set(&e, reason, 0, "sandbox %s: %s", s->id, msg ? msg : "failed");
+  if (s->vm_stopping) {
+    /* waiters hear of the failure once the VMM is gone */
+    cr_error_free(s->fail_err);
+    s->fail_err = e;
+    return;
+  }
+  if (s->ram_path) unlink(s->ram_path);
   notify_waiters(s, e);
   cr_error_free(e);
 }
@@ -316,18 +329,19 @@ static void sbx_free(sbx *s) {
   free(s->last_exec_id);
   json_decref(s->policy);
   free(s->waiters);
+  cr_error_free(s->fail_err);
   free(s);
 }
 
-static void sbx_unref_handle(uv_handle_t *h) {
-  sbx *s = h->data;
+static void sbx_unref_handle_cb(sbx *s) {
   if (--s->handles == 0 && s->removed) sbx_free(s);
 }
+
+static void sbx_unref_handle(uv_handle_t *h) { sbx_unref_handle_cb(h->data); }
 
 static void sbx_release(sbx *s) {
   /* called once the sandbox left the registry */
   s->removed = true;
-  stop_pid_watch(s);
   if (s->boot_timer_init) {
     s->boot_timer_init = false;
     stop_boot_timer(s);
@@ -337,29 +351,14 @@ static void sbx_release(sbx *s) {
   if (s->handles == 0) sbx_free(s);
 }
 
-/* ---- VMM watch */
+/* ---- VMM events */
 
-static void on_vmm_exit(uv_poll_t *p, int status, int events) {
-  sbx *s = p->data;
-  stop_pid_watch(s);
+static void on_vm_exited(void *ud, backend_vm *vm, int status, int sig, const char *why) {
+  sbx *s = ud;
+  if (vm != s->vm) return;
   if (s->state == SBX_STOPPING || s->state == SBX_STOPPED || s->state == SBX_FAILED) return;
   _cleanup_free_ char *tail = console_tail(s);
-  set_failed(s, CR_E_VMM_EXITED, "the VMM (pid %d) exited; console tail: %s", (int)s->pid,
-             tail ? tail : "");
-}
-
-static void watch_pid(sbx *s) {
-  int fd = (int)syscall(SYS_pidfd_open, s->pid, 0);
-  if (fd < 0) return; /* old kernel: agent EOF still tells us */
-  s->pidfd = fd;
-  if (uv_poll_init(s->m->loop, &s->pidfd_poll, fd) < 0) {
-    close(fd);
-    s->pidfd = -1;
-    return;
-  }
-  s->pidfd_poll.data = s;
-  s->pidfd_watch = true;
-  uv_poll_start(&s->pidfd_poll, UV_READABLE, on_vmm_exit);
+  set_failed(s, CR_E_VMM_EXITED, "%s; console tail: %s", why, tail ? tail : "");
 }
 
 /* ---- boot sequence: launch -> agent hello -> activate -> ready */
@@ -413,11 +412,11 @@ static void on_agent_state(agent_conn *c, void *ud, int status, const char *mess
   if (status == 0) {
     if (s->state == SBX_PROVISIONING) {
       if (s->reattaching) {
-        s->reattaching = false;
         stop_boot_timer(s);
         s->state = SBX_READY;
         save_state(s);
         log_info("sandbox %s re-attached", s->id);
+        reattach_settled(s);
         notify_waiters(s, NULL);
       } else {
         progress(s, "activate", "guest agent answered; activating");
@@ -428,7 +427,7 @@ static void on_agent_state(agent_conn *c, void *ud, int status, const char *mess
   }
   /* connection failed or lost */
   if (s->state == SBX_STOPPING || s->state == SBX_STOPPED || s->state == SBX_FAILED) return;
-  if (!s->m->backend->alive(s->id, s->pid)) {
+  if (!s->vm || !backend_vm_ops(s->vm)->alive(s->vm)) {
     _cleanup_free_ char *tail = console_tail(s);
     set_failed(s, CR_E_VMM_EXITED, "the VMM (pid %d) exited; console tail: %s", (int)s->pid,
                tail ? tail : "");
@@ -437,43 +436,70 @@ static void on_agent_state(agent_conn *c, void *ud, int status, const char *mess
   }
 }
 
-static void connect_agent(sbx *s) {
-  _cleanup_free_ char *sock = cr_path_join(s->dir, "agent.sock");
-  s->agent = agent_conn_new(s->m->loop, on_agent_state, s);
-  if (!s->agent || agent_conn_connect(s->agent, sock) < 0)
-    set_failed(s, CR_E_RUNTIME_LAUNCH_FAILED, "cannot connect to %s", sock);
-}
-
-static void on_launched(void *ud, pid_t pid, cr_error *err) {
+static void on_agent_stream(void *ud, backend_vm *vm, int fd, cr_error *err) {
   sbx *s = ud;
-  s->launching = false;
-  if (s->removed) {
-    /* terminated while qemu was starting: it created its RAM file and
-     * sockets after sbx_terminate() cleaned up */
-    if (pid > 0) kill(pid, SIGKILL);
-    if (s->ram_path) unlink(s->ram_path);
-    cr_rm_rf(s->dir);
+  if (vm != s->vm || s->state != SBX_PROVISIONING) {
+    if (fd >= 0) close(fd);
     cr_error_free(err);
-    if (--s->handles == 0) sbx_free(s);
     return;
   }
-  s->handles--;
+  if (fd < 0) {
+    set_failed(s, cr_error_reason(err), "%s", err ? err->message : "no agent stream");
+    cr_error_free(err);
+    return;
+  }
+  s->agent = agent_conn_new(s->m->loop, on_agent_state, s);
+  if (!s->agent) {
+    close(fd);
+    set_failed(s, CR_E_INTERNAL, "out of memory");
+    return;
+  }
+  int r = agent_conn_open(s->agent, fd);
+  if (r < 0 && s->agent)
+    set_failed(s, CR_E_RUNTIME_LAUNCH_FAILED, "cannot use the agent stream: %s", uv_strerror(r));
+}
+
+static void connect_agent(sbx *s) {
+  cr_error *err = NULL;
+  if (backend_vm_ops(s->vm)->connect_agent(s->vm, on_agent_stream, s, &err) < 0) {
+    set_failed(s, cr_error_reason(err), "cannot reach the guest agent: %s", err ? err->message : "");
+    cr_error_free(err);
+  }
+}
+
+static void on_vm_ready(void *ud, backend_vm *vm, cr_error *err) {
+  sbx *s = ud;
+  if (vm != s->vm) {
+    cr_error_free(err);
+    return;
+  }
   if (err) {
     set_failed(s, cr_error_reason(err), "%s", err->message);
     cr_error_free(err);
     return;
   }
-  if (s->state != SBX_PROVISIONING) {
-    /* failed (boot timeout) while qemu was starting */
-    if (pid > 0) kill(pid, SIGKILL);
-    if (s->ram_path) unlink(s->ram_path);
-    return;
-  }
-  s->pid = pid;
+  if (s->state != SBX_PROVISIONING) return;
+  s->pid = backend_vm_pid(vm);
   save_state(s);
-  watch_pid(s);
-  progress(s, "boot", "VMM started; waiting for the guest agent");
+  if (!s->reattaching) progress(s, "boot", "VMM started; waiting for the guest agent");
   connect_agent(s);
+}
+
+static const backend_events vm_events = {.ready = on_vm_ready, .exited = on_vm_exited};
+
+static void vm_config(sbx *s, backend_vm_config *cfg, const char *scratch) {
+  sbx_manager *m = s->m;
+  *cfg = (backend_vm_config){
+      .id = s->id,
+      .dir = s->dir,
+      .kernel = m->assets ? (m->assets->vmlinux ? m->assets->vmlinux : m->assets->kernel) : NULL,
+      .initrd = m->assets ? m->assets->initrd : NULL,
+      .image = s->image_path,
+      .scratch = scratch,
+      .ram_path = s->ram_path,
+      .vcpus = s->vcpus,
+      .memory_mib = s->memory_mib,
+  };
 }
 
 static void on_boot_timeout(uv_timer_t *t) {
@@ -572,7 +598,6 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
   sbx *s = calloc(1, sizeof(*s));
   if (!s) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "sandbox");
   s->m = m;
-  s->pidfd = -1;
   cr_ulid_new(s->id);
   s->dir = cr_path_join(m->dir, s->id);
   s->state = SBX_PROVISIONING;
@@ -603,19 +628,13 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
   save_state(s);
   sbx_when_ready(s, done, ud);
 
-  backend_vm_config cfg = {
-      .id = s->id, .dir = s->dir, .kernel = m->assets->vmlinux ? m->assets->vmlinux : m->assets->kernel, .initrd = m->assets->initrd,
-      .image = s->image_path, .scratch = scratch, .ram_path = s->ram_path,
-      .vcpus = vcpus, .memory_mib = mem,
-  };
+  backend_vm_config cfg;
+  vm_config(s, &cfg, scratch);
   progress(s, "launch", "starting the VMM");
   start_boot_timer(s);
-  s->launching = true;
-  s->handles++;
   cr_error *lerr = NULL;
-  if (m->backend->launch(m->loop, &cfg, on_launched, s, &lerr) < 0) {
-    s->handles--;
-    s->launching = false;
+  if (m->backend->launch(m->loop, &cfg, &vm_events, s, &s->vm, &lerr) < 0) {
+    s->vm = NULL;
     set_failed(s, cr_error_reason(lerr), "%s", lerr ? lerr->message : "launch failed");
     cr_error_free(lerr);
   }
@@ -629,20 +648,9 @@ void sbx_detach_progress(sbx *s) {
   s->progress_ud = NULL;
 }
 
-int sbx_terminate(sbx_manager *m, sbx *s, cr_error **err) {
-  if (s->state == SBX_STOPPING) return 0;
-  bool was_failed = s->state == SBX_FAILED;
-  s->state = SBX_STOPPING;
-  if (!was_failed) save_state(s);
-  stop_boot_timer(s);
-  stop_pid_watch(s);
-  sbx_execs_abort(s, "the sandbox was removed");
-  if (s->agent) {
-    agent_conn *a = s->agent;
-    s->agent = NULL;
-    agent_conn_close(a);
-  }
-  kill_vmm(s);
+static void finish_terminate(sbx *s) {
+  sbx_terminate_cb cb = TAKE_PTR(s->term_cb);
+  void *ud = s->term_ud;
   if (s->ram_path) unlink(s->ram_path);
   cr_error *e = NULL;
   cr_error_set(&e, CR_E_SANDBOX_NOT_FOUND, 0, "sandbox %s was removed while starting", s->id);
@@ -650,19 +658,32 @@ int sbx_terminate(sbx_manager *m, sbx *s, cr_error **err) {
   notify_waiters(s, e);
   cr_error_free(e);
   int r = cr_rm_rf(s->dir);
-  registry_remove(m, s);
-  if (s->launching) {
-    s->removed = true; /* freed by on_launched */
-    stop_pid_watch(s);
-    if (s->boot_timer_init) {
-      s->boot_timer_init = false;
-      s->handles++;
-      uv_close((uv_handle_t *)&s->boot_timer, sbx_unref_handle);
-    }
-  } else {
-    sbx_release(s);
+  cr_error *err = NULL;
+  if (r < 0) cr_error_set(&err, CR_E_IO, -r, "removing the sandbox directory");
+  sbx_release(s);
+  cb(ud, err);
+}
+
+int sbx_terminate(sbx_manager *m, sbx *s, sbx_terminate_cb done, void *ud, cr_error **err) {
+  if (s->state == SBX_STOPPING || s->term_cb)
+    return cr_error_set(err, CR_E_SANDBOX_NOT_FOUND, 0, "sandbox %s is being removed", s->id);
+  bool was_failed = s->state == SBX_FAILED;
+  s->state = SBX_STOPPING;
+  if (!was_failed) save_state(s);
+  stop_boot_timer(s);
+  reattach_settled(s);
+  sbx_execs_abort(s, "the sandbox was removed");
+  if (s->agent) {
+    agent_conn *a = s->agent;
+    s->agent = NULL;
+    agent_conn_close(a);
   }
-  if (r < 0) return cr_error_set(err, CR_E_IO, -r, "removing the sandbox directory");
+  registry_remove(m, s);
+  s->term_cb = done;
+  s->term_ud = ud;
+  stop_vmm(s);
+  /* a failure still waiting for its VMM to go: the removal reports it */
+  if (!s->vm_stopping) finish_terminate(s);
   return 0;
 }
 
@@ -680,7 +701,6 @@ static void load_one(sbx_manager *m, const char *id) {
   sbx *s = calloc(1, sizeof(*s));
   if (!s) return;
   s->m = m;
-  s->pidfd = -1;
   snprintf(s->id, sizeof(s->id), "%s", id);
   s->dir = TAKE_PTR(dir);
   const char *st = json_string_value(json_object_get(j, "state"));
@@ -717,29 +737,55 @@ static void load_one(sbx_manager *m, const char *id) {
   }
   sbx_execs_load(s);
   if (s->state == SBX_READY || s->state == SBX_PROVISIONING || s->state == SBX_STOPPING) {
-    if (s->state == SBX_STOPPING || !m->backend->alive(s->id, s->pid)) {
-      s->state = SBX_PROVISIONING; /* so set_failed records it */
+    bool stopping = s->state == SBX_STOPPING;
+    s->state = SBX_PROVISIONING; /* so set_failed records it */
+    _cleanup_free_ char *scratch = cr_path_join(s->dir, "scratch.ext4");
+    backend_vm_config cfg;
+    vm_config(s, &cfg, scratch);
+    cr_error *e = NULL;
+    if (stopping || m->backend->attach(m->loop, &cfg, s->pid, &vm_events, s, &s->vm, &e) < 0) {
+      s->vm = NULL;
+      cr_error_free(e);
       set_failed(s, CR_E_VMM_EXITED,
                  "the VMM (pid %d) is gone (it exited while the daemon was not running)",
                  (int)s->pid);
       return;
     }
-    s->state = SBX_PROVISIONING;
     s->reattaching = true;
+    m->reattach_pending++;
     s->boot_start_ms = sbx_now_ms();
     start_boot_timer(s);
-    watch_pid(s);
-    connect_agent(s);
   }
 }
 
-int sbx_manager_load(sbx_manager *m, cr_error **err) {
+static void settle_check(sbx_manager *m) {
+  if (m->reattach_pending == 0 && m->settled) {
+    void (*cb)(void *) = TAKE_PTR(m->settled);
+    cb(m->settled_ud);
+  }
+}
+
+/* A re-attaching sandbox is ready or failed. */
+static void reattach_settled(sbx *s) {
+  if (!s->reattaching) return;
+  s->reattaching = false;
+  if (s->m->reattach_pending > 0) s->m->reattach_pending--;
+  settle_check(s->m);
+}
+
+int sbx_manager_load(sbx_manager *m, void (*settled)(void *ud), void *ud, cr_error **err) {
+  m->settled = settled;
+  m->settled_ud = ud;
   DIR *d = opendir(m->dir);
-  if (!d) return cr_error_set(err, CR_E_IO, errno, "reading %s", m->dir);
+  if (!d) {
+    settle_check(m);
+    return cr_error_set(err, CR_E_IO, errno, "reading %s", m->dir);
+  }
   struct dirent *de;
   while ((de = readdir(d)))
     if (de->d_name[0] != '.') load_one(m, de->d_name);
   closedir(d);
+  settle_check(m);
   return 0;
 }
 
@@ -754,6 +800,8 @@ void sbx_manager_free(sbx_manager *m) {
       s->agent = NULL;
       agent_conn_close(a);
     }
+    /* the VMM keeps running; a restarted daemon attaches to it */
+    backend_vm_forget(TAKE_PTR(s->vm));
     sbx_release(s);
   }
   free(m->list);

@@ -45,8 +45,10 @@ int sbx_policy_check(const backend_ops *be, json_t *policy, const char *claimed_
                      char **ret_hash, cr_error **err);
 
 sbx_manager *sbx_manager_new(uv_loop_t *loop, cr_error **err);
-/* Reads state dirs and re-attaches to running VMMs. */
-int sbx_manager_load(sbx_manager *m, cr_error **err);
+/* Reads state dirs and re-attaches to running VMMs; settled (may be NULL)
+ * runs once every re-attached sandbox is ready or failed (possibly inside
+ * this call). */
+int sbx_manager_load(sbx_manager *m, void (*settled)(void *ud), void *ud, cr_error **err);
 /* Closes agent connections (VMMs keep running). */
 void sbx_manager_free(sbx_manager *m);
 uv_loop_t *sbx_manager_loop(sbx_manager *m);
@@ -57,8 +59,12 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
 sbx *sbx_find(sbx_manager *m, const char *id);
 /* Newest first; returns a new array of borrowed pointers. */
 sbx **sbx_list(sbx_manager *m, size_t *ret_n);
-/* Stops the VMM and removes the sandbox's files. */
-int sbx_terminate(sbx_manager *m, sbx *s, cr_error **err);
+/* Stops the VMM and removes the sandbox's files: the sandbox leaves the
+ * registry at once; done runs (on the loop, possibly inside this call when
+ * there is no VMM to wait for) once the VMM is gone and the files removed.
+ * err (owned by done) only for a failure to remove the files. */
+typedef void (*sbx_terminate_cb)(void *ud, cr_error *err);
+int sbx_terminate(sbx_manager *m, sbx *s, sbx_terminate_cb done, void *ud, cr_error **err);
 
 const char *sbx_id(const sbx *s);
 sbx_state sbx_get_state(const sbx *s);

@@ -40,6 +40,7 @@ typedef struct cr_error {
 #define CR_E_DAEMON_UNAVAILABLE "daemon_unavailable"
 #define CR_E_PROTOCOL "protocol_error"
 #define CR_E_IO "io_error"
+#define CR_E_BACKEND_UNSUPPORTED "backend_unsupported"
 
 /* Sets *err (when err is non-NULL and *err is NULL) and returns -1, or
  * -errnum when errnum > 0. */
