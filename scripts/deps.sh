@@ -12,7 +12,7 @@ CR_RUNTIME_DEPS=(
   nftables iproute2 ca-certificates lz4
 )
 CR_TEST_DEPS=(
-  python3 jq python3-jsonschema python3-yaml
+  python3 jq python3-jsonschema python3-yaml git
 )
 # Node.js and npm (for the MCP client tests) come from Debian only when the
 # machine has none: machines that ship their own Node.js conflict with

@@ -1,5 +1,6 @@
 /* Control API methods (docs/api.md): JSON in, sandbox layer calls, JSON out. */
 #include "api/daemon.h"
+#include "api/methods-workspace.h"
 #include "backend/backend.h"
 #include "config.h"
 #include "image/image.h"
@@ -128,6 +129,8 @@ static void create_done(void *ud, sbx *s, cr_error *err) {
 
 static void m_sandbox_create(req *r) {
   json_t *p = r->params;
+  if (json_object_get(p, "workspace") && !json_is_null(json_object_get(p, "workspace")))
+    return api_ws_sandbox_create(r->d, r->sink, r->id, p);
   json_t *vc = json_object_get(p, "vcpus"), *mem = json_object_get(p, "memory_mib");
   if ((vc && (!json_is_integer(vc) || json_integer_value(vc) < 0)) ||
       (mem && (!json_is_integer(mem) || json_integer_value(mem) < 0)))
@@ -479,6 +482,13 @@ static void m_file_list(req *r) {
   }
 }
 
+/* ---- workspaces (methods-workspace.c) */
+
+static void m_workspace_resolve(req *r) { api_ws_resolve(r->d, r->sink, r->id, r->params); }
+static void m_workspace_checkout(req *r) { api_ws_checkout(r->d, r->sink, r->id, r->params); }
+static void m_workspace_diff(req *r) { api_ws_diff(r->d, r->sink, r->id, r->params); }
+static void m_workspace_copy_in(req *r) { api_ws_copy_in(r->d, r->sink, r->id, r->params); }
+
 /* ---- images */
 
 static void m_image_list(req *r) {
@@ -531,6 +541,10 @@ static const struct {
     {"file.write", m_file_write},
     {"file.stat", m_file_stat},
     {"file.list", m_file_list},
+    {"workspace.resolve", m_workspace_resolve},
+    {"workspace.checkout", m_workspace_checkout},
+    {"workspace.diff", m_workspace_diff},
+    {"workspace.copy_in", m_workspace_copy_in},
     {"image.list", m_image_list},
     {"image.remove", m_image_remove},
 };

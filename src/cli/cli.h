@@ -52,3 +52,7 @@ int cmd_sandbox_ls(int argc, char **argv);
 int cmd_sandbox_rm(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_mcp(int argc, char **argv);
+int cmd_workspace_diff(int argc, char **argv);
+int cmd_workspace_preview(int argc, char **argv);
+int cmd_workspace_copy_in(int argc, char **argv);
+int cmd_workspace_copy_out(int argc, char **argv);

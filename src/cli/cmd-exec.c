@@ -3,6 +3,7 @@
  * forwarding, output pass-through, Ctrl-C handling) is shared with
  * `execution attach` in cmd-exec-stream.c. */
 #include "cli/cmd-exec-stream.h"
+#include "cli/cmd-workspace.h"
 
 #include <fcntl.h>
 #include <getopt.h>
@@ -34,6 +35,19 @@ static void help(FILE *f) {
           "  --cwd DIR             working directory in the guest\n"
           "  --timeout DURATION    kill the command after DURATION (30s, 5m, 1h30m, 500ms);\n"
           "                        exit status 124\n"
+          "  --repo-url URL        check out URL (at --ref, default its HEAD) into the new\n"
+          "                        sandbox's workspace. Inside a git checkout this is the\n"
+          "                        default: the policy's repository.remote (origin) at the\n"
+          "                        remote branch the current branch tracks, resolved to an\n"
+          "                        exact commit and fetched into the daemon's mirror cache\n"
+          "  --ref REF             branch, tag, ref or commit for the workspace\n"
+          "  --no-repo             no workspace, even inside a git checkout\n"
+          "  --copy-in             copy local uncommitted and untracked (not ignored) files,\n"
+          "                        deletions included, into the workspace before COMMAND\n"
+          "  --copy-out            write the workspace's changes back into the checkout\n"
+          "                        after COMMAND (refuses to overwrite local edits)\n"
+          "  --sync                --copy-in and --copy-out\n"
+          "  --force               copy-out overwrites local edits\n"
           "  --print-sandbox-id    print sandbox_id=<id> on stderr\n"
           "  --progress            show sandbox boot progress on stderr\n"
           "  --host HOST           daemon socket (unix:/path)\n"
@@ -59,7 +73,8 @@ int cmd_exec(int argc, char **argv) {
   }
   enum {
     O_IN = 1000, O_RM, O_IMAGE, O_PRINT_ID, O_ENV, O_CWD, O_TIMEOUT, O_HOST, O_PROGRESS,
-    O_VCPUS, O_MEMORY, O_POLICY,
+    O_VCPUS, O_MEMORY, O_POLICY, O_REPO_URL, O_REF, O_NO_REPO, O_COPY_IN, O_COPY_OUT, O_SYNC_WS,
+    O_FORCE,
   };
   static const struct option opts[] = {
       {"in", required_argument, NULL, O_IN},
@@ -74,6 +89,13 @@ int cmd_exec(int argc, char **argv) {
       {"vcpus", required_argument, NULL, O_VCPUS},
       {"memory", required_argument, NULL, O_MEMORY},
       {"policy", required_argument, NULL, O_POLICY},
+      {"repo-url", required_argument, NULL, O_REPO_URL},
+      {"ref", required_argument, NULL, O_REF},
+      {"no-repo", no_argument, NULL, O_NO_REPO},
+      {"copy-in", no_argument, NULL, O_COPY_IN},
+      {"copy-out", no_argument, NULL, O_COPY_OUT},
+      {"sync", no_argument, NULL, O_SYNC_WS},
+      {"force", no_argument, NULL, O_FORCE},
       {0},
   };
   const char *in = NULL, *image = NULL, *cwd = NULL, *host = NULL, *timeout_opt = NULL;
@@ -82,6 +104,7 @@ int cmd_exec(int argc, char **argv) {
   int64_t timeout_ms = 0, vcpus = 0, mem = 0;
   _cleanup_json_ json_t *env = json_array();
   exec_stream x = {0};
+  cli_ws_opts wo = {0};
   opterr = 0;
   int o;
   while ((o = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
@@ -90,6 +113,13 @@ int cmd_exec(int argc, char **argv) {
     case O_RM: rm = true; break;
     case O_IMAGE: image = optarg; break;
     case O_POLICY: policy_path = optarg; break;
+    case O_REPO_URL: wo.repo_url = optarg; break;
+    case O_REF: wo.ref = optarg; break;
+    case O_NO_REPO: wo.no_repo = true; break;
+    case O_COPY_IN: wo.copy_in = true; break;
+    case O_COPY_OUT: wo.copy_out = true; break;
+    case O_SYNC_WS: wo.copy_in = wo.copy_out = true; break;
+    case O_FORCE: wo.force = true; break;
     case O_PRINT_ID: print_id = true; break;
     case O_ENV:
       if (!strchr(optarg, '=') || optarg[0] == '=')
@@ -122,9 +152,11 @@ int cmd_exec(int argc, char **argv) {
     return cli_usage_error(NULL, "--rm removes only a sandbox exec creates; "
                                  "use 'cleanroom sandbox rm %s' for an existing one",
                            in);
-  if (in && (image || vcpus || mem || policy_path))
-    return cli_usage_error(NULL, "--image, --policy, --vcpus and --memory apply to a new "
-                                 "sandbox, not with --in");
+  if (in && (image || vcpus || mem || policy_path || wo.repo_url || wo.ref || wo.no_repo))
+    return cli_usage_error(NULL, "--image, --policy, --vcpus, --memory, --repo-url, --ref and "
+                                 "--no-repo apply to a new sandbox, not with --in");
+  if (wo.ref && !wo.repo_url && wo.no_repo)
+    return cli_usage_error(NULL, "--ref needs a repository");
   _cleanup_json_ json_t *cmd = json_array();
   for (int i = optind; i < argc; i++) json_array_append_new(cmd, json_string(argv[i]));
 
@@ -137,20 +169,38 @@ int cmd_exec(int argc, char **argv) {
   _cleanup_error_ cr_error *err = NULL;
 
   /* The sandbox. */
-  _cleanup_free_ char *sid = NULL;
+  _cleanup_free_ char *sid = NULL, *ws_cwd = NULL;
   if (in) {
     sid = strdup(in);
   } else {
     json_t *p = NULL;
     r = cli_sandbox_create_params(policy_path, image, vcpus, mem, &p);
     if (r) return r;
+    bool local = false;
+    r = cli_ws_create_params(policy_path, &wo, p, &local);
+    if (r) {
+      json_decref(p);
+      return r;
+    }
     _cleanup_json_ json_t *sb = NULL;
     if (api_client_call(c, "sandbox.create", p, exec_stream_on_notification, &x, &sb, &err) < 0)
       return cli_fail(err);
     sid = strdup(cli_json_str(sb, "id", ""));
+    if (!cwd && cli_ws_path(sb)) cwd = ws_cwd = strdup(cli_ws_path(sb));
+  }
+  if (in && !cwd) {
+    _cleanup_json_ json_t *sb = NULL;
+    if (api_client_call(c, "sandbox.get", json_pack("{s:s}", "id", in), NULL, NULL, &sb, &err) == 0 &&
+        cli_ws_path(sb))
+      cwd = ws_cwd = strdup(cli_ws_path(sb));
+    cr_error_free(TAKE_PTR(err));
   }
   if (!sid) return cli_failf(CR_E_INTERNAL, "out of memory");
   if (print_id) fprintf(stderr, "sandbox_id=%s\n", sid);
+  if (wo.copy_in && (r = cli_ws_copy_in(c, sid, NULL, 0, false))) {
+    if (rm) remove_sandbox(c, sid);
+    return r;
+  }
 
   /* Stdin: forwarded unless it is a terminal (or closed). */
   bool stdin_open = !isatty(STDIN_FILENO) && fcntl(STDIN_FILENO, F_GETFD) >= 0;
@@ -180,6 +230,10 @@ int cmd_exec(int argc, char **argv) {
   /* no cancellation while we clean up */
   signal(SIGINT, SIG_IGN);
   signal(SIGTERM, SIG_IGN);
+  if (wo.copy_out) {
+    int q = cli_ws_copy_out(c, sid, NULL, 0, wo.force, false);
+    if (q && status == 0) status = q;
+  }
   if (rm) remove_sandbox(c, sid);
   return status;
 }

@@ -29,6 +29,10 @@ static const cli_command commands[] = {
     {"serve", "Run the daemon (control API and MCP on a unix socket)", cmd_serve},
     {"status", "Show the last execution and its sandbox", cmd_status},
     {"version", "Print the version", cmd_version},
+    {"workspace copy-in", "Copy local changes into a sandbox's workspace", cmd_workspace_copy_in},
+    {"workspace copy-out", "Write a workspace's changes into the local checkout", cmd_workspace_copy_out},
+    {"workspace diff", "Print a workspace's changes as a git patch", cmd_workspace_diff},
+    {"workspace preview", "List a workspace's changed paths (A/M/D/T)", cmd_workspace_preview},
 };
 
 int cli_fail(const cr_error *err) {

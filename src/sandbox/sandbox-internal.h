@@ -36,6 +36,7 @@ struct sbx {
   uint64_t boot_ms;
   json_t *policy;
   char *policy_hash;
+  json_t *workspace; /* repository checked out into the sandbox (src/workspace), or NULL */
   char *last_exec_id;
   pid_t pid;            /* recorded VMM pid (state.json; re-attach) */
   backend_vm *vm;       /* NULL once stop() was asked for */

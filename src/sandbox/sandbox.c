@@ -168,6 +168,7 @@ json_t *sbx_to_json(const sbx *s) {
                       s->last_exec_id ? json_string(s->last_exec_id) : json_null());
   json_object_set_new(j, "vmm_pid", s->pid > 0 ? json_integer(s->pid) : json_null());
   json_object_set_new(j, "timing_ms", json_pack("{s:I}", "boot", (json_int_t)s->boot_ms));
+  json_object_set_new(j, "workspace", s->workspace ? json_deep_copy(s->workspace) : json_null());
   return j;
 }
 
@@ -326,6 +327,7 @@ static void sbx_free(sbx *s) {
   free(s->image_path);
   free(s->ram_path);
   free(s->policy_hash);
+  json_decref(s->workspace);
   free(s->last_exec_id);
   json_decref(s->policy);
   free(s->waiters);
@@ -687,6 +689,17 @@ int sbx_terminate(sbx_manager *m, sbx *s, sbx_terminate_cb done, void *ud, cr_er
   return 0;
 }
 
+/* ---- workspace record (src/workspace) */
+
+json_t *sbx_workspace(const sbx *s) { return s->workspace; }
+
+void sbx_set_workspace(sbx *s, json_t *ws) {
+  json_t *old = s->workspace;
+  s->workspace = ws ? json_deep_copy(ws) : NULL;
+  json_decref(old);
+  save_state(s);
+}
+
 /* ---- restart: re-attach */
 
 static void load_one(sbx_manager *m, const char *id) {
@@ -731,6 +744,8 @@ static void load_one(sbx_manager *m, const char *id) {
   s->boot_ms = (uint64_t)json_integer_value(json_object_get(json_object_get(j, "timing_ms"), "boot"));
   json_t *pol = json_object_get(j, "policy");
   if (pol && !json_is_null(pol)) s->policy = json_incref(pol);
+  json_t *wsj = json_object_get(j, "workspace");
+  if (json_is_object(wsj)) s->workspace = json_incref(wsj);
   if (registry_add(m, s) < 0) {
     sbx_free(s);
     return;

@@ -75,6 +75,10 @@ void sbx_detach_progress(sbx *s);
 /* Waits for a provisioning sandbox (immediately calls done otherwise). */
 void sbx_when_ready(sbx *s, sbx_ready_cb done, void *ud);
 agent_conn *sbx_agent(sbx *s);
+/* The repository checked out into the sandbox ({repo_url, ref, commit, path,
+ * ...}, see src/workspace), borrowed, or NULL; set_ copies and persists it. */
+json_t *sbx_workspace(const sbx *s);
+void sbx_set_workspace(sbx *s, json_t *ws);
 /* Fails with sandbox_not_ready when not ready. */
 int sbx_check_ready(const sbx *s, cr_error **err);
 

@@ -41,6 +41,12 @@ typedef struct cr_error {
 #define CR_E_PROTOCOL "protocol_error"
 #define CR_E_IO "io_error"
 #define CR_E_BACKEND_UNSUPPORTED "backend_unsupported"
+#define CR_E_WORKSPACE_FETCH "workspace_fetch_failed"
+#define CR_E_WORKSPACE_REF_NOT_FOUND "workspace_ref_not_found"
+#define CR_E_WORKSPACE_NONE "workspace_not_found"
+#define CR_E_WORKSPACE_CONFLICT "workspace_conflict"
+#define CR_E_WORKSPACE_UNSAFE_PATH "workspace_unsafe_path"
+#define CR_E_WORKSPACE_TOO_LARGE "workspace_too_large"
 
 /* Sets *err (when err is non-NULL and *err is NULL) and returns -1, or
  * -errnum when errnum > 0. */

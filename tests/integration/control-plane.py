@@ -65,8 +65,9 @@ def cr(*args, input=None, timeout=CMD_TIMEOUT, check=False, stdin=None):
         kw["stdin"] = subprocess.DEVNULL
     elif stdin is not None:
         kw["stdin"] = stdin
+    # cwd: the temp dir, never a git checkout (exec would check it out)
     p = subprocess.run([BIN] + list(args), input=input, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, env=ENV, timeout=timeout, **kw)
+                       stderr=subprocess.PIPE, env=ENV, timeout=timeout, cwd=TMP, **kw)
     if check and p.returncode != 0:
         raise AssertionError("cleanroom %s -> %d\nstdout: %r\nstderr: %r\ndaemon.log:\n%s" % (
             " ".join(args), p.returncode, p.stdout[-2000:], p.stderr[-2000:], log_tail()))

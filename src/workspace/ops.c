@@ -1,0 +1,748 @@
+/* Workspace operations in the daemon: checkout (mirror -> TAR_IN), diff
+ * (LIST + FILE_READ of changed files only -> patch) and copy-in. */
+#include "workspace/ops.h"
+
+#include "util/base64.h"
+#include "util/log.h"
+#include "util/macro.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_PARALLEL_READS 8
+
+typedef struct gentry { /* one LIST entry from the guest */
+  char *name;
+  uint32_t ftype, mode;
+  uint64_t size, mtime_ns;
+  char *target;
+} gentry;
+
+typedef struct ws_op ws_op;
+struct ws_op {
+  uv_work_t work;
+  uv_loop_t *loop;
+  sbx_manager *m;
+  char sid[32];
+  ws_done_cb cb;
+  void *ud;
+  char *url, *ref, *path;
+  unsigned flags;
+  char **paths;
+  size_t npaths;
+  cr_error *err; /* from the worker */
+  ws_resolved res;
+  ws_buf tar;
+  size_t files;
+  /* diff */
+  ws_manifest man;
+  gentry *g;
+  size_t ng, capg;
+  bool list_truncated;
+  ws_change *ch;
+  size_t nch;
+  size_t *reads; /* indexes into ch that need the guest's content */
+  size_t nreads, next_read, reads_pending;
+  uint64_t bytes_read;
+  char *patch;
+  /* copy-in */
+  json_t *deletes;
+  char commit_given[41];
+};
+
+static void op_free(ws_op *o) {
+  free(o->url);
+  free(o->ref);
+  free(o->path);
+  for (size_t i = 0; i < o->npaths; i++) free(o->paths[i]);
+  free(o->paths);
+  cr_error_free(o->err);
+  ws_resolved_clear(&o->res);
+  ws_buf_free(&o->tar);
+  ws_manifest_free(&o->man);
+  for (size_t i = 0; i < o->ng; i++) {
+    free(o->g[i].name);
+    free(o->g[i].target);
+  }
+  free(o->g);
+  ws_changes_free(o->ch, o->nch);
+  free(o->reads);
+  free(o->patch);
+  json_decref(o->deletes);
+  free(o);
+}
+
+static void finish(ws_op *o, json_t *result, cr_error *err) {
+  o->cb(o->ud, result, err);
+  op_free(o);
+}
+
+static void fail(ws_op *o, const char *reason, int errnum, const char *fmt, ...) _printf_(4, 5);
+static void fail(ws_op *o, const char *reason, int errnum, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  cr_error *e = NULL;
+  cr_error_set(&e, reason, errnum, "%s", msg);
+  finish(o, NULL, e);
+}
+
+static sbx *op_sandbox(ws_op *o) {
+  sbx *s = sbx_find(o->m, o->sid);
+  if (!s) {
+    fail(o, CR_E_SANDBOX_NOT_FOUND, 0, "sandbox %s went away", o->sid);
+    return NULL;
+  }
+  cr_error *e = NULL;
+  if (sbx_check_ready(s, &e) < 0) {
+    finish(o, NULL, e);
+    return NULL;
+  }
+  return s;
+}
+
+static ws_op *op_new(sbx_manager *m, const char *sid, ws_done_cb cb, void *ud) {
+  ws_op *o = calloc(1, sizeof(*o));
+  if (!o) return NULL;
+  o->m = m;
+  o->loop = m ? sbx_manager_loop(m) : NULL;
+  snprintf(o->sid, sizeof(o->sid), "%s", sid ? sid : "");
+  o->cb = cb;
+  o->ud = ud;
+  o->work.data = o;
+  return o;
+}
+
+static void guest_error(const uint8_t *p, size_t n, cr_error **err, const char *what) {
+  ap_field f;
+  char *reason = NULL, *msg = NULL;
+  if (ap_find(p, n, AP_T_REASON, &f) > 0) ap_field_str(&f, &reason);
+  if (ap_find(p, n, AP_T_MESSAGE, &f) > 0) ap_field_str(&f, &msg);
+  cr_error_set(err, reason && *reason ? reason : CR_E_FILE_ERROR, 0, "%s: %s", what,
+               msg ? msg : "the guest reported an error");
+  free(reason);
+  free(msg);
+}
+
+/* Sends a request frame built in b; returns the channel or < 0 (o failed). */
+static long send_req(ws_op *o, sbx *s, ap_buf *b, agent_frame_cb cb, void *ud) {
+  if (ap_frame_end(b) < 0) {
+    ap_buf_free(b);
+    fail(o, CR_E_INVALID_ARGUMENT, 0, "request too large");
+    return -1;
+  }
+  long ch = agent_request(sbx_agent(s), b, cb, ud);
+  ap_buf_free(b);
+  if (ch < 0) {
+    fail(o, CR_E_AGENT_UNAVAILABLE, (int)-ch, "sending to the guest agent");
+    return -1;
+  }
+  return ch;
+}
+
+static const char *ws_path_of(sbx *s) {
+  const char *p = json_string_value(json_object_get(sbx_workspace(s), "path"));
+  return p ? p : CR_WS_DEFAULT_PATH;
+}
+
+/* ---- TAR_IN of o->tar into `dir` (then `done`) */
+
+typedef void (*step_fn)(ws_op *o, cr_error *err);
+typedef struct tar_in_ctx {
+  ws_op *o;
+  step_fn next;
+} tar_in_ctx;
+
+static void tar_in_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+  tar_in_ctx *t = ud;
+  if (h->type != AP_OK && h->type != AP_ERROR) return;
+  cr_error *e = NULL;
+  if (h->type == AP_ERROR) guest_error(p, h->len, &e, "extracting into the workspace");
+  ws_op *o = t->o;
+  step_fn next = t->next;
+  free(t);
+  next(o, e);
+}
+
+static void tar_in(ws_op *o, sbx *s, const char *dir, bool parents, step_fn next) {
+  tar_in_ctx *t = calloc(1, sizeof(*t));
+  if (!t) return fail(o, CR_E_INTERNAL, ENOMEM, "tar in");
+  t->o = o;
+  t->next = next;
+  ap_buf b = {0};
+  ap_frame_begin(&b, AP_TAR_IN, 0);
+  ap_put_str(&b, AP_T_PATH, dir);
+  ap_put_u32(&b, AP_T_FLAGS, parents ? AP_F_PARENTS : 0);
+  long ch = send_req(o, s, &b, tar_in_frame, t);
+  if (ch < 0) {
+    free(t);
+    return;
+  }
+  /* On a send failure the connection is gone and the channel gets its ERROR. */
+  if (o->tar.len && agent_send(sbx_agent(s), AP_DATA, (uint32_t)ch, o->tar.data, o->tar.len) < 0)
+    return;
+  agent_send(sbx_agent(s), AP_DATA_END, (uint32_t)ch, NULL, 0);
+}
+
+/* ---- resolve */
+
+static void resolve_work(uv_work_t *w) {
+  ws_op *o = w->data;
+  ws_mirror_resolve(o->url, o->ref, &o->res, &o->err);
+}
+
+static json_t *resolved_json(ws_op *o) {
+  return json_pack("{s:s, s:s?, s:s, s:b, s:I, s:I}", "repo_url", o->url, "ref", o->res.ref,
+                   "commit", o->res.commit, "fetched", o->res.fetched, "received_objects",
+                   (json_int_t)o->res.received_objects, "received_bytes",
+                   (json_int_t)o->res.received_bytes);
+}
+
+static void resolve_after(uv_work_t *w, int status) {
+  ws_op *o = w->data;
+  if (o->err) return finish(o, NULL, TAKE_PTR(o->err));
+  finish(o, resolved_json(o), NULL);
+}
+
+int ws_resolve_async(uv_loop_t *loop, const char *url, const char *ref, ws_done_cb cb,
+                     void *ud, cr_error **err) {
+  if (!url || !*url) return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "missing 'repo_url'");
+  ws_op *o = op_new(NULL, NULL, cb, ud);
+  if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "resolve");
+  o->loop = loop;
+  o->url = strdup(url);
+  o->ref = ref ? strdup(ref) : NULL;
+  int r = uv_queue_work(loop, &o->work, resolve_work, resolve_after);
+  if (r < 0) {
+    op_free(o);
+    return cr_error_set(err, CR_E_INTERNAL, -r, "queueing the fetch");
+  }
+  return 0;
+}
+
+/* ---- checkout */
+
+static void checkout_work(uv_work_t *w) {
+  ws_op *o = w->data;
+  if (ws_mirror_resolve(o->url, o->commit_given[0] ? o->commit_given : o->ref, &o->res,
+                        &o->err) < 0)
+    return;
+  if (o->commit_given[0] && !o->res.ref && o->ref) o->res.ref = strdup(o->ref);
+  ws_tree_tar(o->url, o->res.commit, &o->tar, &o->files, &o->err);
+}
+
+static void checkout_done(ws_op *o, cr_error *err) {
+  if (err) return finish(o, NULL, err);
+  sbx *s = sbx_find(o->m, o->sid);
+  if (!s) return fail(o, CR_E_SANDBOX_NOT_FOUND, 0, "sandbox %s went away", o->sid);
+  json_t *ws = resolved_json(o);
+  json_object_set_new(ws, "path", json_string(o->path));
+  json_object_set_new(ws, "files", json_integer((json_int_t)o->files));
+  json_object_set_new(ws, "tar_bytes", json_integer((json_int_t)o->tar.len));
+  sbx_set_workspace(s, ws);
+  finish(o, ws, NULL);
+}
+
+static void checkout_after(uv_work_t *w, int status) {
+  ws_op *o = w->data;
+  if (o->err) return finish(o, NULL, TAKE_PTR(o->err));
+  sbx *s = op_sandbox(o);
+  if (!s) return;
+  tar_in(o, s, o->path, true, checkout_done);
+}
+
+static bool abs_path_ok(const char *p) {
+  return p && p[0] == '/' && p[1] && (ws_path_ok(p + 1)) && strlen(p) < 1024;
+}
+
+int ws_checkout(sbx_manager *m, const char *sandbox_id, const char *url, const char *ref,
+                const char *commit, const char *path, ws_done_cb cb, void *ud, cr_error **err) {
+  if (!url || !*url) return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "missing 'repo_url'");
+  if (!path || !*path) path = CR_WS_DEFAULT_PATH;
+  if (!abs_path_ok(path))
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
+                        "the workspace path must be absolute, without '..' and not '/' (got '%s')",
+                        path);
+  sbx *s = sbx_find(m, sandbox_id);
+  if (!s)
+    return cr_error_set(err, CR_E_SANDBOX_NOT_FOUND, 0, "no sandbox '%s'", sandbox_id);
+  if (sbx_check_ready(s, err) < 0) return -1;
+  if (sbx_workspace(s))
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
+                        "sandbox %s already has a workspace (commit %s)", sbx_id(s),
+                        json_string_value(json_object_get(sbx_workspace(s), "commit")));
+  ws_op *o = op_new(m, sbx_id(s), cb, ud);
+  if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "checkout");
+  o->url = strdup(url);
+  o->ref = ref && *ref ? strdup(ref) : NULL;
+  o->path = strdup(path);
+  if (commit && *commit) snprintf(o->commit_given, sizeof(o->commit_given), "%s", commit);
+  int r = uv_queue_work(o->loop, &o->work, checkout_work, checkout_after);
+  if (r < 0) {
+    op_free(o);
+    return cr_error_set(err, CR_E_INTERNAL, -r, "queueing the checkout");
+  }
+  return 0;
+}
+
+/* ---- diff */
+
+static void diff_manifest_work(uv_work_t *w) {
+  ws_op *o = w->data;
+  ws_manifest_load(o->url, o->ref, &o->man, &o->err); /* o->ref holds the commit */
+}
+
+static void list_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p);
+static void diff_compare(ws_op *o);
+
+static void diff_manifest_after(uv_work_t *w, int status) {
+  ws_op *o = w->data;
+  if (o->err) return finish(o, NULL, TAKE_PTR(o->err));
+  sbx *s = op_sandbox(o);
+  if (!s) return;
+  ap_buf b = {0};
+  ap_frame_begin(&b, AP_LIST, 0);
+  ap_put_str(&b, AP_T_PATH, o->path);
+  ap_put_u32(&b, AP_T_DEPTH, 64);
+  send_req(o, s, &b, list_frame, o);
+}
+
+static void list_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+  ws_op *o = ud;
+  if (h->type == AP_ENTRY) {
+    if (o->ng >= 1000000) {
+      o->list_truncated = true;
+      return;
+    }
+    gentry e = {0};
+    size_t off = 0;
+    ap_field f;
+    while (ap_field_next(p, h->len, &off, &f) > 0) {
+      switch (f.tag) {
+      case AP_T_NAME: if (!e.name) ap_field_str(&f, &e.name); break;
+      case AP_T_FTYPE: ap_field_u32(&f, &e.ftype); break;
+      case AP_T_MODE: ap_field_u32(&f, &e.mode); break;
+      case AP_T_SIZE: ap_field_u64(&f, &e.size); break;
+      case AP_T_MTIME_NS: ap_field_u64(&f, &e.mtime_ns); break;
+      case AP_T_TARGET: if (!e.target) ap_field_str(&f, &e.target); break;
+      }
+    }
+    if (!e.name || !ws_path_ok(e.name) || (e.ftype != AP_FT_FILE && e.ftype != AP_FT_SYMLINK) ||
+        strcmp(e.name, ".git") == 0 || strncmp(e.name, ".git/", 5) == 0) {
+      free(e.name);
+      free(e.target);
+      return;
+    }
+    if (o->ng == o->capg) {
+      size_t nc = o->capg ? o->capg * 2 : 1024;
+      gentry *ng = realloc(o->g, nc * sizeof(*ng));
+      if (!ng) {
+        free(e.name);
+        free(e.target);
+        o->list_truncated = true;
+        return;
+      }
+      o->g = ng;
+      o->capg = nc;
+    }
+    o->g[o->ng++] = e;
+    return;
+  }
+  if (h->type == AP_ERROR) {
+    cr_error *e = NULL;
+    guest_error(p, h->len, &e, "listing the workspace");
+    return finish(o, NULL, e);
+  }
+  if (h->type == AP_OK) {
+    /* the agent stops at 100000 entries (AGENT_MAX_LIST) */
+    if (o->list_truncated || o->ng >= 100000)
+      return fail(o, CR_E_WORKSPACE_TOO_LARGE, 0,
+                  "the workspace has more entries than a diff can list (100000)");
+    diff_compare(o);
+  }
+}
+
+static int gentry_cmp(const void *a, const void *b) {
+  return strcmp(((const gentry *)a)->name, ((const gentry *)b)->name);
+}
+
+static uint32_t git_mode_of(const gentry *g) {
+  if (g->ftype == AP_FT_SYMLINK) return 0120000;
+  return (g->mode & 0111) ? 0100755 : 0100644;
+}
+
+static ws_change *add_change(ws_op *o, const char *path, char status) {
+  ws_change *nv = realloc(o->ch, (o->nch + 1) * sizeof(*nv));
+  if (!nv) return NULL;
+  o->ch = nv;
+  ws_change *c = &o->ch[o->nch];
+  *c = (ws_change){.status = status};
+  c->path = strdup(path);
+  if (!c->path) return NULL;
+  o->nch++;
+  return c;
+}
+
+static void diff_reads(ws_op *o);
+static void diff_finish_changes(ws_op *o);
+
+static void diff_compare(ws_op *o) {
+  qsort(o->g, o->ng, sizeof(*o->g), gentry_cmp);
+  const ws_manifest *m = &o->man;
+  uint64_t base_ns = (uint64_t)(m->mtime < 0 ? 0 : m->mtime) * 1000000000ull;
+  o->reads = calloc(o->ng + 1, sizeof(*o->reads));
+  if (!o->reads) return fail(o, CR_E_INTERNAL, ENOMEM, "diff");
+  /* merge the two sorted lists */
+  size_t i = 0, j = 0;
+  while (i < m->n || j < o->ng) {
+    int c = i >= m->n ? 1 : j >= o->ng ? -1 : strcmp(m->v[i].path, o->g[j].name);
+    const ws_entry *be = c <= 0 ? &m->v[i] : NULL;
+    const gentry *ge = c >= 0 ? &o->g[j] : NULL;
+    const char *path = be ? be->path : ge->name;
+    if (c <= 0) i++;
+    if (c >= 0) j++;
+    if (!ws_path_selected(path, (const char *const *)o->paths, o->npaths)) continue;
+    if (be && be->mode == 0160000) continue; /* submodule */
+    ws_change *ch = NULL;
+    if (be && !ge) {
+      ch = add_change(o, path, 'D');
+      if (!ch) return fail(o, CR_E_INTERNAL, ENOMEM, "diff");
+      ch->old_mode = be->mode;
+      memcpy(ch->old_oid, be->oid, 41);
+      continue;
+    }
+    uint32_t gm = git_mode_of(ge);
+    if (be && gm == be->mode) {
+      if (gm == 0120000 && ge->target && be->target && strcmp(ge->target, be->target) == 0)
+        continue;
+      if (gm != 0120000 && ge->size == be->size && ge->mtime_ns == base_ns) continue;
+    }
+    ch = add_change(o, path, !be ? 'A' : ((be->mode == 0120000) != (gm == 0120000)) ? 'T' : 'M');
+    if (!ch) return fail(o, CR_E_INTERNAL, ENOMEM, "diff");
+    ch->new_mode = gm;
+    if (be) {
+      ch->old_mode = be->mode;
+      memcpy(ch->old_oid, be->oid, 41);
+    }
+    if (gm == 0120000) {
+      const char *t = ge->target ? ge->target : "";
+      ch->data = (uint8_t *)strdup(t);
+      ch->len = strlen(t);
+      ws_blob_oid(ch->data, ch->len, ch->new_oid);
+    } else {
+      if (ge->size > CR_WS_MAX_FILE)
+        return fail(o, CR_E_WORKSPACE_TOO_LARGE, 0, "%s is larger than %u MiB", path,
+                    CR_WS_MAX_FILE >> 20);
+      o->reads[o->nreads++] = o->nch - 1;
+    }
+  }
+  diff_reads(o);
+}
+
+typedef struct read_ctx {
+  ws_op *o;
+  size_t idx;
+  ws_buf buf;
+  bool too_big;
+} read_ctx;
+
+static void read_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+  read_ctx *r = ud;
+  ws_op *o = r->o;
+  if (h->type == AP_DATA) {
+    if (r->buf.len + h->len > CR_WS_MAX_FILE || o->bytes_read + h->len > CR_WS_MAX_TOTAL) {
+      r->too_big = true;
+      return;
+    }
+    if (ws_buf_append(&r->buf, p, h->len) < 0) r->too_big = true;
+    else o->bytes_read += h->len;
+    return;
+  }
+  if (h->type != AP_OK && h->type != AP_ERROR) return;
+  ws_change *ch = &o->ch[r->idx];
+  cr_error *e = NULL;
+  if (h->type == AP_ERROR) guest_error(p, h->len, &e, ch->path);
+  else if (r->too_big)
+    cr_error_set(&e, CR_E_WORKSPACE_TOO_LARGE, 0, "%s: more than the diff moves (%u MiB a file, %u MiB in all)",
+                 ch->path, CR_WS_MAX_FILE >> 20, CR_WS_MAX_TOTAL >> 20);
+  if (!e) {
+    ch->data = r->buf.data;
+    ch->len = r->buf.len;
+    r->buf = (ws_buf){0};
+    ws_blob_oid(ch->data ? (const void *)ch->data : "", ch->len, ch->new_oid);
+  }
+  ws_buf_free(&r->buf);
+  free(r);
+  o->reads_pending--;
+  if (e) {
+    if (!o->err) o->err = e;
+    else cr_error_free(e);
+  }
+  diff_reads(o);
+}
+
+static void diff_reads(ws_op *o) {
+  if (o->err) {
+    if (o->reads_pending == 0) finish(o, NULL, TAKE_PTR(o->err));
+    return;
+  }
+  sbx *s = NULL;
+  while (o->next_read < o->nreads && o->reads_pending < MAX_PARALLEL_READS) {
+    if (!s) {
+      s = sbx_find(o->m, o->sid);
+      if (!s || sbx_check_ready(s, &o->err) < 0) {
+        if (!s) cr_error_set(&o->err, CR_E_SANDBOX_NOT_FOUND, 0, "sandbox %s went away", o->sid);
+        break;
+      }
+    }
+    size_t idx = o->reads[o->next_read++];
+    read_ctx *r = calloc(1, sizeof(*r));
+    if (!r) {
+      o->err = NULL;
+      cr_error_set(&o->err, CR_E_INTERNAL, ENOMEM, "diff");
+      break;
+    }
+    r->o = o;
+    r->idx = idx;
+    char full[8200];
+    snprintf(full, sizeof(full), "%s/%s", o->path, o->ch[idx].path);
+    ap_buf b = {0};
+    ap_frame_begin(&b, AP_FILE_READ, 0);
+    ap_put_str(&b, AP_T_PATH, full);
+    ap_put_u64(&b, AP_T_OFFSET, 0);
+    ap_put_u64(&b, AP_T_LENGTH, 0);
+    if (ap_frame_end(&b) < 0) {
+      ap_buf_free(&b);
+      free(r);
+      cr_error_set(&o->err, CR_E_INVALID_ARGUMENT, 0, "path too long");
+      break;
+    }
+    long chn = agent_request(sbx_agent(s), &b, read_frame, r);
+    ap_buf_free(&b);
+    if (chn < 0) {
+      free(r);
+      cr_error_set(&o->err, CR_E_AGENT_UNAVAILABLE, (int)-chn, "reading from the guest");
+      break;
+    }
+    o->reads_pending++;
+  }
+  if (o->err) {
+    if (o->reads_pending == 0) finish(o, NULL, TAKE_PTR(o->err));
+    return;
+  }
+  if (o->reads_pending == 0 && o->next_read == o->nreads) diff_finish_changes(o);
+}
+
+static void patch_work(uv_work_t *w) {
+  ws_op *o = w->data;
+  ws_patch(o->url, o->ref, o->ch, o->nch, &o->patch, &o->err);
+}
+
+static void diff_reply(ws_op *o) {
+  json_t *files = json_array();
+  for (size_t i = 0; i < o->nch; i++) {
+    ws_change *c = &o->ch[i];
+    json_t *f = json_pack("{s:s, s:s#}", "path", c->path, "status", &c->status, (size_t)1);
+    json_object_set_new(f, "old_mode", c->old_mode ? json_sprintf("%06o", c->old_mode) : json_null());
+    json_object_set_new(f, "new_mode", c->new_mode ? json_sprintf("%06o", c->new_mode) : json_null());
+    json_object_set_new(f, "old_oid", c->old_mode ? json_string(c->old_oid) : json_null());
+    json_object_set_new(f, "new_oid", c->new_mode ? json_string(c->new_oid) : json_null());
+    if (c->new_mode) json_object_set_new(f, "size", json_integer((json_int_t)c->len));
+    if ((o->flags & WS_DIFF_CONTENTS) && c->new_mode) {
+      if (c->new_mode == 0120000) {
+        json_object_set_new(f, "target", json_stringn((const char *)c->data, c->len));
+      } else {
+        char *enc = cr_base64_encode(c->data ? c->data : (const uint8_t *)"", c->len);
+        json_object_set_new(f, "data", json_string(enc ? enc : ""));
+        free(enc);
+      }
+    }
+    json_array_append_new(files, f);
+  }
+  json_t *res = json_pack("{s:s, s:s, s:o, s:{s:I, s:I, s:I}}", "base_commit", o->ref, "path",
+                          o->path, "files", files, "stats", "listed", (json_int_t)o->ng, "read",
+                          (json_int_t)o->nreads, "bytes_read", (json_int_t)o->bytes_read);
+  if (o->patch) json_object_set_new(res, "patch", json_string(o->patch));
+  finish(o, res, NULL);
+}
+
+static void patch_after(uv_work_t *w, int status) {
+  ws_op *o = w->data;
+  if (o->err) return finish(o, NULL, TAKE_PTR(o->err));
+  diff_reply(o);
+}
+
+static int change_cmp(const void *a, const void *b) {
+  const ws_change *x = a, *y = b;
+  /* deletions first, so an added file may replace a deleted directory */
+  if ((x->status == 'D') != (y->status == 'D')) return x->status == 'D' ? -1 : 1;
+  return strcmp(x->path, y->path);
+}
+
+static void diff_finish_changes(ws_op *o) {
+  /* drop the ones that turned out unchanged (touched, same content and mode) */
+  size_t k = 0;
+  for (size_t i = 0; i < o->nch; i++) {
+    ws_change *c = &o->ch[i];
+    if (c->status == 'M' && c->old_mode == c->new_mode && strcmp(c->old_oid, c->new_oid) == 0) {
+      free(c->path);
+      free(c->data);
+      continue;
+    }
+    o->ch[k++] = *c;
+  }
+  o->nch = k;
+  qsort(o->ch, o->nch, sizeof(*o->ch), change_cmp);
+  if ((o->flags & WS_DIFF_STAT_ONLY) || o->nch == 0) {
+    if (!(o->flags & WS_DIFF_STAT_ONLY)) o->patch = strdup("");
+    return diff_reply(o);
+  }
+  int r = uv_queue_work(o->loop, &o->work, patch_work, patch_after);
+  if (r < 0) fail(o, CR_E_INTERNAL, -r, "queueing the patch");
+}
+
+static int take_paths(ws_op *o, json_t *paths, cr_error **err) {
+  if (!paths || json_is_null(paths)) return 0;
+  if (!json_is_array(paths) || json_array_size(paths) > 4096)
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "'paths' must be an array of paths");
+  o->paths = calloc(json_array_size(paths) + 1, sizeof(char *));
+  if (!o->paths) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "paths");
+  size_t i;
+  json_t *v;
+  json_array_foreach(paths, i, v) {
+    const char *p = json_string_value(v);
+    while (p && p[0] == '.' && p[1] == '/') p += 2;
+    if (p && strcmp(p, ".") == 0) p = "";
+    if (!p || (*p && !ws_path_ok(p)))
+      return cr_error_set(err, CR_E_WORKSPACE_UNSAFE_PATH, 0,
+                          "'%s' is not a path relative to the workspace (no '..', not absolute)",
+                          p ? p : "(not a string)");
+    o->paths[o->npaths++] = strdup(p);
+  }
+  return 0;
+}
+
+static sbx *ws_sandbox(sbx_manager *m, const char *sandbox_id, cr_error **err) {
+  sbx *s = sbx_find(m, sandbox_id ? sandbox_id : "");
+  if (!s) {
+    cr_error_set(err, CR_E_SANDBOX_NOT_FOUND, 0,
+                 "no sandbox '%s'; list them with 'cleanroom sandbox ls'", sandbox_id);
+    return NULL;
+  }
+  if (sbx_check_ready(s, err) < 0) return NULL;
+  if (!sbx_workspace(s)) {
+    cr_error_set(err, CR_E_WORKSPACE_NONE, 0,
+                 "sandbox %s has no workspace (create it with --repo-url, or run exec inside a git checkout)",
+                 sbx_id(s));
+    return NULL;
+  }
+  return s;
+}
+
+int ws_diff(sbx_manager *m, const char *sandbox_id, json_t *paths, unsigned flags,
+            ws_done_cb cb, void *ud, cr_error **err) {
+  sbx *s = ws_sandbox(m, sandbox_id, err);
+  if (!s) return -1;
+  json_t *ws = sbx_workspace(s);
+  ws_op *o = op_new(m, sbx_id(s), cb, ud);
+  if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "diff");
+  o->flags = flags;
+  o->url = strdup(json_string_value(json_object_get(ws, "repo_url")) ?: "");
+  o->ref = strdup(json_string_value(json_object_get(ws, "commit")) ?: "");
+  o->path = strdup(ws_path_of(s));
+  if (take_paths(o, paths, err) < 0) {
+    op_free(o);
+    return -1;
+  }
+  int r = uv_queue_work(o->loop, &o->work, diff_manifest_work, diff_manifest_after);
+  if (r < 0) {
+    op_free(o);
+    return cr_error_set(err, CR_E_INTERNAL, -r, "queueing the diff");
+  }
+  return 0;
+}
+
+/* ---- copy-in */
+
+static void copy_in_tar_done(ws_op *o, cr_error *err) {
+  if (err) return finish(o, NULL, err);
+  finish(o, json_pack("{s:I, s:I}", "deleted", (json_int_t)json_array_size(o->deletes), "bytes",
+                      (json_int_t)o->tar.len), NULL);
+}
+
+static void copy_in_tar(ws_op *o) {
+  if (o->tar.len == 0) return copy_in_tar_done(o, NULL);
+  sbx *s = op_sandbox(o);
+  if (s) tar_in(o, s, o->path, false, copy_in_tar_done);
+}
+
+static void rm_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+  ws_op *o = ud;
+  if (h->type == AP_ERROR) {
+    cr_error *e = NULL;
+    guest_error(p, h->len, &e, "removing deleted files in the workspace");
+    return finish(o, NULL, e);
+  }
+  if (h->type != AP_EXIT) return;
+  ap_field f;
+  uint32_t code = 255;
+  if (ap_find(p, h->len, AP_T_EXIT_CODE, &f) > 0) ap_field_u32(&f, &code);
+  if (code != 0)
+    return fail(o, CR_E_FILE_ERROR, 0,
+                "removing deleted files in the workspace: rm exited with %u (the image needs rm)",
+                code);
+  copy_in_tar(o);
+}
+
+int ws_copy_in(sbx_manager *m, const char *sandbox_id, uint8_t *tar, size_t n, json_t *deletes,
+               ws_done_cb cb, void *ud, cr_error **err) {
+  sbx *s = ws_sandbox(m, sandbox_id, err);
+  if (!s) {
+    free(tar);
+    return -1;
+  }
+  if (deletes && !json_is_array(deletes)) {
+    free(tar);
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "'delete' must be an array of paths");
+  }
+  size_t i;
+  json_t *v;
+  json_array_foreach(deletes, i, v) {
+    if (!ws_path_ok(json_string_value(v))) {
+      free(tar);
+      return cr_error_set(err, CR_E_WORKSPACE_UNSAFE_PATH, 0,
+                          "'%s' is not a path relative to the workspace",
+                          json_string_value(v) ?: "(not a string)");
+    }
+  }
+  ws_op *o = op_new(m, sbx_id(s), cb, ud);
+  if (!o) {
+    free(tar);
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "copy-in");
+  }
+  o->tar = (ws_buf){.data = tar, .len = n, .cap = n};
+  o->path = strdup(ws_path_of(s));
+  o->deletes = deletes ? json_incref(deletes) : json_array();
+  if (json_array_size(o->deletes) == 0) {
+    copy_in_tar(o);
+    return 0;
+  }
+  /* The agent has no unlink operation: rm in the guest, paths checked above
+   * and passed as argv (no shell). */
+  ap_buf b = {0};
+  ap_frame_begin(&b, AP_EXEC, 0);
+  ap_put_str(&b, AP_T_ARGV, "rm");
+  ap_put_str(&b, AP_T_ARGV, "-rf");
+  ap_put_str(&b, AP_T_ARGV, "--");
+  json_array_foreach(o->deletes, i, v) {
+    char full[8200];
+    snprintf(full, sizeof(full), "%s/%s", o->path, json_string_value(v));
+    ap_put_str(&b, AP_T_ARGV, full);
+  }
+  send_req(o, s, &b, rm_frame, o);
+  return 0;
+}
