@@ -28,6 +28,11 @@ typedef struct conn {
   size_t len, cap;
   bool first_done, handle_closed, sink_freed;
   mcp_session *mcp;
+  /* skipping a line over the limit: its first and last bytes (to find the
+   * request id) and its length so far */
+  bool discarding;
+  char head[256], tail[256];
+  size_t head_len, tail_len, discarded;
 } conn;
 
 void api_sink_unref(api_sink *s) {
@@ -159,6 +164,88 @@ static void handle_line(conn *c, const char *line, size_t len) {
   json_decref(msg);
 }
 
+/* The id of a JSON-RPC request from the first and last bytes of a line too
+ * long to parse: the top-level "id" member is either before "params" or the
+ * last member. NULL when it cannot be told. */
+static json_t *id_from_value(const char *p, const char *end, const char **ret_after) {
+  while (p < end && *p == ' ') p++;
+  if (p < end && *p == '"') {
+    const char *q = memchr(p + 1, '"', (size_t)(end - p - 1));
+    if (!q || q - p > 200 || memchr(p + 1, '\\', (size_t)(q - p - 1))) return NULL;
+    *ret_after = q + 1;
+    return json_stringn(p + 1, (size_t)(q - p - 1));
+  }
+  const char *q = p;
+  if (q < end && *q == '-') q++;
+  while (q < end && *q >= '0' && *q <= '9' && q - p < 19) q++;
+  if (q == p || (q == p + 1 && *p == '-')) return NULL;
+  *ret_after = q;
+  return json_integer(strtoll(p, NULL, 10));
+}
+
+static json_t *oversized_id(const conn *c) {
+  const char *h = c->head, *hend = c->head + c->head_len;
+  const char *params = memmem(h, c->head_len, "\"params\"", 8);
+  const char *idk = memmem(h, c->head_len, "\"id\":", 5);
+  const char *after;
+  if (idk && (!params || idk < params)) {
+    json_t *id = id_from_value(idk + 5, hend, &after);
+    if (id) return id;
+  }
+  /* the last "id": of the tail, followed only by the closing brace */
+  const char *t = c->tail, *tend = c->tail + c->tail_len, *last = NULL;
+  for (const char *p = t; (p = memmem(p, (size_t)(tend - p), "\"id\":", 5)); p++) last = p;
+  if (!last) return NULL;
+  json_t *id = id_from_value(last + 5, tend, &after);
+  while (id && after < tend && (*after == ' ' || *after == '\r')) after++;
+  if (id && after < tend && *after == '}') {
+    after++;
+    while (after < tend && (*after == ' ' || *after == '\r')) after++;
+    if (after == tend) return id;
+  }
+  json_decref(id);
+  return NULL;
+}
+
+static void tail_add(conn *c, const char *p, size_t n) {
+  size_t cap = sizeof(c->tail);
+  if (n >= cap) {
+    memcpy(c->tail, p + n - cap, cap);
+    c->tail_len = cap;
+    return;
+  }
+  size_t keep = MIN(c->tail_len, cap - n);
+  memmove(c->tail, c->tail + c->tail_len - keep, keep);
+  memcpy(c->tail + keep, p, n);
+  c->tail_len = keep + n;
+}
+
+static size_t line_limit(const conn *c) { return c->mcp ? MCP_MAX_LINE : API_MAX_LINE; }
+
+/* A line over the limit was skipped: answer it and keep the connection. */
+static void line_skipped(conn *c) {
+  _cleanup_json_ json_t *id = oversized_id(c);
+  if (c->mcp) {
+    mcp_session_reject_line(c->mcp, id, c->discarded);
+  } else {
+    char m[200];
+    snprintf(m, sizeof(m), "message too long (%zu bytes): lines are limited to %u bytes; send "
+             "large data in chunks", c->discarded, API_MAX_LINE);
+    api_sink_send(&c->sink, api_error(id, API_INVALID_REQUEST, m, NULL));
+  }
+  c->discarding = false;
+  c->head_len = c->tail_len = c->discarded = 0;
+}
+
+static void start_discard(conn *c, const char *p, size_t n) {
+  c->discarding = true;
+  c->head_len = MIN(n, sizeof(c->head));
+  memcpy(c->head, p, c->head_len);
+  c->tail_len = 0;
+  tail_add(c, p, n);
+  c->discarded = n;
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   conn *c = h->data;
   if (c->cap - c->len < 65536) {
@@ -182,13 +269,33 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
   c->len += (size_t)n;
   size_t start = 0;
+  if (c->discarding) {
+    char *nl = memchr(c->buf, '\n', c->len);
+    size_t upto = nl ? (size_t)(nl - c->buf) : c->len;
+    tail_add(c, c->buf, upto);
+    c->discarded += upto;
+    if (!nl) {
+      c->len = 0;
+      return;
+    }
+    api_sink_ref(&c->sink);
+    line_skipped(c);
+    bool closed = c->sink.closed;
+    api_sink_unref(&c->sink);
+    if (closed) return;
+    start = upto + 1;
+  }
   for (;;) {
     char *nl = memchr(c->buf + start, '\n', c->len - start);
     if (!nl) break;
     size_t l = (size_t)(nl - (c->buf + start));
-    if (l > API_MAX_LINE) break;
     api_sink_ref(&c->sink);
-    handle_line(c, c->buf + start, l);
+    if (l > line_limit(c)) {
+      start_discard(c, c->buf + start, l);
+      line_skipped(c);
+    } else {
+      handle_line(c, c->buf + start, l);
+    }
     bool closed = c->sink.closed;
     api_sink_unref(&c->sink);
     if (closed) return;
@@ -198,14 +305,9 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     memmove(c->buf, c->buf + start, c->len - start);
     c->len -= start;
   }
-  if (c->len > API_MAX_LINE) {
-    json_t *e = api_error(NULL, API_INVALID_REQUEST,
-                          "message too long: lines are limited to 4 MiB; send large data in chunks",
-                          NULL);
-    api_sink_send(&c->sink, e);
-    uv_read_stop(s);
-    conn_close(c);
-    return;
+  if (c->len > line_limit(c)) { /* skip the rest of this line, answer at its end */
+    start_discard(c, c->buf, c->len);
+    c->len = 0;
   }
   /* shrink big idle buffers */
   if (c->len == 0 && c->cap > (1u << 20)) {

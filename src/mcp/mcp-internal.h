@@ -14,6 +14,10 @@
 /* tools/list page size: large enough for the whole table, so clients that
  * do not follow nextCursor (the Inspector CLI shows page 1) see every tool. */
 #define MCP_TOOLS_PAGE_DEFAULT 50
+/* The largest result the server sends: below the 10 MiB a TypeScript SDK
+ * stdio client accepts per line, with room for the envelope. Tool caps keep
+ * results well below it; a result over it is replaced by an isError. */
+#define MCP_RESULT_MAX (8u << 20)
 
 typedef struct mcp_call mcp_call;
 typedef struct mcp_op mcp_op;
@@ -137,6 +141,10 @@ void mcp_call_kill(mcp_call *c);
 void mcp_call_finish(mcp_call *c, json_t *result);
 /* Finishes with structuredContent plus a text block of the same JSON. */
 void mcp_call_finish_structured(mcp_call *c, json_t *structured);
+/* Finishes a result that carries command output: structuredContent is the
+ * status (null members dropped), the text block is the status plus stdout
+ * and stderr, so the output bytes are in the result once. All stolen. */
+void mcp_call_finish_with_output(mcp_call *c, json_t *status, json_t *out, json_t *err);
 /* Finishes with isError:true and "reason: message". */
 void mcp_call_fail(mcp_call *c, const char *reason, const char *fmt, ...) _printf_(3, 4);
 /* Turns a control API error response into an isError result. */

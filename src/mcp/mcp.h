@@ -48,4 +48,11 @@ void mcp_session_handle_message(mcp_session *s, json_t *msg);
  * have finished. Accepts NULL. */
 void mcp_session_close(mcp_session *s);
 
-#define MCP_MAX_LINE API_MAX_LINE
+/* A line the connection skipped because it was longer than MCP_MAX_LINE:
+ * answers `id` (NULL when it could not be found) with -32600 naming the
+ * limit and the paging parameters; the session goes on. */
+void mcp_session_reject_line(mcp_session *s, json_t *id, size_t len);
+
+/* One MCP message (line) from the client: room for a write_file of 4 MiB as
+ * base64 (5.6 MB) with its envelope. */
+#define MCP_MAX_LINE (8u << 20)

@@ -1,10 +1,24 @@
 /* The subset of JSON Schema our tools' inputSchema uses: type, properties,
  * required, additionalProperties:false, enum, items, minimum, maximum,
- * minLength. Enough to answer -32602 before any work starts. */
+ * minLength, maxLength, pattern. Enough to answer -32602 before any work starts. */
 #include "mcp/mcp-internal.h"
 
 #include <math.h>
+#include <regex.h>
 #include <string.h>
+
+/* A limit as the schema wrote it: 4194304, not 4.1943e+06. */
+static void fmt_number(char *out, size_t n, double v) {
+  if (floor(v) == v && fabs(v) < 9007199254740992.0) snprintf(out, n, "%lld", (long long)v);
+  else snprintf(out, n, "%g", v);
+}
+
+/* JSON Schema counts characters (code points), not bytes. */
+static size_t utf8_chars(const char *s, size_t n) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xC0) != 0x80;
+  return k;
+}
 
 static bool type_is(json_t *v, const char *type) {
   if (!strcmp(type, "object")) return json_is_object(v);
@@ -52,12 +66,15 @@ static const char *check(json_t *schema, json_t *v, const char *where, char *buf
   }
   if (json_is_number(v)) {
     json_t *mn = json_object_get(schema, "minimum"), *mx = json_object_get(schema, "maximum");
+    char num[40];
     if (json_is_number(mn) && json_number_value(v) < json_number_value(mn)) {
-      snprintf(buf, buflen, "%s must be >= %g", where, json_number_value(mn));
+      fmt_number(num, sizeof(num), json_number_value(mn));
+      snprintf(buf, buflen, "%s must be >= %s", where, num);
       return buf;
     }
     if (json_is_number(mx) && json_number_value(v) > json_number_value(mx)) {
-      snprintf(buf, buflen, "%s must be <= %g", where, json_number_value(mx));
+      fmt_number(num, sizeof(num), json_number_value(mx));
+      snprintf(buf, buflen, "%s must be <= %s", where, num);
       return buf;
     }
   }
@@ -66,6 +83,28 @@ static const char *check(json_t *schema, json_t *v, const char *where, char *buf
     if (json_is_integer(ml) && json_string_length(v) < (size_t)json_integer_value(ml)) {
       snprintf(buf, buflen, "%s must not be empty", where);
       return buf;
+    }
+    json_t *xl = json_object_get(schema, "maxLength");
+    if (json_is_integer(xl) && json_string_length(v) > (size_t)json_integer_value(xl)) {
+      size_t chars = utf8_chars(json_string_value(v), json_string_length(v));
+      if (chars > (size_t)json_integer_value(xl)) {
+        const char *desc = json_string_value(json_object_get(schema, "description"));
+        snprintf(buf, buflen, "%s is %zu characters, over its maxLength of %lld%s%s", where,
+                 chars, (long long)json_integer_value(xl), desc ? ". " : "", desc ? desc : "");
+        return buf;
+      }
+    }
+    const char *pat = json_string_value(json_object_get(schema, "pattern"));
+    if (pat) {
+      regex_t re;
+      if (regcomp(&re, pat, REG_EXTENDED | REG_NOSUB) == 0) {
+        bool ok = regexec(&re, json_string_value(v), 0, NULL, 0) == 0;
+        regfree(&re);
+        if (!ok) {
+          snprintf(buf, buflen, "%s must match %s", where, pat);
+          return buf;
+        }
+      }
     }
   }
   if (json_is_object(v)) {

@@ -22,15 +22,16 @@ static const char *const log_levels[] = {
 static const char instructions[] =
     "Cleanroom runs your commands in an isolated Linux microVM (a sandbox) with "
     "deny-by-default network egress, so nothing you run touches the host.\n"
-    "- Just call `exec` with `command` (run by /bin/sh -lc) or `argv`: the first "
+    "- Just call `exec` with `command` (run by /bin/sh -c) or `argv`: the first "
     "call creates this session's default sandbox (it can take a while to boot) and "
     "later calls reuse it. Output is capped (max_output_bytes, head and tail kept; "
     "the result says how many bytes were dropped); timeout_ms defaults to 60000.\n"
     "- For anything long-running (builds, servers, test suites over a minute) use "
     "`exec_start`, then `exec_poll` with the returned cursor until state is "
     "exited; `exec_write` feeds stdin, `exec_kill` stops it.\n"
-    "- Files: `read_file` (text by line range, or base64 with offset/length), "
-    "`write_file`, `edit_file` (exact old_string -> new_string; read the file "
+    "- Files: `read_file` (text by line range, or base64 with offset/length: "
+    "page with next_offset until eof is true), `write_file` (at most 4 MiB per "
+    "call; append:true for the next pieces), `edit_file` (exact old_string -> new_string; read the file "
     "first), `list_files`.\n"
     "- `sandbox_create` makes additional sandboxes (pass their sandbox_id to "
     "other tools), `sandbox_list`/`sandbox_inspect` show state, `sandbox_remove` "
@@ -211,16 +212,37 @@ static void call_unlink(mcp_call *c) {
   mcp_call_unref(c); /* the list's reference */
 }
 
+static void fail_text(mcp_call *c, const char *reason, const char *message);
+
 void mcp_call_finish(mcp_call *c, json_t *result) {
   if (!c || c->finished) {
     json_decref(result);
     return;
   }
-  c->finished = true;
   if (!c->cancelled && c->id) {
     decorate(result, c->modern, 0, NULL);
-    send_result(c->s, c->id, result);
+    _cleanup_json_ json_t *msg =
+        json_pack("{s:s, s:O, s:O}", "jsonrpc", "2.0", "id", c->id, "result", result);
+    char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+    size_t len = text ? strlen(text) : 0;
+    if (text && len <= MCP_RESULT_MAX) {
+      c->finished = true;
+      if (!c->s->closed) c->s->write_line(c->s->ud, text, len);
+      free(text);
+      json_decref(result);
+      call_unlink(c);
+      return;
+    }
+    free(text);
+    json_decref(result);
+    char buf[300];
+    snprintf(buf, sizeof(buf), "the result would be %zu bytes, over the %u-byte limit of one "
+             "MCP message; ask for less (max_output_bytes, length, a line range)", len,
+             MCP_RESULT_MAX);
+    fail_text(c, CR_E_INVALID_ARGUMENT, buf);
+    return;
   }
+  c->finished = true;
   json_decref(result);
   call_unlink(c);
 }
@@ -230,6 +252,21 @@ void mcp_call_finish_structured(mcp_call *c, json_t *structured) {
   json_t *r = json_pack("{s:[{s:s, s:s}], s:o}", "content", "type", "text", "text",
                         text ? text : "{}", "structuredContent", structured);
   mcp_call_finish(c, r);
+}
+
+void mcp_call_finish_with_output(mcp_call *c, json_t *status, json_t *out, json_t *err) {
+  json_t *full = json_deep_copy(status);
+  json_object_set_new(full, "stdout", out);
+  json_object_set_new(full, "stderr", err);
+  /* the schema's types: a member without a value is absent */
+  const char *k;
+  json_t *v;
+  void *tmp;
+  json_object_foreach_safe(status, tmp, k, v) if (json_is_null(v)) json_object_del(status, k);
+  _cleanup_free_ char *text = json_dumps(full, JSON_COMPACT);
+  json_decref(full);
+  mcp_call_finish(c, json_pack("{s:[{s:s, s:s}], s:o}", "content", "type", "text", "text",
+                               text ? text : "{}", "structuredContent", status));
 }
 
 static const char *reason_hint(const char *reason) {
@@ -242,8 +279,8 @@ static const char *reason_hint(const char *reason) {
                                "or create another with sandbox_create."},
       {CR_E_FILE_NOT_FOUND, "Check the path (absolute, inside the sandbox) with list_files."},
       {CR_E_FILE_ERROR, "Check the path and its type with list_files."},
-      {CR_E_COMMAND_NOT_FOUND, "Check the program name, or pass `command` to run it through "
-                               "/bin/sh -lc with PATH set."},
+      {CR_E_COMMAND_NOT_FOUND, "Check the program name (list_files /usr/bin), or pass "
+                               "`command` to run it through /bin/sh -c."},
       {CR_E_EXECUTION_NOT_FOUND, "Use an execution_id returned by exec_start."},
       {CR_E_EXECUTION_TIMEOUT, "Raise timeout_ms, or use exec_start and exec_poll for long "
                                "commands."},
@@ -295,7 +332,19 @@ void mcp_call_fail_api(mcp_call *c, json_t *msg) {
                   "creates a new one)", message ? message : "sandbox not found");
     return;
   }
-  fail_text(c, reason, message ? message : "the control API call failed");
+  /* the control API's messages name host CLI commands the model cannot run
+   * ("...; list them with 'cleanroom sandbox ls'"): keep the first part, the
+   * hint says what to do with the tools */
+  char buf[1024];
+  snprintf(buf, sizeof(buf), "%s", message ? message : "the control API call failed");
+  char *cli = strstr(buf, "'cleanroom ");
+  if (cli) {
+    char *semi = NULL;
+    for (char *p = buf; p < cli; p++)
+      if (*p == ';') semi = p;
+    if (semi) *semi = 0;
+  }
+  fail_text(c, reason, buf);
 }
 
 void mcp_call_progress(mcp_call *c, const char *message) {
@@ -765,11 +814,24 @@ void mcp_session_handle_message(mcp_session *s, json_t *msg) {
   }
 }
 
+void mcp_session_reject_line(mcp_session *s, json_t *id, size_t len) {
+  if (!s || s->closed) return;
+  char buf[600];
+  snprintf(buf, sizeof(buf),
+           "request too large: %zu bytes, over the %u-byte limit of one MCP message. "
+           "write_file takes at most 4194304 bytes of content per call (write big files in "
+           "pieces with append:true); exec_write at most 1048576; read_file returns at most "
+           "4194304 bytes per call (offset/length, next_offset)", len, MCP_MAX_LINE);
+  mcp_send(s, rpc_error(id, API_INVALID_REQUEST, buf,
+                        json_pack("{s:I, s:I}", "limit", (json_int_t)MCP_MAX_LINE, "size",
+                                  (json_int_t)len)));
+}
+
 void mcp_session_handle_line(mcp_session *s, const char *line, size_t len) {
   if (!s || s->closed) return;
   while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
   if (len > MCP_MAX_LINE) {
-    send_error(s, NULL, API_INVALID_REQUEST, "message too long");
+    mcp_session_reject_line(s, NULL, len);
     return;
   }
   size_t i = 0;

@@ -9,13 +9,12 @@
 
 #define EXEC_DEFAULT_TIMEOUT_MS 60000
 #define EXEC_DEFAULT_OUTPUT (64u * 1024)
-#define EXEC_MAX_OUTPUT (4u * 1024 * 1024)
 #define EXEC_KILL_GRACE_MS 10000
 #define PROGRESS_MAX_TEXT 4096
 #define TEXT_READ_MAX (8u * 1024 * 1024)
 #define TEXT_RETURN_MAX (256u * 1024)
 #define B64_DEFAULT_LEN (1u * 1024 * 1024)
-#define B64_MAX_LEN (4u * 1024 * 1024)
+#define WRITE_MAX (4u * 1024 * 1024) /* write_file bytes per call (schema, description) */
 #define LIST_MAX_ENTRIES 5000
 
 /* ---- schemas ---- */
@@ -28,45 +27,46 @@
 #define SANDBOX_OUT                                                                     \
   "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},\"state\":{\"type\":" \
   "\"string\"}},\"required\":[\"id\",\"state\"]}"
+#define COMMAND_PROPS                                                                   \
+  "\"command\":{\"type\":\"string\",\"description\":\"Shell command, run as /bin/sh -c "  \
+  "COMMAND (not a login shell; PATH is set).\"},"                                       \
+  "\"argv\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"minItems\":1,"           \
+  "\"description\":\"Program and arguments, run without a shell (instead of command).\"},"
 
 static const char exec_input[] =
-    "{\"type\":\"object\",\"properties\":{"
-    "\"command\":{\"type\":\"string\",\"description\":\"Shell command, run as /bin/sh -lc "
-    "COMMAND.\"},"
-    "\"argv\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"minItems\":1,"
-    "\"description\":\"Program and arguments, run without a shell (instead of command).\"},"
+    "{\"type\":\"object\",\"properties\":{" COMMAND_PROPS
     "\"cwd\":{\"type\":\"string\",\"description\":\"Working directory (absolute).\"},"
     "\"env\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\"},"
     "\"description\":\"Extra environment variables.\"},"
-    "\"stdin\":{\"type\":\"string\",\"description\":\"Text fed to the command's stdin, then "
-    "closed.\"},"
+    "\"stdin\":{\"type\":\"string\",\"maxLength\":1048576,\"description\":\"Text fed to the "
+    "command's stdin, then closed (at most 1048576 characters).\"},"
     "\"timeout_ms\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":86400000,"
     "\"description\":\"Kill the command after this long (default 60000). Use exec_start for "
     "long work.\"},"
-    "\"max_output_bytes\":{\"type\":\"integer\",\"minimum\":256,\"maximum\":4194304,"
-    "\"description\":\"Cap per stream (default 65536); the head and the tail are kept and "
-    "the dropped byte count is reported.\"}," SANDBOX_ID_PROP
+    "\"max_output_bytes\":{\"type\":\"integer\",\"minimum\":256,\"maximum\":1048576,"
+    "\"description\":\"Cap per stream (default 65536, at most 1048576); the head and the tail "
+    "are kept and the dropped byte count is reported.\"}," SANDBOX_ID_PROP
     "},\"additionalProperties\":false}";
 
+/* stdout and stderr are in the text block only (bytes once per result) */
+#define EXEC_STATUS_PROPS                                                               \
+  "\"exit_code\":{\"type\":\"integer\",\"description\":\"Absent when the command was killed " \
+  "by a signal.\"},"                                                                    \
+  "\"signal\":{\"description\":\"The signal that ended it, if any.\"},"                   \
+  "\"timed_out\":{\"type\":\"boolean\"},"                                                \
+  "\"execution_id\":{\"type\":\"string\"},"
+
 static const char exec_output[] =
-    "{\"type\":\"object\",\"properties\":{"
-    "\"exit_code\":{\"type\":[\"integer\",\"null\"]},"
-    "\"signal\":{},"
-    "\"stdout\":{\"type\":\"string\"},\"stderr\":{\"type\":\"string\"},"
+    "{\"type\":\"object\",\"description\":\"Status only: the text block carries the same "
+    "fields plus stdout and stderr.\",\"properties\":{" EXEC_STATUS_PROPS
     "\"truncated\":{\"type\":\"boolean\"},"
     "\"dropped_bytes\":{\"type\":\"object\",\"properties\":{\"stdout\":{\"type\":\"integer\"},"
     "\"stderr\":{\"type\":\"integer\"}}},"
-    "\"timed_out\":{\"type\":\"boolean\"},\"duration_ms\":{\"type\":\"integer\"},"
-    "\"execution_id\":{\"type\":\"string\"},\"sandbox_id\":{\"type\":\"string\"}},"
-    "\"required\":[\"exit_code\",\"stdout\",\"stderr\",\"truncated\",\"timed_out\","
-    "\"duration_ms\",\"execution_id\"]}";
+    "\"duration_ms\":{\"type\":\"integer\"},\"sandbox_id\":{\"type\":\"string\"}},"
+    "\"required\":[\"truncated\",\"timed_out\",\"duration_ms\",\"execution_id\"]}";
 
 static const char exec_start_input[] =
-    "{\"type\":\"object\",\"properties\":{"
-    "\"command\":{\"type\":\"string\",\"description\":\"Shell command, run as /bin/sh -lc "
-    "COMMAND.\"},"
-    "\"argv\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"minItems\":1,"
-    "\"description\":\"Program and arguments (instead of command).\"},"
+    "{\"type\":\"object\",\"properties\":{" COMMAND_PROPS
     "\"cwd\":{\"type\":\"string\"},"
     "\"env\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\"}},"
     "\"keep_stdin_open\":{\"type\":\"boolean\",\"description\":\"Keep stdin open for "
@@ -82,28 +82,31 @@ static const char exec_poll_input[] =
     "{\"type\":\"object\",\"properties\":{" EXEC_ID_PROP ","
     "\"cursor\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"The cursor the previous "
     "exec_poll returned (0 or omitted: from the start).\"},"
-    "\"max_output_bytes\":{\"type\":\"integer\",\"minimum\":256,\"maximum\":4194304}},"
+    "\"max_output_bytes\":{\"type\":\"integer\",\"minimum\":256,\"maximum\":1048576,"
+    "\"description\":\"Cap per stream (default 65536, at most 1048576).\"}},"
     "\"required\":[\"execution_id\"],\"additionalProperties\":false}";
 
 static const char exec_poll_output[] =
-    "{\"type\":\"object\",\"properties\":{\"execution_id\":{\"type\":\"string\"},"
+    "{\"type\":\"object\",\"description\":\"Status only: the text block carries the same "
+    "fields plus stdout and stderr.\",\"properties\":{" EXEC_STATUS_PROPS
     "\"state\":{\"type\":\"string\"},\"running\":{\"type\":\"boolean\"},"
-    "\"exit_code\":{\"type\":[\"integer\",\"null\"]},\"stdout\":{\"type\":\"string\"},"
-    "\"stderr\":{\"type\":\"string\"},\"cursor\":{\"type\":\"integer\"},"
-    "\"dropped_bytes\":{\"type\":\"integer\"}},"
-    "\"required\":[\"execution_id\",\"state\",\"running\",\"stdout\",\"stderr\",\"cursor\"]}";
+    "\"cursor\":{\"type\":\"integer\"},\"dropped_bytes\":{\"type\":\"integer\"}},"
+    "\"required\":[\"execution_id\",\"state\",\"running\",\"cursor\"]}";
 
 static const char exec_write_input[] =
     "{\"type\":\"object\",\"properties\":{" EXEC_ID_PROP ","
-    "\"data\":{\"type\":\"string\",\"description\":\"UTF-8 text to write to stdin.\"},"
-    "\"data_base64\":{\"type\":\"string\",\"description\":\"Bytes to write, base64.\"},"
+    "\"data\":{\"type\":\"string\",\"maxLength\":1048576,\"description\":\"UTF-8 text to "
+    "write to stdin (at most 1048576 characters per call).\"},"
+    "\"data_base64\":{\"type\":\"string\",\"maxLength\":1398104,\"description\":\"Bytes to "
+    "write, base64 (at most 1 MiB of bytes per call).\"},"
     "\"eof\":{\"type\":\"boolean\",\"description\":\"Close stdin after writing.\"}},"
     "\"required\":[\"execution_id\"],\"additionalProperties\":false}";
 
 static const char exec_kill_input[] =
     "{\"type\":\"object\",\"properties\":{" EXEC_ID_PROP ","
-    "\"signal\":{\"type\":[\"string\",\"integer\"],\"description\":\"TERM, KILL (default) or "
-    "a signal number.\"}},\"required\":[\"execution_id\"],\"additionalProperties\":false}";
+    "\"signal\":{\"type\":\"string\",\"description\":\"TERM, KILL (default), INT, HUP, QUIT, "
+    "USR1, USR2, STOP, CONT, or a number like \\\"15\\\".\"}},"
+    "\"required\":[\"execution_id\"],\"additionalProperties\":false}";
 
 static const char ack_output[] =
     "{\"type\":\"object\",\"properties\":{\"execution_id\":{\"type\":\"string\"}}}";
@@ -113,38 +116,51 @@ static const char read_file_input[] =
     "\"path\":{\"type\":\"string\",\"minLength\":1,\"description\":\"Absolute path in the "
     "sandbox.\"},"
     "\"encoding\":{\"enum\":[\"utf8\",\"base64\"],\"description\":\"utf8 (default): text, "
-    "by lines; base64: raw bytes.\"},"
+    "by lines; base64: raw bytes, paged by offset/length.\"},"
     "\"start_line\":{\"type\":\"integer\",\"minimum\":1,\"description\":\"utf8: first line "
     "(1-based).\"},"
     "\"end_line\":{\"type\":\"integer\",\"minimum\":1,\"description\":\"utf8: last line, "
     "inclusive.\"},"
-    "\"offset\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"base64: first byte.\"},"
+    "\"offset\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"base64: first byte "
+    "(pass the previous result's next_offset).\"},"
     "\"length\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":4194304,\"description\":"
-    "\"base64: bytes to read (default 1048576).\"}," SANDBOX_ID_PROP
+    "\"base64: bytes to read (default 1048576, at most 4194304).\"}," SANDBOX_ID_PROP
     "},\"required\":[\"path\"],\"additionalProperties\":false}";
 
+/* the bytes/text are in the first text block only */
 static const char read_file_output[] =
-    "{\"type\":\"object\",\"properties\":{\"path\":{\"type\":\"string\"},"
-    "\"encoding\":{\"type\":\"string\"},\"content\":{\"type\":\"string\"},"
-    "\"size\":{\"type\":\"integer\"},\"truncated\":{\"type\":\"boolean\"}},"
-    "\"required\":[\"path\",\"encoding\",\"content\",\"truncated\"]}";
+    "{\"type\":\"object\",\"description\":\"Metadata: the file's text (utf8) or its base64 "
+    "(base64) is the first text block.\",\"properties\":{\"path\":{\"type\":\"string\"},"
+    "\"encoding\":{\"type\":\"string\"},\"size\":{\"type\":\"integer\"},"
+    "\"truncated\":{\"type\":\"boolean\"},\"offset\":{\"type\":\"integer\"},"
+    "\"length\":{\"type\":\"integer\"},\"eof\":{\"type\":\"boolean\"},"
+    "\"next_offset\":{\"type\":\"integer\"},\"start_line\":{\"type\":\"integer\"},"
+    "\"end_line\":{\"type\":\"integer\"},\"total_lines\":{\"type\":\"integer\"},"
+    "\"next_start_line\":{\"type\":\"integer\"}},"
+    "\"required\":[\"path\",\"encoding\",\"truncated\"]}";
 
 static const char write_file_input[] =
     "{\"type\":\"object\",\"properties\":{"
     "\"path\":{\"type\":\"string\",\"minLength\":1,\"description\":\"Absolute path in the "
     "sandbox.\"},"
-    "\"content\":{\"type\":\"string\",\"description\":\"The whole new content.\"},"
+    "\"content\":{\"type\":\"string\",\"maxLength\":5592408,\"description\":\"The content "
+    "(at most 4194304 bytes per call: 4 MiB of UTF-8, or 5592408 characters of base64). "
+    "Write larger files in pieces: the first call without append, the rest with "
+    "append:true.\"},"
     "\"encoding\":{\"enum\":[\"utf8\",\"base64\"],\"description\":\"How content is encoded "
     "(default utf8).\"},"
-    "\"mode\":{\"type\":[\"integer\",\"string\"],\"description\":\"Permissions, e.g. \\\"0755\\\" "
-    "or 493 (default 0644).\"},"
+    "\"append\":{\"type\":\"boolean\",\"description\":\"Append content to the file instead "
+    "of replacing it (for writing large files in pieces).\"},"
+    "\"mode\":{\"type\":\"string\",\"pattern\":\"^[0-7]{3,4}$\",\"description\":\"Octal "
+    "permissions like \\\"0755\\\" (default \\\"0644\\\").\"},"
     "\"create_parents\":{\"type\":\"boolean\",\"description\":\"Create missing parent "
     "directories.\"}," SANDBOX_ID_PROP
     "},\"required\":[\"path\",\"content\"],\"additionalProperties\":false}";
 
 static const char write_file_output[] =
     "{\"type\":\"object\",\"properties\":{\"path\":{\"type\":\"string\"},"
-    "\"size\":{\"type\":\"integer\"}},\"required\":[\"path\"]}";
+    "\"size\":{\"type\":\"integer\"},\"bytes_written\":{\"type\":\"integer\"}},"
+    "\"required\":[\"path\"]}";
 
 static const char edit_file_input[] =
     "{\"type\":\"object\",\"properties\":{"
@@ -217,7 +233,7 @@ static json_t *exec_params(mcp_call *c) {
   json_t *p = json_pack("{s:s}", "sandbox_id", c->sandbox_id);
   const char *cmd = arg_str(c, "command");
   if (cmd)
-    json_object_set_new(p, "argv", json_pack("[s, s, s]", "/bin/sh", "-lc", cmd));
+    json_object_set_new(p, "argv", json_pack("[s, s, s]", "/bin/sh", "-c", cmd));
   else
     json_object_set(p, "argv", json_object_get(c->args, "argv"));
   if (arg_str(c, "cwd")) json_object_set(p, "cwd", json_object_get(c->args, "cwd"));
@@ -313,9 +329,12 @@ static void exec_finish(mcp_call *c, json_t *execution) {
   if (!mcp_call_alive(c)) return;
   const char *state = json_string_value(json_object_get(execution, "state"));
   json_t *code = json_object_get(execution, "exit_code");
-  if (state && !strcmp(state, "failed") && !json_is_integer(code) && !c->timed_out) {
-    const char *reason = json_string_value(json_object_get(execution, "reason"));
-    const char *message = json_string_value(json_object_get(execution, "message"));
+  const char *reason = json_string_value(json_object_get(execution, "reason"));
+  const char *message = json_string_value(json_object_get(execution, "message"));
+  /* never started: failed without an exit code, or the guest could not exec
+   * the program (reason set with exit code 127/126) */
+  if (!c->timed_out && ((state && !strcmp(state, "failed") && !json_is_integer(code)) ||
+                        (reason && state && !strcmp(state, "exited")))) {
     mcp_call_fail(c, reason ? reason : CR_E_COMMAND_NOT_FOUND, "%s",
                   message ? message : "the command could not be started");
     return;
@@ -324,17 +343,15 @@ static void exec_finish(mcp_call *c, json_t *execution) {
   json_t *out = mcp_outbuf_text(&c->out[0], "stdout", &d_out);
   json_t *err = mcp_outbuf_text(&c->out[1], "stderr", &d_err);
   bool timed_out = c->timed_out || json_is_true(json_object_get(execution, "timed_out"));
-  json_t *r = json_pack("{s:O, s:o, s:o, s:b, s:{s:I, s:I}, s:b, s:I, s:s, s:s}", "exit_code",
-                        json_is_integer(code) ? code : json_null(), "stdout",
-                        out ? out : json_string(""), "stderr", err ? err : json_string(""),
-                        "truncated", d_out + d_err > 0, "dropped_bytes", "stdout",
-                        (json_int_t)d_out, "stderr", (json_int_t)d_err, "timed_out", timed_out,
-                        "duration_ms", (json_int_t)(mcp_now_ms() - c->started_ms),
-                        "execution_id", c->execution_id ? c->execution_id : "", "sandbox_id",
-                        c->sandbox_id);
+  json_t *r = json_pack("{s:O, s:b, s:{s:I, s:I}, s:b, s:I, s:s, s:s}", "exit_code",
+                        json_is_integer(code) ? code : json_null(), "truncated",
+                        d_out + d_err > 0, "dropped_bytes", "stdout", (json_int_t)d_out,
+                        "stderr", (json_int_t)d_err, "timed_out", timed_out, "duration_ms",
+                        (json_int_t)(mcp_now_ms() - c->started_ms), "execution_id",
+                        c->execution_id ? c->execution_id : "", "sandbox_id", c->sandbox_id);
   json_t *sig = json_object_get(execution, "signal");
   if (sig && !json_is_null(sig)) json_object_set(r, "signal", sig);
-  mcp_call_finish_structured(c, r);
+  mcp_call_finish_with_output(c, r, out ? out : json_string(""), err ? err : json_string(""));
 }
 
 static void exec_timer(uv_timer_t *t) {
@@ -474,14 +491,14 @@ static bool exec_polled(mcp_op *op, json_t *msg, bool is_response) {
   if (!state) state = "unknown";
   json_t *code = json_object_get(ex, "exit_code");
   json_int_t dropped = json_integer_value(json_object_get(r, "dropped")) + (json_int_t)(d1 + d2);
-  json_t *res = json_pack("{s:s, s:s, s:b, s:O, s:o, s:o, s:I, s:I}", "execution_id",
+  json_t *res = json_pack("{s:s, s:s, s:b, s:O, s:I, s:I}", "execution_id",
                           arg_str(c, "execution_id"), "state", state, "running",
                           !strcmp(state, "running"), "exit_code",
-                          json_is_integer(code) ? code : json_null(), "stdout", out, "stderr",
-                          err, "cursor", json_integer_value(json_object_get(r, "cursor")),
-                          "dropped_bytes", dropped);
+                          json_is_integer(code) ? code : json_null(), "cursor",
+                          json_integer_value(json_object_get(r, "cursor")), "dropped_bytes",
+                          dropped);
   if (json_is_true(json_object_get(ex, "timed_out"))) json_object_set_new(res, "timed_out", json_true());
-  mcp_call_finish_structured(c, res);
+  mcp_call_finish_with_output(c, res, out, err);
   return true;
 }
 
@@ -543,10 +560,13 @@ static void exec_write_run(mcp_call *c) {
 }
 
 static void exec_kill_run(mcp_call *c) {
-  json_t *sig = json_object_get(c->args, "signal");
-  json_t *p = json_pack("{s:s, s:O}", "execution_id", arg_str(c, "execution_id"), "signal",
-                        sig ? sig : json_string("KILL"));
-  c->scratch = json_pack("{s:O}", "signal", sig ? sig : json_string("KILL"));
+  const char *name = arg_str(c, "signal");
+  if (!name) name = "KILL";
+  _cleanup_json_ json_t *sig = name[0] && strspn(name, "0123456789") == strlen(name)
+                                   ? json_integer(strtol(name, NULL, 10))
+                                   : json_string(name);
+  json_t *p = json_pack("{s:s, s:O}", "execution_id", arg_str(c, "execution_id"), "signal", sig);
+  c->scratch = json_pack("{s:s}", "signal", name);
   mcp_api(c->s, c, "execution.cancel", p, ack_execution);
 }
 
@@ -616,9 +636,9 @@ static void read_text(mcp_call *c, json_t *r) {
   bool binary = memchr(raw, 0, n) != NULL;
   json_t *content = mcp_text_json((const char *)raw + start, end - start);
   free(raw);
-  json_t *res = json_pack("{s:s, s:s, s:o, s:I, s:I, s:I, s:b}", "path", arg_str(c, "path"),
-                          "encoding", "utf8", "content", content ? content : json_string(""),
-                          "size", json_integer_value(json_object_get(r, "size")), "start_line",
+  json_t *res = json_pack("{s:s, s:s, s:I, s:I, s:I, s:b}", "path", arg_str(c, "path"),
+                          "encoding", "utf8", "size",
+                          json_integer_value(json_object_get(r, "size")), "start_line",
                           (json_int_t)first, "end_line", (json_int_t)shown_last, "truncated",
                           truncated && more);
   if (eof) json_object_set_new(res, "total_lines", json_integer((json_int_t)total_lines));
@@ -631,8 +651,8 @@ static void read_text(mcp_call *c, json_t *r) {
            truncated && more ? "; output truncated, call read_file with start_line=" : "",
            truncated && more ? "the next_start_line value for more" : "",
            binary ? "; the file has NUL bytes: use encoding base64 for exact bytes" : "");
-  json_t *blocks = json_pack("[{s:s, s:O}, {s:s, s:s}]", "type", "text", "text",
-                             json_object_get(res, "content"), "type", "text", "text", note);
+  json_t *blocks = json_pack("[{s:s, s:o}, {s:s, s:s}]", "type", "text", "text",
+                             content ? content : json_string(""), "type", "text", "text", note);
   mcp_call_finish(c, json_pack("{s:o, s:o}", "content", blocks, "structuredContent", res));
 }
 
@@ -647,26 +667,32 @@ static bool file_read_done(mcp_op *op, json_t *msg, bool is_response) {
     return true;
   }
   const char *b64 = json_string_value(json_object_get(r, "data"));
-  unsigned char *raw = NULL;
-  size_t n = 0;
-  if (!b64 || cr_base64_decode_lenient(b64, strlen(b64), &raw, &n) < 0) {
+  if (!b64) {
     mcp_call_fail(c, CR_E_INTERNAL, "file.read returned no data");
     return true;
   }
-  free(raw);
-  bool eof = json_is_true(json_object_get(r, "eof"));
-  json_t *res = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:b, s:b}", "path", arg_str(c, "path"),
-                          "encoding", "base64", "content", b64, "size",
-                          json_integer_value(json_object_get(r, "size")), "offset",
-                          arg_int(c, "offset", 0), "length", (json_int_t)n, "eof", eof,
-                          "truncated", !eof);
-  json_t *blocks = json_pack("[{s:s, s:s}]", "type", "text", "text", b64);
-  if (!eof) {
-    char note[200];
-    snprintf(note, sizeof(note), "[cleanroom: %zu bytes from offset %lld; more follow at offset %lld]",
-             n, (long long)arg_int(c, "offset", 0), (long long)arg_int(c, "offset", 0) + (long long)n);
-    json_array_append_new(blocks, json_pack("{s:s, s:s}", "type", "text", "text", note));
-  }
+  /* eof from the file's size, not from a short read: a chunk that ends
+   * before the end of the file is never the last one */
+  size_t n = (size_t)json_integer_value(json_object_get(r, "length"));
+  uint64_t off = (uint64_t)arg_int(c, "offset", 0);
+  uint64_t size = (uint64_t)json_integer_value(json_object_get(r, "size"));
+  bool eof = off + n >= size;
+  json_t *res = json_pack("{s:s, s:s, s:I, s:I, s:I, s:b, s:b}", "path", arg_str(c, "path"),
+                          "encoding", "base64", "size", (json_int_t)size, "offset",
+                          (json_int_t)off, "length", (json_int_t)n, "eof", eof, "truncated", !eof);
+  if (!eof) json_object_set_new(res, "next_offset", json_integer((json_int_t)(off + n)));
+  char note[300];
+  if (eof)
+    snprintf(note, sizeof(note), "[cleanroom: %s: %zu bytes from offset %llu, base64 in the "
+             "first block; end of file (size %llu)]", arg_str(c, "path"), n,
+             (unsigned long long)off, (unsigned long long)size);
+  else
+    snprintf(note, sizeof(note), "[cleanroom: %s: %zu bytes from offset %llu, base64 in the "
+             "first block; NOT the end (size %llu): call read_file again with offset=%llu]",
+             arg_str(c, "path"), n, (unsigned long long)off, (unsigned long long)size,
+             (unsigned long long)(off + n));
+  json_t *blocks = json_pack("[{s:s, s:s}, {s:s, s:s}]", "type", "text", "text", b64, "type",
+                             "text", "text", note);
   mcp_call_finish(c, json_pack("{s:o, s:o}", "content", blocks, "structuredContent", res));
   return true;
 }
@@ -680,29 +706,61 @@ static void read_file_run(mcp_call *c) {
   mcp_api(c->s, c, "file.read", p, file_read_done);
 }
 
-static const char *check_write_file(json_t *args) {
+/* Decoded content of write_file (NULL + message on bad input). */
+static unsigned char *write_content(json_t *args, size_t *ret_n, const char **ret_problem) {
   const char *enc = json_string_value(json_object_get(args, "encoding"));
-  const char *content = json_string_value(json_object_get(args, "content"));
+  json_t *cv = json_object_get(args, "content");
+  const char *content = json_string_value(cv);
+  size_t len = json_string_length(cv);
+  unsigned char *raw = NULL;
+  *ret_problem = NULL;
   if (enc && !strcmp(enc, "base64")) {
-    unsigned char *raw = NULL;
-    size_t n;
-    if (cr_base64_decode_lenient(content, strlen(content), &raw, &n) < 0) return "'content' is not valid base64";
+    if (cr_base64_decode_lenient(content, len, &raw, ret_n) < 0) {
+      *ret_problem = "'content' is not valid base64";
+      return NULL;
+    }
+  } else {
+    raw = malloc(len + 1);
+    if (!raw) {
+      *ret_problem = "out of memory";
+      return NULL;
+    }
+    memcpy(raw, content, len);
+    *ret_n = len;
+  }
+  if (*ret_n > WRITE_MAX) {
     free(raw);
+    *ret_problem = "'content' is larger than 4194304 bytes, the most write_file takes per "
+                   "call: write the file in pieces of at most 4194304 bytes, the first call "
+                   "without append and the rest with append:true";
+    return NULL;
   }
-  json_t *mode = json_object_get(args, "mode");
-  if (json_is_string(mode)) {
-    const char *m = json_string_value(mode);
-    if (!*m || strlen(m) > 5 || strspn(m, "01234567") != strlen(m)) return "'mode' must be octal like \"0644\"";
-  } else if (mode && (json_integer_value(mode) < 0 || json_integer_value(mode) > 07777)) {
-    return "'mode' must be between 0 and 07777";
-  }
-  return NULL;
+  return raw;
+}
+
+static const char *check_write_file(json_t *args) {
+  size_t n;
+  const char *problem;
+  free(write_content(args, &n, &problem));
+  return problem;
 }
 
 static bool written(mcp_op *op, json_t *msg, bool is_response) {
   if (!is_response) return false;
   mcp_call *c = op->call;
-  if (failed_response(op, msg)) return true;
+  if (mcp_is_error(msg)) {
+    const char *reason = json_string_value(
+        json_object_get(json_object_get(json_object_get(msg, "error"), "data"), "reason"));
+    if (reason && !strcmp(reason, CR_E_FILE_NOT_FOUND) && !arg_bool(c, "create_parents") &&
+        !strcmp(c->tool->name, "write_file")) {
+      const char *m = json_string_value(json_object_get(json_object_get(msg, "error"), "message"));
+      mcp_call_fail(c, reason, "%s; set create_parents:true to create the missing directories",
+                    m ? m : "no such directory");
+      return true;
+    }
+    mcp_call_fail_api(c, msg);
+    return true;
+  }
   json_t *r = json_pack("{s:s, s:I}", "path", arg_str(c, "path"), "size",
                         json_integer_value(json_object_get(mcp_result_of(msg), "size")));
   if (c->scratch) json_object_update(r, c->scratch);
@@ -711,30 +769,25 @@ static bool written(mcp_op *op, json_t *msg, bool is_response) {
 }
 
 static void write_file_run(mcp_call *c) {
-  const char *enc = arg_str(c, "encoding");
-  const char *content = arg_str(c, "content");
-  _cleanup_free_ char *b64 = NULL;
-  if (enc && !strcmp(enc, "base64")) {
-    unsigned char *raw = NULL;
-    size_t n = 0;
-    if (cr_base64_decode_lenient(content, strlen(content), &raw, &n) == 0) {
-      b64 = cr_base64_encode((const uint8_t *)raw, n);
-      free(raw);
-    }
-  } else {
-    b64 = cr_base64_encode((const uint8_t *)content, json_string_length(json_object_get(c->args, "content")));
+  size_t n = 0;
+  const char *problem;
+  _cleanup_free_ unsigned char *raw = write_content(c->args, &n, &problem);
+  if (!raw) {
+    mcp_call_fail(c, CR_E_INVALID_ARGUMENT, "%s", problem ? problem : "bad content");
+    return;
   }
+  _cleanup_free_ char *b64 = cr_base64_encode(raw, n);
   if (!b64) {
     mcp_call_fail(c, CR_E_INTERNAL, "out of memory");
     return;
   }
   json_int_t mode = 0644;
-  json_t *m = json_object_get(c->args, "mode");
-  if (json_is_integer(m)) mode = json_integer_value(m);
-  else if (json_is_string(m)) mode = (json_int_t)strtol(json_string_value(m), NULL, 8);
-  json_t *p = json_pack("{s:s, s:s, s:s, s:I, s:b}", "sandbox_id", c->sandbox_id, "path",
+  const char *m = arg_str(c, "mode");
+  if (m) mode = (json_int_t)strtol(m, NULL, 8);
+  json_t *p = json_pack("{s:s, s:s, s:s, s:I, s:b, s:b}", "sandbox_id", c->sandbox_id, "path",
                         arg_str(c, "path"), "data", b64, "mode", mode, "parents",
-                        arg_bool(c, "create_parents"));
+                        arg_bool(c, "create_parents"), "append", arg_bool(c, "append"));
+  c->scratch = json_pack("{s:I}", "bytes_written", (json_int_t)n);
   mcp_api(c->s, c, "file.write", p, written);
 }
 
@@ -861,10 +914,12 @@ static void list_files_run(mcp_call *c) {
 const mcp_tool mcp_tools[] = {
     {"exec", "Run a command",
      "Run a command in the sandbox and wait for it (default timeout 60 s). Give `command` "
-     "(run by /bin/sh -lc, so pipes and && work) or `argv`. Returns exit_code, stdout, "
-     "stderr, timed_out and duration_ms; long output keeps the head and the tail and says "
-     "how many bytes were dropped. Progress notifications carry output as it arrives. For "
-     "commands that may run longer than a minute use exec_start + exec_poll.",
+     "(run by /bin/sh -c, so pipes and && work) or `argv`. Returns exit_code, stdout, "
+     "stderr, timed_out and duration_ms as JSON text (structuredContent has the status "
+     "without the output); output over max_output_bytes per stream (default 65536, at most "
+     "1048576) keeps the head and the tail and says how many bytes were dropped. Progress "
+     "notifications carry output as it arrives. For commands that may run longer than a "
+     "minute use exec_start + exec_poll.",
      exec_input, exec_output, false, false, false, false, MCP_SBX_DEFAULT, check_command, exec_run},
     {"exec_start", "Start a background command",
      "Start a command in the background and return its execution_id at once; read its output "
@@ -885,14 +940,18 @@ const mcp_tool mcp_tools[] = {
      "Send a signal (default KILL) to a background command's process group.",
      exec_kill_input, ack_output, false, true, true, false, MCP_SBX_NONE, NULL, exec_kill_run},
     {"read_file", "Read a file",
-     "Read a file from the sandbox: text by line range (start_line/end_line, at most 256 KiB "
-     "per call), or exact bytes with encoding base64 and offset/length. The result says when "
-     "it is truncated and where to continue.",
+     "Read a file from the sandbox: text by line range (start_line/end_line, at most 262144 "
+     "bytes per call), or exact bytes with encoding base64 and offset/length (length default "
+     "1048576, at most 4194304 per call). The data is the first text block; structuredContent "
+     "has the metadata: for base64, eof is true only on the chunk that reaches the end of the "
+     "file, otherwise next_offset says where to continue.",
      read_file_input, read_file_output, true, false, true, false, MCP_SBX_DEFAULT, check_read,
      read_file_run},
     {"write_file", "Write a file",
      "Create or replace a file in the sandbox with `content` (utf8 text, or bytes with "
-     "encoding base64); mode sets permissions, create_parents makes missing directories.",
+     "encoding base64; at most 4194304 bytes per call: write larger files in pieces with "
+     "append:true after the first); mode sets permissions (\"0755\"), create_parents makes "
+     "missing directories.",
      write_file_input, write_file_output, false, true, true, false, MCP_SBX_DEFAULT,
      check_write_file, write_file_run},
     {"edit_file", "Edit a file",

@@ -13,7 +13,7 @@ typedef struct fop {
   uint16_t kind;
   uint8_t *data;
   size_t len, cap;
-  uint64_t want;
+  uint64_t want, offset;
   json_t *entries;
   bool truncated;
 } fop;
@@ -110,7 +110,8 @@ static void on_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t 
     if (o->kind == AP_FILE_READ) {
       char *enc = cr_base64_encode(o->data ? o->data : (const uint8_t *)"", o->len);
       r = json_pack("{s:s, s:I, s:I, s:b}", "data", enc ? enc : "", "size", (json_int_t)size,
-                    "length", (json_int_t)o->len, "eof", !o->truncated);
+                    "length", (json_int_t)o->len, "eof",
+                    !o->truncated && o->offset + o->len >= size);
       free(enc);
     } else if (o->kind == AP_LIST) {
       r = json_pack("{s:O, s:b}", "entries", o->entries, "truncated", o->truncated);
@@ -169,6 +170,7 @@ int sbx_file_read(sbx *s, const char *path, uint64_t offset, uint64_t length,
   fop *o = fop_new(AP_FILE_READ, cb, ud);
   if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "file read");
   o->want = length && length < READ_CAP ? length : READ_CAP;
+  o->offset = offset;
   ap_buf b = {0};
   ap_frame_begin(&b, AP_FILE_READ, 0);
   ap_put_str(&b, AP_T_PATH, path);

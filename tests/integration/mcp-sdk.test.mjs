@@ -149,6 +149,8 @@ const skipNoBin = !BIN && 'CLEANROOM_BIN is not set';
 const skipNoVM = skipNoBin || (!VM && 'set CLEANROOM_TEST_VM=1 to boot sandboxes');
 
 const text = (r) => r.content.map((c) => c.text).join('\n');
+// exec/exec_poll: the output is in the text block (JSON), structuredContent is the status
+const out = (r) => JSON.parse(r.content[0].text);
 
 test('tools/list pages through every tool with schemas', { skip: skipNoBin }, async () => {
   const client = await connect();
@@ -351,10 +353,12 @@ test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
       assert.equal(r.isError, undefined);
       sandboxId = r.structuredContent.sandbox_id;
       assert.equal(r.structuredContent.exit_code, 3);
-      assert.equal(r.structuredContent.stdout, 'hello\n');
-      assert.equal(r.structuredContent.stderr, 'oops\n');
+      assert.equal(out(r).stdout, 'hello\n');
+      assert.equal(out(r).stderr, 'oops\n');
       assert.equal(r.structuredContent.timed_out, false);
-      assert.deepEqual(JSON.parse(r.content[0].text), r.structuredContent);
+      assert.equal(r.structuredContent.stdout, undefined); // the output once, in the text block
+      const { stdout, stderr, ...status } = out(r);
+      assert.deepEqual(status, r.structuredContent);
     });
 
     await t.test('binary file round trip', async () => {
@@ -364,7 +368,126 @@ test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
       assert.equal(w.isError, undefined, text(w));
       const r = await call('read_file', { path: '/tmp/bin.dat', encoding: 'base64' });
       assert.equal(r.isError, undefined, text(r));
-      assert.ok(Buffer.from(r.structuredContent.content, 'base64').equals(bytes));
+      assert.ok(Buffer.from(r.content[0].text, 'base64').equals(bytes));
+      assert.equal(r.structuredContent.eof, true);
+    });
+
+    // write in pieces of at most 4 MiB (append), read back in pages until eof
+    const MiB = 1 << 20;
+    const pattern = (n, seed) => {
+      const b = Buffer.alloc(n);
+      let x = seed >>> 0;
+      for (let i = 0; i < n; i++) { x = (x * 1103515245 + 12345) >>> 0; b[i] = x >>> 24; }
+      return b;
+    };
+    async function writePaged(path, bytes, piece = 4 * MiB) {
+      let off = 0;
+      do {
+        const chunk = bytes.subarray(off, off + piece);
+        const w = await call('write_file', { path, content: chunk.toString('base64'), encoding: 'base64', ...(off ? { append: true } : {}) });
+        assert.equal(w.isError, undefined, text(w));
+        assert.equal(w.structuredContent.bytes_written, chunk.length);
+        off += chunk.length;
+      } while (off < bytes.length);
+    }
+    async function readPaged(path, length) {
+      const parts = [];
+      let offset = 0;
+      const eofs = [];
+      for (;;) {
+        const r = await call('read_file', { path, encoding: 'base64', offset, ...(length ? { length } : {}) });
+        assert.equal(r.isError, undefined, text(r));
+        const wire = JSON.stringify(r).length;
+        assert.ok(wire < 8 * MiB, `result of ${wire} bytes`);
+        const sc = r.structuredContent;
+        assert.equal(sc.content, undefined); // the bytes once: in the text block only
+        const chunk = Buffer.from(r.content[0].text, 'base64');
+        assert.equal(sc.length, chunk.length);
+        assert.equal(sc.offset, offset);
+        parts.push(chunk);
+        eofs.push(sc.eof);
+        if (sc.eof) { assert.equal(sc.next_offset, undefined); break; }
+        assert.ok(chunk.length > 0);
+        assert.equal(sc.next_offset, offset + chunk.length);
+        offset = sc.next_offset;
+        assert.ok(eofs.length < 100);
+      }
+      return { data: Buffer.concat(parts), eofs };
+    }
+
+    await t.test('binary round trips by paging: 0, 1, 1 MiB-1, 1 MiB+1, 5 MiB, 20 MiB; eof only on the last chunk', async () => {
+      for (const [n, length] of [[0], [1], [MiB - 1], [MiB + 1], [5 * MiB], [20 * MiB, 4 * MiB]]) {
+        const bytes = pattern(n, n + 7);
+        const path = `/tmp/rt-${n}.bin`;
+        await writePaged(path, bytes);
+        const { data, eofs } = await readPaged(path, length);
+        assert.equal(data.length, n, `size ${n}`);
+        assert.ok(data.equals(bytes), `content of ${n} bytes`);
+        const pages = Math.max(1, Math.ceil(n / (length ?? MiB)));
+        assert.deepEqual(eofs, [...Array(pages - 1).fill(false), true], `eof flags for ${n}`);
+        const size = await call('exec', { command: `wc -c < ${path}` });
+        assert.equal(Number(out(size).stdout.trim()), n);
+      }
+      await call('exec', { command: 'rm -f /tmp/rt-*.bin' });
+    });
+
+    await t.test('oversize requests are answered with the limit and the session goes on', async () => {
+      // > 4 MiB of content: -32602 naming the limit and append
+      const big = Buffer.alloc(4 * MiB + 1, 1).toString('base64');
+      await assert.rejects(call('write_file', { path: '/tmp/big', content: big, encoding: 'base64' }),
+        (e) => e.code === -32602 && /4194304/.test(e.message) && /append/.test(e.message));
+      // a message over 8 MiB: the daemon skips the line and answers its id
+      const huge = Buffer.alloc(7 * MiB, 2).toString('base64');
+      await assert.rejects(call('write_file', { path: '/tmp/big', content: huge, encoding: 'base64' }),
+        (e) => e.code === -32600 && /8388608/.test(e.message) && /append/.test(e.message));
+      const r = await call('exec', { command: 'echo still here' });
+      assert.equal(out(r).stdout, 'still here\n');
+      // the largest read: well below the SDK's 10 MiB, bytes once
+      await writePaged('/tmp/four.bin', pattern(4 * MiB, 3));
+      const rd = await call('read_file', { path: '/tmp/four.bin', encoding: 'base64', length: 4 * MiB });
+      const wire = JSON.stringify(rd);
+      assert.ok(wire.length < 8 * MiB, `${wire.length} bytes`);
+      const b64 = rd.content[0].text;
+      assert.equal(wire.split(b64.slice(1000, 1100)).length, 2); // one copy
+      assert.equal(rd.structuredContent.eof, true);
+      // the limits are in the schemas
+      const tools = (await client.listTools()).tools;
+      const wf = tools.find((x) => x.name === 'write_file');
+      assert.equal(wf.inputSchema.properties.content.maxLength, 5592408);
+      assert.match(wf.description, /4194304/);
+      const rf = tools.find((x) => x.name === 'read_file');
+      assert.equal(rf.inputSchema.properties.length.maximum, 4194304);
+      await call('exec', { command: 'rm -f /tmp/four.bin' });
+    });
+
+    await t.test('argv naming a missing program is isError; no host CLI hints', async () => {
+      const r = await call('exec', { argv: ['no-such-program-x'] });
+      assert.equal(r.isError, true);
+      assert.match(text(r), /command_not_found/);
+      const w = await call('write_file', { path: '/tmp/no/such/dir/f', content: 'x' });
+      assert.equal(w.isError, true);
+      assert.match(text(w), /create_parents/);
+      const p = await call('exec_poll', { execution_id: '01nonexistent0000000000000' });
+      assert.equal(p.isError, true);
+      assert.doesNotMatch(text(p), /'cleanroom /);
+    });
+
+    await t.test('command runs in sh -c, not a login shell', async () => {
+      const r = await call('exec', { command: 'echo "$0 $-"; cat /proc/$$/cmdline | tr "\\000" " "' });
+      assert.doesNotMatch(out(r).stdout, /-lc/);
+      assert.match(out(r).stdout, /sh -c/);
+    });
+
+    await t.test('guest clock: guest and host elapsed over 10 s agree within 2 %', async () => {
+      const uptime = async () => {
+        const r = await call('exec', { argv: ['cat', '/proc/uptime'] });
+        return { guest: Number(out(r).stdout.split(' ')[0]), host: performance.now() / 1000 };
+      };
+      const a = await uptime();
+      await new Promise((r) => setTimeout(r, 10_000)); // the interval measured, not a synchronisation
+      const b = await uptime();
+      const ratio = (b.guest - a.guest) / (b.host - a.host);
+      assert.ok(Math.abs(ratio - 1) < 0.02, `guest/host elapsed = ${ratio.toFixed(4)}`);
     });
 
     await t.test('edit a file', async () => {
@@ -377,7 +500,7 @@ test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
       const ok = await call('edit_file', { path: '/tmp/e.txt', old_string: 'hello world', new_string: 'hello there' });
       assert.equal(ok.structuredContent.replacements, 1);
       const r = await call('read_file', { path: '/tmp/e.txt' });
-      assert.equal(r.structuredContent.content, 'hello there\nbye world\n');
+      assert.equal(r.content[0].text, 'hello there\nbye world\n');
       const l = await call('list_files', { path: '/tmp' });
       assert.ok(l.structuredContent.entries.some((e) => e.name === 'e.txt'));
     });
@@ -388,11 +511,11 @@ test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
       const w = await call('exec_write', { execution_id: id, data: 'ping\n', eof: true });
       assert.equal(w.isError, undefined, text(w));
       let cursor = 0;
-      let out = '';
+      let output = '';
       let state;
       for (let i = 0; i < 600; i++) {
         const p = await call('exec_poll', { execution_id: id, cursor });
-        out += p.structuredContent.stdout;
+        output += out(p).stdout;
         cursor = p.structuredContent.cursor;
         state = p.structuredContent;
         if (!state.running) break;
@@ -400,7 +523,7 @@ test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
       }
       assert.equal(state.running, false);
       assert.equal(state.exit_code, 0);
-      assert.equal(out, 'got:ping\n1\n2\n3\n');
+      assert.equal(output, 'got:ping\n1\n2\n3\n');
     });
 
     await t.test('cancel a long command kills it', async () => {
@@ -417,7 +540,7 @@ test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
       let left = '1';
       for (let i = 0; i < 100 && left !== '0'; i++) {
         const r = await call('exec', { command: 'ps | grep -c "[s]leep 307" || true' });
-        left = r.structuredContent.stdout.trim();
+        left = out(r).stdout.trim();
         if (left !== '0') await new Promise((r2) => setTimeout(r2, 100));
       }
       assert.equal(left, '0');
@@ -432,8 +555,8 @@ test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
     await t.test('1 MiB+ output is truncated honestly', async () => {
       const n = 1_200_000;
       const r = await call('exec', { command: `yes a | head -c ${n}` });
-      const sc = r.structuredContent;
-      assert.equal(sc.truncated, true);
+      const sc = out(r);
+      assert.equal(r.structuredContent.truncated, true);
       assert.equal(sc.dropped_bytes.stdout, n - 65536);
       assert.match(sc.stdout, /bytes of stdout dropped/);
       assert.ok(sc.stdout.startsWith('a\na\n') && sc.stdout.endsWith('a\n'));
@@ -458,15 +581,15 @@ test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
           { timeout: CALL_TIMEOUT, onprogress: (n) => seen.push(n) });
         assert.equal(r.isError, undefined, text(r));
         assert.equal(r.structuredContent.exit_code, 4);
-        assert.equal(r.structuredContent.stdout, 'modern\n');
-        assert.equal(r.structuredContent.stderr, 'err\n');
+        assert.equal(out(r).stdout, 'modern\n');
+        assert.equal(out(r).stderr, 'err\n');
         assert.equal(r.structuredContent.sandbox_id, sandboxId);
         assert.ok(seen.some((n) => /modern/.test(n.message ?? '')), JSON.stringify(seen));
         const w = await m.callTool({ name: 'write_file', arguments: { path: '/tmp/modern.txt', content: 'from 2026\n', sandbox_id: sandboxId } },
           { timeout: CALL_TIMEOUT });
         assert.equal(w.isError, undefined, text(w));
         const rd = await m.callTool({ name: 'read_file', arguments: { path: '/tmp/modern.txt', sandbox_id: sandboxId } }, { timeout: CALL_TIMEOUT });
-        assert.equal(rd.structuredContent.content, 'from 2026\n');
+        assert.equal(rd.content[0].text, 'from 2026\n');
       } finally {
         await m.close();
       }
@@ -477,7 +600,7 @@ test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
       const r = inspector([...cfg.args, '--method', 'tools/call', '--tool-name', 'exec',
         '--tool-args-json', JSON.stringify({ command: 'cat /tmp/modern.txt; echo via-inspector', sandbox_id: sandboxId })]);
       assert.equal(r.status, 0, r.stderr);
-      assert.equal(r.json.result.structuredContent.stdout, 'from 2026\nvia-inspector\n');
+      assert.equal(JSON.parse(r.json.result.content[0].text).stdout, 'from 2026\nvia-inspector\n');
       assert.equal(r.json.result.structuredContent.exit_code, 0);
       const sent = cfg.sent().filter((x) => x.method);
       assert.equal(sent[0].method, 'server/discover');

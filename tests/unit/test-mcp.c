@@ -18,6 +18,8 @@ static json_t *requests; /* control API requests it made */
 static api_sink *held;   /* sink of the last execution.create (async tests) */
 static bool exec_async;  /* execution.create: respond only, exit later */
 static size_t big_output;
+static const char *exit_reason; /* execution.exit: the guest could not exec */
+static size_t bin_size;        /* file.read of /bin: a file of this many bytes */
 
 static void write_line(void *ud, const char *line, size_t len) {
   assert_null(memchr(line, '\n', len));
@@ -85,8 +87,10 @@ static void fake_dispatch(daemon_ctx *d, api_sink *sink, json_t *req) {
                                                  "stream", "stdout", "data", "aGkK")); /* hi\n */
     }
     notify(sink, "execution.exit",
-           json_pack("{s:s, s:{s:s, s:i, s:b}}", "execution_id", "ex1", "execution", "state",
-                     "exited", "exit_code", 0, "timed_out", 0));
+           json_pack("{s:s, s:{s:s, s:i, s:b, s:s?, s:s?}}", "execution_id", "ex1", "execution",
+                     "state", "exited", "exit_code", exit_reason ? 127 : 0, "timed_out", 0,
+                     "reason", exit_reason, "message",
+                     exit_reason ? "command not found: nosuch" : NULL));
   } else if (!strcmp(m, "execution.cancel")) {
     respond(sink, req, json_object());
   } else if (!strcmp(m, "file.stat")) {
@@ -97,11 +101,29 @@ static void fake_dispatch(daemon_ctx *d, api_sink *sink, json_t *req) {
       respond_error(sink, req, "file_not_found", "/missing: no such file");
       return;
     }
+    if (!strcmp(path, "/bin")) { /* byte i is i % 251, like file.read: offset/length */
+      size_t off = (size_t)json_integer_value(json_object_get(p, "offset"));
+      size_t len = (size_t)json_integer_value(json_object_get(p, "length"));
+      size_t n = off >= bin_size ? 0 : MIN(len, bin_size - off);
+      uint8_t *buf = malloc(n + 1);
+      for (size_t i = 0; i < n; i++) buf[i] = (uint8_t)((off + i) % 251);
+      char *b = cr_base64_encode(buf, n);
+      respond(sink, req, json_pack("{s:s, s:I, s:I, s:b}", "data", b, "size",
+                                   (json_int_t)bin_size, "length", (json_int_t)n, "eof", 1));
+      free(b);
+      free(buf);
+      return;
+    }
     char *b = cr_base64_encode((const uint8_t *)file_content, strlen(file_content));
-    respond(sink, req, json_pack("{s:s, s:i, s:b}", "data", b, "size", (int)strlen(file_content),
+    respond(sink, req, json_pack("{s:s, s:i, s:i, s:b}", "data", b, "size",
+                                 (int)strlen(file_content), "length", (int)strlen(file_content),
                                  "eof", 1));
     free(b);
   } else if (!strcmp(m, "file.write")) {
+    if (!strcmp(json_string_value(json_object_get(p, "path")), "/no/dir/f")) {
+      respond_error(sink, req, "file_not_found", "/no/dir/f: No such file or directory");
+      return;
+    }
     respond(sink, req, json_pack("{s:i}", "size", 1));
   } else if (!strcmp(m, "sandbox.list")) {
     respond(sink, req, json_pack("{s:[{s:s}]}", "sandboxes", "id", "sbx1"));
@@ -118,6 +140,8 @@ static int setup(void **state) {
   held = NULL;
   exec_async = false;
   big_output = 0;
+  exit_reason = NULL;
+  bin_size = 0;
   S = mcp_session_new_with_dispatch(NULL, fake_dispatch, write_line, NULL);
   return 0;
 }
@@ -400,20 +424,23 @@ static void test_exec_default_sandbox(void **state) {
   assert_false(json_is_true(json_object_get(r, "isError")));
   json_t *sc = json_object_get(r, "structuredContent");
   assert_int_equal(json_integer_value(json_object_get(sc, "exit_code")), 0);
-  assert_string_equal(json_string_value(json_object_get(sc, "stdout")), "hi\n");
+  assert_null(json_object_get(sc, "stdout")); /* the output is in the text block only */
   assert_true(json_is_false(json_object_get(sc, "truncated")));
   assert_true(json_is_false(json_object_get(sc, "timed_out")));
   assert_string_equal(json_string_value(json_object_get(sc, "execution_id")), "ex1");
-  /* the text block carries the same JSON */
+  /* the text block: the same JSON plus stdout and stderr */
   json_t *text = json_loads(json_string_value(json_object_get(json_array_get(json_object_get(r, "content"), 0), "text")), 0, NULL);
+  assert_string_equal(json_string_value(json_object_get(text, "stdout")), "hi\n");
+  json_object_del(text, "stdout");
+  json_object_del(text, "stderr");
   assert_true(json_equal(text, sc));
   json_decref(text);
-  /* sandbox.create with the configured image, then execution.create via sh -lc */
+  /* sandbox.create with the configured image, then execution.create via sh -c */
   json_t *q0 = json_array_get(requests, 0);
   assert_string_equal(json_string_value(json_object_get(q0, "method")), "sandbox.create");
   assert_string_equal(json_string_value(json_object_get(json_object_get(q0, "params"), "image")), "img:1");
   json_t *q1 = json_object_get(json_array_get(requests, 1), "params");
-  assert_string_equal(json_string_value(json_array_get(json_object_get(q1, "argv"), 1)), "-lc");
+  assert_string_equal(json_string_value(json_array_get(json_object_get(q1, "argv"), 1)), "-c");
   assert_string_equal(json_string_value(json_object_get(q1, "sandbox_id")), "sbx1");
   /* reused */
   call_tool("exec", "{\"argv\":[\"true\"]}");
@@ -422,12 +449,14 @@ static void test_exec_default_sandbox(void **state) {
 
 static void test_exec_truncation(void **state) {
   big_output = (1u << 20) + 5;
-  json_t *sc = json_object_get(call_tool("exec", "{\"command\":\"yes\",\"max_output_bytes\":1024}"),
-                               "structuredContent");
+  json_t *r = call_tool("exec", "{\"command\":\"yes\",\"max_output_bytes\":1024}");
+  json_t *sc = json_object_get(r, "structuredContent");
   assert_true(json_is_true(json_object_get(sc, "truncated")));
   assert_int_equal(json_integer_value(json_object_get(json_object_get(sc, "dropped_bytes"), "stdout")),
                    (1u << 20) + 5 - 1024);
-  assert_non_null(strstr(json_string_value(json_object_get(sc, "stdout")), "bytes of stdout dropped"));
+  json_t *text = json_loads(json_string_value(json_object_get(json_array_get(json_object_get(r, "content"), 0), "text")), 0, NULL);
+  assert_non_null(strstr(json_string_value(json_object_get(text, "stdout")), "bytes of stdout dropped"));
+  json_decref(text);
 }
 
 static void test_tool_errors(void **state) {
@@ -458,8 +487,122 @@ static void test_tool_errors(void **state) {
   assert_memory_equal(raw, "x\nbeta\nx\ngamma\n", n);
   free(raw);
   r = call_tool("read_file", "{\"path\":\"/f\",\"start_line\":2,\"end_line\":3,\"sandbox_id\":\"s\"}");
-  assert_string_equal(json_string_value(json_object_get(json_object_get(r, "structuredContent"), "content")),
+  assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(r, "content"), 0), "text")),
                       "beta\nalpha\n");
+  assert_null(json_object_get(json_object_get(r, "structuredContent"), "content"));
+  assert_int_equal(json_integer_value(json_object_get(json_object_get(r, "structuredContent"), "end_line")), 3);
+}
+
+static const char *text_of(json_t *r) {
+  return json_string_value(json_object_get(json_array_get(json_object_get(r, "content"), 0), "text"));
+}
+
+/* read_file base64 pages: eof exactly on the chunk that reaches the end */
+static void test_read_paging(void **state) {
+  const size_t sizes[] = {0, 1, 1000, 1023, 1024, 1025, 5000};
+  for (size_t k = 0; k < ELEMENTSOF(sizes); k++) {
+    bin_size = sizes[k];
+    size_t off = 0, got = 0;
+    for (int calls = 0;; calls++) {
+      assert_true(calls < 10);
+      char args[200];
+      snprintf(args, sizeof(args), "{\"path\":\"/bin\",\"encoding\":\"base64\",\"offset\":%zu,"
+               "\"length\":1024,\"sandbox_id\":\"s\"}", off);
+      json_t *r = call_tool("read_file", args);
+      assert_false(json_is_true(json_object_get(r, "isError")));
+      json_t *sc = json_object_get(r, "structuredContent");
+      assert_null(json_object_get(sc, "content")); /* the bytes are in the text block only */
+      unsigned char *raw;
+      size_t n;
+      assert_int_equal(cr_base64_decode_lenient(text_of(r), strlen(text_of(r)), &raw, &n), 0);
+      for (size_t i = 0; i < n; i++) assert_int_equal(raw[i], (off + i) % 251);
+      free(raw);
+      assert_int_equal(json_integer_value(json_object_get(sc, "length")), n);
+      got += n;
+      bool eof = json_is_true(json_object_get(sc, "eof"));
+      assert_int_equal(eof, off + n >= bin_size);
+      if (eof) {
+        assert_null(json_object_get(sc, "next_offset"));
+        break;
+      }
+      assert_true(n > 0);
+      off = (size_t)json_integer_value(json_object_get(sc, "next_offset"));
+      assert_int_equal(off, got);
+    }
+    assert_int_equal(got, bin_size);
+  }
+}
+
+static void test_write_limits(void **state) {
+  /* the limits are in the schema, printed as integers */
+  json_t *schema = NULL;
+  for (size_t i = 0; i < mcp_n_tools; i++)
+    if (!strcmp(mcp_tools[i].name, "write_file")) schema = mcp_tool_input_schema(&mcp_tools[i]);
+  json_t *content = json_object_get(json_object_get(schema, "properties"), "content");
+  assert_int_equal(json_integer_value(json_object_get(content, "maxLength")), 5592408);
+  assert_non_null(strstr(json_string_value(json_object_get(content, "description")), "append"));
+  /* 4 MiB + 1 of base64 content: -32602 naming the limit and append */
+  size_t n = (4u << 20) + 3;
+  char *raw = calloc(1, n);
+  char *b64 = cr_base64_encode((const uint8_t *)raw, n);
+  free(raw);
+  size_t ll = strlen(b64) + 300;
+  char *line = malloc(ll);
+  snprintf(line, ll, "{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"tools/call\",\"params\":{\"name\":"
+           "\"write_file\",\"arguments\":{\"path\":\"/x\",\"encoding\":\"base64\",\"content\":\"%s\","
+           "\"sandbox_id\":\"s\"}}}", b64);
+  free(b64);
+  send_line(line);
+  free(line);
+  assert_int_equal(error_code(last()), -32602);
+  const char *m = json_string_value(json_object_get(json_object_get(last(), "error"), "message"));
+  assert_non_null(strstr(m, "4194304"));
+  assert_non_null(strstr(m, "append"));
+  /* numbers in messages are integers, not 4.1943e+06 */
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":6,\"method\":\"tools/call\",\"params\":{\"name\":"
+            "\"read_file\",\"arguments\":{\"path\":\"/x\",\"encoding\":\"base64\",\"length\":99999999}}}");
+  m = json_string_value(json_object_get(json_object_get(last(), "error"), "message"));
+  assert_non_null(strstr(m, "<= 4194304"));
+  /* a missing directory: the hint names create_parents */
+  json_t *r = call_tool("write_file", "{\"path\":\"/no/dir/f\",\"content\":\"x\",\"sandbox_id\":\"s\"}");
+  assert_true(json_is_true(json_object_get(r, "isError")));
+  assert_non_null(strstr(text_of(r), "create_parents"));
+  /* append and mode reach file.write */
+  r = call_tool("write_file", "{\"path\":\"/y\",\"content\":\"x\",\"append\":true,\"mode\":\"0755\","
+                "\"sandbox_id\":\"s\"}");
+  assert_false(json_is_true(json_object_get(r, "isError")));
+  json_t *w = json_object_get(json_array_get(requests, json_array_size(requests) - 1), "params");
+  assert_true(json_is_true(json_object_get(w, "append")));
+  assert_int_equal(json_integer_value(json_object_get(w, "mode")), 0755);
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"tools/call\",\"params\":{\"name\":"
+            "\"write_file\",\"arguments\":{\"path\":\"/y\",\"content\":\"x\",\"mode\":\"999\"}}}");
+  assert_int_equal(error_code(last()), -32602);
+}
+
+/* a line the connection skipped: an error for its id, the session goes on */
+static void test_reject_line(void **state) {
+  json_t *id = json_integer(12);
+  mcp_session_reject_line(S, id, 9u << 20);
+  json_decref(id);
+  assert_int_equal(error_code(last()), -32600);
+  assert_int_equal(json_integer_value(json_object_get(last(), "id")), 12);
+  const char *m = json_string_value(json_object_get(json_object_get(last(), "error"), "message"));
+  assert_non_null(strstr(m, "8388608"));
+  assert_non_null(strstr(m, "append"));
+  send_line("{\"jsonrpc\":\"2.0\",\"id\":13,\"method\":\"ping\"}");
+  assert_int_equal(json_integer_value(json_object_get(last(), "id")), 13);
+  assert_non_null(json_object_get(last(), "result"));
+}
+
+/* argv naming a missing program: isError, not exit 127 */
+static void test_exec_not_found(void **state) {
+  exit_reason = "command_not_found";
+  json_t *r = call_tool("exec", "{\"argv\":[\"nosuch\"],\"sandbox_id\":\"s\"}");
+  assert_true(json_is_true(json_object_get(r, "isError")));
+  assert_non_null(strstr(text_of(r), "command_not_found"));
+  /* messages never point the model at host CLI commands */
+  r = call_tool("exec", "{\"command\":\"true\",\"sandbox_id\":\"nope\"}");
+  assert_null(strstr(text_of(r), "'cleanroom "));
 }
 
 static void test_cancel_kills(void **state) {
@@ -545,6 +688,10 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_exec_truncation, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tool_errors, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cancel_kills, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_read_paging, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_write_limits, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_reject_line, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_exec_not_found, setup, teardown),
       cmocka_unit_test_setup_teardown(test_close_kills_running, setup, teardown),
       cmocka_unit_test_setup_teardown(test_b64_and_outbuf, setup, teardown),
   };
