@@ -22,10 +22,39 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 
 /* TCG translation cache size (MiB): QEMU 7.2's default is 1 GiB, most of
  * an idle VMM's anonymous memory after a workload; bench/vmm-memory.py. */
 #define QEMU_TCG_TB_MIB 32
+
+/* The host's TSC rate in kHz, measured once against CLOCK_MONOTONIC_RAW over
+ * 50 ms. Under TCG the guest's rdtsc reads the host's TSC, so the guest
+ * kernel must be told this rate (a fixed guess makes its clock run fast or
+ * slow by the ratio). 2000000 where there is no x86 TSC to read. */
+static unsigned long host_tsc_khz(void) {
+  static unsigned long khz;
+#if defined(__x86_64__)
+  for (int tries = 0; !khz && tries < 5; tries++) {
+    struct timespec t0, t1, d = {0, 50 * 1000 * 1000};
+    uint64_t a0 = __builtin_ia32_rdtsc();
+    clock_gettime(CLOCK_MONOTONIC_RAW, &t0);
+    uint64_t b0 = __builtin_ia32_rdtsc();
+    nanosleep(&d, NULL);
+    uint64_t a1 = __builtin_ia32_rdtsc();
+    clock_gettime(CLOCK_MONOTONIC_RAW, &t1);
+    uint64_t b1 = __builtin_ia32_rdtsc();
+    int64_t ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec);
+    /* preempted between a TSC read and the clock read: measure again */
+    if (ns <= 0 || b0 - a0 > 100000 || b1 - a1 > 100000) continue;
+    uint64_t ticks = (a1 + b1) / 2 - (a0 + b0) / 2;
+    unsigned long k = (unsigned long)(ticks * 1000000 / (uint64_t)ns);
+    if (k >= 100000 && k <= 10000000) khz = k;
+  }
+#endif
+  if (!khz) khz = 2000000;
+  return khz;
+}
 
 static const char *qemu_binary(void) {
   const char *e = getenv("CLEANROOM_QEMU");
@@ -125,9 +154,11 @@ static int build_argv(const backend_vm_config *c, argv_b *a) {
   add(a, "-initrd");
   add(a, "%s", c->initrd);
   add(a, "-append");
-  /* tsc_early_khz: without it ~1 boot in 3 hangs under TCG (guest-boot.md) */
-  add(a, "console=ttyS0 quiet panic=-1 reboot=t%s",
-      kvm ? "" : " tsc_early_khz=2000000 tsc=reliable");
+  /* tsc_early_khz: without it ~1 boot in 3 hangs under TCG (guest-boot.md);
+   * it must be the host's rate, which the guest's TSC runs at under TCG */
+  char tsc[64] = "";
+  if (!kvm) snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu tsc=reliable", host_tsc_khz());
+  add(a, "console=ttyS0 quiet panic=-1 reboot=t%s", tsc);
   add(a, "-drive");
   add(a, "id=img,file=%s,format=raw,if=none,readonly=on", c->image);
   add(a, "-device");
