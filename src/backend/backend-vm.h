@@ -46,6 +46,7 @@ struct backend_vm {
 /* Grace between the polite quit and SIGKILL, and how long SIGKILL may take. */
 #define BACKEND_STOP_GRACE_MS 500
 #define BACKEND_KILL_WAIT_MS 2000
+unsigned backend_stop_grace_ms(void);
 
 backend_vm *backend_vm_new(const backend_ops *ops, const backend_vm_impl *impl,
                            uv_loop_t *loop, const backend_vm_config *cfg,

@@ -349,12 +349,21 @@ static void vm_kill(backend_vm *vm) {
     syscall(SYS_pidfd_send_signal, vm->pidfd, SIGKILL, NULL, 0);
 }
 
+/* BACKEND_STOP_GRACE_MS, or $CLEANROOM_STOP_GRACE_MS (0-60000). */
+unsigned backend_stop_grace_ms(void) {
+  const char *e = getenv("CLEANROOM_STOP_GRACE_MS");
+  if (!e || !*e) return BACKEND_STOP_GRACE_MS;
+  char *end = NULL;
+  unsigned long v = strtoul(e, &end, 10);
+  return end && !*end && v <= 60000 ? (unsigned)v : BACKEND_STOP_GRACE_MS;
+}
+
 static void on_stop_timer(uv_timer_t *t) {
   backend_vm *vm = t->data;
   if (vm->gone || vm->finished) return;
   if (!vm->kill_sent) {
-    log_info("%s: the VMM (pid %d) did not quit within %d ms: SIGKILL", vm->id, (int)vm->pid,
-             BACKEND_STOP_GRACE_MS);
+    log_info("%s: the VMM (pid %d) did not quit within %u ms: SIGKILL", vm->id, (int)vm->pid,
+             backend_stop_grace_ms());
     vm->kill_sent = true;
     vm_kill(vm);
     uv_timer_start(&vm->stop_timer, on_stop_timer, BACKEND_KILL_WAIT_MS, 0);
@@ -385,7 +394,7 @@ void backend_vm_stop(backend_vm *vm, backend_done_cb cb, void *ud) {
   vm->stop_timer_open = true;
   vm->refs++;
   if (vm->impl && vm->impl->request_quit) {
-    uv_timer_start(&vm->stop_timer, on_stop_timer, BACKEND_STOP_GRACE_MS, 0);
+    uv_timer_start(&vm->stop_timer, on_stop_timer, backend_stop_grace_ms(), 0);
   } else {
     vm->kill_sent = true;
     vm_kill(vm);

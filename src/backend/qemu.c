@@ -281,7 +281,7 @@ static int qmp_async(backend_vm *vm, const char *cmd, json_t *args /* stolen */,
 
 static void qemu_request_quit(backend_vm *vm) {
   /* its answer does not matter: the stop sequence watches the process */
-  if (qmp_async(vm, "quit", NULL, BACKEND_STOP_GRACE_MS, NULL, NULL, NULL) < 0)
+  if (qmp_async(vm, "quit", NULL, (int)backend_stop_grace_ms(), NULL, NULL, NULL) < 0)
     log_warn("%s: cannot send QMP quit; the VMM is killed after the grace", vm->id);
 }
 

@@ -17,6 +17,8 @@ int cmd_serve(int argc, char **argv) {
              "Environment: CLEANROOM_DATA_DIR, CLEANROOM_RUN_DIR, CLEANROOM_KERNEL_DIR,\n"
              "CLEANROOM_AGENT, CLEANROOM_ACCEL=kvm|tcg, CLEANROOM_BOOT_TIMEOUT_MS,\n"
              "CLEANROOM_VMM_USER (default cleanroom-vmm; empty: keep root),\n"
+             "CLEANROOM_STOP_GRACE_MS (QMP quit to SIGKILL, default 500),\n"
+             "CLEANROOM_TCG_TB_MIB (TCG translation cache, default 32),\n"
              "CLEANROOM_LOG=debug|info.\n");
       return 0;
     }

@@ -489,6 +489,20 @@ static void on_vm_ready(void *ud, backend_vm *vm, cr_error *err) {
 
 static const backend_events vm_events = {.ready = on_vm_ready, .exited = on_vm_exited};
 
+static void vm_config(sbx *s, backend_vm_config *cfg, const char *scratch);
+
+static void launch_vm(sbx *s, const char *scratch) {
+  backend_vm_config cfg;
+  vm_config(s, &cfg, scratch);
+  progress(s, "launch", "starting the VMM");
+  cr_error *lerr = NULL;
+  if (s->m->backend->launch(s->m->loop, &cfg, &vm_events, s, &s->vm, &lerr) < 0) {
+    s->vm = NULL;
+    set_failed(s, cr_error_reason(lerr), "%s", lerr ? lerr->message : "launch failed");
+    cr_error_free(lerr);
+  }
+}
+
 static void vm_config(sbx *s, backend_vm_config *cfg, const char *scratch) {
   sbx_manager *m = s->m;
   *cfg = (backend_vm_config){
@@ -562,14 +576,77 @@ static int scratch_template(char **ret, cr_error **err) {
   return 0;
 }
 
-static int ensure_boot_assets(sbx_manager *m, cr_error **err) {
-  if (m->assets) return 0;
+static int build_boot_assets(boot_assets **ret, cr_error **err) {
   _cleanup_free_ char *kdir = cr_kernel_dir();
   _cleanup_free_ char *agent = boot_find_agent();
   if (!agent)
     return cr_error_set(err, CR_E_AGENT_NOT_FOUND, 0,
                         "cleanroom-agent not found; set CLEANROOM_AGENT or reinstall cleanroom");
-  return boot_assets_ensure(kdir, agent, &m->assets, err);
+  return boot_assets_ensure(kdir, agent, ret, err);
+}
+
+/* ---- preparing a sandbox's files off the loop (thread pool): the boot
+ * assets (initramfs build, once), the scratch template (mkfs.ext4, once),
+ * the sparse copy of the scratch disk. */
+
+typedef struct prepare_work {
+  uv_work_t w;
+  sbx *s;
+  bool need_assets;
+  boot_assets *assets;
+  char *scratch; /* destination */
+  cr_error *err;
+} prepare_work;
+
+/* Serializes the shared, build-once files between worker threads. */
+static uv_mutex_t prepare_lock;
+static uv_once_t prepare_once = UV_ONCE_INIT;
+static void prepare_lock_init(void) { uv_mutex_init(&prepare_lock); }
+
+static void prepare_run(uv_work_t *w) {
+  prepare_work *pw = w->data;
+  _cleanup_free_ char *tmpl = NULL;
+  uv_mutex_lock(&prepare_lock);
+  int r = pw->need_assets ? build_boot_assets(&pw->assets, &pw->err) : 0;
+  if (r < 0)
+    cr_error_wrap(&pw->err, "preparing the boot assets");
+  else if ((r = scratch_template(&tmpl, &pw->err)) < 0)
+    cr_error_wrap(&pw->err, "scratch disk");
+  uv_mutex_unlock(&prepare_lock);
+  if (r < 0) return;
+  r = cr_copy_file_sparse(tmpl, pw->scratch, 0600);
+  if (r < 0) cr_error_set(&pw->err, CR_E_IO, -r, "preparing %s", pw->scratch);
+}
+
+static void launch_vm(sbx *s, const char *scratch);
+
+static void prepare_done(uv_work_t *w, int status) {
+  prepare_work *pw = w->data;
+  sbx *s = pw->s;
+  sbx_manager *m = s->m;
+  if (pw->assets) {
+    if (!m->assets)
+      m->assets = TAKE_PTR(pw->assets);
+    else
+      boot_assets_free(TAKE_PTR(pw->assets));
+  }
+  if (status < 0 && !pw->err) cr_error_set(&pw->err, CR_E_INTERNAL, -status, "preparing");
+  if (s->removed) {
+    cr_rm_rf(s->dir); /* the copy may have run after the removal */
+  } else if (s->state == SBX_PROVISIONING && pw->err) {
+    /* as before the create was asynchronous: no sandbox is left behind */
+    s->state = SBX_STOPPED;
+    registry_remove(m, s);
+    cr_rm_rf(s->dir);
+    notify_waiters(s, pw->err);
+    sbx_release(s);
+  } else if (s->state == SBX_PROVISIONING) {
+    launch_vm(s, pw->scratch);
+  }
+  cr_error_free(pw->err);
+  free(pw->scratch);
+  free(pw);
+  sbx_unref_handle_cb(s);
 }
 
 int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
@@ -585,7 +662,6 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
   if (!ref || !*ref) ref = DEFAULT_IMAGE;
   _cleanup_image_info_ image_info *img = NULL;
   if (image_lookup(ref, &img, err) < 0) return -1;
-  if (ensure_boot_assets(m, err) < 0) return cr_error_wrap(err, "preparing the boot assets");
   /* the policy's resources are minimums */
   json_t *res = json_object_get(psb, "resources");
   unsigned pv = (unsigned)json_integer_value(json_object_get(res, "vcpus"));
@@ -594,9 +670,6 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
   if (vcpus > 64 || mem < 64 || mem > 65536)
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
                         "vcpus must be 1-64 and memory 64-65536 MiB (got %u, %u)", vcpus, mem);
-  _cleanup_free_ char *scratch_tmpl = NULL;
-  if (scratch_template(&scratch_tmpl, err) < 0) return cr_error_wrap(err, "scratch disk");
-
   sbx *s = calloc(1, sizeof(*s));
   if (!s) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "sandbox");
   s->m = m;
@@ -614,31 +687,39 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
   if (asprintf(&s->ram_path, "/dev/shm/cleanroom-%s.ram", s->id) < 0) s->ram_path = NULL;
   s->progress_cb = progress_cb;
   s->progress_ud = ud;
-  int r = cr_mkdir_p(s->dir, 0700);
-  _cleanup_free_ char *scratch = cr_path_join(s->dir, "scratch.ext4");
-  if (r < 0 || (r = cr_copy_file_sparse(scratch_tmpl, scratch, 0600)) < 0) {
-    cr_error_set(err, CR_E_IO, -r, "preparing %s", s->dir);
-    cr_rm_rf(s->dir);
+  int r = s->dir ? cr_mkdir_p(s->dir, 0700) : -ENOMEM;
+  prepare_work *pw = r < 0 ? NULL : calloc(1, sizeof(*pw));
+  if (pw) pw->scratch = cr_path_join(s->dir, "scratch.ext4");
+  if (!pw || !pw->scratch) {
+    cr_error_set(err, CR_E_IO, r < 0 ? -r : ENOMEM, "preparing %s", s->dir ? s->dir : "sandbox");
+    if (pw) free(pw);
+    if (s->dir) cr_rm_rf(s->dir);
     sbx_free(s);
     return -1;
   }
   if (registry_add(m, s) < 0) {
     cr_rm_rf(s->dir);
+    free(pw->scratch);
+    free(pw);
     sbx_free(s);
     return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "sandbox registry");
   }
   save_state(s);
   sbx_when_ready(s, done, ud);
-
-  backend_vm_config cfg;
-  vm_config(s, &cfg, scratch);
-  progress(s, "launch", "starting the VMM");
+  /* the boot deadline covers the preparation too */
   start_boot_timer(s);
-  cr_error *lerr = NULL;
-  if (m->backend->launch(m->loop, &cfg, &vm_events, s, &s->vm, &lerr) < 0) {
-    s->vm = NULL;
-    set_failed(s, cr_error_reason(lerr), "%s", lerr ? lerr->message : "launch failed");
-    cr_error_free(lerr);
+  uv_once(&prepare_once, prepare_lock_init);
+  pw->s = s;
+  pw->need_assets = !m->assets;
+  pw->w.data = pw;
+  s->handles++;
+  progress(s, "prepare", "preparing the scratch disk");
+  r = uv_queue_work(m->loop, &pw->w, prepare_run, prepare_done);
+  if (r < 0) {
+    s->handles--;
+    free(pw->scratch);
+    free(pw);
+    set_failed(s, CR_E_INTERNAL, "cannot queue the preparation: %s", uv_strerror(r));
   }
   /* After return the caller may get the callback any time; progress
    * callbacks stop once ready/failed. */

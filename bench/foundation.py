@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Loop, exec overhead and VMM memory, in one run (issue 9's numbers).
+
+Through the real daemon's control API, for each TCG translation-cache size
+given (CLEANROOM_TCG_TB_MIB; QEMU 7.2's own default is 1024):
+  - an idle VMM's memory after boot and after 100 `exec true`: RSS, PSS and
+    anonymous (from /proc/<pid>/smaps_rollup; the guest RAM is the RAM file,
+    the translation cache is anonymous),
+  - `exec true` round trip via the control API (execution.create with
+    attach + the exit notification), median and p90, beside the guest's own
+    cost of spawning /bin/true (a shell loop of 200 inside the guest, timed
+    by the daemon): host overhead = round trip - guest spawn cost,
+  - `sandbox rm` (sandbox.terminate until answered, VMM gone) median.
+MCP's exec overhead is bench/mcp-exec.mjs (issue 10).
+
+Usage: bench/foundation.py [--tb 32,1024] [--execs 100] [--rm-runs 5] [--bin PATH]
+Needs an installed kernel (scripts/fetch-kernel.sh); imports the busybox test
+image into a temp dir. Prints one JSON object on the last line."""
+import argparse, base64, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
+
+here = os.path.dirname(os.path.abspath(__file__))
+root = os.path.dirname(here)
+ap = argparse.ArgumentParser()
+ap.add_argument("--tb", default="32,1024", help="comma-separated CLEANROOM_TCG_TB_MIB values")
+ap.add_argument("--execs", type=int, default=100)
+ap.add_argument("--rm-runs", type=int, default=5)
+ap.add_argument("--mem", type=int, default=512)
+ap.add_argument("--bin", default=shutil.which("cleanroom") or os.path.join(root, "build-release", "cleanroom"))
+a = ap.parse_args()
+
+tmp = tempfile.mkdtemp(prefix="cr-bench9-")
+base_env = dict(os.environ, CLEANROOM_DATA_DIR=f"{tmp}/data", CLEANROOM_RUN_DIR=f"{tmp}/run")
+base_env.setdefault("CLEANROOM_KERNEL_DIR", "/var/lib/cleanroom/kernels/current")
+base_env.pop("CLEANROOM_HOST", None)
+daemon = None
+
+
+class Api:
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX)
+        self.s.settimeout(300)
+        self.s.connect(path)
+        self.f = self.s.makefile("rw")
+        self.n = 0
+
+    def send(self, method, params):
+        self.n += 1
+        self.f.write(json.dumps({"jsonrpc": "2.0", "id": self.n, "method": method, "params": params}) + "\n")
+        self.f.flush()
+        return self.n
+
+    def call(self, method, params=None):
+        i = self.send(method, params or {})
+        while True:
+            m = json.loads(self.f.readline())
+            if m.get("id") == i:
+                if "error" in m:
+                    raise SystemExit(f"{method}: {m['error']}")
+                return m["result"]
+
+    def exec_attached(self, sid, argv):
+        """execution.create with attach; returns (round trip s, execution)."""
+        t0 = time.perf_counter()
+        i = self.send("execution.create", {"sandbox_id": sid, "argv": argv})
+        while True:
+            m = json.loads(self.f.readline())
+            if m.get("id") == i and "error" in m:
+                raise SystemExit(f"exec: {m['error']}")
+            if m.get("method") == "execution.exit":
+                return time.perf_counter() - t0, m["params"]["execution"]
+
+
+def mem(pid):
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            k, _, v = line.partition(":")
+            if k in ("Rss", "Pss", "Anonymous"):
+                out[k.lower() + "_mib"] = round(int(v.split()[0]) / 1024, 1)
+    return out
+
+
+def start_daemon(extra):
+    global daemon
+    env = dict(base_env, **extra)
+    daemon = subprocess.Popen([a.bin, "serve"], env=env, stderr=open(f"{tmp}/daemon.log", "a"))
+    for _ in range(800):
+        try:
+            return Api(f"{tmp}/run/cleanroom.sock")
+        except OSError:
+            time.sleep(0.025)
+    raise SystemExit("daemon did not start")
+
+
+def stop_daemon():
+    global daemon
+    if daemon:
+        daemon.terminate()
+        daemon.wait(30)
+        daemon = None
+
+
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(round(p * (len(v) - 1))))]
+
+
+result = {"tb": {}}
+try:
+    subprocess.run([os.path.join(root, "images/busybox/build.sh"), f"{tmp}/bb.tar"], check=True, capture_output=True)
+    subprocess.run([a.bin, "image", "import", f"{tmp}/bb.tar", "--ref", "bench/busybox"],
+                   env=base_env, check=True, capture_output=True)
+    for tb in [t for t in a.tb.split(",") if t]:
+        api = start_daemon({"CLEANROOM_TCG_TB_MIB": tb})
+        sb = api.call("sandbox.create", {"image": "bench/busybox", "memory_mib": a.mem})
+        sid, pid = sb["id"], sb["vmm_pid"]
+        time.sleep(1)  # let the freshly booted guest go idle (not a synchronization)
+        after_boot = mem(pid)
+        rt = []
+        for _ in range(a.execs):
+            t, ex = api.exec_attached(sid, ["true"])
+            if ex.get("exit_code") != 0:
+                raise SystemExit(f"exec true: {ex}")
+            rt.append(t * 1000)
+        n = 200
+        _, loop = api.exec_attached(sid, ["sh", "-c", f"i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"])
+        guest_ms = loop["timing_ms"]["run"] / n
+        time.sleep(1)
+        after_execs = mem(pid)
+        med = statistics.median(rt)
+        r = {"after_boot": after_boot, f"after_{a.execs}_execs": after_execs,
+             "exec_true_ms": {"median": round(med, 2), "p90": round(pct(rt, 0.9), 2)},
+             "guest_spawn_true_ms": round(guest_ms, 2),
+             "host_overhead_ms": round(med - guest_ms, 2)}
+        result["tb"][tb] = r
+        print(f"tb-size={tb} MiB: exec true median {med:.1f} ms (p90 {pct(rt, 0.9):.1f}), "
+              f"guest spawn of /bin/true {guest_ms:.2f} ms, host overhead {med - guest_ms:.1f} ms; "
+              f"VMM after boot rss/pss/anon {after_boot['rss_mib']}/{after_boot['pss_mib']}/{after_boot['anonymous_mib']} MiB, "
+              f"after {a.execs} execs {after_execs['rss_mib']}/{after_execs['pss_mib']}/{after_execs['anonymous_mib']} MiB",
+              flush=True)
+        api.call("sandbox.terminate", {"id": sid})
+        stop_daemon()
+    # sandbox rm: default settings
+    api = start_daemon({})
+    rms = []
+    for _ in range(a.rm_runs):
+        sb = api.call("sandbox.create", {"image": "bench/busybox", "memory_mib": 256})
+        api.exec_attached(sb["id"], ["true"])
+        t0 = time.perf_counter()
+        api.call("sandbox.terminate", {"id": sb["id"]})
+        rms.append((time.perf_counter() - t0) * 1000)
+        try:
+            os.kill(sb["vmm_pid"], 0)
+            raise SystemExit("the VMM is still running after sandbox.terminate answered")
+        except ProcessLookupError:
+            pass
+    stop_daemon()
+    result["sandbox_rm_ms"] = {"median": round(statistics.median(rms), 1), "max": round(max(rms), 1),
+                               "runs": len(rms), "goal": 100}
+    print(f"sandbox rm: median {statistics.median(rms):.1f} ms (max {max(rms):.1f}, {len(rms)} runs; "
+          f"goal <= 100 ms, ratio {statistics.median(rms) / 100:.2f})")
+    tbs = list(result["tb"])
+    if len(tbs) >= 2:
+        x, y = result["tb"][tbs[0]], result["tb"][tbs[-1]]
+        k = f"after_{a.execs}_execs"
+        print(f"tb {tbs[0]} vs {tbs[-1]}: anonymous after {a.execs} execs "
+              f"{x[k]['anonymous_mib']} vs {y[k]['anonymous_mib']} MiB (goal <= 64), exec median "
+              f"ratio {x['exec_true_ms']['median'] / y['exec_true_ms']['median']:.2f}")
+    print(json.dumps(result))
+finally:
+    stop_daemon()
+    shutil.rmtree(tmp, ignore_errors=True)
