@@ -216,13 +216,57 @@ static void notify_waiters(sbx *s, const cr_error *err) {
 
 static void finish_terminate(sbx *s);
 
+/* ---- removing files off the loop: unlinking a guest's RAM file or a
+ * sparse scratch disk frees their pages and extents, tens of ms each. */
+
+typedef struct rm_work {
+  uv_work_t w;
+  char *paths[2];
+} rm_work;
+
+static void rm_run(uv_work_t *w) {
+  rm_work *k = w->data;
+  for (size_t i = 0; i < ELEMENTSOF(k->paths); i++)
+    if (k->paths[i]) {
+      int r = cr_rm_rf(k->paths[i]);
+      if (r < 0) log_warn("removing %s: %s", k->paths[i], strerror(-r));
+    }
+}
+
+static void rm_done(uv_work_t *w, int status) {
+  rm_work *k = w->data;
+  for (size_t i = 0; i < ELEMENTSOF(k->paths); i++) free(k->paths[i]);
+  free(k);
+}
+
+/* Removes a and b (files or trees; either may be NULL) on the thread pool,
+ * or here when that is not possible. Takes the strings. */
+static void remove_later(uv_loop_t *loop, char *a, char *b) {
+  rm_work *k = calloc(1, sizeof(*k));
+  if (k) {
+    k->paths[0] = a;
+    k->paths[1] = b;
+    k->w.data = k;
+    if (uv_queue_work(loop, &k->w, rm_run, rm_done) == 0) return;
+  }
+  if (a) cr_rm_rf(a);
+  if (b) cr_rm_rf(b);
+  free(a);
+  free(b);
+  free(k);
+}
+
+static void unlink_ram_later(sbx *s) {
+  if (s->ram_path) remove_later(s->m->loop, strdup(s->ram_path), NULL);
+}
+
 /* The VMM is gone (stop() reported). */
 static void on_vm_stopped(void *ud, backend_vm *vm, cr_error *err) {
   sbx *s = ud;
   if (err) log_warn("sandbox %s: %s", s->id, err->message);
   cr_error_free(err);
   s->vm_stopping = false;
-  if (s->ram_path) unlink(s->ram_path);
+  if (!s->term_cb) unlink_ram_later(s); /* else finish_terminate removes it */
   if (s->fail_err) {
     cr_error *e = TAKE_PTR(s->fail_err);
     notify_waiters(s, e);
@@ -283,7 +327,7 @@ static void set_failed(sbx *s, const char *reason, const char *fmt, ...) {
     s->fail_err = e;
     return;
   }
-  if (s->ram_path) unlink(s->ram_path);
+  unlink_ram_later(s);
   notify_waiters(s, e);
   cr_error_free(e);
 }
@@ -734,15 +778,24 @@ void sbx_detach_progress(sbx *s) {
 static void finish_terminate(sbx *s) {
   sbx_terminate_cb cb = TAKE_PTR(s->term_cb);
   void *ud = s->term_ud;
-  if (s->ram_path) unlink(s->ram_path);
   cr_error *e = NULL;
   cr_error_set(&e, CR_E_SANDBOX_NOT_FOUND, 0, "sandbox %s was removed while starting", s->id);
   s->state = SBX_STOPPED;
   notify_waiters(s, e);
   cr_error_free(e);
-  int r = cr_rm_rf(s->dir);
+  /* the directory leaves its name at once (a rename), its contents and the
+   * RAM file go on the thread pool; a crash in between leaves a .trash-
+   * dir that the next daemon start removes */
   cr_error *err = NULL;
-  if (r < 0) cr_error_set(&err, CR_E_IO, -r, "removing the sandbox directory");
+  char *trash = NULL;
+  if (asprintf(&trash, "%s/.trash-%s", s->m->dir, s->id) < 0) trash = NULL;
+  if (!trash || rename(s->dir, trash) < 0) {
+    free(trash);
+    trash = NULL;
+    int r = errno == ENOENT ? 0 : cr_rm_rf(s->dir);
+    if (r < 0) cr_error_set(&err, CR_E_IO, -r, "removing the sandbox directory");
+  }
+  remove_later(s->m->loop, trash, s->ram_path ? strdup(s->ram_path) : NULL);
   sbx_release(s);
   cb(ud, err);
 }
@@ -878,8 +931,14 @@ int sbx_manager_load(sbx_manager *m, void (*settled)(void *ud), void *ud, cr_err
     return cr_error_set(err, CR_E_IO, errno, "reading %s", m->dir);
   }
   struct dirent *de;
-  while ((de = readdir(d)))
-    if (de->d_name[0] != '.') load_one(m, de->d_name);
+  while ((de = readdir(d))) {
+    if (!strncmp(de->d_name, ".trash-", 7)) {
+      _cleanup_free_ char *t = cr_path_join(m->dir, de->d_name);
+      if (t) cr_rm_rf(t); /* a removal the previous daemon did not finish */
+    } else if (de->d_name[0] != '.') {
+      load_one(m, de->d_name);
+    }
+  }
   closedir(d);
   settle_check(m);
   return 0;
