@@ -1,8 +1,13 @@
 #!/usr/bin/env node
 // Latency of MCP `tools/call exec` of `true` on a ready sandbox (through
-// `cleanroom mcp` -> daemon -> VM) beside a direct control-API
-// execution.create of the same command on the same sandbox. Prints the
-// median, p90 and min of N calls each (default 100) and the MCP overhead.
+// `cleanroom mcp` -> daemon -> VM), as `argv: ["true"]` and as
+// `command: "true"` (sh -c), beside a direct control-API execution.create of
+// the same command on the same sandbox. Prints the median, p90 and min of N
+// calls each (default 100), the MCP overhead and the command/argv ratio.
+// Then moves a 20 MiB binary file in and out through MCP (write_file in 4 MiB
+// pieces with append, read_file in 4 MiB pages) and through the control API
+// (file.write 3 MiB pieces, the most a 4 MiB line holds; file.read 8 MiB) and
+// prints MB/s and the MCP/API ratio.
 //
 //   CLEANROOM_BIN=build/cleanroom node bench/mcp-exec.mjs [N]
 //
@@ -93,13 +98,41 @@ async function main() {
   if (first.isError) throw new Error(first.content[0].text);
   const sandboxId = first.structuredContent.sandbox_id;
 
-  const mcp = [];
-  for (let i = 0; i < N; i++) {
-    const t0 = process.hrtime.bigint();
-    const r = await client.callTool({ name: 'exec', arguments: { argv: ['true'] } });
-    mcp.push(Number(process.hrtime.bigint() - t0) / 1e6);
-    if (r.structuredContent.exit_code !== 0) throw new Error('exec true failed');
+  const series = async (args) => {
+    const ms = [];
+    for (let i = 0; i < N; i++) {
+      const t0 = process.hrtime.bigint();
+      const r = await client.callTool({ name: 'exec', arguments: args });
+      ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      if (r.structuredContent.exit_code !== 0) throw new Error(`exec ${JSON.stringify(args)} failed`);
+    }
+    return ms;
+  };
+  const mcp = await series({ argv: ['true'] });
+  const mcpCmd = await series({ command: 'true' });
+
+  const MiB = 1 << 20;
+  const data = Buffer.alloc(20 * MiB);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 2654435761) >>> 24;
+  const secs = (t0) => Number(process.hrtime.bigint() - t0) / 1e9;
+  let t0 = process.hrtime.bigint();
+  for (let off = 0; off < data.length; off += 4 * MiB) {
+    const w = await client.callTool({ name: 'write_file', arguments: { path: '/tmp/bench.bin', encoding: 'base64',
+      content: data.subarray(off, off + 4 * MiB).toString('base64'), ...(off ? { append: true } : {}) } }, undefined, { timeout: 300_000 });
+    if (w.isError) throw new Error(w.content[0].text);
   }
+  const mcpWrite = secs(t0);
+  t0 = process.hrtime.bigint();
+  const parts = [];
+  for (let off = 0; ;) {
+    const r = await client.callTool({ name: 'read_file', arguments: { path: '/tmp/bench.bin', encoding: 'base64', offset: off, length: 4 * MiB } }, undefined, { timeout: 300_000 });
+    if (r.isError) throw new Error(r.content[0].text);
+    parts.push(Buffer.from(r.content[0].text, 'base64'));
+    if (r.structuredContent.eof) break;
+    off = r.structuredContent.next_offset;
+  }
+  const mcpRead = secs(t0);
+  if (!Buffer.concat(parts).equals(data)) throw new Error('MCP read back other bytes');
   await client.close();
 
   const api = apiConnection();
@@ -111,18 +144,41 @@ async function main() {
     direct.push(Number(process.hrtime.bigint() - t0) / 1e6);
     if (ex.exit_code !== 0) throw new Error('execution of true failed');
   }
+  t0 = process.hrtime.bigint();
+  for (let off = 0; off < data.length; off += 3 * MiB) {
+    const w = await api.call('file.write', { sandbox_id: sandboxId, path: '/tmp/bench2.bin',
+      data: data.subarray(off, off + 3 * MiB).toString('base64'), append: off > 0 });
+    if (w.error) throw new Error(JSON.stringify(w.error));
+  }
+  const apiWrite = secs(t0);
+  t0 = process.hrtime.bigint();
+  const aparts = [];
+  for (let off = 0; off < data.length; off += 8 * MiB) {
+    const r = await api.call('file.read', { sandbox_id: sandboxId, path: '/tmp/bench2.bin', offset: off, length: 8 * MiB });
+    if (r.error) throw new Error(JSON.stringify(r.error));
+    aparts.push(Buffer.from(r.result.data, 'base64'));
+  }
+  const apiRead = secs(t0);
+  if (!Buffer.concat(aparts).equals(data)) throw new Error('API read back other bytes');
   await api.call('sandbox.terminate', { id: sandboxId });
   const info = await api.call('system.info', {});
   api.close();
   try { process.kill(info.result.pid, 'SIGTERM'); } catch { /* gone */ }
 
-  const m = stats(mcp), d = stats(direct);
+  const m = stats(mcp), c = stats(mcpCmd), d = stats(direct);
   const fmt = (x) => x.toFixed(2);
   console.log(`exec true, ${N} calls each, on a ready sandbox (ms):`);
-  console.log(`  mcp tools/call exec   median ${fmt(m.median)}  p90 ${fmt(m.p90)}  min ${fmt(m.min)}`);
-  console.log(`  control API execution median ${fmt(d.median)}  p90 ${fmt(d.p90)}  min ${fmt(d.min)}`);
+  console.log(`  mcp exec argv:["true"]  median ${fmt(m.median)}  p90 ${fmt(m.p90)}  min ${fmt(m.min)}`);
+  console.log(`  mcp exec command:"true" median ${fmt(c.median)}  p90 ${fmt(c.p90)}  min ${fmt(c.min)}`);
+  console.log(`  control API execution   median ${fmt(d.median)}  p90 ${fmt(d.p90)}  min ${fmt(d.min)}`);
   console.log(`  mcp overhead (median) ${fmt(m.median - d.median)} ms (x${(m.median / d.median).toFixed(2)})`);
-  console.log(JSON.stringify({ bench: 'mcp-exec', n: N, mcp_ms: m, api_ms: d }));
+  console.log(`  command/argv (median) x${(c.median / m.median).toFixed(2)}`);
+  const mb = (s) => (20 * MiB / 1e6 / s).toFixed(1);
+  console.log(`20 MiB binary file: MCP write ${mb(mcpWrite)} MB/s, read ${mb(mcpRead)} MB/s; ` +
+    `control API write ${mb(apiWrite)} MB/s, read ${mb(apiRead)} MB/s; ` +
+    `MCP/API write x${(apiWrite / mcpWrite).toFixed(2)}, read x${(apiRead / mcpRead).toFixed(2)}`);
+  console.log(JSON.stringify({ bench: 'mcp-exec', n: N, mcp_ms: m, mcp_command_ms: c, api_ms: d,
+    file_20mib_s: { mcp_write: mcpWrite, mcp_read: mcpRead, api_write: apiWrite, api_read: apiRead } }));
 }
 
 try {

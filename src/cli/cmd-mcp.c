@@ -20,7 +20,8 @@
 
 static void help(FILE *f) {
   fprintf(f,
-          "Usage: cleanroom mcp [options]\n\n"
+          "Usage: cleanroom mcp [--repo DIR] [--sandbox ID|NAME | --name NAME]\n"
+          "                     [--idle-timeout DURATION] [options]\n\n"
           "Serve the Model Context Protocol on stdin/stdout for an agent (Claude Code,\n"
           "VS Code, Cursor, Codex, ...). Tools run commands and edit files in a sandbox\n"
           "(a microVM); see docs/mcp.md. The daemon is started when it is not running.\n\n"
@@ -30,6 +31,17 @@ static void help(FILE *f) {
           "  --image REF      image for the session's sandbox (default: the policy's\n"
           "                   image, else the daemon's default)\n"
           "  --policy FILE    policy file (default: cleanroom.yaml of the repository)\n"
+          "  --sandbox ID|NAME  use this existing sandbox as the session's default\n"
+          "                   (never creates one; a name is one given with --name)\n"
+          "  --name NAME      find-or-create: the session's default sandbox is the one\n"
+          "                   created under NAME before, if it still exists, else a new\n"
+          "                   one remembered under NAME (reconnecting agents get their\n"
+          "                   sandbox back)\n"
+          "  --idle-timeout DURATION  remove the sandbox this session created (or found\n"
+          "                   by --name) once no session has used it for DURATION\n"
+          "                   (e.g. 90s, 30m, 2h; 0 = never; default: the daemon's\n"
+          "                   CLEANROOM_MCP_IDLE_TIMEOUT seconds, else 30m). Never while\n"
+          "                   a session is attached; --sandbox sandboxes are never removed\n"
           "  --host HOST      daemon socket (unix:/path); default $CLEANROOM_HOST or the\n"
           "                   local daemon, started on demand\n"
           "  -h, --help       show this help\n\n"
@@ -81,13 +93,32 @@ static int build_config(const char *repo_arg, const char *image, const char *pol
   return 0;
 }
 
+/* "90", "90s", "30m", "2h" -> ms; -1 when malformed. */
+static long long parse_duration_ms(const char *s) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s || v < 0) return -1;
+  long long mul = 1000;
+  if (!strcmp(end, "ms")) mul = 1;
+  else if (!*end || !strcmp(end, "s")) mul = 1000;
+  else if (!strcmp(end, "m")) mul = 60000;
+  else if (!strcmp(end, "h")) mul = 3600000;
+  else return -1;
+  if (v > 30LL * 24 * 3600 * 1000 / mul) return -1;
+  return v * mul;
+}
+
 int cmd_mcp(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
     help(stdout);
     return 0;
   }
-  enum { O_REPO = 1000, O_IMAGE, O_POLICY, O_HOST };
+  enum { O_REPO = 1000, O_IMAGE, O_POLICY, O_HOST, O_SANDBOX, O_NAME, O_IDLE };
   static const struct option opts[] = {
+      {"sandbox", required_argument, NULL, O_SANDBOX},
+      {"name", required_argument, NULL, O_NAME},
+      {"idle-timeout", required_argument, NULL, O_IDLE},
       {"repo", required_argument, NULL, O_REPO},
       {"image", required_argument, NULL, O_IMAGE},
       {"policy", required_argument, NULL, O_POLICY},
@@ -95,6 +126,8 @@ int cmd_mcp(int argc, char **argv) {
       {0},
   };
   const char *repo = NULL, *image = NULL, *policy_path = NULL, *host = NULL;
+  const char *sandbox = NULL, *name = NULL;
+  long long idle_ms = -1;
   opterr = 0;
   int o;
   while ((o = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
@@ -103,6 +136,16 @@ int cmd_mcp(int argc, char **argv) {
     case O_IMAGE: image = optarg; break;
     case O_POLICY: policy_path = optarg; break;
     case O_HOST: host = optarg; break;
+    case O_SANDBOX: sandbox = optarg; break;
+    case O_NAME: name = optarg; break;
+    case O_IDLE:
+      idle_ms = parse_duration_ms(optarg);
+      if (idle_ms < 0) {
+        fprintf(stderr, "cleanroom: invalid_argument: --idle-timeout %s: want a duration like "
+                        "90s, 30m, 2h or 0\n", optarg);
+        return CLI_EXIT_USAGE;
+      }
+      break;
     default:
       fprintf(stderr, "cleanroom: invalid_argument: unknown option '%s'; see "
                       "'cleanroom mcp --help'\n", argv[optind - 1]);
@@ -117,7 +160,18 @@ int cmd_mcp(int argc, char **argv) {
 
   _cleanup_error_ cr_error *err = NULL;
   _cleanup_json_ json_t *cfg = NULL;
+  if (sandbox && name) {
+    fprintf(stderr, "cleanroom: invalid_argument: give --sandbox or --name, not both\n");
+    return CLI_EXIT_USAGE;
+  }
+  if ((name && (!*name || strlen(name) > 128)) || (sandbox && !*sandbox)) {
+    fprintf(stderr, "cleanroom: invalid_argument: --name/--sandbox must be 1-128 characters\n");
+    return CLI_EXIT_USAGE;
+  }
   if (build_config(repo, image, policy_path, &cfg, &err) < 0) return cli_fail(err);
+  if (sandbox) json_object_set_new(cfg, "sandbox", json_string(sandbox));
+  if (name) json_object_set_new(cfg, "name", json_string(name));
+  if (idle_ms >= 0) json_object_set_new(cfg, "idle_timeout_ms", json_integer(idle_ms));
 
   _cleanup_api_client_ api_client *c = NULL;
   if (api_client_connect(host, host == NULL, &c, &err) < 0) return cli_fail(err);

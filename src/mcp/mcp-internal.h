@@ -97,6 +97,7 @@ struct mcp_call {
   bool timer_active;
   /* tool-specific scratch */
   json_t *scratch;
+  void (*helper_done)(void); /* tools.c run_helper(): its callback */
 };
 
 struct mcp_session {
@@ -114,6 +115,9 @@ struct mcp_session {
   json_t *config;         /* from cleanroom/configure */
   char *default_sandbox;
   bool default_creating;
+  bool pinned;              /* default given by cleanroom mcp --sandbox */
+  char *attached;           /* the sandbox this session counts as attached to */
+  uint64_t idle_timeout_ms; /* for sandboxes this session makes its default */
   mcp_call *waiters;
   mcp_call *calls;
   json_int_t next_api_id;
@@ -165,6 +169,22 @@ void mcp_outbuf_add(mcp_outbuf *b, const char *data, size_t len);
 /* Head + marker + tail as text; *ret_dropped = bytes left out. */
 json_t *mcp_outbuf_text(const mcp_outbuf *b, const char *stream, uint64_t *ret_dropped);
 void mcp_outbuf_done(mcp_outbuf *b);
+
+/* hygiene.c: attachments, names, idle removal (see the file). */
+/* Counts s as attached to sandbox id (one at a time). A session_default
+ * sandbox gets s->idle_timeout_ms: removed that long after the last session
+ * detached. */
+void mcp_session_attach(mcp_session *s, const char *id, bool session_default);
+void mcp_session_detach(mcp_session *s);
+/* The sandbox was removed: drop its attachment record and names. */
+void mcp_sandbox_forget(const char *id);
+/* Sessions attached to id now. */
+int mcp_sandbox_attached(const char *id);
+char *mcp_name_lookup(const char *name);
+void mcp_name_set(const char *name, const char *id /* NULL: remove */);
+/* The daemon's default idle timeout (CLEANROOM_MCP_IDLE_TIMEOUT seconds,
+ * default 1800; 0 = never). */
+uint64_t mcp_default_idle_timeout_ms(void);
 
 /* schema.c: returns NULL when v matches, else a message (static or in buf). */
 const char *mcp_schema_check(json_t *schema, json_t *v, char *buf, size_t buflen);

@@ -31,7 +31,8 @@ static const char instructions[] =
     "exited; `exec_write` feeds stdin, `exec_kill` stops it.\n"
     "- Files: `read_file` (text by line range, or base64 with offset/length: "
     "page with next_offset until eof is true), `write_file` (at most 4 MiB per "
-    "call; append:true for the next pieces), `edit_file` (exact old_string -> new_string; read the file "
+    "call; append:true for the next pieces), `file_move`, `file_delete`, "
+    "`search_files` (grep -E, bounded), `edit_file` (exact old_string -> new_string; read the file "
     "first), `list_files`.\n"
     "- `sandbox_create` makes additional sandboxes (pass their sandbox_id to "
     "other tools), `sandbox_list`/`sandbox_inspect` show state, `sandbox_remove` "
@@ -49,6 +50,7 @@ uint64_t mcp_now_ms(void) {
 
 static void session_free(mcp_session *s) {
   free(s->legacy_version);
+  free(s->attached);
   free(s->default_sandbox);
   json_decref(s->config);
   free(s);
@@ -70,6 +72,7 @@ mcp_session *mcp_session_new_with_dispatch(daemon_ctx *d, mcp_dispatch_fn dispat
   s->loop = uv_default_loop();
   s->refs = 1;
   s->log_level = 1; /* info */
+  s->idle_timeout_ms = mcp_default_idle_timeout_ms();
   return s;
 }
 
@@ -323,9 +326,18 @@ void mcp_call_fail_api(mcp_call *c, json_t *msg) {
   if (!reason) reason = json_integer_value(json_object_get(e, "code")) == API_INVALID_PARAMS
                             ? CR_E_INVALID_ARGUMENT
                             : CR_E_INTERNAL;
-  /* the default sandbox went away: make the next call create a new one */
+  /* the default sandbox went away: make the next call create a new one
+   * (unless it was given with --sandbox: then say so) */
   if (c->used_default && !strcmp(reason, CR_E_SANDBOX_NOT_FOUND) && c->s->default_sandbox &&
       c->sandbox_id && !strcmp(c->s->default_sandbox, c->sandbox_id)) {
+    if (c->s->pinned) {
+      mcp_call_fail(c, reason, "%s (this session was started with --sandbox %s, which does "
+                    "not exist (any more); pass another sandbox_id, or create one with "
+                    "sandbox_create)", message ? message : "sandbox not found", c->sandbox_id);
+      return;
+    }
+    mcp_session_detach(c->s);
+    mcp_sandbox_forget(c->sandbox_id);
     free(c->s->default_sandbox);
     c->s->default_sandbox = NULL;
     mcp_call_fail(c, reason, "%s (this session's default sandbox is gone; the next call "
@@ -387,6 +399,9 @@ static bool default_created(mcp_op *op, json_t *msg, bool is_response) {
   if (!mcp_is_error(msg) && id) {
     free(s->default_sandbox);
     s->default_sandbox = strdup(id);
+    const char *name = json_string_value(json_object_get(s->config, "name"));
+    if (name) mcp_name_set(name, id);
+    mcp_session_attach(s, id, true);
   }
   while (w) {
     mcp_call *next = w->next_waiter;
@@ -404,6 +419,25 @@ static bool default_created(mcp_op *op, json_t *msg, bool is_response) {
   return true;
 }
 
+static void create_default(mcp_session *s, mcp_call *c);
+
+/* --name: the sandbox the name points at, if it still exists */
+static bool named_found(mcp_op *op, json_t *msg, bool is_response) {
+  if (!is_response) return false;
+  mcp_session *s = op->s;
+  const char *id = json_string_value(json_object_get(mcp_result_of(msg), "id"));
+  const char *state = json_string_value(json_object_get(mcp_result_of(msg), "state"));
+  bool usable = !mcp_is_error(msg) && id && state && strcmp(state, "failed") &&
+                strcmp(state, "terminated") && strcmp(state, "stopped");
+  if (!usable) {
+    create_default(s, s->waiters);
+    return true;
+  }
+  /* as if created: the same path runs the waiters */
+  default_created(op, msg, true);
+  return true;
+}
+
 static void wait_for_default(mcp_call *c) {
   mcp_session *s = c->s;
   mcp_call_ref(c);
@@ -413,7 +447,18 @@ static void wait_for_default(mcp_call *c) {
   *p = c;
   if (s->default_creating) return;
   s->default_creating = true;
-  mcp_call_progress(c, "creating this session's default sandbox");
+  const char *name = json_string_value(json_object_get(s->config, "name"));
+  _cleanup_free_ char *known = name ? mcp_name_lookup(name) : NULL;
+  if (known) {
+    mcp_call_progress(c, "looking up this session's named sandbox");
+    mcp_api(s, NULL, "sandbox.get", json_pack("{s:s}", "id", known), named_found);
+    return;
+  }
+  create_default(s, c);
+}
+
+static void create_default(mcp_session *s, mcp_call *c) {
+  if (c) mcp_call_progress(c, "creating this session's default sandbox");
   json_t *params = json_object();
   json_t *image = json_object_get(s->config, "image");
   json_t *policy = json_object_get(s->config, "policy");
@@ -688,6 +733,18 @@ static void handle_configure(mcp_session *s, json_t *params) {
   json_decref(s->config);
   s->config = json_deep_copy(params);
   json_object_del(s->config, "_meta");
+  json_t *idle = json_object_get(s->config, "idle_timeout_ms");
+  if (json_is_integer(idle) && json_integer_value(idle) >= 0)
+    s->idle_timeout_ms = (uint64_t)json_integer_value(idle);
+  /* --sandbox ID|NAME: the default is that sandbox, never a new one */
+  const char *pin = json_string_value(json_object_get(s->config, "sandbox"));
+  if (pin && *pin) {
+    _cleanup_free_ char *named = mcp_name_lookup(pin);
+    free(s->default_sandbox);
+    s->default_sandbox = strdup(named ? named : pin);
+    s->pinned = true;
+    mcp_session_attach(s, s->default_sandbox, false);
+  }
 }
 
 static void kill_execution(mcp_session *s, mcp_call *c);
@@ -857,6 +914,7 @@ bool mcp_is_session_start(const json_t *first_msg) {
 void mcp_session_close(mcp_session *s) {
   if (!s || s->closed) return;
   s->closed = true;
+  mcp_session_detach(s);
   /* kill what is still running; finished calls release their list ref */
   mcp_call *c = s->calls;
   while (c) {

@@ -283,7 +283,10 @@ static bool sandbox_created(mcp_op *op, json_t *msg, bool is_response) {
     return false;
   }
   const char *id = json_string_value(json_object_get(mcp_result_of(msg), "id"));
-  if (!mcp_is_error(msg) && id && !c->s->default_sandbox) c->s->default_sandbox = strdup(id);
+  if (!mcp_is_error(msg) && id && !c->s->default_sandbox) {
+    c->s->default_sandbox = strdup(id);
+    mcp_session_attach(c->s, id, true);
+  }
   return finish_with_result(op, msg, is_response);
 }
 
@@ -304,17 +307,57 @@ static void sandbox_list_run(mcp_call *c) {
   mcp_api(c->s, c, "sandbox.list", json_object(), finish_with_result);
 }
 
+/* What the sandbox may reach: from its compiled policy (deny by default). */
+static json_t *network_summary(json_t *sandbox) {
+  json_t *net = json_object_get(json_object_get(json_object_get(sandbox, "policy"), "sandbox"),
+                                "network");
+  json_t *n = json_object();
+  if (!json_is_object(net)) {
+    json_object_set_new(n, "default", json_string("deny"));
+    json_object_set_new(n, "allow", json_array());
+    json_object_set_new(n, "summary", json_string("no policy: no egress at all"));
+    return n;
+  }
+  const char *def = json_string_value(json_object_get(net, "default"));
+  json_object_set_new(n, "default", json_string(def ? def : "deny"));
+  json_t *allow = json_array();
+  size_t i;
+  json_t *r;
+  json_array_foreach(json_object_get(net, "allow"), i, r) {
+    const char *host = json_string_value(json_object_get(r, "host"));
+    if (host) json_array_append_new(allow, json_string(host));
+  }
+  char buf[200];
+  snprintf(buf, sizeof(buf), "%s by default; %zu allow rule(s)", def && !strcmp(def, "allow")
+           ? "egress allowed" : "egress denied", json_array_size(allow));
+  json_object_set_new(n, "allow", allow);
+  json_object_set_new(n, "summary", json_string(buf));
+  return n;
+}
+
+static bool inspected(mcp_op *op, json_t *msg, bool is_response) {
+  if (!is_response) return false;
+  if (failed_response(op, msg)) return true;
+  json_t *r = json_deep_copy(mcp_result_of(msg));
+  if (!json_object_get(r, "network")) json_object_set_new(r, "network", network_summary(r));
+  mcp_call_finish_structured(op->call, r);
+  return true;
+}
+
 static void sandbox_inspect_run(mcp_call *c) {
-  mcp_api(c->s, c, "sandbox.get", json_pack("{s:s}", "id", c->sandbox_id), finish_with_result);
+  mcp_api(c->s, c, "sandbox.get", json_pack("{s:s}", "id", c->sandbox_id), inspected);
 }
 
 static bool sandbox_removed(mcp_op *op, json_t *msg, bool is_response) {
   mcp_call *c = op->call;
   if (is_response && !mcp_is_error(msg) && c->s->default_sandbox &&
       !strcmp(c->s->default_sandbox, c->sandbox_id)) {
+    mcp_session_detach(c->s);
     free(c->s->default_sandbox);
     c->s->default_sandbox = NULL;
+    c->s->pinned = false;
   }
+  if (is_response && !mcp_is_error(msg)) mcp_sandbox_forget(c->sandbox_id);
   return finish_with_result(op, msg, is_response);
 }
 
@@ -909,6 +952,267 @@ static void list_files_run(mcp_call *c) {
           listed);
 }
 
+/* ---- file_delete, file_move, search_files: guest programs run with argv ----
+ * (rm, mv, find + grep of the image; busybox has them all). The program's
+ * exit status and stderr become the answer. */
+
+#define SEARCH_DEFAULT_RESULTS 200
+#define SEARCH_MAX_RESULTS 2000
+#define SEARCH_MAX_LINE 400
+#define HELPER_OUTPUT (512u * 1024)
+
+static const char file_delete_input[] =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"path\":{\"type\":\"string\",\"minLength\":1,\"description\":\"Absolute path in the "
+    "sandbox.\"},"
+    "\"recursive\":{\"type\":\"boolean\",\"description\":\"Delete a directory with everything "
+    "in it (default false: files and empty directories only).\"}," SANDBOX_ID_PROP
+    "},\"required\":[\"path\"],\"additionalProperties\":false}";
+
+static const char file_move_input[] =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"from\":{\"type\":\"string\",\"minLength\":1,\"description\":\"Absolute source path.\"},"
+    "\"to\":{\"type\":\"string\",\"minLength\":1,\"description\":\"Absolute destination "
+    "path.\"},"
+    "\"overwrite\":{\"type\":\"boolean\",\"description\":\"Replace an existing destination "
+    "(default false: fail).\"}," SANDBOX_ID_PROP
+    "},\"required\":[\"from\",\"to\"],\"additionalProperties\":false}";
+
+static const char search_files_input[] =
+    "{\"type\":\"object\",\"properties\":{"
+    "\"pattern\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":1000,\"description\":"
+    "\"Extended regular expression (grep -E) matched against each line.\"},"
+    "\"path\":{\"type\":\"string\",\"description\":\"Directory or file to search (default "
+    "/).\"},"
+    "\"glob\":{\"type\":\"string\",\"description\":\"Only files whose name matches this "
+    "shell glob, e.g. *.c\"},"
+    "\"case_insensitive\":{\"type\":\"boolean\"},"
+    "\"max_results\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":2000,\"description\":"
+    "\"At most this many matching lines (default 200, at most 2000); lines are cut at 400 "
+    "bytes.\"}," SANDBOX_ID_PROP
+    "},\"required\":[\"pattern\"],\"additionalProperties\":false}";
+
+static const char search_files_output[] =
+    "{\"type\":\"object\",\"properties\":{\"matches\":{\"type\":\"array\",\"items\":{\"type\":"
+    "\"object\",\"properties\":{\"path\":{\"type\":\"string\"},\"line\":{\"type\":\"integer\"},"
+    "\"text\":{\"type\":\"string\"}}}},\"truncated\":{\"type\":\"boolean\"}},"
+    "\"required\":[\"matches\",\"truncated\"]}";
+
+static const char process_list_output[] =
+    "{\"type\":\"object\",\"properties\":{\"executions\":{\"type\":\"array\"},"
+    "\"running\":{\"type\":\"integer\"}},\"required\":[\"executions\"]}";
+
+static const char *check_abs(json_t *args) {
+  static const char *const keys[] = {"path", "from", "to"};
+  for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+    const char *p = json_string_value(json_object_get(args, keys[i]));
+    if (p && p[0] != '/') return "paths must be absolute (start with /)";
+  }
+  const char *p = json_string_value(json_object_get(args, "path"));
+  if (p && !strcmp(p, "/") && json_object_get(args, "recursive")) return "refusing to delete /";
+  return NULL;
+}
+
+/* Runs argv in the sandbox; done(c, exit_code, stdout, stderr) on exit. */
+typedef void (*helper_done_fn)(mcp_call *c, int code, const char *out, size_t out_len,
+                               const char *err, size_t err_len);
+
+static bool helper_msg(mcp_op *op, json_t *msg, bool is_response) {
+  mcp_call *c = op->call;
+  if (is_response) {
+    if (mcp_is_error(msg)) {
+      mcp_call_fail_api(c, msg);
+      return true;
+    }
+    return false;
+  }
+  const char *method = json_string_value(json_object_get(msg, "method"));
+  json_t *p = json_object_get(msg, "params");
+  if (!method || !mcp_call_alive(c)) return false;
+  if (!strcmp(method, "execution.output")) {
+    const char *data = json_string_value(json_object_get(p, "data"));
+    const char *stream = json_string_value(json_object_get(p, "stream"));
+    unsigned char *raw = NULL;
+    size_t n = 0;
+    if (!data || cr_base64_decode_lenient(data, strlen(data), &raw, &n) < 0) return false;
+    mcp_outbuf_add(&c->out[stream && !strcmp(stream, "stderr")], (const char *)raw, n);
+    free(raw);
+    return false;
+  }
+  if (!strcmp(method, "execution.exit")) {
+    json_t *ex = json_object_get(p, "execution");
+    json_t *code = json_object_get(ex, "exit_code");
+    helper_done_fn done = (helper_done_fn)c->helper_done;
+    mcp_outbuf *o = &c->out[0], *e = &c->out[1];
+    if (!json_is_integer(code)) {
+      const char *m = json_string_value(json_object_get(ex, "message"));
+      mcp_call_fail(c, CR_E_INTERNAL, "the helper command did not run: %s", m ? m : "no exit code");
+      return true;
+    }
+    /* the head part of the buffer holds everything up to its cap */
+    done(c, (int)json_integer_value(code), o->head ? o->head : "", o->head_len,
+         e->head ? e->head : "", e->head_len);
+    return true;
+  }
+  return false;
+}
+
+static void run_helper(mcp_call *c, json_t *argv /* stolen */, helper_done_fn done) {
+  mcp_outbuf_init(&c->out[0], HELPER_OUTPUT * 2);
+  mcp_outbuf_init(&c->out[1], 8192);
+  c->helper_done = (void (*)(void))done;
+  json_t *p = json_pack("{s:s, s:o, s:b, s:I}", "sandbox_id", c->sandbox_id, "argv", argv,
+                        "attach", 1, "timeout_ms", (json_int_t)60000);
+  mcp_api(c->s, c, "execution.create", p, helper_msg);
+}
+
+static void helper_fail(mcp_call *c, const char *what, const char *err, size_t err_len) {
+  _cleanup_free_ char *e = mcp_utf8_lossy(err, MIN(err_len, 1000), NULL);
+  while (e && *e && e[strlen(e) - 1] == '\n') e[strlen(e) - 1] = 0;
+  const char *reason = e && (strstr(e, "No such file") || strstr(e, "can't stat") ||
+                             strstr(e, "can't remove"))
+                           ? CR_E_FILE_NOT_FOUND
+                           : CR_E_FILE_ERROR;
+  mcp_call_fail(c, reason, "%s: %s", what, e && *e ? e : "failed");
+}
+
+static void deleted(mcp_call *c, int code, const char *out, size_t out_len, const char *err,
+                    size_t err_len) {
+  if (code != 0) return helper_fail(c, arg_str(c, "path"), err, err_len);
+  mcp_call_finish_structured(c, json_pack("{s:s, s:b}", "path", arg_str(c, "path"), "deleted", 1));
+}
+
+static void file_delete_run(mcp_call *c) {
+  const char *path = arg_str(c, "path");
+  json_t *argv = arg_bool(c, "recursive") ? json_pack("[s, s, s, s]", "rm", "-r", "--", path)
+                                          : json_pack("[s, s, s, s, s]", "sh", "-c",
+                                                      "if [ -d \"$1\" ] && [ ! -L \"$1\" ]; then "
+                                                      "rmdir -- \"$1\"; else rm -- \"$1\"; fi",
+                                                      "sh", path);
+  run_helper(c, argv, deleted);
+}
+
+static void moved(mcp_call *c, int code, const char *out, size_t out_len, const char *err,
+                  size_t err_len) {
+  if (code == 17) {
+    mcp_call_fail(c, CR_E_FILE_ERROR, "%s exists; pass overwrite:true to replace it",
+                  arg_str(c, "to"));
+    return;
+  }
+  if (code != 0) return helper_fail(c, arg_str(c, "from"), err, err_len);
+  mcp_call_finish_structured(c, json_pack("{s:s, s:s}", "from", arg_str(c, "from"), "to",
+                                          arg_str(c, "to")));
+}
+
+static void file_move_run(mcp_call *c) {
+  const char *script = arg_bool(c, "overwrite")
+                           ? "mv -f -- \"$1\" \"$2\""
+                           : "if [ -e \"$2\" ] || [ -L \"$2\" ]; then exit 17; fi; mv -- \"$1\" \"$2\"";
+  run_helper(c, json_pack("[s, s, s, s, s, s]", "sh", "-c", script, "sh", arg_str(c, "from"),
+                          arg_str(c, "to")),
+             moved);
+}
+
+static void searched(mcp_call *c, int code, const char *out, size_t out_len, const char *err,
+                     size_t err_len) {
+  /* grep: 0 matches found, 1 none; find may say 1 for unreadable dirs */
+  if (code > 1 && out_len == 0) return helper_fail(c, "search_files", err, err_len);
+  size_t max = (size_t)arg_int(c, "max_results", SEARCH_DEFAULT_RESULTS);
+  json_t *matches = json_array();
+  bool truncated = false;
+  const char *p = out, *end = out + out_len;
+  while (p < end) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (!nl) { /* a cut line at the cap */
+      truncated = true;
+      break;
+    }
+    if (json_array_size(matches) >= max) {
+      truncated = true;
+      break;
+    }
+    /* path:line:text (paths with ':' are split at the first ":<digits>:") */
+    const char *q = p;
+    const char *c1 = NULL;
+    while ((q = memchr(q, ':', (size_t)(nl - q)))) {
+      const char *d = q + 1;
+      while (d < nl && *d >= '0' && *d <= '9') d++;
+      if (d > q + 1 && d < nl && *d == ':') {
+        c1 = q;
+        break;
+      }
+      q++;
+    }
+    if (c1) {
+      const char *num = c1 + 1;
+      const char *c2 = memchr(num, ':', (size_t)(nl - num));
+      size_t tl = (size_t)(nl - c2 - 1);
+      json_t *path = mcp_text_json(p, (size_t)(c1 - p));
+      json_t *text = mcp_text_json(c2 + 1, MIN(tl, SEARCH_MAX_LINE));
+      json_array_append_new(matches, json_pack("{s:o, s:I, s:o}", "path", path, "line",
+                                               (json_int_t)strtoll(num, NULL, 10), "text", text));
+    }
+    p = nl + 1;
+  }
+  if (c->out[0].total > out_len) truncated = true;
+  mcp_call_finish_structured(c, json_pack("{s:o, s:b}", "matches", matches, "truncated", truncated));
+}
+
+static void search_files_run(mcp_call *c) {
+  size_t max = (size_t)arg_int(c, "max_results", SEARCH_DEFAULT_RESULTS);
+  char head[32];
+  snprintf(head, sizeof(head), "%zu", max + 1);
+  /* find prunes nothing but /proc and /sys; grep -I skips binary files where supported */
+  const char *script =
+      "p=$1; g=$2; pat=$3; n=$4; fl=-nHE; [ \"$5\" = 1 ] && fl=-nHEi; "
+      "find \"$p\" \\( -path /proc -o -path /sys -o -path /dev \\) -prune -o -type f "
+      "-name \"$g\" -exec grep $fl -e \"$pat\" -- {} + 2>/dev/null | head -n \"$n\"";
+  run_helper(c, json_pack("[s, s, s, s, s, s, s, s, s]", "sh", "-c", script, "sh",
+                          arg_str(c, "path") ?: "/", arg_str(c, "glob") ?: "*",
+                          arg_str(c, "pattern"), head, arg_bool(c, "case_insensitive") ? "1" : "0"),
+             searched);
+}
+
+static const char *check_search(json_t *args) {
+  const char *p = json_string_value(json_object_get(args, "path"));
+  if (p && p[0] != '/') return "'path' must be absolute";
+  return NULL;
+}
+
+/* ---- process_list ---- */
+
+static bool processes_listed(mcp_op *op, json_t *msg, bool is_response) {
+  if (!is_response) return false;
+  mcp_call *c = op->call;
+  if (failed_response(op, msg)) return true;
+  json_t *all = json_object_get(mcp_result_of(msg), "executions");
+  json_t *list = json_array();
+  json_int_t running = 0;
+  size_t i;
+  json_t *e;
+  json_array_foreach(all, i, e) {
+    const char *state = json_string_value(json_object_get(e, "state"));
+    if (state && !strcmp(state, "running")) running++;
+    if (json_array_size(list) >= 100) continue;
+    json_t *o = json_object();
+    static const char *const keys[] = {"id", "state", "argv", "exit_code", "signal",
+                                       "timed_out", "created_at", "started_at", "ended_at"};
+    for (size_t k = 0; k < ELEMENTSOF(keys); k++) {
+      json_t *v = json_object_get(e, keys[k]);
+      if (v && !json_is_null(v)) json_object_set(o, keys[k], v);
+    }
+    json_array_append_new(list, o);
+  }
+  mcp_call_finish_structured(c, json_pack("{s:o, s:I, s:b}", "executions", list, "running",
+                                          running, "truncated", json_array_size(all) > 100));
+  return true;
+}
+
+static void process_list_run(mcp_call *c) {
+  mcp_api(c->s, c, "execution.list", json_pack("{s:s}", "sandbox_id", c->sandbox_id),
+          processes_listed);
+}
+
 /* ---- the table: fixed order (tools/list pages through it) ---- */
 
 const mcp_tool mcp_tools[] = {
@@ -963,6 +1267,28 @@ const mcp_tool mcp_tools[] = {
      "List a directory in the sandbox (depth levels deep) with name, type, mode and size.",
      list_files_input, list_files_output, true, false, true, false, MCP_SBX_DEFAULT, NULL,
      list_files_run},
+    {"file_delete", "Delete a file",
+     "Delete a file, a symlink or an empty directory in the sandbox; recursive:true deletes a "
+     "directory with everything in it.",
+     file_delete_input, NULL, false, true, true, false, MCP_SBX_DEFAULT, check_abs,
+     file_delete_run},
+    {"file_move", "Move or rename a file",
+     "Move or rename a file or directory inside the sandbox (mv). Fails when the destination "
+     "exists unless overwrite:true.",
+     file_move_input, NULL, false, true, false, false, MCP_SBX_DEFAULT, check_abs, file_move_run},
+    {"search_files", "Search file contents",
+     "grep-like search: lines matching `pattern` (extended regex) in files under `path` "
+     "(default /, skipping /proc, /sys, /dev) whose name matches `glob`. Returns path, line "
+     "number and text per match; at most max_results (default 200, at most 2000) matches, "
+     "lines cut at 400 bytes; truncated says when there were more.",
+     search_files_input, search_files_output, true, false, true, false, MCP_SBX_DEFAULT,
+     check_search, search_files_run},
+    {"process_list", "List the sandbox's commands",
+     "List the executions of the sandbox, newest first (at most 100): background commands "
+     "from exec_start and finished ones, with state (running, exited, failed), argv and exit "
+     "code. Poll a running one with exec_poll, stop it with exec_kill.",
+     sandbox_id_only_input, process_list_output, true, false, true, false, MCP_SBX_EXISTING,
+     NULL, process_list_run},
     {"sandbox_create", "Create a sandbox",
      "Boot a new sandbox (microVM) and return it when ready; pass its id as sandbox_id to "
      "other tools. Optional image, vcpus, memory_mib, policy. The first sandbox a session "

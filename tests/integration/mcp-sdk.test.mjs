@@ -39,7 +39,8 @@ const IMAGE = 'test/busybox';
 const CALL_TIMEOUT = 240_000; // boots under TCG are slow
 const MODERN = '2026-07-28';
 const ALL_TOOLS = ['exec', 'exec_start', 'exec_poll', 'exec_write', 'exec_kill', 'read_file',
-  'write_file', 'edit_file', 'list_files', 'sandbox_create', 'sandbox_list', 'sandbox_inspect',
+  'write_file', 'edit_file', 'list_files', 'file_delete', 'file_move', 'search_files', 'process_list',
+  'sandbox_create', 'sandbox_list', 'sandbox_inspect',
   'sandbox_remove'];
 
 // The node that runs the Inspector CLI (2.x: engines node >= 22.19), or null.
@@ -343,6 +344,42 @@ test('modern era with the Inspector CLI: tools/list, tools/call, -32022', { skip
   assert.ok(sent.some((m) => m.params?._meta?.['io.modelcontextprotocol/protocolVersion'] === '2099-01-01'));
 });
 
+test('session hygiene: --name finds its sandbox again, --sandbox reuses it, --idle-timeout removes it', { skip: skipNoVM, timeout: 600_000 }, async () => {
+  const run = async (args, fn) => {
+    const c = await connect(args);
+    try { return await fn((name, a) => c.callTool({ name, arguments: a }, undefined, { timeout: CALL_TIMEOUT })); } finally { await c.close(); }
+  };
+  const idOf = async (call) => {
+    const r = await call('exec', { command: 'echo $$' });
+    assert.equal(r.isError, undefined, text(r));
+    return r.structuredContent.sandbox_id;
+  };
+  const a = await run(['--name', 'agent-a', '--idle-timeout', '6s'], idOf);
+  const b = await run(['--name', 'agent-a'], idOf); // reconnect within the timeout
+  assert.equal(b, a);
+  const c = await run(['--sandbox', a], idOf);
+  assert.equal(c, a);
+  const d = await run(['--sandbox', 'agent-a'], idOf); // a name works too
+  assert.equal(d, a);
+  // no session attached any more: removed once the timeout has passed
+  const deadline = Date.now() + 120_000;
+  let ids;
+  do {
+    ids = (await rpc('sandbox.list')).result.sandboxes.filter((x) => x.state !== 'terminated').map((x) => x.id);
+    if (!ids.includes(a)) break;
+    await new Promise((r) => setTimeout(r, 250)); // polling the daemon's state
+  } while (Date.now() < deadline);
+  assert.ok(!ids.includes(a), `sandbox ${a} still there`);
+  // --sandbox of a gone sandbox: isError, never a new sandbox
+  const before = (await rpc('sandbox.list')).result.sandboxes.length;
+  await run(['--sandbox', a], async (call) => {
+    const r = await call('exec', { command: 'true' });
+    assert.equal(r.isError, true);
+    assert.match(text(r), /sandbox_not_found/);
+  });
+  assert.equal((await rpc('sandbox.list')).result.sandboxes.length, before);
+});
+
 test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
   const client = await connect();
   const call = (name, args, opts = {}) => client.callTool({ name, arguments: args }, undefined, { timeout: CALL_TIMEOUT, ...opts });
@@ -503,6 +540,38 @@ test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
       assert.equal(r.content[0].text, 'hello there\nbye world\n');
       const l = await call('list_files', { path: '/tmp' });
       assert.ok(l.structuredContent.entries.some((e) => e.name === 'e.txt'));
+    });
+
+    await t.test('file_move, file_delete, search_files, process_list, network summary', async () => {
+      await call('write_file', { path: '/tmp/s/a.txt', content: 'alpha\nneedle one\n', create_parents: true });
+      await call('write_file', { path: '/tmp/s/b.c', content: 'int needle = 2;\n' });
+      const f = await call('search_files', { pattern: 'needle', path: '/tmp/s' });
+      assert.equal(f.isError, undefined, text(f));
+      assert.deepEqual(f.structuredContent.matches.map((m) => `${m.path}:${m.line}`).sort(), ['/tmp/s/a.txt:2', '/tmp/s/b.c:1']);
+      const g = await call('search_files', { pattern: 'NEEDLE', path: '/tmp/s', glob: '*.c', case_insensitive: true });
+      assert.deepEqual(g.structuredContent.matches, [{ path: '/tmp/s/b.c', line: 1, text: 'int needle = 2;' }]);
+      const cap = await call('search_files', { pattern: 'needle', path: '/tmp/s', max_results: 1 });
+      assert.equal(cap.structuredContent.matches.length, 1);
+      assert.equal(cap.structuredContent.truncated, true);
+      const mv = await call('file_move', { from: '/tmp/s/a.txt', to: '/tmp/s/b.c' });
+      assert.equal(mv.isError, true); // exists
+      assert.match(text(mv), /overwrite/);
+      assert.equal((await call('file_move', { from: '/tmp/s/a.txt', to: '/tmp/s/c.txt' })).isError, undefined);
+      assert.equal((await call('read_file', { path: '/tmp/s/c.txt' })).content[0].text, 'alpha\nneedle one\n');
+      const del = await call('file_delete', { path: '/tmp/s' });
+      assert.equal(del.isError, true); // a non-empty directory needs recursive
+      assert.equal((await call('file_delete', { path: '/tmp/s', recursive: true })).isError, undefined);
+      const gone = await call('file_delete', { path: '/tmp/s' });
+      assert.equal(gone.isError, true);
+      assert.match(text(gone), /file_not_found/);
+      const s2 = await call('exec_start', { command: 'sleep 30' });
+      const pl = await call('process_list', {});
+      const mine = pl.structuredContent.executions.find((e) => e.id === s2.structuredContent.execution_id);
+      assert.equal(mine.state, 'running');
+      assert.ok(pl.structuredContent.running >= 1);
+      await call('exec_kill', { execution_id: s2.structuredContent.execution_id });
+      const ins = await call('sandbox_inspect', {});
+      assert.equal(ins.structuredContent.network.default, 'deny');
     });
 
     await t.test('background process: start, poll, write, exit', async () => {

@@ -9,7 +9,9 @@
 #include "mcp/mcp-internal.h"
 #include "util/base64.h"
 
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- doubles ---- */
 
@@ -91,6 +93,12 @@ static void fake_dispatch(daemon_ctx *d, api_sink *sink, json_t *req) {
                      "state", "exited", "exit_code", exit_reason ? 127 : 0, "timed_out", 0,
                      "reason", exit_reason, "message",
                      exit_reason ? "command not found: nosuch" : NULL));
+  } else if (!strcmp(m, "sandbox.terminate")) {
+    respond(sink, req, json_pack("{s:s, s:s}", "id", json_string_value(json_object_get(p, "id")),
+                                 "state", "terminated"));
+  } else if (!strcmp(m, "sandbox.get")) {
+    respond(sink, req, json_pack("{s:s, s:s}", "id", json_string_value(json_object_get(p, "id")),
+                                 "state", "ready"));
   } else if (!strcmp(m, "execution.cancel")) {
     respond(sink, req, json_object());
   } else if (!strcmp(m, "file.stat")) {
@@ -257,7 +265,8 @@ static void test_unsupported_version(void **state) {
 
 static void check_tool_table(json_t *all) {
   const char *want[] = {"exec", "exec_start", "exec_poll", "exec_write", "exec_kill", "read_file",
-                        "write_file", "edit_file", "list_files", "sandbox_create",
+                        "write_file", "edit_file", "list_files", "file_delete", "file_move",
+                        "search_files", "process_list", "sandbox_create",
                         "sandbox_list", "sandbox_inspect", "sandbox_remove"};
   assert_int_equal(ELEMENTSOF(want), mcp_n_tools);
   assert_int_equal(json_array_size(all), mcp_n_tools);
@@ -594,6 +603,54 @@ static void test_reject_line(void **state) {
   assert_non_null(json_object_get(last(), "result"));
 }
 
+static size_t count_method(const char *method, const char *id) {
+  size_t n = 0;
+  for (size_t i = 0; i < json_array_size(requests); i++) {
+    json_t *q = json_array_get(requests, i);
+    if (strcmp(json_string_value(json_object_get(q, "method")), method)) continue;
+    json_t *p = json_object_get(q, "params");
+    const char *qid = json_string_value(json_object_get(p, "id"));
+    if (!id || (qid && !strcmp(qid, id))) n++;
+  }
+  return n;
+}
+
+static void test_names_and_idle(void **state) {
+  /* --name n1 with a 1 ms idle timeout: created, remembered under n1 */
+  send_line("{\"jsonrpc\":\"2.0\",\"method\":\"cleanroom/configure\",\"params\":{\"name\":\"n1\","
+            "\"idle_timeout_ms\":1}}");
+  call_tool("exec", "{\"argv\":[\"true\"]}");
+  assert_int_equal(count_method("sandbox.create", NULL), 1);
+  char *id = mcp_name_lookup("n1");
+  assert_string_equal(id, "sbx1");
+  free(id);
+  /* a second session by name gets it back (sandbox.get, no create) and a
+   * third pins it with --sandbox */
+  mcp_session *s2 = mcp_session_new_with_dispatch(NULL, fake_dispatch, write_line, NULL);
+  mcp_session *s3 = mcp_session_new_with_dispatch(NULL, fake_dispatch, write_line, NULL);
+  const char *cfg2 = "{\"jsonrpc\":\"2.0\",\"method\":\"cleanroom/configure\",\"params\":{\"name\":\"n1\"}}";
+  mcp_session_handle_line(s2, cfg2, strlen(cfg2));
+  const char *ex = "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"tools/call\",\"params\":{\"name\":\"exec\","
+                   "\"arguments\":{\"argv\":[\"true\"]}}}";
+  mcp_session_handle_line(s2, ex, strlen(ex));
+  assert_int_equal(count_method("sandbox.create", NULL), 1);
+  assert_int_equal(count_method("sandbox.get", "sbx1"), 1);
+  const char *cfg3 = "{\"jsonrpc\":\"2.0\",\"method\":\"cleanroom/configure\",\"params\":{\"sandbox\":\"n1\"}}";
+  mcp_session_handle_line(s3, cfg3, strlen(cfg3));
+  assert_int_equal(mcp_sandbox_attached("sbx1"), 3);
+  /* never removed while a session is attached */
+  mcp_session_close(S);
+  S = NULL;
+  mcp_session_close(s2);
+  uv_run(uv_default_loop(), UV_RUN_NOWAIT);
+  assert_int_equal(count_method("sandbox.terminate", "sbx1"), 0);
+  /* the last one leaves: removed once the timeout passes, its name forgotten */
+  mcp_session_close(s3);
+  uv_run(uv_default_loop(), UV_RUN_DEFAULT); /* returns when the idle timer has fired */
+  assert_int_equal(count_method("sandbox.terminate", "sbx1"), 1);
+  assert_null(mcp_name_lookup("n1"));
+}
+
 /* argv naming a missing program: isError, not exit 127 */
 static void test_exec_not_found(void **state) {
   exit_reason = "command_not_found";
@@ -675,6 +732,12 @@ static void test_b64_and_outbuf(void **state) {
 }
 
 int main(void) {
+  /* names live in the data dir: a temporary one; no idle timers unless a
+   * test asks for them */
+  char dir[] = "/tmp/cr-test-mcp-XXXXXX";
+  if (!mkdtemp(dir)) return 1;
+  setenv("CLEANROOM_DATA_DIR", dir, 1);
+  setenv("CLEANROOM_MCP_IDLE_TIMEOUT", "0", 1);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_initialize_versions, setup, teardown),
       cmocka_unit_test_setup_teardown(test_discover_and_modern, setup, teardown),
@@ -692,8 +755,14 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_write_limits, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reject_line, setup, teardown),
       cmocka_unit_test_setup_teardown(test_exec_not_found, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_names_and_idle, setup, teardown),
       cmocka_unit_test_setup_teardown(test_close_kills_running, setup, teardown),
       cmocka_unit_test_setup_teardown(test_b64_and_outbuf, setup, teardown),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  char path[300];
+  snprintf(path, sizeof(path), "%s/mcp-names.json", dir);
+  unlink(path);
+  rmdir(dir);
+  return rc;
 }
