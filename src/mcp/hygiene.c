@@ -20,6 +20,7 @@ typedef struct owned {
   char *id;
   int attached;
   uint64_t idle_ms; /* 0: never removed by the timer */
+  bool idle_set;    /* idle_ms came from a session */
   daemon_ctx *d;
   mcp_dispatch_fn dispatch;
   uv_timer_t timer;
@@ -171,8 +172,12 @@ void mcp_session_attach(mcp_session *s, const char *id, bool session_default) {
     o->next = owned_list;
     owned_list = o;
   }
-  /* the idle timeout of the session that made it the default */
-  if (session_default && s->idle_timeout_ms > 0) o->idle_ms = s->idle_timeout_ms;
+  /* the idle timeout of the session that first made it its default; a later
+   * one changes it only when it was given --idle-timeout */
+  if (session_default && (!o->idle_set || s->idle_explicit)) {
+    o->idle_ms = s->idle_timeout_ms;
+    o->idle_set = true;
+  }
   o->attached++;
   if (o->timer_init) uv_timer_stop(&o->timer);
   s->attached = strdup(id);

@@ -118,6 +118,7 @@ struct mcp_session {
   bool pinned;              /* default given by cleanroom mcp --sandbox */
   char *attached;           /* the sandbox this session counts as attached to */
   uint64_t idle_timeout_ms; /* for sandboxes this session makes its default */
+  bool idle_explicit;       /* idle_timeout_ms came from --idle-timeout */
   mcp_call *waiters;
   mcp_call *calls;
   json_int_t next_api_id;

@@ -734,8 +734,10 @@ static void handle_configure(mcp_session *s, json_t *params) {
   s->config = json_deep_copy(params);
   json_object_del(s->config, "_meta");
   json_t *idle = json_object_get(s->config, "idle_timeout_ms");
-  if (json_is_integer(idle) && json_integer_value(idle) >= 0)
+  if (json_is_integer(idle) && json_integer_value(idle) >= 0) {
     s->idle_timeout_ms = (uint64_t)json_integer_value(idle);
+    s->idle_explicit = true;
+  }
   /* --sandbox ID|NAME: the default is that sandbox, never a new one */
   const char *pin = json_string_value(json_object_get(s->config, "sandbox"));
   if (pin && *pin) {
