@@ -11,8 +11,10 @@ CR_RUNTIME_DEPS=(
   qemu-system-x86 qemu-utils e2fsprogs cpio busybox-static mmdebstrap
   nftables iproute2 ca-certificates lz4
 )
+# Programs the tests run beyond the runtime's: git (policy CLI and workspace
+# tests), procps (ps/pgrep when debugging a test), python3 and its modules.
 CR_TEST_DEPS=(
-  python3 jq python3-jsonschema python3-yaml git
+  python3 jq python3-jsonschema python3-yaml git procps
 )
 # Node.js and npm (for the MCP client tests) come from Debian only when the
 # machine has none: machines that ship their own Node.js conflict with

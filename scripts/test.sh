@@ -40,8 +40,14 @@ export CLEANROOM_TEST_IMAGE_TAR=$PWD/build-test/test-assets/busybox.tar
 export CLEANROOM_TEST_VM=1
 
 if [ -f tests/integration/package.json ]; then
-  step "MCP client packages from npm"
-  (cd tests/integration && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+  step "MCP client packages from npm (npm ci: exactly the lock file, which stays untouched)"
+  # Skipped when node_modules was installed from this very lock file.
+  lock_sum=$(sha256sum tests/integration/package-lock.json | cut -d' ' -f1)
+  stamp=tests/integration/node_modules/.cleanroom-lock-sha256
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_sum" ]; then
+    (cd tests/integration && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$lock_sum" > "$stamp"
+  fi
 fi
 
 # Sanitizer findings fail the test that hit them.
