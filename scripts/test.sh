@@ -20,7 +20,7 @@ if ! dpkg -s "${CR_BUILD_DEPS[@]}" "${CR_RUNTIME_DEPS[@]}" "${CR_TEST_DEPS[@]}" 
 fi
 
 step "building with ASan/UBSan (build-test/)"
-[ -d build-test ] || meson setup build-test -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+[ -f build-test/build.ninja ] || meson setup build-test -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 ninja -C build-test
 
 step "VMM user (QEMU drops root to it)"
