@@ -2,12 +2,13 @@
  *
  * Requests arrive as parsed JSON-RPC objects together with a sink, the thing
  * that receives the response and any notifications bound to that request.
- * The socket server makes one sink per connection; the MCP layer (src/mcp/)
+ * The socket server (src/server/) makes one sink per connection; the MCP layer (src/mcp/)
  * makes its own sinks and calls api_dispatch() in-process, so MCP tools and
  * the CLI run exactly the same code.
  *
  * Everything here runs on the daemon's libuv loop thread. */
 #pragma once
+#include "sandbox/sandbox.h"
 #include <jansson.h>
 #include <stdbool.h>
 #include <uv.h>
@@ -31,7 +32,13 @@ void api_sink_unref(api_sink *s);
 /* Sends msg to the sink unless it is closed; steals msg. */
 void api_sink_send(api_sink *s, json_t *msg);
 
-typedef struct daemon_ctx daemon_ctx; /* src/api/daemon.c */
+/* What the method table works on: the daemon's state. The socket server
+ * (src/server) makes one; so do tests. */
+typedef struct daemon_ctx {
+  uv_loop_t *loop;
+  sbx_manager *sandboxes;
+  char *socket_path; /* reported by system.info */
+} daemon_ctx;
 
 /* Handles one JSON-RPC message (request or notification). The response is
  * sent to `sink` now or later (long operations). Steals nothing. */

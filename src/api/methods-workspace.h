@@ -1,7 +1,7 @@
 /* Control API workspace methods (methods-workspace.c), called from the
  * method table in methods.c with the request's parts. */
 #pragma once
-#include "api/daemon.h"
+#include "api/api.h"
 
 void api_ws_resolve(daemon_ctx *d, api_sink *sink, json_t *id, json_t *params);
 void api_ws_checkout(daemon_ctx *d, api_sink *sink, json_t *id, json_t *params);

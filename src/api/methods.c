@@ -1,5 +1,5 @@
 /* Control API methods (docs/api.md): JSON in, sandbox layer calls, JSON out. */
-#include "api/daemon.h"
+#include "api/api.h"
 #include "api/methods-workspace.h"
 #include "backend/backend.h"
 #include "config.h"

@@ -1,5 +1,5 @@
 /* The cleanroom CLI: one file per subcommand, registered in main.c's table.
- * The CLI talks to the daemon only through the control API (src/api/client.h),
+ * The CLI talks to the daemon only through the control API (src/client/client.h),
  * except for commands that need no daemon (policy, version, doctor's host checks).
  *
  * Exit codes: a guest's own exit code passes through `exec`; cleanroom's own

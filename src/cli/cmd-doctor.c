@@ -1,6 +1,6 @@
 /* cleanroom doctor: host checks that need no daemon (KVM, QEMU, kernel,
  * guest agent, default image, disk space), plus whether a daemon answers. */
-#include "api/client.h"
+#include "client/client.h"
 #include "boot/boot.h"
 #include "backend/backend.h"
 #include "cli/cli.h"

@@ -4,7 +4,7 @@
  * relays stdin to the socket and the socket to stdout unchanged. The MCP
  * server itself lives in the daemon (src/mcp/). stdout carries only MCP
  * messages; diagnostics go to stderr; stdin EOF ends the session. */
-#include "api/client.h"
+#include "client/client.h"
 #include "cli/cli.h"
 #include "policy/policy.h"
 

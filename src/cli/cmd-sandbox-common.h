@@ -1,7 +1,7 @@
 /* Helpers shared by the CLI commands that talk to the daemon (sandbox *,
  * exec, execution *, status). Implemented in cmd-sandbox-common.c. */
 #pragma once
-#include "api/client.h"
+#include "client/client.h"
 #include "cli/cli.h"
 
 #include <getopt.h>

@@ -1,4 +1,4 @@
-#include "api/daemon.h"
+#include "server/daemon.h"
 #include "cli/cli.h"
 
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* Workspace helpers shared by `cleanroom workspace ...` and `exec`
  * (cmd-workspace.c). */
 #pragma once
-#include "api/client.h"
+#include "client/client.h"
 
 #include <jansson.h>
 #include <stdbool.h>

@@ -2,7 +2,7 @@
  * Each input line is parsed like the socket server does and dispatched to a
  * real daemon context whose data dir is empty, so no VM ever boots; replies
  * go to a sink that checks they are valid JSON-RPC. */
-#include "api/daemon.h"
+#include "api/api.h"
 #include "util/fs.h"
 #include "util/macro.h"
 

@@ -1,7 +1,7 @@
-/* Unit tests for the control API client (src/api/client.c) against a
+/* Unit tests for the control API client (src/client/client.c) against a
  * scripted peer: a forked child that accepts one connection, reads one
  * request line and answers with fixed bytes. */
-#include "api/client.h"
+#include "client/client.h"
 #include "util/fs.h"
 #include "util/macro.h"
 

@@ -3,18 +3,16 @@
  * connection's first message starts an MCP session (docs/mcp.md). */
 #pragma once
 #include "api/api.h"
-#include "sandbox/sandbox.h"
 
-struct daemon_ctx {
-  uv_loop_t *loop;
-  sbx_manager *sandboxes;
-  char *socket_path;
+/* The server: the method table's context plus the listening socket. */
+typedef struct server_ctx {
+  daemon_ctx api; /* first: a daemon_ctx * of the server is the server */
   uv_pipe_t server;
   uv_signal_t sigterm, sigint;
   uv_timer_t settle_timer;
   bool stopping, serving;
   int conns;
-};
+} server_ctx;
 
 /* Runs the daemon until SIGTERM/SIGINT. listen_path NULL = default socket. */
 int daemon_run(const char *listen_path, cr_error **err);

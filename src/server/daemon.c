@@ -1,4 +1,4 @@
-#include "api/daemon.h"
+#include "server/daemon.h"
 #include "mcp/mcp.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -23,7 +23,7 @@
 typedef struct conn {
   uv_pipe_t pipe;
   api_sink sink;
-  daemon_ctx *d;
+  server_ctx *d;
   char *buf;
   size_t len, cap;
   bool first_done, handle_closed, sink_freed;
@@ -34,31 +34,6 @@ typedef struct conn {
   char head[256], tail[256];
   size_t head_len, tail_len, discarded;
 } conn;
-
-void api_sink_unref(api_sink *s) {
-  if (s && --s->refs == 0 && s->free) s->free(s);
-}
-
-void api_sink_send(api_sink *s, json_t *msg) {
-  if (s && !s->closed && msg) s->send(s, msg);
-  json_decref(msg);
-}
-
-json_t *api_result(json_t *id, json_t *result) {
-  return json_pack("{s:s, s:O?, s:o}", "jsonrpc", "2.0", "id", id ? id : json_null(), "result",
-                   result ? result : json_object());
-}
-
-json_t *api_error(json_t *id, int code, const char *message, const char *reason) {
-  json_t *e = json_pack("{s:i, s:s}", "code", code, "message", message ? message : "error");
-  if (reason) json_object_set_new(e, "data", json_pack("{s:s}", "reason", reason));
-  return json_pack("{s:s, s:O?, s:o}", "jsonrpc", "2.0", "id", id ? id : json_null(), "error", e);
-}
-
-json_t *api_notification(const char *method, json_t *params) {
-  return json_pack("{s:s, s:s, s:o}", "jsonrpc", "2.0", "method", method, "params",
-                   params ? params : json_object());
-}
 
 static void conn_maybe_free(conn *c) {
   if (c->handle_closed && c->sink_freed) {
@@ -151,16 +126,16 @@ static void handle_line(conn *c, const char *line, size_t len) {
   if (!c->first_done) {
     c->first_done = true;
     if (mcp_is_session_start(msg)) {
-      c->mcp = mcp_session_new(c->d, mcp_write, c);
+      c->mcp = mcp_session_new(&c->d->api, mcp_write, c);
       if (c->mcp) {
-        mcp_session_set_loop(c->mcp, c->d->loop);
+        mcp_session_set_loop(c->mcp, c->d->api.loop);
         mcp_session_handle_message(c->mcp, msg);
         json_decref(msg);
         return;
       }
     }
   }
-  api_dispatch(c->d, &c->sink, msg);
+  api_dispatch(&c->d->api, &c->sink, msg);
   json_decref(msg);
 }
 
@@ -318,7 +293,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 }
 
 static void on_connection(uv_stream_t *server, int status) {
-  daemon_ctx *d = server->data;
+  server_ctx *d = server->data;
   if (status < 0) return;
   conn *c = calloc(1, sizeof(*c));
   if (!c) return;
@@ -326,7 +301,7 @@ static void on_connection(uv_stream_t *server, int status) {
   c->sink.send = sink_send;
   c->sink.free = sink_free;
   c->sink.refs = 1;
-  uv_pipe_init(d->loop, &c->pipe, 0);
+  uv_pipe_init(d->api.loop, &c->pipe, 0);
   c->pipe.data = c;
   if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {
     d->conns++;
@@ -342,22 +317,22 @@ static void close_walk(uv_handle_t *h, void *arg) {
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
-  daemon_ctx *d = s->data;
+  server_ctx *d = s->data;
   if (d->stopping) return;
   d->stopping = true;
   log_info("signal %d: stopping (sandboxes keep running)", signum);
-  uv_stop(d->loop);
+  uv_stop(d->api.loop);
 }
 
-static void start_serving(daemon_ctx *d) {
+static void start_serving(server_ctx *d) {
   if (d->serving) return;
   d->serving = true;
   uv_timer_stop(&d->settle_timer);
   int r = uv_listen((uv_stream_t *)&d->server, 128, on_connection);
   if (r < 0) {
-    log_error("listening on %s: %s", d->socket_path, uv_strerror(r));
+    log_error("listening on %s: %s", d->api.socket_path, uv_strerror(r));
     d->stopping = true;
-    uv_stop(d->loop);
+    uv_stop(d->api.loop);
   }
 }
 
@@ -388,59 +363,59 @@ static int prepare_socket(const char *path, cr_error **err) {
 }
 
 int daemon_run(const char *listen_path, cr_error **err) {
-  daemon_ctx d = {0};
-  d.loop = uv_default_loop();
+  server_ctx d = {0};
+  d.api.loop = uv_default_loop();
   signal(SIGPIPE, SIG_IGN);
-  d.socket_path = listen_path ? strdup(listen_path) : cr_socket_path();
-  if (!d.socket_path) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "socket path");
-  if (prepare_socket(d.socket_path, err) < 0) {
-    free(d.socket_path);
+  d.api.socket_path = listen_path ? strdup(listen_path) : cr_socket_path();
+  if (!d.api.socket_path) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "socket path");
+  if (prepare_socket(d.api.socket_path, err) < 0) {
+    free(d.api.socket_path);
     return -1;
   }
-  d.sandboxes = sbx_manager_new(d.loop, err);
-  if (!d.sandboxes) {
-    free(d.socket_path);
+  d.api.sandboxes = sbx_manager_new(d.api.loop, err);
+  if (!d.api.sandboxes) {
+    free(d.api.socket_path);
     return -1;
   }
-  uv_pipe_init(d.loop, &d.server, 0);
+  uv_pipe_init(d.api.loop, &d.server, 0);
   d.server.data = &d;
-  int r = uv_pipe_bind(&d.server, d.socket_path);
+  int r = uv_pipe_bind(&d.server, d.api.socket_path);
   uv_os_fd_t sfd = -1;
   if (r == 0) {
-    chmod(d.socket_path, 0600);
+    chmod(d.api.socket_path, 0600);
     /* the kernel queues clients from here on; they are served once the
      * re-attached sandboxes have settled (below) */
     r = uv_fileno((uv_handle_t *)&d.server, &sfd);
     if (r == 0 && listen(sfd, 128) < 0) r = -errno;
   }
   if (r < 0) {
-    cr_error_set(err, CR_E_DAEMON_UNAVAILABLE, -r, "listening on %s", d.socket_path);
-    sbx_manager_free(d.sandboxes);
+    cr_error_set(err, CR_E_DAEMON_UNAVAILABLE, -r, "listening on %s", d.api.socket_path);
+    sbx_manager_free(d.api.sandboxes);
     uv_close((uv_handle_t *)&d.server, NULL);
-    uv_run(d.loop, UV_RUN_DEFAULT);
-    free(d.socket_path);
+    uv_run(d.api.loop, UV_RUN_DEFAULT);
+    free(d.api.socket_path);
     return -1;
   }
   /* Serve once every re-attached sandbox is ready or failed (a client
    * asking right after a daemon restart sees the state it had), at most
    * after DAEMON_SETTLE_MAX_MS. */
-  uv_timer_init(d.loop, &d.settle_timer);
+  uv_timer_init(d.api.loop, &d.settle_timer);
   d.settle_timer.data = &d;
   uv_timer_start(&d.settle_timer, on_settle_timeout, DAEMON_SETTLE_MAX_MS, 0);
-  sbx_manager_load(d.sandboxes, on_settled, &d, NULL);
-  uv_signal_init(d.loop, &d.sigterm);
-  uv_signal_init(d.loop, &d.sigint);
+  sbx_manager_load(d.api.sandboxes, on_settled, &d, NULL);
+  uv_signal_init(d.api.loop, &d.sigterm);
+  uv_signal_init(d.api.loop, &d.sigint);
   d.sigterm.data = d.sigint.data = &d;
   uv_signal_start(&d.sigterm, on_signal, SIGTERM);
   uv_signal_start(&d.sigint, on_signal, SIGINT);
-  fprintf(stderr, "cleanroom: listening on %s (pid %d)\n", d.socket_path, (int)getpid());
-  uv_run(d.loop, UV_RUN_DEFAULT);
+  fprintf(stderr, "cleanroom: listening on %s (pid %d)\n", d.api.socket_path, (int)getpid());
+  uv_run(d.api.loop, UV_RUN_DEFAULT);
   /* shutdown: sandboxes keep running; close everything on the loop */
-  unlink(d.socket_path);
-  sbx_manager_free(d.sandboxes);
-  uv_walk(d.loop, close_walk, NULL);
-  uv_run(d.loop, UV_RUN_DEFAULT);
-  uv_loop_close(d.loop);
-  free(d.socket_path);
+  unlink(d.api.socket_path);
+  sbx_manager_free(d.api.sandboxes);
+  uv_walk(d.api.loop, close_walk, NULL);
+  uv_run(d.api.loop, UV_RUN_DEFAULT);
+  uv_loop_close(d.api.loop);
+  free(d.api.socket_path);
   return 0;
 }

@@ -1,5 +1,5 @@
 /* Blocking JSON-RPC client for the control API (see client.h). */
-#include "api/client.h"
+#include "client/client.h"
 #include "util/fs.h"
 #include "util/macro.h"
 #include "util/paths.h"
