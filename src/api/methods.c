@@ -1,6 +1,7 @@
 /* Control API methods (docs/api.md): JSON in, sandbox layer calls, JSON out. */
 #include "api/api.h"
 #include "api/methods-workspace.h"
+#include "api/pull.h"
 #include "backend/backend.h"
 #include "config.h"
 #include "image/image.h"
@@ -127,7 +128,56 @@ static void create_done(void *ud, sbx *s, cr_error *err) {
   req_free(k);
 }
 
+static void m_sandbox_create(req *r);
+
+/* sandbox.create with an image that names a registry and is not stored:
+ * pull it first (progress as sandbox.progress phase "pulling"). */
+static void create_pull_progress(void *ud, const char *phase, uint64_t done, uint64_t total) {
+  req *k = ud;
+  char msg[160];
+  snprintf(msg, sizeof(msg), "%s %llu/%llu bytes", phase, (unsigned long long)done,
+           (unsigned long long)total);
+  create_progress(k, "pulling", msg);
+}
+
+static void create_pull_done(void *ud, const image_info *info, const image_pull_stats *st,
+                             cr_error *err) {
+  req *k = ud;
+  if (err) reply_err(k, err);
+  else m_sandbox_create(k);
+  cr_error_free(err);
+  req_free(k);
+}
+
+static bool create_needs_pull(req *r) {
+  const char *img = pstr(r, "image");
+  if (!img || !*img)
+    img = json_string_value(json_object_get(
+        json_object_get(json_object_get(json_object_get(r->params, "policy"), "sandbox"), "image"),
+        "ref"));
+  if (!api_ref_names_registry(img) || json_is_true(json_object_get(r->params, "no_pull")))
+    return false;
+  _cleanup_image_info_ image_info *info = NULL;
+  cr_error *e = NULL;
+  bool missing = image_lookup(img, &info, &e) < 0 && !strcmp(cr_error_reason(e), CR_E_IMAGE_NOT_FOUND);
+  cr_error_free(e);
+  if (!missing) return false;
+  req *k = req_keep(r);
+  /* the retry after the pull must not pull again */
+  json_t *copy = json_deep_copy(k->params);
+  json_decref(k->params);
+  k->params = copy;
+  json_object_set_new(copy, "no_pull", json_true());
+  if (api_pull_start(r->d, img, r->params, create_pull_progress, create_pull_done, k, &e) < 0) {
+    reply_err(r, e);
+    cr_error_free(e);
+    req_free(k);
+  }
+  return true;
+}
+
 static void m_sandbox_create(req *r) {
+  if (create_needs_pull(r)) return;
   json_t *p = r->params;
   if (json_object_get(p, "workspace") && !json_is_null(json_object_get(p, "workspace")))
     return api_ws_sandbox_create(r->d, r->sink, r->id, p);
@@ -520,6 +570,40 @@ static void m_image_remove(req *r) {
   free(digest);
 }
 
+static void pull_progress(void *ud, const char *phase, uint64_t done, uint64_t total) {
+  req *k = ud;
+  api_sink_send(k->sink, api_notification("image.progress",
+                                          json_pack("{s:O?, s:s, s:I, s:I}", "request_id", k->id,
+                                                    "phase", phase, "done", (json_int_t)done,
+                                                    "total", (json_int_t)total)));
+}
+
+static void pull_done(void *ud, const image_info *info, const image_pull_stats *st,
+                      cr_error *err) {
+  req *k = ud;
+  if (err) reply_err(k, err);
+  else
+    reply(k, json_pack("{s:o, s:{s:I, s:I, s:i, s:i, s:b}}", "image", image_info_to_json(info),
+                       "stats", "downloaded", (json_int_t)st->downloaded, "resumed",
+                       (json_int_t)st->resumed, "blobs_fetched", (int)st->blobs_fetched,
+                       "blobs_cached", (int)st->blobs_cached, "already_stored",
+                       st->already_stored));
+  cr_error_free(err);
+  req_free(k);
+}
+
+static void m_image_pull(req *r) {
+  const char *ref = pstr(r, "ref");
+  if (!ref) return bad_params(r, "missing 'ref'");
+  req *k = req_keep(r);
+  cr_error *err = NULL;
+  if (api_pull_start(r->d, ref, r->params, pull_progress, pull_done, k, &err) < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    req_free(k);
+  }
+}
+
 static const struct {
   const char *name;
   method_fn fn;
@@ -547,6 +631,7 @@ static const struct {
     {"workspace.copy_in", m_workspace_copy_in},
     {"image.list", m_image_list},
     {"image.remove", m_image_remove},
+    {"image.pull", m_image_pull},
 };
 
 void api_dispatch(daemon_ctx *d, api_sink *sink, json_t *msg) {

@@ -6,6 +6,7 @@
  * failures exit 125 and print "cleanroom: <reason>: <message>" on stderr. */
 #pragma once
 #include "util/error.h"
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
 
@@ -37,10 +38,16 @@ int cmd_image_ls(int argc, char **argv);
 int cmd_image_rm(int argc, char **argv);
 int cmd_image_bump_ref(int argc, char **argv);
 int cmd_image_resolve(int argc, char **argv);
+int cmd_image_pull(int argc, char **argv);
 int cmd_policy_show(int argc, char **argv);
 int cmd_policy_validate(int argc, char **argv);
-/* REF -> "name@sha256:<hex>" via the local image store (cmd-image-resolve.c). */
-int cli_image_resolve(const char *ref, char **ret, cr_error **err);
+/* REF -> "name@sha256:<hex>": asked from the registry when REF names one
+ * (or is not in the local store), else from the local store
+ * (cmd-image-resolve.c). auth_file: --registry-auth (may be NULL). */
+int cli_image_resolve(const char *ref, const char *auth_file, char **ret, cr_error **err);
+/* Fills params.auth from this host's credentials for ref's registry
+ * (cmd-image-pull.c). */
+int cli_registry_auth(const char *ref, const char *auth_file, json_t *params, cr_error **err);
 int cmd_doctor(int argc, char **argv);
 int cmd_exec(int argc, char **argv);
 int cmd_execution_attach(int argc, char **argv);

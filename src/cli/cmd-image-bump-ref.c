@@ -9,7 +9,7 @@
 
 int cmd_image_bump_ref(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
-    printf("Usage: cleanroom image bump-ref REF [--policy FILE] [--dry-run]\n\n"
+    printf("Usage: cleanroom image bump-ref REF [--policy FILE] [--dry-run] [--registry-auth FILE]\n\n"
            "Resolve REF to a digest-pinned ref (see 'cleanroom image resolve') and\n"
            "write it to sandbox.image.ref of the policy, changing nothing else in\n"
            "the file (comments and formatting are kept). Without --policy, uses\n"
@@ -17,14 +17,17 @@ int cmd_image_bump_ref(int argc, char **argv) {
            "A policy without sandbox.image.ref gets one added to its sandbox block.\n\n"
            "Options:\n"
            "  --policy FILE  the policy file to update\n"
-           "  --dry-run      print the updated file instead of writing it\n");
+           "  --dry-run      print the updated file instead of writing it\n"
+           "  --registry-auth FILE  registry credentials (docker config.json style)\n");
     return 0;
   }
-  const char *ref = NULL, *file = NULL;
+  const char *ref = NULL, *file = NULL, *auth_file = NULL;
   bool dry_run = false;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--policy") && i + 1 < argc)
       file = argv[++i];
+    else if (!strcmp(argv[i], "--registry-auth") && i + 1 < argc)
+      auth_file = argv[++i];
     else if (!strcmp(argv[i], "--dry-run"))
       dry_run = true;
     else if (argv[i][0] != '-' && !ref)
@@ -36,7 +39,7 @@ int cmd_image_bump_ref(int argc, char **argv) {
   _cleanup_error_ cr_error *err = NULL;
   _cleanup_free_ char *pinned = NULL, *path = NULL, *warning = NULL, *buf = NULL, *out = NULL;
   size_t len = 0, out_len = 0;
-  if (cli_image_resolve(ref, &pinned, &err) < 0) return cli_fail(err);
+  if (cli_image_resolve(ref, auth_file, &pinned, &err) < 0) return cli_fail(err);
   if (policy_locate(file, &path, &warning, &err) < 0) return cli_fail(err);
   if (warning) fprintf(stderr, "cleanroom: warning: %s\n", warning);
   int r = cr_read_file(path, POLICY_MAX_FILE_SIZE, &buf, &len);

@@ -8,7 +8,8 @@
 int cmd_image_ls(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
     printf("Usage: cleanroom image ls [--json]\n\n"
-           "List the images in the local store, newest first.\n\n"
+           "List the images in the local store, newest first: ref, digest, creation\n"
+           "time, size of the ext4 file and platform (pulled images).\n\n"
            "Options:\n"
            "  --json   print a JSON array of images\n");
     return 0;
@@ -30,17 +31,19 @@ int cmd_image_ls(int argc, char **argv) {
     if (arr) json_dumpf(arr, stdout, JSON_INDENT(2));
     putchar('\n');
   } else {
-    printf("%-40s %-19s %-20s %8s\n", "REF", "DIGEST", "CREATED", "SIZE");
+    printf("%-40s %-19s %-20s %8s  %s\n", "REF", "DIGEST", "CREATED", "SIZE", "PLATFORM");
     for (size_t i = 0; i < n; i++) {
       const image_info *im = list[i];
       char dig[20];
       snprintf(dig, sizeof(dig), "%.19s", im->digest);
       char size[32];
       snprintf(size, sizeof(size), "%lluM", (unsigned long long)(im->size >> 20));
+      const char *created = im->created_at ? im->created_at : "";
+      const char *plat = im->platform ? im->platform : "-";
       if (im->n_refs == 0)
-        printf("%-40s %-19s %-20s %8s\n", "<none>", dig, im->created_at ? im->created_at : "", size);
+        printf("%-40s %-19s %-20s %8s  %s\n", "<none>", dig, created, size, plat);
       for (size_t r = 0; r < im->n_refs; r++)
-        printf("%-40s %-19s %-20s %8s\n", im->refs[r], dig, im->created_at ? im->created_at : "", size);
+        printf("%-40s %-19s %-20s %8s  %s\n", im->refs[r], dig, created, size, plat);
     }
   }
   image_info_list_free(list, n);

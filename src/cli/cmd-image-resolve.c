@@ -1,6 +1,7 @@
 /* cleanroom image resolve REF: print the digest-pinned ref. */
 #include "cli/cli.h"
 #include "image/image.h"
+#include "image/registry.h"
 #include "policy/policy.h"
 
 #include <stdio.h>
@@ -18,7 +19,14 @@ static char *pinned_ref(const char *ref, const char *digest) {
   return s;
 }
 
-int cli_image_resolve(const char *ref, char **ret, cr_error **err) {
+static bool names_registry(const char *ref) {
+  const char *slash = strchr(ref, '/');
+  if (!slash) return false;
+  size_t n = (size_t)(slash - ref);
+  return memchr(ref, '.', n) || memchr(ref, ':', n) || (n == 9 && !strncmp(ref, "localhost", 9));
+}
+
+int cli_image_resolve(const char *ref, const char *auth_file, char **ret, cr_error **err) {
   bool pinned = false;
   const char *problem = NULL;
   if (!strncmp(ref, "sha256:", 7))
@@ -32,11 +40,25 @@ int cli_image_resolve(const char *ref, char **ret, cr_error **err) {
     *ret = s;
     return 0;
   }
-  _cleanup_image_info_ image_info *info = NULL;
-  if (image_lookup(ref, &info, err) < 0)
-    return cr_error_wrap(err, "resolving %s (only the local image store is consulted; "
-                              "import or pull the image first)", ref);
-  char *s = pinned_ref(ref, info->digest);
+  _cleanup_free_ char *digest = NULL;
+  if (!names_registry(ref)) {
+    /* a local name (imported) first */
+    _cleanup_image_info_ image_info *info = NULL;
+    cr_error *e = NULL;
+    if (image_lookup(ref, &info, &e) == 0) digest = strdup(info->digest);
+    bool missing = e && !strcmp(cr_error_reason(e), CR_E_IMAGE_NOT_FOUND);
+    if (e && !missing) {
+      *err = e;
+      return -1;
+    }
+    cr_error_free(e);
+    if (info && !digest) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "resolving %s", ref);
+  }
+  if (!digest) {
+    image_pull_opts o = {.auth_file = auth_file};
+    if (image_registry_resolve(ref, &o, &digest, err) < 0) return -1;
+  }
+  char *s = pinned_ref(ref, digest);
   if (!s) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "resolving %s", ref);
   *ret = s;
   return 0;
@@ -44,17 +66,29 @@ int cli_image_resolve(const char *ref, char **ret, cr_error **err) {
 
 int cmd_image_resolve(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
-    printf("Usage: cleanroom image resolve REF\n\n"
+    printf("Usage: cleanroom image resolve REF [--registry-auth FILE]\n\n"
            "Print the digest-pinned form of an image ref (name@sha256:<hex>) for\n"
-           "sandbox.image.ref. A ref that already has a digest is printed as is;\n"
-           "otherwise the image is looked up in the local image store (no registry\n"
-           "is contacted) and fails with image_not_found when it is not there.\n");
+           "sandbox.image.ref. A ref that already has a digest is printed as is.\n"
+           "A ref naming a registry (a first component with '.' or ':', or\n"
+           "localhost) is resolved by asking that registry: the digest of the\n"
+           "manifest or index the tag names, as 'skopeo inspect' reports it. Any\n"
+           "other ref is looked up in the local image store first, then on\n"
+           "docker.io.\n\n"
+           "Options:\n"
+           "  --registry-auth FILE  registry credentials (docker config.json style);\n"
+           "                        default $DOCKER_CONFIG/config.json, ~/.docker/config.json\n");
     return 0;
   }
-  if (argc != 2 || argv[1][0] == '-') return cli_usage_error(NULL, "expected one REF; see --help");
+  const char *ref = NULL, *auth_file = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--registry-auth") && i + 1 < argc) auth_file = argv[++i];
+    else if (argv[i][0] != '-' && !ref) ref = argv[i];
+    else return cli_usage_error(NULL, "unexpected argument '%s'; see --help", argv[i]);
+  }
+  if (!ref) return cli_usage_error(NULL, "expected one REF; see --help");
   _cleanup_error_ cr_error *err = NULL;
   _cleanup_free_ char *out = NULL;
-  if (cli_image_resolve(argv[1], &out, &err) < 0) return cli_fail(err);
+  if (cli_image_resolve(ref, auth_file, &out, &err) < 0) return cli_fail(err);
   printf("%s\n", out);
   return 0;
 }

@@ -17,6 +17,7 @@ static const cli_command commands[] = {
     {"image import", "Import a rootfs tar, OCI layout or docker-save tar", cmd_image_import},
     {"image inspect", "Show a stored image", cmd_image_inspect},
     {"image ls", "List stored images", cmd_image_ls},
+    {"image pull", "Pull an image from a registry into the store", cmd_image_pull},
     {"image resolve", "Print the digest-pinned form of an image ref", cmd_image_resolve},
     {"image rm", "Remove image refs and unused images", cmd_image_rm},
     {"mcp", "Serve MCP on stdio for agents (tools run in a sandbox)", cmd_mcp},

@@ -425,7 +425,8 @@ static void now_rfc3339(char buf[32]) {
 
 /* Under the store lock: when the digest is already stored, add the ref and
  * return 1. */
-static int try_existing(const char *store, const char *hex, const char *ref, cr_error **err) {
+int image_store_try_existing(const char *store, const char *hex, const char *ref,
+                             cr_error **err) {
   _cleanup_free_ char *dir = cr_path_join(store, hex);
   _cleanup_free_ char *meta = dir ? cr_path_join(dir, "meta.json") : NULL;
   if (!meta) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
@@ -435,7 +436,8 @@ static int try_existing(const char *store, const char *hex, const char *ref, cr_
 }
 
 static int do_import(const char *store, const char *tmp, const char *path, const char *ref,
-                     image_progress_fn fn, void *ud, char ret_hex[65], cr_error **err) {
+                     const image_import_extra *extra, image_progress_fn fn, void *ud,
+                     char ret_hex[65], cr_error **err) {
   struct stat st;
   if (stat(path, &st) < 0) return cr_error_set(err, CR_E_FILE_NOT_FOUND, errno, "%s", path);
   _cleanup_(plan_clear) import_plan plan = {0};
@@ -495,7 +497,10 @@ static int do_import(const char *store, const char *tmp, const char *path, const
   {
     _cleanup_close_ int lock = image_store_lock(store, err);
     if (lock < 0) return lock;
-    r = try_existing(store, plan.hex, use_ref, err);
+    r = image_store_try_existing(store, plan.hex, use_ref, err);
+    if (r > 0 && extra && extra->extra_ref &&
+        image_store_add_ref(store, plan.hex, extra->extra_ref, err) < 0)
+      return -1;
     if (r != 0) return r;
   }
 
@@ -522,8 +527,12 @@ static int do_import(const char *store, const char *tmp, const char *path, const
   char created[32];
   now_rfc3339(created);
   if (!info || asprintf(&info->digest, "sha256:%s", plan.hex) < 0 ||
-      !(info->source_format = strdup(kind_name(plan.kind))) ||
-      !(info->imported_from = realpath(path, NULL)) || !(info->created_at = strdup(created)))
+      !(info->source_format = strdup(extra && extra->source_format ? extra->source_format
+                                                                   : kind_name(plan.kind))) ||
+      !(info->imported_from = extra && extra->imported_from ? strdup(extra->imported_from)
+                                                            : realpath(path, NULL)) ||
+      !(info->created_at = strdup(created)) ||
+      (extra && extra->platform && !(info->platform = strdup(extra->platform))))
     return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
   r = make_ext4(rootfs, ext4, &info->size, &info->content_size, err);
   if (r < 0) return r;
@@ -534,7 +543,10 @@ static int do_import(const char *store, const char *tmp, const char *path, const
 
   _cleanup_close_ int lock = image_store_lock(store, err);
   if (lock < 0) return lock;
-  r = try_existing(store, plan.hex, use_ref, err); /* lost a race: keep theirs */
+  r = image_store_try_existing(store, plan.hex, use_ref, err); /* lost a race: keep theirs */
+  if (r > 0 && extra && extra->extra_ref &&
+      image_store_add_ref(store, plan.hex, extra->extra_ref, err) < 0)
+    return -1;
   if (r != 0) return r;
   _cleanup_free_ char *final = cr_path_join(store, plan.hex);
   if (!final) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "import");
@@ -543,6 +555,8 @@ static int do_import(const char *store, const char *tmp, const char *path, const
   if (chmod(tmp, 0755) < 0 || rename(tmp, final) < 0)
     return cr_error_set(err, CR_E_IO, errno, "moving the image into %s", final);
   r = image_store_add_ref(store, plan.hex, use_ref, err);
+  if (r >= 0 && extra && extra->extra_ref)
+    r = image_store_add_ref(store, plan.hex, extra->extra_ref, err);
   if (r < 0) return r;
   progress(fn, ud, "done", info->size, info->size);
   return 0;
@@ -583,6 +597,11 @@ static void collect_stale(const char *store) {
 
 int image_import(const char *path, const char *ref, image_progress_fn fn, void *userdata,
                  image_info **ret, cr_error **err) {
+  return image_import_ex(path, ref, NULL, fn, userdata, ret, err);
+}
+
+int image_import_ex(const char *path, const char *ref, const image_import_extra *extra,
+                    image_progress_fn fn, void *userdata, image_info **ret, cr_error **err) {
   if (!path || !*path) return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "no image file given");
   if (ref && !image_ref_valid(ref))
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
@@ -614,7 +633,7 @@ int image_import(const char *path, const char *ref, image_progress_fn fn, void *
     }
   }
   char hex[65] = "";
-  int r = do_import(store, tmp, path, ref, fn, userdata, hex, err);
+  int r = do_import(store, tmp, path, ref, extra, fn, userdata, hex, err);
   cr_rm_rf(tmp); /* gone already after a successful rename */
   if (r < 0) return cr_error_wrap(err, "importing %s", path);
   if (!ret) return 0;

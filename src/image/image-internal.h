@@ -54,3 +54,18 @@ int image_store_load(const char *store, const char *hex, image_info **ret,
 int image_store_write_meta(const char *dir, const image_info *info, cr_error **err);
 /* 1 when s is 64 lowercase hex. */
 int image_is_hex(const char *s, size_t len);
+
+/* What a pull adds to an import of the OCI layout it built (image-pull.c). */
+typedef struct image_import_extra {
+  const char *source_format; /* overrides the detected one */
+  const char *imported_from; /* overrides the path */
+  const char *platform;
+  const char *extra_ref;     /* a second ref to add (name@digest) */
+} image_import_extra;
+int image_import_ex(const char *path, const char *ref, const image_import_extra *extra,
+                    image_progress_fn progress, void *userdata, image_info **ret,
+                    cr_error **err);
+/* Under the store lock: when hex is stored, adds ref (may be NULL) and
+ * returns 1; 0 when it is not stored. */
+int image_store_try_existing(const char *store, const char *hex, const char *ref,
+                             cr_error **err);

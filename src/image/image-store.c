@@ -47,6 +47,7 @@ void image_info_free(image_info *info) {
   free(info->source_format);
   free(info->imported_from);
   free(info->created_at);
+  free(info->platform);
   free(info);
 }
 
@@ -60,13 +61,13 @@ json_t *image_info_to_json(const image_info *info) {
   json_t *refs = json_array();
   for (size_t i = 0; refs && i < info->n_refs; i++)
     json_array_append_new(refs, json_string(info->refs[i]));
-  return json_pack("{s:s, s:o, s:s?, s:I, s:I, s:s?, s:s?, s:s?}",
+  return json_pack("{s:s, s:o, s:s?, s:I, s:I, s:s?, s:s?, s:s?, s:s*}",
                    "digest", info->digest, "refs", refs ? refs : json_array(),
                    "rootfs", info->rootfs, "size", (json_int_t)info->size,
                    "content_size", (json_int_t)info->content_size,
                    "source_format", info->source_format,
                    "imported_from", info->imported_from,
-                   "created_at", info->created_at);
+                   "created_at", info->created_at, "platform", info->platform);
 }
 
 char *image_store_dir(void) {
@@ -192,6 +193,7 @@ static int load_with_refs(const char *store, const char *hex, json_t *refs,
   info->source_format = jstrdup(j, "source_format");
   info->imported_from = jstrdup(j, "imported_from");
   info->created_at = jstrdup(j, "created_at");
+  info->platform = jstrdup(j, "platform");
   info->size = (uint64_t)json_integer_value(json_object_get(j, "size"));
   info->content_size = (uint64_t)json_integer_value(json_object_get(j, "content_size"));
   if (info->created_at) {

@@ -26,9 +26,10 @@ typedef struct image_info {
   char *rootfs;        /* absolute images/<hex>/rootfs.ext4 */
   uint64_t size;       /* apparent size of rootfs.ext4 in bytes */
   uint64_t content_size; /* bytes used by the extracted tree */
-  char *source_format; /* "rootfs-tar", "oci-layout", "docker-archive" */
-  char *imported_from; /* the path given to import */
+  char *source_format; /* "rootfs-tar", "oci-layout", "docker-archive", "registry" */
+  char *imported_from; /* the path given to import, or the ref pulled */
   char *created_at;    /* RFC 3339 UTC */
+  char *platform;      /* "linux/amd64" for pulled images, else NULL */
   int64_t created;     /* unix seconds */
 } image_info;
 
@@ -37,7 +38,7 @@ static inline void image_info_freep(image_info **p) { image_info_free(*p); *p = 
 #define _cleanup_image_info_ _cleanup_(image_info_freep)
 void image_info_list_free(image_info **list, size_t n);
 /* {"digest","refs":[...],"rootfs","size","content_size","source_format",
- *  "imported_from","created_at"}; NULL on OOM. */
+ *  "imported_from","created_at","platform"?}; NULL on OOM. */
 json_t *image_info_to_json(const image_info *info);
 
 /* Progress: phase is e.g. "hashing", "extracting layer 2/5",

@@ -47,6 +47,17 @@ typedef struct cr_error {
 #define CR_E_WORKSPACE_CONFLICT "workspace_conflict"
 #define CR_E_WORKSPACE_UNSAFE_PATH "workspace_unsafe_path"
 #define CR_E_WORKSPACE_TOO_LARGE "workspace_too_large"
+#define CR_E_IMAGE_DIGEST_MISMATCH "image_digest_mismatch"
+#define CR_E_IMAGE_PLATFORM_NOT_FOUND "image_platform_not_found"
+#define CR_E_REGISTRY_UNKNOWN_REPOSITORY "registry_unknown_repository"
+#define CR_E_REGISTRY_UNKNOWN_TAG "registry_unknown_tag"
+#define CR_E_REGISTRY_AUTH_REQUIRED "registry_auth_required"
+#define CR_E_REGISTRY_AUTH_REFUSED "registry_auth_refused"
+#define CR_E_REGISTRY_UNAVAILABLE "registry_unavailable"
+#define CR_E_REGISTRY_TLS "registry_tls_error"
+#define CR_E_REGISTRY_INSECURE "registry_insecure"
+#define CR_E_REGISTRY_PROTOCOL "registry_protocol_error"
+#define CR_E_DISK_FULL "disk_full"
 
 /* Sets *err (when err is non-NULL and *err is NULL) and returns -1, or
  * -errnum when errnum > 0. */
