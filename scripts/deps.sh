@@ -15,7 +15,7 @@ CR_RUNTIME_DEPS=(
 # tests), procps (ps/pgrep when debugging a test), python3 and its modules.
 CR_TEST_DEPS=(
   python3 jq python3-jsonschema python3-yaml git procps
-  docker-registry skopeo apache2-utils zstd
+  docker-registry skopeo apache2-utils zstd openssl
 )
 # Node.js and npm (for the MCP client tests) come from Debian only when the
 # machine has none: machines that ship their own Node.js conflict with

@@ -86,7 +86,7 @@ def wait_until(pred, timeout, what):
 class Registry:
     """docker-registry with its own config, storage and port."""
 
-    def __init__(self, name, htpasswd=None):
+    def __init__(self, name, htpasswd=None, token=None):
         self.dir = os.path.join(TMP, name)
         os.makedirs(self.dir)
         self.storage = os.path.join(self.dir, "data")
@@ -105,6 +105,10 @@ class Registry:
             with open(hp, "wb") as f:
                 f.write(out)
             cfg += ["auth:", "  htpasswd:", "    realm: cleanroom-test", "    path: %s" % hp]
+        if token:
+            cfg += ["auth:", "  token:", "    realm: %s" % token.realm,
+                    "    service: %s" % token.service, "    issuer: %s" % token.issuer,
+                    "    rootcertbundle: %s" % token.cert]
         self.config = os.path.join(self.dir, "config.yml")
         with open(self.config, "w") as f:
             f.write("\n".join(cfg) + "\n")
@@ -640,6 +644,134 @@ class T2Auth(Deadline, unittest.TestCase):
             p = cr("image", "resolve", self.ref, check=True)
         finally:
             os.unlink(os.path.join(ENV["HOME"], ".docker", "config.json"))
+
+
+class TokenServer:
+    """A distribution token server (the registry's `auth: token` flow): Basic
+    credentials in, an RS256 JWT signed with `openssl dgst` out, with an x5c
+    header carrying the self-signed certificate the registry trusts. No
+    credentials: a token without access; wrong ones: 401."""
+
+    service = "cleanroom-test"
+    issuer = "cleanroom-test-issuer"
+
+    def __init__(self, creds):
+        import http.server
+        import base64
+        self.creds = creds
+        self.dir = os.path.join(TMP, "token-server")
+        os.makedirs(self.dir)
+        self.key = os.path.join(self.dir, "key.pem")
+        self.cert = os.path.join(self.dir, "cert.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        self.key, "-out", self.cert, "-days", "2", "-subj", "/CN=cleanroom-token"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        der = subprocess.run(["openssl", "x509", "-in", self.cert, "-outform", "DER"], check=True,
+                             stdout=subprocess.PIPE).stdout
+        self.x5c = base64.b64encode(der).decode()
+        self.requests = []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                outer.handle(self)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.httpd.server_address[1]
+        self.realm = "http://127.0.0.1:%d/token" % self.port
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def jwt(self, sub, access):
+        import base64
+
+        def b64(b):
+            return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+        now = int(time.time())
+        head = b64(json.dumps({"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}).encode())
+        claims = b64(json.dumps({"iss": self.issuer, "sub": sub, "aud": self.service,
+                                 "exp": now + 600, "nbf": now - 60, "iat": now,
+                                 "jti": os.urandom(8).hex(), "access": access}).encode())
+        signing = ("%s.%s" % (head, claims)).encode()
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.key], input=signing,
+                             check=True, stdout=subprocess.PIPE).stdout
+        return "%s.%s" % (signing.decode(), b64(sig))
+
+    def handle(self, h):
+        import base64
+        import urllib.parse
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(h.path).query)
+        auth = h.headers.get("Authorization", "")
+        user = None
+        if auth.startswith("Basic "):
+            u, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
+            if (u, pw) != self.creds:
+                h.send_response(401)
+                h.end_headers()
+                self.requests.append(("refused", q.get("scope")))
+                return
+            user = u
+        access = []
+        for sc in q.get("scope", []):
+            parts = sc.split(":")
+            if len(parts) == 3 and parts[0] == "repository" and user:
+                access.append({"type": "repository", "name": parts[1],
+                               "actions": parts[2].split(",")})
+        self.requests.append((user, q.get("scope")))
+        body = json.dumps({"token": self.jwt(user or "", access)}).encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class T2Token(Deadline, unittest.TestCase):
+    """Bearer token auth (the registry's own token config): anonymous gets
+    nothing, wrong credentials are refused, right ones pull."""
+
+    CREDS = ("tokenuser", "t0ken-pass")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tok = TokenServer(cls.CREDS)
+        try:
+            cls.reg = Registry("token", token=cls.tok)
+            lay = Layout("token")
+            m, cls.hex, _ = lay.image([small_tar({"etc/token": b"ok\n"})])
+            lay.tag("1", m, OCI_MANIFEST)
+            cls.reg.push(lay.dir, "1", repo="team/img", creds=cls.CREDS)
+        except Exception:
+            cls.tok.close()
+            raise
+        cls.ref = "%s/team/img:1" % cls.reg.host
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tok.close()
+
+    def auth_file(self, user, pw):
+        import base64
+        p = os.path.join(TMP, "tauth-%s.json" % user)
+        with open(p, "w") as f:
+            json.dump({"auths": {self.reg.host: {
+                "auth": base64.b64encode(("%s:%s" % (user, pw)).encode()).decode()}}}, f)
+        return p
+
+    def test_token_flow(self):
+        p = cr("image", "pull", self.ref)
+        self.assertEqual(reason(p), "registry_auth_required", p.stderr)
+        p = cr("image", "pull", self.ref, "--registry-auth", self.auth_file("tokenuser", "bad"))
+        self.assertEqual(reason(p), "registry_auth_refused", p.stderr)
+        _, res, p = pull_json(self.ref, "--registry-auth", self.auth_file(*self.CREDS))
+        self.assertEqual(res["image"]["digest"], "sha256:" + self.hex)
+        self.assertIn(("tokenuser", ["repository:team/img:pull"]), self.tok.requests)
 
 
 class T3Resume(Deadline, unittest.TestCase):
