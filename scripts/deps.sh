@@ -12,7 +12,9 @@ CR_RUNTIME_DEPS=(
   nftables iproute2 ca-certificates lz4
 )
 # Programs the tests run beyond the runtime's: git (policy CLI and workspace
-# tests), procps (ps/pgrep when debugging a test), python3 and its modules.
+# tests), procps (ps/pgrep when debugging a test), python3 and its modules;
+# docker-registry, skopeo, apache2-utils (htpasswd), zstd, openssl: the
+# registry-pull test (a real registry on loopback, images pushed by skopeo).
 CR_TEST_DEPS=(
   python3 jq python3-jsonschema python3-yaml git procps
   docker-registry skopeo apache2-utils zstd openssl

@@ -72,6 +72,20 @@ static void help(FILE *f) {
           "  --host SOCKET          the daemon's socket\n");
 }
 
+bool cli_image_needs_pull(const char *ref) {
+  const char *slash = ref ? strchr(ref, '/') : NULL;
+  if (!slash) return false;
+  size_t n = (size_t)(slash - ref);
+  if (!memchr(ref, '.', n) && !memchr(ref, ':', n) && !(n == 9 && !strncmp(ref, "localhost", 9)))
+    return false;
+  image_info *info = NULL;
+  cr_error *e = NULL;
+  bool missing = image_lookup(ref, &info, &e) < 0;
+  image_info_free(info);
+  cr_error_free(e);
+  return missing;
+}
+
 int cli_registry_auth(const char *ref, const char *auth_file, json_t *params, cr_error **err) {
   image_reference r;
   if (image_reference_parse(ref, &r, err) < 0) return -1;

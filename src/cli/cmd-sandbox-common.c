@@ -232,6 +232,15 @@ static int sandbox_params(const char *policy_path, const char *image, json_t *pa
   const char *e = getenv("CLEANROOM_IMAGE");
   const char *img = image && *image ? image : pimage ? pimage : e && *e ? e : CLI_DEFAULT_IMAGE;
   json_object_set_new(params, "image", json_string(img));
+  /* the daemon pulls a missing image that names a registry: give it this
+   * host's credentials for that registry (never passed to the guest) */
+  if (cli_image_needs_pull(img)) {
+    cr_error *e2 = NULL;
+    if (cli_registry_auth(img, NULL, params, &e2) < 0) {
+      fprintf(stderr, "cleanroom: warning: registry credentials: %s\n", e2->message);
+      cr_error_free(e2);
+    }
+  }
   return 0;
 }
 
