@@ -502,7 +502,9 @@ class T1Plain(Deadline, unittest.TestCase):
         bad = small_tar({"etc/bad": os.urandom(4096)})
         mb, cls.bad_hex, cls.bad_layers = lay.image([bad])
         lay.tag("corrupt", mb, OCI_MANIFEST)
-        for t in ("1", "zstd", "corrupt"):
+        mc, cls.cache_hex, cls.cache_layers = lay.image([small_tar({"etc/cache": os.urandom(2048)})])
+        lay.tag("cache", mc, OCI_MANIFEST)
+        for t in ("1", "zstd", "corrupt", "cache"):
             cls.reg.push(lay.dir, t)
         cls.reg.push(lay.dir, "multi", all_=True)
         cls.reg.push(lay.dir, "armonly", all_=True)
@@ -576,6 +578,24 @@ class T1Plain(Deadline, unittest.TestCase):
         self.assertNotIn(self.bad_layers[0], partials())
         self.assertFalse(os.path.exists(os.path.join(store_dir(), "blobs", "sha256",
                                                      self.bad_layers[0])))
+
+    def test_h_damaged_cached_blob_is_dropped(self):
+        _, res, p = pull_json(self.ref("cache"))
+        self.assertTrue(res, p.stderr)
+        p = cr("image", "rm", "--force", "sha256:" + self.cache_hex, check=True)
+        blob = os.path.join(store_dir(), "blobs", "sha256", self.cache_layers[0])
+        with open(blob, "r+b") as f:  # what a crash could leave behind
+            data = bytearray(f.read())
+            data[-1] ^= 0xFF
+            f.seek(0)
+            f.write(data)
+        p = cr("image", "pull", self.ref("cache"))
+        self.assertEqual(reason(p), "image_invalid", p.stderr)
+        self.assertIn(b"damaged", p.stderr)
+        self.assertFalse(os.path.exists(blob))
+        self.assertEqual(store_leftovers(), [])
+        _, res, p = pull_json(self.ref("cache"))
+        self.assertEqual(res["image"]["digest"], "sha256:" + self.cache_hex, p.stderr)
 
     def test_f_errors_say_what(self):
         p = cr("image", "pull", "%s/nosuchrepo:1" % self.reg.host)
