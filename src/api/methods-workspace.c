@@ -181,7 +181,7 @@ void api_ws_copy_in(daemon_ctx *d, api_sink *sink, json_t *id, json_t *params) {
  * before the sandbox boots, then check the exact commit out once it is
  * ready, then reply with the sandbox. */
 
-static void create_checked_out(void *ud, json_t *result, cr_error *err) {
+static void create_copied_in(void *ud, json_t *result, cr_error *err) {
   wreq *w = ud;
   if (err) {
     send_err(w->sink, w->id, err);
@@ -194,6 +194,14 @@ static void create_checked_out(void *ud, json_t *result, cr_error *err) {
   }
   json_decref(result);
   wreq_free(w);
+}
+
+static void create_checked_out(void *ud, json_t *result, cr_error *err) {
+  wreq *w = ud;
+  const char *local = str(json_object_get(w->params, "workspace"), "copy_in_from");
+  if (err || !local) return create_copied_in(ud, result, err);
+  json_decref(result);
+  START(w, ws_copy_in_local(w->d->sandboxes, w->sid, local, create_copied_in, w, ERRP));
 }
 
 static void create_ready(void *ud, sbx *s, cr_error *err) {

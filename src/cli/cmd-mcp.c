@@ -7,6 +7,7 @@
 #include "client/client.h"
 #include "cli/cli.h"
 #include "policy/policy.h"
+#include "workspace/local.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -27,7 +28,9 @@ static void help(FILE *f) {
           "(a microVM); see docs/mcp.md. The daemon is started when it is not running.\n\n"
           "Options:\n"
           "  --repo DIR       the repository the agent works on (default: the current\n"
-          "                   directory); its cleanroom.yaml is the default policy\n"
+          "                   directory); its cleanroom.yaml is the default policy.\n"
+          "                   Given explicitly, the session's default sandbox gets\n"
+          "                   DIR's HEAD plus its local changes in /workspace\n"
           "  --image REF      image for the session's sandbox (default: the policy's\n"
           "                   image, else the daemon's default)\n"
           "  --policy FILE    policy file (default: cleanroom.yaml of the repository)\n"
@@ -89,6 +92,18 @@ static int build_config(const char *repo_arg, const char *image, const char *pol
     if (!image) image = policy_image_ref(p);
   }
   if (image) json_object_set_new(cfg, "image", json_string(image));
+  /* --repo DIR: the default sandbox gets DIR's HEAD plus its local changes
+   * (docs/workspace.md); the daemon fetches from DIR itself */
+  if (repo_arg && (!p || policy_repository_enabled(p))) {
+    ws_local *l = NULL;
+    char head[41];
+    if (ws_local_open(resolved, &l, NULL) == 0 && ws_local_head(l, head) == 0)
+      json_object_set_new(cfg, "workspace",
+                          json_pack("{s:s, s:s, s:s, s:s}", "repo_url", ws_local_root(l), "ref", head,
+                                    "path", p ? policy_repository_path(p) : CR_WS_DEFAULT_PATH,
+                                    "copy_in_from", ws_local_root(l)));
+    ws_local_free(l);
+  }
   *ret = TAKE_PTR(cfg);
   return 0;
 }

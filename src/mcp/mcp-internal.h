@@ -47,6 +47,9 @@ struct mcp_tool {
 
 extern const mcp_tool mcp_tools[];
 extern const size_t mcp_n_tools;
+/* tools-workspace.c: the `diff` tool */
+extern const char mcp_diff_input[], mcp_diff_output[];
+void mcp_diff_run(mcp_call *c);
 const mcp_tool *mcp_tool_find(const char *name);
 json_t *mcp_tool_describe(const mcp_tool *t);
 /* Parsed schema, cached per tool (never freed: static data). */

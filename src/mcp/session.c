@@ -464,6 +464,8 @@ static void create_default(mcp_session *s, mcp_call *c) {
   json_t *policy = json_object_get(s->config, "policy");
   if (json_is_string(image)) json_object_set(params, "image", image);
   if (json_is_object(policy)) json_object_set(params, "policy", policy);
+  json_t *ws = json_object_get(s->config, "workspace"); /* mcp --repo: src/workspace */
+  if (json_is_object(ws)) json_object_set(params, "workspace", ws);
   mcp_api(s, NULL, "sandbox.create", params, default_created);
 }
 

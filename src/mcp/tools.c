@@ -195,7 +195,11 @@ static const char sandbox_create_input[] =
     "\"vcpus\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":64},"
     "\"memory_mib\":{\"type\":\"integer\",\"minimum\":128,\"maximum\":262144},"
     "\"policy\":{\"type\":\"object\",\"description\":\"Compiled egress policy (default: the "
-    "session's configured policy).\"}},\"additionalProperties\":false}";
+    "session's configured policy).\"},"
+    "\"repo_url\":{\"type\":\"string\",\"minLength\":1,\"description\":\"Git repository to "
+    "check out into /workspace (resolved to an exact commit before boot).\"},"
+    "\"ref\":{\"type\":\"string\",\"minLength\":1,\"description\":\"Branch, tag, ref or "
+    "commit of repo_url (default: its HEAD).\"}},\"additionalProperties\":false}";
 
 static const char sandbox_id_only_input[] =
     "{\"type\":\"object\",\"properties\":{" SANDBOX_ID_PROP "},\"additionalProperties\":false}";
@@ -299,6 +303,9 @@ static void sandbox_create_run(mcp_call *c) {
     if (!v && (i == 0 || i == 3)) v = json_object_get(cfg, keys[i]);
     if (v && !json_is_null(v)) json_object_set(p, keys[i], v);
   }
+  if (arg_str(c, "repo_url"))
+    json_object_set_new(p, "workspace", json_pack("{s:s, s:s?}", "repo_url", arg_str(c, "repo_url"),
+                                                  "ref", arg_str(c, "ref")));
   mcp_call_progress(c, "creating a sandbox");
   mcp_api(c->s, c, "sandbox.create", p, sandbox_created);
 }
@@ -1289,9 +1296,17 @@ const mcp_tool mcp_tools[] = {
      "code. Poll a running one with exec_poll, stop it with exec_kill.",
      sandbox_id_only_input, process_list_output, true, false, true, false, MCP_SBX_EXISTING,
      NULL, process_list_run},
+    {"diff", "Diff the workspace",
+     "Show the changes in the sandbox's /workspace against the commit it was checked out at, "
+     "as a git patch that `git apply` accepts (binary files as git binary patches, mode "
+     "changes, deletions). stat_only lists the changed paths with A/M/D/T instead; paths "
+     "limits it. Only files that changed are read, so it is cheap on large repositories.",
+     mcp_diff_input, mcp_diff_output, true, false, true, false, MCP_SBX_EXISTING, NULL,
+     mcp_diff_run},
     {"sandbox_create", "Create a sandbox",
      "Boot a new sandbox (microVM) and return it when ready; pass its id as sandbox_id to "
-     "other tools. Optional image, vcpus, memory_mib, policy. The first sandbox a session "
+     "other tools. Optional image, vcpus, memory_mib, policy, and repo_url (+ ref) to check a "
+     "git repository out into /workspace at an exact commit. The first sandbox a session "
      "creates becomes its default.",
      sandbox_create_input, SANDBOX_OUT, false, false, false, false, MCP_SBX_NONE, NULL,
      sandbox_create_run},

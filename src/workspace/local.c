@@ -82,6 +82,13 @@ int ws_local_remote_url(ws_local *l, const char *remote, char **ret, cr_error **
   return rc;
 }
 
+int ws_local_head(ws_local *l, char ret[41]) {
+  git_oid oid;
+  if (git_reference_name_to_id(&oid, l->repo, "HEAD") < 0) return -1;
+  git_oid_tostr(ret, 41, &oid);
+  return 0;
+}
+
 char *ws_local_upstream_branch(ws_local *l, const char *remote) {
   git_reference *head = NULL, *up = NULL;
   char *out = NULL;

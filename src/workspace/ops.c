@@ -2,6 +2,8 @@
  * (LIST + FILE_READ of changed files only -> patch) and copy-in. */
 #include "workspace/ops.h"
 
+#include "workspace/local.h"
+
 #include "util/base64.h"
 #include "util/log.h"
 #include "util/macro.h"
@@ -744,5 +746,52 @@ int ws_copy_in(sbx_manager *m, const char *sandbox_id, uint8_t *tar, size_t n, j
     ap_put_str(&b, AP_T_ARGV, full);
   }
   send_req(o, s, &b, rm_frame, o);
+  return 0;
+}
+
+/* ---- copy-in from a local checkout the daemon can read (mcp --repo) */
+
+static void local_changes_work(uv_work_t *w) {
+  ws_op *o = w->data;
+  ws_local *l = NULL;
+  if (ws_local_open(o->url, &l, &o->err) < 0) return;
+  json_t *record = NULL;
+  if (ws_local_changes(l, o->ref, NULL, 0, &o->tar, &o->deletes, &record, &o->err) == 0)
+    json_decref(record);
+  ws_local_free(l);
+}
+
+static void local_changes_after(uv_work_t *w, int status) {
+  ws_op *o = w->data;
+  if (o->err) return finish(o, NULL, TAKE_PTR(o->err));
+  ws_buf tar = o->tar;
+  o->tar = (ws_buf){0};
+  json_t *deletes = TAKE_PTR(o->deletes);
+  cr_error *e = NULL;
+  if (ws_copy_in(o->m, o->sid, tar.data, tar.len, deletes, o->cb, o->ud, &e) < 0) {
+    json_decref(deletes);
+    o->cb(o->ud, NULL, e);
+    op_free(o);
+    return;
+  }
+  json_decref(deletes);
+  op_free(o); /* the copy-in op reports to cb */
+}
+
+int ws_copy_in_local(sbx_manager *m, const char *sandbox_id, const char *dir, ws_done_cb cb,
+                     void *ud, cr_error **err) {
+  sbx *s = ws_sandbox(m, sandbox_id, err);
+  if (!s) return -1;
+  if (!dir || dir[0] != '/')
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "the local checkout must be an absolute path");
+  ws_op *o = op_new(m, sbx_id(s), cb, ud);
+  if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "copy-in");
+  o->url = strdup(dir);
+  o->ref = strdup(json_string_value(json_object_get(sbx_workspace(s), "commit")) ?: "");
+  int r = uv_queue_work(o->loop, &o->work, local_changes_work, local_changes_after);
+  if (r < 0) {
+    op_free(o);
+    return cr_error_set(err, CR_E_INTERNAL, -r, "queueing the copy-in");
+  }
   return 0;
 }

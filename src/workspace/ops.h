@@ -37,3 +37,8 @@ int ws_diff(sbx_manager *m, const char *sandbox_id, json_t *paths /* array or NU
  * (relative names) is extracted into the workspace. {deleted, bytes}. */
 int ws_copy_in(sbx_manager *m, const char *sandbox_id, uint8_t *tar /* stolen */, size_t n,
                json_t *deletes, ws_done_cb cb, void *ud, cr_error **err);
+
+/* The same with the changes of the local checkout at dir (absolute, read by
+ * the daemon itself) against the sandbox's base commit: `mcp --repo DIR`. */
+int ws_copy_in_local(sbx_manager *m, const char *sandbox_id, const char *dir, ws_done_cb cb,
+                     void *ud, cr_error **err);

@@ -449,6 +449,67 @@ class T2Remote(Deadline, unittest.TestCase):
         self.assertIn(b"workspace_not_found", p.stderr)
 
 
+class T3MCP(Deadline, unittest.TestCase):
+    """`cleanroom mcp --repo DIR`: the default sandbox has DIR's HEAD plus its
+    local changes; the `diff` tool shows an agent's edit as a patch."""
+
+    def test_mcp_repo_and_diff(self):
+        bare, work, first, feature = make_upstream("agent")
+        git("checkout", "-q", "feature", cwd=work)  # HEAD, not the remote's default
+        write(os.path.join(work, "a.txt"), "hello\nuncommitted\n")
+        p = subprocess.Popen([BIN, "mcp", "--repo", work, "--image", IMAGE], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV, cwd=TMP)
+        try:
+            def send(m):
+                p.stdin.write((json.dumps(m) + "\n").encode())
+                p.stdin.flush()
+
+            def call(id, method, params):
+                send({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+                while True:
+                    line = p.stdout.readline()
+                    if not line:
+                        raise AssertionError("mcp exited: %r" % p.stderr.read()[-2000:])
+                    m = json.loads(line)
+                    if m.get("id") == id:
+                        return m
+
+            r = call(1, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                       "clientInfo": {"name": "ws-test", "version": "1"}})
+            self.assertIn("result", r, r)
+            send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            r = call(2, "tools/call", {"name": "exec", "arguments": {
+                "command": "cd /workspace && cat a.txt feature.txt && echo agent >> a.txt"}})
+            self.assertFalse(r["result"].get("isError"), r)
+            out = json.loads(r["result"]["content"][0]["text"])
+            self.assertEqual(out["stdout"], "hello\nuncommitted\non feature\n")
+            r = call(3, "tools/call", {"name": "diff", "arguments": {}})
+            self.assertFalse(r["result"].get("isError"), r)
+            sc = r["result"]["structuredContent"]
+            self.assertEqual(sc["base_commit"], feature)
+            self.assertEqual([(f["path"], f["status"]) for f in sc["files"]], [("a.txt", "M")])
+            patch = r["result"]["content"][0]["text"].encode()
+            base = os.path.join(TMP, "mcp-base")
+            git("clone", "-q", bare, base)
+            git("checkout", "-q", feature, cwd=base)
+            git("apply", "-", cwd=base, input=patch)
+            with open(os.path.join(base, "a.txt")) as f:
+                self.assertEqual(f.read(), "hello\nuncommitted\nagent\n")
+            r = call(4, "tools/call", {"name": "diff", "arguments": {"stat_only": True,
+                                                                     "paths": ["../x"]}})
+            self.assertTrue(r["result"].get("isError"), r)
+            self.assertIn("workspace_unsafe_path", r["result"]["content"][0]["text"])
+        finally:
+            p.stdin.close()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+            p.stderr.close()
+
+
 def main():
     suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
     t0 = time.monotonic()
