@@ -22,6 +22,53 @@ typedef struct gentry { /* one LIST entry from the guest */
   char *target;
 } gentry;
 
+/* Base manifests, immutable per (url, commit): the last few are kept on the
+ * loop thread so repeated diffs of a sandbox do not walk the tree again. */
+typedef struct man_ref {
+  int refs;
+  char *url;
+  char commit[41];
+  uint64_t used;
+  ws_manifest m;
+} man_ref;
+#define MAN_CACHE 4
+static man_ref *man_cache[MAN_CACHE];
+static uint64_t man_clock;
+
+static void man_unref(man_ref *r) {
+  if (!r || --r->refs > 0) return;
+  ws_manifest_free(&r->m);
+  free(r->url);
+  free(r);
+}
+
+static man_ref *man_lookup(const char *url, const char *commit) {
+  for (int i = 0; i < MAN_CACHE; i++) {
+    man_ref *r = man_cache[i];
+    if (r && strcmp(r->commit, commit) == 0 && strcmp(r->url, url) == 0) {
+      r->used = ++man_clock;
+      r->refs++;
+      return r;
+    }
+  }
+  return NULL;
+}
+
+static void man_insert(man_ref *r) {
+  int slot = 0;
+  for (int i = 0; i < MAN_CACHE; i++) {
+    if (!man_cache[i]) {
+      slot = i;
+      break;
+    }
+    if (man_cache[i]->used < man_cache[slot]->used) slot = i;
+  }
+  man_unref(man_cache[slot]);
+  r->used = ++man_clock;
+  r->refs++;
+  man_cache[slot] = r;
+}
+
 typedef struct ws_op ws_op;
 struct ws_op {
   uv_work_t work;
@@ -39,7 +86,7 @@ struct ws_op {
   ws_buf tar;
   size_t files;
   /* diff */
-  ws_manifest man;
+  struct man_ref *mref; /* the base manifest (shared, cached) */
   gentry *g;
   size_t ng, capg;
   bool list_truncated;
@@ -63,7 +110,7 @@ static void op_free(ws_op *o) {
   cr_error_free(o->err);
   ws_resolved_clear(&o->res);
   ws_buf_free(&o->tar);
-  ws_manifest_free(&o->man);
+  man_unref(o->mref);
   for (size_t i = 0; i < o->ng; i++) {
     free(o->g[i].name);
     free(o->g[i].target);
@@ -295,15 +342,13 @@ int ws_checkout(sbx_manager *m, const char *sandbox_id, const char *url, const c
 
 static void diff_manifest_work(uv_work_t *w) {
   ws_op *o = w->data;
-  ws_manifest_load(o->url, o->ref, &o->man, &o->err); /* o->ref holds the commit */
+  ws_manifest_load(o->url, o->ref, &o->mref->m, &o->err); /* o->ref holds the commit */
 }
 
 static void list_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p);
 static void diff_compare(ws_op *o);
 
-static void diff_manifest_after(uv_work_t *w, int status) {
-  ws_op *o = w->data;
-  if (o->err) return finish(o, NULL, TAKE_PTR(o->err));
+static void diff_list(ws_op *o) {
   sbx *s = op_sandbox(o);
   if (!s) return;
   ap_buf b = {0};
@@ -311,6 +356,13 @@ static void diff_manifest_after(uv_work_t *w, int status) {
   ap_put_str(&b, AP_T_PATH, o->path);
   ap_put_u32(&b, AP_T_DEPTH, 64);
   send_req(o, s, &b, list_frame, o);
+}
+
+static void diff_manifest_after(uv_work_t *w, int status) {
+  ws_op *o = w->data;
+  if (o->err) return finish(o, NULL, TAKE_PTR(o->err));
+  man_insert(o->mref);
+  diff_list(o);
 }
 
 static void list_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
@@ -394,7 +446,7 @@ static void diff_finish_changes(ws_op *o);
 
 static void diff_compare(ws_op *o) {
   qsort(o->g, o->ng, sizeof(*o->g), gentry_cmp);
-  const ws_manifest *m = &o->man;
+  const ws_manifest *m = &o->mref->m;
   uint64_t base_ns = (uint64_t)(m->mtime < 0 ? 0 : m->mtime) * 1000000000ull;
   o->reads = calloc(o->ng + 1, sizeof(*o->reads));
   if (!o->reads) return fail(o, CR_E_INTERNAL, ENOMEM, "diff");
@@ -660,6 +712,18 @@ int ws_diff(sbx_manager *m, const char *sandbox_id, json_t *paths, unsigned flag
     op_free(o);
     return -1;
   }
+  if ((o->mref = man_lookup(o->url, o->ref))) {
+    diff_list(o);
+    return 0;
+  }
+  o->mref = calloc(1, sizeof(*o->mref));
+  if (!o->mref) {
+    op_free(o);
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "diff");
+  }
+  o->mref->refs = 1;
+  o->mref->url = strdup(o->url);
+  snprintf(o->mref->commit, sizeof(o->mref->commit), "%s", o->ref);
   int r = uv_queue_work(o->loop, &o->work, diff_manifest_work, diff_manifest_after);
   if (r < 0) {
     op_free(o);
