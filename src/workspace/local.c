@@ -335,7 +335,7 @@ int ws_local_oid(ws_local *l, const char *path, char ret[41], uint32_t *mode) {
 
 int ws_local_put(ws_local *l, const char *path, uint32_t mode, const void *data, size_t n,
                  cr_error **err) {
-  if (!ws_path_ok(path) || strcmp(path, ".git") == 0 || strncmp(path, ".git/", 5) == 0)
+  if (!ws_path_ok(path) || ws_path_has_git(path))
     return cr_error_set(err, CR_E_WORKSPACE_UNSAFE_PATH, 0,
                         "refusing '%s': not a path inside the checkout", path);
   const char *base;

@@ -386,7 +386,7 @@ static void list_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_
       }
     }
     if (!e.name || !ws_path_ok(e.name) || (e.ftype != AP_FT_FILE && e.ftype != AP_FT_SYMLINK) ||
-        strcmp(e.name, ".git") == 0 || strncmp(e.name, ".git/", 5) == 0) {
+        ws_path_has_git(e.name)) {
       free(e.name);
       free(e.target);
       return;

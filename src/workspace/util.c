@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int ws_buf_append(ws_buf *b, const void *p, size_t n) {
   if (b->len + n < b->len) return -ENOMEM;
@@ -131,6 +132,16 @@ bool ws_path_ok(const char *p) {
     if (!e) return true;
     s = e + 1;
   }
+}
+
+bool ws_path_has_git(const char *p) {
+  for (const char *s = p; s && *s;) {
+    const char *e = strchr(s, '/');
+    size_t n = e ? (size_t)(e - s) : strlen(s);
+    if (n == 4 && strncasecmp(s, ".git", 4) == 0) return true;
+    s = e ? e + 1 : NULL;
+  }
+  return false;
 }
 
 bool ws_path_selected(const char *p, const char *const *paths, size_t npaths) {

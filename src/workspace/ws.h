@@ -91,6 +91,9 @@ int ws_patch(const char *url, const char *commit, const ws_change *c, size_t n, 
 /* Path checks shared by both sides: relative, no "", ".", ".." components,
  * no NUL, no leading '/', at most 4096 bytes. */
 bool ws_path_ok(const char *p);
+/* A component is ".git" (any case): never listed, copied or written (a
+ * nested .git could plant hooks in the checkout). */
+bool ws_path_has_git(const char *p);
 /* p equals one of paths or lies below one (paths NULL/empty = everything). */
 bool ws_path_selected(const char *p, const char *const *paths, size_t npaths);
 

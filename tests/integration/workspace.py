@@ -369,7 +369,7 @@ class T1Checkout(Deadline, unittest.TestCase):
 
     def test_4_copy_out_conflicts_and_escapes(self):
         w = self.work
-        self.ex("echo agent2 > keep2.txt")
+        self.ex("echo agent2 > keep2.txt; mkdir -p n2/.git/hooks && echo evil > n2/.git/hooks/post-checkout")
         # a local edit to a file the sandbox also changed: refused, nothing written
         write(os.path.join(w, "a.txt"), "hello\nlocal edit\nlocal again\n")
         p = cr("workspace", "copy-out", "--in", self.sid, cwd=w)
@@ -396,6 +396,8 @@ class T1Checkout(Deadline, unittest.TestCase):
         for f in ("a.txt", "new.bin", "keep2.txt", "n/m/f.txt", "link2", "bin.dat"):
             self.assertIn("copy-out: wrote %s\n" % f, err)
         self.assertIn("copy-out: deleted link\n", err)
+        self.assertNotIn(".git", err)  # a nested .git is never listed nor written
+        self.assertFalse(os.path.exists(os.path.join(w, "n2")))
         with open(os.path.join(w, "a.txt")) as f:
             self.assertEqual(f.read(), "hello\nlocal edit\nagent\n")
         self.assertEqual(os.listdir(outside), [])
