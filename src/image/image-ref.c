@@ -166,6 +166,12 @@ int image_reference_parse(const char *s, image_reference *ret, cr_error **err) {
     free(r.registry);
     if (!(r.registry = strdup("docker.io"))) goto oom;
   }
+  if (strlen(r.registry) + 1 + strlen(r.repository) > MAX_NAME) {
+    rc = cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
+                      "image name '%s/%.40s...' is longer than 255 bytes", r.registry,
+                      r.repository);
+    goto fail;
+  }
   if (!r.tag && !r.digest && !(r.tag = strdup("latest"))) goto oom;
   *ret = r;
   return 0;

@@ -71,6 +71,20 @@ static void test_reference_parse(void **state) {
       "012345678901234567890123456789012345678901234567890123456789", "r.example/x y",
       "x@sha256:" HEX_A "0",
   };
+  /* the 255-byte bound is on the full name, docker.io/library/ included
+   * (found by fuzz-registry: a 251-byte bare name) */
+  char longname[252];
+  memset(longname, 'a', 251);
+  longname[251] = '\0';
+  image_reference lr;
+  cr_error *lerr = NULL;
+  assert_true(image_reference_parse(longname, &lr, &lerr) < 0);
+  assert_string_equal(cr_error_reason(lerr), CR_E_INVALID_ARGUMENT);
+  cr_error_free(lerr);
+  longname[255 - 18] = '\0'; /* "docker.io/library/" + 237 = 255 */
+  lerr = NULL;
+  assert_int_equal(image_reference_parse(longname, &lr, &lerr), 0);
+  image_reference_clear(&lr);
   for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
     image_reference r;
     cr_error *err = NULL;
