@@ -7,6 +7,8 @@
 #include "client/client.h"
 #include "cli/cli.h"
 #include "policy/policy.h"
+#include "util/fs.h"
+#include "util/paths.h"
 #include "workspace/local.h"
 
 #include <errno.h>
@@ -49,7 +51,8 @@ static void help(FILE *f) {
           "                   local daemon, started on demand\n"
           "  -h, --help       show this help\n\n"
           "stdout carries only MCP messages, diagnostics go to stderr, and the server\n"
-          "exits when stdin closes.\n");
+          "exits when stdin closes.\n\n"
+          "'cleanroom mcp token' prints the bearer token for 'serve --mcp-http'.\n");
 }
 
 /* Writes all of buf; false when the peer is gone. */
@@ -124,7 +127,34 @@ static long long parse_duration_ms(const char *s) {
   return v * mul;
 }
 
+/* cleanroom mcp token: the bearer token of `serve --mcp-http`. */
+static int cmd_mcp_token(int argc, char **argv) {
+  if (cli_wants_help(argc, argv)) {
+    printf("Usage: cleanroom mcp token\n\n"
+           "Print the bearer token that MCP clients of 'cleanroom serve --mcp-http' send as\n"
+           "'Authorization: Bearer TOKEN'. The daemon makes it on its first start with\n"
+           "--mcp-http and keeps it in $CLEANROOM_DATA_DIR/mcp-token (mode 0600).\n");
+    return 0;
+  }
+  if (argc > 1) {
+    fprintf(stderr, "cleanroom: invalid_argument: unexpected argument '%s'\n", argv[1]);
+    return CLI_EXIT_USAGE;
+  }
+  _cleanup_free_ char *path = cr_data_path("mcp-token");
+  _cleanup_free_ char *buf = NULL;
+  size_t n = 0;
+  int r = path ? cr_read_file(path, 1024, &buf, &n) : -ENOMEM;
+  if (r < 0)
+    return cli_failf(r == -ENOENT ? CR_E_FILE_NOT_FOUND : CR_E_IO,
+                     "%s: %s; start the daemon with 'cleanroom serve --mcp-http "
+                     "127.0.0.1:PORT' first", path ? path : "mcp-token", strerror(-r));
+  while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' ')) buf[--n] = 0;
+  printf("%s\n", buf);
+  return 0;
+}
+
 int cmd_mcp(int argc, char **argv) {
+  if (argc > 1 && !strcmp(argv[1], "token")) return cmd_mcp_token(argc - 1, argv + 1);
   if (cli_wants_help(argc, argv)) {
     help(stdout);
     return 0;

@@ -10,6 +10,7 @@
 #pragma once
 #include "util/macro.h"
 #include "api/api.h"
+#include "util/error.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -56,3 +57,7 @@ void mcp_session_reject_line(mcp_session *s, json_t *id, size_t len);
 /* One MCP message (line) from the client: room for a write_file of 4 MiB as
  * base64 (5.6 MB) with its envelope. */
 #define MCP_MAX_LINE (8u << 20)
+
+/* The Streamable HTTP transport (src/mcp/http.c): listens on HOST:PORT
+ * (cleanroom serve --mcp-http); makes the bearer token when missing. */
+int mcp_http_start(daemon_ctx *d, uv_loop_t *loop, const char *addr, cr_error **err);

@@ -362,6 +362,10 @@ static int prepare_socket(const char *path, cr_error **err) {
   return 0;
 }
 
+static const char *mcp_http_addr;
+
+void daemon_set_mcp_http(const char *addr) { mcp_http_addr = addr; }
+
 int daemon_run(const char *listen_path, cr_error **err) {
   server_ctx d = {0};
   d.api.loop = uv_default_loop();
@@ -387,6 +391,16 @@ int daemon_run(const char *listen_path, cr_error **err) {
      * re-attached sandboxes have settled (below) */
     r = uv_fileno((uv_handle_t *)&d.server, &sfd);
     if (r == 0 && listen(sfd, 128) < 0) r = -errno;
+  }
+  cr_error *herr = NULL;
+  if (r == 0 && mcp_http_addr && mcp_http_start(&d.api, d.api.loop, mcp_http_addr, &herr) < 0) {
+    *err = herr;
+    unlink(d.api.socket_path);
+    sbx_manager_free(d.api.sandboxes);
+    uv_close((uv_handle_t *)&d.server, NULL);
+    uv_run(d.api.loop, UV_RUN_DEFAULT);
+    free(d.api.socket_path);
+    return -1;
   }
   if (r < 0) {
     cr_error_set(err, CR_E_DAEMON_UNAVAILABLE, -r, "listening on %s", d.api.socket_path);

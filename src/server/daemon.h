@@ -14,5 +14,8 @@ typedef struct server_ctx {
   int conns;
 } server_ctx;
 
+/* Also serve MCP over Streamable HTTP on HOST:PORT (call before daemon_run). */
+void daemon_set_mcp_http(const char *addr);
+
 /* Runs the daemon until SIGTERM/SIGINT. listen_path NULL = default socket. */
 int daemon_run(const char *listen_path, cr_error **err);

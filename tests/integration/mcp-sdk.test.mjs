@@ -19,7 +19,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync, writeFileSync, readFileSync, chmodSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, writeFileSync, readFileSync, chmodSync, statSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -28,6 +28,7 @@ import { createInterface } from 'node:readline';
 
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Client as Client2 } from '@modelcontextprotocol/client';
 import { StdioClientTransport as StdioClientTransport2 } from '@modelcontextprotocol/client/stdio';
 
@@ -273,6 +274,57 @@ test('inspector CLI (legacy era) lists every tool on its one page', { skip: skip
   const sent = tap.sent().filter((m) => m.method);
   assert.equal(sent[0].method, 'initialize');
   assert.ok(!sent.some((m) => m.method === 'server/discover'));
+});
+
+// ---- Streamable HTTP (cleanroom serve --mcp-http) ----
+
+test('streamable HTTP: bearer token, Origin check, sessions, tools', { skip: skipNoBin, timeout: 120_000 }, async () => {
+  const dir = join(TMP, 'http');
+  const env = { ...ENV, CLEANROOM_RUN_DIR: join(dir, 'run'), CLEANROOM_DATA_DIR: join(dir, 'data') };
+  const daemon = spawn(BIN, ['serve', '--mcp-http', '127.0.0.1:0'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  daemon.stderr.on('data', (d) => { stderr += d; });
+  const exited = new Promise((r) => daemon.on('exit', r));
+  try {
+    const addrFile = join(dir, 'run', 'mcp-http.addr');
+    for (let i = 0; i < 300 && !existsSync(addrFile); i++) await new Promise((r) => setTimeout(r, 100)); // the daemon's start
+    assert.ok(existsSync(addrFile), stderr);
+    const url = `http://${readFileSync(addrFile, 'utf8').trim()}/mcp`;
+    const token = cr(['mcp', 'token'], { env }).stdout.trim();
+    assert.match(token, /^[0-9a-f]{64}$/);
+    assert.equal(statSync(join(dir, 'data', 'mcp-token')).mode & 0o777, 0o600);
+    const init = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } });
+    const post = (headers) => fetch(url, { method: 'POST', body: init, headers: { 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream', ...headers } });
+    assert.equal((await post({})).status, 401);
+    assert.equal((await post({ Authorization: 'Bearer nope' })).status, 401);
+    assert.equal((await post({ Authorization: `Bearer ${token}`, Origin: 'http://evil.example' })).status, 403);
+    assert.equal((await post({ Authorization: `Bearer ${token}`, 'Mcp-Session-Id': 'nosuchsession' })).status, 404);
+    assert.equal((await fetch(url, { headers: { Authorization: `Bearer ${token}` } })).status, 405);
+    const ok = await post({ Authorization: `Bearer ${token}`, Origin: 'http://localhost:6274' });
+    assert.equal(ok.status, 200);
+    assert.match(await ok.text(), /"protocolVersion":"2025-06-18"/);
+
+    const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { Authorization: `Bearer ${token}` } } });
+    const client = new Client({ name: 'cleanroom-e2e-http', version: '1.0.0' });
+    await client.connect(transport);
+    assert.ok(transport.sessionId);
+    assert.equal(client.getServerVersion().name, 'cleanroom');
+    assert.deepEqual((await client.listTools()).tools.map((t) => t.name), ALL_TOOLS);
+    await client.ping();
+    const r = await client.callTool({ name: 'exec', arguments: { command: 'true', sandbox_id: '01nonexistent0000000000000' } });
+    assert.equal(r.isError, true);
+    assert.match(text(r), /sandbox_not_found/);
+    await assert.rejects(client.callTool({ name: 'no_such_tool', arguments: {} }), (e) => e.code === -32602);
+    const sid = transport.sessionId;
+    await transport.terminateSession();
+    await client.close();
+    const after = await fetch(url, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Mcp-Session-Id': sid, 'Content-Type': 'application/json', Accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'ping' }) });
+    assert.equal(after.status, 404);
+  } finally {
+    daemon.kill('SIGTERM');
+    await exited;
+  }
 });
 
 // ---- 2026-07-28 era ----
