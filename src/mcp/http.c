@@ -51,7 +51,7 @@ struct http_conn {
   char *field;
   size_t field_len;
   bool in_value;
-  char auth[256], origin[256], session_id[64], accept[256], ctype[128];
+  char auth[256], origin[256], session_id[64], accept[256], ctype[128], host[256];
   char *body;
   size_t body_len;
   size_t header_bytes;
@@ -64,6 +64,7 @@ static struct {
   uv_loop_t *loop;
   uv_tcp_t server;
   char token[65];
+  bool loopback; /* listening on a loopback address: Host must be loopback */
   http_sess *sessions;
   int n_sessions;
 } H;
@@ -275,6 +276,17 @@ static bool origin_ok(const char *origin) {
   return false;
 }
 
+/* Host: a loopback name (with any port) while we listen on loopback */
+static bool host_ok(const char *host) {
+  if (!H.loopback) return true;
+  static const char *const ok[] = {"localhost", "127.0.0.1", "[::1]"};
+  for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
+    size_t n = strlen(ok[i]);
+    if (!strncasecmp(host, ok[i], n) && (host[n] == 0 || host[n] == ':')) return true;
+  }
+  return false;
+}
+
 static bool token_ok(const char *auth) {
   if (strncasecmp(auth, "Bearer ", 7)) return false;
   const char *t = auth + 7;
@@ -287,8 +299,9 @@ static bool token_ok(const char *auth) {
 
 static void handle_request(http_conn *c) {
   const char *method = http_method_str((enum http_method)c->parser.method);
-  if (!origin_ok(c->origin)) {
-    reply_rpc_error(c, 403, "Forbidden", -32600, "Origin not allowed (only loopback origins)");
+  if (!origin_ok(c->origin) || !host_ok(c->host)) {
+    reply_rpc_error(c, 403, "Forbidden", -32600,
+                    "Origin/Host not allowed (only loopback origins and host names)");
     return;
   }
   if (!token_ok(c->auth)) {
@@ -365,6 +378,7 @@ static void save_header(http_conn *c, const char *value, size_t n) {
       {"mcp-session-id", offsetof(http_conn, session_id), sizeof(((http_conn *)0)->session_id)},
       {"accept", offsetof(http_conn, accept), sizeof(((http_conn *)0)->accept)},
       {"content-type", offsetof(http_conn, ctype), sizeof(((http_conn *)0)->ctype)},
+      {"host", offsetof(http_conn, host), sizeof(((http_conn *)0)->host)},
   };
   for (size_t i = 0; i < ELEMENTSOF(wanted); i++) {
     if (c->field_len != strlen(wanted[i].name) ||
@@ -486,6 +500,8 @@ int mcp_http_start(daemon_ctx *d, uv_loop_t *loop, const char *addr, cr_error **
       uv_ip6_addr(host[0] == '[' ? host + 1 : host, (int)port, (struct sockaddr_in6 *)&sa) != 0)
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "--mcp-http %s: want an IP address", addr);
   if (load_or_make_token(err) < 0) return -1;
+  H.loopback = !strncmp(host, "127.", 4) || !strcmp(host, "::1") || !strcmp(host, "[::1]") ||
+               !strcmp(host, "localhost");
   uv_tcp_init(loop, &H.server);
   int r = uv_tcp_bind(&H.server, (struct sockaddr *)&sa, 0);
   if (r == 0) r = uv_listen((uv_stream_t *)&H.server, 64, on_connection);
