@@ -9,6 +9,7 @@
 
 typedef struct channel {
   uint32_t id;
+  uint16_t op; /* the request's frame type: which replies are legal */
   agent_frame_cb cb;
   void *ud;
   /* flow control (docs/agent-protocol.md): STDIN/DATA bytes we may still
@@ -224,6 +225,50 @@ static bool terminal(uint16_t type) {
          type == AP_STAT_RESULT;
 }
 
+/* The frames a guest may send on a channel opened by request `op`; anything
+ * else (OK or STAT_RESULT on an exec channel, EXIT on a file channel...) is a
+ * protocol violation: the operation fails with agent_protocol_error and the
+ * connection is dropped, so no operation waits forever for an end that the
+ * channel already had. ERROR ends every operation. */
+static bool frame_allowed(uint16_t op, uint16_t type) {
+  if (type == AP_ERROR) return true;
+  switch (op) {
+  case AP_EXEC:
+    return type == AP_STARTED || type == AP_STDOUT || type == AP_STDERR || type == AP_EXIT;
+  case AP_FILE_READ:
+  case AP_TAR_OUT:
+    return type == AP_DATA || type == AP_OK;
+  case AP_FILE_WRITE:
+  case AP_TAR_IN:
+    return type == AP_OK;
+  case AP_STAT:
+    return type == AP_STAT_RESULT;
+  case AP_LIST:
+    return type == AP_ENTRY || type == AP_OK;
+  default:
+    return type == AP_OK;
+  }
+}
+
+static void protocol_violation(agent_conn *c, channel *chp, uint16_t type) {
+  channel ch = *chp;
+  agent_channel_forget(c, ch.id);
+  char msg[160];
+  snprintf(msg, sizeof(msg), "the guest sent frame type 0x%02x on a channel of request 0x%02x",
+           (unsigned)type, (unsigned)ch.op);
+  ap_buf b = {0};
+  ap_frame_begin(&b, AP_ERROR, ch.id);
+  ap_put_str(&b, AP_T_REASON, CR_E_AGENT_PROTOCOL);
+  ap_put_str(&b, AP_T_MESSAGE, msg);
+  if (ap_frame_end(&b) == 0 && ch.cb) {
+    ap_header h = {.len = (uint32_t)(b.len - AP_HEADER_SIZE), .type = AP_ERROR, .channel = ch.id};
+    ch.cb(c, ch.ud, &h, b.data + AP_HEADER_SIZE);
+  }
+  ap_buf_free(&b);
+  log_warn("agent: %s; dropping the connection", msg);
+  conn_fail(c, -EPROTO, msg);
+}
+
 static void handle_frame(agent_conn *c, const ap_header *h, const uint8_t *p) {
   if (h->channel == 0) {
     if (h->type == AP_HELLO_REPLY && !c->handshaken) {
@@ -265,6 +310,10 @@ static void handle_frame(agent_conn *c, const ap_header *h, const uint8_t *p) {
   size_t idx;
   channel *ch = find_channel(c, h->channel, &idx);
   if (!ch) return; /* forgotten channel: drop late frames */
+  if (!frame_allowed(ch->op, h->type)) {
+    protocol_violation(c, ch, h->type);
+    return;
+  }
   channel copy = *ch;
   if (terminal(h->type)) agent_channel_forget(c, h->channel);
   if (copy.cb) copy.cb(c, copy.ud, h, p);
@@ -389,7 +438,8 @@ long agent_request(agent_conn *c, ap_buf *b, agent_frame_cb cb, void *ud) {
   b->data[11] = (uint8_t)(id >> 24);
   int r = write_bytes(c, b->data, b->len);
   if (r < 0) return r;
-  c->chans[c->nchans++] = (channel){.id = id, .cb = cb, .ud = ud, .credit = c->window};
+  uint16_t op = (uint16_t)(b->data[4] | b->data[5] << 8);
+  c->chans[c->nchans++] = (channel){.id = id, .op = op, .cb = cb, .ud = ud, .credit = c->window};
   return id;
 }
 

@@ -18,7 +18,14 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-typedef enum { BAD_OVERSIZED, BAD_UNKNOWN_TYPE, BAD_VERSION, GOOD_EXIT } script;
+typedef enum {
+  BAD_OVERSIZED,
+  BAD_UNKNOWN_TYPE,
+  BAD_VERSION,
+  GOOD_EXIT,
+  BAD_OK_ON_EXEC,   /* a file operation's end on an exec channel */
+  BAD_EXIT_ON_STAT, /* an exec's end on a file channel */
+} script;
 
 typedef struct guest {
   int listen_fd;
@@ -73,9 +80,17 @@ static void *guest_main(void *arg) {
   send_buf(fd, &b);
   if (g->what == BAD_VERSION) goto drain;
   uint32_t ch = 0;
-  if (read_frame(fd, &ch) != AP_EXEC) goto drain;
+  if (read_frame(fd, &ch) != (g->what == BAD_EXIT_ON_STAT ? AP_STAT : AP_EXEC)) goto drain;
   ap_buf_reset(&b);
-  if (g->what == GOOD_EXIT) {
+  if (g->what == BAD_OK_ON_EXEC) {
+    ap_put_raw_frame(&b, AP_STDOUT, ch, "partial", 7);
+    ap_frame_begin(&b, AP_OK, ch);
+    ap_frame_end(&b);
+  } else if (g->what == BAD_EXIT_ON_STAT) {
+    ap_frame_begin(&b, AP_EXIT, ch);
+    ap_put_u32(&b, AP_T_EXIT_CODE, 0);
+    ap_frame_end(&b);
+  } else if (g->what == GOOD_EXIT) {
     ap_put_raw_frame(&b, AP_STDOUT, ch, "hi\n", 3);
     ap_frame_begin(&b, AP_EXIT, ch);
     ap_put_u32(&b, AP_T_EXIT_CODE, 7);
@@ -105,6 +120,7 @@ out:
 }
 
 typedef struct result {
+  uint16_t req; /* the request sent once ready */
   int state_status; /* 1 = not reported */
   char state_msg[256];
   int ready;
@@ -148,8 +164,9 @@ static void on_state(agent_conn *c, void *ud, int status, const char *msg, const
   if (status == 0) {
     r->ready = 1;
     ap_buf b = {0};
-    ap_frame_begin(&b, AP_EXEC, 0);
-    ap_put_str(&b, AP_T_ARGV, "true");
+    ap_frame_begin(&b, r->req, 0);
+    if (r->req == AP_STAT) ap_put_str(&b, AP_T_PATH, "/");
+    else ap_put_str(&b, AP_T_ARGV, "true");
     ap_frame_end(&b);
     assert_true(agent_request(c, &b, on_frame, r) > 0);
     ap_buf_free(&b);
@@ -188,6 +205,7 @@ static void run(script what, result *r) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   memset(r, 0, sizeof(*r));
+  r->req = what == BAD_EXIT_ON_STAT ? AP_STAT : AP_EXEC;
   r->state_status = 1;
   uv_timer_init(&loop, &r->deadline);
   r->deadline.data = r;
@@ -239,12 +257,32 @@ static void test_wrong_version_is_refused(void **state) {
   assert_non_null(strstr(r.state_msg, "protocol version"));
 }
 
+/* Item 3 of issue 11: a wrong terminal frame used to end the channel
+ * silently, leaving the execution "running" forever. */
+static void test_wrong_terminal_frame_fails_the_operation(void **state) {
+  result r;
+  run(BAD_OK_ON_EXEC, &r);
+  assert_true(r.ready);
+  assert_string_equal(r.out, "partial");
+  assert_int_equal(r.end_type, AP_ERROR);
+  assert_string_equal(r.end_reason, CR_E_AGENT_PROTOCOL);
+  assert_true(r.state_status < 0); /* and the guest connection is dropped */
+  assert_non_null(strstr(r.state_msg, "frame type 0x82"));
+
+  run(BAD_EXIT_ON_STAT, &r);
+  assert_int_equal(r.end_type, AP_ERROR);
+  assert_string_equal(r.end_reason, CR_E_AGENT_PROTOCOL);
+  assert_true(r.state_status < 0);
+  assert_non_null(strstr(r.state_msg, "frame type 0x87"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_good_exchange),
       cmocka_unit_test(test_oversized_frame_drops_the_guest),
       cmocka_unit_test(test_unknown_frame_type_drops_the_guest),
       cmocka_unit_test(test_wrong_version_is_refused),
+      cmocka_unit_test(test_wrong_terminal_frame_fails_the_operation),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
