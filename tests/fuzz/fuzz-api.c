@@ -6,16 +6,40 @@
 #include "util/fs.h"
 #include "util/macro.h"
 
-#include <assert.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Not assert(): that is compiled out under NDEBUG and the check would
+ * silently pass in a release-style build. */
+#define CHECK(cond)                                                          \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
+      fprintf(stderr, "fuzz-api: check failed: %s (%s:%d)\n", #cond, __FILE__, \
+              __LINE__);                                                     \
+      abort();                                                               \
+    }                                                                        \
+  } while (0)
+
 static void sink_send(api_sink *s, json_t *msg) {
-  assert(json_is_object(msg));
-  assert(json_object_get(msg, "jsonrpc"));
+  CHECK(json_is_object(msg));
+  const char *v = json_string_value(json_object_get(msg, "jsonrpc"));
+  CHECK(v && !strcmp(v, "2.0"));
+  /* a reply has an id and exactly one of result/error; else a notification */
+  json_t *res = json_object_get(msg, "result"), *err = json_object_get(msg, "error");
+  if (json_object_get(msg, "method")) {
+    CHECK(!res && !err);
+  } else {
+    CHECK(json_object_get(msg, "id"));
+    CHECK((res != NULL) != (err != NULL));
+    if (err) {
+      CHECK(json_is_integer(json_object_get(err, "code")));
+      CHECK(json_is_string(json_object_get(err, "message")));
+    }
+  }
   char *txt = json_dumps(msg, JSON_COMPACT);
-  assert(txt && !strchr(txt, '\n'));
+  CHECK(txt && !strchr(txt, '\n'));
   free(txt);
 }
 

@@ -242,16 +242,19 @@ class T1Exec(Deadline, unittest.TestCase):
         return cr("exec", "--in", self.sid, "--", *cmd, **kw)
 
     def test_attach_to_running_execution(self):
+        # The command waits for a line on stdin that is only sent once the
+        # attach is in place: "two" can only reach us live, and an attach
+        # that came after the end (a replay) cannot pass.
         with rpc_conn() as s1:
-            r = rpc(s1, "execution.create", {"sandbox_id": self.sid, "attach": False,
-                                             "argv": ["sh", "-c", "echo one; sleep 1; echo two >&2"]})
+            r = rpc(s1, "execution.create", {"sandbox_id": self.sid, "attach": False, "stdin": True,
+                                             "argv": ["sh", "-c", "echo one; read x; echo two >&2"]})
             eid = r["result"]["execution_id"]
         with rpc_conn() as s2:
             f = s2.makefile("rwb")
             f.write(json.dumps({"jsonrpc": "2.0", "id": 7, "method": "execution.attach",
                                 "params": {"execution_id": eid}}).encode() + b"\n")
             f.flush()
-            out, err, reply, end = b"", b"", None, None
+            out, err, reply, end, released = b"", b"", None, None, False
             while end is None:
                 m = json.loads(f.readline())
                 if m.get("id") == 7:
@@ -264,6 +267,14 @@ class T1Exec(Deadline, unittest.TestCase):
                         err += data
                 elif m.get("method") == "execution.exit":
                     end = m["params"]["execution"]
+                if reply and out == b"one\n" and not released:
+                    self.assertEqual(cr_json("execution", "inspect", eid)["state"], "running")
+                    with rpc_conn() as s3:
+                        r = rpc(s3, "execution.write", {"execution_id": eid, "eof": True,
+                                                        "data": base64.b64encode(b"go\n").decode()})
+                    self.assertIn("result", r, r)
+                    released = True
+        self.assertTrue(released, "the attach never replayed the first line")
         self.assertEqual(reply["result"]["execution_id"], eid)
         self.assertEqual((out, err, end["exit_code"]), (b"one\n", b"two\n", 0))
 
@@ -275,8 +286,12 @@ class T1Exec(Deadline, unittest.TestCase):
         return r["result"]["execution_id"]
 
     def test_cli_execution_attach(self):
-        eid = self.create_detached(["sh", "-c", "echo one; sleep 1; echo two >&2; exit 3"])
-        p = cr("execution", "attach", eid)
+        # the command ends only on a line that the attached CLI forwards from
+        # its stdin: the attach happened while it ran, not after
+        eid = self.create_detached(["sh", "-c", "echo one; read x; echo two >&2; exit 3"],
+                                   stdin=True)
+        self.assertEqual(cr_json("execution", "inspect", eid)["state"], "running")
+        p = cr("execution", "attach", eid, input=b"go\n")
         self.assertEqual((p.stdout, p.stderr, p.returncode), (b"one\n", b"two\n", 3))
         # an ended execution: its buffered output and exit code at once
         p = cr("execution", "attach", "--last")
@@ -372,8 +387,15 @@ class T1Exec(Deadline, unittest.TestCase):
         self.assertEqual(p.stdout, b"bar baz\n/etc\n")
 
     def test_two_execs_at_once(self):
+        # Each command waits (up to 60 s) for the other's file: run one after
+        # the other, the first would give up and print "alone".
+        tag = "%d-%d" % (os.getpid(), time.monotonic_ns())
+        script = ('touch /tmp/at-once-{tag}-{me}; i=0; '
+                  'while [ ! -e /tmp/at-once-{tag}-{other} ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; '
+                  '[ -e /tmp/at-once-{tag}-{other} ] && echo {me} || echo alone')
         procs = [subprocess.Popen([BIN, "exec", "--in", self.sid, "--", "sh", "-c",
-                                   "sleep 1; echo %d" % i], stdin=subprocess.DEVNULL,
+                                   script.format(tag=tag, me=i, other=1 - i)],
+                                  stdin=subprocess.DEVNULL,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
                  for i in range(2)]
         for i, p in enumerate(procs):
