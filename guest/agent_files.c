@@ -315,8 +315,12 @@ static void list_dir(uint32_t ch, int dfd, const char *prefix, uint32_t depth,
     return;
   }
   struct dirent *e;
-  while ((e = readdir(d)) && *count < AGENT_MAX_LIST) {
+  while (*count != SIZE_MAX && (e = readdir(d))) {
     if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    if (*count >= AGENT_MAX_LIST) { /* more than we may send: say so */
+      *count = SIZE_MAX;
+      break;
+    }
     struct stat st;
     if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
     char name[PATH_MAX];
@@ -366,7 +370,12 @@ void agent_list(uint32_t ch, const uint8_t *p, size_t n) {
   }
   size_t count = 0;
   list_dir(ch, fd, "", depth, &count);
-  agent_send_ok(ch);
+  if (count == SIZE_MAX)
+    agent_send_error(ch, "resource_exhausted", 0,
+                     "%s: the listing has more than %d entries; list a subdirectory or use a "
+                     "smaller depth", path, AGENT_MAX_LIST);
+  else
+    agent_send_ok(ch);
   free(path);
 }
 

@@ -147,8 +147,12 @@ static int build_argv(const backend_vm_config *c, argv_b *a) {
   add(a, "-display");
   add(a, "none");
   add(a, "-no-reboot");
+  /* append=on (O_APPEND): the daemon caps the log by truncating it
+   * (sandbox/console.c); QEMU's next write then lands at the new end. */
+  add(a, "-chardev");
+  add(a, "file,id=con,path=%s/console.log,append=on", c->dir);
   add(a, "-serial");
-  add(a, "file:%s/console.log", c->dir);
+  add(a, "chardev:con");
   add(a, "-kernel");
   add(a, "%s", c->kernel);
   add(a, "-initrd");

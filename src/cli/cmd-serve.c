@@ -23,7 +23,11 @@ int cmd_serve(int argc, char **argv) {
              "CLEANROOM_VMM_USER (default cleanroom-vmm; empty: keep root),\n"
              "CLEANROOM_STOP_GRACE_MS (QMP quit to SIGKILL, default 500),\n"
              "CLEANROOM_TCG_TB_MIB (TCG translation cache, default 32),\n"
-             "CLEANROOM_LOG=debug|info.\n");
+             "CLEANROOM_LOG=debug|info.\n"
+             "Access and quotas: CLEANROOM_SOCKET_GROUP (members may use the socket,\n"
+             "mode 0660; others than root and the daemon's user are refused),\n"
+             "CLEANROOM_MAX_CONNECTIONS (256), CLEANROOM_MAX_SANDBOXES (64),\n"
+             "CLEANROOM_MEMORY_PERCENT (100: total guest memory against host RAM).\n");
       return 0;
     }
     if (!strcmp(argv[i], "--mcp-http") && i + 1 < argc) {

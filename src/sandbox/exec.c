@@ -1,5 +1,6 @@
 /* Executions inside a sandbox: start, stream, signal, record. */
 #include "sandbox/sandbox-internal.h"
+#include "sandbox/out-ring.h"
 #include "util/base64.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -9,21 +10,17 @@
 #include <signal.h>
 #include <string.h>
 
-#define KEEP_BYTES (1u << 20) /* output kept per execution for polling */
+/* Output kept per execution: the newest OUT_RING_CAP bytes of both streams
+ * in a byte ring (out-ring.h; no allocation per frame). */
+/* Output kept by all executions of the daemon: beyond it, the buffers of the
+ * oldest ended executions are freed (their records stay). */
+#define OUT_TOTAL_CAP (256u << 20)
 #define MAX_OBSERVERS 8
 #define KEEP_OUTPUTS 32 /* ended executions per sandbox whose output is kept */
-/* Stdin of one execution queued in the daemon beyond which execution.write
- * is refused: the agent takes at most its flow-control window
- * (AP_WINDOW_INITIAL) of stdin a process has not read, the rest waits here,
- * and without a cap every write of a client would pile up in the daemon. */
+/* Ended execution records per sandbox (memory and executions/<id>.json):
+ * beyond it the oldest are deleted. */
+#define KEEP_RECORDS 512
 #define STDIN_MAX_QUEUED (16u << 20)
-
-typedef struct chunk {
-  int stream;
-  uint64_t offset;
-  size_t len;
-  uint8_t *data;
-} chunk;
 
 struct sbx_exec {
   char id[27];
@@ -38,10 +35,7 @@ struct sbx_exec {
   uint32_t channel;
   sbx_exec_observer obs[MAX_OBSERVERS];
   size_t nobs;
-  chunk *chunks;
-  size_t nchunks, capchunks;
-  uint64_t total;    /* bytes of output produced */
-  uint64_t kept;     /* bytes kept in chunks */
+  out_ring out;      /* out.end: bytes of output produced (both streams) */
   uint64_t bytes[3]; /* per stream */
   uv_timer_t timer;
   bool timer_on, timer_init;
@@ -71,6 +65,8 @@ json_t *sbx_exec_to_json(const sbx_exec *e) {
   json_object_set_new(j, "ended_at", sbx_time_json(e->ended_ms));
   json_object_set_new(j, "output_bytes", json_pack("{s:I, s:I}", "stdout", (json_int_t)e->bytes[1],
                                                    "stderr", (json_int_t)e->bytes[2]));
+  /* bytes produced that are no longer kept (ring cap, pruned output) */
+  json_object_set_new(j, "output_dropped", json_integer((json_int_t)out_ring_dropped(&e->out)));
   /* phases: start = request sent -> process started in the guest,
    * run = process started -> exit reported, total = both */
   int64_t end = e->ended_ms ? e->ended_ms : sbx_now_ms();
@@ -104,8 +100,8 @@ void sbx_exec_free(sbx_exec *e) {
   free(e->cwd);
   free(e->reason);
   free(e->message);
-  for (size_t i = 0; i < e->nchunks; i++) free(e->chunks[i].data);
-  free(e->chunks);
+  e->s->m->output_bytes -= e->out.cap;
+  out_ring_release(&e->out);
   if (e->timer_init) {
     /* the timer handle owns the struct until it is closed */
     e->timer.data = e;
@@ -116,18 +112,62 @@ void sbx_exec_free(sbx_exec *e) {
   free(e);
 }
 
+static void release_output(sbx_exec *x) {
+  x->s->m->output_bytes -= x->out.cap;
+  out_ring_release(&x->out);
+}
+
+static void delete_record(sbx_exec *x) {
+  _cleanup_free_ char *dir = cr_path_join(x->s->dir, "executions");
+  char name[40];
+  snprintf(name, sizeof(name), "%s.json", x->id);
+  _cleanup_free_ char *path = dir ? cr_path_join(dir, name) : NULL;
+  if (path) unlink(path);
+}
+
 /* Daemon memory stays bounded: only the newest KEEP_OUTPUTS ended executions
- * of a sandbox keep their buffered output (records stay). */
+ * of a sandbox keep their buffered output, and only the newest KEEP_RECORDS
+ * ended records are kept at all (older ones are deleted, file included).
+ * Called when an execution ends: nothing observes an ended execution. */
 static void prune_outputs(sbx *s) {
-  size_t ended = 0;
+  size_t ended = 0, w = s->nexecs;
   for (size_t i = s->nexecs; i-- > 0;) {
     sbx_exec *x = s->execs[i];
-    if (x->state == EX_RUNNING || ++ended <= KEEP_OUTPUTS || x->nchunks == 0) continue;
-    for (size_t k = 0; k < x->nchunks; k++) free(x->chunks[k].data);
-    free(x->chunks);
-    x->chunks = NULL;
-    x->nchunks = x->capchunks = 0;
-    x->kept = 0;
+    if (x->state == EX_RUNNING) continue;
+    ended++;
+    if (ended > KEEP_OUTPUTS && x->out.cap) release_output(x);
+    if (ended > KEEP_RECORDS && x->nobs == 0) {
+      delete_record(x);
+      if (s->last_exec_id && !strcmp(s->last_exec_id, x->id)) {
+        free(s->last_exec_id);
+        s->last_exec_id = NULL;
+      }
+      sbx_exec_free(x);
+      s->execs[i] = NULL;
+      w--;
+    }
+  }
+  if (w != s->nexecs) {
+    size_t k = 0;
+    for (size_t i = 0; i < s->nexecs; i++)
+      if (s->execs[i]) s->execs[k++] = s->execs[i];
+    s->nexecs = k;
+  }
+}
+
+/* The daemon-wide cap: free the output of the oldest ended executions
+ * (ids are ULIDs: the smallest is the oldest). */
+static void prune_total(sbx_manager *m) {
+  while (m->output_bytes > OUT_TOTAL_CAP) {
+    sbx_exec *oldest = NULL;
+    for (size_t i = 0; i < m->n; i++)
+      for (size_t k = 0; k < m->list[i]->nexecs; k++) {
+        sbx_exec *x = m->list[i]->execs[k];
+        if (x->state != EX_RUNNING && x->out.cap && (!oldest || strcmp(x->id, oldest->id) < 0))
+          oldest = x;
+      }
+    if (!oldest) return; /* all of it belongs to running executions */
+    release_output(oldest);
   }
 }
 
@@ -149,31 +189,12 @@ static void finish(sbx_exec *e) {
 }
 
 static void keep_output(sbx_exec *e, int stream, const uint8_t *p, size_t n) {
-  if (n == 0) return;
-  if (e->nchunks == e->capchunks) {
-    size_t nc = e->capchunks ? e->capchunks * 2 : 16;
-    chunk *c = realloc(e->chunks, nc * sizeof(*c));
-    if (!c) return;
-    e->chunks = c;
-    e->capchunks = nc;
-  }
-  uint8_t *d = malloc(n);
-  if (!d) return;
-  memcpy(d, p, n);
-  e->chunks[e->nchunks++] = (chunk){stream, e->total, n, d};
-  e->kept += n;
-  e->total += n;
+  size_t before = e->out.cap;
+  out_ring_append(&e->out, stream, p, n);
   e->bytes[stream] += n;
-  /* drop oldest beyond 2 x KEEP_BYTES (both streams) */
-  size_t drop = 0;
-  while (drop < e->nchunks - 1 && e->kept > 2 * KEEP_BYTES) {
-    e->kept -= e->chunks[drop].len;
-    free(e->chunks[drop].data);
-    drop++;
-  }
-  if (drop) {
-    memmove(e->chunks, e->chunks + drop, (e->nchunks - drop) * sizeof(*e->chunks));
-    e->nchunks -= drop;
+  if (e->out.cap != before) {
+    e->s->m->output_bytes += e->out.cap - before;
+    prune_total(e->s->m);
   }
 }
 
@@ -391,40 +412,34 @@ sbx_exec **sbx_exec_list(sbx_manager *m, const char *sandbox_id, size_t *ret_n) 
 uint64_t sbx_exec_replay(sbx_exec *e, uint64_t cursor,
                          void (*fn)(void *ud, int stream, const uint8_t *data, size_t n),
                          void *ud) {
-  uint64_t oldest = e->nchunks ? e->chunks[0].offset : e->total;
-  for (size_t i = 0; i < e->nchunks; i++) {
-    chunk *c = &e->chunks[i];
-    if (c->offset + c->len <= cursor) continue;
-    size_t skip = cursor > c->offset ? (size_t)(cursor - c->offset) : 0;
-    fn(ud, c->stream, c->data + skip, c->len - skip);
-  }
-  return cursor < oldest ? oldest - cursor : 0;
+  return out_ring_each(&e->out, cursor, fn, ud);
+}
+
+typedef struct gather {
+  uint8_t *buf[3];
+  size_t len[3];
+} gather;
+
+static void gather_piece(void *ud, int stream, const uint8_t *data, size_t n) {
+  gather *g = ud;
+  uint8_t *nb = realloc(g->buf[stream], g->len[stream] + n + 1);
+  if (!nb) return;
+  g->buf[stream] = nb;
+  memcpy(nb + g->len[stream], data, n);
+  g->len[stream] += n;
 }
 
 json_t *sbx_exec_read(sbx_exec *e, uint64_t cursor) {
-  uint64_t oldest = e->nchunks ? e->chunks[0].offset : e->total;
-  uint64_t dropped = cursor < oldest ? oldest - cursor : 0;
-  /* gather per stream */
-  uint8_t *buf[3] = {NULL, NULL, NULL};
-  size_t len[3] = {0, 0, 0};
-  for (size_t i = 0; i < e->nchunks; i++) {
-    chunk *c = &e->chunks[i];
-    if (c->offset + c->len <= cursor) continue;
-    size_t skip = cursor > c->offset ? (size_t)(cursor - c->offset) : 0;
-    uint8_t *nb = realloc(buf[c->stream], len[c->stream] + c->len - skip + 1);
-    if (!nb) continue;
-    buf[c->stream] = nb;
-    memcpy(nb + len[c->stream], c->data + skip, c->len - skip);
-    len[c->stream] += c->len - skip;
-  }
+  gather g = {{NULL, NULL, NULL}, {0, 0, 0}};
+  uint64_t dropped = out_ring_each(&e->out, cursor, gather_piece, &g);
   json_t *j = json_object();
   for (int s = 1; s <= 2; s++) {
-    char *o = cr_base64_encode(buf[s] ? buf[s] : (const uint8_t *)"", len[s]);
+    char *o = cr_base64_encode(g.buf[s] ? g.buf[s] : (const uint8_t *)"", g.len[s]);
     json_object_set_new(j, s == 1 ? "stdout" : "stderr", json_string(o ? o : ""));
     free(o);
-    free(buf[s]);
+    free(g.buf[s]);
   }
-  json_object_set_new(j, "cursor", json_integer((json_int_t)e->total));
+  json_object_set_new(j, "cursor", json_integer((json_int_t)e->out.end));
   json_object_set_new(j, "dropped", json_integer((json_int_t)dropped));
   json_object_set_new(j, "state", json_string(exec_state_name(e)));
   json_object_set_new(j, "execution", sbx_exec_to_json(e));

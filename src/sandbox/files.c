@@ -6,10 +6,21 @@
 #include <string.h>
 
 #define READ_CAP (8u << 20) /* bytes per file.read call */
+/* Everything here comes from the guest and is bounded before it is kept: a
+ * listing beyond these fails with resource_exhausted (and the guest's walk
+ * is cancelled) instead of growing the daemon. */
+#define LIST_MAX_ENTRIES 100000
+#define LIST_MAX_BYTES (32u << 20) /* ENTRY payload bytes per listing */
+/* Deadline of one file operation (the guest may never answer). */
+#define FILE_OP_TIMEOUT_MS 120000
 
 typedef struct fop {
   sbx_file_cb cb;
   void *ud;
+  sbx *s;
+  uint32_t ch;
+  uv_timer_t timer;
+  size_t entry_bytes;
   uint16_t kind;
   uint8_t *data;
   size_t len, cap;
@@ -18,11 +29,43 @@ typedef struct fop {
   bool truncated;
 } fop;
 
-static void fop_done(fop *o, json_t *result, cr_error *err) {
-  o->cb(o->ud, result, err);
+static void fop_closed(uv_handle_t *h) { free(h->data); }
+
+/* Frees o once libuv is done with its timer. */
+static void fop_free(fop *o) {
   free(o->data);
+  o->data = NULL;
   json_decref(o->entries);
-  free(o);
+  o->entries = NULL;
+  uv_timer_stop(&o->timer);
+  uv_close((uv_handle_t *)&o->timer, fop_closed);
+}
+
+static void fop_done(fop *o, json_t *result, cr_error *err) {
+  uv_timer_stop(&o->timer);
+  o->cb(o->ud, result, err);
+  fop_free(o);
+}
+
+/* Ends the operation early (cap, deadline): the guest is told to stop and
+ * whatever it still sends on the channel is dropped. */
+static void fop_abort(fop *o, const char *reason, const char *msg) {
+  if (o->s->agent) {
+    agent_channel_forget(o->s->agent, o->ch);
+    agent_send(o->s->agent, AP_CANCEL, o->ch, NULL, 0);
+  }
+  cr_error *err = NULL;
+  cr_error_set(&err, reason, 0, "%s", msg);
+  fop_done(o, NULL, err);
+  cr_error_free(err);
+}
+
+static void on_fop_timeout(uv_timer_t *t) {
+  fop *o = t->data;
+  fop_abort(o, CR_E_OPERATION_TIMEOUT,
+            o->kind == AP_LIST   ? "the guest did not finish the listing in time"
+            : o->kind == AP_STAT ? "the guest did not answer the stat in time"
+                                 : "the guest did not finish the file transfer in time");
 }
 
 static const char *ftype_name(uint32_t t) {
@@ -96,8 +139,14 @@ static void on_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t 
     o->len += h->len;
     return;
   case AP_ENTRY:
-    if (json_array_size(o->entries) < 100000) json_array_append_new(o->entries, stat_json(p, h->len));
-    else o->truncated = true;
+    o->entry_bytes += h->len;
+    if (json_array_size(o->entries) >= LIST_MAX_ENTRIES || o->entry_bytes > LIST_MAX_BYTES) {
+      fop_abort(o, CR_E_RESOURCE_EXHAUSTED,
+                "the listing has more than 100000 entries (or 32 MiB of them); list a "
+                "subdirectory or use a smaller depth");
+      return;
+    }
+    json_array_append_new(o->entries, stat_json(p, h->len));
     return;
   case AP_STAT_RESULT:
     fop_done(o, stat_json(p, h->len), NULL);
@@ -130,28 +179,32 @@ static void on_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t 
   }
 }
 
-static fop *fop_new(uint16_t kind, sbx_file_cb cb, void *ud) {
+static fop *fop_new(sbx *s, uint16_t kind, sbx_file_cb cb, void *ud) {
   fop *o = calloc(1, sizeof(*o));
   if (!o) return NULL;
   o->kind = kind;
   o->cb = cb;
   o->ud = ud;
+  o->s = s;
+  uv_timer_init(s->m->loop, &o->timer);
+  o->timer.data = o;
   return o;
 }
 
 static int send_req(sbx *s, ap_buf *b, fop *o, long *ret_ch, cr_error **err) {
   if (ap_frame_end(b) < 0) {
     ap_buf_free(b);
-    free(o);
+    fop_free(o);
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "request too large");
   }
   long ch = agent_request(s->agent, b, on_frame, o);
   ap_buf_free(b);
   if (ch < 0) {
-    json_decref(o->entries);
-    free(o);
+    fop_free(o);
     return cr_error_set(err, CR_E_AGENT_UNAVAILABLE, (int)-ch, "sending to the guest agent");
   }
+  o->ch = (uint32_t)ch;
+  uv_timer_start(&o->timer, on_fop_timeout, FILE_OP_TIMEOUT_MS, 0);
   if (ret_ch) *ret_ch = ch;
   return 0;
 }
@@ -167,7 +220,7 @@ static int check(sbx *s, const char *path, cr_error **err) {
 int sbx_file_read(sbx *s, const char *path, uint64_t offset, uint64_t length,
                   sbx_file_cb cb, void *ud, cr_error **err) {
   if (check(s, path, err) < 0) return -1;
-  fop *o = fop_new(AP_FILE_READ, cb, ud);
+  fop *o = fop_new(s, AP_FILE_READ, cb, ud);
   if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "file read");
   o->want = length && length < READ_CAP ? length : READ_CAP;
   o->offset = offset;
@@ -182,7 +235,7 @@ int sbx_file_read(sbx *s, const char *path, uint64_t offset, uint64_t length,
 int sbx_file_write(sbx *s, const char *path, const void *data, size_t n, uint32_t mode,
                    bool parents, bool append, sbx_file_cb cb, void *ud, cr_error **err) {
   if (check(s, path, err) < 0) return -1;
-  fop *o = fop_new(AP_FILE_WRITE, cb, ud);
+  fop *o = fop_new(s, AP_FILE_WRITE, cb, ud);
   if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "file write");
   ap_buf b = {0};
   ap_frame_begin(&b, AP_FILE_WRITE, 0);
@@ -199,7 +252,7 @@ int sbx_file_write(sbx *s, const char *path, const void *data, size_t n, uint32_
 
 int sbx_file_stat(sbx *s, const char *path, sbx_file_cb cb, void *ud, cr_error **err) {
   if (check(s, path, err) < 0) return -1;
-  fop *o = fop_new(AP_STAT, cb, ud);
+  fop *o = fop_new(s, AP_STAT, cb, ud);
   if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "stat");
   ap_buf b = {0};
   ap_frame_begin(&b, AP_STAT, 0);
@@ -210,7 +263,7 @@ int sbx_file_stat(sbx *s, const char *path, sbx_file_cb cb, void *ud, cr_error *
 int sbx_file_list(sbx *s, const char *path, uint32_t depth, sbx_file_cb cb, void *ud,
                   cr_error **err) {
   if (check(s, path, err) < 0) return -1;
-  fop *o = fop_new(AP_LIST, cb, ud);
+  fop *o = fop_new(s, AP_LIST, cb, ud);
   if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "list");
   o->entries = json_array();
   ap_buf b = {0};

@@ -22,6 +22,9 @@ struct sbx_manager {
   size_t reattach_pending; /* re-attaches not yet ready or failed */
   void (*settled)(void *ud);
   void *settled_ud;
+  size_t output_bytes; /* execution output buffers allocated (exec.c) */
+  uv_timer_t console_timer; /* console.c: caps every console.log */
+  bool console_timer_init;
 };
 
 struct sbx {
@@ -65,3 +68,11 @@ void sbx_exec_free(sbx_exec *e);
 void sbx_execs_abort(sbx *s, const char *why);
 /* Loads recorded executions from <dir>/executions. */
 void sbx_execs_load(sbx *s);
+/* console.c: the periodic console.log cap; stop returns true when it
+ * closes the timer, which then frees m. */
+void sbx_console_watch_start(sbx_manager *m);
+bool sbx_console_watch_stop(sbx_manager *m);
+/* quota.c: room for one more sandbox of memory_mib (resource_exhausted). */
+int sbx_quota_check(sbx_manager *m, unsigned memory_mib, cr_error **err);
+/* console.c: creates the guest RAM file (0600 in a 0700 dir of ours). */
+int sbx_ram_file_create(const char *id, char **ret_path, cr_error **err);

@@ -75,6 +75,7 @@ sbx_manager *sbx_manager_new(uv_loop_t *loop, cr_error **err) {
   const char *bt = getenv("CLEANROOM_BOOT_TIMEOUT_MS");
   m->boot_timeout_ms = bt ? strtoull(bt, NULL, 10) : 0;
   if (m->boot_timeout_ms == 0) m->boot_timeout_ms = 120000;
+  sbx_console_watch_start(m);
   return m;
 }
 
@@ -714,6 +715,7 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
   if (vcpus > 64 || mem < 64 || mem > 65536)
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
                         "vcpus must be 1-64 and memory 64-65536 MiB (got %u, %u)", vcpus, mem);
+  if (sbx_quota_check(m, mem, err) < 0) return -1;
   sbx *s = calloc(1, sizeof(*s));
   if (!s) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "sandbox");
   s->m = m;
@@ -728,9 +730,12 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
   s->created_ms = s->boot_start_ms = sbx_now_ms();
   if (p->policy) s->policy = json_incref(p->policy);
   s->policy_hash = TAKE_PTR(policy_hash);
-  if (asprintf(&s->ram_path, "/dev/shm/cleanroom-%s.ram", s->id) < 0) s->ram_path = NULL;
   s->progress_cb = progress_cb;
   s->progress_ud = ud;
+  if (sbx_ram_file_create(s->id, &s->ram_path, err) < 0) {
+    sbx_free(s);
+    return -1;
+  }
   int r = s->dir ? cr_mkdir_p(s->dir, 0700) : -ENOMEM;
   prepare_work *pw = r < 0 ? NULL : calloc(1, sizeof(*pw));
   if (pw) pw->scratch = cr_path_join(s->dir, "scratch.ext4");
@@ -738,6 +743,7 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
     cr_error_set(err, CR_E_IO, r < 0 ? -r : ENOMEM, "preparing %s", s->dir ? s->dir : "sandbox");
     if (pw) free(pw);
     if (s->dir) cr_rm_rf(s->dir);
+    unlink(s->ram_path);
     sbx_free(s);
     return -1;
   }
@@ -745,6 +751,7 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
     cr_rm_rf(s->dir);
     free(pw->scratch);
     free(pw);
+    unlink(s->ram_path);
     sbx_free(s);
     return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "sandbox registry");
   }
@@ -962,5 +969,5 @@ void sbx_manager_free(sbx_manager *m) {
   free(m->list);
   boot_assets_free(m->assets);
   free(m->dir);
-  free(m);
+  if (!sbx_console_watch_stop(m)) free(m);
 }

@@ -4,8 +4,10 @@
 #include "util/log.h"
 #include "util/paths.h"
 
+#include <grp.h>
 #include <libgen.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -19,6 +21,9 @@
 /* Longest wait for re-attachments before clients are served anyway (below
  * the client's autostart timeout). */
 #define DAEMON_SETTLE_MAX_MS 5000
+/* Connections at once (CLEANROOM_MAX_CONNECTIONS); beyond, a new one gets a
+ * resource_exhausted error and is closed. */
+#define CONN_MAX_DEFAULT 256
 
 typedef struct conn {
   uv_pipe_t pipe;
@@ -292,6 +297,62 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   }
 }
 
+/* Is `gid` among the groups of process `pid` (its /proc status)? */
+static bool pid_in_group(pid_t pid, gid_t gid) {
+  char path[64], line[4096];
+  snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "re");
+  if (!f) return false;
+  bool found = false;
+  while (!found && fgets(line, sizeof(line), f)) {
+    if (strncmp(line, "Groups:", 7)) continue;
+    char *p = line + 7, *end;
+    for (;;) {
+      unsigned long g = strtoul(p, &end, 10);
+      if (end == p) break;
+      if ((gid_t)g == gid) found = true;
+      p = end;
+    }
+  }
+  fclose(f);
+  return found;
+}
+
+/* Who may talk to the daemon: root, the daemon's own user, and members of
+ * the configured group (CLEANROOM_SOCKET_GROUP), as with Docker's socket.
+ * The socket's mode says the same; this holds even if the mode is wrong. */
+static bool peer_allowed(server_ctx *d, int fd, char *why, size_t n) {
+  struct ucred uc;
+  socklen_t len = sizeof(uc);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0) {
+    snprintf(why, n, "cannot read the peer's credentials: %s", strerror(errno));
+    return false;
+  }
+  if (uc.uid == 0 || uc.uid == geteuid()) return true;
+  if (d->socket_gid != (gid_t)-1 && (uc.gid == d->socket_gid || pid_in_group(uc.pid, d->socket_gid)))
+    return true;
+  snprintf(why, n, "uid %u (pid %d) is not root, the daemon's user or in its socket group",
+           (unsigned)uc.uid, (int)uc.pid);
+  return false;
+}
+
+/* Tells a refused client why (one short line straight into the fresh
+ * socket's buffer: a queued write would be cancelled by the close) and
+ * closes it. */
+static void refuse(conn *c, int fd, const char *reason, const char *msg) {
+  json_t *e = api_error(NULL, API_OPERATION_FAILED, msg, reason);
+  char *txt = e ? json_dumps(e, JSON_COMPACT) : NULL;
+  json_decref(e);
+  if (txt && fd >= 0) {
+    size_t n = strlen(txt);
+    txt[n] = '\n';
+    if (write(fd, txt, n + 1) < 0) {
+    }
+  }
+  free(txt);
+  conn_close(c);
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   server_ctx *d = server->data;
   if (status < 0) return;
@@ -309,6 +370,19 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   d->conns++;
+  uv_os_fd_t fd = -1;
+  char why[160] = "no file descriptor for the connection";
+  if (uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0 || !peer_allowed(d, fd, why, sizeof(why))) {
+    log_warn("refusing a client: %s", why);
+    refuse(c, fd, CR_E_PERMISSION_DENIED, "permission denied: only root, the daemon's user or members "
+                                      "of its socket group may use this socket");
+    return;
+  }
+  if (d->conns > d->max_conns) {
+    log_warn("refusing a client: %d connections already", d->conns - 1);
+    refuse(c, fd, CR_E_RESOURCE_EXHAUSTED, "too many connections to the daemon");
+    return;
+  }
   uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
 }
 
@@ -344,12 +418,36 @@ static void on_settle_timeout(uv_timer_t *t) {
   start_serving(t->data);
 }
 
+/* The socket's directory: ours, a directory (not a link), closed to others
+ * (0700, or 0750 with a socket group). An existing one with a looser mode is
+ * tightened; one owned by someone else is refused. */
+static int check_run_dir(server_ctx *d, const char *dir, cr_error **err) {
+  struct stat st;
+  if (lstat(dir, &st) < 0) return cr_error_set(err, CR_E_IO, errno, "%s", dir);
+  if (!S_ISDIR(st.st_mode))
+    return cr_error_set(err, CR_E_DAEMON_UNAVAILABLE, 0,
+                        "%s is not a directory (a symlink?); refusing to put the socket there", dir);
+  if (st.st_uid != geteuid())
+    return cr_error_set(err, CR_E_DAEMON_UNAVAILABLE, 0,
+                        "%s belongs to uid %u, not to the daemon's user (%u); refusing to put "
+                        "the socket there", dir, (unsigned)st.st_uid, (unsigned)geteuid());
+  mode_t want = d->socket_gid != (gid_t)-1 ? 0750 : 0700;
+  if (d->socket_gid != (gid_t)-1 && st.st_gid != d->socket_gid &&
+      chown(dir, (uid_t)-1, d->socket_gid) < 0)
+    return cr_error_set(err, CR_E_IO, errno, "chgrp %s", dir);
+  if ((st.st_mode & 07777) != want && chmod(dir, want) < 0)
+    return cr_error_set(err, CR_E_IO, errno, "chmod %s", dir);
+  return 0;
+}
+
 /* Refuses to start a second daemon on a live socket; removes a stale one. */
-static int prepare_socket(const char *path, cr_error **err) {
+static int prepare_socket(server_ctx *d, const char *path, cr_error **err) {
   _cleanup_free_ char *dir = strdup(path);
   if (!dir) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "socket");
   int r = cr_mkdir_p(dirname(dir), 0700);
   if (r < 0) return cr_error_set(err, CR_E_IO, -r, "creating the directory of %s", path);
+  strcpy(dir, path);
+  if (check_run_dir(d, dirname(dir), err) < 0) return -1;
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   if (strlen(path) >= sizeof(sa.sun_path))
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "socket path too long: %s", path);
@@ -370,9 +468,25 @@ int daemon_run(const char *listen_path, cr_error **err) {
   server_ctx d = {0};
   d.api.loop = uv_default_loop();
   signal(SIGPIPE, SIG_IGN);
+  /* Everything the daemon and its VMMs create (state, logs, sockets, guest
+   * RAM files) is private unless made otherwise on purpose. */
+  umask(077);
+  d.socket_gid = (gid_t)-1;
+  const char *grp = getenv("CLEANROOM_SOCKET_GROUP");
+  if (grp && *grp) {
+    struct group *g = getgrnam(grp);
+    if (!g)
+      return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
+                          "CLEANROOM_SOCKET_GROUP: no group named '%s'", grp);
+    d.socket_gid = g->gr_gid;
+  }
+  const char *mc = getenv("CLEANROOM_MAX_CONNECTIONS");
+  d.max_conns = mc && atoi(mc) > 0 ? atoi(mc) : CONN_MAX_DEFAULT;
   d.api.socket_path = listen_path ? strdup(listen_path) : cr_socket_path();
-  if (!d.api.socket_path) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "socket path");
-  if (prepare_socket(d.api.socket_path, err) < 0) {
+  if (!d.api.socket_path)
+    return cr_error_set(err, CR_E_DAEMON_UNAVAILABLE, errno,
+                        "no socket path: set CLEANROOM_RUN_DIR, XDG_RUNTIME_DIR or HOME");
+  if (prepare_socket(&d, d.api.socket_path, err) < 0) {
     free(d.api.socket_path);
     return -1;
   }
@@ -386,10 +500,12 @@ int daemon_run(const char *listen_path, cr_error **err) {
   int r = uv_pipe_bind(&d.server, d.api.socket_path);
   uv_os_fd_t sfd = -1;
   if (r == 0) {
-    chmod(d.api.socket_path, 0600);
+    /* 0600; 0660 for a socket group */
+    if (d.socket_gid != (gid_t)-1 && chown(d.api.socket_path, (uid_t)-1, d.socket_gid) < 0) r = -errno;
+    if (r == 0 && chmod(d.api.socket_path, d.socket_gid != (gid_t)-1 ? 0660 : 0600) < 0) r = -errno;
     /* the kernel queues clients from here on; they are served once the
      * re-attached sandboxes have settled (below) */
-    r = uv_fileno((uv_handle_t *)&d.server, &sfd);
+    if (r == 0) r = uv_fileno((uv_handle_t *)&d.server, &sfd);
     if (r == 0 && listen(sfd, 128) < 0) r = -errno;
   }
   cr_error *herr = NULL;

@@ -11,7 +11,8 @@ typedef struct server_ctx {
   uv_signal_t sigterm, sigint;
   uv_timer_t settle_timer;
   bool stopping, serving;
-  int conns;
+  int conns, max_conns;
+  gid_t socket_gid; /* CLEANROOM_SOCKET_GROUP, or (gid_t)-1 */
 } server_ctx;
 
 /* Also serve MCP over Streamable HTTP on HOST:PORT (call before daemon_run). */

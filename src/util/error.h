@@ -58,6 +58,12 @@ typedef struct cr_error {
 #define CR_E_REGISTRY_INSECURE "registry_insecure"
 #define CR_E_REGISTRY_PROTOCOL "registry_protocol_error"
 #define CR_E_DISK_FULL "disk_full"
+/* a cap was reached: quotas, output or listing bounds, connections */
+#define CR_E_RESOURCE_EXHAUSTED "resource_exhausted"
+/* a guest operation (file read/write/stat/list) passed its deadline */
+#define CR_E_OPERATION_TIMEOUT "operation_timeout"
+/* the socket's peer is neither root, the daemon's user nor in its group */
+#define CR_E_PERMISSION_DENIED "permission_denied"
 
 /* Sets *err (when err is non-NULL and *err is NULL) and returns -1, or
  * -errnum when errnum > 0. */

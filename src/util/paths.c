@@ -2,6 +2,7 @@
 #include "util/fs.h"
 #include "util/macro.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <string.h>
 
@@ -16,8 +17,14 @@ static char *env_or(const char *name, const char *root_default,
     if (asprintf(&r, "%s/%s", x, leaf) < 0) return NULL;
     return r;
   }
+  /* No shared /tmp fallback: another local user could create that path
+   * first and take over the socket or the state. */
   const char *home = getenv("HOME");
-  if (asprintf(&r, "%s/%s/%s", home ? home : "/tmp", home_sub, leaf) < 0) return NULL;
+  if (!home || home[0] != '/') {
+    errno = ENOENT;
+    return NULL;
+  }
+  if (asprintf(&r, "%s/%s/%s", home, home_sub, leaf) < 0) return NULL;
   return r;
 }
 

@@ -1,0 +1,93 @@
+/* Bounds on what a sandbox leaves on the host: the console log (a guest can
+ * write /dev/ttyS0 as fast as it likes and would fill the data disk) and the
+ * guest RAM file (private to the daemon's user). */
+#include "sandbox/sandbox-internal.h"
+#include "util/fs.h"
+#include "util/log.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* console.log beyond this is cut: its last CONSOLE_KEEP bytes move to
+ * console.log.1 and console.log starts again empty. Checked every
+ * CONSOLE_CHECK_MS, so the log stays under CONSOLE_MAX plus what the guest
+ * writes in that time (a serial port under TCG: a few MiB/s at most). */
+#define CONSOLE_MAX (4u << 20)
+#define CONSOLE_KEEP (256u << 10)
+#define CONSOLE_CHECK_MS 500
+
+static void cap_console(sbx *s) {
+  _cleanup_free_ char *p = cr_path_join(s->dir, "console.log");
+  struct stat st;
+  if (!p || lstat(p, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size <= CONSOLE_MAX)
+    return;
+  char *tail = NULL;
+  size_t n = 0;
+  _cleanup_free_ char *old = cr_path_join(s->dir, "console.log.1");
+  if (old && cr_read_file_tail(p, CONSOLE_KEEP, &tail, &n) == 0)
+    cr_write_file_atomic(old, tail, n, 0600);
+  free(tail);
+  _cleanup_close_ int fd = open(p, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0 || ftruncate(fd, 0) < 0) log_warn("sandbox %s: cannot cut console.log", s->id);
+  log_debug("sandbox %s: console.log cut at %lld bytes", s->id, (long long)st.st_size);
+}
+
+static void on_check(uv_timer_t *t) {
+  sbx_manager *m = t->data;
+  for (size_t i = 0; i < m->n; i++) {
+    sbx *s = m->list[i];
+    if (s->state == SBX_PROVISIONING || s->state == SBX_READY) cap_console(s);
+  }
+}
+
+void sbx_console_watch_start(sbx_manager *m) {
+  uv_timer_init(m->loop, &m->console_timer);
+  m->console_timer.data = m;
+  uv_timer_start(&m->console_timer, on_check, CONSOLE_CHECK_MS, CONSOLE_CHECK_MS);
+  uv_unref((uv_handle_t *)&m->console_timer);
+  m->console_timer_init = true;
+}
+
+static void manager_free_cb(uv_handle_t *h) { free(h->data); }
+
+bool sbx_console_watch_stop(sbx_manager *m) {
+  if (!m->console_timer_init) return false;
+  m->console_timer_init = false;
+  uv_timer_stop(&m->console_timer);
+  m->console_timer.data = m;
+  uv_close((uv_handle_t *)&m->console_timer, manager_free_cb);
+  return true;
+}
+
+/* The directory of guest RAM files (memory-backend-file on /dev/shm):
+ * /dev/shm/cleanroom (root) or /dev/shm/cleanroom-<uid>, a real directory
+ * owned by the daemon's user, mode 0700; files in it are created here
+ * O_EXCL|O_NOFOLLOW, 0600, before QEMU opens them. */
+int sbx_ram_file_create(const char *id, char **ret_path, cr_error **err) {
+  char dir[64];
+  if (geteuid() == 0) snprintf(dir, sizeof(dir), "/dev/shm/cleanroom");
+  else snprintf(dir, sizeof(dir), "/dev/shm/cleanroom-%u", (unsigned)geteuid());
+  if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+    return cr_error_set(err, CR_E_IO, errno, "creating %s", dir);
+  struct stat st;
+  if (lstat(dir, &st) < 0) return cr_error_set(err, CR_E_IO, errno, "%s", dir);
+  if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+    return cr_error_set(err, CR_E_IO, 0,
+                        "%s is not a directory owned by uid %u; refusing to put guest memory there",
+                        dir, (unsigned)geteuid());
+  if ((st.st_mode & 07777) != 0700 && chmod(dir, 0700) < 0)
+    return cr_error_set(err, CR_E_IO, errno, "chmod %s", dir);
+  char *path = NULL;
+  if (asprintf(&path, "%s/%s.ram", dir, id) < 0) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "ram");
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    cr_error_set(err, CR_E_IO, errno, "creating %s", path);
+    free(path);
+    return -1;
+  }
+  close(fd);
+  *ret_path = path;
+  return 0;
+}
