@@ -6,27 +6,34 @@
 #include "util/log.h"
 
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* console.log beyond this is cut: its last CONSOLE_KEEP bytes move to
- * console.log.1 and console.log starts again empty. Checked every
- * CONSOLE_CHECK_MS, so the log stays under CONSOLE_MAX plus what the guest
- * writes in that time (a serial port under TCG: a few MiB/s at most). */
-#define CONSOLE_MAX (4u << 20)
+/* console.log beyond CLEANROOM_CONSOLE_MAX bytes (default 4 MiB) is cut:
+ * its last quarter (at most 256 KiB) moves to console.log.1 and console.log
+ * starts again empty. Checked every CONSOLE_CHECK_MS, so the log stays under
+ * the cap plus what the guest writes in that time (a serial port under TCG:
+ * well under 1 MiB/s). */
+#define CONSOLE_MAX_DEFAULT (4u << 20)
 #define CONSOLE_KEEP (256u << 10)
 #define CONSOLE_CHECK_MS 500
 
-static void cap_console(sbx *s) {
+static uint64_t console_max(void) {
+  const char *v = getenv("CLEANROOM_CONSOLE_MAX");
+  unsigned long long r = v ? strtoull(v, NULL, 10) : 0;
+  return r >= 4096 ? r : CONSOLE_MAX_DEFAULT;
+}
+
+static void cap_console(sbx *s, uint64_t max) {
   _cleanup_free_ char *p = cr_path_join(s->dir, "console.log");
   struct stat st;
-  if (!p || lstat(p, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size <= CONSOLE_MAX)
-    return;
+  if (!p || lstat(p, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size <= max) return;
   char *tail = NULL;
   size_t n = 0;
   _cleanup_free_ char *old = cr_path_join(s->dir, "console.log.1");
-  if (old && cr_read_file_tail(p, CONSOLE_KEEP, &tail, &n) == 0)
+  if (old && cr_read_file_tail(p, MIN(CONSOLE_KEEP, max / 4), &tail, &n) == 0)
     cr_write_file_atomic(old, tail, n, 0600);
   free(tail);
   _cleanup_close_ int fd = open(p, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -36,9 +43,10 @@ static void cap_console(sbx *s) {
 
 static void on_check(uv_timer_t *t) {
   sbx_manager *m = t->data;
+  uint64_t max = console_max();
   for (size_t i = 0; i < m->n; i++) {
     sbx *s = m->list[i];
-    if (s->state == SBX_PROVISIONING || s->state == SBX_READY) cap_console(s);
+    if (s->state == SBX_PROVISIONING || s->state == SBX_READY) cap_console(s, max);
   }
 }
 

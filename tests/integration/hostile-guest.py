@@ -64,7 +64,10 @@ class Rpc:
         self.next_id = 0
 
     def close(self):
-        self.f.close()
+        try:
+            self.f.close()
+        except OSError:
+            pass  # a refused connection: the daemon has closed it
         self.s.close()
 
     def send(self, method, params):
@@ -129,6 +132,7 @@ def setUpModule():
     ENV["ASAN_OPTIONS"] = "detect_leaks=0:quarantine_size_mb=8"
     ENV["CLEANROOM_MAX_SANDBOXES"] = "2"  # no test here needs more at once
     ENV["CLEANROOM_MAX_CONNECTIONS"] = "32"
+    ENV["CLEANROOM_CONSOLE_MAX"] = str(CONSOLE_MAX)
     for k in ("CLEANROOM_HOST", "CLEANROOM_IMAGE"):
         ENV.pop(k, None)
     tar = os.environ.get("CLEANROOM_TEST_IMAGE_TAR")
@@ -277,6 +281,7 @@ class HostileGuest(SandboxTest):
     def test_listing_of_200k_files_fails_cleanly(self):
         sid = self.create(1024)  # 200k tmpfs inodes do not fit in 256 MiB
         rpc = Rpc()
+        rpc.s.settimeout(TEST_DEADLINE)  # 200k files take minutes on a loaded TCG host
         try:
             # tmpfs: creating 200k files on the overlay takes minutes under TCG
             ex = rpc.run(sid, ["sh", "-c", "mkdir /many && mount -t tmpfs -o nr_inodes=0 none "
@@ -294,7 +299,7 @@ class HostileGuest(SandboxTest):
             rpc.close()
 
 
-CONSOLE_MAX = 4 << 20  # src/sandbox/console.c
+CONSOLE_MAX = 1 << 20  # CLEANROOM_CONSOLE_MAX below (a TCG serial port writes ~60 KiB/s here)
 
 
 def as_nobody(script, *args):
@@ -306,7 +311,9 @@ def as_nobody(script, *args):
         os.setgroups([])
         os.setgid(pw.pw_gid)
         os.setuid(pw.pw_uid)
-    p = subprocess.run([sys.executable, "-c", script] + list(args), stdout=subprocess.PIPE,
+    # the system python: the test runner's own may live where nobody cannot read
+    py = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+    p = subprocess.run([py, "-c", script] + list(args), stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=60, preexec_fn=drop, cwd="/")
     if p.returncode != 0:
         raise AssertionError("as nobody: %r" % p.stderr[-1000:])
@@ -325,7 +332,10 @@ s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.settimeout(30)
 try:
     s.connect(sys.argv[2])
-    s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"system.info"}\n')
+    try:
+        s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"system.info"}\n')
+    except BrokenPipeError:
+        pass  # refused: the daemon wrote why and closed; the line is still readable
     out["socket"] = s.makefile("rb").readline().decode()
 except OSError as e:
     out["socket"] = e.__class__.__name__
@@ -345,12 +355,8 @@ class HostFiles(SandboxTest):
         except KeyError:
             self.skipTest("no user nobody")
         sid = self.create()
-        rpc = Rpc()
-        try:
-            sb = rpc.call("sandbox.get", {"id": sid})["result"]
-        finally:
-            rpc.close()
-        ram = sb["ram_path"]
+        with open(os.path.join(TMP, "data", "sandboxes", sid, "state.json")) as f:
+            ram = json.load(f)["ram_path"]
         st = os.stat(ram)
         self.assertEqual((st.st_mode & 0o7777, st.st_uid), (0o600, 0), ram)
         dst = os.lstat(os.path.dirname(ram))
@@ -372,6 +378,7 @@ class HostFiles(SandboxTest):
             for p, m in modes:
                 os.chmod(p, m)
         self.assertEqual(got["ram"], "PermissionError")
+        self.assertTrue(got["socket"].startswith("{"), got)
         reply = json.loads(got["socket"])
         self.assertEqual(reply["error"]["data"]["reason"], "permission_denied", reply)
 
@@ -413,7 +420,7 @@ class HostFiles(SandboxTest):
 
     def test_console_flood_is_capped(self):
         sid = self.create()
-        want = int(os.environ.get("HOSTILE_CONSOLE_MIB", "100"))
+        want = int(os.environ.get("HOSTILE_CONSOLE_MIB", "100"))  # as much as fits in 120 s
         rpc = Rpc()
         try:
             # MiB by MiB, counted, within 120 s (a TCG serial port is slow)
@@ -435,7 +442,7 @@ class HostFiles(SandboxTest):
         print("console: %d MiB written by the guest; console.log %d bytes, console.log.1 %d bytes"
               % (mib, size, size1))
         self.assertGreater(mib << 20, 2 * CONSOLE_MAX, "the guest wrote too little to test the cap")
-        self.assertLessEqual(size1, 256 << 10)
+        self.assertLessEqual(size1, CONSOLE_MAX // 4)
         self.assertLess(size + size1, 2 * CONSOLE_MAX)
 
 
