@@ -92,13 +92,23 @@ const char *backend_vmm_user(void) {
   if (e && !*e) return NULL; /* explicitly disabled */
   const char *name = e ? e : BACKEND_VMM_USER;
   if (!getpwnam(name)) {
-    log_warn("VMM user '%s' does not exist: the VMM runs as root (create it with "
-             "'useradd --system --no-create-home --shell /usr/sbin/nologin %s')",
+    log_warn("VMM user '%s' does not exist: no VMM will start (create it with "
+             "'useradd --system --no-create-home --shell /usr/sbin/nologin %s', or opt out "
+             "of dropping root with CLEANROOM_VMM_USER=)",
              name, name);
     return NULL;
   }
   snprintf(user, sizeof(user), "%s", name);
   return user;
+}
+
+const char *backend_vmm_refusal(void) {
+  if (geteuid() != 0 || backend_vmm_user()) return NULL;
+  const char *e = getenv("CLEANROOM_VMM_USER");
+  if (e && !*e) return NULL; /* the operator opted out: VMMs run as root */
+  return "the VMM user does not exist; refusing to run QEMU as root (create the user "
+         "with 'useradd --system --no-create-home --shell /usr/sbin/nologin " BACKEND_VMM_USER
+         "', name another with CLEANROOM_VMM_USER, or opt out with CLEANROOM_VMM_USER=)";
 }
 
 /* ---- the VM handle */

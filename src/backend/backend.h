@@ -130,6 +130,10 @@ const char *backend_accel_reason(void);
  * user does not exist (then VMMs keep the daemon's user). */
 #define BACKEND_VMM_USER "cleanroom-vmm"
 const char *backend_vmm_user(void);
+/* Confinement fails closed: a root daemon without its VMM user does not
+ * start VMMs as root unless the operator opted out (CLEANROOM_VMM_USER set
+ * to the empty string). NULL = VMMs may start; else why not. */
+const char *backend_vmm_refusal(void);
 
 /* The handle's backend, VMM pid (> 0 once launched) and id. */
 const backend_ops *backend_vm_ops(const backend_vm *vm);

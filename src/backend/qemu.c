@@ -115,6 +115,10 @@ static char *qemu_tb_size(void) {
   return s;
 }
 
+/* A value inside a QEMU option string: "," separates options there, ",,"
+ * is a literal comma (a data dir named "a,b" must not add options). */
+static char *qv(const char *s) { return cr_escape_commas(s ? s : ""); }
+
 static int build_argv(const backend_vm_config *c, argv_b *a) {
   bool kvm = !strcmp(backend_accel(), "kvm");
   const char *runas = backend_vmm_user();
@@ -139,8 +143,8 @@ static int build_argv(const backend_vm_config *c, argv_b *a) {
   add(a, "%uM", c->memory_mib);
   if (c->ram_path) {
     add(a, "-object");
-    add(a, "memory-backend-file,id=mem,size=%uM,mem-path=%s,share=on", c->memory_mib,
-        c->ram_path);
+    _cleanup_free_ char *ram = qv(c->ram_path);
+    add(a, "memory-backend-file,id=mem,size=%uM,mem-path=%s,share=on", c->memory_mib, ram);
   }
   add(a, "-nodefaults");
   add(a, "-no-user-config");
@@ -150,7 +154,8 @@ static int build_argv(const backend_vm_config *c, argv_b *a) {
   /* append=on (O_APPEND): the daemon caps the log by truncating it
    * (sandbox/console.c); QEMU's next write then lands at the new end. */
   add(a, "-chardev");
-  add(a, "file,id=con,path=%s/console.log,append=on", c->dir);
+  _cleanup_free_ char *dir = qv(c->dir), *image = qv(c->image), *scratch = qv(c->scratch);
+  add(a, "file,id=con,path=%s/console.log,append=on", dir);
   add(a, "-serial");
   add(a, "chardev:con");
   add(a, "-kernel");
@@ -164,11 +169,11 @@ static int build_argv(const backend_vm_config *c, argv_b *a) {
   if (!kvm) snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu tsc=reliable", host_tsc_khz());
   add(a, "console=ttyS0 quiet panic=-1 reboot=t%s", tsc);
   add(a, "-drive");
-  add(a, "id=img,file=%s,format=raw,if=none,readonly=on", c->image);
+  add(a, "id=img,file=%s,format=raw,if=none,readonly=on", image);
   add(a, "-device");
   add(a, "virtio-blk-device,drive=img,serial=cr-image");
   add(a, "-drive");
-  add(a, "id=scr,file=%s,format=raw,if=none,discard=unmap", c->scratch);
+  add(a, "id=scr,file=%s,format=raw,if=none,discard=unmap", scratch);
   add(a, "-device");
   add(a, "virtio-blk-device,drive=scr,serial=cr-scratch");
   add(a, "-device");
@@ -298,6 +303,8 @@ static const backend_vm_impl qemu_impl = {
 
 static int qemu_launch(uv_loop_t *loop, const backend_vm_config *c, const backend_events *ev,
                        void *ud, backend_vm **ret, cr_error **err) {
+  const char *refused = backend_vmm_refusal();
+  if (refused) return cr_error_set(err, CR_E_BACKEND_UNAVAILABLE, 0, "%s", refused);
   argv_b a = {0};
   if (build_argv(c, &a) < 0) {
     argv_free(&a);

@@ -66,11 +66,16 @@ static void check_vmm_user(checks *cs) {
     add(cs, "vmm_user", "ok", NULL, "QEMU drops root and runs as '%s'", u);
   } else if (geteuid() != 0) {
     add(cs, "vmm_user", "ok", NULL, "QEMU runs as this (unprivileged) user");
+  } else if (!backend_vmm_refusal()) {
+    add(cs, "vmm_user", "warn", "unset CLEANROOM_VMM_USER and create " BACKEND_VMM_USER,
+        "QEMU runs as root because CLEANROOM_VMM_USER is empty (the operator opted out): a "
+        "guest that escaped the emulator would be root on this host");
   } else {
-    add(cs, "vmm_user", "warn",
+    add(cs, "vmm_user", "fail",
         "useradd --system --no-create-home --shell /usr/sbin/nologin " BACKEND_VMM_USER
         " (scripts/install.sh does this)",
-        "QEMU runs as root: a guest that escaped the emulator would be root on this host");
+        "the VMM user does not exist: the daemon refuses to start VMMs as root (opt out "
+        "with CLEANROOM_VMM_USER=)");
   }
 }
 

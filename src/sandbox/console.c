@@ -73,10 +73,20 @@ bool sbx_console_watch_stop(sbx_manager *m) {
  * /dev/shm/cleanroom (root) or /dev/shm/cleanroom-<uid>, a real directory
  * owned by the daemon's user, mode 0700; files in it are created here
  * O_EXCL|O_NOFOLLOW, 0600, before QEMU opens them. */
+static void ram_dir(char dir[64]) {
+  if (geteuid() == 0) snprintf(dir, 64, "/dev/shm/cleanroom");
+  else snprintf(dir, 64, "/dev/shm/cleanroom-%u", (unsigned)geteuid());
+}
+
+int sbx_ram_file_path(const char *id, char **ret) {
+  char dir[64];
+  ram_dir(dir);
+  return asprintf(ret, "%s/%s.ram", dir, id) < 0 ? -ENOMEM : 0;
+}
+
 int sbx_ram_file_create(const char *id, char **ret_path, cr_error **err) {
   char dir[64];
-  if (geteuid() == 0) snprintf(dir, sizeof(dir), "/dev/shm/cleanroom");
-  else snprintf(dir, sizeof(dir), "/dev/shm/cleanroom-%u", (unsigned)geteuid());
+  ram_dir(dir);
   if (mkdir(dir, 0700) < 0 && errno != EEXIST)
     return cr_error_set(err, CR_E_IO, errno, "creating %s", dir);
   struct stat st;

@@ -76,3 +76,11 @@ bool sbx_console_watch_stop(sbx_manager *m);
 int sbx_quota_check(sbx_manager *m, unsigned memory_mib, cr_error **err);
 /* console.c: creates the guest RAM file (0600 in a 0700 dir of ours). */
 int sbx_ram_file_create(const char *id, char **ret_path, cr_error **err);
+int sbx_ram_file_path(const char *id, char **ret);
+/* reconcile.c: crash windows. A test hook first: with
+ * CLEANROOM_TEST_CRASH_AT=<step> the daemon SIGKILLs itself at that step. */
+void sbx_crash_point(const char *step);
+pid_t sbx_find_vmm(sbx_manager *m, const char *id);
+void sbx_kill_vmms_of(sbx_manager *m, const char *id);
+void sbx_kill_orphan_vmms(sbx_manager *m);
+void sbx_remove_partial(sbx_manager *m, const char *id, const char *dir);

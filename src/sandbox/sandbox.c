@@ -528,6 +528,7 @@ static void on_vm_ready(void *ud, backend_vm *vm, cr_error *err) {
   if (s->state != SBX_PROVISIONING) return;
   s->pid = backend_vm_pid(vm);
   save_state(s);
+  sbx_crash_point("create-pid-saved");
   if (!s->reattaching) progress(s, "boot", "VMM started; waiting for the guest agent");
   connect_agent(s);
 }
@@ -755,6 +756,7 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
     sbx_free(s);
     return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "sandbox registry");
   }
+  sbx_crash_point("create-dir");
   save_state(s);
   sbx_when_ready(s, done, ud);
   /* the boot deadline covers the preparation too */
@@ -772,6 +774,7 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
     free(pw);
     set_failed(s, CR_E_INTERNAL, "cannot queue the preparation: %s", uv_strerror(r));
   }
+  sbx_crash_point("create-launched");
   /* After return the caller may get the callback any time; progress
    * callbacks stop once ready/failed. */
   return 0;
@@ -793,6 +796,7 @@ static void finish_terminate(sbx *s) {
   /* the directory leaves its name at once (a rename), its contents and the
    * RAM file go on the thread pool; a crash in between leaves a .trash-
    * dir that the next daemon start removes */
+  sbx_crash_point("terminate-rm");
   cr_error *err = NULL;
   char *trash = NULL;
   if (asprintf(&trash, "%s/.trash-%s", s->m->dir, s->id) < 0) trash = NULL;
@@ -813,6 +817,7 @@ int sbx_terminate(sbx_manager *m, sbx *s, sbx_terminate_cb done, void *ud, cr_er
   bool was_failed = s->state == SBX_FAILED;
   s->state = SBX_STOPPING;
   if (!was_failed) save_state(s);
+  sbx_crash_point("terminate-stopping");
   stop_boot_timer(s);
   reattach_settled(s);
   sbx_execs_abort(s, "the sandbox was removed");
@@ -849,7 +854,9 @@ static void load_one(sbx_manager *m, const char *id) {
   json_error_t je;
   _cleanup_json_ json_t *j = path ? json_load_file(path, 0, &je) : NULL;
   if (!j || !cr_ulid_valid(id)) {
-    log_warn("ignoring %s: no valid state.json", dir);
+    /* a ULID directory without its journal: creation was interrupted */
+    if (cr_ulid_valid(id) && dir) sbx_remove_partial(m, id, dir);
+    else log_warn("ignoring %s: no valid state.json", dir);
     return;
   }
   sbx *s = calloc(1, sizeof(*s));
@@ -895,6 +902,8 @@ static void load_one(sbx_manager *m, const char *id) {
   if (s->state == SBX_READY || s->state == SBX_PROVISIONING || s->state == SBX_STOPPING) {
     bool stopping = s->state == SBX_STOPPING;
     s->state = SBX_PROVISIONING; /* so set_failed records it */
+    /* killed between the VMM's start and the pid's write: find it */
+    if (s->pid <= 0 && !stopping) s->pid = sbx_find_vmm(m, s->id);
     _cleanup_free_ char *scratch = cr_path_join(s->dir, "scratch.ext4");
     backend_vm_config cfg;
     vm_config(s, &cfg, scratch);
@@ -902,6 +911,7 @@ static void load_one(sbx_manager *m, const char *id) {
     if (stopping || m->backend->attach(m->loop, &cfg, s->pid, &vm_events, s, &s->vm, &e) < 0) {
       s->vm = NULL;
       cr_error_free(e);
+      sbx_kill_vmms_of(m, s->id); /* an interrupted terminate, or a VMM we cannot attach */
       set_failed(s, CR_E_VMM_EXITED,
                  "the VMM (pid %d) is gone (it exited while the daemon was not running)",
                  (int)s->pid);
@@ -942,11 +952,15 @@ int sbx_manager_load(sbx_manager *m, void (*settled)(void *ud), void *ud, cr_err
     if (!strncmp(de->d_name, ".trash-", 7)) {
       _cleanup_free_ char *t = cr_path_join(m->dir, de->d_name);
       if (t) cr_rm_rf(t); /* a removal the previous daemon did not finish */
+      char *ram = NULL;
+      if (cr_ulid_valid(de->d_name + 7) && sbx_ram_file_path(de->d_name + 7, &ram) == 0) unlink(ram);
+      free(ram);
     } else if (de->d_name[0] != '.') {
       load_one(m, de->d_name);
     }
   }
   closedir(d);
+  sbx_kill_orphan_vmms(m);
   settle_check(m);
   return 0;
 }

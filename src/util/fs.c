@@ -222,3 +222,16 @@ char *cr_path_join(const char *a, const char *b) {
   if (asprintf(&r, "%s%s%s", a, (la && a[la - 1] == '/') ? "" : "/", b) < 0) return NULL;
   return r;
 }
+
+char *cr_escape_commas(const char *s) {
+  size_t n = 0;
+  for (const char *p = s; *p; p++) n += *p == ',' ? 2 : 1;
+  char *r = malloc(n + 1), *w = r;
+  if (!r) return NULL;
+  for (const char *p = s; *p; p++) {
+    *w++ = *p;
+    if (*p == ',') *w++ = ',';
+  }
+  *w = '\0';
+  return r;
+}

@@ -22,3 +22,5 @@ void cr_sha256_hex(const void *data, size_t len, char ret_hex[65]);
 int cr_copy_file_sparse(const char *src, const char *dst, mode_t mode);
 /* Joins two path pieces into a new string; NULL on OOM. */
 char *cr_path_join(const char *a, const char *b);
+/* s with every ',' doubled (a value inside a QEMU-style option string). */
+char *cr_escape_commas(const char *s);

@@ -673,7 +673,7 @@ test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
       assert.ok(r.structuredContent.duration_ms < 30_000);
       // timed out means killed: no `sleep 60` is left in the sandbox
       const ps = await call('exec', { command: "ps | grep -c '[s]leep 60' || true" });
-      assert.equal(ps.structuredContent.stdout.trim(), '0');
+      assert.equal(out(ps).stdout.trim(), '0');
     });
 
     await t.test('1 MiB+ output is truncated honestly', async () => {

@@ -116,8 +116,22 @@ static void test_error_wrap(void **state) {
   assert_string_equal(cr_error_reason(NULL), "internal_error");
 }
 
+/* QEMU option values: a path with commas must not add options (issue 11). */
+static void test_escape_commas(void **state) {
+  char *r = cr_escape_commas("/data/a,b/x,,y,");
+  assert_string_equal(r, "/data/a,,b/x,,,,y,,");
+  free(r);
+  r = cr_escape_commas("");
+  assert_string_equal(r, "");
+  free(r);
+  r = cr_escape_commas("/plain");
+  assert_string_equal(r, "/plain");
+  free(r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_escape_commas),
       cmocka_unit_test(test_base64_roundtrip), cmocka_unit_test(test_base64_rejects),
       cmocka_unit_test(test_ulid), cmocka_unit_test(test_atomic_write_and_read),
       cmocka_unit_test(test_error_wrap),
