@@ -528,7 +528,7 @@ static void on_vm_ready(void *ud, backend_vm *vm, cr_error *err) {
   if (s->state != SBX_PROVISIONING) return;
   s->pid = backend_vm_pid(vm);
   save_state(s);
-  sbx_crash_point("create-pid-saved");
+  if (!s->reattaching) sbx_crash_point("create-pid-saved");
   if (!s->reattaching) progress(s, "boot", "VMM started; waiting for the guest agent");
   connect_agent(s);
 }
