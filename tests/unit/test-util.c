@@ -8,11 +8,14 @@
 #include "util/base64.h"
 #include "util/error.h"
 #include "util/fs.h"
+#include "util/paths.h"
 #include "util/ulid.h"
 
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static void test_base64_roundtrip(void **state) {
   uint8_t data[256];
@@ -129,9 +132,32 @@ static void test_escape_commas(void **state) {
   free(r);
 }
 
+/* A non-root user without CLEANROOM_RUN_DIR, XDG_RUNTIME_DIR or HOME gets
+ * no run dir, not a shared /tmp path another user could create first
+ * (issue 11, item 8). Checked in a child that drops to nobody when root. */
+static void test_no_shared_tmp_fallback(void **state) {
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    if (geteuid() == 0 && (setgid(65534) < 0 || setuid(65534) < 0)) _exit(2);
+    unsetenv("CLEANROOM_RUN_DIR");
+    unsetenv("CLEANROOM_DATA_DIR");
+    unsetenv("XDG_RUNTIME_DIR");
+    unsetenv("XDG_DATA_HOME");
+    unsetenv("HOME");
+    char *r = cr_run_dir(), *d = cr_data_dir();
+    _exit(r == NULL && d == NULL ? 0 : 1);
+  }
+  int st = 0;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_escape_commas),
+      cmocka_unit_test(test_no_shared_tmp_fallback),
       cmocka_unit_test(test_base64_roundtrip), cmocka_unit_test(test_base64_rejects),
       cmocka_unit_test(test_ulid), cmocka_unit_test(test_atomic_write_and_read),
       cmocka_unit_test(test_error_wrap),
