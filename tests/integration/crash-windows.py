@@ -187,7 +187,7 @@ class CrashWindows(unittest.TestCase):
                     p = cr("sandbox", "rm", victim, env=crash_env)
                     self.assertNotEqual(p.returncode, 0, "the daemon did not crash at %s" % step)
                 self.assertTrue(wait_pid_exit(pid, 30), "the daemon is still running")
-                touched = set(os.listdir(sbdir)) - {keeper}
+                touched = {n for n in os.listdir(sbdir) if not n.startswith(".")} - {keeper}
                 if victim:
                     touched.add(victim)
                 # restart (the CLI autostarts the daemon without the hook)
@@ -201,13 +201,16 @@ class CrashWindows(unittest.TestCase):
                     cr("sandbox", "rm", *gone, check=True)
                 wait_until(lambda: keeper in vmms().values() and len(vmms()) == 1, 30,
                            "only the keeper's VMM left (%s)" % vmms())
-                self.assertEqual(sorted(os.listdir(sbdir)), [keeper])
+                # a removal renames the dir away and deletes it on the thread pool
+                wait_until(lambda: sorted(os.listdir(sbdir)) == [keeper], 30,
+                           "only the keeper's dir left (%s)" % os.listdir(sbdir))
                 for sid in touched:
-                    self.assertFalse(os.path.exists(ram_file(sid)), "RAM file of %s left" % sid)
+                    wait_until(lambda: not os.path.exists(ram_file(sid)), 30,
+                               "the RAM file of %s to go" % sid)
                 ex = cr("exec", "--in", keeper, "--", "cat", "/marker")
                 self.assertEqual((ex.returncode, ex.stdout), (0, b"kept\n"), ex.stderr)
         cr("sandbox", "rm", keeper, check=True)
-        self.assertFalse(os.path.exists(ram_file(keeper)))
+        wait_until(lambda: not os.path.exists(ram_file(keeper)), 30, "the keeper's RAM file to go")
 
 
 if __name__ == "__main__":
