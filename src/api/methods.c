@@ -192,6 +192,8 @@ static void m_sandbox_create(req *r) {
       .memory_mib = (unsigned)json_integer_value(mem),
       .policy = json_is_object(pol) ? pol : NULL,
       .policy_hash = pstr(r, "policy_hash"),
+      .cold = json_is_true(json_object_get(p, "cold")),
+      .from_snapshot = pstr(r, "from_snapshot"),
   };
   req *k = req_keep(r);
   cr_error *err = NULL;
@@ -566,6 +568,7 @@ static void m_image_remove(req *r) {
     cr_error_free(err);
     return;
   }
+  if (digest) sbx_template_gc(r->d->sandboxes); /* templates go with their image */
   reply(r, json_pack("{s:s?}", "removed_digest", digest));
   free(digest);
 }
@@ -604,6 +607,107 @@ static void m_image_pull(req *r) {
   }
 }
 
+/* ---- templates and snapshots */
+
+static void reply_or_err(req *r, int rc, json_t *result, cr_error *err) {
+  if (rc < 0) reply_err(r, err);
+  else reply(r, result);
+  cr_error_free(err);
+}
+
+static void json_done(void *ud, json_t *result, cr_error *err) {
+  req *k = ud;
+  reply_or_err(k, err ? -1 : 0, result, err);
+  req_free(k);
+}
+
+static void m_image_warm(req *r) {
+  json_t *vc = json_object_get(r->params, "vcpus"), *mem = json_object_get(r->params, "memory_mib");
+  if ((vc && !json_is_integer(vc)) || (mem && !json_is_integer(mem)) ||
+      json_integer_value(vc) < 0 || json_integer_value(mem) < 0)
+    return bad_params(r, "vcpus and memory_mib must be non-negative integers");
+  req *k = req_keep(r);
+  cr_error *err = NULL;
+  if (sbx_template_warm(r->d->sandboxes, pstr(r, "image"), (unsigned)json_integer_value(vc),
+                        (unsigned)json_integer_value(mem), json_done, k, &err) < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    req_free(k);
+  }
+}
+
+static void m_template_list(req *r) {
+  reply(r, json_pack("{s:o}", "templates", sbx_template_list(r->d->sandboxes)));
+}
+
+static void m_template_remove(req *r) {
+  const char *key = pstr(r, "key");
+  if (!key) return bad_params(r, "missing 'key' (a template key, prefix or \"all\")");
+  cr_error *err = NULL;
+  int n = sbx_template_remove(r->d->sandboxes, key, &err);
+  reply_or_err(r, n, json_pack("{s:i}", "removed", n), err);
+}
+
+static void m_snapshot_create(req *r) {
+  sbx *s = need_sandbox(r, "sandbox_id");
+  if (!s) return;
+  req *k = req_keep(r);
+  cr_error *err = NULL;
+  if (sbx_snapshot_create(r->d->sandboxes, s, pstr(r, "name"), json_done, k, &err) < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    req_free(k);
+  }
+}
+
+static void m_snapshot_list(req *r) {
+  json_t *all = sbx_snapshot_list(r->d->sandboxes);
+  const char *sid = pstr(r, "sandbox_id");
+  if (sid) {
+    json_t *f = json_array(), *j;
+    size_t i;
+    json_array_foreach(all, i, j) {
+      if (!strcmp(json_string_value(json_object_get(j, "sandbox_id")) ?: "", sid))
+        json_array_append(f, j);
+    }
+    json_decref(all);
+    all = f;
+  }
+  reply(r, json_pack("{s:o}", "snapshots", all));
+}
+
+static void m_snapshot_get(req *r) {
+  const char *ref = pstr(r, "snapshot");
+  if (!ref) return bad_params(r, "missing 'snapshot' (an id or name)");
+  json_t *res = NULL;
+  cr_error *err = NULL;
+  int rc = sbx_snapshot_inspect(r->d->sandboxes, ref, &res, &err);
+  reply_or_err(r, rc, res, err);
+}
+
+static void m_snapshot_remove(req *r) {
+  const char *ref = pstr(r, "snapshot");
+  if (!ref) return bad_params(r, "missing 'snapshot' (an id or name)");
+  json_t *res = NULL;
+  cr_error *err = NULL;
+  int rc = sbx_snapshot_remove(r->d->sandboxes, ref, &res, &err);
+  reply_or_err(r, rc, res, err);
+}
+
+static void m_snapshot_restore(req *r) {
+  const char *ref = pstr(r, "snapshot");
+  if (!ref) return bad_params(r, "missing 'snapshot' (an id or name)");
+  sbx *s = need_sandbox(r, "sandbox_id");
+  if (!s) return;
+  req *k = req_keep(r);
+  cr_error *err = NULL;
+  if (sbx_snapshot_restore(r->d->sandboxes, ref, s, create_done, k, &err) < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    req_free(k);
+  }
+}
+
 static const struct {
   const char *name;
   method_fn fn;
@@ -632,6 +736,14 @@ static const struct {
     {"image.list", m_image_list},
     {"image.remove", m_image_remove},
     {"image.pull", m_image_pull},
+    {"image.warm", m_image_warm},
+    {"template.list", m_template_list},
+    {"template.remove", m_template_remove},
+    {"snapshot.create", m_snapshot_create},
+    {"snapshot.list", m_snapshot_list},
+    {"snapshot.get", m_snapshot_get},
+    {"snapshot.remove", m_snapshot_remove},
+    {"snapshot.restore", m_snapshot_restore},
 };
 
 void api_dispatch(daemon_ctx *d, api_sink *sink, json_t *msg) {

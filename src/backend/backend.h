@@ -47,6 +47,9 @@ typedef struct backend_vm_config {
   unsigned vcpus;
   unsigned memory_mib;
   backend_net net;         /* network attachment; net.tap NULL = none */
+  /* ram_path is mapped private (copy-on-write; the file stays intact):
+   * clones of a template share its pages */
+  bool ram_private;
 } backend_vm_config;
 
 typedef struct backend_vm backend_vm;
@@ -74,6 +77,10 @@ typedef void (*backend_agent_cb)(void *ud, backend_vm *vm, int fd, cr_error *err
 typedef struct backend_save_opts {
   const char *state_dir; /* created by the caller, empty */
   bool resume_after;     /* true: the VM runs on after the save; false: stays paused */
+  /* Device state only: the guest RAM stays in the VM's RAM file (cfg
+   * ram_path, shared), which the caller keeps (boot templates). A restore
+   * then needs that file as its cfg ram_path. */
+  bool ram_in_file;
 } backend_save_opts;
 
 typedef struct backend_ops {

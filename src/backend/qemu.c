@@ -13,6 +13,7 @@
  * pool with deadlines (qmp_async below): the loop never waits for QEMU. */
 #include "backend/backend-vm.h"
 #include "backend/qmp.h"
+#include "backend/qemu-snapshot.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
@@ -119,7 +120,7 @@ static char *qemu_tb_size(void) {
  * is a literal comma (a data dir named "a,b" must not add options). */
 static char *qv(const char *s) { return cr_escape_commas(s ? s : ""); }
 
-static int build_argv(const backend_vm_config *c, argv_b *a) {
+static int build_argv(const backend_vm_config *c, bool incoming, argv_b *a) {
   bool kvm = !strcmp(backend_accel(), "kvm");
   const char *runas = backend_vmm_user();
   add(a, "%s", qemu_binary());
@@ -127,7 +128,7 @@ static int build_argv(const backend_vm_config *c, argv_b *a) {
   add(a, "cleanroom-%s", c->id);
   add(a, "-M");
   add(a, "microvm,x-option-roms=off,isa-serial=on,rtc=%s%s%s", kvm ? "off" : "on",
-      kvm ? ",pit=off,pic=off" : "", c->ram_path ? ",memory-backend=mem" : "");
+      kvm ? ",pit=off,pic=off" : "", ",memory-backend=mem");
   add(a, "-accel");
   if (kvm) {
     add(a, "kvm");
@@ -141,10 +142,15 @@ static int build_argv(const backend_vm_config *c, argv_b *a) {
   add(a, "%u", c->vcpus);
   add(a, "-m");
   add(a, "%uM", c->memory_mib);
+  /* always a memory backend named "mem": migration matches RAM blocks by
+   * name, so cold boots, templates, clones and restores stay compatible */
+  add(a, "-object");
   if (c->ram_path) {
-    add(a, "-object");
     _cleanup_free_ char *ram = qv(c->ram_path);
-    add(a, "memory-backend-file,id=mem,size=%uM,mem-path=%s,share=on", c->memory_mib, ram);
+    add(a, "memory-backend-file,id=mem,size=%uM,mem-path=%s,share=%s", c->memory_mib, ram,
+        c->ram_private ? "off" : "on");
+  } else {
+    add(a, "memory-backend-ram,id=mem,size=%uM", c->memory_mib);
   }
   add(a, "-nodefaults");
   add(a, "-no-user-config");
@@ -154,7 +160,7 @@ static int build_argv(const backend_vm_config *c, argv_b *a) {
   /* append=on (O_APPEND): the daemon caps the log by truncating it
    * (sandbox/console.c); QEMU's next write then lands at the new end. */
   add(a, "-chardev");
-  _cleanup_free_ char *dir = qv(c->dir), *image = qv(c->image), *scratch = qv(c->scratch);
+  _cleanup_free_ char *dir = qv(c->dir), *image = qv(c->image);
   add(a, "file,id=con,path=%s/console.log,append=on", dir);
   add(a, "-serial");
   add(a, "chardev:con");
@@ -172,8 +178,18 @@ static int build_argv(const backend_vm_config *c, argv_b *a) {
   add(a, "id=img,file=%s,format=raw,if=none,readonly=on", image);
   add(a, "-device");
   add(a, "virtio-blk-device,drive=img,serial=cr-image");
+  /* The scratch disk as an fd set (fd 5 read-write, fd 6 read-only): a
+   * migration inactivates and reactivates the disk, and QEMU reopens it
+   * then, after dropping root, when it cannot open the path. Locking off:
+   * two descriptions of one file would conflict, and a scratch disk is
+   * never shared between VMMs. */
+  add(a, "-add-fd");
+  add(a, "fd=5,set=1,opaque=scratch-rw");
+  add(a, "-add-fd");
+  add(a, "fd=6,set=1,opaque=scratch-ro");
   add(a, "-drive");
-  add(a, "id=scr,file=%s,format=raw,if=none,discard=unmap", scratch);
+  add(a, "id=scr,file.driver=file,file.filename=/dev/fdset/1,file.locking=off,format=raw,"
+         "if=none,discard=unmap");
   add(a, "-device");
   add(a, "virtio-blk-device,drive=scr,serial=cr-scratch");
   add(a, "-device");
@@ -209,6 +225,10 @@ static int build_argv(const backend_vm_config *c, argv_b *a) {
   if (runas) {
     add(a, "-runas");
     add(a, "%s", runas);
+  }
+  if (incoming) {
+    add(a, "-incoming");
+    add(a, "defer");
   }
   for (size_t i = 0; i < a->n; i++)
     if (!a->v[i]) return -ENOMEM;
@@ -301,12 +321,13 @@ static const backend_vm_impl qemu_impl = {
 
 /* ---- operations */
 
-static int qemu_launch(uv_loop_t *loop, const backend_vm_config *c, const backend_events *ev,
-                       void *ud, backend_vm **ret, cr_error **err) {
+/* Spawns QEMU for c (waiting for its state when incoming); *ret = handle. */
+static int qemu_spawn(uv_loop_t *loop, const backend_vm_config *c, bool incoming,
+                      const backend_events *ev, void *ud, backend_vm **ret, cr_error **err) {
   const char *refused = backend_vmm_refusal();
   if (refused) return cr_error_set(err, CR_E_BACKEND_UNAVAILABLE, 0, "%s", refused);
   argv_b a = {0};
-  if (build_argv(c, &a) < 0) {
+  if (build_argv(c, incoming, &a) < 0) {
     argv_free(&a);
     return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "building the qemu command line");
   }
@@ -321,26 +342,39 @@ static int qemu_launch(uv_loop_t *loop, const backend_vm_config *c, const backen
     argv_free(&a);
     return cr_error_set(err, CR_E_RUNTIME_LAUNCH_FAILED, errno, "opening %s", logpath);
   }
-  int fds[2] = {-1, -1};
+  /* fds 3, 4: agent and QMP sockets; 5, 6: the scratch disk rw and ro */
+  int fds[4] = {-1, -1, -1, -1};
   fds[0] = listen_unix(c->dir, "agent.sock", err);
   if (fds[0] >= 0) fds[1] = listen_unix(c->dir, "qmp.sock", err);
-  if (fds[1] < 0) {
-    if (fds[0] >= 0) close(fds[0]);
+  if (fds[1] >= 0) {
+    fds[2] = open(c->scratch, O_RDWR | O_CLOEXEC);
+    fds[3] = open(c->scratch, O_RDONLY | O_CLOEXEC);
+    if (fds[2] < 0 || fds[3] < 0)
+      cr_error_set(err, CR_E_RUNTIME_LAUNCH_FAILED, errno, "opening %s", c->scratch);
+  }
+  if (fds[3] < 0) {
+    for (int i = 0; i < 4; i++)
+      if (fds[i] >= 0) close(fds[i]);
     argv_free(&a);
     return -1;
   }
   backend_vm *vm = backend_vm_new(&backend_qemu, &qemu_impl, loop, c, ev, ud);
-  int r = vm ? backend_vm_spawn(vm, a.v, logfd, fds, 2, err)
+  int r = vm ? backend_vm_spawn(vm, a.v, logfd, fds, 4, err)
              : cr_error_set(err, CR_E_INTERNAL, ENOMEM, "launch");
-  close(fds[0]);
-  close(fds[1]);
+  for (int i = 0; i < 4; i++) close(fds[i]);
   argv_free(&a);
   if (r < 0) {
     if (vm) backend_vm_forget(vm);
     return cr_error_wrap(err, "install qemu-system-x86 or set CLEANROOM_QEMU");
   }
   *ret = vm;
-  backend_vm_report_ready(vm, NULL);
+  return 0;
+}
+
+static int qemu_launch(uv_loop_t *loop, const backend_vm_config *c, const backend_events *ev,
+                       void *ud, backend_vm **ret, cr_error **err) {
+  if (qemu_spawn(loop, c, false, ev, ud, ret, err) < 0) return -1;
+  backend_vm_report_ready(*ret, NULL);
   return 0;
 }
 
@@ -464,15 +498,117 @@ static int qemu_resume(backend_vm *vm, backend_done_cb cb, void *ud, cr_error **
   return qmp_op(vm, "cont", cb, ud, err);
 }
 
+/* ---- save / restore (qemu-snapshot.c does the QMP; here on the thread
+ * pool). A state dir holds "vmstate" (the migration stream) and
+ * "backend.json" ({"backend": "qemu", "ram_in_file": bool}). */
+
+typedef struct snap_work {
+  uv_work_t w;
+  backend_vm *vm;
+  char *dir, *state_dir;
+  unsigned flags;
+  bool save;
+  cr_error *err;
+  backend_done_cb cb;
+  void *ud;
+} snap_work;
+
+static int write_backend_meta(const char *state_dir, bool ram_in_file) {
+  _cleanup_free_ char *p = cr_path_join(state_dir, "backend.json");
+  char buf[96];
+  int n = snprintf(buf, sizeof(buf), "{\"backend\": \"qemu\", \"ram_in_file\": %s}\n",
+                   ram_in_file ? "true" : "false");
+  return p ? cr_write_file_atomic(p, buf, (size_t)n, 0600) : -ENOMEM;
+}
+
+static void snap_work_run(uv_work_t *w) {
+  snap_work *k = w->data;
+  _cleanup_free_ char *vmstate = cr_path_join(k->state_dir, "vmstate");
+  if (!vmstate) {
+    cr_error_set(&k->err, CR_E_INTERNAL, ENOMEM, "paths");
+    return;
+  }
+  if (k->save) {
+    if (qemu_vm_save(k->dir, vmstate, k->flags, &k->err) < 0) return;
+    int r = write_backend_meta(k->state_dir, k->flags & QEMU_SNAP_IGNORE_SHARED);
+    if (r < 0) cr_error_set(&k->err, CR_E_IO, -r, "writing %s/backend.json", k->state_dir);
+  } else if (qemu_vm_restore(k->dir, vmstate, k->flags, &k->err) < 0) {
+    cr_error_wrap(&k->err, "loading %s", vmstate);
+  }
+}
+
+static void snap_work_after(uv_work_t *w, int status) {
+  snap_work *k = w->data;
+  backend_vm *vm = k->vm;
+  if (status < 0 && !k->err) cr_error_set(&k->err, CR_E_INTERNAL, -status, "snapshot work");
+  if (k->save) {
+    if (!backend_vm_finished(vm))
+      k->cb(k->ud, vm, TAKE_PTR(k->err));
+  } else {
+    backend_vm_report_ready(vm, TAKE_PTR(k->err));
+  }
+  cr_error_free(k->err);
+  free(k->dir);
+  free(k->state_dir);
+  free(k);
+  backend_vm_unref(vm);
+}
+
+static int snap_queue(backend_vm *vm, const char *state_dir, unsigned flags, bool save,
+                      backend_done_cb cb, void *ud, cr_error **err) {
+  snap_work *k = calloc(1, sizeof(*k));
+  if (!k || !(k->dir = strdup(vm->dir)) || !(k->state_dir = strdup(state_dir))) {
+    if (k) free(k->dir);
+    free(k);
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "snapshot");
+  }
+  k->vm = vm;
+  k->flags = flags;
+  k->save = save;
+  k->cb = cb;
+  k->ud = ud;
+  k->w.data = k;
+  backend_vm_ref(vm);
+  int r = uv_queue_work(vm->loop, &k->w, snap_work_run, snap_work_after);
+  if (r < 0) {
+    backend_vm_unref(vm);
+    free(k->dir);
+    free(k->state_dir);
+    free(k);
+    return cr_error_set(err, CR_E_INTERNAL, -r, "snapshot");
+  }
+  return 0;
+}
+
 static int qemu_save(backend_vm *vm, const backend_save_opts *opts, backend_done_cb cb,
                      void *ud, cr_error **err) {
-  return backend_unsupported(vm, "save a VM (snapshots)", err);
+  if (!backend_vm_alive(vm)) return cr_error_set(err, CR_E_VMM_EXITED, 0, "the VMM is gone");
+  unsigned flags = (opts->ram_in_file ? QEMU_SNAP_IGNORE_SHARED : 0) |
+                   (opts->resume_after ? QEMU_SNAP_RESUME : 0);
+  return snap_queue(vm, opts->state_dir, flags, true, cb, ud, err);
 }
 
 static int qemu_restore(uv_loop_t *loop, const backend_vm_config *cfg, const char *state_dir,
                         const backend_events *ev, void *ud, backend_vm **ret, cr_error **err) {
-  return cr_error_set(err, CR_E_BACKEND_UNSUPPORTED, 0,
-                      "the qemu backend cannot restore a saved VM yet");
+  _cleanup_free_ char *meta_path = cr_path_join(state_dir, "backend.json");
+  json_error_t je;
+  _cleanup_json_ json_t *meta = meta_path ? json_load_file(meta_path, 0, &je) : NULL;
+  const char *be = json_string_value(json_object_get(meta, "backend"));
+  if (!meta || !be || strcmp(be, "qemu"))
+    return cr_error_set(err, CR_E_SNAPSHOT_INVALID, 0, "%s is not a qemu VM state", state_dir);
+  bool ram_in_file = json_is_true(json_object_get(meta, "ram_in_file"));
+  if (ram_in_file && !cfg->ram_path)
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
+                        "this VM state needs the RAM file it was saved with");
+  if (qemu_spawn(loop, cfg, true, ev, ud, ret, err) < 0) return -1;
+  /* ready is reported once the state is loaded and the vCPUs run */
+  if (snap_queue(*ret, state_dir, ram_in_file ? QEMU_SNAP_IGNORE_SHARED : 0, false, NULL, NULL,
+                 err) < 0) {
+    backend_vm_stop(*ret, NULL, NULL);
+    *ret = NULL;
+    return -1;
+  }
+  return 0;
 }
 
 static bool qemu_alive(const backend_vm *vm) { return backend_vm_alive(vm); }
@@ -480,7 +616,7 @@ static bool qemu_alive(const backend_vm *vm) { return backend_vm_alive(vm); }
 static json_t *qemu_capabilities(void) {
   bool kvm = !strcmp(backend_accel(), "kvm");
   return json_pack("{s:s, s:s, s:b, s:b, s:s, s:b, s:b, s:s?, s:s}", "backend", "qemu", "accel",
-                   backend_accel(), "kvm", kvm, "snapshots", 0, "network", "none", "egress", 0,
+                   backend_accel(), "kvm", kvm, "snapshots", 1, "network", "none", "egress", 0,
                    "docker", 0, "vmm_user", backend_vmm_user(),
                    "notes",
                    kvm ? "hardware virtualization (KVM)"

@@ -71,15 +71,42 @@ static int write_all(int fd, const char *p, size_t n) {
   return 0;
 }
 
+/* Writes the whole message with fd attached (SCM_RIGHTS) to its first byte. */
+static int write_with_fd(int sock, const char *p, size_t n, int fd) {
+  struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  memset(&u, 0, sizeof(u));
+  struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                      .msg_controllen = sizeof(u.buf)};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  ssize_t w;
+  do w = sendmsg(sock, &mh, MSG_NOSIGNAL);
+  while (w < 0 && errno == EINTR);
+  if (w < 0) return -errno;
+  return write_all(sock, p + w, n - (size_t)w);
+}
+
 int qmp_execute(qmp *q, const char *command, json_t *args, int timeout_ms,
                 json_t **ret_return, cr_error **err) {
+  return qmp_execute_fd(q, command, args, -1, timeout_ms, ret_return, err);
+}
+
+int qmp_execute_fd(qmp *q, const char *command, json_t *args, int pass_fd, int timeout_ms,
+                   json_t **ret_return, cr_error **err) {
   _cleanup_json_ json_t *cmd = json_pack("{s:s}", "execute", command);
   if (args) json_object_set_new(cmd, "arguments", args);
   _cleanup_free_ char *s = json_dumps(cmd, JSON_COMPACT);
   if (!s) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "qmp");
   size_t n = strlen(s);
   s[n] = '\n';
-  int r = write_all(q->fd, s, n + 1);
+  int r = pass_fd >= 0 ? write_with_fd(q->fd, s, n + 1, pass_fd) : write_all(q->fd, s, n + 1);
   s[n] = '\0';
   if (r < 0) return cr_error_set(err, CR_E_RUNTIME_LAUNCH_FAILED, -r, "qmp: %s", command);
   long deadline = now_ms() + timeout_ms;

@@ -48,6 +48,7 @@ int cli_getopt(int argc, char **argv, const char *shortopts, const struct option
     case 'l': ret->last = true; break;
     case 'a': ret->all = true; break;
     case 'i': ret->in = optarg; break;
+    case 'N': ret->name = optarg; break;
     case 'H': ret->host = optarg; break;
     case 'f': break;
     default: return cli_usage_error(help, "unknown or incomplete option '%s'", argv[optind - 1]);

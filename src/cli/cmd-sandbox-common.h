@@ -39,7 +39,7 @@ int cli_sandbox_create_params(const char *policy_path, const char *image, int64_
 /* The options the daemon commands share, as set by cli_getopt. */
 typedef struct cli_opts {
   bool json, last, all;
-  const char *host, *in;
+  const char *host, *in, *name; /* 'N': --name */
 } cli_opts;
 
 /* getopt_long over argv with the command's own options table. Recognized

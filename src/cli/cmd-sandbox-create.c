@@ -18,6 +18,12 @@ static void help(FILE *f) {
           "                   image, resources and network rules apply\n"
           "  --vcpus N        virtual CPUs\n"
           "  --memory SIZE    guest memory: MiB (512) or with a unit (512MiB, 1GiB)\n"
+          "  --cold           boot the kernel instead of cloning the image's boot\n"
+          "                   template (templates: 'cleanroom template ls')\n"
+          "  --from-snapshot SNAPSHOT\n"
+          "                   fork: a new sandbox running from a snapshot (its memory,\n"
+          "                   processes and files); image, vcpus and memory are the\n"
+          "                   snapshot's\n"
           "  --progress       show boot progress on stderr (default when stderr is a tty)\n"
           "  --no-progress    never show progress\n"
           "  --json           print the whole sandbox object as JSON\n"
@@ -40,7 +46,7 @@ int cmd_sandbox_create(int argc, char **argv) {
     help(stdout);
     return 0;
   }
-  enum { O_IMAGE = 1000, O_VCPUS, O_MEMORY, O_JSON, O_PROGRESS, O_NO_PROGRESS, O_HOST, O_POLICY };
+  enum { O_IMAGE = 1000, O_VCPUS, O_MEMORY, O_JSON, O_PROGRESS, O_NO_PROGRESS, O_HOST, O_POLICY, O_COLD, O_FROM };
   static const struct option opts[] = {
       {"image", required_argument, NULL, O_IMAGE},
       {"vcpus", required_argument, NULL, O_VCPUS},
@@ -50,9 +56,12 @@ int cmd_sandbox_create(int argc, char **argv) {
       {"no-progress", no_argument, NULL, O_NO_PROGRESS},
       {"host", required_argument, NULL, O_HOST},
       {"policy", required_argument, NULL, O_POLICY},
+      {"cold", no_argument, NULL, O_COLD},
+      {"from-snapshot", required_argument, NULL, O_FROM},
       {0},
   };
-  const char *image = NULL, *host = NULL, *policy_path = NULL;
+  const char *image = NULL, *host = NULL, *policy_path = NULL, *from = NULL;
+  bool cold = false;
   int64_t vcpus = 0, mem = 0;
   bool json = false, progress = isatty(STDERR_FILENO);
   opterr = 0;
@@ -71,6 +80,8 @@ int cmd_sandbox_create(int argc, char **argv) {
     case O_PROGRESS: progress = true; break;
     case O_NO_PROGRESS: progress = false; break;
     case O_HOST: host = optarg; break;
+    case O_COLD: cold = true; break;
+    case O_FROM: from = optarg; break;
     default: return cli_usage_error(help, "unknown or incomplete option '%s'", argv[optind - 1]);
     }
   }
@@ -79,9 +90,16 @@ int cmd_sandbox_create(int argc, char **argv) {
   _cleanup_api_client_ api_client *c = NULL;
   int r = cli_connect(host, &c);
   if (r) return r;
+  if (from && (image || vcpus || mem || cold))
+    return cli_usage_error(NULL, "--from-snapshot takes image, vcpus and memory from the snapshot");
   json_t *params = NULL;
-  r = cli_sandbox_create_params(policy_path, image, vcpus, mem, &params);
-  if (r) return r;
+  if (from) {
+    params = json_pack("{s:s}", "from_snapshot", from);
+  } else {
+    r = cli_sandbox_create_params(policy_path, image, vcpus, mem, &params);
+    if (r) return r;
+    if (cold) json_object_set_new(params, "cold", json_true());
+  }
 
   _cleanup_error_ cr_error *err = NULL;
   _cleanup_json_ json_t *sb = NULL;

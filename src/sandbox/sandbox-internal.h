@@ -20,6 +20,8 @@ struct sbx_manager {
   boot_assets *assets;
   uint64_t boot_timeout_ms;
   size_t reattach_pending; /* re-attaches not yet ready or failed */
+  struct tmpl_registry *tmpl; /* boot templates (template.h) */
+  bool templates_off;         /* CLEANROOM_TEMPLATES=0 */
   void (*settled)(void *ud);
   void *settled_ud;
   size_t output_bytes; /* execution output buffers allocated (exec.c) */
@@ -56,6 +58,19 @@ struct sbx {
   bool boot_timer_init, boot_timer_on;
   bool reattaching, removed;
   int handles; /* libuv handles/callbacks still pending before free */
+  /* snapshots (template.h, snapshot.c): how the VM came to be */
+  const char *boot_mode;   /* "cold", "clone", "fork", "restore" (static) */
+  char *template_key;      /* clone: the template used */
+  char *from_snapshot;     /* fork/restore: the snapshot id */
+  char *restore_dir;       /* backend state dir to start the VM from */
+  bool restoring;          /* a restore() is in flight (not yet ready) */
+  bool ram_owned;          /* ram_path is ours (unlinked with the sandbox) */
+  bool ram_private;        /* ram_path is mapped copy-on-write */
+  bool snapshotting;       /* a snapshot is being taken */
+  bool cold;               /* create asked for a cold boot */
+  json_t *events;          /* [{time, type, message}], bounded */
+  int64_t restore_start_ms;
+  uint64_t restore_ms;     /* VMM start -> state loaded and running */
   sbx_exec **execs;
   size_t nexecs, capexecs;
 };
@@ -84,3 +99,24 @@ pid_t sbx_find_vmm(sbx_manager *m, const char *id);
 void sbx_kill_vmms_of(sbx_manager *m, const char *id);
 void sbx_kill_orphan_vmms(sbx_manager *m);
 void sbx_remove_partial(sbx_manager *m, const char *id, const char *dir);
+/* Appends an event to the sandbox's events (kept in state.json). */
+void sbx_event(sbx *s, const char *type, const char *fmt, ...) _printf_(3, 4);
+void sbx_save_state(sbx *s);
+/* Keeps s allocated across asynchronous work (a removed sandbox is freed
+ * once the last hold goes). */
+void sbx_hold(sbx *s);
+void sbx_unhold(sbx *s);
+/* A snapshot opened for restore/fork (snapshot.c): checked (files present,
+ * sizes and sha256 of the VM state) before anything is touched. */
+typedef struct snap_source {
+  char *id, *dir, *state_dir, *scratch, *image_ref, *image_digest;
+  unsigned vcpus, memory_mib;
+} snap_source;
+int snap_open(sbx_manager *m, const char *ref, snap_source *ret, cr_error **err);
+void snap_source_clear(snap_source *s);
+/* Replaces the VM of a ready or failed sandbox with one restored from
+ * state_dir (a snapshot's backend state); scratch_new replaces the scratch
+ * disk. Executions end; the sandbox is provisioning until the agent
+ * answers again. */
+int sbx_relaunch_restore(sbx *s, const char *state_dir, const char *snapshot_id,
+                         const char *scratch_new, cr_error **err);

@@ -1,6 +1,7 @@
 /* Sandbox registry and lifecycle. See sandbox.h. */
 #include "sandbox/sandbox.h"
 #include "sandbox/sandbox-internal.h"
+#include "sandbox/template.h"
 #include "boot/boot.h"
 #include "image/image.h"
 #include "util/fs.h"
@@ -76,6 +77,10 @@ sbx_manager *sbx_manager_new(uv_loop_t *loop, cr_error **err) {
   m->boot_timeout_ms = bt ? strtoull(bt, NULL, 10) : 0;
   if (m->boot_timeout_ms == 0) m->boot_timeout_ms = 120000;
   sbx_console_watch_start(m);
+  const char *tv = getenv("CLEANROOM_TEMPLATES");
+  m->templates_off = tv && !strcmp(tv, "0");
+  m->tmpl = tmpl_registry_new(loop, m->backend);
+  if (m->tmpl) tmpl_gc(m->tmpl);
   return m;
 }
 
@@ -168,9 +173,31 @@ json_t *sbx_to_json(const sbx *s) {
   json_object_set_new(j, "last_execution_id",
                       s->last_exec_id ? json_string(s->last_exec_id) : json_null());
   json_object_set_new(j, "vmm_pid", s->pid > 0 ? json_integer(s->pid) : json_null());
-  json_object_set_new(j, "timing_ms", json_pack("{s:I}", "boot", (json_int_t)s->boot_ms));
+  json_object_set_new(j, "timing_ms", json_pack("{s:I, s:I}", "boot", (json_int_t)s->boot_ms,
+                                                 "restore", (json_int_t)s->restore_ms));
+  json_object_set_new(j, "boot", json_pack("{s:s, s:s?, s:s?}", "mode",
+                                           s->boot_mode ? s->boot_mode : "cold", "template",
+                                           s->template_key, "from_snapshot", s->from_snapshot));
+  json_object_set_new(j, "events", s->events ? json_incref(s->events) : json_array());
   json_object_set_new(j, "workspace", s->workspace ? json_deep_copy(s->workspace) : json_null());
   return j;
+}
+
+#define SBX_MAX_EVENTS 64
+
+void sbx_event(sbx *s, const char *type, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char *msg = NULL;
+  if (vasprintf(&msg, fmt, ap) < 0) msg = NULL;
+  va_end(ap);
+  if (!s->events) s->events = json_array();
+  while (json_array_size(s->events) >= SBX_MAX_EVENTS) json_array_remove(s->events, 0);
+  json_array_append_new(s->events, json_pack("{s:o, s:s, s:s}", "time",
+                                             sbx_time_json(sbx_now_ms()), "type", type,
+                                             "message", msg ? msg : ""));
+  log_info("sandbox %s: %s: %s", s->id, type, msg ? msg : "");
+  free(msg);
 }
 
 static void save_state(sbx *s) {
@@ -178,6 +205,7 @@ static void save_state(sbx *s) {
   json_t *j = sbx_to_json(s);
   json_object_set_new(j, "image_path", json_string(s->image_path ? s->image_path : ""));
   json_object_set_new(j, "ram_path", s->ram_path ? json_string(s->ram_path) : json_null());
+  json_object_set_new(j, "ram_owned", json_boolean(s->ram_owned));
   char *txt = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(j);
   _cleanup_free_ char *path = cr_path_join(s->dir, "state.json");
@@ -189,6 +217,13 @@ static void save_state(sbx *s) {
 }
 
 static void set_failed(sbx *s, const char *reason, const char *fmt, ...) _printf_(3, 4);
+
+void sbx_save_state(sbx *s) { save_state(s); }
+
+/* The RAM file when it is the sandbox's own (not a template's). */
+static void unlink_ram(sbx *s) {
+  if (s->ram_path && s->ram_owned) unlink(s->ram_path);
+}
 
 static void sbx_unref_handle(uv_handle_t *h);
 static void sbx_unref_handle_cb(sbx *s);
@@ -258,7 +293,7 @@ static void remove_later(uv_loop_t *loop, char *a, char *b) {
 }
 
 static void unlink_ram_later(sbx *s) {
-  if (s->ram_path) remove_later(s->m->loop, strdup(s->ram_path), NULL);
+  if (s->ram_path && s->ram_owned) remove_later(s->m->loop, strdup(s->ram_path), NULL);
 }
 
 /* The VMM is gone (stop() reported). */
@@ -374,6 +409,10 @@ static void sbx_free(sbx *s) {
   free(s->policy_hash);
   json_decref(s->workspace);
   free(s->last_exec_id);
+  free(s->template_key);
+  free(s->from_snapshot);
+  free(s->restore_dir);
+  json_decref(s->events);
   json_decref(s->policy);
   free(s->waiters);
   cr_error_free(s->fail_err);
@@ -385,6 +424,9 @@ static void sbx_unref_handle_cb(sbx *s) {
 }
 
 static void sbx_unref_handle(uv_handle_t *h) { sbx_unref_handle_cb(h->data); }
+
+void sbx_hold(sbx *s) { s->handles++; }
+void sbx_unhold(sbx *s) { sbx_unref_handle_cb(s); }
 
 static void sbx_release(sbx *s) {
   /* called once the sandbox left the registry */
@@ -443,7 +485,7 @@ static void send_activate(sbx *s) {
   uint8_t seed[64];
   if (getrandom(seed, sizeof(seed), 0) == sizeof(seed)) ap_put_bytes(&b, AP_T_SEED, seed, sizeof(seed));
   char host[32];
-  snprintf(host, sizeof(host), "cleanroom-%.10s", s->id);
+  snprintf(host, sizeof(host), "cleanroom-%.10s", s->id + 16); /* the random part */
   ap_put_str(&b, AP_T_HOSTNAME, host);
   ap_put_str(&b, AP_T_IMAGE_DEV, "serial:cr-image");
   ap_put_str(&b, AP_T_SCRATCH_DEV, "serial:cr-scratch");
@@ -514,14 +556,33 @@ static void connect_agent(sbx *s) {
   }
 }
 
+static void launch_cold(sbx *s, const char *why);
+
 static void on_vm_ready(void *ud, backend_vm *vm, cr_error *err) {
   sbx *s = ud;
   if (vm != s->vm) {
     cr_error_free(err);
     return;
   }
+  bool restored = TAKE_PTR(s->restoring);
+  if (restored) s->restore_ms = (uint64_t)(sbx_now_ms() - s->restore_start_ms);
+  if (err && restored && s->boot_mode && !strcmp(s->boot_mode, "clone") &&
+      s->state == SBX_PROVISIONING) {
+    /* the template is unusable: boot this sandbox cold, say why */
+    _cleanup_free_ char *why = NULL;
+    if (asprintf(&why, "restoring template %s failed: %s", s->template_key, err->message) < 0)
+      why = NULL;
+    cr_error_free(err);
+    stop_vmm(s);
+    launch_cold(s, why ? why : "restoring the template failed");
+    return;
+  }
   if (err) {
-    set_failed(s, cr_error_reason(err), "%s", err->message);
+    if (restored)
+      set_failed(s, CR_E_SNAPSHOT_FAILED, "restoring snapshot %s: %s",
+                 s->from_snapshot ? s->from_snapshot : "?", err->message);
+    else
+      set_failed(s, cr_error_reason(err), "%s", err->message);
     cr_error_free(err);
     return;
   }
@@ -537,18 +598,6 @@ static const backend_events vm_events = {.ready = on_vm_ready, .exited = on_vm_e
 
 static void vm_config(sbx *s, backend_vm_config *cfg, const char *scratch);
 
-static void launch_vm(sbx *s, const char *scratch) {
-  backend_vm_config cfg;
-  vm_config(s, &cfg, scratch);
-  progress(s, "launch", "starting the VMM");
-  cr_error *lerr = NULL;
-  if (s->m->backend->launch(s->m->loop, &cfg, &vm_events, s, &s->vm, &lerr) < 0) {
-    s->vm = NULL;
-    set_failed(s, cr_error_reason(lerr), "%s", lerr ? lerr->message : "launch failed");
-    cr_error_free(lerr);
-  }
-}
-
 static void vm_config(sbx *s, backend_vm_config *cfg, const char *scratch) {
   sbx_manager *m = s->m;
   *cfg = (backend_vm_config){
@@ -561,6 +610,7 @@ static void vm_config(sbx *s, backend_vm_config *cfg, const char *scratch) {
       .ram_path = s->ram_path,
       .vcpus = s->vcpus,
       .memory_mib = s->memory_mib,
+      .ram_private = s->ram_private,
   };
 }
 
@@ -641,6 +691,8 @@ typedef struct prepare_work {
   bool need_assets;
   boot_assets *assets;
   char *scratch; /* destination */
+  char *scratch_src; /* fork: the snapshot's scratch disk (else the blank template) */
+  char *tmpl;        /* out: the blank scratch template (for boot templates) */
   cr_error *err;
 } prepare_work;
 
@@ -660,11 +712,14 @@ static void prepare_run(uv_work_t *w) {
     cr_error_wrap(&pw->err, "scratch disk");
   uv_mutex_unlock(&prepare_lock);
   if (r < 0) return;
-  r = cr_copy_file_sparse(tmpl, pw->scratch, 0600);
+  pw->tmpl = strdup(tmpl);
+  /* a reflink when the filesystem shares blocks, else a sparse copy */
+  r = cr_copy_file_clone(pw->scratch_src ? pw->scratch_src : tmpl, pw->scratch, 0600);
   if (r < 0) cr_error_set(&pw->err, CR_E_IO, -r, "preparing %s", pw->scratch);
 }
 
-static void launch_vm(sbx *s, const char *scratch);
+static int launch_vm(sbx *s);
+static void start_vm(sbx *s, const char *scratch_tmpl);
 
 static void prepare_done(uv_work_t *w, int status) {
   prepare_work *pw = w->data;
@@ -687,12 +742,150 @@ static void prepare_done(uv_work_t *w, int status) {
     notify_waiters(s, pw->err);
     sbx_release(s);
   } else if (s->state == SBX_PROVISIONING) {
-    launch_vm(s, pw->scratch);
+    start_vm(s, pw->tmpl);
   }
   cr_error_free(pw->err);
+  free(pw->tmpl);
+  free(pw->scratch_src);
   free(pw->scratch);
   free(pw);
   sbx_unref_handle_cb(s);
+}
+
+/* Starts the VMM as s says: cold (launch) or from s->restore_dir. */
+static int launch_vm(sbx *s) {
+  sbx_manager *m = s->m;
+  _cleanup_free_ char *scratch = cr_path_join(s->dir, "scratch.ext4");
+  backend_vm_config cfg;
+  vm_config(s, &cfg, scratch);
+  progress(s, "launch", "starting the VMM");
+  cr_error *lerr = NULL;
+  int r;
+  if (s->restore_dir) {
+    s->restoring = true;
+    s->restore_start_ms = sbx_now_ms();
+    r = m->backend->restore(m->loop, &cfg, s->restore_dir, &vm_events, s, &s->vm, &lerr);
+  } else {
+    r = m->backend->launch(m->loop, &cfg, &vm_events, s, &s->vm, &lerr);
+  }
+  if (r < 0) {
+    s->vm = NULL;
+    s->restoring = false;
+    set_failed(s, cr_error_reason(lerr), "%s", lerr ? lerr->message : "launch failed");
+    cr_error_free(lerr);
+    return -1;
+  }
+  return 0;
+}
+
+static void launch_cold(sbx *s, const char *why) {
+  s->boot_mode = "cold";
+  free(s->restore_dir);
+  s->restore_dir = NULL;
+  free(s->template_key);
+  s->template_key = NULL;
+  free(s->ram_path);
+  if (asprintf(&s->ram_path, "/dev/shm/cleanroom-%s.ram", s->id) < 0) s->ram_path = NULL;
+  s->ram_owned = true;
+  s->ram_private = false;
+  sbx_event(s, "boot", "cold boot: %s", why);
+  launch_vm(s);
+}
+
+static void on_template(void *ud, const char *dir, cr_error *err);
+
+/* After the preparation: a fork (restore_dir set), a cold boot, or a clone
+ * of the image's boot template (built first when there is none). */
+static void start_vm(sbx *s, const char *scratch_tmpl) {
+  sbx_manager *m = s->m;
+  if (s->restore_dir) {
+    launch_vm(s);
+    return;
+  }
+  if (s->cold || m->templates_off || !m->tmpl || !scratch_tmpl) {
+    launch_cold(s, s->cold ? "cold boot requested (--cold)"
+                           : "templates are off (CLEANROOM_TEMPLATES=0)");
+    return;
+  }
+  tmpl_spec spec = {s->image_digest, s->image_path,
+                    m->assets->vmlinux ? m->assets->vmlinux : m->assets->kernel,
+                    m->assets->initrd, s->vcpus, s->memory_mib, scratch_tmpl};
+  progress(s, "template", "looking for a boot template");
+  s->handles++;
+  tmpl_ensure(m->tmpl, &spec, m->boot_timeout_ms, on_template, s);
+}
+
+static void on_template(void *ud, const char *dir, cr_error *err) {
+  sbx *s = ud;
+  if (s->removed || s->state != SBX_PROVISIONING) {
+    cr_error_free(err);
+    sbx_unref_handle_cb(s);
+    return;
+  }
+  sbx_unref_handle_cb(s);
+  if (err) {
+    _cleanup_free_ char *why = NULL;
+    if (asprintf(&why, "no template: %s (%s)", err->message, cr_error_reason(err)) < 0) why = NULL;
+    cr_error_free(err);
+    launch_cold(s, why ? why : "no template");
+    return;
+  }
+  const char *key = strrchr(dir, '/');
+  s->template_key = strdup(key ? key + 1 : dir);
+  s->boot_mode = "clone";
+  free(s->ram_path);
+  s->ram_path = cr_path_join(dir, "ram");
+  s->ram_owned = false;
+  s->ram_private = true;
+  free(s->restore_dir);
+  s->restore_dir = cr_path_join(dir, "state");
+  sbx_event(s, "boot", "clone of template %s", s->template_key);
+  launch_vm(s);
+}
+
+int sbx_relaunch_restore(sbx *s, const char *state_dir, const char *snapshot_id,
+                         const char *scratch_new, cr_error **err) {
+  if (s->state != SBX_READY && s->state != SBX_FAILED)
+    return cr_error_set(err, CR_E_SANDBOX_NOT_READY, 0, "sandbox %s is %s", s->id,
+                        sbx_state_name(s->state));
+  if (s->vm_stopping || s->term_cb)
+    return cr_error_set(err, CR_E_SANDBOX_NOT_READY, 0, "sandbox %s is stopping", s->id);
+  sbx_execs_abort(s, "the sandbox was restored from a snapshot");
+  if (s->agent) {
+    agent_conn *a = s->agent;
+    s->agent = NULL;
+    agent_conn_close(a);
+  }
+  stop_vmm(s); /* asynchronous: the old VMM keeps its (now unlinked) files */
+  _cleanup_free_ char *scratch = cr_path_join(s->dir, "scratch.ext4");
+  if (!scratch || rename(scratch_new, scratch) < 0) {
+    int e = errno;
+    set_failed(s, CR_E_IO, "replacing the scratch disk: %s", strerror(e));
+    return cr_error_set(err, CR_E_IO, e, "replacing the scratch disk of %s", s->id);
+  }
+  unlink_ram(s);
+  free(s->ram_path);
+  s->ram_path = NULL;
+  s->ram_owned = s->ram_private = false;
+  free(s->reason);
+  free(s->message);
+  s->reason = s->message = NULL;
+  free(s->restore_dir);
+  s->restore_dir = strdup(state_dir);
+  free(s->from_snapshot);
+  s->from_snapshot = strdup(snapshot_id);
+  free(s->template_key);
+  s->template_key = NULL;
+  s->boot_mode = "restore";
+  s->state = SBX_PROVISIONING;
+  s->boot_start_ms = sbx_now_ms();
+  sbx_event(s, "restore", "restored from snapshot %s", snapshot_id);
+  save_state(s);
+  start_boot_timer(s);
+  if (launch_vm(s) < 0)
+    return cr_error_set(err, s->reason ? s->reason : CR_E_INTERNAL, 0, "%s",
+                        s->message ? s->message : "launch failed");
+  return 0;
 }
 
 int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
@@ -706,13 +899,24 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
   const char *pref = json_string_value(json_object_get(json_object_get(psb, "image"), "ref"));
   const char *ref = p->image && *p->image ? p->image : pref ? pref : getenv("CLEANROOM_IMAGE");
   if (!ref || !*ref) ref = DEFAULT_IMAGE;
+  _cleanup_(snap_source_clear) snap_source src = {0};
+  if (p->from_snapshot) {
+    /* a fork: the snapshot says image, vcpus, memory */
+    if (snap_open(m, p->from_snapshot, &src, err) < 0) return -1;
+    ref = src.image_ref ? src.image_ref : src.image_digest;
+  }
   _cleanup_image_info_ image_info *img = NULL;
-  if (image_lookup(ref, &img, err) < 0) return -1;
+  if (image_lookup(p->from_snapshot ? src.image_digest : ref, &img, err) < 0)
+    return p->from_snapshot ? cr_error_wrap(err, "the image of snapshot %s", src.id) : -1;
   /* the policy's resources are minimums */
   json_t *res = json_object_get(psb, "resources");
   unsigned pv = (unsigned)json_integer_value(json_object_get(res, "vcpus"));
   unsigned pm = (unsigned)json_integer_value(json_object_get(res, "memory_mib"));
   unsigned vcpus = MAX(p->vcpus ? p->vcpus : 1, pv), mem = MAX(p->memory_mib ? p->memory_mib : 512, pm);
+  if (p->from_snapshot) {
+    vcpus = src.vcpus;
+    mem = src.memory_mib;
+  }
   if (vcpus > 64 || mem < 64 || mem > 65536)
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
                         "vcpus must be 1-64 and memory 64-65536 MiB (got %u, %u)", vcpus, mem);
@@ -764,6 +968,15 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
   uv_once(&prepare_once, prepare_lock_init);
   pw->s = s;
   pw->need_assets = !m->assets;
+  if (p->from_snapshot) {
+    /* a fork: the snapshot's scratch disk, then its VM state */
+    s->boot_mode = "fork";
+    s->from_snapshot = strdup(src.id);
+    s->restore_dir = strdup(src.state_dir);
+    pw->scratch_src = strdup(src.scratch);
+    sbx_event(s, "boot", "forked from snapshot %s", src.id);
+  }
+  s->cold = p->cold;
   pw->w.data = pw;
   s->handles++;
   progress(s, "prepare", "preparing the scratch disk");
@@ -771,12 +984,84 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
   if (r < 0) {
     s->handles--;
     free(pw->scratch);
+    free(pw->scratch_src);
     free(pw);
     set_failed(s, CR_E_INTERNAL, "cannot queue the preparation: %s", uv_strerror(r));
   }
   sbx_crash_point("create-launched");
   /* After return the caller may get the callback any time; progress
    * callbacks stop once ready/failed. */
+  return 0;
+}
+
+/* ---- templates */
+
+json_t *sbx_template_list(sbx_manager *m) {
+  return m->tmpl ? tmpl_list(m->tmpl) : json_array();
+}
+
+int sbx_template_remove(sbx_manager *m, const char *key, cr_error **err) {
+  if (!m->tmpl) return cr_error_set(err, CR_E_INTERNAL, 0, "no template registry");
+  return tmpl_remove(m->tmpl, key, err);
+}
+
+void sbx_template_gc(sbx_manager *m) {
+  if (m->tmpl) tmpl_gc(m->tmpl);
+}
+
+typedef struct warm_req {
+  sbx_manager *m;
+  sbx_json_cb done;
+  void *ud;
+} warm_req;
+
+static void on_warm(void *ud, const char *dir, cr_error *err) {
+  warm_req *w = ud;
+  if (err) {
+    w->done(w->ud, NULL, err);
+  } else {
+    const char *key = strrchr(dir, '/');
+    key = key ? key + 1 : dir;
+    json_t *found = NULL, *all = tmpl_list(w->m->tmpl), *t;
+    size_t i;
+    json_array_foreach(all, i, t) {
+      const char *k = json_string_value(json_object_get(t, "key"));
+      if (k && !strcmp(k, key)) found = json_incref(t);
+    }
+    json_decref(all);
+    w->done(w->ud, found ? found : json_pack("{s:s}", "key", key), NULL);
+  }
+  free(w);
+}
+
+int sbx_template_warm(sbx_manager *m, const char *image, unsigned vcpus, unsigned memory_mib,
+                      sbx_json_cb done, void *ud, cr_error **err) {
+  if (!m->tmpl) return cr_error_set(err, CR_E_INTERNAL, 0, "no template registry");
+  const char *ref = image && *image ? image : getenv("CLEANROOM_IMAGE");
+  if (!ref || !*ref) ref = DEFAULT_IMAGE;
+  _cleanup_image_info_ image_info *img = NULL;
+  if (image_lookup(ref, &img, err) < 0) return -1;
+  if (!m->assets && build_boot_assets(&m->assets, err) < 0)
+    return cr_error_wrap(err, "preparing the boot assets");
+  if (!vcpus) vcpus = 1;
+  if (!memory_mib) memory_mib = 512;
+  if (vcpus > 64 || memory_mib < 64 || memory_mib > 65536)
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
+                        "vcpus must be 1-64 and memory 64-65536 MiB (got %u, %u)", vcpus,
+                        memory_mib);
+  _cleanup_free_ char *scratch_tmpl = NULL;
+  uv_once(&prepare_once, prepare_lock_init);
+  uv_mutex_lock(&prepare_lock);
+  int r = scratch_template(&scratch_tmpl, err);
+  uv_mutex_unlock(&prepare_lock);
+  if (r < 0) return cr_error_wrap(err, "scratch disk");
+  warm_req *w = calloc(1, sizeof(*w));
+  if (!w) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "warm");
+  *w = (warm_req){m, done, ud};
+  tmpl_spec spec = {img->digest, img->rootfs,
+                    m->assets->vmlinux ? m->assets->vmlinux : m->assets->kernel,
+                    m->assets->initrd, vcpus, memory_mib, scratch_tmpl};
+  tmpl_ensure(m->tmpl, &spec, m->boot_timeout_ms, on_warm, w);
   return 0;
 }
 
@@ -806,7 +1091,8 @@ static void finish_terminate(sbx *s) {
     int r = errno == ENOENT ? 0 : cr_rm_rf(s->dir);
     if (r < 0) cr_error_set(&err, CR_E_IO, -r, "removing the sandbox directory");
   }
-  remove_later(s->m->loop, trash, s->ram_path ? strdup(s->ram_path) : NULL);
+  /* a clone's RAM file is its template's: never removed with the clone */
+  remove_later(s->m->loop, trash, s->ram_path && s->ram_owned ? strdup(s->ram_path) : NULL);
   sbx_release(s);
   cb(ud, err);
 }
@@ -894,6 +1180,20 @@ static void load_one(sbx_manager *m, const char *id) {
   if (pol && !json_is_null(pol)) s->policy = json_incref(pol);
   json_t *wsj = json_object_get(j, "workspace");
   if (json_is_object(wsj)) s->workspace = json_incref(wsj);
+  json_t *ro = json_object_get(j, "ram_owned");
+  s->ram_owned = ro ? json_is_true(ro) : s->ram_path != NULL;
+  s->ram_private = !s->ram_owned && s->ram_path;
+  json_t *boot = json_object_get(j, "boot");
+  static const char *const modes[] = {"cold", "clone", "fork", "restore"};
+  const char *mode = json_string_value(json_object_get(boot, "mode"));
+  s->boot_mode = modes[0];
+  for (size_t i = 0; mode && i < ELEMENTSOF(modes); i++)
+    if (!strcmp(mode, modes[i])) s->boot_mode = modes[i];
+  if ((v = json_string_value(json_object_get(boot, "template")))) s->template_key = strdup(v);
+  if ((v = json_string_value(json_object_get(boot, "from_snapshot")))) s->from_snapshot = strdup(v);
+  s->restore_ms = (uint64_t)json_integer_value(json_object_get(json_object_get(j, "timing_ms"), "restore"));
+  json_t *ev = json_object_get(j, "events");
+  if (json_is_array(ev)) s->events = json_incref(ev);
   if (registry_add(m, s) < 0) {
     sbx_free(s);
     return;
@@ -981,6 +1281,7 @@ void sbx_manager_free(sbx_manager *m) {
     sbx_release(s);
   }
   free(m->list);
+  tmpl_registry_free(m->tmpl);
   boot_assets_free(m->assets);
   free(m->dir);
   if (!sbx_console_watch_stop(m)) free(m);

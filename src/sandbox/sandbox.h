@@ -32,6 +32,8 @@ typedef struct sbx_create_params {
   unsigned memory_mib;   /* 0 = default (512) */
   json_t *policy;        /* compiled policy (borrowed), may be NULL */
   const char *policy_hash;
+  bool cold;             /* boot cold even when a template could be used */
+  const char *from_snapshot; /* fork: snapshot id or name (image, vcpus, memory from it) */
 } sbx_create_params;
 
 /* done: sandbox ready (err NULL) or failed (err owned by the callee). */
@@ -81,6 +83,35 @@ json_t *sbx_workspace(const sbx *s);
 void sbx_set_workspace(sbx *s, json_t *ws);
 /* Fails with sandbox_not_ready when not ready. */
 int sbx_check_ready(const sbx *s, cr_error **err);
+
+/* ---- templates (template.h) and snapshots (snapshot.c) */
+/* Template records (docs/api.md Template). New reference. */
+json_t *sbx_template_list(sbx_manager *m);
+/* By key, prefix or "all"; returns the number removed. */
+int sbx_template_remove(sbx_manager *m, const char *key, cr_error **err);
+/* Builds (or finds) the template for image/vcpus/memory; done gets a
+ * template record (stolen) or err (owned by the callee). */
+typedef void (*sbx_json_cb)(void *ud, json_t *result, cr_error *err);
+int sbx_template_warm(sbx_manager *m, const char *image, unsigned vcpus, unsigned memory_mib,
+                      sbx_json_cb done, void *ud, cr_error **err);
+/* Removes the templates of images that are gone. */
+void sbx_template_gc(sbx_manager *m);
+
+/* Pauses s, writes memory + devices and a copy of the scratch disk to a new
+ * snapshot, resumes s; done gets the Snapshot (stolen) or err. The save runs
+ * off the loop; the scratch copy (reflink or sparse) and the checksum on it. */
+int sbx_snapshot_create(sbx_manager *m, sbx *s, const char *name, sbx_json_cb done, void *ud,
+                        cr_error **err);
+/* Snapshot records (docs/api.md Snapshot), newest first. New reference. */
+json_t *sbx_snapshot_list(sbx_manager *m);
+/* ref = id, unique id prefix or name. */
+int sbx_snapshot_inspect(sbx_manager *m, const char *ref, json_t **ret, cr_error **err);
+int sbx_snapshot_remove(sbx_manager *m, const char *ref, json_t **ret, cr_error **err);
+/* Rolls s back to the snapshot (memory, processes, files); done when ready
+ * again. A snapshot that fails its checks leaves s untouched
+ * (snapshot_invalid). */
+int sbx_snapshot_restore(sbx_manager *m, const char *ref, sbx *s, sbx_ready_cb done,
+                         void *ud, cr_error **err);
 
 /* ---- executions */
 typedef struct sbx_exec_params {

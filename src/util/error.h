@@ -64,6 +64,10 @@ typedef struct cr_error {
 #define CR_E_OPERATION_TIMEOUT "operation_timeout"
 /* the socket's peer is neither root, the daemon's user nor in its group */
 #define CR_E_PERMISSION_DENIED "permission_denied"
+#define CR_E_SNAPSHOT_NOT_FOUND "snapshot_not_found"
+#define CR_E_SNAPSHOT_INVALID "snapshot_invalid"
+#define CR_E_SNAPSHOT_FAILED "snapshot_failed"
+#define CR_E_TEMPLATE_NOT_FOUND "template_not_found"
 
 /* Sets *err (when err is non-NULL and *err is NULL) and returns -1, or
  * -errnum when errnum > 0. */

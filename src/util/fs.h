@@ -20,6 +20,9 @@ int cr_sha256_file(const char *path, char ret_hex[65]);
 void cr_sha256_hex(const void *data, size_t len, char ret_hex[65]);
 /* Copies a file keeping holes (sparse). */
 int cr_copy_file_sparse(const char *src, const char *dst, mode_t mode);
+/* A copy sharing the blocks (reflink, FICLONE) when the filesystem can,
+ * else a sparse copy. dst must not exist. */
+int cr_copy_file_clone(const char *src, const char *dst, mode_t mode);
 /* Joins two path pieces into a new string; NULL on OOM. */
 char *cr_path_join(const char *a, const char *b);
 /* s with every ',' doubled (a value inside a QEMU-style option string). */
