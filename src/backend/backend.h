@@ -108,7 +108,8 @@ typedef struct backend_ops {
   /* Stops / continues the vCPUs. */
   int (*pause)(backend_vm *vm, backend_done_cb cb, void *ud, cr_error **err);
   int (*resume)(backend_vm *vm, backend_done_cb cb, void *ud, cr_error **err);
-  /* Saves device state + RAM (the VM is paused for it). */
+  /* Saves device state + RAM (the VM is paused for it). cb always runs, also
+   * when stop() ended the VM meanwhile (then with an error). */
   int (*save)(backend_vm *vm, const backend_save_opts *opts, backend_done_cb cb, void *ud,
               cr_error **err);
   /* Ends the VMM: a polite quit, a hard kill after a short grace; cb runs

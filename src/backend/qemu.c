@@ -542,8 +542,11 @@ static void snap_work_after(uv_work_t *w, int status) {
   backend_vm *vm = k->vm;
   if (status < 0 && !k->err) cr_error_set(&k->err, CR_E_INTERNAL, -status, "snapshot work");
   if (k->save) {
-    if (!backend_vm_finished(vm))
-      k->cb(k->ud, vm, TAKE_PTR(k->err));
+    /* unlike other late results, a save always reports (the caller holds
+     * files and a request open for it): an error when the VM was stopped */
+    if (backend_vm_finished(vm) && !k->err)
+      cr_error_set(&k->err, CR_E_VMM_EXITED, 0, "the VM was stopped during the save");
+    k->cb(k->ud, vm, TAKE_PTR(k->err));
   } else {
     backend_vm_report_ready(vm, TAKE_PTR(k->err));
   }

@@ -45,6 +45,15 @@ struct mcp_tool {
   void (*run)(mcp_call *c);
 };
 
+/* The snapshot tool group (tools-snapshot.c), listed in mcp_tools. */
+extern const char mcp_snapshot_create_input[], mcp_snapshot_restore_input[],
+    mcp_snapshot_list_input[], mcp_snapshot_remove_input[], mcp_snapshot_output[],
+    mcp_snapshot_list_output[];
+void mcp_snapshot_create_run(mcp_call *c);
+void mcp_snapshot_restore_run(mcp_call *c);
+void mcp_snapshot_list_run(mcp_call *c);
+void mcp_snapshot_remove_run(mcp_call *c);
+
 extern const mcp_tool mcp_tools[];
 extern const size_t mcp_n_tools;
 /* tools-workspace.c: the `diff` tool */

@@ -199,7 +199,11 @@ static const char sandbox_create_input[] =
     "\"repo_url\":{\"type\":\"string\",\"minLength\":1,\"description\":\"Git repository to "
     "check out into /workspace (resolved to an exact commit before boot).\"},"
     "\"ref\":{\"type\":\"string\",\"minLength\":1,\"description\":\"Branch, tag, ref or "
-    "commit of repo_url (default: its HEAD).\"}},\"additionalProperties\":false}";
+    "commit of repo_url (default: its HEAD).\"},"
+
+    "\"from_snapshot\":{\"type\":\"string\",\"description\":\"Fork: start from this snapshot "
+    "(id or name) with its memory, processes and files; image, vcpus and memory are the "
+    "snapshot's.\"}},\"additionalProperties\":false}";
 
 static const char sandbox_id_only_input[] =
     "{\"type\":\"object\",\"properties\":{" SANDBOX_ID_PROP "},\"additionalProperties\":false}";
@@ -298,10 +302,15 @@ static void sandbox_create_run(mcp_call *c) {
   json_t *p = json_object();
   json_t *cfg = c->s->config;
   static const char *const keys[] = {"image", "vcpus", "memory_mib", "policy"};
-  for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
-    json_t *v = json_object_get(c->args, keys[i]);
-    if (!v && (i == 0 || i == 3)) v = json_object_get(cfg, keys[i]);
-    if (v && !json_is_null(v)) json_object_set(p, keys[i], v);
+  json_t *from = json_object_get(c->args, "from_snapshot");
+  if (json_is_string(from)) {
+    json_object_set(p, "from_snapshot", from); /* the snapshot says image, vcpus, memory */
+  } else {
+    for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+      json_t *v = json_object_get(c->args, keys[i]);
+      if (!v && (i == 0 || i == 3)) v = json_object_get(cfg, keys[i]);
+      if (v && !json_is_null(v)) json_object_set(p, keys[i], v);
+    }
   }
   if (arg_str(c, "repo_url"))
     json_object_set_new(p, "workspace", json_pack("{s:s, s:s?}", "repo_url", arg_str(c, "repo_url"),
@@ -1323,6 +1332,28 @@ const mcp_tool mcp_tools[] = {
      "call then creates a fresh one).",
      sandbox_id_only_input, NULL, false, true, true, false, MCP_SBX_EXISTING, NULL,
      sandbox_remove_run},
+    /* the snapshot group (tools-snapshot.c) */
+    {"snapshot_create", "Snapshot a sandbox",
+     "Save the sandbox's memory, running processes and files as a snapshot (the VM pauses "
+     "for about a second) and return it; roll back to it with snapshot_restore or start "
+     "independent copies with sandbox_create from_snapshot. Snapshots outlive the sandbox.",
+     mcp_snapshot_create_input, mcp_snapshot_output, false, false, false, false,
+     MCP_SBX_EXISTING, NULL, mcp_snapshot_create_run},
+    {"snapshot_restore", "Restore a snapshot",
+     "Roll the sandbox back to a snapshot: memory, processes and files are the snapshot's, "
+     "running commands end. A damaged snapshot fails with snapshot_invalid and leaves the "
+     "sandbox as it was.",
+     mcp_snapshot_restore_input, SANDBOX_OUT, false, true, false, false, MCP_SBX_EXISTING,
+     NULL, mcp_snapshot_restore_run},
+    {"snapshot_list", "List snapshots",
+     "List snapshots (optionally of one sandbox), newest first, with name, sandbox, size "
+     "and creation time.",
+     mcp_snapshot_list_input, mcp_snapshot_list_output, true, false, true, false, MCP_SBX_NONE,
+     NULL, mcp_snapshot_list_run},
+    {"snapshot_remove", "Remove a snapshot",
+     "Delete a snapshot's files. Sandboxes forked from it keep running.",
+     mcp_snapshot_remove_input, mcp_snapshot_output, false, true, true, false, MCP_SBX_NONE,
+     NULL, mcp_snapshot_remove_run},
 };
 const size_t mcp_n_tools = ELEMENTSOF(mcp_tools);
 

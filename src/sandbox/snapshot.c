@@ -327,8 +327,9 @@ static void on_saved(void *ud, backend_vm *vm, cr_error *err) {
   snap_create *c = ud;
   sbx *s = c->s;
   c->t1 = sbx_now_ms();
-  if (err) {
-    /* the backend resumed the VM */
+  if (err || !s->vm) {
+    /* the backend resumed the VM (or it was removed meanwhile) */
+    if (!err) cr_error_set(&err, CR_E_SANDBOX_NOT_FOUND, 0, "the sandbox was removed");
     cr_error_wrap(&err, "snapshot of sandbox %s", s->id);
     create_end(c, NULL, err);
     return;
