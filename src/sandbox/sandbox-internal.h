@@ -68,6 +68,8 @@ struct sbx {
   bool ram_private;        /* ram_path is mapped copy-on-write */
   bool snapshotting;       /* a snapshot is being taken */
   bool cold;               /* create asked for a cold boot */
+  bool tmpl_waiting;       /* waiting for a boot template (on_template pending) */
+  bool boot_expired;       /* the boot deadline passed while waiting for it */
   json_t *events;          /* [{time, type, message}], bounded */
   int64_t restore_start_ms;
   uint64_t restore_ms;     /* VMM start -> state loaded and running */

@@ -618,6 +618,11 @@ static void on_boot_timeout(uv_timer_t *t) {
   sbx *s = t->data;
   s->boot_timer_on = false;
   if (s->state != SBX_PROVISIONING) return;
+  if (s->tmpl_waiting) {
+    /* the template build has the same deadline and reports soon */
+    s->boot_expired = true;
+    return;
+  }
   _cleanup_free_ char *tail = console_tail(s);
   set_failed(s, CR_E_RUNTIME_LAUNCH_FAILED,
              "the guest agent did not answer within %llu ms; the VM was killed. Console tail: %s",
@@ -812,7 +817,11 @@ static void start_vm(sbx *s, const char *scratch_tmpl) {
                     m->assets->initrd, s->vcpus, s->memory_mib, scratch_tmpl};
   progress(s, "template", "looking for a boot template");
   s->handles++;
-  tmpl_ensure(m->tmpl, &spec, m->boot_timeout_ms, on_template, s);
+  s->tmpl_waiting = true;
+  /* a build ends by this sandbox's boot deadline (the sandbox's own timer
+   * then waits for it: its VMM is gone when the failure is reported) */
+  int64_t left = (int64_t)m->boot_timeout_ms - (sbx_now_ms() - s->boot_start_ms);
+  tmpl_ensure(m->tmpl, &spec, left > 100 ? (uint64_t)left : 100, on_template, s);
 }
 
 static void on_template(void *ud, const char *dir, cr_error *err) {
@@ -822,7 +831,16 @@ static void on_template(void *ud, const char *dir, cr_error *err) {
     sbx_unref_handle_cb(s);
     return;
   }
+  s->tmpl_waiting = false;
   sbx_unref_handle_cb(s);
+  if (s->boot_expired) {
+    set_failed(s, CR_E_RUNTIME_LAUNCH_FAILED,
+               "the guest agent did not answer within %llu ms (building the boot template%s%s)",
+               (unsigned long long)s->m->boot_timeout_ms, err ? ": " : "",
+               err ? err->message : "");
+    cr_error_free(err);
+    return;
+  }
   if (err) {
     _cleanup_free_ char *why = NULL;
     if (asprintf(&why, "no template: %s (%s)", err->message, cr_error_reason(err)) < 0) why = NULL;

@@ -33,6 +33,7 @@ typedef struct tmpl_build {
   size_t nw;
   uv_timer_t timer;
   bool timer_on, done, vm_stopping, timer_closed, final_ok;
+  cr_error *pending_err; /* failure told to the waiters once the VMM is gone */
   agent_conn *agent;
   backend_vm *vm;
   int64_t start_ms;
@@ -204,6 +205,7 @@ int tmpl_lookup(tmpl_registry *r, const tmpl_spec *sp, char **ret_dir, char **wh
 /* ---- building */
 
 static void build_free(tmpl_build *b) {
+  cr_error_free(b->pending_err);
   free(b->dir);
   free(b->final);
   free(b->scratch_src);
@@ -235,11 +237,23 @@ static void build_unlink(tmpl_build *b) {
     }
 }
 
+static void notify_all(tmpl_build *b, const char *dir, cr_error *err) {
+  for (size_t i = 0; i < b->nw; i++) {
+    cr_error *e = NULL;
+    if (err) cr_error_set(&e, cr_error_reason(err), 0, "%s", err->message);
+    b->w[i].cb(b->w[i].ud, dir, e);
+  }
+  b->nw = 0;
+  cr_error_free(err);
+}
+
 static void on_build_vm_stopped(void *ud, backend_vm *vm, cr_error *err) {
   tmpl_build *b = ud;
   cr_error_free(err);
   b->vm_stopping = false;
   if (b->done && !b->final_ok) cr_rm_rf(b->dir);
+  /* a failed build's waiters hear of it once its VMM is gone */
+  if (b->pending_err) notify_all(b, NULL, TAKE_PTR(b->pending_err));
   build_maybe_free(b);
 }
 
@@ -266,12 +280,10 @@ static void build_end(tmpl_build *b, const char *dir, cr_error *err) {
   b->final_ok = dir != NULL;
   build_kill(b);
   if (!dir && !b->vm_stopping) cr_rm_rf(b->dir);
-  for (size_t i = 0; i < b->nw; i++) {
-    cr_error *e = NULL;
-    if (err) cr_error_set(&e, cr_error_reason(err), 0, "%s", err->message);
-    b->w[i].cb(b->w[i].ud, dir, e);
-  }
-  cr_error_free(err);
+  if (!dir && b->vm_stopping)
+    b->pending_err = err; /* on_build_vm_stopped tells the waiters */
+  else
+    notify_all(b, dir, err);
   uv_close((uv_handle_t *)&b->timer, build_closed);
 }
 
