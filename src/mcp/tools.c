@@ -200,7 +200,6 @@ static const char sandbox_create_input[] =
     "check out into /workspace (resolved to an exact commit before boot).\"},"
     "\"ref\":{\"type\":\"string\",\"minLength\":1,\"description\":\"Branch, tag, ref or "
     "commit of repo_url (default: its HEAD).\"},"
-
     "\"from_snapshot\":{\"type\":\"string\",\"description\":\"Fork: start from this snapshot "
     "(id or name) with its memory, processes and files; image, vcpus and memory are the "
     "snapshot's.\"}},\"additionalProperties\":false}";

@@ -70,6 +70,7 @@ struct sbx {
   bool cold;               /* create asked for a cold boot */
   bool tmpl_waiting;       /* waiting for a boot template (on_template pending) */
   bool boot_expired;       /* the boot deadline passed while waiting for it */
+  bool relaunch_pending;   /* launch_vm waits for the previous VMM to go */
   json_t *events;          /* [{time, type, message}], bounded */
   int64_t restore_start_ms;
   uint64_t restore_ms;     /* VMM start -> state loaded and running */

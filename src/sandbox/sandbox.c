@@ -296,19 +296,24 @@ static void unlink_ram_later(sbx *s) {
   if (s->ram_path && s->ram_owned) remove_later(s->m->loop, strdup(s->ram_path), NULL);
 }
 
+static int launch_vm(sbx *s);
+
 /* The VMM is gone (stop() reported). */
 static void on_vm_stopped(void *ud, backend_vm *vm, cr_error *err) {
   sbx *s = ud;
   if (err) log_warn("sandbox %s: %s", s->id, err->message);
   cr_error_free(err);
   s->vm_stopping = false;
-  if (!s->term_cb) unlink_ram_later(s); /* else finish_terminate removes it */
+  bool relaunch = TAKE_PTR(s->relaunch_pending);
+  /* else finish_terminate removes it; a relaunch removed the old one itself */
+  if (!s->term_cb && !relaunch) unlink_ram_later(s);
   if (s->fail_err) {
     cr_error *e = TAKE_PTR(s->fail_err);
     notify_waiters(s, e);
     cr_error_free(e);
   }
   if (s->term_cb) finish_terminate(s);
+  else if (relaunch && s->state == SBX_PROVISIONING) launch_vm(s);
   sbx_unref_handle_cb(s);
 }
 
@@ -760,6 +765,12 @@ static void prepare_done(uv_work_t *w, int status) {
 /* Starts the VMM as s says: cold (launch) or from s->restore_dir. */
 static int launch_vm(sbx *s) {
   sbx_manager *m = s->m;
+  if (s->vm_stopping) {
+    /* the previous VMM of this dir still goes: its QMP quit would reach the
+     * new one's socket; on_vm_stopped launches */
+    s->relaunch_pending = true;
+    return 0;
+  }
   _cleanup_free_ char *scratch = cr_path_join(s->dir, "scratch.ext4");
   backend_vm_config cfg;
   vm_config(s, &cfg, scratch);
