@@ -800,8 +800,18 @@ static void launch_cold(sbx *s, const char *why) {
   s->restore_dir = NULL;
   free(s->template_key);
   s->template_key = NULL;
-  free(s->ram_path);
-  if (asprintf(&s->ram_path, "/dev/shm/cleanroom-%s.ram", s->id) < 0) s->ram_path = NULL;
+  /* the sandbox's own RAM file (created 0600 at create; again after a
+   * clone's template RAM was used) */
+  if (!s->ram_path || !s->ram_owned) {
+    free(s->ram_path);
+    s->ram_path = NULL;
+    cr_error *e = NULL;
+    if (sbx_ram_file_create(s->id, &s->ram_path, &e) < 0) {
+      set_failed(s, cr_error_reason(e), "%s", e->message);
+      cr_error_free(e);
+      return;
+    }
+  }
   s->ram_owned = true;
   s->ram_private = false;
   sbx_event(s, "boot", "cold boot: %s", why);
@@ -862,6 +872,7 @@ static void on_template(void *ud, const char *dir, cr_error *err) {
   const char *key = strrchr(dir, '/');
   s->template_key = strdup(key ? key + 1 : dir);
   s->boot_mode = "clone";
+  unlink_ram(s); /* the RAM file made at create: a clone maps the template's */
   free(s->ram_path);
   s->ram_path = cr_path_join(dir, "ram");
   s->ram_owned = false;
@@ -970,6 +981,7 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
     sbx_free(s);
     return -1;
   }
+  s->ram_owned = true;
   int r = s->dir ? cr_mkdir_p(s->dir, 0700) : -ENOMEM;
   prepare_work *pw = r < 0 ? NULL : calloc(1, sizeof(*pw));
   if (pw) pw->scratch = cr_path_join(s->dir, "scratch.ext4");
