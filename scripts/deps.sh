@@ -5,7 +5,7 @@ CR_BUILD_DEPS=(
   build-essential meson ninja-build pkg-config musl-tools
   libjansson-dev libyaml-dev libuv1-dev libarchive-dev libssl-dev
   libcurl4-openssl-dev libgit2-dev libseccomp-dev libhttp-parser-dev
-  libcmocka-dev libidn2-dev
+  libcmocka-dev libidn2-dev libnftables-dev
 )
 CR_RUNTIME_DEPS=(
   qemu-system-x86 qemu-utils e2fsprogs cpio busybox-static mmdebstrap
@@ -17,7 +17,7 @@ CR_RUNTIME_DEPS=(
 # registry-pull test (a real registry on loopback, images pushed by skopeo).
 CR_TEST_DEPS=(
   python3 jq python3-jsonschema python3-yaml git procps
-  docker-registry skopeo apache2-utils zstd openssl
+  docker-registry skopeo apache2-utils zstd openssl dnsmasq-base
 )
 # Node.js and npm (for the MCP client tests) come from Debian only when the
 # machine has none: machines that ship their own Node.js conflict with

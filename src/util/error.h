@@ -68,6 +68,8 @@ typedef struct cr_error {
 #define CR_E_SNAPSHOT_INVALID "snapshot_invalid"
 #define CR_E_SNAPSHOT_FAILED "snapshot_failed"
 #define CR_E_TEMPLATE_NOT_FOUND "template_not_found"
+#define CR_E_EGRESS_UNAVAILABLE "egress_unavailable"
+#define CR_E_EGRESS_POOL_EXHAUSTED "egress_pool_exhausted"
 
 /* Sets *err (when err is non-NULL and *err is NULL) and returns -1, or
  * -errnum when errnum > 0. */

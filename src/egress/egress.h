@@ -1,0 +1,65 @@
+/* Per-sandbox egress (docs/egress.md): deny by default, DNS included.
+ *
+ * For a sandbox whose compiled policy has network rules the daemon attaches
+ * egress before the VMM starts: a /30 from the pool (CLEANROOM_EGRESS_POOL,
+ * default 10.213.0.0/16; host end .1, guest .2), a persistent TAP
+ * crt<12 chars of the id>, nftables objects in `inet <table>`
+ * (CLEANROOM_EGRESS_TABLE, default "cleanroom", see nft.h) and a DNS resolver
+ * on the host address, port 53. The resolver forwards A queries for names the
+ * policy allows to the upstream resolver (CLEANROOM_DNS_UPSTREAM "ip[:port]",
+ * default the first nameserver of /etc/resolv.conf) and adds every A answer
+ * with each allowed port to the sandbox's set (timeout = TTL, at least
+ * CLEANROOM_DNS_MIN_TTL, default 60 s) before it answers; every other name
+ * gets REFUSED and is never sent upstream. Each decision is an audit event.
+ * Detach removes all of it; egress_sweep() removes what belongs to sandboxes
+ * that no longer exist. */
+#pragma once
+#include "util/error.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct egress egress;
+typedef struct egress_sbx egress_sbx;
+
+/* Reads the configuration from the environment. Does not touch the host
+ * until the first attach. */
+int egress_new(uv_loop_t *loop, egress **ret, cr_error **err);
+/* Detaches nothing: sandboxes keep their network across a daemon restart. */
+void egress_free(egress *e);
+
+/* Whether this host can enforce egress (root or CAP_NET_ADMIN,
+ * /dev/net/tun, nftables usable). On false *why says what is missing. */
+bool egress_host_capable(const char **why);
+
+/* True when the compiled policy asks for network access (allow rules or
+ * default allow): such a sandbox gets a network, others get none. */
+bool egress_policy_wants_network(json_t *compiled_policy);
+
+/* Attaches egress for sandbox id. slot < 0 takes a free slot; slot >= 0
+ * re-attaches a sandbox that already had it (daemon restart). */
+int egress_attach(egress *e, const char *id, json_t *compiled_policy, int slot,
+                  egress_sbx **ret, cr_error **err);
+/* Removes the TAP, the nftables objects and the resolver. */
+void egress_detach(egress_sbx *s);
+/* Removes the nftables objects and TAPs of sandboxes not in live[]. */
+void egress_sweep(egress *e, char *const *live, size_t n);
+
+int egress_sbx_slot(const egress_sbx *s);
+const char *egress_sbx_tap(const egress_sbx *s);
+/* "10.213.0.2/30", "10.213.0.1" (the gateway and DNS server). */
+const char *egress_sbx_guest_cidr(const egress_sbx *s);
+const char *egress_sbx_host_addr(const egress_sbx *s);
+/* {tap, guest_address, host_address, dns, allow: [...], deny: [...],
+ *  resolved: [{name, address, port, expires_in_s}]}: the effective allowlist. */
+json_t *egress_sbx_json(const egress_sbx *s);
+
+/* Audit events, newest last: [{seq, time, sandbox, kind ("dns"|"connection"),
+ * action ("allow"|"deny"), name?, qtype?, address?, port?, protocol?,
+ * reason}]. id NULL = every sandbox; only events with seq > since; at most
+ * max. New reference. */
+json_t *egress_events(egress *e, const char *id, uint64_t since, size_t max);
+/* seq of the newest event (0 when none). */
+uint64_t egress_events_last(egress *e);

@@ -1,0 +1,269 @@
+/* nftables commands for per-sandbox egress (nft.h). */
+#include "egress/nft.h"
+
+#include <jansson.h>
+#include <nftables/libnftables.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct sbuf {
+  char *s;
+  size_t len;
+  size_t cap;
+  bool oom;
+} sbuf;
+
+static void _printf_(2, 3) sb_add(sbuf *b, const char *fmt, ...) {
+  if (b->oom) return;
+  va_list ap;
+  va_start(ap, fmt);
+  char *t = NULL;
+  int n = vasprintf(&t, fmt, ap);
+  va_end(ap);
+  if (n < 0) {
+    b->oom = true;
+    return;
+  }
+  if (b->len + (size_t)n + 1 > b->cap) {
+    size_t nc = MAX(b->cap * 2, b->len + (size_t)n + 256);
+    char *ns = realloc(b->s, nc);
+    if (!ns) {
+      free(t);
+      b->oom = true;
+      return;
+    }
+    b->s = ns;
+    b->cap = nc;
+  }
+  memcpy(b->s + b->len, t, (size_t)n + 1);
+  b->len += (size_t)n;
+  free(t);
+}
+
+static char *sb_take(sbuf *b) {
+  if (b->oom) {
+    free(b->s);
+    return NULL;
+  }
+  return b->s ? b->s : strdup("");
+}
+
+bool egress_nft_name_valid(const char *s) {
+  size_t n = s ? strlen(s) : 0;
+  if (n == 0 || n > 32) return false;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'))
+      return false;
+  }
+  return true;
+}
+
+#define IP4(a) (a)[0], (a)[1], (a)[2], (a)[3]
+
+char *egress_nft_base_cmds(const char *t) {
+  sbuf b = {0};
+  sb_add(&b, "add table inet %s\n", t);
+  sb_add(&b, "add map inet %s fwd_in { type ifname : verdict; }\n", t);
+  sb_add(&b, "add map inet %s fwd_out { type ifname : verdict; }\n", t);
+  sb_add(&b, "add map inet %s in_in { type ifname : verdict; }\n", t);
+  sb_add(&b, "add set inet %s guests { type ipv4_addr; }\n", t);
+  sb_add(&b, "add set inet %s guest_ifs { type ifname; }\n", t);
+  sb_add(&b, "add chain inet %s forward { type filter hook forward priority -10; policy accept; }\n", t);
+  sb_add(&b, "add chain inet %s input { type filter hook input priority -10; policy accept; }\n", t);
+  sb_add(&b, "add chain inet %s postrouting { type nat hook postrouting priority 100; policy accept; }\n", t);
+  /* the base rules once: flush and re-add so a repeated call adds no duplicate */
+  sb_add(&b, "flush chain inet %s forward\n", t);
+  sb_add(&b, "flush chain inet %s input\n", t);
+  sb_add(&b, "flush chain inet %s postrouting\n", t);
+  sb_add(&b, "add rule inet %s forward iifname vmap @fwd_in\n", t);
+  sb_add(&b, "add rule inet %s forward oifname vmap @fwd_out\n", t);
+  sb_add(&b, "add rule inet %s input iifname vmap @in_in\n", t);
+  sb_add(&b, "add rule inet %s postrouting ip saddr @guests oifname != @guest_ifs masquerade\n", t);
+  return sb_take(&b);
+}
+
+static void add_ports(sbuf *b, const uint16_t *ports, size_t n) {
+  sb_add(b, "{ ");
+  for (size_t i = 0; i < n; i++) sb_add(b, "%s%u", i ? ", " : "", ports[i]);
+  sb_add(b, " }");
+}
+
+/* log + reject, with the reason as the log prefix */
+static void add_reject(sbuf *b, const char *t, const char *chain, const char *id,
+                       const char *reason) {
+  sb_add(b, "add rule inet %s %s_%s log prefix \"cr %s %s \" group %u\n", t, chain, id, id,
+         reason, EGRESS_NFLOG_GROUP);
+  sb_add(b, "add rule inet %s %s_%s meta l4proto tcp reject with tcp reset\n", t, chain, id);
+  sb_add(b, "add rule inet %s %s_%s reject with icmpx admin-prohibited\n", t, chain, id);
+}
+
+char *egress_nft_sbx_cmds(const egress_nft_sbx *s) {
+  sbuf b = {0};
+  const char *t = s->table, *id = s->id;
+  sb_add(&b, "add set inet %s a_%s { type ipv4_addr . inet_service; flags timeout; }\n", t, id);
+  sb_add(&b, "add chain inet %s f_%s\n", t, id);
+  sb_add(&b, "add chain inet %s o_%s\n", t, id);
+  sb_add(&b, "add chain inet %s i_%s\n", t, id);
+  sb_add(&b, "flush chain inet %s f_%s\n", t, id);
+  sb_add(&b, "flush chain inet %s o_%s\n", t, id);
+  sb_add(&b, "flush chain inet %s i_%s\n", t, id);
+  /* from the guest, forwarded: anti-spoofing, IPv4 only, then the policy */
+  static const char *in_chains[] = {"f", "i"};
+  for (size_t c = 0; c < 2; c++) {
+    const char *ch = in_chains[c];
+    sb_add(&b, "add rule inet %s %s_%s meta nfproto != ipv4 drop\n", t, ch, id);
+    sb_add(&b, "add rule inet %s %s_%s ip saddr != %u.%u.%u.%u log prefix \"cr %s spoofed_source \" group %u drop\n",
+           t, ch, id, IP4(s->guest), id, EGRESS_NFLOG_GROUP);
+    sb_add(&b, "add rule inet %s %s_%s ct state established,related accept\n", t, ch, id);
+  }
+  for (size_t i = 0; i < s->n_deny; i++) {
+    const egress_cidr *r = &s->deny[i];
+    sb_add(&b, "add rule inet %s f_%s ip daddr %u.%u.%u.%u/%u ", t, id, IP4(r->addr), r->prefix);
+    if (r->n_ports) {
+      sb_add(&b, "tcp dport ");
+      add_ports(&b, r->ports, r->n_ports);
+      sb_add(&b, " ");
+    }
+    sb_add(&b, "log prefix \"cr %s host_denied \" group %u reject with %s\n", id,
+           EGRESS_NFLOG_GROUP, r->n_ports ? "tcp reset" : "icmpx admin-prohibited");
+  }
+  sb_add(&b, "add rule inet %s f_%s ip daddr . tcp dport @a_%s accept\n", t, id, id);
+  for (size_t i = 0; i < s->n_allow; i++) {
+    const egress_cidr *r = &s->allow[i];
+    if (!r->n_ports) continue;
+    sb_add(&b, "add rule inet %s f_%s ip daddr %u.%u.%u.%u/%u tcp dport ", t, id, IP4(r->addr),
+           r->prefix);
+    add_ports(&b, r->ports, r->n_ports);
+    sb_add(&b, " accept\n");
+  }
+  add_reject(&b, t, "f", id, "not_allowed");
+  /* to the guest: only replies */
+  sb_add(&b, "add rule inet %s o_%s ct state established,related accept\n", t, id);
+  sb_add(&b, "add rule inet %s o_%s drop\n", t, id);
+  /* to the host: DNS on the sandbox's host address, nothing else */
+  sb_add(&b, "add rule inet %s i_%s ip daddr %u.%u.%u.%u udp dport 53 accept\n", t, id,
+         IP4(s->host));
+  add_reject(&b, t, "i", id, "host_service_denied");
+  sb_add(&b, "add element inet %s guests { %u.%u.%u.%u }\n", t, IP4(s->guest));
+  sb_add(&b, "add element inet %s guest_ifs { \"%s\" }\n", t, s->tap);
+  sb_add(&b, "add element inet %s fwd_in { \"%s\" : jump f_%s }\n", t, s->tap, id);
+  sb_add(&b, "add element inet %s fwd_out { \"%s\" : jump o_%s }\n", t, s->tap, id);
+  sb_add(&b, "add element inet %s in_in { \"%s\" : jump i_%s }\n", t, s->tap, id);
+  return sb_take(&b);
+}
+
+char *egress_nft_sbx_delete_cmds(const char *t, const char *id, const char *tap,
+                                 const uint8_t guest[4]) {
+  sbuf b = {0};
+  if (tap) {
+    sb_add(&b, "delete element inet %s fwd_in { \"%s\" }\n", t, tap);
+    sb_add(&b, "delete element inet %s fwd_out { \"%s\" }\n", t, tap);
+    sb_add(&b, "delete element inet %s in_in { \"%s\" }\n", t, tap);
+    sb_add(&b, "delete element inet %s guest_ifs { \"%s\" }\n", t, tap);
+  }
+  if (guest) sb_add(&b, "delete element inet %s guests { %u.%u.%u.%u }\n", t, IP4(guest));
+  sb_add(&b, "delete chain inet %s f_%s\n", t, id);
+  sb_add(&b, "delete chain inet %s o_%s\n", t, id);
+  sb_add(&b, "delete chain inet %s i_%s\n", t, id);
+  sb_add(&b, "delete set inet %s a_%s\n", t, id);
+  return sb_take(&b);
+}
+
+char *egress_nft_element_cmd(const char *verb, const char *t, const char *id,
+                             const uint8_t a[4], uint16_t port, unsigned timeout_s) {
+  char *s = NULL;
+  int r;
+  if (timeout_s)
+    r = asprintf(&s, "%s element inet %s a_%s { %u.%u.%u.%u . %u timeout %us }\n", verb, t, id,
+                 IP4(a), port, timeout_s);
+  else
+    r = asprintf(&s, "%s element inet %s a_%s { %u.%u.%u.%u . %u }\n", verb, t, id, IP4(a), port);
+  return r < 0 ? NULL : s;
+}
+
+static struct nft_ctx *ctx_new(bool json) {
+  struct nft_ctx *c = nft_ctx_new(NFT_CTX_DEFAULT);
+  if (!c) return NULL;
+  nft_ctx_buffer_output(c);
+  nft_ctx_buffer_error(c);
+  if (json) nft_ctx_output_set_flags(c, NFT_CTX_OUTPUT_JSON);
+  return c;
+}
+
+int egress_nft_run(const char *cmds, cr_error **err) {
+  struct nft_ctx *c = ctx_new(false);
+  if (!c) return cr_error_set(err, CR_E_EGRESS_UNAVAILABLE, ENOMEM, "nftables: no context");
+  int r = nft_run_cmd_from_buffer(c, cmds);
+  int ret = 0;
+  if (r != 0) {
+    const char *e = nft_ctx_get_error_buffer(c);
+    ret = cr_error_set(err, CR_E_EGRESS_UNAVAILABLE, 0, "nftables: %s", e && *e ? e : "failed");
+  }
+  nft_ctx_free(c);
+  return ret;
+}
+
+int egress_nft_run_each(const char *cmds) {
+  int failed = 0;
+  const char *p = cmds;
+  while (p && *p) {
+    const char *nl = strchr(p, '\n');
+    size_t n = nl ? (size_t)(nl - p) : strlen(p);
+    char *line = strndup(p, n);
+    if (line && *line) {
+      cr_error *e = NULL;
+      if (egress_nft_run(line, &e) < 0) failed++;
+      cr_error_free(e);
+    }
+    free(line);
+    p = nl ? nl + 1 : NULL;
+  }
+  return failed;
+}
+
+int egress_nft_delete_table(const char *table, cr_error **err) {
+  if (!egress_nft_name_valid(table))
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "bad nftables table name");
+  char cmd[96];
+  snprintf(cmd, sizeof(cmd), "delete table inet %s\n", table);
+  return egress_nft_run(cmd, err);
+}
+
+int egress_nft_list_ids(const char *table, char ***ret, size_t *ret_n, cr_error **err) {
+  *ret = NULL;
+  *ret_n = 0;
+  struct nft_ctx *c = ctx_new(true);
+  if (!c) return cr_error_set(err, CR_E_EGRESS_UNAVAILABLE, ENOMEM, "nftables: no context");
+  char cmd[96];
+  snprintf(cmd, sizeof(cmd), "list chains inet");
+  int r = nft_run_cmd_from_buffer(c, cmd);
+  if (r != 0) {
+    nft_ctx_free(c);
+    return 0; /* no inet tables at all */
+  }
+  json_error_t je;
+  json_t *j = json_loads(nft_ctx_get_output_buffer(c), 0, &je);
+  nft_ctx_free(c);
+  json_t *arr = json_object_get(j, "nftables");
+  size_t i;
+  json_t *o;
+  char **ids = NULL;
+  size_t n = 0;
+  json_array_foreach(arr, i, o) {
+    json_t *ch = json_object_get(o, "chain");
+    const char *tn = json_string_value(json_object_get(ch, "table"));
+    const char *name = json_string_value(json_object_get(ch, "name"));
+    if (!tn || !name || strcmp(tn, table) || strncmp(name, "f_", 2)) continue;
+    char **nv = realloc(ids, (n + 1) * sizeof(*ids));
+    if (!nv) break;
+    ids = nv;
+    if ((ids[n] = strdup(name + 2))) n++;
+  }
+  json_decref(j);
+  *ret = ids;
+  *ret_n = n;
+  return 0;
+}
