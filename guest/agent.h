@@ -164,6 +164,12 @@ int agent_mkdir_p_in(int rootfd, const char *path, mode_t mode);
 
 /* ---- activate (agent_activate.c) ---- */
 void agent_activate(const uint8_t *p, size_t n);
+/* ---- network at activate (agent_net.c) ---- */
+/* Address cidr ("10.213.0.2/30") on the first non-lo NIC, default route via
+ * gateway, resolv.conf naming dns (in the root once mounted). 0 or -errno
+ * with msg set. */
+int agent_net_configure(const char *cidr, const char *gateway, const char *dns, char *msg,
+                        size_t msglen);
 
 /* ---- tar (tar.c); run in a child process ---- */
 /* Writes a ustar stream of directory `dirfd` (entries relative to it) to

@@ -187,12 +187,16 @@ fail_image:
 void agent_activate(const uint8_t *p, size_t n) {
   uint64_t t = 0;
   char *hostname = NULL, *image = NULL, *scratch = NULL;
+  char *net_addr = NULL, *net_gw = NULL, *net_dns = NULL;
   ap_field f;
   int r;
   if ((r = agent_get_u64(p, n, AP_T_TIME_NS, &t)) < 0 ||
       (r = agent_get_str(p, n, AP_T_HOSTNAME, &hostname)) < 0 ||
       (r = agent_get_str(p, n, AP_T_IMAGE_DEV, &image)) < 0 ||
-      (r = agent_get_str(p, n, AP_T_SCRATCH_DEV, &scratch)) < 0) {
+      (r = agent_get_str(p, n, AP_T_SCRATCH_DEV, &scratch)) < 0 ||
+      (r = agent_get_str(p, n, AP_T_NET_ADDR, &net_addr)) < 0 ||
+      (r = agent_get_str(p, n, AP_T_NET_GATEWAY, &net_gw)) < 0 ||
+      (r = agent_get_str(p, n, AP_T_NET_DNS, &net_dns)) < 0) {
     agent_send_error(0, "invalid_argument", 0, "activate: malformed fields");
     goto out;
   }
@@ -220,8 +224,20 @@ void agent_activate(const uint8_t *p, size_t n) {
     agent_log("activate: root mounted (image %s, scratch %s)", image,
               scratch && *scratch ? scratch : "tmpfs");
   }
+  if (net_addr && *net_addr) {
+    char msg[256];
+    r = agent_net_configure(net_addr, net_gw, net_dns, msg, sizeof(msg));
+    if (r < 0) {
+      agent_log("activate: %s", msg);
+      agent_send_error(0, "runtime_launch_failed", -r, "activate: %s", msg);
+      goto out;
+    }
+  }
   agent_send_ok(0);
 out:
+  free(net_addr);
+  free(net_gw);
+  free(net_dns);
   free(hostname);
   free(image);
   free(scratch);

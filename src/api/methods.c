@@ -218,6 +218,35 @@ static void m_sandbox_list(req *r) {
   reply(r, json_pack("{s:o}", "sandboxes", a));
 }
 
+/* events.list {sandbox?, since?, limit?}: egress audit events (DNS
+ * decisions, dropped connections), oldest first. */
+static void m_events_list(req *r) {
+  const char *id = json_string_value(json_object_get(r->params, "sandbox"));
+  json_t *since_j = json_object_get(r->params, "since");
+  json_t *limit_j = json_object_get(r->params, "limit");
+  if ((since_j && !json_is_integer(since_j)) || (limit_j && !json_is_integer(limit_j)) ||
+      (json_object_get(r->params, "sandbox") && !id)) {
+    bad_params(r, "events.list: sandbox is a string, since and limit are integers");
+    return;
+  }
+  json_int_t since = since_j ? json_integer_value(since_j) : 0;
+  json_int_t limit = limit_j ? json_integer_value(limit_j) : 100;
+  if (since < 0 || limit < 1 || limit > 1000) {
+    bad_params(r, "events.list: since >= 0, limit 1-1000");
+    return;
+  }
+  char idbuf[32] = "";
+  if (id) {
+    sbx *s = sbx_find(r->d->sandboxes, id);
+    /* a removed sandbox's events stay visible under its id */
+    snprintf(idbuf, sizeof(idbuf), "%s", s ? sbx_id(s) : id);
+  }
+  egress *eg = sbx_manager_egress(r->d->sandboxes);
+  reply(r, json_pack("{s:o, s:I}", "events",
+                     egress_events(eg, id ? idbuf : NULL, (uint64_t)since, (size_t)limit),
+                     "last_seq", (json_int_t)egress_events_last(eg)));
+}
+
 typedef struct terminate_req {
   req *k;
   char id[32];
@@ -717,6 +746,7 @@ static const struct {
     {"sandbox.get", m_sandbox_get},
     {"sandbox.list", m_sandbox_list},
     {"sandbox.terminate", m_sandbox_terminate},
+    {"events.list", m_events_list},
     {"execution.create", m_execution_create},
     {"execution.attach", m_execution_attach},
     {"execution.write", m_execution_write},

@@ -14,6 +14,7 @@
 #include "backend/backend-vm.h"
 #include "backend/qmp.h"
 #include "backend/qemu-snapshot.h"
+#include "egress/egress.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
@@ -618,8 +619,10 @@ static bool qemu_alive(const backend_vm *vm) { return backend_vm_alive(vm); }
 
 static json_t *qemu_capabilities(void) {
   bool kvm = !strcmp(backend_accel(), "kvm");
+  /* egress: a TAP per sandbox filtered by nftables, when this host can */
+  bool can_egress = egress_host_capable(NULL);
   return json_pack("{s:s, s:s, s:b, s:b, s:s, s:b, s:b, s:s?, s:s}", "backend", "qemu", "accel",
-                   backend_accel(), "kvm", kvm, "snapshots", 1, "network", "none", "egress", 0,
+                   backend_accel(), "kvm", kvm, "snapshots", 1, "network", can_egress ? "tap" : "none", "egress", can_egress,
                    "docker", 0, "vmm_user", backend_vmm_user(),
                    "notes",
                    kvm ? "hardware virtualization (KVM)"

@@ -56,6 +56,7 @@ int cmd_exec(int argc, char **argv);
 int cmd_execution_attach(int argc, char **argv);
 int cmd_execution_inspect(int argc, char **argv);
 int cmd_execution_ls(int argc, char **argv);
+int cmd_events(int argc, char **argv);
 int cmd_sandbox_create(int argc, char **argv);
 int cmd_sandbox_inspect(int argc, char **argv);
 int cmd_sandbox_ls(int argc, char **argv);

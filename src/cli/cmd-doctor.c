@@ -5,6 +5,7 @@
 #include "backend/backend.h"
 #include "cli/cli.h"
 #include "config.h"
+#include "egress/egress.h"
 #include "util/fs.h"
 #include "util/macro.h"
 #include "util/paths.h"
@@ -77,6 +78,20 @@ static void check_vmm_user(checks *cs) {
         "the VMM user does not exist: the daemon refuses to start VMMs as root (opt out "
         "with CLEANROOM_VMM_USER=)");
   }
+}
+
+/* What per-sandbox egress needs: CAP_NET_ADMIN, /dev/net/tun, nftables.
+ * Without them a policy with network rules fails closed (warn, not fail:
+ * sandboxes without network still run). */
+static void check_egress(checks *cs) {
+  const char *why = NULL;
+  if (egress_host_capable(&why))
+    add(cs, "egress", "ok", NULL,
+        "network policies are enforced: TAP per sandbox, nftables, DNS filtered by the daemon");
+  else
+    add(cs, "egress", "warn",
+        "run the daemon as root (or with CAP_NET_ADMIN); apt-get install nftables; modprobe tun",
+        "a policy with sandbox.network.allow fails closed (backend_capability_mismatch): %s", why);
 }
 
 /* Finds prog in PATH; returns a new string or NULL. */
@@ -284,7 +299,8 @@ int cmd_doctor(int argc, char **argv) {
   if (cli_wants_help(argc, argv)) {
     printf("Usage: cleanroom doctor [--json]\n\n"
            "Check this host: KVM (or the TCG fallback), QEMU, the guest kernel, the guest\n"
-           "agent, the default image, free disk space, Firecracker, and whether a daemon\n"
+           "agent, the default image, free disk space, egress (CAP_NET_ADMIN, TUN,\n"
+           "nftables), Firecracker, and whether a daemon\n"
            "answers (without starting one). Exit status 1 when any check fails.\n\n"
            "Options:\n"
            "  --json      print {\"ok\": bool, \"checks\": [{name, status, message, fix}]}\n"
@@ -310,6 +326,7 @@ int cmd_doctor(int argc, char **argv) {
   check_agent(&cs);
   check_image(&cs);
   check_disk(&cs);
+  check_egress(&cs);
   check_daemon(&cs);
   check_firecracker(&cs, kvm);
   if (json) {

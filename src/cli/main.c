@@ -9,6 +9,7 @@
 /* Keep sorted by name; multi-word commands are matched word by word. */
 static const cli_command commands[] = {
     {"doctor", "Check the host: KVM, QEMU, kernel, agent, image, disk, daemon", cmd_doctor},
+    {"events", "Show egress audit events (DNS decisions, rejected connections)", cmd_events},
     {"exec", "Run a command in a sandbox (a new one unless --in)", cmd_exec},
     {"execution attach", "Stream an execution's output and exit status", cmd_execution_attach},
     {"execution inspect", "Show an execution", cmd_execution_inspect},

@@ -4,6 +4,7 @@
 #include "egress/egress.h"
 #include "egress/dns.h"
 #include "egress/netif.h"
+#include "egress/nflog.h"
 #include "egress/nft.h"
 #include "policy/policy.h"
 #include "util/log.h"
@@ -75,6 +76,10 @@ struct egress {
   bool have_upstream;
   unsigned min_ttl;
   bool base_ready;
+  unsigned nflog_group;
+  int nflog_fd;
+  uv_poll_t nflog_poll;
+  bool nflog_on;
   egress_sbx **sbx;
   size_t n_sbx;
   event ev[MAX_EVENTS];
@@ -225,6 +230,13 @@ int egress_new(uv_loop_t *loop, egress **ret, cr_error **err) {
   } else {
     e->have_upstream = resolv_conf_upstream(&e->upstream);
   }
+  e->nflog_fd = -1;
+  e->nflog_group = 2213;
+  const char *ng = getenv("CLEANROOM_EGRESS_NFLOG_GROUP");
+  if (ng && *ng) {
+    unsigned long v = strtoul(ng, NULL, 10);
+    if (v >= 1 && v <= 65535) e->nflog_group = (unsigned)v;
+  }
   e->min_ttl = 60;
   const char *mt = getenv("CLEANROOM_DNS_MIN_TTL");
   if (mt && *mt) {
@@ -235,14 +247,33 @@ int egress_new(uv_loop_t *loop, egress **ret, cr_error **err) {
   return 0;
 }
 
+static void nflog_closed(uv_handle_t *h) {
+  egress *e = h->data;
+  free(e->sbx);
+  free(e);
+}
+
 void egress_free(egress *e) {
   if (!e) return;
+  if (e->nflog_on) {
+    e->nflog_on = false;
+    for (size_t i = 0; i < e->ev_n; i++) json_decref(e->ev[(e->ev_head + i) % MAX_EVENTS].j);
+    e->ev_n = 0;
+    close(e->nflog_fd);
+    uv_close((uv_handle_t *)&e->nflog_poll, nflog_closed);
+    return;
+  }
   for (size_t i = 0; i < e->ev_n; i++) json_decref(e->ev[(e->ev_head + i) % MAX_EVENTS].j);
   free(e->sbx);
   free(e);
 }
 
 bool egress_host_capable(const char **why) {
+  const char *off = getenv("CLEANROOM_EGRESS");
+  if (off && !strcmp(off, "off")) {
+    if (why) *why = "egress is turned off on this host (CLEANROOM_EGRESS=off)";
+    return false;
+  }
   struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
   struct __user_cap_data_struct d[2] = {0};
   if (syscall(SYS_capget, &h, d) < 0 || !(d[0].effective & (1u << CAP_NET_ADMIN))) {
@@ -621,12 +652,83 @@ static void tap_name(const char *id, char out[16]) {
   for (char *c = out; *c; c++) *c = (char)tolower((unsigned char)*c);
 }
 
+static egress_sbx *find_sbx(egress *e, const char *id) {
+  for (size_t i = 0; i < e->n_sbx; i++)
+    if (!strcmp(e->sbx[i]->id, id)) return e->sbx[i];
+  return NULL;
+}
+
+/* A logged (then rejected or dropped) packet: one audit event. The chain
+ * says where it was stopped; what the sandbox resolved says why. */
+static void on_nflog_pkt(void *ud, const egress_nflog_pkt *p) {
+  egress *e = ud;
+  char id[32], why[40];
+  if (sscanf(p->prefix, "cr %31s %39s", id, why) != 2) return;
+  egress_sbx *s = find_sbx(e, id);
+  const char *reason = why;
+  const char *proto = p->proto == IPPROTO_TCP ? "tcp" : p->proto == IPPROTO_UDP ? "udp"
+                      : p->proto == IPPROTO_ICMP ? "icmp" : "other";
+  if (!strcmp(why, "not_allowed")) {
+    if (p->proto != IPPROTO_TCP) {
+      reason = "protocol_not_allowed"; /* only TCP leaves a sandbox */
+    } else {
+      bool resolved_addr = false;
+      uint64_t now = now_ms();
+      for (size_t i = 0; s && i < s->n_res && !resolved_addr; i++)
+        resolved_addr = !memcmp(s->res[i].addr, p->daddr, 4) && s->res[i].expires_ms > now;
+      /* an address the sandbox resolved through us, on a port not allowed;
+       * else an address it never resolved (an IP literal or another
+       * resolver's answer), or whose answer expired */
+      reason = resolved_addr ? POLICY_REASON_PORT_NOT_ALLOWED : "ip_literal_not_allowed";
+    }
+  }
+  char src[16], dst[16];
+  snprintf(src, sizeof(src), "%u.%u.%u.%u", p->saddr[0], p->saddr[1], p->saddr[2], p->saddr[3]);
+  snprintf(dst, sizeof(dst), "%u.%u.%u.%u", p->daddr[0], p->daddr[1], p->daddr[2], p->daddr[3]);
+  json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "sandbox", id, "kind",
+                        "connection", "action", "deny", "reason", reason, "address", dst,
+                        "source", src, "protocol", proto);
+  if (j && p->dport) json_object_set_new(j, "port", json_integer(p->dport));
+  event_add(e, j);
+}
+
+static void on_nflog(uv_poll_t *h, int status, int events) {
+  egress *e = h->data;
+  static uint8_t buf[65536];
+  for (int i = 0; i < 64; i++) {
+    ssize_t n = recv(e->nflog_fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n <= 0) break;
+    egress_nflog_parse(buf, (size_t)n, on_nflog_pkt, e);
+  }
+}
+
+static void start_nflog(egress *e) {
+  if (e->nflog_on) return;
+  int fd = egress_nflog_open(e->nflog_group);
+  if (fd < 0) {
+    log_warn("egress: NFLOG group %u: %s (rejected connections are not audited; set "
+             "CLEANROOM_EGRESS_NFLOG_GROUP)",
+             e->nflog_group, strerror(-fd));
+    return;
+  }
+  e->nflog_fd = fd;
+  if (uv_poll_init(e->loop, &e->nflog_poll, fd) < 0) {
+    close(fd);
+    return;
+  }
+  e->nflog_poll.data = e;
+  e->nflog_on = true;
+  uv_poll_start(&e->nflog_poll, UV_READABLE, on_nflog);
+  uv_unref((uv_handle_t *)&e->nflog_poll);
+}
+
 static int ensure_base(egress *e, cr_error **err) {
   if (e->base_ready) return 0;
   _cleanup_free_ char *cmds = egress_nft_base_cmds(e->table);
   if (!cmds) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "nftables");
   if (egress_nft_run(cmds, err) < 0) return -1;
   e->base_ready = true;
+  start_nflog(e);
   return 0;
 }
 
@@ -660,12 +762,7 @@ static void teardown(egress_sbx *s) {
   egress_tap_delete(s->tap);
 }
 
-void egress_detach(egress_sbx *s) {
-  if (!s) return;
-  unregister(s->e, s);
-  teardown(s);
-  event_add(s->e, json_pack("{s:s, s:s, s:s, s:s}", "sandbox", s->id, "kind", "network",
-                            "action", "detach", "reason", "sandbox_removed"));
+static void close_sbx(egress_sbx *s) {
   s->handles = 1; /* the struct itself */
   if (s->listening) {
     s->handles += 3;
@@ -675,6 +772,21 @@ void egress_detach(egress_sbx *s) {
   }
   uv_handle_t fake = {.data = s};
   sbx_handle_closed(&fake);
+}
+
+void egress_detach(egress_sbx *s) {
+  if (!s) return;
+  unregister(s->e, s);
+  teardown(s);
+  event_add(s->e, json_pack("{s:s, s:s, s:s, s:s}", "sandbox", s->id, "kind", "network",
+                            "action", "detach", "reason", "sandbox_removed"));
+  close_sbx(s);
+}
+
+void egress_release(egress_sbx *s) {
+  if (!s) return;
+  unregister(s->e, s);
+  close_sbx(s);
 }
 
 static int start_resolver(egress_sbx *s, cr_error **err) {
@@ -762,7 +874,7 @@ int egress_attach(egress *e, const char *id, json_t *pol, int slot, egress_sbx *
     cr_error_set(err, CR_E_INTERNAL, ENOMEM, "egress");
     goto fail_tap;
   }
-  egress_nft_sbx ns = {.table = e->table, .id = s->id, .tap = s->tap,
+  egress_nft_sbx ns = {.table = e->table, .id = s->id, .tap = s->tap, .nflog_group = e->nflog_group,
                        .allow = allow, .n_allow = n_allow, .deny = deny, .n_deny = n_deny};
   memcpy(ns.host, s->host, 4);
   memcpy(ns.guest, s->guest, 4);
@@ -803,18 +915,7 @@ fail:
   cidrs_free(deny, n_deny);
 fail_free:
   cr_error_wrap(err, "sandbox %s network", id);
-  {
-    /* resolver handles may be open */
-    s->handles = 1;
-    if (s->listening) {
-      s->handles += 3;
-      uv_close((uv_handle_t *)&s->listen, sbx_handle_closed);
-      uv_close((uv_handle_t *)&s->up, sbx_handle_closed);
-      uv_close((uv_handle_t *)&s->timer, sbx_handle_closed);
-    }
-    uv_handle_t fake = {.data = s};
-    sbx_handle_closed(&fake);
-  }
+  close_sbx(s); /* resolver handles may be open */
   return -1;
 }
 

@@ -44,6 +44,8 @@ int egress_attach(egress *e, const char *id, json_t *compiled_policy, int slot,
                   egress_sbx **ret, cr_error **err);
 /* Removes the TAP, the nftables objects and the resolver. */
 void egress_detach(egress_sbx *s);
+/* Stops the resolver only (daemon shutdown: the VMM and its network stay). */
+void egress_release(egress_sbx *s);
 /* Removes the nftables objects and TAPs of sandboxes not in live[]. */
 void egress_sweep(egress *e, char *const *live, size_t n);
 

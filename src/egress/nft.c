@@ -93,9 +93,10 @@ static void add_ports(sbuf *b, const uint16_t *ports, size_t n) {
 
 /* log + reject, with the reason as the log prefix */
 static void add_reject(sbuf *b, const char *t, const char *chain, const char *id,
-                       const char *reason) {
-  sb_add(b, "add rule inet %s %s_%s log prefix \"cr %s %s \" group %u\n", t, chain, id, id,
-         reason, EGRESS_NFLOG_GROUP);
+                       const char *reason, unsigned g) {
+  /* at most 20 log lines a second per chain; the reject applies to all */
+  sb_add(b, "add rule inet %s %s_%s limit rate 20/second burst 40 packets log prefix \"cr %s %s \" group %u\n",
+         t, chain, id, id, reason, g);
   sb_add(b, "add rule inet %s %s_%s meta l4proto tcp reject with tcp reset\n", t, chain, id);
   sb_add(b, "add rule inet %s %s_%s reject with icmpx admin-prohibited\n", t, chain, id);
 }
@@ -103,6 +104,7 @@ static void add_reject(sbuf *b, const char *t, const char *chain, const char *id
 char *egress_nft_sbx_cmds(const egress_nft_sbx *s) {
   sbuf b = {0};
   const char *t = s->table, *id = s->id;
+  unsigned g = s->nflog_group ? s->nflog_group : EGRESS_NFLOG_GROUP;
   sb_add(&b, "add set inet %s a_%s { type ipv4_addr . inet_service; flags timeout; }\n", t, id);
   sb_add(&b, "add chain inet %s f_%s\n", t, id);
   sb_add(&b, "add chain inet %s o_%s\n", t, id);
@@ -115,8 +117,9 @@ char *egress_nft_sbx_cmds(const egress_nft_sbx *s) {
   for (size_t c = 0; c < 2; c++) {
     const char *ch = in_chains[c];
     sb_add(&b, "add rule inet %s %s_%s meta nfproto != ipv4 drop\n", t, ch, id);
-    sb_add(&b, "add rule inet %s %s_%s ip saddr != %u.%u.%u.%u log prefix \"cr %s spoofed_source \" group %u drop\n",
-           t, ch, id, IP4(s->guest), id, EGRESS_NFLOG_GROUP);
+    sb_add(&b, "add rule inet %s %s_%s ip saddr != %u.%u.%u.%u limit rate 20/second burst 40 packets log prefix \"cr %s spoofed_source \" group %u\n",
+           t, ch, id, IP4(s->guest), id, g);
+    sb_add(&b, "add rule inet %s %s_%s ip saddr != %u.%u.%u.%u drop\n", t, ch, id, IP4(s->guest));
     sb_add(&b, "add rule inet %s %s_%s ct state established,related accept\n", t, ch, id);
   }
   for (size_t i = 0; i < s->n_deny; i++) {
@@ -127,8 +130,8 @@ char *egress_nft_sbx_cmds(const egress_nft_sbx *s) {
       add_ports(&b, r->ports, r->n_ports);
       sb_add(&b, " ");
     }
-    sb_add(&b, "log prefix \"cr %s host_denied \" group %u reject with %s\n", id,
-           EGRESS_NFLOG_GROUP, r->n_ports ? "tcp reset" : "icmpx admin-prohibited");
+    sb_add(&b, "log prefix \"cr %s host_denied \" group %u reject with %s\n", id, g,
+           r->n_ports ? "tcp reset" : "icmpx admin-prohibited");
   }
   sb_add(&b, "add rule inet %s f_%s ip daddr . tcp dport @a_%s accept\n", t, id, id);
   for (size_t i = 0; i < s->n_allow; i++) {
@@ -139,14 +142,14 @@ char *egress_nft_sbx_cmds(const egress_nft_sbx *s) {
     add_ports(&b, r->ports, r->n_ports);
     sb_add(&b, " accept\n");
   }
-  add_reject(&b, t, "f", id, "not_allowed");
+  add_reject(&b, t, "f", id, "not_allowed", g);
   /* to the guest: only replies */
   sb_add(&b, "add rule inet %s o_%s ct state established,related accept\n", t, id);
   sb_add(&b, "add rule inet %s o_%s drop\n", t, id);
   /* to the host: DNS on the sandbox's host address, nothing else */
   sb_add(&b, "add rule inet %s i_%s ip daddr %u.%u.%u.%u udp dport 53 accept\n", t, id,
          IP4(s->host));
-  add_reject(&b, t, "i", id, "host_service_denied");
+  add_reject(&b, t, "i", id, "host_service_denied", g);
   sb_add(&b, "add element inet %s guests { %u.%u.%u.%u }\n", t, IP4(s->guest));
   sb_add(&b, "add element inet %s guest_ifs { \"%s\" }\n", t, s->tap);
   sb_add(&b, "add element inet %s fwd_in { \"%s\" : jump f_%s }\n", t, s->tap, id);

@@ -37,6 +37,7 @@ typedef struct egress_nft_sbx {
   size_t n_allow;
   const egress_cidr *deny;  /* IPv4 IP/CIDR deny rules */
   size_t n_deny;
+  unsigned nflog_group;     /* rejected packets are logged there; 0 = EGRESS_NFLOG_GROUP */
 } egress_nft_sbx;
 
 /* The table, base chains and maps (idempotent: `add`). New string. */

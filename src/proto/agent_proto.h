@@ -93,6 +93,10 @@ enum ap_tag {
   AP_T_EXEC_ERRNO = 32,  /* u32: exec itself failed (e.g. ENOENT -> 127) */
   AP_T_UPTIME_NS = 33,   /* u64 */
   AP_T_WINDOW = 34,      /* u64, HELLO_REPLY: per-channel STDIN/DATA window */
+  /* ACTIVATE, sandboxes with a network (src/egress): */
+  AP_T_NET_ADDR = 40,    /* str "10.213.0.2/30": the guest's address on its NIC */
+  AP_T_NET_GATEWAY = 41, /* str "10.213.0.1": default route */
+  AP_T_NET_DNS = 42,     /* str "10.213.0.1": the only resolver (resolv.conf) */
 };
 
 /* AP_T_FLAGS bits */

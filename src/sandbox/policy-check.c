@@ -28,15 +28,17 @@ int sbx_policy_check(const backend_ops *be, json_t *policy, const char *claimed_
   json_t *sb = json_object_get(policy, "sandbox");
   json_t *caps = be->capabilities();
   bool has_net = json_is_true(json_object_get(caps, "egress"));
+  const char *why = NULL;
+  if (!has_net) egress_host_capable(&why);
   bool has_docker = json_is_true(json_object_get(caps, "docker"));
   json_decref(caps);
-  if (!has_net && nonempty(json_object_get(json_object_get(sb, "network"), "allow")))
+  if (!has_net && egress_policy_wants_network(policy))
     return cr_error_set(err, CR_E_BACKEND_CAPABILITY_MISMATCH, 0,
                         "the policy allows network egress (sandbox.network.allow), but the %s "
-                        "backend here has no per-sandbox egress enforcement yet; the sandbox "
-                        "would not reach what the policy allows. Remove network.allow to run "
-                        "without network",
-                        be->name);
+                        "backend on this host cannot enforce it (%s); refusing to start a "
+                        "sandbox whose egress would not be filtered. Remove network.allow to "
+                        "run without network",
+                        be->name, why ? why : "no per-sandbox egress");
   if (!has_docker && json_is_true(json_object_get(json_object_get(sb, "docker"), "required")))
     return cr_error_set(err, CR_E_BACKEND_CAPABILITY_MISMATCH, 0,
                         "the policy requires Docker in the sandbox (sandbox.docker.required), "

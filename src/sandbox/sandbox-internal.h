@@ -2,6 +2,7 @@
 #pragma once
 #include "sandbox/sandbox.h"
 #include "boot/boot.h"
+#include "egress/egress.h"
 #include "util/macro.h"
 
 #include <sys/types.h>
@@ -27,6 +28,7 @@ struct sbx_manager {
   size_t output_bytes; /* execution output buffers allocated (exec.c) */
   uv_timer_t console_timer; /* console.c: caps every console.log */
   bool console_timer_init;
+  egress *egress; /* per-sandbox networks (NULL until the first one) */
 };
 
 struct sbx {
@@ -42,6 +44,9 @@ struct sbx {
   json_t *policy;
   char *policy_hash;
   json_t *workspace; /* repository checked out into the sandbox (src/workspace), or NULL */
+  egress_sbx *net;   /* the sandbox's network (policy with network rules) */
+  int net_slot;      /* its address slot, -1 without a network */
+  char net_mac[24];  /* the guest NIC's MAC (from the slot) */
   char *last_exec_id;
   pid_t pid;            /* recorded VMM pid (state.json; re-attach) */
   backend_vm *vm;       /* NULL once stop() was asked for */

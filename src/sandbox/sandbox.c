@@ -86,6 +86,36 @@ sbx_manager *sbx_manager_new(uv_loop_t *loop, cr_error **err) {
 
 uv_loop_t *sbx_manager_loop(sbx_manager *m) { return m->loop; }
 
+egress *sbx_manager_egress(sbx_manager *m) {
+  if (!m->egress) {
+    cr_error *err = NULL;
+    if (egress_new(m->loop, &m->egress, &err) < 0) {
+      log_warn("egress: %s", err ? err->message : "unavailable");
+      cr_error_free(err);
+      return NULL;
+    }
+  }
+  return m->egress;
+}
+
+static void detach_net(sbx *s) {
+  if (s->net) {
+    egress_detach(s->net);
+    s->net = NULL;
+  }
+}
+
+/* Attaches the sandbox's network (slot < 0: a new address). */
+static int attach_net(sbx *s, int slot, cr_error **err) {
+  egress *eg = sbx_manager_egress(s->m);
+  if (!eg) return cr_error_set(err, CR_E_EGRESS_UNAVAILABLE, 0, "egress is not available");
+  if (egress_attach(eg, s->id, s->policy, slot, &s->net, err) < 0) return -1;
+  s->net_slot = egress_sbx_slot(s->net);
+  snprintf(s->net_mac, sizeof(s->net_mac), "52:54:00:%02x:%02x:%02x", (s->net_slot >> 16) & 0xff,
+           (s->net_slot >> 8) & 0xff, s->net_slot & 0xff);
+  return 0;
+}
+
 static int registry_add(sbx_manager *m, sbx *s) {
   if (m->n == m->cap) {
     size_t nc = m->cap ? m->cap * 2 : 16;
@@ -170,6 +200,7 @@ json_t *sbx_to_json(const sbx *s) {
   json_object_set_new(j, "ready_at", sbx_time_json(s->ready_ms));
   json_object_set_new(j, "policy_hash", s->policy_hash ? json_string(s->policy_hash) : json_null());
   json_object_set_new(j, "policy", s->policy ? json_incref(s->policy) : json_null());
+  json_object_set_new(j, "network", s->net ? egress_sbx_json(s->net) : json_null());
   json_object_set_new(j, "last_execution_id",
                       s->last_exec_id ? json_string(s->last_exec_id) : json_null());
   json_object_set_new(j, "vmm_pid", s->pid > 0 ? json_integer(s->pid) : json_null());
@@ -206,6 +237,7 @@ static void save_state(sbx *s) {
   json_object_set_new(j, "image_path", json_string(s->image_path ? s->image_path : ""));
   json_object_set_new(j, "ram_path", s->ram_path ? json_string(s->ram_path) : json_null());
   json_object_set_new(j, "ram_owned", json_boolean(s->ram_owned));
+  json_object_set_new(j, "net_slot", s->net_slot >= 0 ? json_integer(s->net_slot) : json_null());
   char *txt = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(j);
   _cleanup_free_ char *path = cr_path_join(s->dir, "state.json");
@@ -494,6 +526,11 @@ static void send_activate(sbx *s) {
   ap_put_str(&b, AP_T_HOSTNAME, host);
   ap_put_str(&b, AP_T_IMAGE_DEV, "serial:cr-image");
   ap_put_str(&b, AP_T_SCRATCH_DEV, "serial:cr-scratch");
+  if (s->net) {
+    ap_put_str(&b, AP_T_NET_ADDR, egress_sbx_guest_cidr(s->net));
+    ap_put_str(&b, AP_T_NET_GATEWAY, egress_sbx_host_addr(s->net));
+    ap_put_str(&b, AP_T_NET_DNS, egress_sbx_host_addr(s->net));
+  }
   int r = ap_frame_end(&b);
   if (r == 0) r = agent_control(s->agent, &b, on_activated, s);
   ap_buf_free(&b);
@@ -617,6 +654,12 @@ static void vm_config(sbx *s, backend_vm_config *cfg, const char *scratch) {
       .memory_mib = s->memory_mib,
       .ram_private = s->ram_private,
   };
+  if (s->net) {
+    cfg->net.tap = egress_sbx_tap(s->net);
+    cfg->net.mac = s->net_mac;
+    cfg->net.guest_addr = egress_sbx_guest_cidr(s->net);
+    cfg->net.host_addr = egress_sbx_host_addr(s->net);
+  }
 }
 
 static void on_boot_timeout(uv_timer_t *t) {
@@ -833,6 +876,12 @@ static void start_vm(sbx *s, const char *scratch_tmpl) {
                            : "templates are off (CLEANROOM_TEMPLATES=0)");
     return;
   }
+  if (s->net) {
+    /* boot templates carry no network device yet, and a clone's device set
+     * must match its template's */
+    launch_cold(s, "a sandbox with a network boots cold (templates have no network device yet)");
+    return;
+  }
   tmpl_spec spec = {s->image_digest, s->image_path,
                     m->assets->vmlinux ? m->assets->vmlinux : m->assets->kernel,
                     m->assets->initrd, s->vcpus, s->memory_mib, scratch_tmpl};
@@ -964,6 +1013,7 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
   sbx *s = calloc(1, sizeof(*s));
   if (!s) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "sandbox");
   s->m = m;
+  s->net_slot = -1;
   cr_ulid_new(s->id);
   s->dir = cr_path_join(m->dir, s->id);
   s->state = SBX_PROVISIONING;
@@ -993,7 +1043,15 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
     sbx_free(s);
     return -1;
   }
+  /* a policy with network rules: TAP, nftables, DNS before the VMM starts
+   * (fails closed when this host cannot enforce them) */
+  if (s->policy && egress_policy_wants_network(s->policy) && attach_net(s, -1, err) < 0) {
+    cr_rm_rf(s->dir);
+    sbx_free(s);
+    return -1;
+  }
   if (registry_add(m, s) < 0) {
+    detach_net(s);
     cr_rm_rf(s->dir);
     free(pw->scratch);
     free(pw);
@@ -1114,6 +1172,7 @@ void sbx_detach_progress(sbx *s) {
 static void finish_terminate(sbx *s) {
   sbx_terminate_cb cb = TAKE_PTR(s->term_cb);
   void *ud = s->term_ud;
+  detach_net(s); /* the VMM is gone: its TAP, chains, set and resolver go too */
   cr_error *e = NULL;
   cr_error_set(&e, CR_E_SANDBOX_NOT_FOUND, 0, "sandbox %s was removed while starting", s->id);
   s->state = SBX_STOPPED;
@@ -1189,6 +1248,7 @@ static void load_one(sbx_manager *m, const char *id) {
   sbx *s = calloc(1, sizeof(*s));
   if (!s) return;
   s->m = m;
+  s->net_slot = -1;
   snprintf(s->id, sizeof(s->id), "%s", id);
   s->dir = TAKE_PTR(dir);
   const char *st = json_string_value(json_object_get(j, "state"));
@@ -1235,6 +1295,8 @@ static void load_one(sbx_manager *m, const char *id) {
   s->restore_ms = (uint64_t)json_integer_value(json_object_get(json_object_get(j, "timing_ms"), "restore"));
   json_t *ev = json_object_get(j, "events");
   if (json_is_array(ev)) s->events = json_incref(ev);
+  json_t *slot = json_object_get(j, "net_slot");
+  if (json_is_integer(slot)) s->net_slot = (int)json_integer_value(slot);
   if (registry_add(m, s) < 0) {
     sbx_free(s);
     return;
@@ -1245,6 +1307,9 @@ static void load_one(sbx_manager *m, const char *id) {
     s->state = SBX_PROVISIONING; /* so set_failed records it */
     /* killed between the VMM's start and the pid's write: find it */
     if (s->pid <= 0 && !stopping) s->pid = sbx_find_vmm(m, s->id);
+    /* the guest keeps its address; the rules and the resolver come back */
+    cr_error *nerr = NULL;
+    if (!stopping && s->net_slot >= 0 && s->policy) attach_net(s, s->net_slot, &nerr);
     _cleanup_free_ char *scratch = cr_path_join(s->dir, "scratch.ext4");
     backend_vm_config cfg;
     vm_config(s, &cfg, scratch);
@@ -1253,9 +1318,17 @@ static void load_one(sbx_manager *m, const char *id) {
       s->vm = NULL;
       cr_error_free(e);
       sbx_kill_vmms_of(m, s->id); /* an interrupted terminate, or a VMM we cannot attach */
+      cr_error_free(nerr);
       set_failed(s, CR_E_VMM_EXITED,
                  "the VMM (pid %d) is gone (it exited while the daemon was not running)",
                  (int)s->pid);
+      return;
+    }
+    if (nerr) {
+      /* never leave a guest on an unfiltered TAP: stop it */
+      set_failed(s, cr_error_reason(nerr), "cannot restore the sandbox's network: %s",
+                 nerr->message);
+      cr_error_free(nerr);
       return;
     }
     s->reattaching = true;
@@ -1302,6 +1375,16 @@ int sbx_manager_load(sbx_manager *m, void (*settled)(void *ud), void *ud, cr_err
   }
   closedir(d);
   sbx_kill_orphan_vmms(m);
+  /* nftables objects and TAPs of sandboxes that no longer have a network */
+  char **ids = calloc(m->n + 1, sizeof(*ids));
+  size_t nlive = 0;
+  for (size_t i = 0; ids && i < m->n; i++)
+    if (m->list[i]->net) ids[nlive++] = m->list[i]->id;
+  if (ids && egress_host_capable(NULL)) {
+    egress *eg = sbx_manager_egress(m);
+    if (eg) egress_sweep(eg, ids, nlive);
+  }
+  free(ids);
   settle_check(m);
   return 0;
 }
@@ -1317,12 +1400,15 @@ void sbx_manager_free(sbx_manager *m) {
       s->agent = NULL;
       agent_conn_close(a);
     }
-    /* the VMM keeps running; a restarted daemon attaches to it */
+    /* the VMM keeps running; a restarted daemon attaches to it. So does its
+     * network; only the resolver stops until then */
     backend_vm_forget(TAKE_PTR(s->vm));
+    if (s->net) egress_release(TAKE_PTR(s->net));
     sbx_release(s);
   }
   free(m->list);
   tmpl_registry_free(m->tmpl);
+  egress_free(m->egress);
   boot_assets_free(m->assets);
   free(m->dir);
   if (!sbx_console_watch_stop(m)) free(m);

@@ -7,6 +7,7 @@
 #pragma once
 #include "backend/agent_client.h"
 #include "backend/backend.h"
+#include "egress/egress.h"
 #include "util/error.h"
 #include <jansson.h>
 #include <stdbool.h>
@@ -51,6 +52,8 @@ sbx_manager *sbx_manager_new(uv_loop_t *loop, cr_error **err);
  * runs once every re-attached sandbox is ready or failed (possibly inside
  * this call). */
 int sbx_manager_load(sbx_manager *m, void (*settled)(void *ud), void *ud, cr_error **err);
+/* The egress manager (audit events), created on first use; NULL on error. */
+egress *sbx_manager_egress(sbx_manager *m);
 /* Closes agent connections (VMMs keep running). */
 void sbx_manager_free(sbx_manager *m);
 uv_loop_t *sbx_manager_loop(sbx_manager *m);

@@ -148,7 +148,8 @@ static void test_nft_cmds(void **state) {
   char *c = egress_nft_sbx_cmds(&s);
   assert_non_null(c);
   assert_non_null(strstr(c, "add set inet crtest a_01ABC { type ipv4_addr . inet_service; flags timeout; }"));
-  assert_non_null(strstr(c, "add rule inet crtest f_01ABC ip saddr != 10.213.0.2 log prefix \"cr 01ABC spoofed_source \" group 2213 drop"));
+  assert_non_null(strstr(c, "add rule inet crtest f_01ABC ip saddr != 10.213.0.2 limit rate 20/second burst 40 packets log prefix \"cr 01ABC spoofed_source \" group 2213\n"));
+  assert_non_null(strstr(c, "add rule inet crtest f_01ABC ip saddr != 10.213.0.2 drop\n"));
   assert_non_null(strstr(c, "add rule inet crtest f_01ABC ip daddr . tcp dport @a_01ABC accept"));
   assert_non_null(strstr(c, "add rule inet crtest f_01ABC ip daddr 10.0.0.0/8 tcp dport { 5432 } accept"));
   assert_non_null(strstr(c, "add rule inet crtest f_01ABC ip daddr 169.254.169.254/32 log prefix \"cr 01ABC host_denied \" group 2213 reject with icmpx admin-prohibited"));
