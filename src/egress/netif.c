@@ -4,6 +4,8 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -43,14 +45,19 @@ int egress_tap_create(const char *name, const uint8_t host[4], unsigned prefix, 
   if (strlen(name) >= IFNAMSIZ)
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "interface name %s too long", name);
   int fd, r;
-  if ((r = tun_open(name, &fd)) < 0)
-    return cr_error_set(err, CR_E_EGRESS_UNAVAILABLE, -r, "creating TAP %s (/dev/net/tun)", name);
-  if (ioctl(fd, TUNSETPERSIST, 1) < 0) {
-    r = -errno;
+  /* a TAP that exists (a re-attach after a daemon restart: QEMU holds it
+   * open, so TUNSETIFF would fail with EBUSY) only gets its address again */
+  if (!egress_if_exists(name)) {
+    if ((r = tun_open(name, &fd)) < 0)
+      return cr_error_set(err, CR_E_EGRESS_UNAVAILABLE, -r, "creating TAP %s (/dev/net/tun)",
+                          name);
+    if (ioctl(fd, TUNSETPERSIST, 1) < 0) {
+      r = -errno;
+      close(fd);
+      return cr_error_set(err, CR_E_EGRESS_UNAVAILABLE, -r, "making TAP %s persistent", name);
+    }
     close(fd);
-    return cr_error_set(err, CR_E_EGRESS_UNAVAILABLE, -r, "making TAP %s persistent", name);
   }
-  close(fd);
   char path[128];
   snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", name);
   write_file(path, "1\n"); /* absent when the kernel has no IPv6: nothing to disable */
@@ -61,7 +68,7 @@ int egress_tap_create(const char *name, const uint8_t host[4], unsigned prefix, 
   struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
   sin->sin_family = AF_INET;
   memcpy(&sin->sin_addr, host, 4);
-  if (ioctl(s, SIOCSIFADDR, &ifr) < 0)
+  if (ioctl(s, SIOCSIFADDR, &ifr) < 0 && errno != EEXIST)
     goto fail;
   memset(&ifr.ifr_addr, 0, sizeof(ifr.ifr_addr));
   sin->sin_family = AF_INET;
@@ -77,11 +84,37 @@ fail:
   return cr_error_set(err, CR_E_EGRESS_UNAVAILABLE, r, "configuring TAP %s", name);
 }
 
+/* RTM_DELLINK: works also while QEMU still holds the TAP open (a
+ * TUNSETPERSIST 0 would need TUNSETIFF, which fails with EBUSY then). */
 int egress_tap_delete(const char *name) {
-  if (!egress_if_exists(name)) return 0;
-  int fd, r;
-  if ((r = tun_open(name, &fd)) < 0) return r;
-  r = ioctl(fd, TUNSETPERSIST, 0) < 0 ? -errno : 0;
+  unsigned idx = if_nametoindex(name);
+  if (!idx) return 0;
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (fd < 0) return -errno;
+  struct {
+    struct nlmsghdr nh;
+    struct ifinfomsg ifi;
+  } req = {0};
+  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+  req.nh.nlmsg_type = RTM_DELLINK;
+  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+  req.nh.nlmsg_seq = 1;
+  req.ifi.ifi_family = AF_UNSPEC;
+  req.ifi.ifi_index = (int)idx;
+  struct sockaddr_nl to = {.nl_family = AF_NETLINK};
+  int r = 0;
+  if (sendto(fd, &req, req.nh.nlmsg_len, 0, (struct sockaddr *)&to, sizeof(to)) < 0) {
+    r = -errno;
+  } else {
+    struct timeval tv = {2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    uint8_t buf[512];
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    struct nlmsghdr *h = (struct nlmsghdr *)buf;
+    if (n < 0) r = -errno;
+    else if (n >= (ssize_t)NLMSG_LENGTH(sizeof(int)) && h->nlmsg_type == NLMSG_ERROR)
+      r = *(int *)NLMSG_DATA(h);
+  }
   close(fd);
-  return r;
+  return r == -ENODEV ? 0 : r;
 }

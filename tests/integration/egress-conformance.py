@@ -373,6 +373,32 @@ def run_rows(a, b, info_a, info_b):
         json.dumps(net)[:400])
 
 
+def restart_row(a, taps):
+    """A daemon restart keeps the sandbox's network (re-attached from its slot)
+    and sweeps objects of sandboxes that are gone."""
+    ghost = "01GHOSTSANDBOX%s0000000" % TAG
+    ghost = ghost[:26]
+    ghost_tap = ("crt" + ghost[-12:]).lower()
+    taps.append(ghost_tap)
+    sh("nft", "add", "chain", "inet", TABLE, "f_" + ghost)
+    sh("ip", "tuntap", "add", "dev", ghost_tap, "mode", "tap")
+    stop_daemon(ENV)
+    state = None
+    deadline = time.time() + 120
+    while time.time() < deadline and state != "ready":  # the new daemon re-attaches
+        state = json.loads(cr("sandbox", "inspect", a, "--json").stdout).get("state")
+        if state == "failed":
+            break
+        time.sleep(0.2)  # polling the sandbox state, bounded
+    _, out = wget(a, "http://allowed.test:8080/")
+    _, out2 = guest(a, "nslookup other.test 2>&1; echo rc=$?")
+    chains = sh("nft", "list", "chains", "inet").stdout.decode()
+    swept = ("f_" + ghost) not in chains and not os.path.exists("/sys/class/net/" + ghost_tap)
+    row("after a daemon restart the network is back and gone sandboxes' objects are swept",
+        fetched(out, HOSTS["allowed.test"], 8080) and HOSTS["other.test"] not in out2 and swept,
+        "state=%s swept=%s %s %s" % (state, swept, out, out2))
+
+
 def fail_closed_row():
     """A host that cannot enforce egress refuses the policy (second daemon, egress off)."""
     env = dict(ENV)
@@ -463,6 +489,19 @@ def cleanup(taps):
     sh("nft", "delete", "table", "inet", TABLE, check=False)
     sh("ip", "link", "del", VETH_H, check=False)
     sh("ip", "netns", "del", NS, check=False)
+    if not all(ok for _, ok in RESULTS):
+        try:
+            with open(os.path.join(ENV["CLEANROOM_RUN_DIR"], "daemon.log"), "rb") as f:
+                print("daemon.log (tail):\n" + f.read()[-3000:].decode(errors="replace"))
+        except OSError:
+            pass
+        sdir = os.path.join(ENV["CLEANROOM_DATA_DIR"], "sandboxes")
+        for sid in (os.listdir(sdir) if os.path.isdir(sdir) else []):
+            try:
+                with open(os.path.join(sdir, sid, "qemu.log"), "rb") as f:
+                    print("%s qemu.log: %s" % (sid, f.read()[-1500:].decode(errors="replace")))
+            except OSError:
+                pass
     shutil.rmtree(TMP, ignore_errors=True)
     return leaked_taps, leaked_chains
 
@@ -491,6 +530,7 @@ def main():
         row("each sandbox gets its own TAP and address",
             info_a["tap"] != info_b["tap"] and info_a["guest_address"] != info_b["guest_address"])
         run_rows(a, b, info_a, info_b)
+        restart_row(a, taps)
         # removal takes the network with it
         cr("sandbox", "rm", b)
         chains = sh("nft", "list", "chains", "inet").stdout.decode()

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Egress overhead on create: sandbox.create with a network policy (TAP,
+nftables chain and set, DNS resolver, guest network at ACTIVATE) next to
+sandbox.create without one, through the real daemon, alternating runs.
+Prints both medians and the ratio (the issue's goal: < 10 % more).
+
+Usage: bench/egress-create.py [--runs N] [--bin PATH] [--mem MIB]
+Root (TAP, nftables). Uses its own temp data dir, an nftables table and an
+address pool of its own, and removes them. Prints one JSON object last."""
+import argparse, json, os, shutil, socket, statistics, subprocess, tempfile, time
+
+here = os.path.dirname(os.path.abspath(__file__))
+root = os.path.dirname(here)
+ap = argparse.ArgumentParser()
+ap.add_argument("--runs", type=int, default=5)
+ap.add_argument("--bin", default=shutil.which("cleanroom") or os.path.join(root, "build-release", "cleanroom"))
+ap.add_argument("--mem", type=int, default=256)
+a = ap.parse_args()
+
+tmp = tempfile.mkdtemp(prefix="cr-bench-egress-")
+table = "crbench_%d" % os.getpid()
+env = dict(os.environ, CLEANROOM_RUN_DIR=f"{tmp}/run", CLEANROOM_DATA_DIR=f"{tmp}/data",
+           CLEANROOM_EGRESS_TABLE=table, CLEANROOM_EGRESS_POOL="10.213.%d.0/24" % (os.getpid() % 200 + 16),
+           CLEANROOM_EGRESS_NFLOG_GROUP=str(40000 + os.getpid() % 20000),
+           CLEANROOM_DNS_UPSTREAM="127.0.0.1:9")  # no query is made
+env.setdefault("CLEANROOM_KERNEL_DIR", "/var/lib/cleanroom/kernels/current")
+daemon = None
+plain, net = [], []
+try:
+    subprocess.run([os.path.join(root, "images/busybox/build.sh"), f"{tmp}/bb.tar"],
+                   check=True, capture_output=True)
+    subprocess.run([a.bin, "image", "import", f"{tmp}/bb.tar", "--ref", "bench/busybox"],
+                   env=env, check=True, capture_output=True)
+    with open(f"{tmp}/p.yaml", "w") as fp:
+        fp.write("version: 1\nsandbox:\n  network:\n    allow:\n      - example.test:443\n")
+    shown = json.loads(subprocess.run([a.bin, "policy", "show", f"{tmp}/p.yaml", "--json"],
+                                      env=env, check=True, capture_output=True).stdout)
+    daemon = subprocess.Popen([a.bin, "serve"], env=env, stderr=subprocess.DEVNULL)
+    s = socket.socket(socket.AF_UNIX)
+    for _ in range(400):
+        try:
+            s.connect(f"{tmp}/run/cleanroom.sock")
+            break
+        except OSError:
+            time.sleep(0.025)
+    f = s.makefile("rw")
+    n = 0
+
+    def call(method, params):
+        global n
+        n += 1
+        f.write(json.dumps({"jsonrpc": "2.0", "id": n, "method": method, "params": params}) + "\n")
+        f.flush()
+        while True:
+            m = json.loads(f.readline())
+            if m.get("id") == n:
+                if "error" in m:
+                    raise SystemExit(f"{method}: {m['error']}")
+                return m["result"]
+
+    base = {"image": "bench/busybox", "memory_mib": a.mem}
+    withnet = dict(base, policy=shown["policy"], policy_hash=shown["policy_hash"])
+    call("sandbox.terminate", {"id": call("sandbox.create", base)["id"]})  # warm-up
+    for _ in range(a.runs):
+        for params, out in ((base, plain), (withnet, net)):
+            t0 = time.monotonic()
+            sb = call("sandbox.create", params)
+            out.append(time.monotonic() - t0)
+            call("sandbox.terminate", {"id": sb["id"]})
+finally:
+    if daemon:
+        daemon.terminate()
+        daemon.wait(10)
+    subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+res = {"runs": a.runs, "create_s": round(statistics.median(plain), 3),
+       "create_with_egress_s": round(statistics.median(net), 3)}
+res["overhead_ratio"] = round(res["create_with_egress_s"] / res["create_s"] - 1, 3)
+print(f"create: median {res['create_s']:.2f}s without network, {res['create_with_egress_s']:.2f}s "
+      f"with egress: +{res['overhead_ratio']*100:.1f}%")
+print(json.dumps(res))
