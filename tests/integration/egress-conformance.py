@@ -36,7 +36,19 @@ BIN = os.environ["CLEANROOM_BIN"]
 IMAGE = "test/egress-busybox"
 DEADLINE = 840  # whole suite (SIGALRM)
 PID = os.getpid()
-N = 16 + PID % 200                    # a /24 of our own in the pool and the world
+def free_subnet():
+    """A /24 index that no interface here uses in 10.213/10.214 (concurrent
+    runs of this suite on one host pick different ones)."""
+    used = subprocess.run(["ip", "-o", "-4", "addr"], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL).stdout.decode()
+    for k in range(200):
+        n = 16 + (PID + k) % 200
+        if ("10.213.%d." % n) not in used and ("10.214.%d." % n) not in used:
+            return n
+    return 16 + PID % 200
+
+
+N = free_subnet()                     # a /24 of our own in the pool and the world
 TAG = "%05d" % (PID % 100000)
 TABLE = "crtest_%d" % PID
 NS = "cr-eg-%s" % TAG
