@@ -354,7 +354,11 @@ static bool inspected(mcp_op *op, json_t *msg, bool is_response) {
   if (!is_response) return false;
   if (failed_response(op, msg)) return true;
   json_t *r = json_deep_copy(mcp_result_of(msg));
-  if (!json_object_get(r, "network")) json_object_set_new(r, "network", network_summary(r));
+  /* the policy's summary, plus (sandboxes with a network) the effective
+   * allowlist of the daemon: addresses, rules, resolved entries (egress) */
+  json_t *sum = network_summary(r), *eff = json_object_get(r, "network");
+  if (json_is_object(eff)) json_object_set(sum, "effective", eff);
+  json_object_set_new(r, "network", sum);
   mcp_call_finish_structured(op->call, r);
   return true;
 }
