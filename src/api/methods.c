@@ -4,6 +4,7 @@
 #include "api/pull.h"
 #include "backend/backend.h"
 #include "config.h"
+#include "egress/egress.h"
 #include "image/image.h"
 #include "util/base64.h"
 #include "util/log.h"
@@ -102,10 +103,14 @@ static sbx_exec *need_exec(req *r) {
 /* ---- system */
 
 static void m_system_info(req *r) {
+  json_t *caps = backend_default()->capabilities();
+  /* what this host enforces: egress on the backend's TAP (src/egress) */
+  const char *netcap = json_string_value(json_object_get(caps, "network"));
+  if (!json_is_true(json_object_get(caps, "egress")) && netcap && !strcmp(netcap, "tap"))
+    json_object_set_new(caps, "egress", json_boolean(egress_host_capable(NULL)));
   reply(r, json_pack("{s:s, s:s, s:s, s:i, s:s, s:o}", "version", CR_VERSION, "backend",
                      backend_default()->name, "accel", backend_accel(), "pid", (int)getpid(),
-                     "socket", r->d->socket_path, "capabilities",
-                     backend_default()->capabilities()));
+                     "socket", r->d->socket_path, "capabilities", caps));
 }
 
 /* ---- sandboxes */

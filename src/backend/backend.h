@@ -86,7 +86,9 @@ typedef struct backend_save_opts {
 typedef struct backend_ops {
   const char *name;
   /* Machine-readable capabilities: {"backend", "accel", "kvm", "snapshots",
-   * "network", "egress", "vmm_user", "notes", ...}. New reference. */
+   * "network" ("tap": attaches a TAP from the VM config), "egress" (the
+   * backend filters by itself; false for qemu: src/egress does, see
+   * sbx_policy_check), "vmm_user", "notes", ...}. New reference. */
   json_t *(*capabilities)(void);
   /* Starts a VMM for cfg (everything in cfg is copied). *ret gets the handle
    * at once; events->ready reports the outcome. */

@@ -14,7 +14,6 @@
 #include "backend/backend-vm.h"
 #include "backend/qmp.h"
 #include "backend/qemu-snapshot.h"
-#include "egress/egress.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
@@ -619,10 +618,8 @@ static bool qemu_alive(const backend_vm *vm) { return backend_vm_alive(vm); }
 
 static json_t *qemu_capabilities(void) {
   bool kvm = !strcmp(backend_accel(), "kvm");
-  /* egress: a TAP per sandbox filtered by nftables, when this host can */
-  bool can_egress = egress_host_capable(NULL);
   return json_pack("{s:s, s:s, s:b, s:b, s:s, s:b, s:b, s:s?, s:s}", "backend", "qemu", "accel",
-                   backend_accel(), "kvm", kvm, "snapshots", 1, "network", can_egress ? "tap" : "none", "egress", can_egress,
+                   backend_accel(), "kvm", kvm, "snapshots", 1, "network", "tap", "egress", 0,
                    "docker", 0, "vmm_user", backend_vmm_user(),
                    "notes",
                    kvm ? "hardware virtualization (KVM)"
