@@ -110,6 +110,8 @@ done < <(env)
 
 say "running in the fresh root: $cmd"
 rc=0
+# In the background and waited for, so that INT/TERM reach us at once: the
+# namespace is then ended (its init is killed with unshare, --kill-child).
 unshare --mount --propagation private --pid --fork --kill-child -- \
   bash -c '
     set -e
@@ -119,5 +121,8 @@ unshare --mount --propagation private --pid --fork --kill-child -- \
     mount --rbind /dev "$r/dev"
     mount -t tmpfs -o mode=0755 tmpfs "$r/run"
     exec chroot "$r" /usr/bin/env -i "$@"
-  ' fresh-root "$root" "${envs[@]}" bash -c 'cd /src && eval "$0"' "$cmd" || rc=$?
+  ' fresh-root "$root" "${envs[@]}" bash -c 'cd /src && eval "$0"' "$cmd" &
+child=$!
+trap 'kill -TERM $child 2>/dev/null; wait $child 2>/dev/null; exit 130' INT TERM
+wait $child || rc=$?
 exit $rc
