@@ -116,6 +116,7 @@ unshare --mount --propagation private --pid --fork --kill-child -- \
   bash -c '
     set -e
     r=$1; shift
+    mount --bind "$r" "$r"  # a mount point, as a real root is (ip netns exec needs one)
     mount -t proc proc "$r/proc"
     mount --rbind /sys "$r/sys"
     mount --rbind /dev "$r/dev"
