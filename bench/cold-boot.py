@@ -91,35 +91,18 @@ finally:
         daemon.wait(10)
     shutil.rmtree(tmp, ignore_errors=True)
 
-def open_kvm_broken():
-    if not os.path.exists("/dev/kvm"):
-        return False
-    flags = open("/proc/cpuinfo").read()
-    return " vmx" not in flags and " svm" not in flags
-
-
 res = {"runs": a.runs, "create_s": statistics.median(boots), "first_exec_s": statistics.median(execs),
        "cold_to_first_exec_s": statistics.median(totals),
        "vmm_rss_mib": round(statistics.median(rss), 1) if rss else None, "guest_mem_mib": a.mem}
 if not a.no_floor:
-    floor_py = os.path.join(root, "..", "shared", "bench", "qemu-floor.py")
-    cmd = [sys.executable, floor_py, "--runs", str(a.runs), "--mem", str(a.mem)]
-    if open_kvm_broken():
-        # qemu-floor.py picks KVM whenever /dev/kvm is writable; where /dev/kvm
-        # exists but cannot run guests (no vmx/svm), hide it in a private
-        # mount namespace so the floor measures TCG like cleanroom does.
-        cmd = ["unshare", "-m", "sh", "-c",
-               "mount -t tmpfs none /dev && for n in null:1:3 zero:1:5 random:1:8 urandom:1:9; do "
-               "IFS=: read name ma mi <<E\n$n\nE\n mknod -m 666 /dev/$name c $ma $mi; done; "
-               "mkdir /dev/shm && mount -t tmpfs none /dev/shm && exec \"$@\"", "sh"] + cmd
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    try:
-        floor = json.loads(out.stdout.strip().splitlines()[-1])
-        cold = floor["cold_boot_to_agent_s"]
-        res["floor_cold_s"] = cold
-        res["ratio_to_floor"] = round(res["cold_to_first_exec_s"] / cold, 2)
-    except Exception as e:  # the floor is informative; report why it is missing
-        res["floor_error"] = f"{e}: {out.stderr[-300:]}"
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from floor import run_floor
+    floor, why = run_floor(os.path.join(root, "..", "shared", "bench", "qemu-floor.py"), a.runs, a.mem)
+    if floor:
+        res["floor_cold_s"] = floor["cold_boot_to_agent_s"]
+        res["ratio_to_floor"] = round(res["cold_to_first_exec_s"] / res["floor_cold_s"], 2)
+    else:  # the floor is informative; report why it is missing
+        res["floor_error"] = why
 print(f"cold boot -> first exec: median {res['cold_to_first_exec_s']:.2f}s "
       f"(create {res['create_s']:.2f}s, first exec {res['first_exec_s']*1000:.0f}ms)"
       + (f"; floor {res['floor_cold_s']:.2f}s, ratio {res['ratio_to_floor']}" if "ratio_to_floor" in res else "")

@@ -183,15 +183,12 @@ floor = None
 if a.floor_json:
     with open(a.floor_json) as fj:
         floor = json.loads(fj.read().strip().splitlines()[-1])
-elif not a.no_floor and os.path.exists(a.floor):
-    out = subprocess.run([sys.executable, a.floor, "--runs", "5", "--mem", str(a.mem)],
-                         capture_output=True, text=True)
-    try:
-        floor = json.loads(out.stdout.strip().splitlines()[-1])
-    except Exception as e:
-        res["floor_error"] = f"{e}: {out.stderr[-300:]}"
 elif not a.no_floor:
-    res["floor_error"] = f"{a.floor} not found (give --floor or --floor-json)"
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from floor import run_floor
+    floor, why = run_floor(a.floor, 5, a.mem)
+    if why:
+        res["floor_error"] = why + " (give --floor or --floor-json)"
 if floor:
     fc, fk = floor["cold_boot_to_agent_s"], floor["snapshot_clone_to_agent_s"]
     res["floor"] = {"cold_s": fc, "clone_s": fk, "accel": floor.get("accel")}
