@@ -177,14 +177,25 @@ int cmd_exec(int argc, char **argv) {
     r = cli_sandbox_create_params(policy_path, image, vcpus, mem, &p);
     if (r) return r;
     bool local = false;
-    r = cli_ws_create_params(policy_path, &wo, p, &local);
+    _cleanup_json_ json_t *fallback = NULL;
+    r = cli_ws_create_params(policy_path, &wo, p, &local, &fallback);
     if (r) {
       json_decref(p);
       return r;
     }
     _cleanup_json_ json_t *sb = NULL;
-    if (api_client_call(c, "sandbox.create", p, exec_stream_on_notification, &x, &sb, &err) < 0)
-      return cli_fail(err);
+    if (fallback) json_incref(p); /* kept for a second try */
+    int cr = api_client_call(c, "sandbox.create", p, exec_stream_on_notification, &x, &sb, &err);
+    if (cr < 0 && fallback && err && strcmp(err->reason, CR_E_WORKSPACE_FETCH) == 0) {
+      /* The remote the checkout tracks cannot be fetched: its own HEAD. */
+      cli_ws_fallback_note(p, fallback, err->message);
+      json_object_set(p, "workspace", fallback);
+      cr_error_free(TAKE_PTR(err));
+      cr = api_client_call(c, "sandbox.create", p, exec_stream_on_notification, &x, &sb, &err);
+    } else if (fallback) {
+      json_decref(p);
+    }
+    if (cr < 0) return cli_fail(err);
     sid = strdup(cli_json_str(sb, "id", ""));
     if (!cwd && cli_ws_path(sb)) cwd = ws_cwd = strdup(cli_ws_path(sb));
   }

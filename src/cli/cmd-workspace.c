@@ -14,6 +14,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define UPLOAD_CHUNK (2u << 20) /* tar bytes per workspace.copy_in call */
@@ -26,9 +27,20 @@ const char *cli_ws_path(json_t *sb) {
   return json_string_value(json_object_get(json_object_get(sb, "workspace"), "path"));
 }
 
+void cli_ws_fallback_note(json_t *params, json_t *fallback, const char *why) {
+  json_t *ws = json_object_get(params, "workspace");
+  fprintf(stderr,
+          "cleanroom: warning: %s; checking out this checkout's own HEAD (%.12s) from %s "
+          "instead (push to share it with CI, or pass --no-repo for a plain sandbox)\n",
+          why, json_string_value(json_object_get(fallback, "ref")),
+          json_string_value(json_object_get(fallback, "repo_url")));
+  (void)ws;
+}
+
 int cli_ws_create_params(const char *policy_path, const cli_ws_opts *o, json_t *params,
-                         bool *ret_local) {
+                         bool *ret_local, json_t **ret_fallback) {
   *ret_local = false;
+  if (ret_fallback) *ret_fallback = NULL;
   if (o->no_repo) {
     if (o->repo_url || o->copy_in || o->copy_out)
       return cli_usage_error(NULL, "--no-repo conflicts with --repo-url, --copy-in, --copy-out, --sync");
@@ -97,6 +109,23 @@ int cli_ws_create_params(const char *policy_path, const cli_ws_opts *o, json_t *
   json_object_set_new(params, "workspace", json_pack("{s:s, s:s?, s:s}", "repo_url", url, "ref",
                                                      ref, "path", path ? path : "/workspace"));
   *ret_local = true;
+  /* The checkout's own repository at HEAD, for when the remote cannot be
+   * fetched (offline, or a path that is not there). */
+  char head[41];
+  if (o->ref || ws_local_head(l, head) < 0) return 0;
+  json_t *fb = json_pack("{s:s, s:s, s:s}", "repo_url", ws_local_root(l), "ref", head, "path",
+                         path ? path : "/workspace");
+  if (!fb) return cli_failf(CR_E_INTERNAL, "out of memory");
+  struct stat st;
+  if (ws_url_is_local_path(url) && stat(url, &st) < 0) {
+    char why[4300];
+    snprintf(why, sizeof(why), "remote '%s' is %s, which does not exist", remote, url);
+    cli_ws_fallback_note(params, fb, why);
+    json_object_set_new(params, "workspace", fb);
+    return 0;
+  }
+  if (ret_fallback) *ret_fallback = fb;
+  else json_decref(fb);
   return 0;
 }
 

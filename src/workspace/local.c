@@ -59,6 +59,12 @@ void ws_local_free(ws_local *l) {
 
 const char *ws_local_root(const ws_local *l) { return l->root; }
 
+bool ws_url_is_local_path(const char *u) {
+  if (strstr(u, "://")) return false; /* scheme:// */
+  const char *colon = strchr(u, ':'), *slash = strchr(u, '/');
+  return !(colon && (!slash || colon < slash)); /* scp-like host:path */
+}
+
 int ws_local_remote_url(ws_local *l, const char *remote, char **ret, cr_error **err) {
   git_remote *r = NULL;
   if (git_remote_lookup(&r, l->repo, remote) < 0) return -ENOENT;
@@ -66,9 +72,8 @@ int ws_local_remote_url(ws_local *l, const char *remote, char **ret, cr_error **
   int rc = 0;
   if (!u || !*u) {
     rc = cr_error_set(err, CR_E_WORKSPACE_NONE, 0, "remote '%s' has no URL", remote);
-  } else if (strstr(u, "://") || (strchr(u, ':') && !strchr(u, '/')) ||
-             (strchr(u, ':') && strchr(u, ':') < strchr(u, '/'))) {
-    *ret = strdup(u); /* scheme://, or scp-like host:path */
+  } else if (!ws_url_is_local_path(u)) {
+    *ret = strdup(u);
   } else {
     /* a local path, relative to the work tree */
     char buf[PATH_MAX * 2];

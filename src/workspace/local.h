@@ -13,6 +13,9 @@ void ws_local_free(ws_local *l);
 const char *ws_local_root(const ws_local *l); /* work tree, no trailing '/' */
 /* The remote's URL; a local path is made absolute. -ENOENT when no remote. */
 int ws_local_remote_url(ws_local *l, const char *remote, char **ret, cr_error **err);
+/* Whether a remote URL (as ws_local_remote_url returns it) names a local
+ * path rather than scheme:// or scp-like host:path. */
+bool ws_url_is_local_path(const char *url);
 /* HEAD's commit id; -1 (no error set) when there is none (unborn branch). */
 int ws_local_head(ws_local *l, char ret[41]);
 /* The branch on `remote` the current branch tracks ("main"), or NULL. */

@@ -273,6 +273,13 @@ def make_upstream(name):
     return bare, work, first, feature
 
 
+def free_port():
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def sandbox_id(p):
     return p.stderr.decode().split("sandbox_id=", 1)[1].split()[0]
 
@@ -449,6 +456,32 @@ class T2Remote(Deadline, unittest.TestCase):
         p = cr("exec", "--copy-in", "--", "true", cwd=work)
         self.assertEqual(p.returncode, 125, p.stderr)
         self.assertIn(b"workspace_not_found", p.stderr)
+
+
+class T2bUnreachableRemote(Deadline, unittest.TestCase):
+    """A checkout whose remote cannot be fetched (a moved path, as in CI's
+    copy of a clone; or a server that is down) runs on its own HEAD, with a
+    warning; with an explicit --ref it fails with a stable reason."""
+
+    def test_missing_path_and_down_server(self):
+        bare, work, first, feature = make_upstream("moved")
+        write(os.path.join(work, "local.txt"), "committed here only\n")
+        git("add", "-A", cwd=work)
+        git("commit", "-qm", "local only", cwd=work)
+        head = git("rev-parse", "HEAD", cwd=work).strip()
+        down = "http://127.0.0.1:%d/gone.git" % free_port()
+        for url in (os.path.join(TMP, "no-such-dir", "repo.git"), down):
+            git("remote", "set-url", "origin", url, cwd=work)
+            p = cr("exec", "--image", IMAGE, "--memory", MEM, "--rm", "--print-sandbox-id",
+                   "--", "sh", "-c", "cat local.txt", cwd=work)
+            self.assertEqual(p.returncode, 0, p.stderr + log_tail().encode())
+            self.assertEqual(p.stdout, b"committed here only\n")
+            self.assertIn(b"warning: ", p.stderr)
+            self.assertIn(head[:12].encode(), p.stderr)
+        p = cr("exec", "--image", IMAGE, "--memory", MEM, "--rm", "--ref", "main", "--", "true",
+               cwd=work)
+        self.assertEqual(p.returncode, 125, p.stderr)
+        self.assertIn(b"workspace_fetch_failed", p.stderr)
 
 
 class T3MCP(Deadline, unittest.TestCase):
