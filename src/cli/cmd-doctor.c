@@ -6,6 +6,7 @@
 #include "cli/cli.h"
 #include "config.h"
 #include "egress/egress.h"
+#include "image/image.h"
 #include "util/fs.h"
 #include "util/macro.h"
 #include "util/paths.h"
@@ -23,7 +24,6 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#define DOCTOR_DEFAULT_IMAGE "cleanroom-base/debian:bookworm"
 
 typedef struct checks {
   json_t *list;
@@ -182,7 +182,7 @@ static void check_agent(checks *cs) {
 
 static void check_image(checks *cs) {
   const char *want = getenv("CLEANROOM_IMAGE");
-  if (!want || !*want) want = DOCTOR_DEFAULT_IMAGE;
+  if (!want || !*want) want = IMAGE_DEFAULT_REF;
   _cleanup_free_ char *refs = cr_data_path("images/refs.json");
   const char *fix = "images/debian/build.sh (then cleanroom image import), or pass --image to "
                     "exec and sandbox create";

@@ -188,7 +188,7 @@ int cmd_exec(int argc, char **argv) {
     int cr = api_client_call(c, "sandbox.create", p, exec_stream_on_notification, &x, &sb, &err);
     if (cr < 0 && fallback && err && strcmp(err->reason, CR_E_WORKSPACE_FETCH) == 0) {
       /* The remote the checkout tracks cannot be fetched: its own HEAD. */
-      cli_ws_fallback_note(p, fallback, err->message);
+      cli_ws_fallback_note(fallback, err->message);
       json_object_set(p, "workspace", fallback);
       cr_error_free(TAKE_PTR(err));
       cr = api_client_call(c, "sandbox.create", p, exec_stream_on_notification, &x, &sb, &err);

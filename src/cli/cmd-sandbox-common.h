@@ -3,6 +3,7 @@
 #pragma once
 #include "client/client.h"
 #include "cli/cli.h"
+#include "image/image.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -10,7 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define CLI_DEFAULT_IMAGE "cleanroom-base/debian:bookworm"
+#define CLI_DEFAULT_IMAGE IMAGE_DEFAULT_REF
 
 /* --image, else env CLEANROOM_IMAGE, else CLI_DEFAULT_IMAGE. */
 const char *cli_default_image(const char *opt);

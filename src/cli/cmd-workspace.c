@@ -27,14 +27,12 @@ const char *cli_ws_path(json_t *sb) {
   return json_string_value(json_object_get(json_object_get(sb, "workspace"), "path"));
 }
 
-void cli_ws_fallback_note(json_t *params, json_t *fallback, const char *why) {
-  json_t *ws = json_object_get(params, "workspace");
+void cli_ws_fallback_note(json_t *fallback, const char *why) {
   fprintf(stderr,
           "cleanroom: warning: %s; checking out this checkout's own HEAD (%.12s) from %s "
           "instead (push to share it with CI, or pass --no-repo for a plain sandbox)\n",
           why, json_string_value(json_object_get(fallback, "ref")),
           json_string_value(json_object_get(fallback, "repo_url")));
-  (void)ws;
 }
 
 int cli_ws_create_params(const char *policy_path, const cli_ws_opts *o, json_t *params,
@@ -120,7 +118,7 @@ int cli_ws_create_params(const char *policy_path, const cli_ws_opts *o, json_t *
   if (ws_url_is_local_path(url) && stat(url, &st) < 0) {
     char why[4300];
     snprintf(why, sizeof(why), "remote '%s' is %s, which does not exist", remote, url);
-    cli_ws_fallback_note(params, fb, why);
+    cli_ws_fallback_note(fb, why);
     json_object_set_new(params, "workspace", fb);
     return 0;
   }

@@ -26,7 +26,7 @@ typedef struct cli_ws_opts {
 int cli_ws_create_params(const char *policy_path, const cli_ws_opts *o, json_t *params,
                          bool *ret_local, json_t **ret_fallback);
 /* Prints the warning for switching to *fallback after `why`. */
-void cli_ws_fallback_note(json_t *params, json_t *fallback, const char *why);
+void cli_ws_fallback_note(json_t *fallback, const char *why);
 /* The workspace path recorded on the sandbox JSON (or NULL). */
 const char *cli_ws_path(json_t *sandbox);
 /* copy-in / copy-out between the current checkout and sandbox sid. Return 0

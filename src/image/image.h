@@ -18,6 +18,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The image a sandbox gets when nothing names one (the one scripts/install.sh
+ * builds): the one definition the daemon, the CLI and doctor use. */
+#define IMAGE_DEFAULT_REF "cleanroom-base/debian:bookworm"
+
 typedef struct image_info {
   char *digest;        /* "sha256:<64 hex>" */
   char **refs;         /* n_refs names, sorted */

@@ -106,12 +106,23 @@ char *policy_compile_string(const policy *p) {
   return s;
 }
 
-int policy_hash(const policy *p, char ret[72]) {
-  _cleanup_free_ char *s = policy_compile_string(p);
-  if (!s) return -ENOMEM;
+static void hash_canonical(const char *s, char ret[72]) {
   char hex[65];
   cr_sha256_hex(s, strlen(s), hex);
   memcpy(ret, "sha256:", 7);
   memcpy(ret + 7, hex, 65);
+}
+
+int policy_hash(const policy *p, char ret[72]) {
+  _cleanup_free_ char *s = policy_compile_string(p);
+  if (!s) return -ENOMEM;
+  hash_canonical(s, ret);
+  return 0;
+}
+
+int policy_hash_json(json_t *compiled, char ret[72]) {
+  _cleanup_free_ char *s = json_dumps(compiled, JSON_COMPACT | JSON_SORT_KEYS);
+  if (!s) return -ENOMEM;
+  hash_canonical(s, ret);
   return 0;
 }

@@ -130,6 +130,10 @@ const policy_step *policy_service(const policy *p, size_t i);
 json_t *policy_compile_json(const policy *p);
 /* Writes "sha256:<64 hex>" (72 bytes incl. NUL) into ret. < 0 on OOM. */
 int policy_hash(const policy *p, char ret[72]);
+/* The same recipe over an already compiled policy (the daemon checks a
+ * client's claimed hash with it): "sha256:" + hex of the compact JSON with
+ * sorted keys. -ENOMEM on OOM. The one definition of the policy hash. */
+int policy_hash_json(json_t *compiled, char ret[72]);
 /* The canonical bytes that policy_hash() hashes (new string, NULL on OOM). */
 char *policy_compile_string(const policy *p);
 

@@ -2,7 +2,7 @@
  * sandbox whose policy asks for more fails before anything boots
  * (backend_capability_mismatch): nothing is silently skipped. */
 #include "sandbox/sandbox-internal.h"
-#include "util/fs.h"
+#include "policy/policy.h"
 
 #include <string.h>
 
@@ -11,21 +11,16 @@ static bool nonempty(json_t *j) {
          (json_is_string(j) && json_string_length(j) > 0);
 }
 
-int sbx_policy_check(const backend_ops *be, json_t *policy, const char *claimed_hash,
+int sbx_policy_check(const backend_ops *be, json_t *compiled, const char *claimed_hash,
                      char **ret_hash, cr_error **err) {
-  if (!json_is_object(policy))
+  if (!json_is_object(compiled))
     return cr_error_set(err, CR_E_POLICY_INVALID, 0, "policy must be a compiled policy object");
-  char *canon = json_dumps(policy, JSON_COMPACT | JSON_SORT_KEYS);
-  if (!canon) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "policy");
-  char hex[65];
-  cr_sha256_hex(canon, strlen(canon), hex);
-  free(canon);
-  char hash[80];
-  snprintf(hash, sizeof(hash), "sha256:%s", hex);
+  char hash[72];
+  if (policy_hash_json(compiled, hash) < 0) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "policy");
   if (claimed_hash && strcmp(claimed_hash, hash))
     return cr_error_set(err, CR_E_POLICY_INVALID, 0,
                         "policy_hash %s does not match the policy (%s)", claimed_hash, hash);
-  json_t *sb = json_object_get(policy, "sandbox");
+  json_t *sb = json_object_get(compiled, "sandbox");
   json_t *caps = be->capabilities();
   /* egress is enforced by the backend itself, or by src/egress on the TAP
    * the backend attaches when this host can (CAP_NET_ADMIN, TUN, nftables) */
@@ -36,7 +31,7 @@ int sbx_policy_check(const backend_ops *be, json_t *policy, const char *claimed_
   if (!has_net && !why) why = "the backend attaches no network device";
   bool has_docker = json_is_true(json_object_get(caps, "docker"));
   json_decref(caps);
-  if (!has_net && egress_policy_wants_network(policy))
+  if (!has_net && egress_policy_wants_network(compiled))
     return cr_error_set(err, CR_E_BACKEND_CAPABILITY_MISMATCH, 0,
                         "the policy allows network egress (sandbox.network.allow), but the %s "
                         "backend on this host cannot enforce it (%s); refusing to start a "

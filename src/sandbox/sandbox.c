@@ -18,7 +18,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#define DEFAULT_IMAGE "cleanroom-base/debian:bookworm"
 #define SCRATCH_SIZE_MIB 4096
 
 static const char *state_names[] = {"provisioning", "ready", "stopping", "stopped",
@@ -987,7 +986,7 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
   }
   const char *pref = json_string_value(json_object_get(json_object_get(psb, "image"), "ref"));
   const char *ref = p->image && *p->image ? p->image : pref ? pref : getenv("CLEANROOM_IMAGE");
-  if (!ref || !*ref) ref = DEFAULT_IMAGE;
+  if (!ref || !*ref) ref = IMAGE_DEFAULT_REF;
   _cleanup_(snap_source_clear) snap_source src = {0};
   if (p->from_snapshot) {
     /* a fork: the snapshot says image, vcpus, memory */
@@ -1137,7 +1136,7 @@ int sbx_template_warm(sbx_manager *m, const char *image, unsigned vcpus, unsigne
                       sbx_json_cb done, void *ud, cr_error **err) {
   if (!m->tmpl) return cr_error_set(err, CR_E_INTERNAL, 0, "no template registry");
   const char *ref = image && *image ? image : getenv("CLEANROOM_IMAGE");
-  if (!ref || !*ref) ref = DEFAULT_IMAGE;
+  if (!ref || !*ref) ref = IMAGE_DEFAULT_REF;
   _cleanup_image_info_ image_info *img = NULL;
   if (image_lookup(ref, &img, err) < 0) return -1;
   if (!m->assets && build_boot_assets(&m->assets, err) < 0)
