@@ -13,6 +13,7 @@
 #include "backend/qmp.h"
 #include "util/fs.h"
 #include "util/macro.h"
+#include "util/log.h"
 
 #include <fcntl.h>
 #include <stdbool.h>
@@ -155,6 +156,8 @@ int qemu_vm_restore(const char *dir, const char *state_path, unsigned flags, cr_
   qmp *q = NULL;
   if (qmp_open(dir, &q, err) < 0) return cr_error_wrap(err, "restoring the VM");
   int r = -1;
+  long t0 = mono_ms();
+  log_debug("restore: qmp connected");
   if (set_ignore_shared(q, flags & QEMU_SNAP_IGNORE_SHARED, err) < 0) goto out;
   if (qmp_execute_fd(q, "getfd", json_pack("{s:s}", "fdname", FD_NAME), fd, QMP_TIMEOUT_MS,
                      NULL, err) < 0)
@@ -164,8 +167,11 @@ int qemu_vm_restore(const char *dir, const char *state_path, unsigned flags, cr_
     goto out;
   /* QEMU 7.2 exits when an incoming migration fails: the QMP connection
    * closes, which wait_migration reports */
+  log_debug("restore: +%ld ms incoming started", mono_ms() - t0);
   if (wait_migration(q, "restoring the VM", err) < 0) goto out;
+  log_debug("restore: +%ld ms incoming done", mono_ms() - t0);
   if (qmp_execute(q, "cont", NULL, QMP_TIMEOUT_MS, NULL, err) < 0) goto out;
+  log_debug("restore: +%ld ms running", mono_ms() - t0);
   r = 0;
 out:
   qmp_free(q);

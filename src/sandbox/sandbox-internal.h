@@ -29,6 +29,7 @@ struct sbx_manager {
   uv_timer_t console_timer; /* console.c: caps every console.log */
   bool console_timer_init;
   egress *egress; /* per-sandbox networks (NULL until the first one) */
+  char *scratch_blank; /* the blank scratch disk (cache/scratch-*.ext4), once known */
 };
 
 struct sbx {
@@ -76,6 +77,9 @@ struct sbx {
   bool tmpl_waiting;       /* waiting for a boot template (on_template pending) */
   bool boot_expired;       /* the boot deadline passed while waiting for it */
   bool relaunch_pending;   /* launch_vm waits for the previous VMM to go */
+  bool scratch_ready;      /* <dir>/scratch.ext4 exists (else launch_vm copies it first) */
+  bool scratch_copying;    /* that copy is on the thread pool */
+  char *scratch_src;       /* what launch_vm copies: a template's scratch disk, else blank */
   json_t *events;          /* [{time, type, message}], bounded */
   int64_t restore_start_ms;
   uint64_t restore_ms;     /* VMM start -> state loaded and running */

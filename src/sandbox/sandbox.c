@@ -427,6 +427,7 @@ void sbx_when_ready(sbx *s, sbx_ready_cb done, void *ud) {
 }
 
 static void progress(sbx *s, const char *phase, const char *msg) {
+  log_debug("sandbox %s: +%lld ms: %s", s->id, (long long)(sbx_now_ms() - s->boot_start_ms), phase);
   if (s->progress_cb) s->progress_cb(s->progress_ud, phase, msg);
 }
 
@@ -448,6 +449,7 @@ static void sbx_free(sbx *s) {
   free(s->template_key);
   free(s->from_snapshot);
   free(s->restore_dir);
+  free(s->scratch_src);
   json_decref(s->events);
   json_decref(s->policy);
   free(s->waiters);
@@ -765,13 +767,17 @@ static void prepare_run(uv_work_t *w) {
   uv_mutex_unlock(&prepare_lock);
   if (r < 0) return;
   pw->tmpl = strdup(tmpl);
+  /* a fork's disk now; a create's once it is known whether a boot
+   * template's disk or the blank one is copied (launch_vm) */
+  if (!pw->scratch_src) return;
   /* a reflink when the filesystem shares blocks, else a sparse copy */
-  r = cr_copy_file_clone(pw->scratch_src ? pw->scratch_src : tmpl, pw->scratch, 0600);
+  r = cr_copy_file_clone(pw->scratch_src, pw->scratch, 0600);
   if (r < 0) cr_error_set(&pw->err, CR_E_IO, -r, "preparing %s", pw->scratch);
 }
 
 static int launch_vm(sbx *s);
 static void start_vm(sbx *s, const char *scratch_tmpl);
+static int copy_scratch(sbx *s);
 
 static void prepare_done(uv_work_t *w, int status) {
   prepare_work *pw = w->data;
@@ -784,6 +790,8 @@ static void prepare_done(uv_work_t *w, int status) {
       boot_assets_free(TAKE_PTR(pw->assets));
   }
   if (status < 0 && !pw->err) cr_error_set(&pw->err, CR_E_INTERNAL, -status, "preparing");
+  if (pw->tmpl && !m->scratch_blank) m->scratch_blank = strdup(pw->tmpl);
+  if (pw->scratch_src && !pw->err) s->scratch_ready = true;
   if (s->removed) {
     cr_rm_rf(s->dir); /* the copy may have run after the removal */
   } else if (s->state == SBX_PROVISIONING && pw->err) {
@@ -804,6 +812,75 @@ static void prepare_done(uv_work_t *w, int status) {
   sbx_unref_handle_cb(s);
 }
 
+/* ---- the sandbox's scratch disk, copied on the thread pool before its
+ * VMM starts: a clone's from its template (whose guest has it mounted),
+ * else the blank one. */
+
+typedef struct copy_work {
+  uv_work_t w;
+  sbx *s;
+  char *src, *dst;
+  int r;
+} copy_work;
+
+static void copy_run(uv_work_t *w) {
+  copy_work *k = w->data;
+  /* a reflink when the filesystem shares blocks, else a sparse copy */
+  k->r = cr_copy_file_clone(k->src, k->dst, 0600);
+}
+
+static void copy_done(uv_work_t *w, int status) {
+  copy_work *k = w->data;
+  sbx *s = k->s;
+  s->scratch_copying = false;
+  if (status < 0 && k->r == 0) k->r = status;
+  if (!s->removed && s->state == SBX_PROVISIONING) {
+    if (k->r < 0) {
+      set_failed(s, CR_E_IO, "preparing the scratch disk %s from %s: %s", k->dst, k->src,
+                 strerror(-k->r));
+    } else {
+      s->scratch_ready = true;
+      launch_vm(s);
+    }
+  }
+  free(k->src);
+  free(k->dst);
+  free(k);
+  sbx_unref_handle_cb(s);
+}
+
+static int copy_scratch(sbx *s) {
+  if (s->scratch_copying) return 0;
+  const char *src = s->scratch_src ? s->scratch_src : s->m->scratch_blank;
+  copy_work *k = calloc(1, sizeof(*k));
+  if (k) {
+    k->s = s;
+    k->src = src ? strdup(src) : NULL;
+    k->dst = cr_path_join(s->dir, "scratch.ext4");
+    k->w.data = k;
+  }
+  if (!k || !k->src || !k->dst) {
+    if (k) free(k->src), free(k->dst);
+    free(k);
+    set_failed(s, CR_E_INTERNAL, "preparing the scratch disk: %s",
+               src ? "out of memory" : "no blank scratch disk");
+    return -1;
+  }
+  s->scratch_copying = true;
+  s->handles++;
+  int r = uv_queue_work(s->m->loop, &k->w, copy_run, copy_done);
+  if (r < 0) {
+    s->handles--;
+    s->scratch_copying = false;
+    free(k->src);
+    free(k->dst);
+    free(k);
+    set_failed(s, CR_E_INTERNAL, "cannot queue the scratch copy: %s", uv_strerror(r));
+    return -1;
+  }
+  return 0;
+}
+
 /* Starts the VMM as s says: cold (launch) or from s->restore_dir. */
 static int launch_vm(sbx *s) {
   sbx_manager *m = s->m;
@@ -813,6 +890,7 @@ static int launch_vm(sbx *s) {
     s->relaunch_pending = true;
     return 0;
   }
+  if (!s->scratch_ready) return copy_scratch(s);
   _cleanup_free_ char *scratch = cr_path_join(s->dir, "scratch.ext4");
   backend_vm_config cfg;
   vm_config(s, &cfg, scratch);
@@ -927,6 +1005,10 @@ static void on_template(void *ud, const char *dir, cr_error *err) {
   s->ram_private = true;
   free(s->restore_dir);
   s->restore_dir = cr_path_join(dir, "state");
+  /* the template's guest has its scratch disk mounted: the clone's is a
+   * copy of that one */
+  free(s->scratch_src);
+  s->scratch_src = cr_path_join(dir, "scratch.ext4");
   sbx_event(s, "boot", "clone of template %s", s->template_key);
   launch_vm(s);
 }
@@ -965,6 +1047,7 @@ int sbx_relaunch_restore(sbx *s, const char *state_dir, const char *snapshot_id,
   free(s->template_key);
   s->template_key = NULL;
   s->boot_mode = "restore";
+  s->scratch_ready = true; /* scratch_new is in place */
   s->state = SBX_PROVISIONING;
   s->boot_start_ms = sbx_now_ms();
   sbx_event(s, "restore", "restored from snapshot %s", snapshot_id);
@@ -1250,6 +1333,7 @@ static void load_one(sbx_manager *m, const char *id) {
   s->net_slot = -1;
   snprintf(s->id, sizeof(s->id), "%s", id);
   s->dir = TAKE_PTR(dir);
+  s->scratch_ready = true; /* its VMM was started with it */
   const char *st = json_string_value(json_object_get(j, "state"));
   s->state = SBX_FAILED;
   for (int i = 0; i < 5; i++)
@@ -1406,6 +1490,7 @@ void sbx_manager_free(sbx_manager *m) {
     sbx_release(s);
   }
   free(m->list);
+  free(m->scratch_blank);
   tmpl_registry_free(m->tmpl);
   egress_free(m->egress);
   boot_assets_free(m->assets);

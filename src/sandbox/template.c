@@ -15,7 +15,7 @@
 
 /* Bump when the VM's device set (drives, serial ports, rng, memory
  * backend) changes: the key then changes and old templates are rebuilt. */
-#define TMPL_DEVICE_SET "v1:mem-file,img-ro,scr-rw,rng,serial:cleanroom.agent"
+#define TMPL_DEVICE_SET "v2:mem-file,img-ro,scr-rw,rng,serial:cleanroom.agent;root-mounted"
 
 typedef struct tmpl_waiter {
   tmpl_ready_cb cb;
@@ -31,8 +31,9 @@ typedef struct tmpl_build {
   unsigned vcpus, memory_mib;
   tmpl_waiter *w;
   size_t nw;
-  uv_timer_t timer;
-  bool timer_on, done, vm_stopping, timer_closed, final_ok;
+  uv_timer_t timer; /* the build's deadline */
+  uv_timer_t step;  /* the next step, on the next loop turn */
+  bool timer_on, done, vm_stopping, timer_closed, step_closed, final_ok;
   cr_error *pending_err; /* failure told to the waiters once the VMM is gone */
   agent_conn *agent;
   backend_vm *vm;
@@ -162,6 +163,8 @@ static char *check_dir(const char *dir, const char *key, const tmpl_spec *sp) {
     return strdup("its RAM file is missing or has the wrong size");
   if (!state || stat(state, &st) < 0 || st.st_size < 16)
     return strdup("its device state is missing");
+  _cleanup_free_ char *scratch = cr_path_join(dir, "scratch.ext4");
+  if (!scratch || access(scratch, R_OK) < 0) return strdup("its scratch disk is missing");
   if (sp) {
     char want[27];
     if (tmpl_key(sp, want) < 0 || strcmp(want, key)) return strdup("its key parts changed");
@@ -221,12 +224,15 @@ static void build_maybe_free(tmpl_build *b);
 
 static void build_closed(uv_handle_t *h) {
   tmpl_build *b = h->data;
-  b->timer_closed = true;
+  if (h == (uv_handle_t *)&b->timer)
+    b->timer_closed = true;
+  else
+    b->step_closed = true;
   build_maybe_free(b);
 }
 
 static void build_maybe_free(tmpl_build *b) {
-  if (b->done && b->timer_closed && !b->vm_stopping) build_free(b);
+  if (b->done && b->timer_closed && b->step_closed && !b->vm_stopping) build_free(b);
 }
 
 static void build_unlink(tmpl_build *b) {
@@ -284,7 +290,9 @@ static void build_end(tmpl_build *b, const char *dir, cr_error *err) {
     b->pending_err = err; /* on_build_vm_stopped tells the waiters */
   else
     notify_all(b, dir, err);
+  uv_timer_stop(&b->step);
   uv_close((uv_handle_t *)&b->timer, build_closed);
+  uv_close((uv_handle_t *)&b->step, build_closed);
 }
 
 static void build_fail(tmpl_build *b, const char *reason, const char *fmt, ...) _printf_(3, 4);
@@ -354,7 +362,8 @@ static void on_build_vm_gone(void *ud, backend_vm *vm, cr_error *err) {
     build_maybe_free(b);
     return;
   }
-  static const char *const drop[] = {"scratch.ext4", "agent.sock", "qmp.sock"};
+  /* scratch.ext4 stays: the guest has it mounted, clones get copies */
+  static const char *const drop[] = {"agent.sock", "qmp.sock"};
   for (size_t i = 0; i < ELEMENTSOF(drop); i++) {
     _cleanup_free_ char *p = cr_path_join(b->dir, drop[i]);
     if (p) unlink(p);
@@ -375,7 +384,7 @@ static void on_build_vm_gone(void *ud, backend_vm *vm, cr_error *err) {
 
 static void build_finish(uv_timer_t *t) {
   tmpl_build *b = t->data;
-  b->timer_on = false;
+  if (b->done) return;
   if (b->agent) {
     agent_conn *a = b->agent;
     b->agent = NULL;
@@ -401,22 +410,68 @@ static void on_build_timeout(uv_timer_t *t) {
   build_fail(b, CR_E_RUNTIME_LAUNCH_FAILED, "the guest agent did not answer in time");
 }
 
+/* The next step on the next loop turn (the conn is inside its callback). */
+static void build_next(tmpl_build *b, uv_timer_cb fn) {
+  uv_timer_start(&b->step, fn, 0, 0);
+}
+
+static void on_build_agent_lost(uv_timer_t *t) {
+  tmpl_build *b = t->data;
+  if (!b->done) build_fail(b, CR_E_RUNTIME_LAUNCH_FAILED, "lost the guest agent");
+}
+
+static void on_build_mount_failed(uv_timer_t *t) {
+  tmpl_build *b = t->data;
+  if (!b->done) build_fail(b, CR_E_RUNTIME_LAUNCH_FAILED, "the guest could not mount its root");
+}
+
+/* The warm-up `true` ended (however: its exit code does not matter). */
+static void on_build_warmed(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+  tmpl_build *b = ud;
+  if (b->done) return;
+  if (h->type == AP_EXIT || h->type == AP_ERROR) build_next(b, build_finish);
+}
+
+static void on_build_activated(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+  tmpl_build *b = ud;
+  if (b->done) return;
+  if (h->type != AP_OK) {
+    build_next(b, on_build_mount_failed);
+    return;
+  }
+  /* one `true` from the image: its binary, libraries and the dentries of
+   * the exec path are in the page cache (the RAM file) of every clone */
+  ap_buf f = {0};
+  ap_frame_begin(&f, AP_EXEC, 0);
+  ap_put_str(&f, AP_T_ARGV, "true");
+  ap_put_str(&f, AP_T_ENV, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  ap_put_u32(&f, AP_T_FLAGS, 0);
+  long ch = ap_frame_end(&f) == 0 ? agent_request(b->agent, &f, on_build_warmed, b) : -1;
+  ap_buf_free(&f);
+  if (ch < 0) build_next(b, build_finish);
+}
+
 static void on_build_agent(agent_conn *c, void *ud, int status, const char *message,
                            const uint8_t *hello, size_t hello_len) {
   tmpl_build *b = ud;
   if (b->done) return;
   if (status < 0) {
-    /* handled on the next loop turn: the conn is inside its callback */
-    if (b->timer_on) uv_timer_stop(&b->timer);
-    b->timer_on = true;
-    uv_timer_start(&b->timer, on_build_timeout, 0, 0);
     log_warn("template %s: agent: %s", b->key, message ? message : "closed");
+    build_next(b, on_build_agent_lost);
     return;
   }
-  /* stopped right after HELLO: nothing sandbox-specific has happened */
-  if (b->timer_on) uv_timer_stop(&b->timer);
-  b->timer_on = true;
-  uv_timer_start(&b->timer, build_finish, 0, 0);
+  /* mount the root (image + the template's scratch disk + overlay): the
+   * same for every clone, and the slowest part of ACTIVATE under TCG.
+   * Nothing sandbox-specific (clock, entropy, hostname, network) is set:
+   * a clone's ACTIVATE does that, and skips the mounts. */
+  ap_buf f = {0};
+  ap_frame_begin(&f, AP_ACTIVATE, 0);
+  ap_put_str(&f, AP_T_IMAGE_DEV, "serial:cr-image");
+  ap_put_str(&f, AP_T_SCRATCH_DEV, "serial:cr-scratch");
+  int r = ap_frame_end(&f);
+  if (r == 0) r = agent_control(b->agent, &f, on_build_activated, b);
+  ap_buf_free(&f);
+  if (r < 0) build_next(b, on_build_agent_lost);
 }
 
 static void on_build_stream(void *ud, backend_vm *vm, int fd, cr_error *err) {
@@ -510,6 +565,8 @@ void tmpl_ensure(tmpl_registry *r, const tmpl_spec *sp, uint64_t timeout_ms,
   if (asprintf(&b->dir, "%s/.build-%s", r->dir, key) < 0) b->dir = NULL;
   uv_timer_init(r->loop, &b->timer);
   b->timer.data = b;
+  uv_timer_init(r->loop, &b->step);
+  b->step.data = b;
   b->next = r->builds;
   r->builds = b;
   add_waiter(b, done, ud);

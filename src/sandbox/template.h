@@ -1,6 +1,6 @@
 /* Boot templates: a VM booted once per (image digest, kernel, initramfs =
  * agent build + modules, QEMU binary, accel, vcpus, memory, device set),
- * stopped after the agent's HELLO (before anything sandbox-specific), its
+ * root mounted after the agent's HELLO (nothing sandbox-specific), its
  * device state saved with x-ignore-shared and its RAM file kept. Sandboxes
  * are then clones: a new VMM maps the RAM file private (copy-on-write) and
  * loads the device state (docs/architecture.md, "Templates and snapshots").
