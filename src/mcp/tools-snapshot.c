@@ -27,8 +27,8 @@ const char mcp_snapshot_remove_input[] =
     "{\"type\":\"object\",\"properties\":{" SNAPSHOT_PROP "},\"required\":[\"snapshot\"],"
     "\"additionalProperties\":false}";
 const char mcp_snapshot_output[] =
-    "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},\"name\":{\"type\":"
-    "[\"string\",\"null\"]},\"sandbox_id\":{\"type\":\"string\"}},\"required\":[\"id\"]}";
+    "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},\"name\":{\"anyOf\":"
+    "[{\"type\":\"string\"},{\"type\":\"null\"}]},\"sandbox_id\":{\"type\":\"string\"}},\"required\":[\"id\"]}";
 const char mcp_snapshot_list_output[] =
     "{\"type\":\"object\",\"properties\":{\"snapshots\":{\"type\":\"array\"}},"
     "\"required\":[\"snapshots\"]}";

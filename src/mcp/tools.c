@@ -52,7 +52,7 @@ static const char exec_input[] =
 #define EXEC_STATUS_PROPS                                                               \
   "\"exit_code\":{\"type\":\"integer\",\"description\":\"Absent when the command was killed " \
   "by a signal.\"},"                                                                    \
-  "\"signal\":{\"description\":\"The signal that ended it, if any.\"},"                   \
+  "\"signal\":{\"type\":\"integer\",\"description\":\"The signal number that ended it; absent when it exited.\"},"                   \
   "\"timed_out\":{\"type\":\"boolean\"},"                                                \
   "\"execution_id\":{\"type\":\"string\"},"
 
@@ -405,14 +405,15 @@ static void exec_finish(mcp_call *c, json_t *execution) {
   json_t *out = mcp_outbuf_text(&c->out[0], "stdout", &d_out);
   json_t *err = mcp_outbuf_text(&c->out[1], "stderr", &d_err);
   bool timed_out = c->timed_out || json_is_true(json_object_get(execution, "timed_out"));
-  json_t *r = json_pack("{s:O, s:b, s:{s:I, s:I}, s:b, s:I, s:s, s:s}", "exit_code",
-                        json_is_integer(code) ? code : json_null(), "truncated",
+  json_t *r = json_pack("{s:b, s:{s:I, s:I}, s:b, s:I, s:s, s:s}", "truncated",
                         d_out + d_err > 0, "dropped_bytes", "stdout", (json_int_t)d_out,
                         "stderr", (json_int_t)d_err, "timed_out", timed_out, "duration_ms",
                         (json_int_t)(mcp_now_ms() - c->started_ms), "execution_id",
                         c->execution_id ? c->execution_id : "", "sandbox_id", c->sandbox_id);
+  /* absent, never null, when not known (the output schema says integer) */
+  if (json_is_integer(code)) json_object_set(r, "exit_code", code);
   json_t *sig = json_object_get(execution, "signal");
-  if (sig && !json_is_null(sig)) json_object_set(r, "signal", sig);
+  if (json_is_integer(sig)) json_object_set(r, "signal", sig);
   mcp_call_finish_with_output(c, r, out ? out : json_string(""), err ? err : json_string(""));
 }
 
@@ -553,12 +554,15 @@ static bool exec_polled(mcp_op *op, json_t *msg, bool is_response) {
   if (!state) state = "unknown";
   json_t *code = json_object_get(ex, "exit_code");
   json_int_t dropped = json_integer_value(json_object_get(r, "dropped")) + (json_int_t)(d1 + d2);
-  json_t *res = json_pack("{s:s, s:s, s:b, s:O, s:I, s:I}", "execution_id",
+  json_t *res = json_pack("{s:s, s:s, s:b, s:I, s:I}", "execution_id",
                           arg_str(c, "execution_id"), "state", state, "running",
-                          !strcmp(state, "running"), "exit_code",
-                          json_is_integer(code) ? code : json_null(), "cursor",
+                          !strcmp(state, "running"), "cursor",
                           json_integer_value(json_object_get(r, "cursor")), "dropped_bytes",
                           dropped);
+  /* absent while running or after a signal (the output schema says integer) */
+  if (json_is_integer(code)) json_object_set(res, "exit_code", code);
+  json_t *sig = json_object_get(ex, "signal");
+  if (json_is_integer(sig)) json_object_set(res, "signal", sig);
   if (json_is_true(json_object_get(ex, "timed_out"))) json_object_set_new(res, "timed_out", json_true());
   mcp_call_finish_with_output(c, res, out, err);
   return true;

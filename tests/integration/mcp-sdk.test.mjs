@@ -274,6 +274,11 @@ test('inspector CLI (legacy era) lists every tool on its one page', { skip: skip
   const sent = tap.sent().filter((m) => m.method);
   assert.equal(sent[0].method, 'initialize');
   assert.ok(!sent.some((m) => m.method === 'server/discover'));
+  // --strict: no tool-schema portability findings at all (errors or warnings)
+  const strict = inspector([...args, '--strict']);
+  assert.equal(strict.status, 0, strict.stderr);
+  assert.equal(strict.json.schemaFindings, undefined, JSON.stringify(strict.json.schemaFindings));
+  assert.doesNotMatch(strict.stderr, /Warning|Error/, strict.stderr);
 });
 
 // ---- Streamable HTTP (cleanroom serve --mcp-http) ----
@@ -434,6 +439,9 @@ test('session hygiene: --name finds its sandbox again, --sandbox reuses it, --id
 
 test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
   const client = await connect();
+  // From here on the SDK checks every structuredContent against its tool's
+  // outputSchema (it caches the validators of the tools it listed).
+  await client.listTools();
   const call = (name, args, opts = {}) => client.callTool({ name, arguments: args }, undefined, { timeout: CALL_TIMEOUT, ...opts });
   let sandboxId;
   try {
