@@ -5,7 +5,7 @@ CR_BUILD_DEPS=(
   build-essential meson ninja-build pkg-config musl-tools
   libjansson-dev libyaml-dev libuv1-dev libarchive-dev libssl-dev
   libcurl4-openssl-dev libgit2-dev libseccomp-dev libhttp-parser-dev
-  libcmocka-dev libidn2-dev libnftables-dev
+  libcmocka-dev libidn2-dev libnftables-dev zlib1g-dev
 )
 CR_RUNTIME_DEPS=(
   qemu-system-x86 qemu-utils e2fsprogs cpio busybox-static mmdebstrap

@@ -37,6 +37,13 @@ if [ ! -s build-test/test-assets/busybox.tar ]; then
   images/busybox/build.sh build-test/test-assets/busybox.tar
 fi
 export CLEANROOM_TEST_IMAGE_TAR=$PWD/build-test/test-assets/busybox.tar
+step "test image with git (debian, for the gateway test)"
+if [ ! -s build-test/test-assets/debian.tar ]; then
+  images/debian/build.sh build-test/test-assets/debian.tar.tmp && \
+    mv build-test/test-assets/debian.tar.tmp build-test/test-assets/debian.tar || \
+    echo "test.sh: no debian image: the gateway test is skipped" >&2
+fi
+[ -s build-test/test-assets/debian.tar ] && export CLEANROOM_TEST_GIT_IMAGE_TAR=$PWD/build-test/test-assets/debian.tar
 export CLEANROOM_TEST_VM=1
 
 if [ -f tests/integration/package.json ]; then

@@ -52,6 +52,9 @@ int cli_registry_auth(const char *ref, const char *auth_file, json_t *params, cr
  * the local store: the daemon will pull it. */
 bool cli_image_needs_pull(const char *ref);
 int cmd_doctor(int argc, char **argv);
+int cmd_cache_ls(int argc, char **argv);
+int cmd_cache_prune(int argc, char **argv);
+int cmd_cache_stats(int argc, char **argv);
 int cmd_exec(int argc, char **argv);
 int cmd_execution_attach(int argc, char **argv);
 int cmd_execution_inspect(int argc, char **argv);

@@ -8,6 +8,9 @@
 
 /* Keep sorted by name; multi-word commands are matched word by word. */
 static const cli_command commands[] = {
+    {"cache ls", "List the gateway's content cache", cmd_cache_ls},
+    {"cache prune", "Remove least recently used cache entries", cmd_cache_prune},
+    {"cache stats", "Show the content cache's size and hit/miss counters", cmd_cache_stats},
     {"doctor", "Check the host: KVM, QEMU, kernel, agent, image, disk, daemon", cmd_doctor},
     {"events", "Show egress audit events (DNS decisions, rejected connections)", cmd_events},
     {"exec", "Run a command in a sandbox (a new one unless --in)", cmd_exec},

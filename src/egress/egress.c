@@ -77,6 +77,7 @@ struct egress {
   unsigned min_ttl;
   bool base_ready;
   unsigned nflog_group;
+  uint16_t gateway_port;
   int nflog_fd;
   uv_poll_t nflog_poll;
   bool nflog_on;
@@ -94,6 +95,9 @@ static uint64_t now_ms(void) {
 }
 
 /* ---- events */
+
+static void event_add(egress *e, json_t *j);
+void egress_event_add(egress *e, json_t *j) { event_add(e, j); }
 
 static void event_add(egress *e, json_t *j) {
   if (!j) return;
@@ -733,6 +737,17 @@ static int ensure_base(egress *e, cr_error **err) {
 }
 
 int egress_sbx_slot(const egress_sbx *s) { return s->slot; }
+void egress_set_gateway_port(egress *e, uint16_t port) { e->gateway_port = port; }
+void egress_pool(const egress *e, uint32_t *net, uint32_t *mask) {
+  *net = e->pool;
+  *mask = ~0u << (32 - e->pool_prefix);
+}
+egress *egress_sbx_owner(const egress_sbx *s) { return s->e; }
+const char *egress_sbx_id(const egress_sbx *s) { return s->id; }
+void egress_sbx_guest_ip(const egress_sbx *s, uint8_t out[4]) { memcpy(out, s->guest, 4); }
+int egress_sbx_match(const egress_sbx *s, const char *host, uint16_t port, const char **reason) {
+  return policy_match(s->pol, host, port, reason);
+}
 const char *egress_sbx_tap(const egress_sbx *s) { return s->tap; }
 const char *egress_sbx_guest_cidr(const egress_sbx *s) { return s->guest_cidr; }
 const char *egress_sbx_host_addr(const egress_sbx *s) { return s->host_text; }
@@ -875,6 +890,7 @@ int egress_attach(egress *e, const char *id, json_t *pol, int slot, egress_sbx *
     goto fail_tap;
   }
   egress_nft_sbx ns = {.table = e->table, .id = s->id, .tap = s->tap, .nflog_group = e->nflog_group,
+                       .gateway_port = e->gateway_port,
                        .allow = allow, .n_allow = n_allow, .deny = deny, .n_deny = n_deny};
   memcpy(ns.host, s->host, 4);
   memcpy(ns.guest, s->guest, 4);

@@ -65,3 +65,19 @@ json_t *egress_sbx_json(const egress_sbx *s);
 json_t *egress_events(egress *e, const char *id, uint64_t since, size_t max);
 /* seq of the newest event (0 when none). */
 uint64_t egress_events_last(egress *e);
+/* Adds an event (takes j; sets seq and time): the gateway's decisions go
+ * into the same audit stream. */
+void egress_event_add(egress *e, json_t *j);
+
+/* The host gateway's TCP port (src/gateway): when not 0, each sandbox's
+ * input chain accepts TCP to its host address on that port. Set before the
+ * first attach. */
+void egress_set_gateway_port(egress *e, uint16_t port);
+/* The sandbox pool (host order network and mask): never an upstream. */
+void egress_pool(const egress *e, uint32_t *net, uint32_t *mask);
+egress *egress_sbx_owner(const egress_sbx *s);
+const char *egress_sbx_id(const egress_sbx *s);
+/* The guest's address as 4 bytes. */
+void egress_sbx_guest_ip(const egress_sbx *s, uint8_t out[4]);
+/* policy_match() of the sandbox's network policy (POLICY_ALLOW/DENY). */
+int egress_sbx_match(const egress_sbx *s, const char *host, uint16_t port, const char **reason);

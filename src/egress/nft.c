@@ -149,6 +149,9 @@ char *egress_nft_sbx_cmds(const egress_nft_sbx *s) {
   /* to the host: DNS on the sandbox's host address, nothing else */
   sb_add(&b, "add rule inet %s i_%s ip daddr %u.%u.%u.%u udp dport 53 accept\n", t, id,
          IP4(s->host));
+  if (s->gateway_port)
+    sb_add(&b, "add rule inet %s i_%s ip daddr %u.%u.%u.%u tcp dport %u accept\n", t, id,
+           IP4(s->host), s->gateway_port);
   add_reject(&b, t, "i", id, "host_service_denied", g);
   sb_add(&b, "add element inet %s guests { %u.%u.%u.%u }\n", t, IP4(s->guest));
   sb_add(&b, "add element inet %s guest_ifs { \"%s\" }\n", t, s->tap);

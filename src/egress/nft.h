@@ -38,6 +38,7 @@ typedef struct egress_nft_sbx {
   const egress_cidr *deny;  /* IPv4 IP/CIDR deny rules */
   size_t n_deny;
   unsigned nflog_group;     /* rejected packets are logged there; 0 = EGRESS_NFLOG_GROUP */
+  uint16_t gateway_port;    /* TCP port of the host gateway on `host`; 0 = none */
 } egress_nft_sbx;
 
 /* The table, base chains and maps (idempotent: `add`). New string. */

@@ -292,6 +292,15 @@ int sbx_exec_start(sbx *s, const sbx_exec_params *p, sbx_exec **ret, cr_error **
     }
     ap_put_str(&b, AP_T_ENV, kv);
   }
+  bool own_git_config = false;
+  json_array_foreach(p->env, i, v) own_git_config |=
+      !strncmp(json_string_value(v), "GIT_CONFIG_COUNT=", 17);
+  if (s->gw && !own_git_config) {
+    /* git in the guest goes through the host gateway (docs/gateway.md),
+     * unless the caller sets git's environment config itself */
+    _cleanup_json_ json_t *genv = gw_exec_env(s->gw);
+    json_array_foreach(genv, i, v) ap_put_str(&b, AP_T_ENV, json_string_value(v));
+  }
   if (p->cwd) ap_put_str(&b, AP_T_CWD, p->cwd);
   ap_put_u32(&b, AP_T_FLAGS, p->stdin_open ? AP_F_STDIN : 0);
   if (ap_frame_end(&b) < 0) {

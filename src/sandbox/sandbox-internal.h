@@ -3,6 +3,7 @@
 #include "sandbox/sandbox.h"
 #include "boot/boot.h"
 #include "egress/egress.h"
+#include "gateway/gateway.h"
 #include "util/macro.h"
 
 #include <sys/types.h>
@@ -30,6 +31,8 @@ struct sbx_manager {
   bool console_timer_init;
   egress *egress; /* per-sandbox networks (NULL until the first one) */
   char *scratch_blank; /* the blank scratch disk (cache/scratch-*.ext4), once known */
+  gw *gateway;    /* the host gateway (NULL until the first network, or off) */
+  bool gateway_tried;
 };
 
 struct sbx {
@@ -46,6 +49,7 @@ struct sbx {
   char *policy_hash;
   json_t *workspace; /* repository checked out into the sandbox (src/workspace), or NULL */
   egress_sbx *net;   /* the sandbox's network (policy with network rules) */
+  gw_sbx *gw;        /* its gateway listener (NULL when the gateway is off) */
   int net_slot;      /* its address slot, -1 without a network */
   char net_mac[24];  /* the guest NIC's MAC (from the slot) */
   char *last_exec_id;

@@ -94,10 +94,22 @@ egress *sbx_manager_egress(sbx_manager *m) {
       return NULL;
     }
   }
+  if (m->egress && !m->gateway_tried) {
+    m->gateway_tried = true;
+    cr_error *err = NULL;
+    if (gw_new(m->loop, m->egress, &m->gateway, &err) < 0) {
+      log_warn("gateway: %s", err ? err->message : "unavailable");
+      cr_error_free(err);
+    }
+  }
   return m->egress;
 }
 
 static void detach_net(sbx *s) {
+  if (s->gw) {
+    gw_detach(s->gw);
+    s->gw = NULL;
+  }
   if (s->net) {
     egress_detach(s->net);
     s->net = NULL;
@@ -110,6 +122,10 @@ static int attach_net(sbx *s, int slot, cr_error **err) {
   if (!eg) return cr_error_set(err, CR_E_EGRESS_UNAVAILABLE, 0, "egress is not available");
   if (egress_attach(eg, s->id, s->policy, slot, &s->net, err) < 0) return -1;
   s->net_slot = egress_sbx_slot(s->net);
+  if (s->m->gateway && gw_attach(s->m->gateway, s->net, &s->gw, err) < 0) {
+    egress_detach(TAKE_PTR(s->net));
+    return -1;
+  }
   snprintf(s->net_mac, sizeof(s->net_mac), "52:54:00:%02x:%02x:%02x", (s->net_slot >> 16) & 0xff,
            (s->net_slot >> 8) & 0xff, s->net_slot & 0xff);
   return 0;
@@ -1486,12 +1502,14 @@ void sbx_manager_free(sbx_manager *m) {
     /* the VMM keeps running; a restarted daemon attaches to it. So does its
      * network; only the resolver stops until then */
     backend_vm_forget(TAKE_PTR(s->vm));
+    if (s->gw) gw_detach(TAKE_PTR(s->gw));
     if (s->net) egress_release(TAKE_PTR(s->net));
     sbx_release(s);
   }
   free(m->list);
   free(m->scratch_blank);
   tmpl_registry_free(m->tmpl);
+  gw_free(m->gateway);
   egress_free(m->egress);
   boot_assets_free(m->assets);
   free(m->dir);

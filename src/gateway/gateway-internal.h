@@ -1,0 +1,41 @@
+/* Gateway internals shared by gateway.c (the loop side) and upstream.c (the
+ * upstream request, run on a thread of its own). */
+#pragma once
+#include "cache/cache.h"
+#include "gateway/request.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct gw_job {
+  /* in (filled on the loop, read-only on the thread) */
+  gw_route rt;
+  char content_type[128], content_encoding[32], git_protocol[128], accept[128], user_agent[128];
+  uint8_t *body;
+  size_t body_len;
+  const char *cred_file;   /* may be NULL */
+  cache *cache;            /* may be NULL */
+  bool offline;            /* only cached entries */
+  uint32_t pool, pool_mask; /* the sandbox pool: never an upstream */
+  size_t max_response;
+  atomic_bool *stopping;
+  /* out (filled on the thread) */
+  int status;
+  char resp_type[128];
+  uint8_t *resp;
+  size_t resp_len, resp_cap;
+  const char *reason;      /* stable code: "allowed", "upstream_unavailable", ... */
+  char detail[256];
+  bool cacheable, cache_hit, cred_used;
+  char cache_key[65];
+  double upstream_ms;
+  /* linkage (loop side) */
+  uv_thread_t thread;
+  struct gw_job *next;
+  void *conn;
+} gw_job;
+
+/* Blocking: cache lookup, the upstream request with libcurl, cache store. */
+void gw_upstream_run(gw_job *j);

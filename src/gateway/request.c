@@ -1,0 +1,366 @@
+/* HTTP request reader and router of the gateway (request.h). Everything here
+ * is guest input: bounded, and refused with a stable reason code. */
+#include "gateway/request.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define REQ(p) ((gw_request *)(p)->data)
+
+static int refuse(gw_request *r, const char *reason, int status) {
+  if (!r->reason) {
+    r->reason = reason;
+    r->status = status;
+  }
+  return -1;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n) {
+  gw_request *r = REQ(p);
+  if ((r->head_bytes += n) > GW_MAX_HEAD) return refuse(r, "request_too_large", 431);
+  if (r->url_len + n > GW_MAX_URL) return refuse(r, "request_too_large", 414);
+  memcpy(r->url + r->url_len, at, n);
+  r->url_len += n;
+  r->url[r->url_len] = '\0';
+  return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n) {
+  gw_request *r = REQ(p);
+  if ((r->head_bytes += n) > GW_MAX_HEAD) return refuse(r, "request_too_large", 431);
+  if (r->value) { /* a new field begins */
+    r->value = NULL;
+    r->field_len = 0;
+    r->field_too_long = false;
+  }
+  if (r->field_len == 0 && !r->field_too_long && ++r->n_headers > GW_MAX_HEADERS)
+    return refuse(r, "request_too_large", 431);
+  if (r->field_len + n >= sizeof(r->field)) {
+    r->field_too_long = true; /* not one we use */
+    return 0;
+  }
+  memcpy(r->field + r->field_len, at, n);
+  r->field_len += n;
+  r->field[r->field_len] = '\0';
+  return 0;
+}
+
+static char dummy_value[1];
+
+static int on_header_value(http_parser *p, const char *at, size_t n) {
+  gw_request *r = REQ(p);
+  if ((r->head_bytes += n) > GW_MAX_HEAD) return refuse(r, "request_too_large", 431);
+  if (!r->value) {
+    r->value = dummy_value;
+    r->value_cap = 0;
+    r->value_len = 0;
+    if (!r->field_too_long) {
+      static const struct {
+        const char *name;
+        size_t off, cap;
+      } known[] = {
+          {"host", offsetof(gw_request, host), sizeof(((gw_request *)0)->host)},
+          {"content-type", offsetof(gw_request, content_type), sizeof(((gw_request *)0)->content_type)},
+          {"content-encoding", offsetof(gw_request, content_encoding), sizeof(((gw_request *)0)->content_encoding)},
+          {"git-protocol", offsetof(gw_request, git_protocol), sizeof(((gw_request *)0)->git_protocol)},
+          {"accept", offsetof(gw_request, accept), sizeof(((gw_request *)0)->accept)},
+          {"user-agent", offsetof(gw_request, user_agent), sizeof(((gw_request *)0)->user_agent)},
+      };
+      for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (!strcasecmp(r->field, known[i].name)) {
+          char *dst = (char *)r + known[i].off;
+          if (i == 0 && r->host[0]) r->dup_host = true;
+          dst[0] = '\0';
+          r->value = dst;
+          r->value_cap = known[i].cap;
+        }
+    }
+  }
+  if (r->value_cap == 0) return 0;
+  if (r->value_len + n >= r->value_cap) return refuse(r, "header_too_large", 431);
+  memcpy(r->value + r->value_len, at, n);
+  r->value_len += n;
+  r->value[r->value_len] = '\0';
+  return 0;
+}
+
+static int on_headers_complete(http_parser *p) {
+  gw_request *r = REQ(p);
+  if (p->upgrade || p->method == HTTP_CONNECT) {
+    refuse(r, "method_not_allowed", 405);
+    return 3;
+  }
+  if (p->method != HTTP_GET && p->method != HTTP_POST) {
+    refuse(r, "method_not_allowed", 405);
+    return 3;
+  }
+  if (r->dup_host || !r->host[0]) {
+    refuse(r, "host_header_invalid", 400);
+    return 3;
+  }
+  if ((p->flags & F_CONTENTLENGTH) && p->content_length > GW_MAX_BODY) {
+    refuse(r, "request_too_large", 413);
+    return 3;
+  }
+  for (const char *c = r->host; *c; c++)
+    if ((unsigned char)*c <= ' ' || (unsigned char)*c >= 0x7f) {
+      refuse(r, "host_header_invalid", 400);
+      return 3;
+    }
+  return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n) {
+  gw_request *r = REQ(p);
+  if (r->body_len + n > GW_MAX_BODY) return refuse(r, "request_too_large", 413);
+  if (r->body_len + n > r->body_cap) {
+    size_t cap = r->body_cap ? r->body_cap : 4096;
+    while (cap < r->body_len + n) cap *= 2;
+    if (cap > GW_MAX_BODY) cap = GW_MAX_BODY;
+    uint8_t *nb = realloc(r->body, cap);
+    if (!nb) return refuse(r, "resource_exhausted", 503);
+    r->body = nb;
+    r->body_cap = cap;
+  }
+  memcpy(r->body + r->body_len, at, n);
+  r->body_len += n;
+  return 0;
+}
+
+static int on_message_complete(http_parser *p) {
+  gw_request *r = REQ(p);
+  r->complete = true;
+  r->keep_alive = http_should_keep_alive(p);
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void gw_request_init(gw_request *r) {
+  memset(r, 0, sizeof(*r));
+  http_parser_init(&r->parser, HTTP_REQUEST);
+  r->parser.data = r;
+}
+
+void gw_request_free(gw_request *r) {
+  free(r->body);
+  r->body = NULL;
+  r->body_len = r->body_cap = 0;
+}
+
+const char *gw_request_method(const gw_request *r) {
+  return http_method_str((enum http_method)r->parser.method);
+}
+
+long gw_request_feed(gw_request *r, const char *buf, size_t len) {
+  if (r->reason) return -1;
+  if (r->complete) return 0;
+  size_t used = http_parser_execute(&r->parser, &settings, buf, len);
+  enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
+  if (r->reason) return -1;
+  if (r->complete) return (long)used;
+  if (e != HPE_OK) return refuse(r, "request_malformed", 400);
+  if (used != len) return refuse(r, "request_malformed", 400);
+  /* bytes of the head not seen by a callback (request line, separators) */
+  if (r->parser.state != 0 && r->head_bytes > GW_MAX_HEAD) return refuse(r, "request_too_large", 431);
+  return (long)used;
+}
+
+/* ---- routes */
+
+static bool host_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
+}
+
+static bool path_char(char c) {
+  return isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.' || c == '~' || c == '/' ||
+         c == '+' || c == '@';
+}
+
+/* "/a/b.git": segments not empty, not "." or "..", allowed characters only. */
+static bool path_canonical(const char *p, size_t n) {
+  if (n == 0 || p[0] != '/') return false;
+  size_t seg = 1;
+  for (size_t i = 1; i <= n; i++) {
+    if (i == n || p[i] == '/') {
+      size_t len = i - seg;
+      if (len == 0) return false;
+      if ((len == 1 && p[seg] == '.') || (len == 2 && p[seg] == '.' && p[seg + 1] == '.'))
+        return false;
+      seg = i + 1;
+      continue;
+    }
+    if (!path_char(p[i])) return false;
+  }
+  return true;
+}
+
+static int route_fail(const char **reason, int *status, const char *why, int st) {
+  *reason = why;
+  *status = st;
+  return -1;
+}
+
+static bool ends_with(const char *s, size_t n, const char *suffix, size_t *ret_base) {
+  size_t k = strlen(suffix);
+  if (n < k || memcmp(s + n - k, suffix, k)) return false;
+  *ret_base = n - k;
+  return true;
+}
+
+int gw_route_parse(const char *method, const char *url, gw_route *rt, const char **reason,
+                   int *status) {
+  memset(rt, 0, sizeof(*rt));
+  if (!url || url[0] != '/') return route_fail(reason, status, "path_not_canonical", 400);
+  const char *q = strchr(url, '?');
+  size_t plen = q ? (size_t)(q - url) : strlen(url);
+  const char *query = q ? q + 1 : NULL;
+  if (strchr(url, '#')) return route_fail(reason, status, "path_not_canonical", 400);
+  const char *pre;
+  if (plen > 11 && !strncmp(url, "/git/https/", 11)) {
+    rt->https = true;
+    pre = url + 11;
+  } else if (plen > 10 && !strncmp(url, "/git/http/", 10)) {
+    pre = url + 10;
+  } else {
+    return route_fail(reason, status, "route_not_found", 404);
+  }
+  /* host[:port] */
+  const char *slash = memchr(pre, '/', plen - (size_t)(pre - url));
+  if (!slash) return route_fail(reason, status, "route_not_found", 404);
+  size_t hl = (size_t)(slash - pre);
+  const char *colon = memchr(pre, ':', hl);
+  size_t namelen = colon ? (size_t)(colon - pre) : hl;
+  if (namelen == 0 || namelen > GW_MAX_HOST) return route_fail(reason, status, "host_invalid", 400);
+  for (size_t i = 0; i < namelen; i++)
+    if (!host_char(pre[i])) return route_fail(reason, status, "host_invalid", 400);
+  if (pre[0] == '.' || pre[0] == '-' || pre[namelen - 1] == '.' || strstr(pre, "..") == pre)
+    return route_fail(reason, status, "host_invalid", 400);
+  for (size_t i = 0; i + 1 < namelen; i++)
+    if (pre[i] == '.' && pre[i + 1] == '.') return route_fail(reason, status, "host_invalid", 400);
+  memcpy(rt->host, pre, namelen);
+  rt->host[namelen] = '\0';
+  rt->port = rt->https ? 443 : 80;
+  if (colon) {
+    size_t pl = hl - namelen - 1;
+    if (pl == 0 || pl > 5) return route_fail(reason, status, "host_invalid", 400);
+    unsigned long v = 0;
+    for (size_t i = 0; i < pl; i++) {
+      char c = colon[1 + i];
+      if (c < '0' || c > '9') return route_fail(reason, status, "host_invalid", 400);
+      v = v * 10 + (unsigned long)(c - '0');
+    }
+    if (v == 0 || v > 65535 || colon[1] == '0') return route_fail(reason, status, "host_invalid", 400);
+    rt->port = (uint16_t)v;
+  }
+  const char *path = slash;
+  size_t n = plen - (size_t)(slash - url);
+  if (!path_canonical(path, n)) return route_fail(reason, status, "path_not_canonical", 400);
+  size_t base;
+  const char *suffix;
+  if (ends_with(path, n, "/info/refs", &base)) {
+    if (strcmp(method, "GET")) return route_fail(reason, status, "method_not_allowed", 405);
+    if (query && !strcmp(query, "service=git-upload-pack")) {
+      rt->kind = GW_ROUTE_GIT_INFO_REFS;
+      suffix = "/info/refs?service=git-upload-pack";
+    } else if (query && !strcmp(query, "service=git-receive-pack")) {
+      rt->kind = GW_ROUTE_GIT_RECEIVE_PACK;
+      suffix = "/info/refs?service=git-receive-pack";
+    } else {
+      return route_fail(reason, status, "route_not_found", 404); /* dumb HTTP: not served */
+    }
+  } else if (ends_with(path, n, "/git-upload-pack", &base)) {
+    if (strcmp(method, "POST")) return route_fail(reason, status, "method_not_allowed", 405);
+    if (query) return route_fail(reason, status, "path_not_canonical", 400);
+    rt->kind = GW_ROUTE_GIT_UPLOAD_PACK;
+    suffix = "/git-upload-pack";
+  } else if (ends_with(path, n, "/git-receive-pack", &base)) {
+    rt->kind = GW_ROUTE_GIT_RECEIVE_PACK;
+    suffix = "/git-receive-pack";
+  } else {
+    return route_fail(reason, status, "route_not_found", 404);
+  }
+  if (base == 0) return route_fail(reason, status, "route_not_found", 404);
+  memcpy(rt->repo, path, base);
+  rt->repo[base] = '\0';
+  bool default_port = rt->port == (rt->https ? 443 : 80);
+  char portbuf[8] = "";
+  if (!default_port) snprintf(portbuf, sizeof(portbuf), ":%u", rt->port);
+  snprintf(rt->upstream_url, sizeof(rt->upstream_url), "%s://%s%s%s%s", rt->https ? "https" : "http",
+           rt->host, portbuf, rt->repo, suffix);
+  return 0;
+}
+
+/* ---- upload-pack bodies (pkt-line) */
+
+static int hexval(uint8_t c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+static bool is_oid(const uint8_t *s, size_t n) {
+  if (n != 40 && n != 64) return false;
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return false;
+  return true;
+}
+
+static bool starts(const uint8_t *s, size_t n, const char *w) {
+  size_t k = strlen(w);
+  return n >= k && !memcmp(s, w, k);
+}
+
+bool gw_upload_pack_cacheable(const uint8_t *body, size_t len) {
+  size_t i = 0, wants = 0;
+  bool done = false, v2 = false, v2_fetch = false, first = true;
+  while (i + 4 <= len) {
+    int a = hexval(body[i]), b = hexval(body[i + 1]), c = hexval(body[i + 2]), d = hexval(body[i + 3]);
+    if (a < 0 || b < 0 || c < 0 || d < 0) return false;
+    size_t pl = (size_t)(a << 12 | b << 8 | c << 4 | d);
+    if (pl < 4) { /* flush 0000, delim 0001, response-end 0002 */
+      if (pl == 3) return false;
+      i += 4;
+      continue;
+    }
+    if (i + pl > len) return false;
+    const uint8_t *s = body + i + 4;
+    size_t n = pl - 4;
+    if (n && s[n - 1] == '\n') n--;
+    i += pl;
+    if (first && starts(s, n, "command=")) {
+      v2 = true;
+      v2_fetch = n == 13 && starts(s, n, "command=fetch");
+      if (!v2_fetch) return false; /* ls-refs etc.: refs are mutable */
+    }
+    first = false;
+    if (starts(s, n, "want ")) {
+      size_t k = 5, e = k;
+      while (e < n && s[e] != ' ') e++;
+      if (!is_oid(s + k, e - k)) return false;
+      if (!v2 && e < n && wants > 0) return false; /* capabilities on a later want */
+      wants++;
+    } else if (starts(s, n, "have ") || starts(s, n, "want-ref ") ||
+               starts(s, n, "deepen-not ") || starts(s, n, "deepen-since ") ||
+               starts(s, n, "deepen-relative")) {
+      return false;
+    } else if (n == 4 && starts(s, n, "done")) {
+      done = true;
+    }
+  }
+  if (i != len) return false;
+  if (v2 && !v2_fetch) return false;
+  return wants > 0 && done;
+}

@@ -1,0 +1,81 @@
+/* The gateway's HTTP request reader and router (docs/gateway.md): pure
+ * functions over bytes from the guest, fuzzed by tests/fuzz/fuzz-gateway.c.
+ *
+ * gw_request_feed() takes the bytes of one request (any split) through
+ * http-parser with bounds: request line + headers at most GW_MAX_HEAD bytes,
+ * GW_MAX_HEADERS headers, a body at most GW_MAX_BODY bytes (after chunked
+ * decoding), origin-form targets only (no absolute URLs, no CONNECT, no
+ * upgrades: this is no forward proxy). gw_route_parse() then accepts only
+ * canonical paths of known routes. */
+#pragma once
+#include <http_parser.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GW_MAX_HEAD 16384
+#define GW_MAX_HEADERS 64
+#define GW_MAX_URL 2048
+#define GW_MAX_BODY (8u << 20)
+#define GW_MAX_HOST 253
+
+typedef struct gw_request {
+  http_parser parser;
+  char url[GW_MAX_URL + 1];
+  size_t url_len;
+  /* the headers the gateway uses (others are counted and dropped) */
+  char host[GW_MAX_HOST + 8];
+  char content_type[128];
+  char content_encoding[32];
+  char git_protocol[128];
+  char accept[128];
+  char user_agent[128];
+  uint8_t *body;
+  size_t body_len, body_cap;
+  /* parser state */
+  size_t head_bytes, n_headers;
+  char field[32];
+  size_t field_len;
+  bool field_too_long;
+  char *value;          /* where the current header's value goes, or NULL */
+  size_t value_cap, value_len;
+  bool dup_host;
+  bool complete, keep_alive;
+  const char *reason;   /* why the request was refused: stable code */
+  int status;           /* HTTP status for the refusal */
+} gw_request;
+
+void gw_request_init(gw_request *r);
+void gw_request_free(gw_request *r);
+/* Returns bytes consumed (the request ends there: the rest belongs to the
+ * next one) with r->complete, all of len when more is needed, or -1 with
+ * r->reason and r->status. */
+long gw_request_feed(gw_request *r, const char *buf, size_t len);
+const char *gw_request_method(const gw_request *r);
+
+typedef enum gw_route_kind {
+  GW_ROUTE_NONE = 0,
+  GW_ROUTE_GIT_INFO_REFS,     /* GET  /git/<scheme>/<host[:port]>/<repo>/info/refs?service=git-upload-pack */
+  GW_ROUTE_GIT_UPLOAD_PACK,   /* POST .../<repo>/git-upload-pack */
+  GW_ROUTE_GIT_RECEIVE_PACK,  /* push: info/refs?service=git-receive-pack or POST .../git-receive-pack */
+} gw_route_kind;
+
+typedef struct gw_route {
+  gw_route_kind kind;
+  bool https;
+  char host[GW_MAX_HOST + 1]; /* lowercase name or IPv4 literal */
+  uint16_t port;              /* explicit or 443/80 */
+  char repo[GW_MAX_URL];      /* "/org/x.git" (canonical, no trailing route part) */
+  char upstream_url[GW_MAX_URL + 320]; /* the URL asked of the upstream */
+} gw_route;
+
+/* Routes method + url; 0, or -1 with *reason ("route_not_found",
+ * "path_not_canonical", "method_not_allowed", "host_invalid") and *status. */
+int gw_route_parse(const char *method, const char *url, gw_route *rt, const char **reason,
+                   int *status);
+
+/* Whether an upload-pack request body (already decoded) asks for a fixed
+ * object set: every want an object id, no have, `done`, no ref-relative
+ * options (want-ref, deepen-not, deepen-since/relative). Protocol v0/v1 and
+ * v2 `command=fetch`. Then the response is immutable and cacheable. */
+bool gw_upload_pack_cacheable(const uint8_t *body, size_t len);

@@ -1,0 +1,298 @@
+/* The gateway's upstream side (gateway-internal.h): runs on a thread per
+ * request, never on the daemon's loop. libcurl, no redirects followed, IPv4
+ * only, never to loopback, link-local, the sandbox pool or this host's own
+ * addresses (whatever a name resolves to); credentials from the host's
+ * file for the upstream host only; immutable responses into the cache. */
+#include "gateway/gateway-internal.h"
+#include "util/fs.h"
+#include "util/macro.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <ifaddrs.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <zlib.h>
+
+#define MAX_INFLATED (32u << 20)
+
+static void fail(gw_job *j, int status, const char *reason, const char *fmt, ...) _printf_(4, 5);
+static void fail(gw_job *j, int status, const char *reason, const char *fmt, ...) {
+  j->status = status;
+  j->reason = reason;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(j->detail, sizeof(j->detail), fmt, ap);
+  va_end(ap);
+}
+
+/* gzip -> new buffer (bounded); NULL when not valid. */
+static uint8_t *gunzip(const uint8_t *in, size_t len, size_t *out_len) {
+  z_stream z = {0};
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) return NULL;
+  size_t cap = 65536, n = 0;
+  uint8_t *out = malloc(cap);
+  z.next_in = (Bytef *)in;
+  z.avail_in = (uInt)len;
+  int r = Z_OK;
+  while (out && r != Z_STREAM_END) {
+    if (n == cap) {
+      if (cap >= MAX_INFLATED) break;
+      uint8_t *no = realloc(out, cap * 2);
+      if (!no) break;
+      out = no;
+      cap *= 2;
+    }
+    z.next_out = out + n;
+    z.avail_out = (uInt)(cap - n);
+    r = inflate(&z, Z_NO_FLUSH);
+    n = cap - z.avail_out;
+    if (r != Z_OK && r != Z_STREAM_END) break;
+    if (r == Z_OK && z.avail_in == 0 && z.avail_out != 0) break; /* truncated */
+  }
+  inflateEnd(&z);
+  if (r != Z_STREAM_END) {
+    free(out);
+    return NULL;
+  }
+  *out_len = n;
+  return out;
+}
+
+static size_t on_data(char *p, size_t sz, size_t nm, void *ud) {
+  gw_job *j = ud;
+  size_t n = sz * nm;
+  if (j->resp_len + n > j->max_response) return 0; /* aborts: CURLE_WRITE_ERROR */
+  if (j->resp_len + n > j->resp_cap) {
+    size_t cap = j->resp_cap ? j->resp_cap : 65536;
+    while (cap < j->resp_len + n) cap *= 2;
+    uint8_t *nb = realloc(j->resp, cap);
+    if (!nb) return 0;
+    j->resp = nb;
+    j->resp_cap = cap;
+  }
+  memcpy(j->resp + j->resp_len, p, n);
+  j->resp_len += n;
+  return n;
+}
+
+static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d) {
+  gw_job *j = ud;
+  return atomic_load(j->stopping) ? 1 : 0;
+}
+
+static bool addr_forbidden(gw_job *j, uint32_t a /* host order */) {
+  uint8_t b0 = (uint8_t)(a >> 24), b1 = (uint8_t)(a >> 16);
+  if (b0 == 127 || b0 == 0 || b0 >= 224) return true;      /* loopback, "this", multicast+ */
+  if (b0 == 169 && b1 == 254) return true;                  /* link-local (metadata services) */
+  if ((a & j->pool_mask) == j->pool) return true;           /* sandboxes and their host ends */
+  struct ifaddrs *ifa = NULL, *i;
+  bool local = false;
+  if (getifaddrs(&ifa) == 0) {
+    for (i = ifa; i && !local; i = i->ifa_next)
+      if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET)
+        local = ntohl(((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr) == a;
+    freeifaddrs(ifa);
+  }
+  return local;
+}
+
+static curl_socket_t on_open(void *ud, curlsocktype purpose, struct curl_sockaddr *addr) {
+  gw_job *j = ud;
+  if (addr->family != AF_INET) {
+    fail(j, 502, "upstream_address_denied", "only IPv4 upstreams");
+    return CURL_SOCKET_BAD;
+  }
+  uint32_t a = ntohl(((struct sockaddr_in *)&addr->addr)->sin_addr.s_addr);
+  if (addr_forbidden(j, a)) {
+    char t[16];
+    inet_ntop(AF_INET, &((struct sockaddr_in *)&addr->addr)->sin_addr, t, sizeof(t));
+    fail(j, 502, "upstream_address_denied", "the upstream resolves to %s (loopback, link-local, "
+         "this host or the sandbox pool)", t);
+    return CURL_SOCKET_BAD;
+  }
+  return socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+}
+
+/* Credentials for host[:port] from the host's file: {"hosts": {"name[:port]":
+ * {"username", "password"} | {"token"}}}. Adds them to the handle. */
+static void add_credentials(gw_job *j, CURL *h, struct curl_slist **hdrs) {
+  if (!j->cred_file) return;
+  _cleanup_free_ char *buf = NULL;
+  size_t len;
+  if (cr_read_file(j->cred_file, 1 << 20, &buf, &len) < 0) return;
+  json_t *root = json_loadb(buf, len, 0, NULL);
+  json_t *hosts = json_object_get(root, "hosts");
+  char hp[300];
+  snprintf(hp, sizeof(hp), "%s:%u", j->rt.host, j->rt.port);
+  json_t *c = json_object_get(hosts, hp);
+  if (!c) c = json_object_get(hosts, j->rt.host);
+  const char *user = json_string_value(json_object_get(c, "username"));
+  const char *pass = json_string_value(json_object_get(c, "password"));
+  const char *token = json_string_value(json_object_get(c, "token"));
+  if (user && pass) {
+    curl_easy_setopt(h, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+    curl_easy_setopt(h, CURLOPT_USERNAME, user);
+    curl_easy_setopt(h, CURLOPT_PASSWORD, pass);
+    j->cred_used = true;
+  } else if (token && !strpbrk(token, "\r\n")) {
+    char *line = NULL;
+    if (asprintf(&line, "Authorization: Bearer %s", token) >= 0) {
+      *hdrs = curl_slist_append(*hdrs, line);
+      j->cred_used = true;
+    }
+    free(line);
+  }
+  json_decref(root);
+}
+
+static bool printable(const char *s) {
+  for (; *s; s++)
+    if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f) return false;
+  return true;
+}
+
+static void add_header(struct curl_slist **l, const char *name, const char *v) {
+  if (!v[0] || !printable(v)) return;
+  char line[300];
+  snprintf(line, sizeof(line), "%s: %s", name, v);
+  *l = curl_slist_append(*l, line);
+}
+
+static double mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void gw_upstream_run(gw_job *j) {
+  j->status = 0;
+  j->reason = "allowed";
+  bool post = j->rt.kind == GW_ROUTE_GIT_UPLOAD_PACK;
+  /* immutable? then the cache key is what identifies the content */
+  if (post && j->cache) {
+    const uint8_t *body = j->body;
+    size_t blen = j->body_len;
+    _cleanup_free_ uint8_t *plain = NULL;
+    bool ok = true;
+    if (!strcasecmp(j->content_encoding, "gzip")) {
+      plain = gunzip(j->body, j->body_len, &blen);
+      body = plain;
+      ok = plain != NULL;
+    } else if (j->content_encoding[0]) {
+      ok = false;
+    }
+    if (ok && gw_upload_pack_cacheable(body, blen)) {
+      j->cacheable = true;
+      char *pre = NULL;
+      int pn = asprintf(&pre, "git-upload-pack\n%s\n%s\n", j->rt.upstream_url, j->git_protocol);
+      if (pn > 0) {
+        uint8_t *all = malloc((size_t)pn + blen);
+        if (all) {
+          memcpy(all, pre, (size_t)pn);
+          memcpy(all + pn, body, blen);
+          cr_sha256_hex(all, (size_t)pn + blen, j->cache_key);
+          free(all);
+        } else {
+          j->cacheable = false;
+        }
+      }
+      free(pre);
+    }
+  }
+  if (j->cacheable) {
+    uint8_t *data = NULL;
+    size_t len = 0;
+    cr_error *err = NULL;
+    if (cache_get(j->cache, j->cache_key, &data, &len, &err) == 1) {
+      j->cache_hit = true;
+      j->resp = data;
+      j->resp_len = j->resp_cap = len;
+      j->status = 200;
+      snprintf(j->resp_type, sizeof(j->resp_type), "application/x-git-upload-pack-result");
+      return;
+    }
+    cr_error_free(err);
+  }
+  if (j->offline) {
+    fail(j, 503, "offline_not_cached", "offline mode: %.180s is not in the cache", j->rt.upstream_url);
+    return;
+  }
+  CURL *h = curl_easy_init();
+  if (!h) {
+    fail(j, 503, "resource_exhausted", "libcurl");
+    return;
+  }
+  struct curl_slist *hdrs = NULL;
+  char ua[160];
+  snprintf(ua, sizeof(ua), "%s", !strncmp(j->user_agent, "git/", 4) && printable(j->user_agent)
+                                     ? j->user_agent : "git/cleanroom-gateway");
+  curl_easy_setopt(h, CURLOPT_URL, j->rt.upstream_url);
+  curl_easy_setopt(h, CURLOPT_USERAGENT, ua);
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h, CURLOPT_IPRESOLVE, (long)CURL_IPRESOLVE_V4);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+  curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+  curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 30L);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT, 900L);
+  curl_easy_setopt(h, CURLOPT_NETRC, (long)CURL_NETRC_IGNORED);
+  curl_easy_setopt(h, CURLOPT_PROXY, "");
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, j);
+  curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+  curl_easy_setopt(h, CURLOPT_XFERINFODATA, j);
+  curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open);
+  curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, j);
+  add_header(&hdrs, "Accept", j->accept);
+  add_header(&hdrs, "Git-Protocol", j->git_protocol);
+  hdrs = curl_slist_append(hdrs, "Expect:");
+  if (post) {
+    add_header(&hdrs, "Content-Type", j->content_type);
+    if (!strcasecmp(j->content_encoding, "gzip")) add_header(&hdrs, "Content-Encoding", "gzip");
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, j->body ? (char *)j->body : "");
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->body_len);
+  }
+  add_credentials(j, h, &hdrs);
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+  double t0 = mono_ms();
+  CURLcode rc = curl_easy_perform(h);
+  j->upstream_ms = mono_ms() - t0;
+  long code = 0;
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+  char *ct = NULL;
+  curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct);
+  if (ct && printable(ct)) snprintf(j->resp_type, sizeof(j->resp_type), "%s", ct);
+  if (rc != CURLE_OK) {
+    if (!j->status) {
+      if (rc == CURLE_WRITE_ERROR)
+        fail(j, 502, "upstream_too_large", "the upstream response is over the limit");
+      else if (rc == CURLE_OPERATION_TIMEDOUT)
+        fail(j, 504, "upstream_timeout", "%s", curl_easy_strerror(rc));
+      else
+        fail(j, 502, "upstream_unavailable", "%s", curl_easy_strerror(rc));
+    }
+  } else if (code >= 300 && code < 400) {
+    fail(j, 502, "upstream_redirect", "the upstream redirects (not followed)");
+  } else {
+    j->status = (int)code;
+    if (code == 401 || code == 403) j->reason = "upstream_auth_refused";
+    else if (code != 200) j->reason = "upstream_error";
+  }
+  curl_slist_free_all(hdrs);
+  curl_easy_cleanup(h);
+  if (j->status == 200 && j->cacheable && j->reason && !strcmp(j->reason, "allowed")) {
+    cr_error *err = NULL;
+    if (cache_put(j->cache, j->cache_key, "git-pack", j->rt.upstream_url, j->resp, j->resp_len,
+                  &err) < 0)
+      cr_error_free(err);
+  }
+}

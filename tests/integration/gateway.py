@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""Host gateway integration test (docs/gateway.md): real sandboxes (QEMU)
+with a Debian image that has git, the real daemon, real nftables/TAP, and
+Debian's `git http-backend` in a network namespace this test creates
+(tests/integration/gateway_world.py). In the guest a plain
+`git clone http://<upstream>/repo.git` goes through the gateway (the
+insteadOf the daemon injects); a second sandbox's clone is served from the
+content cache (hit counter); push is refused; an upstream not in the policy
+is refused with host_not_allowed; a host credential reaches the upstream
+but never the guest.
+
+Environment: CLEANROOM_TEST_VM=1, CLEANROOM_BIN, CLEANROOM_KERNEL_DIR,
+CLEANROOM_TEST_GIT_IMAGE_TAR (a rootfs tar with git: images/debian/build.sh;
+scripts/test.sh builds it once). Root. Removes all it creates."""
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import gateway_world  # noqa: E402
+
+if os.environ.get("CLEANROOM_TEST_VM") != "1":
+    print("gateway: skipped (set CLEANROOM_TEST_VM=1)")
+    sys.exit(77)
+if os.geteuid() != 0 or not os.path.exists("/dev/net/tun") or not shutil.which("nft") \
+        or not shutil.which("git"):
+    print("gateway: skipped (needs root, /dev/net/tun, nft, git)")
+    sys.exit(77)
+IMAGE_TAR = os.environ.get("CLEANROOM_TEST_GIT_IMAGE_TAR")
+if not IMAGE_TAR or not os.path.exists(IMAGE_TAR):
+    print("gateway: skipped (set CLEANROOM_TEST_GIT_IMAGE_TAR to a rootfs tar with git, "
+          "e.g. images/debian/build.sh)")
+    sys.exit(77)
+
+BIN = os.environ["CLEANROOM_BIN"]
+IMAGE = "test/gateway-debian"
+DEADLINE = 840
+PID = os.getpid()
+TAG = "%05d" % (PID % 100000)
+TABLE = "crgwtest_%d" % PID
+PORT = 18470 + PID % 1000
+SECRET = "gw-secret-%d-Zq7" % PID
+TMP = tempfile.mkdtemp(prefix="cr-gateway-")
+W = gateway_world.World(TMP, TAG)
+ENV = dict(os.environ)
+ENV.update({
+    "CLEANROOM_RUN_DIR": os.path.join(TMP, "run"),
+    "CLEANROOM_DATA_DIR": os.path.join(TMP, "data"),
+    "CLEANROOM_CACHE_DIR": os.path.join(TMP, "cache"),
+    "CLEANROOM_EGRESS_TABLE": TABLE,
+    "CLEANROOM_EGRESS_POOL": W.pool,
+    "CLEANROOM_EGRESS_NFLOG_GROUP": str(3000 + PID % 20000),
+    "CLEANROOM_DNS_UPSTREAM": "127.0.0.1:9",
+    "CLEANROOM_GATEWAY_PORT": str(PORT),
+    "CLEANROOM_GATEWAY_CREDENTIALS": os.path.join(TMP, "credentials.json"),
+})
+for k in ("CLEANROOM_HOST", "CLEANROOM_EGRESS", "CLEANROOM_GATEWAY_OFFLINE"):
+    ENV.pop(k, None)
+POLICY = """version: 1
+sandbox:
+  image:
+    ref: %s
+  network:
+    default: deny
+    allow:
+      - %s:8080
+""" % (IMAGE, W.allowed)
+RESULTS = []
+
+
+def row(name, ok, detail=""):
+    RESULTS.append((name, ok))
+    print("%s  %s%s" % ("ok  " if ok else "FAIL", name, (": " + detail) if detail and not ok else ""),
+          flush=True)
+
+
+def cr(*args, timeout=300, check=True):
+    p = subprocess.run([BIN] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       stdin=subprocess.DEVNULL, env=ENV, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError("cleanroom %s -> %d: %s" % (" ".join(args), p.returncode,
+                                                        p.stderr.decode(errors="replace")[-800:]))
+    return p
+
+
+def guest(sid, script, timeout=300):
+    p = cr("exec", "--in", sid, "--", "sh", "-c", script, timeout=timeout, check=False)
+    return p.returncode, p.stdout.decode(errors="replace") + p.stderr.decode(errors="replace")
+
+
+def events(sid):
+    p = cr("events", "--sandbox", sid, "--json")
+    return [json.loads(l) for l in p.stdout.decode().splitlines() if l.strip()]
+
+
+def has_event(evs, **kw):
+    return any(all(e.get(k) == v for k, v in kw.items()) for e in evs)
+
+
+def cache_stats():
+    return json.loads(cr("cache", "stats", "--json").stdout)
+
+
+def stop_daemon():
+    sock = os.path.join(ENV["CLEANROOM_RUN_DIR"], "cleanroom.sock")
+    if not os.path.exists(sock):
+        return
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(sock)
+        s.sendall(b'{"jsonrpc":"2.0","id":1,"method":"system.info"}\n')
+        buf = b""
+        while not buf.endswith(b"\n"):
+            c = s.recv(65536)
+            if not c:
+                break
+            buf += c
+        s.close()
+        pid = json.loads(buf)["result"]["pid"]
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(200):
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return
+            time.sleep(0.05)  # waiting for the daemon to exit, bounded
+        os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError, KeyError):
+        pass
+
+
+GIT = "GIT_TERMINAL_PROMPT=0 git -c advice.detachedHead=false"
+
+
+def run_rows(a, b, commit):
+    url = "http://%s:8080/repo.git" % W.allowed
+    # 1 the exec environment routes git through the gateway
+    _, out = guest(a, "git config --get-regexp '^url\\.' ; env | grep ^GIT_CONFIG_ | sort")
+    row("executions get url.<gateway>.insteadOf (GIT_CONFIG_*)",
+        "GIT_CONFIG_KEY_0=url.http://" in out and (":%d/git/https/.insteadof https://" % PORT) in out.lower(),
+        out)
+    # 2 a plain clone through the gateway (cold)
+    before = len(W.requests())
+    rc, out = guest(a, "%s clone -q %s /tmp/c1 && git -C /tmp/c1 rev-parse HEAD" % (GIT, url))
+    reqs = W.requests()[before:]
+    row("a plain git clone in the guest goes through the gateway",
+        rc == 0 and commit in out and any("git-upload-pack" in r["path"] for r in reqs), out[-600:])
+    # the upstream saw the gateway's (host) address, not the guest's: checked through
+    # the credential below; the gateway answered for the sandbox
+    evs = events(a)
+    row("the clone is audited (gateway events, allowed, cache miss)",
+        has_event(evs, kind="gateway", action="allow", route="git-upload-pack", cache="miss"),
+        json.dumps([e for e in evs if e.get("kind") == "gateway"])[:800])
+    # 3 the credential reached the upstream
+    auth = [r["auth"] for r in reqs if r["auth"]]
+    decoded = [base64.b64decode(x.split()[1]).decode(errors="replace") for x in auth
+               if x.startswith("Basic ")]
+    row("the host's credential reaches the upstream",
+        any(SECRET in d for d in decoded), "auth headers %s" % auth)
+    # 4 ...but never the guest
+    rc, out = guest(a, "env; cat /proc/self/environ 2>/dev/null | tr '\\0' '\\n'; "
+                       "git config --list --show-origin 2>/dev/null; "
+                       "grep -rIl -- '%s' /root /tmp /etc /workspace /var 2>/dev/null; "
+                       "echo scanned" % SECRET)
+    row("the guest never sees the credential (env, git config, files)",
+        "scanned" in out and SECRET not in out.replace("grep -rIl -- '%s'" % SECRET, ""), out[-400:])
+    # 5 a second sandbox's clone comes from the cache
+    st0 = cache_stats()
+    before = len(W.requests())
+    rc, out = guest(b, "%s clone -q %s /tmp/c2 && git -C /tmp/c2 rev-parse HEAD && "
+                       "git -C /tmp/c2 fsck --no-progress && echo FSCK_OK" % (GIT, url))
+    reqs = W.requests()[before:]
+    st1 = cache_stats()
+    packs = [r for r in reqs if r["path"].endswith("git-upload-pack")]
+    evs = events(b)
+    row("a second sandbox's clone is served from the cache (hit counter, no upstream pack)",
+        rc == 0 and commit in out and "FSCK_OK" in out and st1["hits"] > st0["hits"]
+        and has_event(evs, kind="gateway", route="git-upload-pack", cache="hit"),
+        "rc=%d stats %s -> %s upstream packs %d: %s" % (rc, st0, st1, len(packs), out[-400:]))
+    # 6 push refused
+    before = len(W.requests())
+    rc, out = guest(a, "cd /tmp/c1 && echo x > new.txt && git add new.txt && "
+                       "git -c user.name=t -c user.email=t@t commit -qm x && "
+                       "%s push origin HEAD:refs/heads/pushed 2>&1; echo rc=$?" % GIT)
+    reqs = W.requests()[before:]
+    row("push is refused (push_not_allowed), never reaches the upstream",
+        "rc=0" not in out and not any("receive-pack" in r["path"] for r in reqs)
+        and has_event(events(a), kind="gateway", action="deny", reason="push_not_allowed"),
+        out[-400:])
+    # 7 an upstream not in the policy
+    before = len(W.requests())
+    rc, out = guest(a, "%s clone -q http://%s:8080/repo.git /tmp/c3 2>&1; echo rc=$?"
+                    % (GIT, W.other))
+    reqs = W.requests()[before:]
+    row("an upstream not in the policy is refused (host_not_allowed), never asked",
+        "rc=0" not in out and not reqs
+        and has_event(events(a), kind="gateway", action="deny", reason="host_not_allowed",
+                      name=W.other), out[-400:])
+    # 8 not a forward proxy; Host checked; canonical paths only
+    gw = "%s:%d" % (json.loads(cr("sandbox", "inspect", a, "--json").stdout)["network"]
+                    ["host_address"], PORT)
+    probes = {
+        "absolute-form": "GET http://%s:8080/repo.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: %s\r\n\r\n" % (W.allowed, gw),
+        "CONNECT": "CONNECT %s:8080 HTTP/1.1\r\nHost: %s\r\n\r\n" % (W.allowed, gw),
+        "wrong Host": "GET /git/http/%s:8080/repo.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: %s:8080\r\n\r\n" % (W.allowed, W.allowed),
+        "dot-dot": "GET /git/http/%s:8080/x/../repo.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: %s\r\n\r\n" % (W.allowed, gw),
+        "percent": "GET /git/http/%s:8080/%%2e%%2e/repo.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: %s\r\n\r\n" % (W.allowed, gw),
+    }
+    before = len(W.requests())
+    bad = []
+    for name, req in probes.items():
+        script = "printf '%s' | timeout 10 bash -c 'exec 3<>/dev/tcp/%s/%d; cat >&3; cat <&3' 2>&1 | head -1" % (
+            req.replace("\r", "\\r").replace("\n", "\\n").replace("%", "%%"), gw.split(":")[0], PORT)
+        _, out = guest(a, script, timeout=60)
+        if " 200 " in out or "HTTP/1.1 4" not in out:
+            bad.append("%s: %s" % (name, out.strip()[:120]))
+    row("no forward proxy: absolute URLs, CONNECT, a wrong Host, '..' and %-escapes refused",
+        not bad and len(W.requests()) == before, "; ".join(bad))
+
+
+def main():
+    signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(TimeoutError("suite deadline")))
+    signal.alarm(DEADLINE)
+    err = None
+    taps = []
+    try:
+        W.start()
+        commit = W.make_repo("repo", files=40, size=3000)
+        with open(ENV["CLEANROOM_GATEWAY_CREDENTIALS"], "w") as f:
+            json.dump({"hosts": {"%s:8080" % W.allowed: {"username": "gw", "password": SECRET}}}, f)
+        os.chmod(ENV["CLEANROOM_GATEWAY_CREDENTIALS"], 0o600)
+        pol = os.path.join(TMP, "policy.yaml")
+        with open(pol, "w") as f:
+            f.write(POLICY)
+        cr("image", "import", IMAGE_TAR, "--ref", IMAGE, timeout=600)
+        a = cr("sandbox", "create", "--policy", pol, "--memory", "512").stdout.decode().strip()
+        b = cr("sandbox", "create", "--policy", pol, "--memory", "512").stdout.decode().strip()
+        for sid in (a, b):
+            taps.append(json.loads(cr("sandbox", "inspect", sid, "--json").stdout)["network"]["tap"])
+        run_rows(a, b, commit)
+        cr("sandbox", "rm", a, b, timeout=120)
+        p = subprocess.run(["ss", "-ltn"], stdout=subprocess.PIPE)
+        row("removing the sandboxes closes their gateway listeners",
+            (":%d " % PORT) not in p.stdout.decode(), p.stdout.decode()[-300:])
+        # the CLI: ls shows the pack, prune --all empties it
+        ls = json.loads(cr("cache", "ls", "--json").stdout)
+        cr("cache", "prune", "--all")
+        st = cache_stats()
+        row("cache ls lists the pack; prune --all empties the cache",
+            any(e.get("kind") == "git-pack" for e in ls["entries"]) and st["entries"] == 0
+            and st["bytes"] == 0, json.dumps(ls)[:300])
+    except Exception as e:
+        err = e
+        row("suite ran to the end", False, "%s: %s" % (type(e).__name__, e))
+    finally:
+        signal.alarm(0)
+        try:
+            if os.path.exists(os.path.join(ENV["CLEANROOM_RUN_DIR"], "cleanroom.sock")):
+                cr("sandbox", "rm", "--all", timeout=120, check=False)
+            stop_daemon()
+        except Exception as e:
+            print("cleanup: %s" % e)
+        if not all(ok for _, ok in RESULTS):
+            try:
+                with open(os.path.join(ENV["CLEANROOM_RUN_DIR"], "daemon.log"), "rb") as f:
+                    print("daemon.log (tail):\n" + f.read()[-4000:].decode(errors="replace"))
+            except OSError:
+                pass
+        leaked = [t for t in taps if os.path.exists("/sys/class/net/" + t)]
+        for t in leaked:
+            gateway_world.sh("ip", "link", "del", t, check=False)
+        gateway_world.sh("nft", "delete", "table", "inet", TABLE, check=False)
+        table_left = gateway_world.sh("nft", "list", "table", "inet", TABLE, check=False).returncode == 0
+        W.close()
+        ps = gateway_world.sh("ps", "-eo", "pid,args", check=False).stdout.decode()
+        procs = [l.strip()[:100] for l in ps.splitlines() if TMP in l and "ps -eo" not in l]
+        for l in procs:
+            try:
+                os.kill(int(l.split()[0]), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        left = W.leftovers() + procs + (["table"] if table_left else []) + leaked
+        shutil.rmtree(TMP, ignore_errors=True)
+        row("nothing left behind (TAPs, table, namespace, veth, processes)", not left, str(left))
+    passed = sum(1 for _, ok in RESULTS if ok)
+    print("%d passed, %d failed" % (passed, len(RESULTS) - passed))
+    return 0 if passed == len(RESULTS) and err is None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""A small "internet" for the gateway tests and bench/gateway.py: a network
+namespace of its own with a veth to the host and Debian's `git http-backend`
+(through a tiny CGI server) on two addresses, one the policy allows and one
+it does not. The server logs every request (method, path, Authorization)
+to a file. Everything is removed by World.close(), also after failures."""
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+SERVER_PY = r"""
+import http.server, os, subprocess, sys, threading, json
+root, log_path = sys.argv[1], sys.argv[2]
+log = open(log_path, "a", buffering=1)
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def handle_one(self):
+        path, _, query = self.path.partition("?")
+        n = int(self.headers.get("Content-Length") or 0)
+        body = b""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        elif n:
+            body = self.rfile.read(n)
+        log.write(json.dumps({"server": self.server.server_address[0], "method": self.command,
+                              "path": self.path, "auth": self.headers.get("Authorization", ""),
+                              "git_protocol": self.headers.get("Git-Protocol", "")}) + "\n")
+        env = {"GIT_PROJECT_ROOT": root, "GIT_HTTP_EXPORT_ALL": "1",
+               "REQUEST_METHOD": self.command, "PATH_INFO": path, "QUERY_STRING": query,
+               "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+               "CONTENT_LENGTH": str(len(body)), "REMOTE_ADDR": self.client_address[0],
+               "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+               "HTTP_GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
+               "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        if self.headers.get("Content-Encoding"):
+            env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
+        p = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True,
+                           timeout=120)
+        head, sep, out = p.stdout.partition(b"\r\n\r\n")
+        if not sep:
+            head, _, out = p.stdout.partition(b"\n\n")
+        status, headers = 200, []
+        for line in head.decode(errors="replace").splitlines():
+            k, _, v = line.partition(":")
+            if k.lower() == "status":
+                status = int(v.strip().split()[0])
+            elif k:
+                headers.append((k, v.strip()))
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    do_GET = handle_one
+    do_POST = handle_one
+for addr in sys.argv[3:]:
+    s = http.server.ThreadingHTTPServer((addr, 8080), H)
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
+
+
+def sh(*args, check=True, timeout=120, **kw):
+    p = subprocess.run(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=timeout, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError("%s -> %d: %s" % (" ".join(args), p.returncode,
+                                              p.stderr.decode(errors="replace")[-500:]))
+    return p
+
+
+def free_subnet(pid):
+    used = sh("ip", "-o", "-4", "addr", check=False).stdout.decode()
+    for k in range(200):
+        n = 16 + (pid + k) % 200
+        if ("10.213.%d." % n) not in used and ("10.214.%d." % n) not in used:
+            return n
+    return 16 + pid % 200
+
+
+class World:
+    def __init__(self, tmp, tag):
+        self.tmp = tmp
+        n = free_subnet(os.getpid())
+        self.ns = "cr-gw-%s" % tag
+        self.veth_h, self.veth_n = "crgh%s" % tag, "crgn%s" % tag
+        w = "10.214.%d" % n
+        self.pool = "10.213.%d.0/24" % n
+        self.host_w = w + ".1"
+        self.allowed = w + ".10"     # the policy allows it
+        self.other = w + ".11"       # it does not
+        self.repos = os.path.join(tmp, "repos")
+        self.log = os.path.join(tmp, "git-http.log")
+        self.procs = []
+        self.started = False
+
+    def start(self):
+        os.makedirs(self.repos, exist_ok=True)
+        self.started = True
+        sh("ip", "netns", "add", self.ns)
+        sh("ip", "link", "add", self.veth_h, "type", "veth", "peer", "name", self.veth_n)
+        sh("ip", "link", "set", self.veth_n, "netns", self.ns)
+        sh("ip", "addr", "add", self.host_w + "/24", "dev", self.veth_h)
+        sh("ip", "link", "set", self.veth_h, "up")
+        nse = ["ip", "netns", "exec", self.ns]
+        sh(*nse, "ip", "link", "set", "lo", "up")
+        sh(*nse, "ip", "addr", "add", self.allowed + "/24", "dev", self.veth_n)
+        sh(*nse, "ip", "addr", "add", self.other + "/32", "dev", self.veth_n)
+        sh(*nse, "ip", "link", "set", self.veth_n, "up")
+        srv = subprocess.Popen(nse + [sys.executable, "-c", SERVER_PY, self.repos, self.log,
+                                      self.allowed, self.other], stdout=subprocess.PIPE)
+        self.procs.append(srv)
+        if srv.stdout.readline().strip() != b"ready":
+            raise AssertionError("git http server in the namespace did not start")
+
+    def make_repo(self, name, files=20, size=2000):
+        """A bare repository <repos>/<name>.git with one commit of `files`
+        files of `size` pseudo-random bytes each; returns its commit id."""
+        work = os.path.join(self.tmp, "src-" + name)
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+        sh(*git, "init", "-q", work)
+        import random
+        rnd = random.Random(name)
+        for i in range(files):
+            d = os.path.join(work, "d%02d" % (i % 16))
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, "f%05d.txt" % i), "w") as f:
+                f.write("".join(rnd.choice("abcdefghij \n") for _ in range(size)))
+        sh(*git, "-C", work, "add", "-A")
+        sh(*git, "-C", work, "commit", "-q", "-m", "first")
+        bare = os.path.join(self.repos, name + ".git")
+        sh("git", "clone", "-q", "--bare", work, bare)
+        return sh("git", "-C", bare, "rev-parse", "HEAD").stdout.decode().strip()
+
+    def requests(self):
+        import json
+        try:
+            with open(self.log) as f:
+                return [json.loads(l) for l in f if l.strip()]
+        except OSError:
+            return []
+
+    def close(self):
+        for p in self.procs:
+            try:
+                p.kill()
+                p.wait(5)
+            except Exception:
+                pass
+        if self.started:
+            sh("ip", "link", "del", self.veth_h, check=False)
+            sh("ip", "netns", "del", self.ns, check=False)
+
+    def leftovers(self):
+        left = []
+        if self.ns in sh("ip", "netns", "list", check=False).stdout.decode():
+            left.append("netns " + self.ns)
+        if os.path.exists("/sys/class/net/" + self.veth_h):
+            left.append("link " + self.veth_h)
+        return left

@@ -1,0 +1,273 @@
+/* Unit tests for src/gateway (the request reader and router, upload-pack
+ * cacheability) and src/cache (the local directory: get/put, integrity,
+ * LRU eviction, prune, counters). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cache/cache.h"
+#include "gateway/request.h"
+#include "util/fs.h"
+
+static long feed_all(gw_request *r, const char *s, size_t split) {
+  size_t n = strlen(s);
+  if (split && split < n) {
+    long a = gw_request_feed(r, s, split);
+    if (a < 0 || r->complete) return a;
+    long b = gw_request_feed(r, s + split, n - split);
+    return b < 0 ? b : a + b;
+  }
+  return gw_request_feed(r, s, n);
+}
+
+static void test_request_ok(void **state) {
+  const char *req =
+      "POST /git/https/example.com/org/x.git/git-upload-pack HTTP/1.1\r\n"
+      "Host: 10.213.0.1:8470\r\nContent-Type: application/x-git-upload-pack-request\r\n"
+      "Git-Protocol: version=2\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5\r\nhello\r\n0\r\n\r\nGET /next HTTP/1.1\r\n";
+  for (size_t split = 0; split < strlen(req); split += 7) {
+    gw_request r;
+    gw_request_init(&r);
+    long used = feed_all(&r, req, split);
+    assert_true(used > 0);
+    assert_true(r.complete);
+    assert_string_equal(req + used, "GET /next HTTP/1.1\r\n");
+    assert_string_equal(gw_request_method(&r), "POST");
+    assert_string_equal(r.host, "10.213.0.1:8470");
+    assert_string_equal(r.git_protocol, "version=2");
+    assert_int_equal(r.body_len, 5);
+    assert_memory_equal(r.body, "hello", 5);
+    assert_true(r.keep_alive);
+    gw_request_free(&r);
+  }
+}
+
+static void expect_refused(const char *req, const char *reason) {
+  gw_request r;
+  gw_request_init(&r);
+  assert_int_equal(gw_request_feed(&r, req, strlen(req)), -1);
+  assert_string_equal(r.reason, reason);
+  assert_true(r.status >= 400);
+  gw_request_free(&r);
+}
+
+static void test_request_refused(void **state) {
+  expect_refused("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", "method_not_allowed");
+  expect_refused("PUT /x HTTP/1.1\r\nHost: a\r\n\r\n", "method_not_allowed");
+  expect_refused("GET /x HTTP/1.1\r\n\r\n", "host_header_invalid");
+  expect_refused("GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "host_header_invalid");
+  expect_refused("GET /x HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
+                 "method_not_allowed");
+  expect_refused("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 999999999\r\n\r\n",
+                 "request_too_large");
+  expect_refused("garbage\r\n\r\n", "request_malformed");
+  /* bounded head: a huge header value and too many headers */
+  char *big = malloc(GW_MAX_HEAD + 200);
+  int n = snprintf(big, 64, "GET /x HTTP/1.1\r\nHost: a\r\nX-A: ");
+  memset(big + n, 'a', GW_MAX_HEAD);
+  strcpy(big + n + GW_MAX_HEAD, "\r\n\r\n");
+  expect_refused(big, "request_too_large");
+  free(big);
+  char many[8192] = "GET /x HTTP/1.1\r\nHost: a\r\n";
+  for (int i = 0; i < GW_MAX_HEADERS + 2; i++) strcat(many, "X: y\r\n");
+  strcat(many, "\r\n");
+  expect_refused(many, "request_too_large");
+  /* a known header over its bound */
+  char ua[512] = "GET /x HTTP/1.1\r\nHost: a\r\nUser-Agent: ";
+  memset(ua + strlen(ua), 'u', 300);
+  strcat(ua, "\r\n\r\n");
+  expect_refused(ua, "header_too_large");
+}
+
+static void expect_route(const char *method, const char *url, gw_route_kind kind,
+                         const char *upstream) {
+  gw_route rt;
+  const char *reason = NULL;
+  int status = 0;
+  assert_int_equal(gw_route_parse(method, url, &rt, &reason, &status), 0);
+  assert_int_equal(rt.kind, kind);
+  assert_string_equal(rt.upstream_url, upstream);
+}
+
+static void expect_no_route(const char *method, const char *url, const char *reason_want) {
+  gw_route rt;
+  const char *reason = NULL;
+  int status = 0;
+  assert_int_equal(gw_route_parse(method, url, &rt, &reason, &status), -1);
+  assert_string_equal(reason, reason_want);
+}
+
+static void test_routes(void **state) {
+  expect_route("GET", "/git/https/github.com/org/x.git/info/refs?service=git-upload-pack",
+               GW_ROUTE_GIT_INFO_REFS, "https://github.com/org/x.git/info/refs?service=git-upload-pack");
+  expect_route("POST", "/git/http/10.0.0.5:8080/x.git/git-upload-pack", GW_ROUTE_GIT_UPLOAD_PACK,
+               "http://10.0.0.5:8080/x.git/git-upload-pack");
+  expect_route("GET", "/git/https/h.example:443/x/info/refs?service=git-receive-pack",
+               GW_ROUTE_GIT_RECEIVE_PACK, "https://h.example/x/info/refs?service=git-receive-pack");
+  expect_route("POST", "/git/https/h.example/x/git-receive-pack", GW_ROUTE_GIT_RECEIVE_PACK,
+               "https://h.example/x/git-receive-pack");
+  expect_no_route("GET", "http://evil/x", "path_not_canonical");
+  expect_no_route("GET", "/other", "route_not_found");
+  expect_no_route("GET", "/git/https/h/a/../b/info/refs?service=git-upload-pack", "path_not_canonical");
+  expect_no_route("GET", "/git/https/h/a/./b/info/refs?service=git-upload-pack", "path_not_canonical");
+  expect_no_route("GET", "/git/https/h//b/info/refs?service=git-upload-pack", "path_not_canonical");
+  expect_no_route("GET", "/git/https/h/%2e%2e/info/refs?service=git-upload-pack", "path_not_canonical");
+  expect_no_route("GET", "/git/https/user@h/x/info/refs?service=git-upload-pack", "host_invalid");
+  expect_no_route("GET", "/git/https/H.example/x/info/refs?service=git-upload-pack", "host_invalid");
+  expect_no_route("GET", "/git/https/h:0/x/info/refs?service=git-upload-pack", "host_invalid");
+  expect_no_route("GET", "/git/https/h:99999/x/info/refs?service=git-upload-pack", "host_invalid");
+  expect_no_route("GET", "/git/https/a..b/x/info/refs?service=git-upload-pack", "host_invalid");
+  expect_no_route("GET", "/git/https/h/x/info/refs", "route_not_found");
+  expect_no_route("GET", "/git/https/h/x/info/refs?service=git-upload-pack&x=1", "route_not_found");
+  expect_no_route("GET", "/git/https/h/info/refs?service=git-upload-pack", "route_not_found");
+  expect_no_route("POST", "/git/https/h/x/info/refs?service=git-upload-pack", "method_not_allowed");
+  expect_no_route("GET", "/git/https/h/x/git-upload-pack", "method_not_allowed");
+  expect_no_route("GET", "/git/https/h/x/HEAD", "route_not_found");
+}
+
+static char *pkt(char *out, const char *line) {
+  sprintf(out + strlen(out), "%04zx%s", strlen(line) + 4, line);
+  return out;
+}
+
+static void test_cacheable(void **state) {
+  const char *oid = "0123456789abcdef0123456789abcdef01234567";
+  char b[4096] = "", l[256];
+  snprintf(l, sizeof(l), "want %s multi_ack side-band-64k ofs-delta\n", oid);
+  pkt(b, l);
+  strcat(b, "0000");
+  pkt(b, "done\n");
+  assert_true(gw_upload_pack_cacheable((uint8_t *)b, strlen(b)));
+  /* with a have: the answer depends on what the server has now */
+  char h[4096] = "";
+  pkt(h, l);
+  strcat(h, "0000");
+  snprintf(l, sizeof(l), "have %s\n", oid);
+  pkt(h, l);
+  pkt(h, "done\n");
+  assert_false(gw_upload_pack_cacheable((uint8_t *)h, strlen(h)));
+  /* v2 fetch */
+  char v[4096] = "";
+  pkt(v, "command=fetch\n");
+  pkt(v, "agent=git/2.39\n");
+  strcat(v, "0001");
+  pkt(v, "thin-pack\n");
+  snprintf(l, sizeof(l), "want %s\n", oid);
+  pkt(v, l);
+  pkt(v, "done\n");
+  strcat(v, "0000");
+  assert_true(gw_upload_pack_cacheable((uint8_t *)v, strlen(v)));
+  /* v2 ls-refs, want-ref, no done, truncated, a want that is not an id */
+  char x[4096] = "";
+  pkt(x, "command=ls-refs\n");
+  strcat(x, "0000");
+  assert_false(gw_upload_pack_cacheable((uint8_t *)x, strlen(x)));
+  x[0] = '\0';
+  pkt(x, "command=fetch\n");
+  strcat(x, "0001");
+  pkt(x, "want-ref refs/heads/main\n");
+  pkt(x, "done\n");
+  assert_false(gw_upload_pack_cacheable((uint8_t *)x, strlen(x)));
+  assert_false(gw_upload_pack_cacheable((uint8_t *)b, strlen(b) - 9)); /* no done */
+  assert_false(gw_upload_pack_cacheable((uint8_t *)b, strlen(b) - 2)); /* truncated */
+  x[0] = '\0';
+  pkt(x, "want refs/heads/main\n");
+  pkt(x, "done\n");
+  assert_false(gw_upload_pack_cacheable((uint8_t *)x, strlen(x)));
+  assert_false(gw_upload_pack_cacheable((uint8_t *)"", 0));
+}
+
+static void key_of(const char *s, char out[65]) { cr_sha256_hex(s, strlen(s), out); }
+
+static void test_cache(void **state) {
+  char dir[] = "/tmp/cr-test-cache-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  cache *c = NULL;
+  cr_error *err = NULL;
+  assert_int_equal(cache_open_local(dir, 250, &c, &err), 0);
+  char k1[65], k2[65], k3[65], k4[65];
+  key_of("one", k1), key_of("two", k2), key_of("three", k3), key_of("four", k4);
+  uint8_t data[100];
+  memset(data, 'a', sizeof(data));
+  uint8_t *got = NULL;
+  size_t len = 0;
+  assert_int_equal(cache_get(c, k1, &got, &len, &err), 0); /* miss */
+  assert_int_equal(cache_put(c, k1, "git-pack", "u1", data, 100, &err), 0);
+  assert_int_equal(cache_put(c, k2, "git-pack", "u2", data, 100, &err), 0); /* same bytes: one blob */
+  data[0] = 'b';
+  assert_int_equal(cache_put(c, k3, "git-pack", "u3", data, 100, &err), 0);
+  assert_int_equal(cache_get(c, k1, &got, &len, &err), 1); /* hit, k1 now most recent */
+  assert_int_equal(len, 100);
+  assert_int_equal(got[0], 'a');
+  free(got);
+  json_t *st = cache_stats(c);
+  assert_int_equal(json_integer_value(json_object_get(st, "entries")), 3);
+  assert_int_equal(json_integer_value(json_object_get(st, "bytes")), 200);
+  assert_int_equal(json_integer_value(json_object_get(st, "hits")), 1);
+  assert_int_equal(json_integer_value(json_object_get(st, "misses")), 1);
+  json_decref(st);
+  /* over 250 bytes: the least recently used go (k2 shares k1's blob, k3 is older than k1) */
+  data[0] = 'c';
+  assert_int_equal(cache_put(c, k4, "git-pack", "u4", data, 100, &err), 0);
+  assert_int_equal(cache_get(c, k4, &got, &len, &err), 1);
+  free(got);
+  assert_int_equal(cache_get(c, k1, &got, &len, &err), 1);
+  free(got);
+  assert_int_equal(cache_get(c, k3, &got, &len, &err), 0);
+  st = cache_stats(c);
+  assert_true(json_integer_value(json_object_get(st, "bytes")) <= 250);
+  assert_true(json_integer_value(json_object_get(st, "evictions")) >= 1);
+  json_decref(st);
+  /* a corrupted blob is a miss and goes away */
+  json_t *l = cache_list(c);
+  const char *dg = NULL;
+  size_t i;
+  json_t *e;
+  json_array_foreach(json_object_get(l, "entries"), i, e)
+    if (!strcmp(json_string_value(json_object_get(e, "key")), k4))
+      dg = json_string_value(json_object_get(e, "digest"));
+  assert_non_null(dg);
+  char path[256];
+  snprintf(path, sizeof(path), "%s/blobs/%s", dir, dg);
+  FILE *f = fopen(path, "r+");
+  assert_non_null(f);
+  fputc('X', f);
+  fclose(f);
+  json_decref(l);
+  assert_int_equal(cache_get(c, k4, &got, &len, &err), 0);
+  /* bad keys */
+  assert_int_equal(cache_get(c, "../x", &got, &len, &err), -1);
+  cr_error_free(err);
+  err = NULL;
+  size_t removed = 0;
+  assert_int_equal(cache_prune(c, 0, &removed, &err), 0);
+  st = cache_stats(c);
+  assert_int_equal(json_integer_value(json_object_get(st, "entries")), 0);
+  assert_int_equal(json_integer_value(json_object_get(st, "bytes")), 0);
+  json_decref(st);
+  /* larger than the limit: not stored */
+  uint8_t big[300] = {0};
+  assert_int_equal(cache_put(c, k1, "x", "u", big, sizeof(big), &err), 0);
+  assert_int_equal(cache_get(c, k1, &got, &len, &err), 0);
+  cache_close(c);
+  cr_rm_rf(dir);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_request_ok),
+      cmocka_unit_test(test_request_refused),
+      cmocka_unit_test(test_routes),
+      cmocka_unit_test(test_cacheable),
+      cmocka_unit_test(test_cache),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
