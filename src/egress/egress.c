@@ -877,7 +877,7 @@ int egress_attach(egress *e, const char *id, json_t *pol, int slot, egress_sbx *
   collect_ports(s, s->allow);
   egress_cidr *allow = NULL, *deny = NULL;
   size_t n_allow = 0, n_deny = 0;
-  _cleanup_free_ char *cmds = NULL;
+  _cleanup_free_ char *cmds = NULL, *del = NULL;
   if (policy_from_compiled(pol, &s->pol, err) < 0) goto fail;
   if (ensure_base(e, err) < 0) goto fail;
   if (egress_enable_forwarding() < 0) {
@@ -895,7 +895,7 @@ int egress_attach(egress *e, const char *id, json_t *pol, int slot, egress_sbx *
   memcpy(ns.host, s->host, 4);
   memcpy(ns.guest, s->guest, 4);
   /* a re-attach finds the old objects: remove them first */
-  _cleanup_free_ char *del = egress_nft_sbx_delete_cmds(e->table, s->id, s->tap, s->guest);
+  del = egress_nft_sbx_delete_cmds(e->table, s->id, s->tap, s->guest);
   if (del) egress_nft_run_each(del);
   cmds = egress_nft_sbx_cmds(&ns);
   if (!cmds) {
