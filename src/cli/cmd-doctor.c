@@ -5,6 +5,7 @@
 #include "backend/backend.h"
 #include "cli/cli.h"
 #include "config.h"
+#include "cache/cache.h"
 #include "egress/egress.h"
 #include "image/image.h"
 #include "util/fs.h"
@@ -92,6 +93,36 @@ static void check_egress(checks *cs) {
     add(cs, "egress", "warn",
         "run the daemon as root (or with CAP_NET_ADMIN); apt-get install nftables; modprobe tun",
         "a policy with sandbox.network.allow fails closed (backend_capability_mismatch): %s", why);
+}
+
+/* The gateway's content cache: size and hit/miss counters (docs/gateway.md).
+ * Not created when missing (doctor changes nothing). */
+static void check_cache(checks *cs) {
+  const char *d = getenv("CLEANROOM_CACHE_DIR");
+  _cleanup_free_ char *dir = d && *d ? strdup(d) : cr_data_path("content-cache");
+  struct stat st;
+  if (!dir || stat(dir, &st) < 0) {
+    add(cs, "content_cache", "ok", NULL, "%s: empty (created on the first gateway request)",
+        dir ? dir : "?");
+    return;
+  }
+  cache *c = NULL;
+  cr_error *err = NULL;
+  if (cache_open_local(dir, 0, &c, &err) < 0) {
+    add(cs, "content_cache", "warn", "check the directory's owner and mode",
+        "%s: %s", dir, err ? err->message : "unusable");
+    cr_error_free(err);
+    return;
+  }
+  json_t *stats = cache_stats(c);
+  cache_close(c);
+  add(cs, "content_cache", "ok", NULL, "%s: %lld entries, %lld of %lld bytes; %lld hits, %lld misses",
+      dir, (long long)json_integer_value(json_object_get(stats, "entries")),
+      (long long)json_integer_value(json_object_get(stats, "bytes")),
+      (long long)json_integer_value(json_object_get(stats, "max_bytes")),
+      (long long)json_integer_value(json_object_get(stats, "hits")),
+      (long long)json_integer_value(json_object_get(stats, "misses")));
+  json_object_set_new(json_array_get(cs->list, json_array_size(cs->list) - 1), "stats", stats);
 }
 
 /* Finds prog in PATH; returns a new string or NULL. */
@@ -300,7 +331,7 @@ int cmd_doctor(int argc, char **argv) {
     printf("Usage: cleanroom doctor [--json]\n\n"
            "Check this host: KVM (or the TCG fallback), QEMU, the guest kernel, the guest\n"
            "agent, the default image, free disk space, egress (CAP_NET_ADMIN, TUN,\n"
-           "nftables), Firecracker, and whether a daemon\n"
+           "nftables), the content cache (size, hits, misses), Firecracker, and whether a daemon\n"
            "answers (without starting one). Exit status 1 when any check fails.\n\n"
            "Options:\n"
            "  --json      print {\"ok\": bool, \"checks\": [{name, status, message, fix}]}\n"
@@ -327,6 +358,7 @@ int cmd_doctor(int argc, char **argv) {
   check_image(&cs);
   check_disk(&cs);
   check_egress(&cs);
+  check_cache(&cs);
   check_daemon(&cs);
   check_firecracker(&cs, kvm);
   if (json) {

@@ -82,6 +82,7 @@ static const char *route_name(gw_route_kind k) {
     case GW_ROUTE_GIT_INFO_REFS: return "git-info-refs";
     case GW_ROUTE_GIT_UPLOAD_PACK: return "git-upload-pack";
     case GW_ROUTE_GIT_RECEIVE_PACK: return "git-receive-pack";
+    case GW_ROUTE_DOWNLOAD: return "download";
     default: return "none";
   }
 }

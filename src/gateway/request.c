@@ -227,12 +227,30 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
   size_t plen = q ? (size_t)(q - url) : strlen(url);
   const char *query = q ? q + 1 : NULL;
   if (strchr(url, '#')) return route_fail(reason, status, "path_not_canonical", 400);
-  const char *pre;
-  if (plen > 11 && !strncmp(url, "/git/https/", 11)) {
+  const char *pre, *scheme;
+  bool download = false;
+  if (plen > 17 + 64 + 1 && !strncmp(url, "/download/sha256/", 17)) {
+    download = true;
+    for (size_t i = 0; i < 64; i++) {
+      char c = url[17 + i];
+      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+        return route_fail(reason, status, "digest_invalid", 400);
+    }
+    if (url[17 + 64] != '/') return route_fail(reason, status, "digest_invalid", 400);
+    memcpy(rt->digest, url + 17, 64);
+    rt->digest[64] = '\0';
+    scheme = url + 17 + 64 + 1;
+  } else if (plen > 5 && !strncmp(url, "/git/", 5)) {
+    scheme = url + 5;
+  } else {
+    return route_fail(reason, status, "route_not_found", 404);
+  }
+  size_t left = plen - (size_t)(scheme - url);
+  if (left > 6 && !strncmp(scheme, "https/", 6)) {
     rt->https = true;
-    pre = url + 11;
-  } else if (plen > 10 && !strncmp(url, "/git/http/", 10)) {
-    pre = url + 10;
+    pre = scheme + 6;
+  } else if (left > 5 && !strncmp(scheme, "http/", 5)) {
+    pre = scheme + 5;
   } else {
     return route_fail(reason, status, "route_not_found", 404);
   }
@@ -269,7 +287,13 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
   if (!path_canonical(path, n)) return route_fail(reason, status, "path_not_canonical", 400);
   size_t base;
   const char *suffix;
-  if (ends_with(path, n, "/info/refs", &base)) {
+  if (download) {
+    if (strcmp(method, "GET")) return route_fail(reason, status, "method_not_allowed", 405);
+    if (query) return route_fail(reason, status, "path_not_canonical", 400);
+    rt->kind = GW_ROUTE_DOWNLOAD;
+    base = n;
+    suffix = "";
+  } else if (ends_with(path, n, "/info/refs", &base)) {
     if (strcmp(method, "GET")) return route_fail(reason, status, "method_not_allowed", 405);
     if (query && !strcmp(query, "service=git-upload-pack")) {
       rt->kind = GW_ROUTE_GIT_INFO_REFS;

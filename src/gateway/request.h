@@ -58,6 +58,7 @@ typedef enum gw_route_kind {
   GW_ROUTE_GIT_INFO_REFS,     /* GET  /git/<scheme>/<host[:port]>/<repo>/info/refs?service=git-upload-pack */
   GW_ROUTE_GIT_UPLOAD_PACK,   /* POST .../<repo>/git-upload-pack */
   GW_ROUTE_GIT_RECEIVE_PACK,  /* push: info/refs?service=git-receive-pack or POST .../git-receive-pack */
+  GW_ROUTE_DOWNLOAD,          /* GET  /download/sha256/<hex>/<scheme>/<host[:port]>/<path>: immutable, by digest */
 } gw_route_kind;
 
 typedef struct gw_route {
@@ -65,7 +66,8 @@ typedef struct gw_route {
   bool https;
   char host[GW_MAX_HOST + 1]; /* lowercase name or IPv4 literal */
   uint16_t port;              /* explicit or 443/80 */
-  char repo[GW_MAX_URL];      /* "/org/x.git" (canonical, no trailing route part) */
+  char repo[GW_MAX_URL];      /* "/org/x.git" (canonical, no trailing route part); a download's path */
+  char digest[65];            /* GW_ROUTE_DOWNLOAD: the expected sha256 (lowercase hex) */
   char upstream_url[GW_MAX_URL + 320]; /* the URL asked of the upstream */
 } gw_route;
 

@@ -205,6 +205,11 @@ void gw_upstream_run(gw_job *j) {
       free(pre);
     }
   }
+  bool download = j->rt.kind == GW_ROUTE_DOWNLOAD;
+  if (download && j->cache) {
+    j->cacheable = true; /* content-addressed: the key is the digest itself */
+    snprintf(j->cache_key, sizeof(j->cache_key), "%s", j->rt.digest);
+  }
   if (j->cacheable) {
     uint8_t *data = NULL;
     size_t len = 0;
@@ -214,7 +219,8 @@ void gw_upstream_run(gw_job *j) {
       j->resp = data;
       j->resp_len = j->resp_cap = len;
       j->status = 200;
-      snprintf(j->resp_type, sizeof(j->resp_type), "application/x-git-upload-pack-result");
+      snprintf(j->resp_type, sizeof(j->resp_type), "%s",
+               download ? "application/octet-stream" : "application/x-git-upload-pack-result");
       return;
     }
     cr_error_free(err);
@@ -289,10 +295,22 @@ void gw_upstream_run(gw_job *j) {
   }
   curl_slist_free_all(hdrs);
   curl_easy_cleanup(h);
+  if (download && j->status == 200) {
+    char hex[65];
+    cr_sha256_hex(j->resp, j->resp_len, hex);
+    if (strcmp(hex, j->rt.digest)) {
+      free(j->resp);
+      j->resp = NULL;
+      j->resp_len = j->resp_cap = 0;
+      fail(j, 502, "digest_mismatch", "the upstream's content has sha256 %s", hex);
+      return;
+    }
+    snprintf(j->resp_type, sizeof(j->resp_type), "application/octet-stream");
+  }
   if (j->status == 200 && j->cacheable && j->reason && !strcmp(j->reason, "allowed")) {
     cr_error *err = NULL;
-    if (cache_put(j->cache, j->cache_key, "git-pack", j->rt.upstream_url, j->resp, j->resp_len,
-                  &err) < 0)
+    if (cache_put(j->cache, j->cache_key, download ? "download" : "git-pack", j->rt.upstream_url,
+                  j->resp, j->resp_len, &err) < 0)
       cr_error_free(err);
   }
 }

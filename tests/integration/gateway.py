@@ -186,6 +186,31 @@ def run_rows(a, b, commit):
         rc == 0 and commit in out and "FSCK_OK" in out and st1["hits"] > st0["hits"]
         and has_event(evs, kind="gateway", route="git-upload-pack", cache="hit"),
         "rc=%d stats %s -> %s upstream packs %d: %s" % (rc, st0, st1, len(packs), out[-400:]))
+    # 5b fetch through the gateway (haves: not cacheable, asked upstream)
+    newer = W.add_commit("repo")
+    before = len(W.requests())
+    rc, out = guest(b, "cd /tmp/c2 && %s pull -q --ff-only && git rev-parse HEAD" % GIT)
+    reqs = W.requests()[before:]
+    row("a fetch of a new commit goes through the gateway (not from the cache)",
+        rc == 0 and newer in out and any(r["path"].endswith("git-upload-pack") for r in reqs),
+        out[-400:])
+    # 5c immutable download by URL + digest: fetched, checked, cached; a wrong digest refused
+    head = open(os.path.join(W.repos, "repo.git", "HEAD"), "rb").read()
+    import hashlib
+    dg = hashlib.sha256(head).hexdigest()
+    gwbase = "http://%s:%d" % (json.loads(cr("sandbox", "inspect", b, "--json").stdout)["network"]
+                               ["host_address"], PORT)
+    durl = "%s/download/sha256/%s/http/%s:8080/repo.git/HEAD" % (gwbase, dg, W.allowed)
+    bad = "%s/download/sha256/%s/http/%s:8080/repo.git/HEAD" % (gwbase, "0" * 64, W.allowed)
+    before = len(W.requests())
+    _, o1 = guest(b, "curl -sS %s; echo; curl -sS %s; echo; curl -s -o /dev/null -w 'code=%%{http_code}' %s"
+                  % (durl, durl, bad))
+    reqs = [r for r in W.requests()[before:] if r["path"].endswith("/HEAD")]
+    row("a download by URL + digest is checked, cached (one upstream request for two), a wrong digest refused",
+        o1.count(head.decode().strip()) == 2 and len(reqs) == 2 and "code=502" in o1
+        and has_event(events(b), kind="gateway", route="download", cache="hit")
+        and has_event(events(b), kind="gateway", route="download", reason="digest_mismatch"),
+        "%s upstream=%d" % (o1[-300:], len(reqs)))
     # 6 push refused
     before = len(W.requests())
     rc, out = guest(a, "cd /tmp/c1 && echo x > new.txt && git add new.txt && "

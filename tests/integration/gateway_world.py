@@ -142,6 +142,17 @@ class World:
         sh("git", "clone", "-q", "--bare", work, bare)
         return sh("git", "-C", bare, "rev-parse", "HEAD").stdout.decode().strip()
 
+    def add_commit(self, name):
+        """A new commit on main in <repos>/<name>.git; returns its id."""
+        work = os.path.join(self.tmp, "src-" + name)
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+        with open(os.path.join(work, "later.txt"), "w") as f:
+            f.write("a later commit\n")
+        sh(*git, "-C", work, "add", "-A")
+        sh(*git, "-C", work, "commit", "-q", "-m", "later")
+        sh("git", "-C", work, "push", "-q", os.path.join(self.repos, name + ".git"), "HEAD:main")
+        return sh("git", "-C", work, "rev-parse", "HEAD").stdout.decode().strip()
+
     def requests(self):
         import json
         try:

@@ -114,6 +114,22 @@ static void test_routes(void **state) {
                GW_ROUTE_GIT_RECEIVE_PACK, "https://h.example/x/info/refs?service=git-receive-pack");
   expect_route("POST", "/git/https/h.example/x/git-receive-pack", GW_ROUTE_GIT_RECEIVE_PACK,
                "https://h.example/x/git-receive-pack");
+  const char *d = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+  char u[512], want[512];
+  snprintf(u, sizeof(u), "/download/sha256/%s/https/files.example/a/b-1.0.tar.gz", d);
+  expect_route("GET", u, GW_ROUTE_DOWNLOAD, "https://files.example/a/b-1.0.tar.gz");
+  snprintf(u, sizeof(u), "/download/sha256/%s/http/10.0.0.5:8080/x", d);
+  snprintf(want, sizeof(want), "http://10.0.0.5:8080/x");
+  expect_route("GET", u, GW_ROUTE_DOWNLOAD, want);
+  snprintf(u, sizeof(u), "/download/sha256/%s/http/h/x", d);
+  expect_no_route("POST", u, "method_not_allowed");
+  snprintf(u, sizeof(u), "/download/sha256/%s/http/h/x?y=1", d);
+  expect_no_route("GET", u, "path_not_canonical");
+  snprintf(u, sizeof(u), "/download/sha256/%s/http/h/../x", d);
+  expect_no_route("GET", u, "path_not_canonical");
+  expect_no_route("GET", "/download/sha256/E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855/http/h/x",
+                  "digest_invalid");
+  expect_no_route("GET", "/download/sha256/abc/http/h/x", "route_not_found");
   expect_no_route("GET", "http://evil/x", "path_not_canonical");
   expect_no_route("GET", "/other", "route_not_found");
   expect_no_route("GET", "/git/https/h/a/../b/info/refs?service=git-upload-pack", "path_not_canonical");
