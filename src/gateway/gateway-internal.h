@@ -21,6 +21,9 @@ typedef struct gw_job {
   uint32_t pool, pool_mask; /* the sandbox pool: never an upstream */
   size_t max_response;
   atomic_bool *stopping;
+  atomic_size_t *buffered;  /* bytes of responses held by the gateway (all jobs) */
+  size_t max_buffered;
+  size_t accounted;         /* this job's share of *buffered */
   /* out (filled on the thread) */
   int status;
   char resp_type[128];

@@ -21,6 +21,9 @@
 #define MAX_JOBS_PER_SBX 4
 #define MAX_JOBS 32
 #define DEFAULT_MAX_RESPONSE (512u << 20)
+#define DEFAULT_MAX_BUFFERED (2ull << 30)
+#define DEFAULT_REQUEST_TIMEOUT_MS 30000
+#define DEFAULT_IDLE_TIMEOUT_MS 60000
 
 struct gw {
   uv_loop_t *loop;
@@ -29,7 +32,9 @@ struct gw {
   char *cred_file;
   cache *cache;
   bool offline;
-  size_t max_response;
+  size_t max_response, max_buffered;
+  atomic_size_t buffered;
+  uint64_t request_timeout_ms, idle_timeout_ms;
   uv_async_t async;
   uv_mutex_t mu;
   gw_job *done; /* finished jobs (thread -> loop) */
@@ -56,6 +61,8 @@ struct gw_sbx {
 
 typedef struct conn {
   uv_tcp_t tcp;
+  uv_timer_t timer; /* idle_timeout_ms for a first byte, then request_timeout_ms for the rest */
+  bool got_bytes;
   gw_sbx *s;
   gw_request req;
   char *pending; /* bytes after a complete request (pipelined) */
@@ -70,6 +77,7 @@ typedef struct conn {
 typedef struct wreq {
   uv_write_t w;
   conn *c;
+  size_t accounted; /* of gw.buffered, released when written */
   char *head;
   uint8_t *body;
   bool close_after;
@@ -132,6 +140,7 @@ static void conn_close(conn *c) {
   if (c->closing) return;
   c->closing = true;
   uv_close((uv_handle_t *)&c->tcp, conn_closed);
+  uv_close((uv_handle_t *)&c->timer, conn_closed);
 }
 
 /* ---- responses */
@@ -159,6 +168,7 @@ static void start_reading(conn *c);
 static void on_written(uv_write_t *w, int status) {
   wreq *r = container_of(w, wreq, w);
   conn *c = r->c;
+  atomic_fetch_sub(&c->s->g->buffered, r->accounted);
   free(r->head);
   free(r->body);
   bool close_after = r->close_after;
@@ -169,15 +179,17 @@ static void on_written(uv_write_t *w, int status) {
 }
 
 /* Sends a response (takes body). */
-static void respond(conn *c, int status, const char *ctype, uint8_t *body, size_t len,
-                    bool keep_alive, const char *reason) {
+static void respond_acct(conn *c, int status, const char *ctype, uint8_t *body, size_t len,
+                         bool keep_alive, const char *reason, size_t accounted) {
   wreq *r = calloc(1, sizeof(*r));
   if (!r) {
+    atomic_fetch_sub(&c->s->g->buffered, accounted);
     free(body);
     conn_close(c);
     return;
   }
   r->c = c;
+  r->accounted = accounted;
   r->body = body;
   r->close_after = !keep_alive;
   int n = asprintf(&r->head,
@@ -186,6 +198,7 @@ static void respond(conn *c, int status, const char *ctype, uint8_t *body, size_
                    status, status_text(status), ctype, len, reason ? "X-Cleanroom-Reason: " : "",
                    reason ? reason : "", reason ? "\r\n" : "", keep_alive ? "keep-alive" : "close");
   if (n < 0) {
+    atomic_fetch_sub(&c->s->g->buffered, accounted);
     free(body);
     free(r);
     conn_close(c);
@@ -194,12 +207,18 @@ static void respond(conn *c, int status, const char *ctype, uint8_t *body, size_
   uv_buf_t b[2] = {uv_buf_init(r->head, (unsigned)n), uv_buf_init((char *)body, (unsigned)len)};
   c->refs++;
   if (uv_write(&r->w, (uv_stream_t *)&c->tcp, b, len ? 2 : 1, on_written) < 0) {
+    atomic_fetch_sub(&c->s->g->buffered, accounted);
     free(r->head);
     free(r->body);
     free(r);
     conn_close(c);
     conn_unref(c);
   }
+}
+
+static void respond(conn *c, int status, const char *ctype, uint8_t *body, size_t len,
+                    bool keep_alive, const char *reason) {
+  respond_acct(c, status, ctype, body, len, keep_alive, reason, 0);
 }
 
 static void respond_error(conn *c, int status, const char *reason, const char *msg) {
@@ -227,6 +246,7 @@ static void job_thread(void *arg) {
 }
 
 static void job_free(gw_job *j) {
+  if (j->accounted) atomic_fetch_sub(j->buffered, j->accounted);
   free(j->body);
   free(j->resp);
   free(j);
@@ -258,8 +278,10 @@ static void job_done(gw *g, gw_job *j) {
     event(s, ok ? "allow" : "deny", j->reason ? j->reason : "upstream_error", &j->rt, j, j->status);
     if (j->status >= 200 && j->status < 600 && (ok || !strcmp(j->reason, "upstream_error") ||
                                                 !strcmp(j->reason, "upstream_auth_refused"))) {
-      respond(c, j->status, j->resp_type[0] ? j->resp_type : "application/octet-stream",
-              TAKE_PTR(j->resp), j->resp_len, c->req.keep_alive, NULL);
+      size_t acct = j->accounted;
+      j->accounted = 0; /* released when written */
+      respond_acct(c, j->status, j->resp_type[0] ? j->resp_type : "application/octet-stream",
+                   TAKE_PTR(j->resp), j->resp_len, c->req.keep_alive, NULL, acct);
     } else {
       respond_error(c, j->status ? j->status : 502, j->reason ? j->reason : "upstream_error",
                     j->detail);
@@ -344,6 +366,8 @@ static void handle_request(conn *c) {
   j->offline = g->offline;
   j->max_response = g->max_response;
   j->stopping = &g->stopping;
+  j->buffered = &g->buffered;
+  j->max_buffered = g->max_buffered;
   egress_pool(egress_sbx_owner(s->es), &j->pool, &j->pool_mask);
   j->conn = c;
   if (g->n_running == g->cap_running) {
@@ -389,6 +413,7 @@ static void feed(conn *c, const char *data, size_t n) {
     return;
   }
   if (!c->req.complete) return;
+  uv_timer_stop(&c->timer);
   uv_read_stop((uv_stream_t *)&c->tcp);
   size_t rest = n - (size_t)used;
   if (rest) {
@@ -409,18 +434,36 @@ static void feed(conn *c, const char *data, size_t n) {
   handle_request(c);
 }
 
+static void on_request_timeout(uv_timer_t *t);
+
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   conn *c = st->data;
   if (n < 0) {
     conn_close(c);
     return;
   }
-  if (n > 0) feed(c, buf->base, (size_t)n);
+  if (n > 0) {
+    if (!c->got_bytes)
+      uv_timer_start(&c->timer, on_request_timeout, c->s->g->request_timeout_ms, 0);
+    c->got_bytes = true;
+    feed(c, buf->base, (size_t)n);
+  }
+}
+
+/* No whole request in time: a slow or idle client loses its connection
+ * (an idle keep-alive one silently). */
+static void on_request_timeout(uv_timer_t *t) {
+  conn *c = t->data;
+  if (c->got_bytes) event(c->s, "deny", "request_timeout", NULL, NULL, 408);
+  conn_close(c);
 }
 
 static void start_reading(conn *c) {
   gw_request_free(&c->req);
   gw_request_init(&c->req);
+  c->got_bytes = c->pending_len > 0;
+  uv_timer_start(&c->timer, on_request_timeout,
+                 c->got_bytes ? c->s->g->request_timeout_ms : c->s->g->idle_timeout_ms, 0);
   if (c->pending) {
     char *p = TAKE_PTR(c->pending);
     size_t n = c->pending_len;
@@ -440,14 +483,15 @@ static void on_connection(uv_stream_t *server, int status) {
   conn *c = calloc(1, sizeof(*c));
   if (!c) return;
   c->s = s;
-  c->refs = 1;
+  c->refs = 2; /* the socket and the timer handles */
   s->refs++;
   s->conns++;
   c->next = s->conn_list;
   if (c->next) c->next->prev = c;
   s->conn_list = c;
   uv_tcp_init(s->g->loop, &c->tcp);
-  c->tcp.data = c;
+  uv_timer_init(s->g->loop, &c->timer);
+  c->tcp.data = c->timer.data = c;
   gw_request_init(&c->req);
   if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
     conn_close(c);
@@ -472,6 +516,7 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  uv_timer_start(&c->timer, on_request_timeout, s->g->idle_timeout_ms, 0);
   uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
@@ -582,6 +627,24 @@ int gw_new(uv_loop_t *loop, egress *e, gw **ret, cr_error **err) {
   if (mr && *mr) {
     unsigned long long v = strtoull(mr, NULL, 10);
     if (v) g->max_response = (size_t)v;
+  }
+  g->max_buffered = DEFAULT_MAX_BUFFERED;
+  const char *mb = getenv("CLEANROOM_GATEWAY_MAX_BUFFERED");
+  if (mb && *mb) {
+    unsigned long long v = strtoull(mb, NULL, 10);
+    if (v) g->max_buffered = (size_t)v;
+  }
+  g->request_timeout_ms = DEFAULT_REQUEST_TIMEOUT_MS;
+  const char *rt = getenv("CLEANROOM_GATEWAY_REQUEST_TIMEOUT_MS");
+  if (rt && *rt) {
+    unsigned long long v = strtoull(rt, NULL, 10);
+    if (v) g->request_timeout_ms = v;
+  }
+  g->idle_timeout_ms = DEFAULT_IDLE_TIMEOUT_MS;
+  const char *it = getenv("CLEANROOM_GATEWAY_IDLE_TIMEOUT_MS");
+  if (it && *it) {
+    unsigned long long v = strtoull(it, NULL, 10);
+    if (v) g->idle_timeout_ms = v;
   }
   const char *cd = getenv("CLEANROOM_CACHE_DIR");
   cr_error *cerr = NULL;

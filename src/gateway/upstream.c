@@ -68,6 +68,13 @@ static size_t on_data(char *p, size_t sz, size_t nm, void *ud) {
   gw_job *j = ud;
   size_t n = sz * nm;
   if (j->resp_len + n > j->max_response) return 0; /* aborts: CURLE_WRITE_ERROR */
+  if (atomic_fetch_add(j->buffered, n) + n > j->max_buffered) {
+    atomic_fetch_sub(j->buffered, n);
+    fail(j, 503, "resource_exhausted", "the gateway holds too many response bytes (%zu)",
+         j->max_buffered);
+    return 0;
+  }
+  j->accounted += n;
   if (j->resp_len + n > j->resp_cap) {
     size_t cap = j->resp_cap ? j->resp_cap : 65536;
     while (cap < j->resp_len + n) cap *= 2;
@@ -216,6 +223,8 @@ void gw_upstream_run(gw_job *j) {
     cr_error *err = NULL;
     if (cache_get(j->cache, j->cache_key, &data, &len, &err) == 1) {
       j->cache_hit = true;
+      atomic_fetch_add(j->buffered, len);
+      j->accounted += len;
       j->resp = data;
       j->resp_len = j->resp_cap = len;
       j->status = 200;

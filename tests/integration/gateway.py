@@ -61,6 +61,7 @@ ENV.update({
     "CLEANROOM_DNS_UPSTREAM": "127.0.0.1:9",
     "CLEANROOM_GATEWAY_PORT": str(PORT),
     "CLEANROOM_GATEWAY_CREDENTIALS": os.path.join(TMP, "credentials.json"),
+    "CLEANROOM_GATEWAY_REQUEST_TIMEOUT_MS": "3000",
 })
 for k in ("CLEANROOM_HOST", "CLEANROOM_EGRESS", "CLEANROOM_GATEWAY_OFFLINE"):
     ENV.pop(k, None)
@@ -250,6 +251,11 @@ def run_rows(a, b, commit):
             bad.append("%s: %s" % (name, out.strip()[:120]))
     row("no forward proxy: absolute URLs, CONNECT, a wrong Host, '..' and %-escapes refused",
         not bad and len(W.requests()) == before, "; ".join(bad))
+    # 9 a request that never completes loses its connection (request timeout, 3 s here)
+    _, out = guest(a, "timeout 30 bash -c \"exec 3<>/dev/tcp/%s/%d; printf 'GET / HTTP/1.1\\r\\n' >&3; "
+                      "cat <&3\"; echo rc=$?" % (gw.split(":")[0], PORT), timeout=60)
+    row("a request that never completes is cut off (request_timeout)",
+        "rc=0" in out and has_event(events(a), kind="gateway", reason="request_timeout"), out)
 
 
 def main():
