@@ -30,6 +30,7 @@ struct gw {
   egress *eg;
   uint16_t port;
   char *cred_file;
+  char goproxy[GW_MAX_URL]; /* "<scheme>/<host[:port]><path>" of the Go module proxy, or "" */
   cache *cache;
   bool offline;
   size_t max_response, max_buffered;
@@ -91,6 +92,7 @@ static const char *route_name(gw_route_kind k) {
     case GW_ROUTE_GIT_UPLOAD_PACK: return "git-upload-pack";
     case GW_ROUTE_GIT_RECEIVE_PACK: return "git-receive-pack";
     case GW_ROUTE_DOWNLOAD: return "download";
+    case GW_ROUTE_GOPROXY: return "goproxy";
     default: return "none";
   }
 }
@@ -577,7 +579,11 @@ json_t *gw_exec_env(const gw_sbx *s) {
   char base[64];
   snprintf(base, sizeof(base), "http://%s:%u/git/", s->host, s->g->port);
   json_t *a = json_array();
-  char kv[160];
+  char kv[GW_MAX_URL + 128];
+  if (s->g->goproxy[0]) {
+    snprintf(kv, sizeof(kv), "GOPROXY=http://%s:%u/go/%s", s->host, s->g->port, s->g->goproxy);
+    json_array_append_new(a, json_string(kv));
+  }
   json_array_append_new(a, json_string("GIT_CONFIG_COUNT=2"));
   snprintf(kv, sizeof(kv), "GIT_CONFIG_KEY_0=url.%shttps/.insteadOf", base);
   json_array_append_new(a, json_string(kv));
@@ -646,6 +652,18 @@ int gw_new(uv_loop_t *loop, egress *e, gw **ret, cr_error **err) {
     unsigned long long v = strtoull(it, NULL, 10);
     if (v) g->idle_timeout_ms = v;
   }
+  /* the Go module proxy the guest's GOPROXY goes to, through us */
+  const char *gp = getenv("CLEANROOM_GATEWAY_GOPROXY");
+  if (!gp) gp = "https://proxy.golang.org";
+  if (*gp && strcmp(gp, "off")) {
+    const char *rest = !strncmp(gp, "https://", 8) ? gp + 8 : !strncmp(gp, "http://", 7) ? gp + 7 : NULL;
+    if (rest && strlen(gp) < sizeof(g->goproxy) - 8)
+      snprintf(g->goproxy, sizeof(g->goproxy), "%s/%s", gp[4] == 's' ? "https" : "http", rest);
+    else
+      log_warn("gateway: CLEANROOM_GATEWAY_GOPROXY=%s: want an http(s) URL; GOPROXY is not set", gp);
+  }
+  size_t gl = strlen(g->goproxy);
+  while (gl && g->goproxy[gl - 1] == '/') g->goproxy[--gl] = '\0';
   const char *cd = getenv("CLEANROOM_CACHE_DIR");
   cr_error *cerr = NULL;
   if (cache_open_local(cd && *cd ? cd : NULL, 0, &g->cache, &cerr) < 0) {

@@ -185,7 +185,7 @@ static bool host_char(char c) {
 
 static bool path_char(char c) {
   return isalnum((unsigned char)c) || c == '-' || c == '_' || c == '.' || c == '~' || c == '/' ||
-         c == '+' || c == '@';
+         c == '+' || c == '@' || c == '!';
 }
 
 /* "/a/b.git": segments not empty, not "." or "..", allowed characters only. */
@@ -228,7 +228,7 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
   const char *query = q ? q + 1 : NULL;
   if (strchr(url, '#')) return route_fail(reason, status, "path_not_canonical", 400);
   const char *pre, *scheme;
-  bool download = false;
+  bool download = false, goproxy = false;
   if (plen > 17 + 64 + 1 && !strncmp(url, "/download/sha256/", 17)) {
     download = true;
     for (size_t i = 0; i < 64; i++) {
@@ -242,6 +242,9 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
     scheme = url + 17 + 64 + 1;
   } else if (plen > 5 && !strncmp(url, "/git/", 5)) {
     scheme = url + 5;
+  } else if (plen > 4 && !strncmp(url, "/go/", 4)) {
+    scheme = url + 4;
+    goproxy = true;
   } else {
     return route_fail(reason, status, "route_not_found", 404);
   }
@@ -287,10 +290,11 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
   if (!path_canonical(path, n)) return route_fail(reason, status, "path_not_canonical", 400);
   size_t base;
   const char *suffix;
-  if (download) {
+  if (download || goproxy) {
     if (strcmp(method, "GET")) return route_fail(reason, status, "method_not_allowed", 405);
     if (query) return route_fail(reason, status, "path_not_canonical", 400);
-    rt->kind = GW_ROUTE_DOWNLOAD;
+    rt->kind = download ? GW_ROUTE_DOWNLOAD : GW_ROUTE_GOPROXY;
+    rt->immutable = goproxy && gw_goproxy_immutable(path);
     base = n;
     suffix = "";
   } else if (ends_with(path, n, "/info/refs", &base)) {
@@ -324,6 +328,17 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
   snprintf(rt->upstream_url, sizeof(rt->upstream_url), "%s://%s%s%s%s", rt->https ? "https" : "http",
            rt->host, portbuf, rt->repo, suffix);
   return 0;
+}
+
+bool gw_goproxy_immutable(const char *path) {
+  if (!strncmp(path, "/sumdb/", 7)) return false;
+  const char *v = strstr(path, "/@v/");
+  if (!v || strstr(v + 4, "/")) return false;
+  const char *ver = v + 4;
+  const char *dot = strrchr(ver, '.');
+  if (!dot || dot == ver) return false;
+  if (strcmp(dot, ".info") && strcmp(dot, ".mod") && strcmp(dot, ".zip")) return false;
+  return ver[0] == 'v'; /* semantic versions (and pseudo-versions) start with v */
 }
 
 /* ---- upload-pack bodies (pkt-line) */

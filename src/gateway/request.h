@@ -59,6 +59,7 @@ typedef enum gw_route_kind {
   GW_ROUTE_GIT_UPLOAD_PACK,   /* POST .../<repo>/git-upload-pack */
   GW_ROUTE_GIT_RECEIVE_PACK,  /* push: info/refs?service=git-receive-pack or POST .../git-receive-pack */
   GW_ROUTE_DOWNLOAD,          /* GET  /download/sha256/<hex>/<scheme>/<host[:port]>/<path>: immutable, by digest */
+  GW_ROUTE_GOPROXY,           /* GET  /go/<scheme>/<host[:port]>/<proxy path>: the Go module proxy protocol */
 } gw_route_kind;
 
 typedef struct gw_route {
@@ -68,6 +69,7 @@ typedef struct gw_route {
   uint16_t port;              /* explicit or 443/80 */
   char repo[GW_MAX_URL];      /* "/org/x.git" (canonical, no trailing route part); a download's path */
   char digest[65];            /* GW_ROUTE_DOWNLOAD: the expected sha256 (lowercase hex) */
+  bool immutable;             /* GW_ROUTE_GOPROXY: a version's .info/.mod/.zip (not list, @latest, sumdb) */
   char upstream_url[GW_MAX_URL + 320]; /* the URL asked of the upstream */
 } gw_route;
 
@@ -81,3 +83,8 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
  * options (want-ref, deepen-not, deepen-since/relative). Protocol v0/v1 and
  * v2 `command=fetch`. Then the response is immutable and cacheable. */
 bool gw_upload_pack_cacheable(const uint8_t *body, size_t len);
+
+/* Whether a Go module proxy path ("/<module>/@v/<version>.zip") names
+ * immutable content: <version>.info, .mod or .zip of a version that is not
+ * "list" (not @latest, not @v/list, not /sumdb/...). */
+bool gw_goproxy_immutable(const char *path);

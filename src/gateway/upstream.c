@@ -217,6 +217,17 @@ void gw_upstream_run(gw_job *j) {
     j->cacheable = true; /* content-addressed: the key is the digest itself */
     snprintf(j->cache_key, sizeof(j->cache_key), "%s", j->rt.digest);
   }
+  bool goproxy = j->rt.kind == GW_ROUTE_GOPROXY;
+  if (goproxy && j->rt.immutable && j->cache) {
+    j->cacheable = true; /* a version's files never change (the checksum database says so) */
+    char *pre = NULL;
+    if (asprintf(&pre, "goproxy\n%s", j->rt.upstream_url) > 0) {
+      cr_sha256_hex(pre, strlen(pre), j->cache_key);
+    } else {
+      j->cacheable = false;
+    }
+    free(pre);
+  }
   if (j->cacheable) {
     uint8_t *data = NULL;
     size_t len = 0;
@@ -229,7 +240,8 @@ void gw_upstream_run(gw_job *j) {
       j->resp_len = j->resp_cap = len;
       j->status = 200;
       snprintf(j->resp_type, sizeof(j->resp_type), "%s",
-               download ? "application/octet-stream" : "application/x-git-upload-pack-result");
+               download || goproxy ? "application/octet-stream"
+                                   : "application/x-git-upload-pack-result");
       return;
     }
     cr_error_free(err);
@@ -245,8 +257,12 @@ void gw_upstream_run(gw_job *j) {
   }
   struct curl_slist *hdrs = NULL;
   char ua[160];
-  snprintf(ua, sizeof(ua), "%s", !strncmp(j->user_agent, "git/", 4) && printable(j->user_agent)
-                                     ? j->user_agent : "git/cleanroom-gateway");
+  if (download || goproxy) /* the guest's own agent, else ours */
+    snprintf(ua, sizeof(ua), "%s", j->user_agent[0] && printable(j->user_agent)
+                                       ? j->user_agent : "cleanroom-gateway");
+  else /* smart-HTTP servers answer git agents only */
+    snprintf(ua, sizeof(ua), "%s", !strncmp(j->user_agent, "git/", 4) && printable(j->user_agent)
+                                       ? j->user_agent : "git/cleanroom-gateway");
   curl_easy_setopt(h, CURLOPT_URL, j->rt.upstream_url);
   curl_easy_setopt(h, CURLOPT_USERAGENT, ua);
   curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
@@ -318,7 +334,8 @@ void gw_upstream_run(gw_job *j) {
   }
   if (j->status == 200 && j->cacheable && j->reason && !strcmp(j->reason, "allowed")) {
     cr_error *err = NULL;
-    if (cache_put(j->cache, j->cache_key, download ? "download" : "git-pack", j->rt.upstream_url,
+    if (cache_put(j->cache, j->cache_key, download ? "download" : goproxy ? "go-module" : "git-pack",
+                  j->rt.upstream_url,
                   j->resp, j->resp_len, &err) < 0)
       cr_error_free(err);
   }

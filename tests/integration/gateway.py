@@ -62,6 +62,7 @@ ENV.update({
     "CLEANROOM_GATEWAY_PORT": str(PORT),
     "CLEANROOM_GATEWAY_CREDENTIALS": os.path.join(TMP, "credentials.json"),
     "CLEANROOM_GATEWAY_REQUEST_TIMEOUT_MS": "3000",
+    "CLEANROOM_GATEWAY_GOPROXY": "http://%s:8080/gomod" % W.allowed,
 })
 for k in ("CLEANROOM_HOST", "CLEANROOM_EGRESS", "CLEANROOM_GATEWAY_OFFLINE"):
     ENV.pop(k, None)
@@ -212,6 +213,20 @@ def run_rows(a, b, commit):
         and has_event(events(b), kind="gateway", route="download", cache="hit")
         and has_event(events(b), kind="gateway", route="download", reason="digest_mismatch"),
         "%s upstream=%d" % (o1[-300:], len(reqs)))
+    # 5d the Go module proxy protocol: GOPROXY injected; a version's zip cached, @v/list not
+    zipdata = W.make_go_module()
+    before = len(W.requests())
+    _, o1 = guest(b, "echo GOPROXY=$GOPROXY; for i in 1 2; do curl -sS $GOPROXY/example.com/hello/@v/list; "
+                     "curl -sS $GOPROXY/example.com/hello/@v/v1.0.0.zip | sha256sum; done")
+    reqs = W.requests()[before:]
+    zips = [r for r in reqs if r["path"].endswith(".zip")]
+    lists = [r for r in reqs if r["path"].endswith("/list")]
+    import hashlib as _h
+    row("GOPROXY goes through the gateway: a version's zip is cached, @v/list is not",
+        ("GOPROXY=http://" in o1 and "/go/http/%s:8080/gomod" % W.allowed in o1
+         and o1.count(_h.sha256(zipdata).hexdigest()) == 2 and len(zips) == 1 and len(lists) == 2
+         and has_event(events(b), kind="gateway", route="goproxy", cache="hit")),
+        "%s zips=%d lists=%d" % (o1[-300:], len(zips), len(lists)))
     # 6 push refused
     before = len(W.requests())
     rc, out = guest(a, "cd /tmp/c1 && echo x > new.txt && git add new.txt && "

@@ -18,6 +18,22 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
     def handle_one(self):
         path, _, query = self.path.partition("?")
+        if path.startswith("/gomod/") and ".." not in path:
+            # a Go module proxy served from files (<root>/../gomod/...)
+            log.write(json.dumps({"server": self.server.server_address[0], "method": self.command,
+                                  "path": self.path, "auth": "", "git_protocol": ""}) + "\n")
+            f = os.path.join(os.path.dirname(root), path.lstrip("/"))
+            if not os.path.isfile(f):
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            data = open(f, "rb").read()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         n = int(self.headers.get("Content-Length") or 0)
         body = b""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -141,6 +157,26 @@ class World:
         bare = os.path.join(self.repos, name + ".git")
         sh("git", "clone", "-q", "--bare", work, bare)
         return sh("git", "-C", bare, "rev-parse", "HEAD").stdout.decode().strip()
+
+    def make_go_module(self, module="example.com/hello", version="v1.0.0"):
+        """The files a Go module proxy serves for one version, under
+        <tmp>/gomod/<module>/@v/ (served at /gomod/...)."""
+        import io, zipfile
+        d = os.path.join(self.tmp, "gomod", module, "@v")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "list"), "w") as f:
+            f.write(version + "\n")
+        with open(os.path.join(d, version + ".info"), "w") as f:
+            f.write('{"Version":"%s","Time":"2026-01-01T00:00:00Z"}' % version)
+        with open(os.path.join(d, version + ".mod"), "w") as f:
+            f.write("module %s\n\ngo 1.19\n" % module)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("%s@%s/go.mod" % (module, version), "module %s\n\ngo 1.19\n" % module)
+            z.writestr("%s@%s/hello.go" % (module, version), "package hello\n\nconst Hello = \"hi\"\n")
+        with open(os.path.join(d, version + ".zip"), "wb") as f:
+            f.write(buf.getvalue())
+        return buf.getvalue()
 
     def add_commit(self, name):
         """A new commit on main in <repos>/<name>.git; returns its id."""

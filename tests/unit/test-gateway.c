@@ -130,6 +130,12 @@ static void test_routes(void **state) {
   expect_no_route("GET", "/download/sha256/E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855/http/h/x",
                   "digest_invalid");
   expect_no_route("GET", "/download/sha256/abc/http/h/x", "route_not_found");
+  expect_route("GET", "/go/https/proxy.golang.org/github.com/!burnt!sushi/toml/@v/v1.3.2.zip",
+               GW_ROUTE_GOPROXY, "https://proxy.golang.org/github.com/!burnt!sushi/toml/@v/v1.3.2.zip");
+  expect_route("GET", "/go/http/10.0.0.5:8080/gomod/example.com/x/@v/list", GW_ROUTE_GOPROXY,
+               "http://10.0.0.5:8080/gomod/example.com/x/@v/list");
+  expect_no_route("POST", "/go/https/proxy.golang.org/x/@v/list", "method_not_allowed");
+  expect_no_route("GET", "/go/https/proxy.golang.org/x/@v/list?x", "path_not_canonical");
   expect_no_route("GET", "http://evil/x", "path_not_canonical");
   expect_no_route("GET", "/other", "route_not_found");
   expect_no_route("GET", "/git/https/h/a/../b/info/refs?service=git-upload-pack", "path_not_canonical");
@@ -199,6 +205,19 @@ static void test_cacheable(void **state) {
   pkt(x, "done\n");
   assert_false(gw_upload_pack_cacheable((uint8_t *)x, strlen(x)));
   assert_false(gw_upload_pack_cacheable((uint8_t *)"", 0));
+}
+
+static void test_goproxy_immutable(void **state) {
+  assert_true(gw_goproxy_immutable("/example.com/x/@v/v1.0.0.zip"));
+  assert_true(gw_goproxy_immutable("/gomod/example.com/x/@v/v1.0.0.mod"));
+  assert_true(gw_goproxy_immutable("/github.com/!a/b/@v/v0.0.0-20230101000000-abcdefabcdef.info"));
+  assert_false(gw_goproxy_immutable("/example.com/x/@v/list"));
+  assert_false(gw_goproxy_immutable("/example.com/x/@latest"));
+  assert_false(gw_goproxy_immutable("/sumdb/sum.golang.org/lookup/x@v1.0.0"));
+  assert_false(gw_goproxy_immutable("/example.com/x/@v/v1.0.0.txt"));
+  assert_false(gw_goproxy_immutable("/example.com/x/@v/master.zip"));
+  assert_false(gw_goproxy_immutable("/example.com/x/@v/.zip"));
+  assert_false(gw_goproxy_immutable("/example.com/x/@v/v1/y.zip"));
 }
 
 static void key_of(const char *s, char out[65]) { cr_sha256_hex(s, strlen(s), out); }
@@ -283,6 +302,7 @@ int main(void) {
       cmocka_unit_test(test_request_refused),
       cmocka_unit_test(test_routes),
       cmocka_unit_test(test_cacheable),
+      cmocka_unit_test(test_goproxy_immutable),
       cmocka_unit_test(test_cache),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
