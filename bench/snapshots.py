@@ -12,11 +12,16 @@ Each median is given as a ratio to ../shared/bench/qemu-floor.py (cold boot
 and snapshot clone to an answering guest), run in the same invocation, or read
 from --floor-json (that script's last output line), or skipped (--no-floor).
 
-"Warm with pool" (pre-started VMMs waiting in -incoming defer) is not
-implemented yet and is reported as such.
+"Warm with pool": the daemon is restarted with CLEANROOM_POOL_SIZE=--pool
+(the pool holds clones of the default template: the bench image is made the
+default, --mem must be the pool's 512 MiB); before each create the bench waits
+until the pool is full again (the steady state a pool is for: bursts up to its
+size), then measures create -> first exec as above. The other numbers come
+from a daemon without a pool (CLEANROOM_POOL_SIZE=0), so that refills do not
+run beside them.
 
-Usage: bench/snapshots.py [--runs 20] [--mem 512] [--bin PATH] [--floor PATH |
-       --floor-json FILE | --no-floor]
+Usage: bench/snapshots.py [--runs 20] [--pool 2] [--mem 512] [--bin PATH]
+       [--floor PATH | --floor-json FILE | --no-floor]
 Needs an installed kernel (scripts/fetch-kernel.sh). Prints one JSON object
 on the last line."""
 import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
@@ -29,6 +34,7 @@ ap.add_argument("--cold-runs", type=int, default=None, help="cold creates (defau
 ap.add_argument("--snap-runs", type=int, default=5)
 ap.add_argument("--clones", type=int, default=3, help="idle clones for the PSS measurement")
 ap.add_argument("--mem", type=int, default=512)
+ap.add_argument("--pool", type=int, default=2, help="pool size for the warm-with-pool runs (0: skip)")
 ap.add_argument("--bin", default=shutil.which("cleanroom") or os.path.join(root, "build-release", "cleanroom"))
 ap.add_argument("--floor", default=os.path.join(root, "..", "shared", "bench", "qemu-floor.py"))
 ap.add_argument("--floor-json", default=None)
@@ -54,6 +60,21 @@ def pss_mib(pid):
     return None
 
 
+def pool_pids(tmp):
+    """The pool's paused VMMs: qemu processes of this data dir (no sandbox is left)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as fc:
+                    c = fc.read()
+            except OSError:
+                continue
+            if b"qemu-system" in c and tmp.encode() in c:
+                out.append(int(d))
+    return out
+
+
 tmp = tempfile.mkdtemp(prefix="cr-bench-snap-")
 env = dict(os.environ, CLEANROOM_RUN_DIR=f"{tmp}/run", CLEANROOM_DATA_DIR=f"{tmp}/data")
 env.setdefault("CLEANROOM_KERNEL_DIR", "/var/lib/cleanroom/kernels/current")
@@ -66,15 +87,25 @@ try:
     subprocess.run([a.bin, "image", "import", f"{tmp}/bb.tar", "--ref", "bench/busybox"],
                    env=env, check=True, capture_output=True)
     image = "bench/busybox"
-    daemon = subprocess.Popen([a.bin, "serve"], env=env, stderr=subprocess.DEVNULL)
-    s = socket.socket(socket.AF_UNIX)
-    for _ in range(400):
-        try:
-            s.connect(f"{tmp}/run/cleanroom.sock")
-            break
-        except OSError:
-            time.sleep(0.025)
-    f = s.makefile("rw")
+    env["CLEANROOM_IMAGE"] = image  # the pool's default template is the bench image's
+
+    def start_daemon(pool_size):
+        global daemon, f
+        if daemon:
+            daemon.terminate()
+            daemon.wait(20)
+        daemon = subprocess.Popen([a.bin, "serve"], env=dict(env, CLEANROOM_POOL_SIZE=str(pool_size)),
+                                  stderr=subprocess.DEVNULL)
+        s = socket.socket(socket.AF_UNIX)
+        for _ in range(400):
+            try:
+                s.connect(f"{tmp}/run/cleanroom.sock")
+                break
+            except OSError:
+                time.sleep(0.025)
+        f = s.makefile("rw")
+
+    start_daemon(0)
     n = 0
 
     def call(method, params):
@@ -128,7 +159,6 @@ try:
     res["cold"] = stats(cold)
     res["warm_no_pool"] = stats(warm)
     res["warm_no_pool"]["state_load_ms_median"] = statistics.median(restore_ms)
-    res["warm_with_pool"] = "not implemented"
     res["clone_rm_s"] = stats(res["clone_rm_s"])
 
     # idle warm clones: PSS (template pages shared)
@@ -170,6 +200,35 @@ try:
     res["snapshot_create"]["memory_state_mib"] = round(statistics.median(mem_bytes) / 2**20, 1)
     res["snapshot_restore_to_exec"] = stats(snap_r)
     res["fork_to_exec"] = stats(fork)
+
+    # warm with pool: a daemon with a pool; each create finds it full
+    res["warm_with_pool"] = "skipped (--pool 0)"
+    if a.pool > 0:
+        start_daemon(a.pool)
+        pooled, waits = [], []
+
+        def pool_full():
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 120:
+                p = call("system.info", {})["pool"]
+                if p["ready"] >= p["size"]:
+                    waits.append(time.monotonic() - t0)
+                    return p
+                time.sleep(0.02)  # a bench waiting for the daemon's refill, bounded
+            raise SystemExit(f"the pool did not fill: {p}")
+
+        pool_full()
+        for _ in range(a.runs):
+            pool_full()
+            sb, dt = create_to_exec({})
+            assert any("VMM pool" in e["message"] for e in sb["events"]), sb["events"]
+            pooled.append(dt)
+            call("sandbox.terminate", {"id": sb["id"]})
+        res["warm_with_pool"] = stats(pooled)
+        res["warm_with_pool"]["pool_size"] = a.pool
+        res["warm_with_pool"]["refill_wait_median_s"] = round(statistics.median(waits[1:] or waits), 3)
+        pss = [pss_mib(pid) for pid in pool_pids(tmp)]
+        res["warm_with_pool"]["idle_entry_pss_mib"] = [round(x, 1) for x in pss if x]
 finally:
     if daemon:
         daemon.terminate()
@@ -198,9 +257,12 @@ if floor:
         "warm_no_pool_vs_floor_cold": round(res["warm_no_pool"]["median_s"] / fc, 2),
         "fork_vs_floor_clone": round(res["fork_to_exec"]["median_s"] / fk, 2),
     }
+    if isinstance(res["warm_with_pool"], dict):
+        res["ratios"]["warm_with_pool_vs_floor_clone"] = round(res["warm_with_pool"]["median_s"] / fk, 2)
 print(f"create -> first exec (median/p90 over {a.runs}): cold {res['cold']['median_s']:.2f}/{res['cold']['p90_s']:.2f}s, "
-      f"warm (clone, no pool) {res['warm_no_pool']['median_s']:.2f}/{res['warm_no_pool']['p90_s']:.2f}s, "
-      f"warm with pool: not implemented")
+      f"warm (clone, no pool) {res['warm_no_pool']['median_s']:.3f}/{res['warm_no_pool']['p90_s']:.3f}s, "
+      + (f"warm with pool ({a.pool}) {res['warm_with_pool']['median_s']:.3f}/{res['warm_with_pool']['p90_s']:.3f}s"
+         if isinstance(res["warm_with_pool"], dict) else f"warm with pool: {res['warm_with_pool']}"))
 print(f"snapshot create {res['snapshot_create']['median_s']:.2f}s (VM paused {res['snapshot_create']['vm_paused_median_s']:.2f}s, "
       f"{res['snapshot_create']['memory_state_mib']} MiB state), restore -> exec {res['snapshot_restore_to_exec']['median_s']:.2f}s, "
       f"fork -> exec {res['fork_to_exec']['median_s']:.2f}s; idle clone PSS {res['idle_clone_pss_mib']['median']} MiB "

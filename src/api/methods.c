@@ -108,9 +108,10 @@ static void m_system_info(req *r) {
   const char *netcap = json_string_value(json_object_get(caps, "network"));
   if (!json_is_true(json_object_get(caps, "egress")) && netcap && !strcmp(netcap, "tap"))
     json_object_set_new(caps, "egress", json_boolean(egress_host_capable(NULL)));
-  reply(r, json_pack("{s:s, s:s, s:s, s:i, s:s, s:o}", "version", CR_VERSION, "backend",
+  reply(r, json_pack("{s:s, s:s, s:s, s:i, s:s, s:o, s:o}", "version", CR_VERSION, "backend",
                      backend_default()->name, "accel", backend_accel(), "pid", (int)getpid(),
-                     "socket", r->d->socket_path, "capabilities", caps));
+                     "socket", r->d->socket_path, "capabilities", caps, "pool",
+                     sbx_pool_info(r->d->sandboxes)));
 }
 
 /* ---- sandboxes */

@@ -58,7 +58,15 @@ void sbx_console_watch_start(sbx_manager *m) {
   m->console_timer_init = true;
 }
 
-static void manager_free_cb(uv_handle_t *h) { free(h->data); }
+void sbx_manager_maybe_free(sbx_manager *m) {
+  if (m->dead && m->live == 0) free(m);
+}
+
+static void manager_free_cb(uv_handle_t *h) {
+  sbx_manager *m = h->data;
+  m->dead = true;
+  sbx_manager_maybe_free(m);
+}
 
 bool sbx_console_watch_stop(sbx_manager *m) {
   if (!m->console_timer_init) return false;

@@ -4,9 +4,19 @@
 #include "boot/boot.h"
 #include "egress/egress.h"
 #include "gateway/gateway.h"
+#include "image/image.h"
 #include "util/macro.h"
 
 #include <sys/types.h>
+
+/* what the VMM pool's entries are (pool.c) */
+#define SBX_POOL_VCPUS 1
+#define SBX_POOL_MEMORY_MIB 512
+/* a refill waits this long after a hand-out or a ready sandbox: its first
+ * exec usually follows at once, and there are few cores */
+#define SBX_POOL_REFILL_DELAY_MS 250
+
+typedef struct sbx_pool sbx_pool;
 
 typedef struct sbx_waiter {
   sbx_ready_cb cb;
@@ -33,6 +43,13 @@ struct sbx_manager {
   char *scratch_blank; /* the blank scratch disk (cache/scratch-*.ext4), once known */
   gw *gateway;    /* the host gateway (NULL until the first network, or off) */
   bool gateway_tried;
+  sbx_pool *pool;      /* pre-started clones of the default template (pool.c) */
+  bool assets_building; /* sbx_prepare_assets in flight */
+  /* sandboxes allocated and not yet freed: a sandbox still held by
+   * asynchronous work at shutdown is freed after the manager's last handle
+   * closed; the manager's memory goes with the last of both */
+  size_t live;
+  bool dead; /* sbx_manager_free ran; freed once live is 0 */
 };
 
 struct sbx {
@@ -81,6 +98,8 @@ struct sbx {
   bool tmpl_waiting;       /* waiting for a boot template (on_template pending) */
   bool boot_expired;       /* the boot deadline passed while waiting for it */
   bool relaunch_pending;   /* launch_vm waits for the previous VMM to go */
+  bool pooled;             /* a VMM pool entry: not in the registry, no state.json */
+  bool pool_ready;         /* ... activated, warmed up and paused: can be handed out */
   bool scratch_ready;      /* <dir>/scratch.ext4 exists (else launch_vm copies it first) */
   bool scratch_copying;    /* that copy is on the thread pool */
   char *scratch_src;       /* what launch_vm copies: a template's scratch disk, else blank */
@@ -92,6 +111,10 @@ struct sbx {
 };
 
 int64_t sbx_now_ms(void);
+/* A new sandbox struct of m (counted in m->live); sbx_free uncounts it. */
+struct sbx *sbx_alloc(sbx_manager *m);
+/* Frees m once it is dead and no sandbox is left (console.c). */
+void sbx_manager_maybe_free(sbx_manager *m);
 json_t *sbx_time_json(int64_t ms);
 int64_t sbx_time_from_json(json_t *j);
 void sbx_exec_free(sbx_exec *e);
@@ -136,3 +159,27 @@ void snap_source_clear(snap_source *s);
  * answers again. */
 int sbx_relaunch_restore(sbx *s, const char *state_dir, const char *snapshot_id,
                          const char *scratch_new, cr_error **err);
+
+/* ---- the VMM pool (pool.c) */
+sbx_pool *sbx_pool_new(sbx_manager *m);
+unsigned sbx_pool_size_config(void);
+/* Looks at the pool after delay_ms: discards failed or stale entries,
+ * starts one when there is room and nothing else is starting. */
+void sbx_pool_kick(sbx_manager *m, uint64_t delay_ms);
+/* A ready entry of that template (removed from the pool), or NULL. */
+sbx *sbx_pool_take(sbx_manager *m, const char *template_key);
+bool sbx_pool_has_ready(sbx_manager *m);
+/* An entry's ACTIVATE was answered: warm-up, pause, ready. */
+void sbx_pool_activated(sbx *s);
+/* Kills and removes every entry (daemon stop); frees the pool. */
+void sbx_pool_shutdown(sbx_manager *m);
+/* sandbox.c for pool.c: a new entry (a clone of the template in tmpl_dir),
+ * starting; its failure, the boot timer, the final release. */
+sbx *sbx_pooled_new(sbx_manager *m, const image_info *img, const char *tmpl_dir,
+                    cr_error **err);
+void sbx_pool_failed(sbx *s, const char *why);
+void sbx_stop_boot_timer(sbx *s);
+void sbx_release_entry(sbx *s);
+/* Builds the boot assets and the blank scratch disk on the thread pool
+ * when they are not there yet (once at a time); kicks the pool when done. */
+void sbx_prepare_assets(sbx_manager *m);

@@ -80,6 +80,7 @@ sbx_manager *sbx_manager_new(uv_loop_t *loop, cr_error **err) {
   m->templates_off = tv && !strcmp(tv, "0");
   m->tmpl = tmpl_registry_new(loop, m->backend);
   if (m->tmpl) tmpl_gc(m->tmpl);
+  if (!m->templates_off) m->pool = sbx_pool_new(m);
   return m;
 }
 
@@ -152,12 +153,20 @@ static void registry_remove(sbx_manager *m, sbx *s) {
     }
 }
 
+/* Newest first: by creation time (a sandbox from the VMM pool has an id
+ * from when its VMM started), then id. */
+static int cmp_newest(const void *a, const void *b) {
+  const sbx *x = *(sbx *const *)a, *y = *(sbx *const *)b;
+  if (x->created_ms != y->created_ms) return x->created_ms > y->created_ms ? -1 : 1;
+  return strcmp(y->id, x->id);
+}
+
 sbx *sbx_find(sbx_manager *m, const char *id) {
   if (!id) return NULL;
   if (!strcmp(id, "last") || !strcmp(id, "--last")) {
     sbx *best = NULL;
     for (size_t i = 0; i < m->n; i++)
-      if (!best || strcmp(m->list[i]->id, best->id) > 0) best = m->list[i];
+      if (!best || cmp_newest(&m->list[i], &best) < 0) best = m->list[i];
     return best;
   }
   for (size_t i = 0; i < m->n; i++)
@@ -165,10 +174,6 @@ sbx *sbx_find(sbx_manager *m, const char *id) {
   return NULL;
 }
 
-static int cmp_newest(const void *a, const void *b) {
-  const sbx *x = *(sbx *const *)a, *y = *(sbx *const *)b;
-  return strcmp(y->id, x->id);
-}
 
 sbx **sbx_list(sbx_manager *m, size_t *ret_n) {
   sbx **v = calloc(m->n + 1, sizeof(*v));
@@ -247,7 +252,7 @@ void sbx_event(sbx *s, const char *type, const char *fmt, ...) {
 }
 
 static void save_state(sbx *s) {
-  if (s->removed) return;
+  if (s->removed || s->pooled) return; /* a pool entry has no journal */
   json_t *j = sbx_to_json(s);
   json_object_set_new(j, "image_path", json_string(s->image_path ? s->image_path : ""));
   json_object_set_new(j, "ram_path", s->ram_path ? json_string(s->ram_path) : json_null());
@@ -406,7 +411,11 @@ static void set_failed(sbx *s, const char *reason, const char *fmt, ...) {
   }
   stop_vmm(s);
   save_state(s);
-  log_warn("sandbox %s failed: %s: %s", s->id, reason, msg ? msg : "");
+  log_warn("%s %s failed: %s: %s", s->pooled ? "pool entry" : "sandbox", s->id, reason,
+           msg ? msg : "");
+  /* the pool discards a failed entry; a sandbox that is not starting any
+   * more lets a refill start */
+  sbx_pool_kick(s->m, s->pooled ? 0 : SBX_POOL_REFILL_DELAY_MS);
   cr_error *e = NULL;
   cr_error_set(&e, reason, 0, "sandbox %s: %s", s->id, msg ? msg : "failed");
   if (s->vm_stopping) {
@@ -470,7 +479,21 @@ static void sbx_free(sbx *s) {
   json_decref(s->policy);
   free(s->waiters);
   cr_error_free(s->fail_err);
+  sbx_manager *m = s->m;
   free(s);
+  if (m) {
+    m->live--;
+    sbx_manager_maybe_free(m);
+  }
+}
+
+sbx *sbx_alloc(sbx_manager *m) {
+  sbx *s = calloc(1, sizeof(*s));
+  if (s) {
+    s->m = m;
+    m->live++;
+  }
+  return s;
 }
 
 static void sbx_unref_handle_cb(sbx *s) {
@@ -520,6 +543,10 @@ static void on_activated(agent_conn *c, void *ud, const ap_header *h, const uint
                msg ? msg : "unknown error");
     return;
   }
+  if (s->pooled) {
+    sbx_pool_activated(s); /* warm-up, pause */
+    return;
+  }
   stop_boot_timer(s);
   s->state = SBX_READY;
   s->ready_ms = sbx_now_ms();
@@ -527,6 +554,7 @@ static void on_activated(agent_conn *c, void *ud, const ap_header *h, const uint
   save_state(s);
   progress(s, "ready", "sandbox ready");
   log_info("sandbox %s ready in %llu ms", s->id, (unsigned long long)s->boot_ms);
+  sbx_pool_kick(s->m, SBX_POOL_REFILL_DELAY_MS);
   notify_waiters(s, NULL);
 }
 
@@ -564,6 +592,7 @@ static void on_agent_state(agent_conn *c, void *ud, int status, const char *mess
         s->state = SBX_READY;
         save_state(s);
         log_info("sandbox %s re-attached", s->id);
+        sbx_pool_kick(s->m, SBX_POOL_REFILL_DELAY_MS);
         reattach_settled(s);
         notify_waiters(s, NULL);
       } else {
@@ -703,6 +732,8 @@ static void start_boot_timer(sbx *s) {
   s->boot_timer_on = true;
   uv_timer_start(&s->boot_timer, on_boot_timeout, s->m->boot_timeout_ms, 0);
 }
+
+void sbx_stop_boot_timer(sbx *s) { stop_boot_timer(s); }
 
 /* A pre-formatted sparse scratch disk, copied per sandbox. */
 static int scratch_template(char **ret, cr_error **err) {
@@ -850,7 +881,9 @@ static void copy_done(uv_work_t *w, int status) {
   sbx *s = k->s;
   s->scratch_copying = false;
   if (status < 0 && k->r == 0) k->r = status;
-  if (!s->removed && s->state == SBX_PROVISIONING) {
+  if (s->removed) {
+    cr_rm_rf(s->dir); /* the copy may have run after the removal */
+  } else if (s->state == SBX_PROVISIONING) {
     if (k->r < 0) {
       set_failed(s, CR_E_IO, "preparing the scratch disk %s from %s: %s", k->dst, k->src,
                  strerror(-k->r));
@@ -920,6 +953,9 @@ static int launch_vm(sbx *s) {
   } else {
     r = m->backend->launch(m->loop, &cfg, &vm_events, s, &s->vm, &lerr);
   }
+  /* a pool entry has no journal: its pid is known from here (pool.c kills
+   * it at a daemon stop however far it got) */
+  if (r == 0 && s->pooled && s->vm) s->pid = backend_vm_pid(s->vm);
   if (r < 0) {
     s->vm = NULL;
     s->restoring = false;
@@ -1075,6 +1111,163 @@ int sbx_relaunch_restore(sbx *s, const char *state_dir, const char *snapshot_id,
   return 0;
 }
 
+/* ---- the VMM pool's side of the lifecycle (pool.c) */
+
+typedef struct assets_work {
+  uv_work_t w;
+  sbx_manager *m;
+  boot_assets *assets;
+  char *blank;
+  cr_error *err;
+} assets_work;
+
+static void assets_run(uv_work_t *w) {
+  assets_work *k = w->data;
+  uv_mutex_lock(&prepare_lock);
+  if (build_boot_assets(&k->assets, &k->err) == 0) scratch_template(&k->blank, &k->err);
+  uv_mutex_unlock(&prepare_lock);
+}
+
+static void assets_done(uv_work_t *w, int status) {
+  assets_work *k = w->data;
+  sbx_manager *m = k->m;
+  m->assets_building = false;
+  if (k->assets && !m->assets) m->assets = TAKE_PTR(k->assets);
+  boot_assets_free(k->assets);
+  if (k->blank && !m->scratch_blank) m->scratch_blank = TAKE_PTR(k->blank);
+  free(k->blank);
+  if (k->err) log_warn("pool: preparing the boot assets: %s", k->err->message);
+  bool ok = !k->err && m->assets && m->scratch_blank;
+  cr_error_free(k->err);
+  free(k);
+  if (ok) sbx_pool_kick(m, 0);
+}
+
+void sbx_prepare_assets(sbx_manager *m) {
+  if (m->assets_building || !m->pool) return;
+  assets_work *k = calloc(1, sizeof(*k));
+  if (!k) return;
+  k->m = m;
+  k->w.data = k;
+  uv_once(&prepare_once, prepare_lock_init);
+  m->assets_building = true;
+  if (uv_queue_work(m->loop, &k->w, assets_run, assets_done) < 0) {
+    m->assets_building = false;
+    free(k);
+  }
+}
+
+void sbx_pool_failed(sbx *s, const char *why) {
+  set_failed(s, CR_E_RUNTIME_LAUNCH_FAILED, "%s", why ? why : "failed");
+}
+
+void sbx_release_entry(sbx *s) { sbx_release(s); }
+
+sbx *sbx_pooled_new(sbx_manager *m, const image_info *img, const char *tmpl_dir,
+                    cr_error **err) {
+  sbx *s = sbx_alloc(m);
+  if (!s) {
+    cr_error_set(err, CR_E_INTERNAL, ENOMEM, "pool entry");
+    return NULL;
+  }
+  s->m = m;
+  s->net_slot = -1;
+  s->pooled = true;
+  cr_ulid_new(s->id);
+  s->dir = cr_path_join(m->dir, s->id);
+  s->state = SBX_PROVISIONING;
+  s->image_ref = strdup(img->n_refs ? img->refs[0] : img->digest);
+  s->image_digest = strdup(img->digest);
+  s->image_path = strdup(img->rootfs);
+  s->vcpus = SBX_POOL_VCPUS;
+  s->memory_mib = SBX_POOL_MEMORY_MIB;
+  s->created_ms = s->boot_start_ms = sbx_now_ms();
+  s->template_key = strdup(strrchr(tmpl_dir, '/') ? strrchr(tmpl_dir, '/') + 1 : tmpl_dir);
+  s->boot_mode = "clone";
+  s->ram_path = cr_path_join(tmpl_dir, "ram");
+  s->ram_private = true;
+  s->restore_dir = cr_path_join(tmpl_dir, "state");
+  s->scratch_src = cr_path_join(tmpl_dir, "scratch.ext4");
+  int r = s->dir ? cr_mkdir_p(s->dir, 0700) : -ENOMEM;
+  if (r < 0 || !s->image_ref || !s->image_digest || !s->image_path || !s->template_key ||
+      !s->ram_path || !s->restore_dir || !s->scratch_src) {
+    cr_error_set(err, CR_E_IO, r < 0 ? -r : ENOMEM, "preparing a pool entry");
+    if (s->dir && r == 0) cr_rm_rf(s->dir);
+    sbx_free(s);
+    return NULL;
+  }
+  sbx_event(s, "boot", "pool entry: clone of template %s", s->template_key);
+  start_boot_timer(s);
+  launch_vm(s); /* a failure is reported through set_failed: the pool discards it */
+  return s;
+}
+
+static void on_discarded_entry(void *ud, cr_error *err) { cr_error_free(err); }
+
+static void on_pool_resumed(void *ud, backend_vm *vm, cr_error *err) {
+  sbx *s = ud;
+  if (vm == s->vm && s->state == SBX_PROVISIONING) {
+    if (err)
+      set_failed(s, cr_error_reason(err), "resuming the pooled VMM: %s", err->message);
+    else
+      send_activate(s); /* clock, entropy, hostname again; the mounts are there */
+  }
+  cr_error_free(err);
+  sbx_unhold(s);
+}
+
+/* A create served by a pool entry: the sandbox takes the entry's id, VMM,
+ * scratch disk and agent connection. */
+static int adopt_pooled(sbx_manager *m, sbx *s, const sbx_create_params *p, const char *ref,
+                        char **policy_hash, sbx_ready_cb done, sbx_progress_cb progress_cb,
+                        void *ud, cr_error **err) {
+  int64_t started = s->boot_start_ms;
+  free(s->image_ref);
+  s->image_ref = strdup(ref);
+  if (p->policy) s->policy = json_incref(p->policy);
+  s->policy_hash = TAKE_PTR(*policy_hash);
+  s->progress_cb = progress_cb;
+  s->progress_ud = ud;
+  s->created_ms = s->boot_start_ms = sbx_now_ms();
+  s->pooled = false;
+  if (registry_add(m, s) < 0) {
+    s->pooled = true; /* back to the pool's way out */
+    set_failed(s, CR_E_INTERNAL, "out of memory");
+    sbx_terminate(m, s, on_discarded_entry, NULL, NULL);
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "sandbox registry");
+  }
+  sbx_event(s, "boot", "from the VMM pool: a clone of template %s started %lld ms before",
+            s->template_key, (long long)(s->created_ms - started));
+  save_state(s);
+  sbx_when_ready(s, done, ud);
+  start_boot_timer(s);
+  progress(s, "pool", "resuming a pre-started VMM");
+  cr_error *e = NULL;
+  sbx_hold(s);
+  if (backend_vm_ops(s->vm)->resume(s->vm, on_pool_resumed, s, &e) < 0) {
+    set_failed(s, cr_error_reason(e), "resuming the pooled VMM: %s", e ? e->message : "");
+    cr_error_free(e);
+    sbx_unhold(s);
+  }
+  return 0;
+}
+
+/* A ready pool entry for this create, or NULL. */
+static sbx *pool_match(sbx_manager *m, const sbx_create_params *p, const image_info *img,
+                       unsigned vcpus, unsigned mem) {
+  if (!m->pool || !m->assets || !m->tmpl || m->templates_off || p->cold || p->from_snapshot ||
+      !sbx_pool_has_ready(m))
+    return NULL;
+  if (p->policy && egress_policy_wants_network(p->policy)) return NULL;
+  tmpl_spec spec = {img->digest, img->rootfs,
+                    m->assets->vmlinux ? m->assets->vmlinux : m->assets->kernel,
+                    m->assets->initrd, vcpus, mem, NULL};
+  _cleanup_free_ char *dir = NULL;
+  if (tmpl_lookup(m->tmpl, &spec, &dir, NULL) != 1) return NULL;
+  const char *key = strrchr(dir, '/');
+  return sbx_pool_take(m, key ? key + 1 : dir);
+}
+
 int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
                sbx_progress_cb progress_cb, void *ud, cr_error **err) {
   _cleanup_free_ char *policy_hash = NULL;
@@ -1108,7 +1301,9 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
                         "vcpus must be 1-64 and memory 64-65536 MiB (got %u, %u)", vcpus, mem);
   if (sbx_quota_check(m, mem, err) < 0) return -1;
-  sbx *s = calloc(1, sizeof(*s));
+  sbx *pooled = pool_match(m, p, img, vcpus, mem);
+  if (pooled) return adopt_pooled(m, pooled, p, ref, &policy_hash, done, progress_cb, ud, err);
+  sbx *s = sbx_alloc(m);
   if (!s) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "sandbox");
   s->m = m;
   s->net_slot = -1;
@@ -1214,6 +1409,7 @@ typedef struct warm_req {
 
 static void on_warm(void *ud, const char *dir, cr_error *err) {
   warm_req *w = ud;
+  if (!err) sbx_pool_kick(w->m, 0); /* the default template may be this one */
   if (err) {
     w->done(w->ud, NULL, err);
   } else {
@@ -1343,7 +1539,7 @@ static void load_one(sbx_manager *m, const char *id) {
     else log_warn("ignoring %s: no valid state.json", dir);
     return;
   }
-  sbx *s = calloc(1, sizeof(*s));
+  sbx *s = sbx_alloc(m);
   if (!s) return;
   s->m = m;
   s->net_slot = -1;
@@ -1485,6 +1681,7 @@ int sbx_manager_load(sbx_manager *m, void (*settled)(void *ud), void *ud, cr_err
   }
   free(ids);
   settle_check(m);
+  sbx_pool_kick(m, 0);
   return 0;
 }
 
@@ -1507,11 +1704,15 @@ void sbx_manager_free(sbx_manager *m) {
     sbx_release(s);
   }
   free(m->list);
+  sbx_pool_shutdown(m);
   free(m->scratch_blank);
   tmpl_registry_free(m->tmpl);
   gw_free(m->gateway);
   egress_free(m->egress);
   boot_assets_free(m->assets);
   free(m->dir);
-  if (!sbx_console_watch_stop(m)) free(m);
+  if (!sbx_console_watch_stop(m)) {
+    m->dead = true;
+    sbx_manager_maybe_free(m);
+  }
 }

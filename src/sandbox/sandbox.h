@@ -90,6 +90,9 @@ int sbx_check_ready(const sbx *s, cr_error **err);
 /* ---- templates (template.h) and snapshots (snapshot.c) */
 /* Template records (docs/api.md Template). New reference. */
 json_t *sbx_template_list(sbx_manager *m);
+/* The VMM pool: {size, ready, starting, handed_out, started, discarded,
+ * vcpus, memory_mib} (docs/architecture.md, "VMM pool"). */
+json_t *sbx_pool_info(sbx_manager *m);
 /* By key, prefix or "all"; returns the number removed. */
 int sbx_template_remove(sbx_manager *m, const char *key, cr_error **err);
 /* Builds (or finds) the template for image/vcpus/memory; done gets a

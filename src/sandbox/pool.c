@@ -1,0 +1,341 @@
+/* The VMM pool: clones of the default boot template (the default image,
+ * SBX_POOL_VCPUS, SBX_POOL_MEMORY_MIB, no network) started ahead of time,
+ * activated (their own id, hostname, scratch disk, clock and entropy), warmed
+ * up with one `true` (TCG has translated the exec path of that QEMU
+ * process) and paused. sbx_create hands one out when its request matches
+ * the entry's template (same key: image, kernel, initramfs, QEMU, vcpus,
+ * memory; no network, not cold, not a fork): `cont`, a second ACTIVATE
+ * (clock and entropy again: a paused guest's clock stands still), ready.
+ *
+ * An entry is a sandbox (sbx) that is not in the registry and has no
+ * state.json: a daemon killed with a pool leaves directories that the next
+ * start removes with their VMMs (reconcile.c, "creation interrupted"). On a
+ * clean stop entries are killed and removed (sbx_pool_shutdown). Refills run
+ * one at a time, never while a sandbox is provisioning, and start
+ * SBX_POOL_REFILL_DELAY_MS after a hand-out (its first exec comes right
+ * after; two cores). Size: CLEANROOM_POOL_SIZE (0 = off), else by the host's
+ * memory (sbx_pool_default_size). */
+#include "sandbox/sandbox-internal.h"
+#include "sandbox/template.h"
+#include "image/image.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/macro.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/syscall.h>
+
+#define SBX_POOL_MAX 16
+
+struct sbx_pool {
+  uv_timer_t kick; /* first: closing it frees the pool */
+  sbx_manager *m;
+  unsigned size;
+  sbx *e[SBX_POOL_MAX];
+  size_t n;
+  bool kick_open, kick_pending;
+  uint64_t handed_out, started, discarded;
+};
+
+/* 2 with >= 16 GiB of RAM, 1 with >= 2 GiB, else 0 (an idle clone costs
+ * ~55 MiB PSS, but its guest may grow to SBX_POOL_MEMORY_MIB). */
+static unsigned default_size(void) {
+  _cleanup_free_ char *buf = NULL;
+  size_t len = 0;
+  unsigned long long kib = 0;
+  if (cr_read_file("/proc/meminfo", 1 << 16, &buf, &len) == 0) {
+    const char *p = strstr(buf, "MemTotal:");
+    if (p) kib = strtoull(p + 9, NULL, 10);
+  }
+  if (kib >= 16ull << 20) return 2;
+  if (kib >= 2ull << 20) return 1;
+  return 0;
+}
+
+unsigned sbx_pool_size_config(void) {
+  const char *e = getenv("CLEANROOM_POOL_SIZE");
+  if (e && *e) {
+    char *end = NULL;
+    unsigned long v = strtoul(e, &end, 10);
+    if (end && !*end) return v > SBX_POOL_MAX ? SBX_POOL_MAX : (unsigned)v;
+  }
+  return default_size();
+}
+
+static void on_kick(uv_timer_t *t);
+
+sbx_pool *sbx_pool_new(sbx_manager *m) {
+  sbx_pool *p = calloc(1, sizeof(*p));
+  if (!p) return NULL;
+  p->m = m;
+  p->size = sbx_pool_size_config();
+  uv_timer_init(m->loop, &p->kick);
+  p->kick.data = p;
+  p->kick_open = true;
+  return p;
+}
+
+void sbx_pool_kick(sbx_manager *m, uint64_t delay_ms) {
+  sbx_pool *p = m->pool;
+  if (!p || !p->kick_open) return;
+  /* an earlier kick stays earlier */
+  if (p->kick_pending && uv_timer_get_due_in(&p->kick) <= delay_ms) return;
+  p->kick_pending = true;
+  uv_timer_start(&p->kick, on_kick, delay_ms, 0);
+}
+
+static void entry_remove(sbx_pool *p, size_t i) {
+  memmove(&p->e[i], &p->e[i + 1], (p->n - i - 1) * sizeof(*p->e));
+  p->n--;
+}
+
+/* Discarded entries whose VMM is still going (sbx_terminate in flight):
+ * a daemon stop kills those too. Static: their callbacks may run after the
+ * pool is gone (only pointers are compared then). */
+static sbx *dying[SBX_POOL_MAX * 2];
+static size_t ndying;
+
+static void on_discarded(void *ud, cr_error *err) {
+  if (err) log_warn("pool: %s", err->message);
+  cr_error_free(err);
+  for (size_t i = 0; i < ndying; i++)
+    if (dying[i] == ud) {
+      dying[i] = dying[--ndying];
+      break;
+    }
+}
+
+static void discard(sbx_pool *p, size_t i, const char *why) {
+  sbx *s = p->e[i];
+  entry_remove(p, i);
+  p->discarded++;
+  log_info("pool: discarding %s: %s", s->id, why);
+  if (ndying < ELEMENTSOF(dying)) dying[ndying++] = s;
+  cr_error *err = NULL;
+  if (sbx_terminate(p->m, s, on_discarded, s, &err) < 0) {
+    log_warn("pool: %s", err ? err->message : "cannot remove an entry");
+    cr_error_free(err);
+    on_discarded(s, NULL);
+  }
+}
+
+/* The default template's directory for the pool's spec (NULL: none yet). */
+static char *pool_template(sbx_manager *m, image_info **ret_img) {
+  if (!m->tmpl || m->templates_off) return NULL;
+  if (!m->assets || !m->scratch_blank) {
+    sbx_prepare_assets(m); /* kicks again when done */
+    return NULL;
+  }
+  const char *ref = getenv("CLEANROOM_IMAGE");
+  if (!ref || !*ref) ref = IMAGE_DEFAULT_REF;
+  image_info *img = NULL;
+  cr_error *e = NULL;
+  if (image_lookup(ref, &img, &e) < 0) {
+    cr_error_free(e);
+    return NULL;
+  }
+  tmpl_spec spec = {img->digest, img->rootfs,
+                    m->assets->vmlinux ? m->assets->vmlinux : m->assets->kernel,
+                    m->assets->initrd, SBX_POOL_VCPUS, SBX_POOL_MEMORY_MIB, NULL};
+  char *dir = NULL;
+  if (tmpl_lookup(m->tmpl, &spec, &dir, NULL) != 1) {
+    image_info_free(img);
+    return NULL;
+  }
+  *ret_img = img;
+  return dir;
+}
+
+static const char *key_of(const char *dir) {
+  const char *k = strrchr(dir, '/');
+  return k ? k + 1 : dir;
+}
+
+static void on_kick(uv_timer_t *t) {
+  sbx_pool *p = t->data;
+  sbx_manager *m = p->m;
+  p->kick_pending = false;
+  image_info *img = NULL;
+  _cleanup_free_ char *dir = pool_template(m, &img);
+  /* entries that failed, or of a template that is not the default one any
+   * more (removed, rebuilt, another image) */
+  for (size_t i = p->n; i-- > 0;) {
+    sbx *s = p->e[i];
+    if (s->state != SBX_PROVISIONING)
+      discard(p, i, s->message ? s->message : "failed");
+    else if (!dir || !s->template_key || strcmp(s->template_key, key_of(dir)))
+      discard(p, i, "its template is not the default one any more");
+    else if (p->n > p->size)
+      discard(p, i, "the pool is smaller now");
+  }
+  bool busy = false;
+  for (size_t i = 0; i < p->n; i++)
+    if (!p->e[i]->pool_ready) busy = true;
+  for (size_t i = 0; i < m->n; i++)
+    if (m->list[i]->state == SBX_PROVISIONING) busy = true;
+  /* one at a time, and never beside a sandbox that is starting: its kick
+   * comes when it is ready or failed */
+  if (dir && !busy && p->n < p->size) {
+    cr_error *err = NULL;
+    sbx *s = sbx_pooled_new(m, img, dir, &err);
+    if (s) {
+      p->e[p->n++] = s;
+      p->started++;
+    } else {
+      log_warn("pool: cannot start an entry: %s", err ? err->message : "?");
+      cr_error_free(err);
+    }
+  }
+  image_info_free(img);
+}
+
+/* ---- an entry's warm-up after its ACTIVATE: one `true`, then pause */
+
+static void on_paused(void *ud, backend_vm *vm, cr_error *err) {
+  sbx *s = ud;
+  if (s->pooled && s->state == SBX_PROVISIONING && vm == s->vm) {
+    if (err) {
+      sbx_pool_failed(s, err->message);
+    } else {
+      sbx_stop_boot_timer(s);
+      s->pool_ready = true;
+      log_info("pool: %s ready (paused) after %lld ms", s->id,
+               (long long)(sbx_now_ms() - s->boot_start_ms));
+      sbx_pool_kick(s->m, 0);
+    }
+  }
+  cr_error_free(err);
+  sbx_unhold(s);
+}
+
+static void pause_entry(sbx *s) {
+  cr_error *err = NULL;
+  sbx_hold(s);
+  if (!s->vm || backend_vm_ops(s->vm)->pause(s->vm, on_paused, s, &err) < 0) {
+    sbx_pool_failed(s, err ? err->message : "cannot pause");
+    cr_error_free(err);
+    sbx_unhold(s);
+  }
+}
+
+static void on_warmed(agent_conn *c, void *ud, const ap_header *h, const uint8_t *pl) {
+  sbx *s = ud;
+  if (h->type != AP_EXIT && h->type != AP_ERROR) return;
+  if (!s->pooled || s->state != SBX_PROVISIONING) return;
+  pause_entry(s);
+}
+
+void sbx_pool_activated(sbx *s) {
+  ap_buf f = {0};
+  ap_frame_begin(&f, AP_EXEC, 0);
+  ap_put_str(&f, AP_T_ARGV, "true");
+  ap_put_str(&f, AP_T_ENV, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  ap_put_u32(&f, AP_T_FLAGS, 0);
+  long ch = ap_frame_end(&f) == 0 ? agent_request(s->agent, &f, on_warmed, s) : -1;
+  ap_buf_free(&f);
+  if (ch < 0) pause_entry(s);
+}
+
+/* ---- hand-out */
+
+sbx *sbx_pool_take(sbx_manager *m, const char *template_key) {
+  sbx_pool *p = m->pool;
+  if (!p || !template_key) return NULL;
+  for (size_t i = 0; i < p->n; i++) {
+    sbx *s = p->e[i];
+    if (s->pool_ready && s->state == SBX_PROVISIONING && s->vm &&
+        backend_vm_ops(s->vm)->alive(s->vm) && s->template_key &&
+        !strcmp(s->template_key, template_key) && agent_conn_ready(s->agent)) {
+      entry_remove(p, i);
+      p->handed_out++;
+      s->pool_ready = false;
+      sbx_pool_kick(m, SBX_POOL_REFILL_DELAY_MS);
+      return s;
+    }
+  }
+  return NULL;
+}
+
+bool sbx_pool_has_ready(sbx_manager *m) {
+  sbx_pool *p = m->pool;
+  for (size_t i = 0; p && i < p->n; i++)
+    if (p->e[i]->pool_ready) return true;
+  return false;
+}
+
+json_t *sbx_pool_info(sbx_manager *m) {
+  sbx_pool *p = m->pool;
+  if (!p) return json_pack("{s:i}", "size", 0);
+  json_int_t ready = 0, starting = 0;
+  for (size_t i = 0; i < p->n; i++) {
+    if (p->e[i]->pool_ready)
+      ready++;
+    else
+      starting++;
+  }
+  return json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:i, s:i}", "size", (int)p->size, "ready",
+                   ready, "starting", starting, "handed_out", (json_int_t)p->handed_out,
+                   "started", (json_int_t)p->started, "discarded", (json_int_t)p->discarded,
+                   "vcpus", SBX_POOL_VCPUS, "memory_mib", SBX_POOL_MEMORY_MIB);
+}
+
+/* ---- daemon stop: entries are killed and removed now (the loop only runs
+ * to close handles from here on) */
+
+static void kill_now(pid_t pid) {
+  if (pid <= 0) return;
+  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+  kill(pid, SIGKILL);
+  if (fd < 0) return;
+  struct pollfd pf = {.fd = fd, .events = POLLIN};
+  int r;
+  do r = poll(&pf, 1, 2000);
+  while (r < 0 && errno == EINTR);
+  if (r == 0) log_warn("pool: the VMM (pid %d) does not exit after SIGKILL", (int)pid);
+  close(fd);
+}
+
+/* The entry's VMM if it may still run: its handle, or a stop in flight
+ * (then it has not been reaped yet: the pid is still its). */
+static pid_t entry_pid(const sbx *s) {
+  if (s->vm) return backend_vm_pid(s->vm);
+  return s->vm_stopping ? s->pid : 0;
+}
+
+void sbx_pool_shutdown(sbx_manager *m) {
+  sbx_pool *p = m->pool;
+  if (!p) return;
+  while (p->n > 0) {
+    sbx *s = p->e[--p->n];
+    /* STOPPED first: closing the agent below fails its pending requests,
+     * which must not start an asynchronous stop now */
+    s->state = SBX_STOPPED;
+    sbx_stop_boot_timer(s);
+    kill_now(entry_pid(s));
+    if (s->vm) backend_vm_forget(TAKE_PTR(s->vm));
+    if (s->agent) {
+      agent_conn *a = s->agent;
+      s->agent = NULL;
+      agent_conn_close(a);
+    }
+    cr_rm_rf(s->dir);
+    sbx_release_entry(s);
+  }
+  /* discarded ones still stopping: the loop only closes handles from here
+   * on, so their stop would not finish */
+  while (ndying > 0) {
+    sbx *s = dying[--ndying];
+    kill_now(entry_pid(s));
+    cr_rm_rf(s->dir);
+  }
+  if (p->kick_open) {
+    p->kick_open = false;
+    uv_timer_stop(&p->kick);
+    uv_close((uv_handle_t *)&p->kick, (uv_close_cb)free);
+  } else {
+    free(p);
+  }
+  m->pool = NULL;
+}
