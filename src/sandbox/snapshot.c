@@ -4,9 +4,10 @@
  * Layout: <data>/snapshots/<id>/{meta.json, state/ (the backend's saved VM:
  * memory and devices), scratch.ext4}.
  * A snapshot does not belong to its sandbox: removing the sandbox keeps it.
- * Restore and fork check the files (sizes, sha256 of the memory state)
- * sha256 of every file of state/) before touching anything, so a damaged
- * snapshot fails with
+ * Restore and fork check the files (sizes; the sha256 of every file of
+ * state/, unless the file's stamp, dev/inode/size/mtime/ctime, is the one
+ * recorded when it was hashed: any change through the filesystem moves its
+ * ctime) before touching anything, so a damaged snapshot fails with
  * snapshot_invalid and leaves the sandbox as it was. */
 #include "sandbox/sandbox-internal.h"
 #include "image/image.h"
@@ -145,12 +146,29 @@ void snap_source_clear(snap_source *s) {
   memset(s, 0, sizeof(*s));
 }
 
-/* Checks one recorded state file: size, then sha256. NULL = fine. */
+/* "dev ino size mtime ctime" of a file: any write, truncation, chmod or
+ * replacement through the filesystem changes it (ctime cannot be set back
+ * by a user). */
+static char *file_stamp(const struct stat *st) {
+  char *r = NULL;
+  if (asprintf(&r, "%llu %llu %lld %lld.%09ld %lld.%09ld", (unsigned long long)st->st_dev,
+               (unsigned long long)st->st_ino, (long long)st->st_size,
+               (long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec,
+               (long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec) < 0)
+    return NULL;
+  return r;
+}
+
+/* Checks one recorded state file: size, then sha256 (skipped when the file
+ * is untouched since it was hashed: the same stamp). NULL = fine. */
 static const char *check_state_file(const char *path, json_t *fmeta) {
   struct stat st;
   if (stat(path, &st) < 0) return "is missing";
   if ((json_int_t)st.st_size != json_integer_value(json_object_get(fmeta, "bytes")))
     return "has the wrong size (truncated?)";
+  const char *stamp = json_string_value(json_object_get(fmeta, "stamp"));
+  _cleanup_free_ char *now = file_stamp(&st);
+  if (stamp && now && !strcmp(stamp, now)) return NULL;
   const char *want = json_string_value(json_object_get(fmeta, "sha256"));
   char hex[65];
   if (!want || cr_sha256_file(path, hex) < 0 || strcmp(hex, want))
@@ -254,8 +272,11 @@ static json_t *hash_dir(const char *dir, int *ret) {
       *ret = r;
       break;
     }
-    json_object_set_new(o, de->d_name, json_pack("{s:I, s:s}", "bytes", (json_int_t)st.st_size,
-                                                 "sha256", hex));
+    /* stat again: the stamp of the file as hashed */
+    _cleanup_free_ char *stamp = stat(p, &st) == 0 ? file_stamp(&st) : NULL;
+    json_object_set_new(o, de->d_name, json_pack("{s:I, s:s, s:s?}", "bytes",
+                                                 (json_int_t)st.st_size, "sha256", hex,
+                                                 "stamp", stamp));
   }
   closedir(d);
   return o;
