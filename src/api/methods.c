@@ -224,15 +224,23 @@ static void m_sandbox_list(req *r) {
   reply(r, json_pack("{s:o}", "sandboxes", a));
 }
 
-/* events.list {sandbox?, since?, limit?}: egress audit events (DNS
- * decisions, dropped connections), oldest first. */
+/* events.list {sandbox?, action?, since?, limit?}: egress audit events (DNS
+ * decisions, dropped connections), oldest first; they survive a daemon
+ * restart (<data>/egress/events.jsonl). */
 static void m_events_list(req *r) {
   const char *id = json_string_value(json_object_get(r->params, "sandbox"));
+  const char *action = json_string_value(json_object_get(r->params, "action"));
   json_t *since_j = json_object_get(r->params, "since");
   json_t *limit_j = json_object_get(r->params, "limit");
   if ((since_j && !json_is_integer(since_j)) || (limit_j && !json_is_integer(limit_j)) ||
-      (json_object_get(r->params, "sandbox") && !id)) {
-    bad_params(r, "events.list: sandbox is a string, since and limit are integers");
+      (json_object_get(r->params, "sandbox") && !id) ||
+      (json_object_get(r->params, "action") && !action)) {
+    bad_params(r, "events.list: sandbox and action are strings, since and limit are integers");
+    return;
+  }
+  if (action && strcmp(action, "allow") && strcmp(action, "deny") && strcmp(action, "attach") &&
+      strcmp(action, "detach")) {
+    bad_params(r, "events.list: action is allow, deny, attach or detach");
     return;
   }
   json_int_t since = since_j ? json_integer_value(since_j) : 0;
@@ -249,7 +257,7 @@ static void m_events_list(req *r) {
   }
   egress *eg = sbx_manager_egress(r->d->sandboxes);
   reply(r, json_pack("{s:o, s:I}", "events",
-                     egress_events(eg, id ? idbuf : NULL, (uint64_t)since, (size_t)limit),
+                     egress_events(eg, id ? idbuf : NULL, action, (uint64_t)since, (size_t)limit),
                      "last_seq", (json_int_t)egress_events_last(eg)));
 }
 

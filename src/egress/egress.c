@@ -3,11 +3,13 @@
  * short local steps. */
 #include "egress/egress.h"
 #include "egress/dns.h"
+#include "egress/evlog.h"
 #include "egress/netif.h"
 #include "egress/nflog.h"
 #include "egress/nft.h"
 #include "policy/policy.h"
 #include "util/log.h"
+#include "util/paths.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -86,6 +88,9 @@ struct egress {
   event ev[MAX_EVENTS];
   size_t ev_head, ev_n;
   uint64_t ev_seq;
+  egress_evlog *log; /* <data>/egress/events.jsonl */
+  char *log_dir;
+  bool log_failed;
 };
 
 static uint64_t now_ms(void) {
@@ -98,6 +103,17 @@ static uint64_t now_ms(void) {
 
 static void event_add(egress *e, json_t *j);
 void egress_event_add(egress *e, json_t *j) { event_add(e, j); }
+static void ring_push(egress *e, uint64_t seq, json_t *j) {
+  size_t idx = (e->ev_head + e->ev_n) % MAX_EVENTS;
+  if (e->ev_n == MAX_EVENTS) {
+    json_decref(e->ev[e->ev_head].j);
+    e->ev_head = (e->ev_head + 1) % MAX_EVENTS;
+    idx = (e->ev_head + e->ev_n - 1) % MAX_EVENTS;
+  } else {
+    e->ev_n++;
+  }
+  e->ev[idx] = (event){seq, j};
+}
 
 static void event_add(egress *e, json_t *j) {
   if (!j) return;
@@ -111,21 +127,37 @@ static void event_add(egress *e, json_t *j) {
   snprintf(full, sizeof(full), "%s.%03ldZ", tbuf, ts.tv_nsec / 1000000);
   json_object_set_new(j, "time", json_string(full));
   json_object_set_new(j, "seq", json_integer((json_int_t)++e->ev_seq));
-  size_t idx = (e->ev_head + e->ev_n) % MAX_EVENTS;
-  if (e->ev_n == MAX_EVENTS) {
-    json_decref(e->ev[e->ev_head].j);
-    e->ev_head = (e->ev_head + 1) % MAX_EVENTS;
-    idx = (e->ev_head + e->ev_n - 1) % MAX_EVENTS;
-  } else {
-    e->ev_n++;
-  }
-  e->ev[idx] = (event){e->ev_seq, j};
+  ring_push(e, e->ev_seq, j);
+  int r = egress_evlog_append(e->log, j);
+  if (r < 0 && !e->log_failed) /* once until it works again */
+    log_warn("egress: writing the event log in %s: %s (events stay in memory)", e->log_dir,
+             strerror(-r));
+  e->log_failed = r < 0;
   char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
   log_info("egress event %s", s ? s : "");
   free(s);
 }
 
-json_t *egress_events(egress *e, const char *id, uint64_t since, size_t max) {
+static void event_loaded(json_t *j, void *ud) {
+  egress *e = ud;
+  uint64_t seq = (uint64_t)json_integer_value(json_object_get(j, "seq"));
+  ring_push(e, seq, json_incref(j));
+  if (seq > e->ev_seq) e->ev_seq = seq;
+}
+
+static bool event_matches(const event *ev, const char *id, const char *action) {
+  if (id) {
+    const char *sid = json_string_value(json_object_get(ev->j, "sandbox"));
+    if (!sid || strcmp(sid, id)) return false;
+  }
+  if (action) {
+    const char *a = json_string_value(json_object_get(ev->j, "action"));
+    if (!a || strcmp(a, action)) return false;
+  }
+  return true;
+}
+
+json_t *egress_events(egress *e, const char *id, const char *action, uint64_t since, size_t max) {
   json_t *a = json_array();
   if (!e) return a;
   /* newest max matching events, oldest first */
@@ -134,16 +166,13 @@ json_t *egress_events(egress *e, const char *id, uint64_t since, size_t max) {
   for (size_t k = e->ev_n; k > 0 && take < max; k--) {
     event *ev = &e->ev[(e->ev_head + k - 1) % MAX_EVENTS];
     if (ev->seq <= since) break;
-    const char *sid = json_string_value(json_object_get(ev->j, "sandbox"));
-    if (id && (!sid || strcmp(sid, id))) continue;
+    if (!event_matches(ev, id, action)) continue;
     take++;
     start = k - 1;
   }
   for (size_t k = start; k < e->ev_n && take > 0; k++) {
     event *ev = &e->ev[(e->ev_head + k) % MAX_EVENTS];
-    if (ev->seq <= since) continue;
-    const char *sid = json_string_value(json_object_get(ev->j, "sandbox"));
-    if (id && (!sid || strcmp(sid, id))) continue;
+    if (ev->seq <= since || !event_matches(ev, id, action)) continue;
     json_array_append(a, ev->j);
     take--;
   }
@@ -247,6 +276,21 @@ int egress_new(uv_loop_t *loop, egress **ret, cr_error **err) {
     unsigned long v = strtoul(mt, NULL, 10);
     if (v >= 1 && v <= 86400) e->min_ttl = (unsigned)v;
   }
+  /* the audit log on disk: the newest events come back after a restart */
+  size_t log_max = EGRESS_EVLOG_DEFAULT_MAX;
+  const char *lm = getenv("CLEANROOM_EGRESS_EVENTS_MAX_BYTES");
+  if (lm && *lm) {
+    unsigned long long v = strtoull(lm, NULL, 10);
+    if (v >= 4096 && v <= (1ull << 30)) log_max = (size_t)v;
+  }
+  e->log_dir = cr_data_path("egress");
+  e->log = e->log_dir ? egress_evlog_new(e->log_dir, log_max) : NULL;
+  if (!e->log) {
+    free(e->log_dir);
+    free(e);
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "egress");
+  }
+  egress_evlog_load(e->log, MAX_EVENTS, event_loaded, e);
   *ret = e;
   return 0;
 }
@@ -259,15 +303,16 @@ static void nflog_closed(uv_handle_t *h) {
 
 void egress_free(egress *e) {
   if (!e) return;
+  for (size_t i = 0; i < e->ev_n; i++) json_decref(e->ev[(e->ev_head + i) % MAX_EVENTS].j);
+  e->ev_n = 0;
+  egress_evlog_free(TAKE_PTR(e->log));
+  free(TAKE_PTR(e->log_dir));
   if (e->nflog_on) {
     e->nflog_on = false;
-    for (size_t i = 0; i < e->ev_n; i++) json_decref(e->ev[(e->ev_head + i) % MAX_EVENTS].j);
-    e->ev_n = 0;
     close(e->nflog_fd);
     uv_close((uv_handle_t *)&e->nflog_poll, nflog_closed);
     return;
   }
-  for (size_t i = 0; i < e->ev_n; i++) json_decref(e->ev[(e->ev_head + i) % MAX_EVENTS].j);
   free(e->sbx);
   free(e);
 }

@@ -58,11 +58,14 @@ const char *egress_sbx_host_addr(const egress_sbx *s);
  *  resolved: [{name, address, port, expires_in_s}]}: the effective allowlist. */
 json_t *egress_sbx_json(const egress_sbx *s);
 
-/* Audit events, newest last: [{seq, time, sandbox, kind ("dns"|"connection"),
- * action ("allow"|"deny"), name?, qtype?, address?, port?, protocol?,
- * reason}]. id NULL = every sandbox; only events with seq > since; at most
- * max. New reference. */
-json_t *egress_events(egress *e, const char *id, uint64_t since, size_t max);
+/* Audit events, newest last: [{seq, time, sandbox, kind ("dns"|"connection"|
+ * "network"), action ("allow"|"deny"|"attach"|"detach"), name?, qtype?,
+ * address?, port?, protocol?, reason}]. id NULL = every sandbox, action
+ * NULL = every action; only events with seq > since; the newest max of
+ * them. New reference. The newest MAX_EVENTS (4096) are kept in memory and
+ * every event is appended to <data>/egress/events.jsonl (evlog.h), from
+ * which egress_new() loads them again: they survive a daemon restart. */
+json_t *egress_events(egress *e, const char *id, const char *action, uint64_t since, size_t max);
 /* seq of the newest event (0 when none). */
 uint64_t egress_events_last(egress *e);
 /* Adds an event (takes j; sets seq and time): the gateway's decisions go

@@ -350,16 +350,42 @@ static json_t *network_summary(json_t *sandbox) {
   return n;
 }
 
+#define INSPECT_DENIALS 10
+
+/* sandbox_inspect, second step: the newest denials into network */
+static bool inspect_denials(mcp_op *op, json_t *msg, bool is_response) {
+  if (!is_response) return false;
+  mcp_call *c = op->call;
+  json_t *r = TAKE_PTR(c->scratch);
+  json_t *evs = mcp_is_error(msg) ? NULL : json_object_get(mcp_result_of(msg), "events");
+  if (json_is_array(evs))
+    json_object_set(json_object_get(r, "network"), "recent_denials", evs);
+  mcp_call_finish_structured(c, r);
+  return true;
+}
+
 static bool inspected(mcp_op *op, json_t *msg, bool is_response) {
   if (!is_response) return false;
   if (failed_response(op, msg)) return true;
+  mcp_call *c = op->call;
   json_t *r = json_deep_copy(mcp_result_of(msg));
   /* the policy's summary, plus (sandboxes with a network) the effective
-   * allowlist of the daemon: addresses, rules, resolved entries (egress) */
+   * allowlist of the daemon: addresses, rules, resolved entries (egress),
+   * and its newest denials (egress_events has them all) */
   json_t *sum = network_summary(r), *eff = json_object_get(r, "network");
-  if (json_is_object(eff)) json_object_set(sum, "effective", eff);
+  bool has_net = json_is_object(eff);
+  if (has_net) json_object_set(sum, "effective", eff);
   json_object_set_new(r, "network", sum);
-  mcp_call_finish_structured(op->call, r);
+  if (!has_net) {
+    mcp_call_finish_structured(c, r);
+    return true;
+  }
+  json_decref(c->scratch);
+  c->scratch = r;
+  mcp_api(c->s, c, "events.list",
+          json_pack("{s:s, s:s, s:i}", "sandbox", c->sandbox_id, "action", "deny", "limit",
+                    INSPECT_DENIALS),
+          inspect_denials);
   return true;
 }
 
@@ -1236,6 +1262,62 @@ static void process_list_run(mcp_call *c) {
           processes_listed);
 }
 
+/* ---- egress_events ---- */
+
+#define EVENTS_DEFAULT_LIMIT 50
+
+static const char egress_events_input[] =
+    "{\"type\":\"object\",\"properties\":{" SANDBOX_ID_PROP ","
+    "\"action\":{\"type\":\"string\",\"enum\":[\"deny\",\"allow\",\"all\"],"
+    "\"description\":\"deny (default): denied DNS lookups and rejected connections; allow: "
+    "allowed lookups; all: both, plus network attach/detach.\"},"
+    "\"since\":{\"type\":\"integer\",\"minimum\":0,\"description\":\"Only events with a "
+    "larger seq (pass the last_seq of the previous call to see what is new).\"},"
+    "\"limit\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":200,\"description\":"
+    "\"At most this many, the newest (default 50, at most 200).\"}"
+    "},\"additionalProperties\":false}";
+
+static const char egress_events_output[] =
+    "{\"type\":\"object\",\"properties\":{\"sandbox_id\":{\"type\":\"string\"},"
+    "\"events\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{"
+    "\"seq\":{\"type\":\"integer\"},\"time\":{\"type\":\"string\"},"
+    "\"kind\":{\"type\":\"string\",\"enum\":[\"dns\",\"connection\",\"network\"]},"
+    "\"action\":{\"type\":\"string\"},\"reason\":{\"type\":\"string\"},"
+    "\"name\":{\"type\":\"string\"},\"qtype\":{\"type\":\"string\"},"
+    "\"address\":{\"type\":\"string\"},\"port\":{\"type\":\"integer\"},"
+    "\"protocol\":{\"type\":\"string\"},\"addresses\":{\"type\":\"array\","
+    "\"items\":{\"type\":\"string\"}}},\"required\":[\"seq\",\"kind\",\"action\","
+    "\"reason\"]}},\"last_seq\":{\"type\":\"integer\"}},"
+    "\"required\":[\"sandbox_id\",\"events\",\"last_seq\"]}";
+
+static bool egress_events_listed(mcp_op *op, json_t *msg, bool is_response) {
+  if (!is_response) return false;
+  mcp_call *c = op->call;
+  if (failed_response(op, msg)) return true;
+  json_t *r = mcp_result_of(msg);
+  json_t *evs = json_array();
+  size_t i;
+  json_t *e;
+  json_array_foreach(json_object_get(r, "events"), i, e) {
+    json_t *o = json_deep_copy(e);
+    json_object_del(o, "sandbox"); /* the result names it once */
+    json_array_append_new(evs, o);
+  }
+  mcp_call_finish_structured(c, json_pack("{s:s, s:o, s:O}", "sandbox_id", c->sandbox_id,
+                                          "events", evs, "last_seq",
+                                          json_object_get(r, "last_seq")));
+  return true;
+}
+
+static void egress_events_run(mcp_call *c) {
+  const char *action = arg_str(c, "action") ?: "deny";
+  json_t *p = json_pack("{s:s, s:I, s:I}", "sandbox", c->sandbox_id, "since",
+                        arg_int(c, "since", 0), "limit",
+                        arg_int(c, "limit", EVENTS_DEFAULT_LIMIT));
+  if (strcmp(action, "all")) json_object_set_new(p, "action", json_string(action));
+  mcp_api(c->s, c, "events.list", p, egress_events_listed);
+}
+
 /* ---- the table: fixed order (tools/list pages through it) ---- */
 
 const mcp_tool mcp_tools[] = {
@@ -1330,10 +1412,22 @@ const mcp_tool mcp_tools[] = {
      "List all sandboxes with state, image, policy hash and timings, newest first.",
      no_input, sandbox_list_output, true, false, true, false, MCP_SBX_NONE, NULL, sandbox_list_run},
     {"sandbox_inspect", "Inspect a sandbox",
-     "Show one sandbox (default: this session's): state, image, policy, network summary, "
+     "Show one sandbox (default: this session's): state, image, policy, network summary "
+     "(the effective allowlist and the newest denials for sandboxes with a network), "
      "created and last execution.",
      sandbox_id_only_input, SANDBOX_OUT, true, false, true, false, MCP_SBX_EXISTING, NULL,
      sandbox_inspect_run},
+    {"egress_events", "Why a network request failed",
+     "The sandbox's network audit events, oldest first: denied DNS lookups (REFUSED for a "
+     "name the policy does not allow) and rejected connections, each with destination, port "
+     "and a reason code (host_not_allowed, host_denied, port_not_allowed, "
+     "ip_literal_not_allowed, protocol_not_allowed, host_service_denied, spoofed_source, ...). "
+     "Call it when a connection, download or lookup in the sandbox fails: egress is denied "
+     "unless the policy (cleanroom.yaml sandbox.network.allow) allows the host and port. "
+     "action: deny (default), allow or all; since: the last_seq of a previous call. "
+     "Kept across daemon restarts.",
+     egress_events_input, egress_events_output, true, false, true, false, MCP_SBX_EXISTING,
+     NULL, egress_events_run},
     {"sandbox_remove", "Remove a sandbox",
      "Stop a sandbox and delete it with its files (default: this session's sandbox; the next "
      "call then creates a fresh one).",

@@ -394,6 +394,7 @@ def restart_row(a, taps):
     taps.append(ghost_tap)
     sh("nft", "add", "chain", "inet", TABLE, "f_" + ghost)
     sh("ip", "tuntap", "add", "dev", ghost_tap, "mode", "tap")
+    seqs_before = [e["seq"] for e in events(a)]
     stop_daemon(ENV)
     state = None
     deadline = time.time() + 120
@@ -409,6 +410,12 @@ def restart_row(a, taps):
     row("after a daemon restart the network is back and gone sandboxes' objects are swept",
         fetched(out, HOSTS["allowed.test"], 8080) and HOSTS["other.test"] not in out2 and swept,
         "state=%s swept=%s %s %s" % (state, swept, out, out2))
+    after = events(a)
+    seqs_after = [e["seq"] for e in after]
+    kept = seqs_before and seqs_after[:len(seqs_before)] == seqs_before
+    new_ok = any(e["seq"] > seqs_before[-1] and e.get("name") == "other.test" for e in after)
+    row("audit events survive the restart and their seq goes on",
+        bool(kept and new_ok), "before %s after %s" % (seqs_before[-5:], seqs_after[-8:]))
 
 
 def fail_closed_row():

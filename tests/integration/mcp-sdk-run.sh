@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs mcp-sdk.test.mjs, or the test file given as $1 (mcp-load.test.mjs),
+# Runs mcp-sdk.test.mjs, or the test file given as $1 (mcp-load.test.mjs, mcp-egress.test.mjs),
 # with node's test runner for meson. Skips (77) when node
 # or the npm packages are missing: `npm ci` here first (scripts/test.sh does;
 # it installs exactly the versions pinned in package-lock.json).

@@ -41,7 +41,7 @@ const CALL_TIMEOUT = 240_000; // boots under TCG are slow
 const MODERN = '2026-07-28';
 const ALL_TOOLS = ['exec', 'exec_start', 'exec_poll', 'exec_write', 'exec_kill', 'read_file',
   'write_file', 'edit_file', 'list_files', 'file_delete', 'file_move', 'search_files', 'process_list',
-  'diff', 'sandbox_create', 'sandbox_list', 'sandbox_inspect',
+  'diff', 'sandbox_create', 'sandbox_list', 'sandbox_inspect', 'egress_events',
   'sandbox_remove', 'snapshot_create', 'snapshot_restore', 'snapshot_list', 'snapshot_remove'];
 
 // The node that runs the Inspector CLI (2.x: engines node >= 22.19), or null.

@@ -267,8 +267,9 @@ static void check_tool_table(json_t *all) {
   const char *want[] = {"exec", "exec_start", "exec_poll", "exec_write", "exec_kill", "read_file",
                         "write_file", "edit_file", "list_files", "file_delete", "file_move",
                         "search_files", "process_list", "diff", "sandbox_create",
-                        "sandbox_list", "sandbox_inspect", "sandbox_remove", "snapshot_create",
-                        "snapshot_restore", "snapshot_list", "snapshot_remove"};
+                        "sandbox_list", "sandbox_inspect", "egress_events", "sandbox_remove",
+                        "snapshot_create", "snapshot_restore", "snapshot_list",
+                        "snapshot_remove"};
   assert_int_equal(ELEMENTSOF(want), mcp_n_tools);
   assert_int_equal(json_array_size(all), mcp_n_tools);
   for (size_t i = 0; i < json_array_size(all); i++) {
