@@ -4,10 +4,15 @@ nftables chain and set, DNS resolver, guest network at ACTIVATE) next to
 sandbox.create without one, through the real daemon, alternating runs.
 Prints both medians and the ratio (the issue's goal: < 10 % more).
 
+Both are also given as ratios to the bare-QEMU floor
+(../shared/bench/qemu-floor.py: cold boot and snapshot clone to agent),
+run here through bench/floor.py unless --floor-json or --no-floor.
+
 Usage: bench/egress-create.py [--runs N] [--bin PATH] [--mem MIB]
+       [--floor PATH | --floor-json FILE | --no-floor]
 Root (TAP, nftables). Uses its own temp data dir, an nftables table and an
 address pool of its own, and removes them. Prints one JSON object last."""
-import argparse, json, os, shutil, socket, statistics, subprocess, tempfile, time
+import argparse, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
 
 here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.dirname(here)
@@ -15,6 +20,9 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--runs", type=int, default=5)
 ap.add_argument("--bin", default=shutil.which("cleanroom") or os.path.join(root, "build-release", "cleanroom"))
 ap.add_argument("--mem", type=int, default=256)
+ap.add_argument("--floor", default=os.path.join(root, "..", "shared", "bench", "qemu-floor.py"))
+ap.add_argument("--floor-json", default=None)
+ap.add_argument("--no-floor", action="store_true")
 a = ap.parse_args()
 
 tmp = tempfile.mkdtemp(prefix="cr-bench-egress-")
@@ -77,6 +85,24 @@ finally:
 res = {"runs": a.runs, "create_s": round(statistics.median(plain), 3),
        "create_with_egress_s": round(statistics.median(net), 3)}
 res["overhead_ratio"] = round(res["create_with_egress_s"] / res["create_s"] - 1, 3)
+floor = None
+if a.floor_json:
+    with open(a.floor_json) as fj:
+        floor = json.loads(fj.read().strip().splitlines()[-1])
+elif not a.no_floor:
+    sys.path.insert(0, here)
+    from floor import run_floor
+    floor, why = run_floor(a.floor, 5, a.mem)
+    if why:
+        res["floor_error"] = why + " (give --floor or --floor-json)"
+if floor:
+    fc, fk = floor["cold_boot_to_agent_s"], floor["snapshot_clone_to_agent_s"]
+    res["floor"] = {"cold_s": fc, "clone_s": fk, "accel": floor.get("accel")}
+    res["ratios"] = {"create_vs_floor_clone": round(res["create_s"] / fk, 2),
+                     "create_with_egress_vs_floor_clone": round(res["create_with_egress_s"] / fk, 2),
+                     "create_with_egress_vs_floor_cold": round(res["create_with_egress_s"] / fc, 2)}
 print(f"create: median {res['create_s']:.2f}s without network, {res['create_with_egress_s']:.2f}s "
       f"with egress: +{res['overhead_ratio']*100:.1f}%")
+if "ratios" in res:
+    print(f"floor: cold {res['floor']['cold_s']}s, clone {res['floor']['clone_s']}s; ratios {res['ratios']}")
 print(json.dumps(res))

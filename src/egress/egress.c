@@ -834,13 +834,56 @@ static void close_sbx(egress_sbx *s) {
   sbx_handle_closed(&fake);
 }
 
+static int forwarding_on(cr_error **err) {
+  int lk = egress_forwarding_lock();
+  if (lk < 0) return cr_error_set(err, CR_E_EGRESS_UNAVAILABLE, -lk, "locking %s",
+                                  "/run/cleanroom-egress.lock");
+  int r = egress_forwarding_on();
+  close(lk);
+  if (r < 0) return cr_error_set(err, CR_E_EGRESS_UNAVAILABLE, -r, "enabling IPv4 forwarding");
+  return 0;
+}
+
+/* No sandbox network of ours is left: our table goes, and IPv4 forwarding
+ * is turned off again when a daemon turned it on and no daemon of this
+ * network namespace has a sandbox network any more (netif.h). */
+static void last_network_gone(egress *e) {
+  cr_error *err = NULL;
+  char **ids = NULL;
+  size_t n = 0;
+  /* chains of sandboxes not attached (never expected): keep the table */
+  if (egress_nft_list_ids(e->table, &ids, &n, &err) == 0 && n == 0) {
+    egress_nft_delete_table(e->table, &err); /* may not exist */
+    e->base_ready = false;
+  }
+  for (size_t i = 0; i < n; i++) free(ids[i]);
+  free(ids);
+  cr_error_free(err);
+  err = NULL;
+  int lk = egress_forwarding_lock();
+  if (lk < 0) return;
+  ids = NULL;
+  n = 0;
+  if (egress_nft_list_ids(NULL, &ids, &n, &err) == 0 && n == 0) {
+    int r = egress_forwarding_restore();
+    if (r > 0) log_info("egress: no sandbox network left: IPv4 forwarding is off again");
+    else if (r < 0) log_warn("egress: turning IPv4 forwarding off again: %s", strerror(-r));
+  }
+  for (size_t i = 0; i < n; i++) free(ids[i]);
+  free(ids);
+  cr_error_free(err);
+  close(lk);
+}
+
 void egress_detach(egress_sbx *s) {
   if (!s) return;
-  unregister(s->e, s);
+  egress *e = s->e;
+  unregister(e, s);
   teardown(s);
-  event_add(s->e, json_pack("{s:s, s:s, s:s, s:s}", "sandbox", s->id, "kind", "network",
-                            "action", "detach", "reason", "sandbox_removed"));
+  event_add(e, json_pack("{s:s, s:s, s:s, s:s}", "sandbox", s->id, "kind", "network",
+                         "action", "detach", "reason", "sandbox_removed"));
   close_sbx(s);
+  if (e->n_sbx == 0) last_network_gone(e);
 }
 
 void egress_release(egress_sbx *s) {
@@ -925,10 +968,6 @@ int egress_attach(egress *e, const char *id, json_t *pol, int slot, egress_sbx *
   _cleanup_free_ char *cmds = NULL, *del = NULL;
   if (policy_from_compiled(pol, &s->pol, err) < 0) goto fail;
   if (ensure_base(e, err) < 0) goto fail;
-  if (egress_enable_forwarding() < 0) {
-    cr_error_set(err, CR_E_EGRESS_UNAVAILABLE, errno, "enabling IPv4 forwarding");
-    goto fail;
-  }
   if (egress_tap_create(s->tap, s->host, 30, err) < 0) goto fail;
   if (cidrs_from(s->allow, &allow, &n_allow) < 0 || cidrs_from(s->deny, &deny, &n_deny) < 0) {
     cr_error_set(err, CR_E_INTERNAL, ENOMEM, "egress");
@@ -948,6 +987,9 @@ int egress_attach(egress *e, const char *id, json_t *pol, int slot, egress_sbx *
     goto fail_tap;
   }
   if (egress_nft_run(cmds, err) < 0) goto fail_nft;
+  /* after the chains exist: a daemon removing the last other network sees
+   * them and leaves forwarding on */
+  if (forwarding_on(err) < 0) goto fail_nft;
   if (start_resolver(s, err) < 0) goto fail_nft;
   egress_sbx **nv = realloc(e->sbx, (e->n_sbx + 1) * sizeof(*e->sbx));
   if (!nv) {
@@ -977,6 +1019,7 @@ fail:
 fail_free:
   cr_error_wrap(err, "sandbox %s network", id);
   close_sbx(s); /* resolver handles may be open */
+  if (e->n_sbx == 0) last_network_gone(e);
   return -1;
 }
 
@@ -1004,6 +1047,8 @@ void egress_sweep(egress *e, char *const *live, size_t n) {
     free(ids[i]);
   }
   free(ids);
+  /* a daemon that stopped or crashed with the last network gone */
+  if (n == 0 && e->n_sbx == 0) last_network_gone(e);
 }
 
 json_t *egress_sbx_json(const egress_sbx *s) {

@@ -12,7 +12,9 @@
  * CLEANROOM_DNS_MIN_TTL, default 60 s) before it answers; every other name
  * gets REFUSED and is never sent upstream. Each decision is an audit event.
  * Detach removes all of it; egress_sweep() removes what belongs to sandboxes
- * that no longer exist. */
+ * that no longer exist. With no sandbox network left, the table goes and
+ * IPv4 forwarding is switched off again if a daemon switched it on
+ * (netif.h). */
 #pragma once
 #include "util/error.h"
 

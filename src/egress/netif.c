@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static int write_file(const char *path, const char *s) {
   int fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -22,7 +25,56 @@ static int write_file(const char *path, const char *s) {
   return r;
 }
 
-int egress_enable_forwarding(void) { return write_file("/proc/sys/net/ipv4/ip_forward", "1\n"); }
+#define IP_FORWARD "/proc/sys/net/ipv4/ip_forward"
+#define FORWARD_LOCK "/run/cleanroom-egress.lock"
+
+int egress_forwarding_lock(void) {
+  int fd = open(FORWARD_LOCK, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return -errno;
+  if (flock(fd, LOCK_EX) < 0) {
+    int r = -errno;
+    close(fd);
+    return r;
+  }
+  return fd;
+}
+
+static int record_path(char *buf, size_t n) {
+  struct stat st;
+  if (stat("/proc/self/ns/net", &st) < 0) return -errno;
+  snprintf(buf, n, "/run/cleanroom-egress-ip_forward.%llu", (unsigned long long)st.st_ino);
+  return 0;
+}
+
+int egress_forwarding_on(void) {
+  char cur[8] = "";
+  int fd = open(IP_FORWARD, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  ssize_t n = read(fd, cur, sizeof(cur) - 1);
+  close(fd);
+  if (n > 0 && cur[0] == '1') return 0; /* on already: not ours to turn off */
+  char rec[96];
+  int r = record_path(rec, sizeof(rec));
+  if (r < 0) return r;
+  /* the record before the switch: a crash in between leaves a record of
+   * an off switch, and turning it off is then harmless */
+  fd = open(rec, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return -errno;
+  r = write(fd, "0\n", 2) == 2 ? 0 : -EIO;
+  close(fd);
+  if (r < 0) return r;
+  return write_file(IP_FORWARD, "1\n");
+}
+
+int egress_forwarding_restore(void) {
+  char rec[96];
+  int r = record_path(rec, sizeof(rec));
+  if (r < 0) return r;
+  if (access(rec, F_OK) < 0) return 0;
+  if ((r = write_file(IP_FORWARD, "0\n")) < 0) return r;
+  unlink(rec);
+  return 1;
+}
 
 int egress_if_exists(const char *name) { return if_nametoindex(name) > 0; }
 
@@ -44,7 +96,7 @@ static int tun_open(const char *name, int *ret) {
 int egress_tap_create(const char *name, const uint8_t host[4], unsigned prefix, cr_error **err) {
   if (strlen(name) >= IFNAMSIZ)
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "interface name %s too long", name);
-  int fd, r;
+  int fd = -1, r;
   /* a TAP that exists (a re-attach after a daemon restart: QEMU holds it
    * open, so TUNSETIFF would fail with EBUSY) only gets its address again */
   if (!egress_if_exists(name)) {

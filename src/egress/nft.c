@@ -262,7 +262,7 @@ int egress_nft_list_ids(const char *table, char ***ret, size_t *ret_n, cr_error 
     json_t *ch = json_object_get(o, "chain");
     const char *tn = json_string_value(json_object_get(ch, "table"));
     const char *name = json_string_value(json_object_get(ch, "name"));
-    if (!tn || !name || strcmp(tn, table) || strncmp(name, "f_", 2)) continue;
+    if (!tn || !name || (table && strcmp(tn, table)) || strncmp(name, "f_", 2)) continue;
     char **nv = realloc(ids, (n + 1) * sizeof(*ids));
     if (!nv) break;
     ids = nv;

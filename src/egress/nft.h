@@ -58,8 +58,9 @@ int egress_nft_run(const char *cmds, cr_error **err);
 /* Runs each line on its own, ignoring failures (removal of objects that may
  * be partly gone). Returns how many lines failed. */
 int egress_nft_run_each(const char *cmds);
-/* Lists the sandbox ids that have a chain f_<id> in the table (new array of
- * new strings, *ret_n). 0 also when the table does not exist. */
+/* Lists the sandbox ids that have a chain f_<id> in the table (table NULL:
+ * in any inet table of this network namespace, i.e. of any daemon) (new
+ * array of new strings, *ret_n). 0 also when the table does not exist. */
 int egress_nft_list_ids(const char *table, char ***ret, size_t *ret_n, cr_error **err);
 /* Deletes the whole table (tests, `doctor --fix` later). */
 int egress_nft_delete_table(const char *table, cr_error **err);
