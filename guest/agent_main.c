@@ -120,7 +120,7 @@ static void out_flush(void) {
     out.len -= out_off;
     out_off = 0;
   }
-  if (out.oom) { /* cannot happen short of OOM: drop what we have */
+  if (out.err) { /* -ENOMEM only (a frame too large is dropped by ap_frame_end) */
     agent_log("output buffer allocation failed; dropping output");
     ap_buf_free(&out);
     out_off = 0;

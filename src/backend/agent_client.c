@@ -420,7 +420,7 @@ int agent_conn_connect(agent_conn *c, const char *path) {
 
 long agent_request(agent_conn *c, ap_buf *b, agent_frame_cb cb, void *ud) {
   if (!agent_conn_ready(c)) return -ENOTCONN;
-  if (b->oom || b->len < AP_HEADER_SIZE) return -ENOMEM;
+  if (b->err || b->len < AP_HEADER_SIZE) return b->err ? b->err : -ENOMEM;
   if (c->nchans == c->capchans) {
     size_t n = c->capchans ? c->capchans * 2 : 8;
     channel *nc = realloc(c->chans, n * sizeof(*nc));

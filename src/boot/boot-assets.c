@@ -139,7 +139,7 @@ int boot_assets_ensure(const char *kernel_dir, const char *agent_path,
   }
 
   if (!is_file(initrd)) {
-    boot_cpio c = {0};
+    boot_cpio c = BOOT_CPIO_INIT;
     boot_cpio_add_dir(&c, "dev", 0755);
     boot_cpio_add_node(&c, "dev/console", S_IFCHR | 0600, 5, 1);
     boot_cpio_add_node(&c, "dev/null", S_IFCHR | 0666, 1, 3);
@@ -179,9 +179,14 @@ int boot_assets_ensure(const char *kernel_dir, const char *agent_path,
       else
         boot_cpio_add_data(&c, "init", 0755, agent, alen);
     }
-    if (r >= 0 && boot_cpio_finish(&c) < 0)
-      r = cr_error_set(err, CR_E_INTERNAL, ENOMEM, "building initramfs");
-    if (r >= 0 && (r = cr_write_file_atomic(initrd, c.data, c.len, 0644)) < 0)
+    int fr = r >= 0 ? boot_cpio_finish(&c) : 0;
+    if (fr == -E2BIG)
+      r = cr_error_set(err, CR_E_RESOURCE_EXHAUSTED, E2BIG,
+                       "building initramfs: the modules and agent exceed %zu MiB",
+                       BOOT_CPIO_MAX >> 20);
+    else if (fr < 0)
+      r = cr_error_set(err, CR_E_INTERNAL, -fr, "building initramfs");
+    if (r >= 0 && (r = cr_write_file_atomic(initrd, c.buf.data, c.buf.len, 0644)) < 0)
       cr_error_set(err, CR_E_IO, -r, "writing %s", initrd);
     boot_cpio_free(&c);
     if (r < 0) {

@@ -5,6 +5,7 @@
  *     boot/vmlinuz-<ver>  [boot/vmlinux-<ver>]  lib/modules/<ver>/kernel/...  version
  */
 #pragma once
+#include "util/buf.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,11 +37,11 @@ void boot_strv_free(char **v);
 /* ---- cpio (newc) ---- */
 
 typedef struct boot_cpio {
-  uint8_t *data;
-  size_t len, cap;
+  cr_buf buf; /* the archive so far; bounded by BOOT_CPIO_MAX */
   uint32_t ino;
-  int oom;
 } boot_cpio;
+#define BOOT_CPIO_MAX ((size_t)512 << 20)
+#define BOOT_CPIO_INIT ((boot_cpio){.buf = CR_BUF_INIT(BOOT_CPIO_MAX)})
 
 /* Entries are named without a leading '/'. mtime is 0 (reproducible). */
 void boot_cpio_add_dir(boot_cpio *c, const char *name, uint32_t mode);
@@ -48,7 +49,8 @@ void boot_cpio_add_data(boot_cpio *c, const char *name, uint32_t mode,
                         const void *data, size_t len);
 void boot_cpio_add_node(boot_cpio *c, const char *name, uint32_t mode,
                         uint32_t major, uint32_t minor);
-/* Appends the trailer; returns -ENOMEM if any append failed, else 0. */
+/* Appends the trailer; returns -ENOMEM or -E2BIG (over BOOT_CPIO_MAX, or an
+ * entry too large for newc) if any append failed, else 0. */
 int boot_cpio_finish(boot_cpio *c);
 void boot_cpio_free(boot_cpio *c);
 

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 static void put_le32(uint8_t *p, uint32_t v) {
@@ -67,46 +68,38 @@ long ap_frame_parse(const uint8_t *buf, size_t n, uint32_t max_payload,
   return (long)(AP_HEADER_SIZE + t.len);
 }
 
-void ap_buf_free(ap_buf *b) {
-  free(b->data);
-  memset(b, 0, sizeof(*b));
-}
+_Static_assert(offsetof(ap_buf, data) == offsetof(cr_buf, data) &&
+                   offsetof(ap_buf, len) == offsetof(cr_buf, len) &&
+                   offsetof(ap_buf, err) == offsetof(cr_buf, err),
+               "ap_buf's direct fields are its cr_buf's");
 
-void ap_buf_reset(ap_buf *b) {
-  b->len = 0;
-  b->oom = 0;
+void ap_buf_free(ap_buf *b) {
+  cr_buf_free(&b->buf);
   b->frame_start = 0;
 }
 
-static int reserve(ap_buf *b, size_t extra) {
-  if (b->oom) return -1;
-  if (extra > SIZE_MAX / 2 - b->len) {
-    b->oom = 1;
-    return -1;
-  }
-  if (b->len + extra <= b->cap) return 0;
-  size_t ncap = b->cap ? b->cap : 256;
-  while (ncap < b->len + extra) ncap *= 2;
-  uint8_t *nd = realloc(b->data, ncap);
-  if (!nd) {
-    b->oom = 1;
-    return -1;
-  }
-  b->data = nd;
-  b->cap = ncap;
-  return 0;
+void ap_buf_reset(ap_buf *b) {
+  cr_buf_reset(&b->buf);
+  b->frame_start = 0;
 }
 
 void ap_frame_begin(ap_buf *b, uint16_t type, uint32_t channel) {
-  if (reserve(b, AP_HEADER_SIZE) < 0) return;
   b->frame_start = b->len;
+  if (cr_buf_reserve(&b->buf, AP_HEADER_SIZE) < 0) return;
   ap_header h = {.len = 0, .type = type, .flags = 0, .channel = channel};
   ap_header_encode(b->data + b->len, &h);
   b->len += AP_HEADER_SIZE;
 }
 
 int ap_frame_end(ap_buf *b) {
-  if (b->oom) return -ENOMEM;
+  if (b->err == -E2BIG && b->len >= b->frame_start) {
+    /* a field too large for a frame: this frame is dropped, the buffer (and
+     * the frames before it) stay usable */
+    b->len = b->frame_start;
+    b->err = 0;
+    return -EMSGSIZE;
+  }
+  if (b->err) return b->err;
   size_t plen = b->len - b->frame_start - AP_HEADER_SIZE;
   if (plen > AP_MAX_PAYLOAD) {
     b->len = b->frame_start; /* drop the oversized frame */
@@ -117,11 +110,12 @@ int ap_frame_end(ap_buf *b) {
 }
 
 void ap_put_bytes(ap_buf *b, uint16_t tag, const void *v, size_t n) {
+  if (b->err) return;
   if (n > AP_MAX_PAYLOAD) {
-    b->oom = 1;
+    b->err = -E2BIG;
     return;
   }
-  if (reserve(b, 6 + n) < 0) return;
+  if (cr_buf_reserve(&b->buf, 6 + n) < 0) return;
   put_le16(b->data + b->len, tag);
   put_le32(b->data + b->len + 2, (uint32_t)n);
   if (n) memcpy(b->data + b->len + 6, v, n);
@@ -149,9 +143,7 @@ int ap_put_raw_frame(ap_buf *b, uint16_t type, uint32_t channel,
                      const void *data, size_t n) {
   if (n > AP_MAX_PAYLOAD) return -EMSGSIZE;
   ap_frame_begin(b, type, channel);
-  if (reserve(b, n) < 0) return -ENOMEM;
-  if (n) memcpy(b->data + b->len, data, n);
-  b->len += n;
+  cr_buf_append(&b->buf, data, n); /* an error is reported by ap_frame_end */
   return ap_frame_end(b);
 }
 

@@ -10,6 +10,7 @@
  * other channel id for one operation (an exec, a file transfer, ...).
  * A payload is a sequence of fields: u16 tag | u32 len | len bytes. */
 #pragma once
+#include "util/buf.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -131,12 +132,20 @@ void ap_header_encode(uint8_t out[AP_HEADER_SIZE], const ap_header *h);
 long ap_frame_parse(const uint8_t *buf, size_t n, uint32_t max_payload,
                     ap_header *h, const uint8_t **payload);
 
-/* A growable output buffer for building frames. On allocation failure `oom`
- * is set and further writes are ignored. */
+/* A growable output buffer for building frames: a cr_buf (util/buf.h; its
+ * data/len/err are reachable directly as b.data, b.len, b.err) plus the
+ * frame being built. After a failure (err: -ENOMEM, or -E2BIG for a field
+ * larger than a frame can carry) further writes are ignored and
+ * ap_frame_end reports it. */
 typedef struct ap_buf {
-  uint8_t *data;
-  size_t len, cap;
-  int oom;
+  union {
+    cr_buf buf;
+    struct { /* the same layout as cr_buf */
+      uint8_t *data;
+      size_t len, cap, max;
+      int err;
+    };
+  };
   size_t frame_start; /* offset of the frame being built */
 } ap_buf;
 
@@ -144,8 +153,8 @@ void ap_buf_free(ap_buf *b);
 void ap_buf_reset(ap_buf *b);
 /* Starts a frame (reserves the header). */
 void ap_frame_begin(ap_buf *b, uint16_t type, uint32_t channel);
-/* Fills in the header's length. Returns -EMSGSIZE if the payload is too big,
- * -ENOMEM on allocation failure, else 0. */
+/* Fills in the header's length. Returns -EMSGSIZE if the payload (or a field
+ * put into it) is too big, -ENOMEM on allocation failure, else 0. */
 int ap_frame_end(ap_buf *b);
 void ap_put_bytes(ap_buf *b, uint16_t tag, const void *v, size_t n);
 void ap_put_str(ap_buf *b, uint16_t tag, const char *s);

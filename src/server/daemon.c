@@ -1,5 +1,6 @@
 #include "server/daemon.h"
 #include "mcp/mcp.h"
+#include "util/buf.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/paths.h"
@@ -25,12 +26,15 @@
  * resource_exhausted error and is closed. */
 #define CONN_MAX_DEFAULT 256
 
+/* A connection's input buffer holds at most one line under the limit plus
+ * one read: longer lines are skipped, never buffered. */
+#define READ_MAX ((size_t)MAX(MCP_MAX_LINE, API_MAX_LINE) + 65536)
+
 typedef struct conn {
   uv_pipe_t pipe;
   api_sink sink;
   server_ctx *d;
-  char *buf;
-  size_t len, cap;
+  cr_buf in; /* bytes read, not yet a whole line; bounded (READ_MAX) */
   bool first_done, handle_closed, sink_freed;
   mcp_session *mcp;
   /* skipping a line over the limit: its first and last bytes (to find the
@@ -42,7 +46,7 @@ typedef struct conn {
 
 static void conn_maybe_free(conn *c) {
   if (c->handle_closed && c->sink_freed) {
-    free(c->buf);
+    cr_buf_free(&c->in);
     free(c);
   }
 }
@@ -228,17 +232,14 @@ static void start_discard(conn *c, const char *p, size_t n) {
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   conn *c = h->data;
-  if (c->cap - c->len < 65536) {
-    size_t nc = c->cap ? c->cap * 2 : 131072;
-    char *nb = realloc(c->buf, nc);
-    if (!nb) {
-      *buf = uv_buf_init(NULL, 0);
-      return;
-    }
-    c->buf = nb;
-    c->cap = nc;
+  /* a failure (out of memory) gives libuv no buffer: it reports UV_ENOBUFS
+   * and the connection is closed */
+  if (c->in.cap - c->in.len < 65536 && cr_buf_reserve(&c->in, 65536) < 0) {
+    cr_buf_reset(&c->in);
+    *buf = uv_buf_init(NULL, 0);
+    return;
   }
-  *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+  *buf = uv_buf_init((char *)c->in.data + c->in.len, (unsigned)(c->in.cap - c->in.len));
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -247,15 +248,16 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     conn_close(c);
     return;
   }
-  c->len += (size_t)n;
+  c->in.len += (size_t)n;
+  char *d = (char *)c->in.data; /* only on_alloc moves it */
   size_t start = 0;
   if (c->discarding) {
-    char *nl = memchr(c->buf, '\n', c->len);
-    size_t upto = nl ? (size_t)(nl - c->buf) : c->len;
-    tail_add(c, c->buf, upto);
+    char *nl = memchr(d, '\n', c->in.len);
+    size_t upto = nl ? (size_t)(nl - d) : c->in.len;
+    tail_add(c, d, upto);
     c->discarded += upto;
     if (!nl) {
-      c->len = 0;
+      c->in.len = 0;
       return;
     }
     api_sink_ref(&c->sink);
@@ -266,35 +268,28 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     start = upto + 1;
   }
   for (;;) {
-    char *nl = memchr(c->buf + start, '\n', c->len - start);
+    char *nl = memchr(d + start, '\n', c->in.len - start);
     if (!nl) break;
-    size_t l = (size_t)(nl - (c->buf + start));
+    size_t l = (size_t)(nl - (d + start));
     api_sink_ref(&c->sink);
     if (l > line_limit(c)) {
-      start_discard(c, c->buf + start, l);
+      start_discard(c, d + start, l);
       line_skipped(c);
     } else {
-      handle_line(c, c->buf + start, l);
+      handle_line(c, d + start, l);
     }
     bool closed = c->sink.closed;
     api_sink_unref(&c->sink);
     if (closed) return;
     start += l + 1;
   }
-  if (start) {
-    memmove(c->buf, c->buf + start, c->len - start);
-    c->len -= start;
-  }
-  if (c->len > line_limit(c)) { /* skip the rest of this line, answer at its end */
-    start_discard(c, c->buf, c->len);
-    c->len = 0;
+  cr_buf_consume(&c->in, start);
+  if (c->in.len > line_limit(c)) { /* skip the rest of this line, answer at its end */
+    start_discard(c, d, c->in.len);
+    c->in.len = 0;
   }
   /* shrink big idle buffers */
-  if (c->len == 0 && c->cap > (1u << 20)) {
-    free(c->buf);
-    c->buf = NULL;
-    c->cap = 0;
-  }
+  if (c->in.len == 0 && c->in.cap > (1u << 20)) cr_buf_free(&c->in);
 }
 
 /* Is `gid` among the groups of process `pid` (its /proc status)? */
@@ -358,6 +353,7 @@ static void on_connection(uv_stream_t *server, int status) {
   if (status < 0) return;
   conn *c = calloc(1, sizeof(*c));
   if (!c) return;
+  c->in = CR_BUF_INIT(READ_MAX);
   c->d = d;
   c->sink.send = sink_send;
   c->sink.free = sink_free;

@@ -201,16 +201,16 @@ static int read_cpio(const void *data, size_t len, const char *want, char **ret,
 
 static void test_cpio(void **state) {
   (void)state;
-  boot_cpio c = {0};
+  boot_cpio c = BOOT_CPIO_INIT;
   boot_cpio_add_dir(&c, "dev", 0755);
   boot_cpio_add_node(&c, "dev/console", S_IFCHR | 0600, 5, 1);
   boot_cpio_add_data(&c, "init", 0755, "#!agent\0bin", 11);
   boot_cpio_add_data(&c, "empty", 0644, NULL, 0);
   assert_int_equal(boot_cpio_finish(&c), 0);
-  assert_int_equal(c.len % 4, 0);
+  assert_int_equal(c.buf.len % 4, 0);
   char *content = NULL;
   unsigned mode = 0;
-  assert_int_equal(read_cpio(c.data, c.len, "init", &content, &mode), 4);
+  assert_int_equal(read_cpio(c.buf.data, c.buf.len, "init", &content, &mode), 4);
   assert_non_null(content);
   assert_memory_equal(content, "#!agent\0bin", 11);
   assert_int_equal(mode, S_IFREG | 0755);

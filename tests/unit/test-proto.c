@@ -149,6 +149,26 @@ static void test_oversized_build(void **state) {
   ap_put_bytes(&b, AP_T_ARGV, "x", 1);
   assert_int_equal(ap_frame_end(&b), -EMSGSIZE);
   assert_int_equal(b.len, 0); /* dropped */
+  /* A field larger than any frame: "too large", not "out of memory"; only
+   * that frame goes, the one before it and the buffer stay. */
+  assert_int_equal(ap_put_raw_frame(&b, AP_STDOUT, 2, "ok", 2), 0);
+  size_t before = b.len;
+  ap_frame_begin(&b, AP_FILE_WRITE, 3);
+  ap_put_str(&b, AP_T_PATH, "/tmp/x");
+  ap_put_bytes(&b, AP_T_SEED, big, AP_MAX_PAYLOAD + 1);
+  assert_int_equal(b.err, -E2BIG);
+  assert_int_equal(ap_frame_end(&b), -EMSGSIZE);
+  assert_int_equal(b.err, 0);
+  assert_int_equal(b.len, before);
+  assert_int_equal(ap_put_raw_frame(&b, AP_STDOUT, 2, "more", 4), 0);
+  ap_header h;
+  const uint8_t *p;
+  long n = ap_frame_parse(b.data, b.len, AP_MAX_PAYLOAD, &h, &p);
+  assert_int_equal(n, (long)before);
+  assert_int_equal(h.len, 2);
+  assert_int_equal(ap_frame_parse(b.data + n, b.len - (size_t)n, AP_MAX_PAYLOAD, &h, &p),
+                   (long)(b.len - (size_t)n));
+  assert_memory_equal(p, "more", 4);
   free(big);
   ap_buf_free(&b);
 }

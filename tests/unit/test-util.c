@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "util/buf.h"
 #include "util/base64.h"
 #include "util/error.h"
 #include "util/fs.h"
@@ -154,13 +155,42 @@ static void test_no_shared_tmp_fallback(void **state) {
   assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* The bounded buffer: the bound is exact, "too large" is not "out of
+ * memory", errors are sticky until reset. */
+static void test_buf_bound(void **state) {
+  cr_buf b = CR_BUF_INIT(1000);
+  char chunk[300];
+  memset(chunk, 'x', sizeof(chunk));
+  for (int i = 0; i < 3; i++) assert_int_equal(cr_buf_append(&b, chunk, sizeof(chunk)), 0);
+  assert_int_equal(b.len, 900);
+  assert_true(b.cap <= 1000);
+  assert_int_equal(cr_buf_append(&b, chunk, 100), 0); /* exactly the bound */
+  assert_int_equal(cr_buf_append(&b, chunk, 1), -E2BIG);
+  assert_int_equal(cr_buf_append(&b, chunk, 0), -E2BIG); /* sticky */
+  assert_int_equal(b.len, 1000);
+  cr_buf_consume(&b, 400);
+  assert_int_equal(b.len, 600);
+  assert_int_equal(b.data[0], 'x');
+  cr_buf_reset(&b);
+  assert_int_equal(cr_buf_zero(&b, 10), 0);
+  assert_int_equal(b.data[9], 0);
+  assert_int_equal(cr_buf_reserve(&b, SIZE_MAX), -E2BIG); /* no overflow */
+  cr_buf_free(&b);
+  assert_int_equal(b.max, 1000);
+  assert_null(b.data);
+  cr_buf u = CR_BUF_INIT(0); /* unbounded but for CR_BUF_MAX */
+  assert_int_equal(cr_buf_reserve(&u, CR_BUF_MAX + 1), -E2BIG);
+  assert_int_equal(u.err, -E2BIG);
+  cr_buf_free(&u);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_escape_commas),
       cmocka_unit_test(test_no_shared_tmp_fallback),
       cmocka_unit_test(test_base64_roundtrip), cmocka_unit_test(test_base64_rejects),
       cmocka_unit_test(test_ulid), cmocka_unit_test(test_atomic_write_and_read),
-      cmocka_unit_test(test_error_wrap),
+      cmocka_unit_test(test_error_wrap), cmocka_unit_test(test_buf_bound),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
