@@ -90,7 +90,8 @@ typedef struct agent_chan {
   int exec_errno;
   int fd_in;   /* to the child's stdin, -1 when closed */
   int fd_out;  /* child's stdout, -1 at EOF */
-  int fd_err;  /* child's stderr, -1 at EOF */
+  int fd_err;  /* child's stderr, -1 at EOF (always -1 for a TTY exec) */
+  int tty;     /* AP_F_TTY exec: fd_out is the pty master, fd_in a dup of it */
   uint8_t *inbuf; /* pending bytes for fd_in */
   size_t inlen;
   int in_eof;     /* close fd_in once inbuf drained */
@@ -147,6 +148,8 @@ int agent_chan_in_grace(const agent_chan *c);
 #define AGENT_EXIT_GRACE_MS 200
 uint64_t agent_now_ms(void);
 void agent_chan_kill(agent_chan *c, int sig);
+/* AP_RESIZE: the TTY of a TTY exec gets rows << 16 | cols (else ignored). */
+void agent_chan_resize(agent_chan *c, uint32_t winsize);
 
 /* ---- file operations (agent_files.c) ---- */
 void agent_file_read_start(uint32_t ch, const uint8_t *p, size_t n);

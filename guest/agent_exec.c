@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -86,6 +87,40 @@ fail:
   return r;
 }
 
+/* A pseudo-terminal pair from the root's devpts instance (the one the
+ * command sees as /dev/pts), else the agent's own /dev/ptmx. Both fds
+ * close-on-exec; *slave is opened through the master (TIOCGPTPEER), so no
+ * path is looked up. */
+static int open_pty(uint32_t winsize, int *master, int *slave) {
+  static const char *const ptmx[] = {AGENT_ROOT "/dev/pts/ptmx", "/dev/ptmx"};
+  int m = -1, e = ENOENT;
+  for (size_t i = 0; i < sizeof(ptmx) / sizeof(ptmx[0]) && m < 0; i++) {
+    m = open(ptmx[i], O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0) e = errno;
+  }
+  if (m < 0) return -e;
+  int unlock = 0;
+  int s = ioctl(m, TIOCSPTLCK, &unlock) < 0 ? -1 : ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (s < 0) {
+    e = errno;
+    close(m);
+    return -e;
+  }
+  struct winsize ws = {.ws_row = (unsigned short)(winsize >> 16),
+                       .ws_col = (unsigned short)(winsize & 0xffff)};
+  if (!ws.ws_row || !ws.ws_col) ws = (struct winsize){.ws_row = 24, .ws_col = 80};
+  (void)ioctl(s, TIOCSWINSZ, &ws);
+  *master = m;
+  *slave = s;
+  return 0;
+}
+
+void agent_chan_resize(agent_chan *c, uint32_t winsize) {
+  struct winsize ws = {.ws_row = (unsigned short)(winsize >> 16),
+                       .ws_col = (unsigned short)(winsize & 0xffff)};
+  if (c->tty && c->fd_out >= 0 && ws.ws_row && ws.ws_col) (void)ioctl(c->fd_out, TIOCSWINSZ, &ws);
+}
+
 static void free_strv(char **v) {
   if (!v) return;
   for (char **p = v; *p; p++) free(*p);
@@ -104,7 +139,7 @@ void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n) {
   char **argv = calloc(AGENT_MAX_ARGS + 1, sizeof(char *));
   char **envp = calloc(AGENT_MAX_ARGS + 3, sizeof(char *));
   char *cwd = NULL;
-  uint32_t flags = 0;
+  uint32_t flags = 0, winsize = 0;
   const char *bad = NULL;
   if (!argv || !envp) {
     bad = "out of memory";
@@ -135,6 +170,9 @@ void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n) {
     case AP_T_FLAGS:
       if (ap_field_u32(&f, &flags) < 0) { bad = "bad FLAGS"; goto out; }
       break;
+    case AP_T_WINSIZE:
+      if (ap_field_u32(&f, &winsize) < 0) { bad = "bad WINSIZE"; goto out; }
+      break;
     default:
       break;
     }
@@ -143,6 +181,8 @@ void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n) {
   if (argc == 0 || !argv[0][0]) { bad = "no ARGV"; goto out; }
   if (!has_var(envp, envc, "PATH")) envp[envc++] = strdup("PATH=" AGENT_DEFAULT_PATH);
   if (!has_var(envp, envc, "HOME")) envp[envc++] = strdup("HOME=/root");
+  int tty = (flags & AP_F_TTY) != 0;
+  if (tty && !has_var(envp, envc, "TERM")) envp[envc++] = strdup("TERM=xterm");
   for (size_t i = 0; i < envc; i++)
     if (!envp[i]) { bad = "out of memory"; goto out; }
 
@@ -151,9 +191,19 @@ void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n) {
 
   int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1},
       pfail[2] = {-1, -1};
+  int ptm = -1, pts = -1;
   int do_chroot = agent_root_ready() && !(flags & AP_F_NO_CHROOT);
-  if (((flags & AP_F_STDIN) && make_pipe(pin) < 0) || make_pipe(pout) < 0 ||
-      make_pipe(perr) < 0 || make_pipe(pfail) < 0) {
+  if (tty) {
+    int r2 = open_pty(winsize, &ptm, &pts);
+    if (r2 < 0) {
+      agent_chan_free(c);
+      agent_send_error(ch, "internal_error", -r2, "no pseudo-terminal: %s", strerror(-r2));
+      goto out;
+    }
+  }
+  if ((!tty && (((flags & AP_F_STDIN) && make_pipe(pin) < 0) || make_pipe(pout) < 0 ||
+                make_pipe(perr) < 0)) ||
+      make_pipe(pfail) < 0) {
     int e = errno;
     for (int i = 0; i < 2; i++) {
       if (pin[i] >= 0) close(pin[i]);
@@ -161,14 +211,23 @@ void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n) {
       if (perr[i] >= 0) close(perr[i]);
       if (pfail[i] >= 0) close(pfail[i]);
     }
+    if (ptm >= 0) close(ptm);
+    if (pts >= 0) close(pts);
     agent_chan_free(c);
     agent_send_error(ch, "internal_error", e, "pipe: %s", strerror(e));
     goto out;
   }
   pid_t pid = fork();
   if (pid == 0) {
-    child_common_setup();
-    child_dup_stdio(pin[0], pout[1], perr[1]);
+    child_common_setup(); /* a new session: the pty becomes its terminal */
+    if (tty) {
+      (void)ioctl(pts, TIOCSCTTY, 0);
+      dup2(pts, 0);
+      dup2(pts, 1);
+      dup2(pts, 2);
+    } else {
+      child_dup_stdio(pin[0], pout[1], perr[1]);
+    }
     struct exec_fail fl = {0, 0};
     if (do_chroot && (chroot(AGENT_ROOT) < 0 || chdir("/") < 0)) {
       fl = (struct exec_fail){0, errno};
@@ -185,26 +244,32 @@ void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n) {
   }
   int fork_errno = errno;
   if (pin[0] >= 0) close(pin[0]);
-  close(pout[1]);
-  close(perr[1]);
+  if (pout[1] >= 0) close(pout[1]);
+  if (perr[1] >= 0) close(perr[1]);
+  if (pts >= 0) close(pts);
   close(pfail[1]);
+  if (tty) { /* output and input both through the master */
+    pout[0] = ptm;
+    if (flags & AP_F_STDIN) pin[1] = fcntl(ptm, F_DUPFD_CLOEXEC, 0);
+  }
   if (pid < 0) {
     close(pfail[0]);
     if (pin[1] >= 0) close(pin[1]);
     close(pout[0]);
-    close(perr[0]);
+    if (perr[0] >= 0) close(perr[0]);
     agent_chan_free(c);
     agent_send_error(ch, "internal_error", fork_errno, "fork: %s",
                      strerror(fork_errno));
     goto out;
   }
   c->pid = pid;
+  c->tty = tty;
   c->fd_in = pin[1];
   c->fd_out = pout[0];
   c->fd_err = perr[0];
   if (c->fd_in >= 0) set_nonblock(c->fd_in);
   set_nonblock(c->fd_out);
-  set_nonblock(c->fd_err);
+  if (c->fd_err >= 0) set_nonblock(c->fd_err);
 
   /* The errno pipe closes on a successful exec (CLOEXEC): a short wait. */
   struct exec_fail fl;
@@ -310,6 +375,10 @@ void agent_chan_write_in(agent_chan *c) {
     c->inbuf = NULL;
     c->inlen = 0;
     if (c->in_eof && c->fd_in >= 0) {
+      if (c->tty) { /* the terminal's EOF: the master stays open for output */
+        static const char veof = 4;
+        (void)!write(c->fd_in, &veof, 1);
+      }
       close(c->fd_in);
       c->fd_in = -1;
     }

@@ -340,6 +340,12 @@ static int dispatch(const ap_header *h, const uint8_t *p) {
       agent_chan_write_in(c);
     }
     return 0;
+  case AP_RESIZE:
+    if (c && c->kind == AGENT_CH_EXEC) {
+      uint32_t ws = 0;
+      if (agent_get_u32(p, n, AP_T_WINSIZE, &ws) > 0) agent_chan_resize(c, ws);
+    }
+    return 0;
   case AP_SIGNAL:
     if (c && c->kind == AGENT_CH_EXEC) {
       uint32_t sig = 0;

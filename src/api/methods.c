@@ -338,12 +338,21 @@ static void m_execution_create(req *r) {
     return bad_params(r, "'env' must be an array of \"KEY=VALUE\" strings");
   if (to && (!json_is_integer(to) || json_integer_value(to) < 0))
     return bad_params(r, "'timeout_ms' must be a non-negative integer (0 = no timeout)");
+  json_t *rows = json_object_get(r->params, "rows"), *cols = json_object_get(r->params, "cols");
+  if ((rows && (!json_is_integer(rows) || json_integer_value(rows) < 1 ||
+                json_integer_value(rows) > 65535)) ||
+      (cols && (!json_is_integer(cols) || json_integer_value(cols) < 1 ||
+                json_integer_value(cols) > 65535)))
+    return bad_params(r, "'rows' and 'cols' must be integers 1-65535");
   sbx_exec_params ep = {
       .argv = argv,
       .env = json_is_array(env) ? env : NULL,
       .cwd = pstr(r, "cwd"),
       .stdin_open = json_is_true(json_object_get(r->params, "stdin")),
       .timeout_ms = to ? (uint64_t)json_integer_value(to) : 0,
+      .tty = json_is_true(json_object_get(r->params, "tty")),
+      .rows = (uint16_t)json_integer_value(rows),
+      .cols = (uint16_t)json_integer_value(cols),
   };
   sbx_exec *e = NULL;
   cr_error *err = NULL;
@@ -414,6 +423,24 @@ static void m_execution_write(req *r) {
   int rc = sbx_exec_write(e, buf, n, json_is_true(json_object_get(r->params, "eof")), &err);
   free(buf);
   if (rc < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    return;
+  }
+  reply(r, json_object());
+}
+
+static void m_execution_resize(req *r) {
+  sbx_exec *e = need_exec(r);
+  if (!e) return;
+  json_t *rows = json_object_get(r->params, "rows"), *cols = json_object_get(r->params, "cols");
+  if (!json_is_integer(rows) || !json_is_integer(cols) || json_integer_value(rows) < 1 ||
+      json_integer_value(cols) < 1 || json_integer_value(rows) > 65535 ||
+      json_integer_value(cols) > 65535)
+    return bad_params(r, "'rows' and 'cols' must be integers 1-65535");
+  cr_error *err = NULL;
+  if (sbx_exec_resize(e, (uint16_t)json_integer_value(rows), (uint16_t)json_integer_value(cols),
+                      &err) < 0) {
     reply_err(r, err);
     cr_error_free(err);
     return;
@@ -764,6 +791,7 @@ static const struct {
     {"execution.create", m_execution_create},
     {"execution.attach", m_execution_attach},
     {"execution.write", m_execution_write},
+    {"execution.resize", m_execution_resize},
     {"execution.cancel", m_execution_cancel},
     {"execution.wait", m_execution_wait},
     {"execution.get", m_execution_get},

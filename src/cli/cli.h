@@ -56,6 +56,7 @@ int cmd_cache_ls(int argc, char **argv);
 int cmd_cache_prune(int argc, char **argv);
 int cmd_cache_stats(int argc, char **argv);
 int cmd_exec(int argc, char **argv);
+int cmd_console(int argc, char **argv);
 int cmd_execution_attach(int argc, char **argv);
 int cmd_execution_inspect(int argc, char **argv);
 int cmd_execution_ls(int argc, char **argv);

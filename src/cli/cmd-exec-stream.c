@@ -15,18 +15,19 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #define STDIN_CHUNK (48 * 1024)
 #define MAX_WRITES_IN_FLIGHT 4
 
-static volatile sig_atomic_t interrupts;
+static volatile sig_atomic_t interrupts, winch;
 static int sigpipe_r = -1, sigpipe_w = -1;
 
 static void on_signal(int sig) {
   int saved = errno;
-  (void)sig;
-  interrupts++;
+  if (sig == SIGWINCH) winch = 1;
+  else interrupts++;
   if (sigpipe_w >= 0) (void)!write(sigpipe_w, "x", 1);
   errno = saved;
 }
@@ -45,7 +46,18 @@ int exec_stream_catch_signals(void) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGWINCH, &sa, NULL);
   return 0;
+}
+
+bool exec_stream_winsize(unsigned *rows, unsigned *cols) {
+  struct winsize ws;
+  if ((ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) < 0 && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) < 0) ||
+      !ws.ws_row || !ws.ws_col)
+    return false;
+  *rows = ws.ws_row;
+  *cols = ws.ws_col;
+  return true;
 }
 
 static void write_all(int fd, const unsigned char *p, size_t n, bool *broken) {
@@ -218,6 +230,17 @@ int exec_stream_run(exec_stream *x, const char *sid, bool stdin_open, const char
       char drain[16];
       while (read(sigpipe_r, drain, sizeof(drain)) > 0) {
       }
+    }
+    unsigned rows, cols;
+    if (winch && x->tty) {
+      winch = 0;
+      json_int_t ignored; /* a failure (ended meanwhile) changes nothing */
+      if (exec_stream_winsize(&rows, &cols) &&
+          api_client_request_async(c, "execution.resize",
+                                   json_pack("{s:s, s:i, s:i}", "execution_id", x->exec_id,
+                                             "rows", (int)rows, "cols", (int)cols),
+                                   &ignored, &err) < 0)
+        break;
     }
     if (pf[0].revents) {
       _cleanup_json_ json_t *m = NULL;

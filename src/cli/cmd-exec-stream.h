@@ -16,6 +16,7 @@ typedef struct exec_stream {
   json_t *final; /* owned; the Execution from execution.exit */
   bool stdout_broken, stderr_broken;
   bool progress; /* show sandbox.progress notifications on stderr */
+  bool tty;      /* a tty execution: our terminal's size changes are sent on */
 } exec_stream;
 
 /* api_client notification callback; ud is an exec_stream. */
@@ -24,9 +25,12 @@ void exec_stream_on_notification(const char *method, json_t *params, void *ud);
 /* Ignores SIGPIPE (broken stdout/stderr are dropped instead). */
 void exec_stream_ignore_sigpipe(void);
 
-/* Installs the SIGINT/SIGTERM handlers the loop counts. Returns 0, or a CLI
- * exit code after printing the error. */
+/* Installs the SIGINT/SIGTERM handlers the loop counts (and SIGWINCH, which
+ * makes the loop send execution.resize for x->tty). Returns 0, or a CLI exit
+ * code after printing the error. */
 int exec_stream_catch_signals(void);
+/* The size of the terminal on stdin (else stdout); false when neither is one. */
+bool exec_stream_winsize(unsigned *rows, unsigned *cols);
 
 /* Streams x->exec_id (set) until its execution.exit arrives, forwarding
  * stdin when stdin_open. Returns the exit status: the command's own (see

@@ -1,7 +1,9 @@
 /* cleanroom exec: run a command in a sandbox, streaming stdin/stdout/stderr,
- * and exit with the command's exit code. The streaming loop (stdin
- * forwarding, output pass-through, Ctrl-C handling) is shared with
- * `execution attach` in cmd-exec-stream.c. */
+ * and exit with the command's exit code; cleanroom console: the same with a
+ * pseudo-terminal in the guest (default command sh), our terminal in raw
+ * mode and its size changes sent on. The streaming loop (stdin forwarding,
+ * output pass-through, Ctrl-C handling) is shared with `execution attach`
+ * in cmd-exec-stream.c. */
 #include "cli/cmd-exec-stream.h"
 #include "cli/cmd-workspace.h"
 
@@ -10,6 +12,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <termios.h>
 #include <unistd.h>
 
 static void help(FILE *f) {
@@ -57,6 +60,41 @@ static void help(FILE *f) {
           CLI_DEFAULT_IMAGE);
 }
 
+static void console_help(FILE *f) {
+  fprintf(f,
+          "Usage: cleanroom console [options] [-- COMMAND [ARG...]]\n\n"
+          "Open an interactive terminal in a sandbox: COMMAND (default: sh) runs on a\n"
+          "pseudo-terminal in the guest, with this terminal in raw mode (keys such as\n"
+          "Ctrl-C and Ctrl-D go to the guest) and its size kept in step. Exits with\n"
+          "COMMAND's exit code. Without --in a new sandbox is created (and kept unless\n"
+          "--rm); inside a git checkout it gets the repository, like exec, and\n"
+          "--copy-in, --copy-out and --sync work as for exec.\n\n"
+          "Options: those of 'cleanroom exec' (see 'cleanroom exec --help'): --in ID,\n"
+          "--rm, --image, --policy, --vcpus, --memory, --env, --cwd, --timeout,\n"
+          "--repo-url, --ref, --no-repo, --copy-in, --copy-out, --sync, --force,\n"
+          "--print-sandbox-id, --progress, --host.\n\n"
+          "Examples:\n"
+          "  cleanroom console --in 01kr7p9ksmfa7rmyypyqw2w8r0 -- sh\n"
+          "  cleanroom console --sync -- bash\n");
+}
+
+/* Our terminal in raw mode while a console runs (restored on every path). */
+static struct termios saved_tio;
+static bool tio_saved;
+
+static void terminal_raw(void) {
+  struct termios t;
+  if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_tio) < 0) return;
+  t = saved_tio;
+  cfmakeraw(&t);
+  if (tcsetattr(STDIN_FILENO, TCSADRAIN, &t) == 0) tio_saved = true;
+}
+
+static void terminal_restore(void) {
+  if (tio_saved) tcsetattr(STDIN_FILENO, TCSADRAIN, &saved_tio);
+  tio_saved = false;
+}
+
 static void remove_sandbox(api_client *c, const char *sid) {
   _cleanup_error_ cr_error *err = NULL;
   if (api_client_call(c, "sandbox.terminate", json_pack("{s:s}", "id", sid), NULL, NULL, NULL,
@@ -66,9 +104,10 @@ static void remove_sandbox(api_client *c, const char *sid) {
   }
 }
 
-int cmd_exec(int argc, char **argv) {
+static int run(int argc, char **argv, bool console) {
+  void (*usage)(FILE *) = console ? console_help : help;
   if (cli_wants_help(argc, argv)) {
-    help(stdout);
+    usage(stdout);
     return 0;
   }
   enum {
@@ -142,10 +181,10 @@ int cmd_exec(int argc, char **argv) {
     case O_MEMORY:
       if (cli_opt_memory(optarg, &mem)) return CLI_EXIT_USAGE;
       break;
-    default: return cli_usage_error(help, "unknown or incomplete option '%s'", argv[optind - 1]);
+    default: return cli_usage_error(usage, "unknown or incomplete option '%s'", argv[optind - 1]);
     }
   }
-  if (optind >= argc)
+  if (optind >= argc && !console)
     return cli_usage_error(NULL, "no command given; usage: cleanroom exec "
                                  "[options] -- COMMAND [ARG...]");
   if (in && rm)
@@ -159,6 +198,8 @@ int cmd_exec(int argc, char **argv) {
     return cli_usage_error(NULL, "--ref needs a repository");
   _cleanup_json_ json_t *cmd = json_array();
   for (int i = optind; i < argc; i++) json_array_append_new(cmd, json_string(argv[i]));
+  if (json_array_size(cmd) == 0) json_array_append_new(cmd, json_string("sh"));
+  x.tty = console;
 
   exec_stream_ignore_sigpipe();
 
@@ -213,8 +254,9 @@ int cmd_exec(int argc, char **argv) {
     return r;
   }
 
-  /* Stdin: forwarded unless it is a terminal (or closed). */
-  bool stdin_open = !isatty(STDIN_FILENO) && fcntl(STDIN_FILENO, F_GETFD) >= 0;
+  /* Stdin: forwarded unless it is a terminal (or closed); a console's
+   * terminal is what it is for. */
+  bool stdin_open = (console || !isatty(STDIN_FILENO)) && fcntl(STDIN_FILENO, F_GETFD) >= 0;
 
   /* Signals: first SIGINT cancels, second detaches. */
   r = exec_stream_catch_signals();
@@ -225,6 +267,27 @@ int cmd_exec(int argc, char **argv) {
   if (json_array_size(env)) json_object_set(p, "env", env);
   if (cwd) json_object_set_new(p, "cwd", json_string(cwd));
   if (timeout_ms) json_object_set_new(p, "timeout_ms", json_integer(timeout_ms));
+  unsigned rows, cols;
+  if (console) {
+    json_object_set_new(p, "tty", json_true());
+    if (exec_stream_winsize(&rows, &cols)) {
+      json_object_set_new(p, "rows", json_integer(rows));
+      json_object_set_new(p, "cols", json_integer(cols));
+    }
+    const char *term = getenv("TERM");
+    bool has_term = false;
+    size_t i;
+    json_t *v;
+    json_array_foreach(env, i, v) has_term |= !strncmp(json_string_value(v), "TERM=", 5);
+    if (term && *term && !has_term) {
+      _cleanup_free_ char *kv = NULL;
+      if (asprintf(&kv, "TERM=%s", term) > 0) {
+        json_t *e2 = json_deep_copy(env);
+        json_array_append_new(e2, json_string(kv));
+        json_object_set_new(p, "env", e2);
+      }
+    }
+  }
   _cleanup_json_ json_t *created = NULL;
   if (api_client_call(c, "execution.create", p, exec_stream_on_notification, &x, &created,
                       &err) < 0) {
@@ -234,7 +297,9 @@ int cmd_exec(int argc, char **argv) {
   }
   x.exec_id = strdup(cli_json_str(created, "execution_id", ""));
 
+  if (console) terminal_raw();
   int status = exec_stream_run(&x, sid, stdin_open, timeout_opt);
+  terminal_restore();
   bool ended = x.final != NULL;
   exec_stream_done(&x);
   if (!ended) return status; /* detached, or the connection was lost */
@@ -248,3 +313,7 @@ int cmd_exec(int argc, char **argv) {
   if (rm) remove_sandbox(c, sid);
   return status;
 }
+
+int cmd_exec(int argc, char **argv) { return run(argc, argv, false); }
+
+int cmd_console(int argc, char **argv) { return run(argc, argv, true); }

@@ -13,6 +13,7 @@ static const cli_command commands[] = {
     {"cache stats", "Show the content cache's size and hit/miss counters", cmd_cache_stats},
     {"doctor", "Check the host: KVM, QEMU, kernel, agent, image, disk, daemon", cmd_doctor},
     {"events", "Show egress audit events (DNS decisions, rejected connections)", cmd_events},
+    {"console", "Open an interactive terminal (sh) in a sandbox", cmd_console},
     {"exec", "Run a command in a sandbox (a new one unless --in)", cmd_exec},
     {"execution attach", "Stream an execution's output and exit status", cmd_execution_attach},
     {"execution inspect", "Show an execution", cmd_execution_inspect},

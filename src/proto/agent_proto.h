@@ -41,6 +41,7 @@ enum ap_type {
   AP_TAR_IN = 0x0c,     /* path; then DATA..., DATA_END -> OK */
   AP_SHUTDOWN = 0x0d,   /* ch 0: sync and power off */
   AP_CANCEL = 0x0e,     /* abort the channel's operation */
+  AP_RESIZE = 0x0f,     /* WINSIZE: a TTY exec's terminal size changed */
   /* both directions */
   AP_DATA = 0x20,
   AP_DATA_END = 0x21,
@@ -94,6 +95,7 @@ enum ap_tag {
   AP_T_EXEC_ERRNO = 32,  /* u32: exec itself failed (e.g. ENOENT -> 127) */
   AP_T_UPTIME_NS = 33,   /* u64 */
   AP_T_WINDOW = 34,      /* u64, HELLO_REPLY: per-channel STDIN/DATA window */
+  AP_T_WINSIZE = 35,     /* u32, EXEC with AP_F_TTY and RESIZE: rows << 16 | cols */
   /* ACTIVATE, sandboxes with a network (src/egress): */
   AP_T_NET_ADDR = 40,    /* str "10.213.0.2/30": the guest's address on its NIC */
   AP_T_NET_GATEWAY = 41, /* str "10.213.0.1": default route */
@@ -106,6 +108,8 @@ enum {
   AP_F_PARENTS = 1u << 1, /* FILE_WRITE/TAR_IN: create missing parent dirs */
   AP_F_APPEND = 1u << 2,  /* FILE_WRITE: append instead of truncate */
   AP_F_NO_CHROOT = 1u << 3, /* EXEC: run in the agent's root (diagnostics) */
+  AP_F_TTY = 1u << 4,     /* EXEC: stdin/stdout/stderr are one pseudo-terminal
+                           * (its output comes as STDOUT; no STDERR) */
 };
 
 /* AP_T_FTYPE values */

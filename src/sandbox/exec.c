@@ -29,7 +29,7 @@ struct sbx_exec {
   char *cwd;
   enum { EX_RUNNING, EX_EXITED, EX_FAILED } state;
   int exit_code, signal;
-  bool timed_out, cancelled, stdin_open;
+  bool timed_out, cancelled, stdin_open, tty;
   char *reason, *message;
   int64_t started_ms, ended_ms, running_ms; /* running_ms: the guest's STARTED */
   uint32_t channel;
@@ -58,6 +58,7 @@ json_t *sbx_exec_to_json(const sbx_exec *e) {
   json_object_set_new(j, "exit_code", e->state == EX_EXITED ? json_integer(e->exit_code) : json_null());
   json_object_set_new(j, "signal", e->signal ? json_integer(e->signal) : json_null());
   json_object_set_new(j, "timed_out", json_boolean(e->timed_out));
+  if (e->tty) json_object_set_new(j, "tty", json_true());
   json_object_set_new(j, "cancelled", json_boolean(e->cancelled));
   json_object_set_new(j, "reason", e->reason ? json_string(e->reason) : json_null());
   json_object_set_new(j, "message", e->message ? json_string(e->message) : json_null());
@@ -302,7 +303,9 @@ int sbx_exec_start(sbx *s, const sbx_exec_params *p, sbx_exec **ret, cr_error **
     json_array_foreach(genv, i, v) ap_put_str(&b, AP_T_ENV, json_string_value(v));
   }
   if (p->cwd) ap_put_str(&b, AP_T_CWD, p->cwd);
-  ap_put_u32(&b, AP_T_FLAGS, p->stdin_open ? AP_F_STDIN : 0);
+  ap_put_u32(&b, AP_T_FLAGS, (p->stdin_open ? AP_F_STDIN : 0) | (p->tty ? AP_F_TTY : 0));
+  if (p->tty && p->rows && p->cols)
+    ap_put_u32(&b, AP_T_WINSIZE, (uint32_t)p->rows << 16 | p->cols);
   if (ap_frame_end(&b) < 0) {
     ap_buf_free(&b);
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "the command is too large (over 1 MiB)");
@@ -317,6 +320,7 @@ int sbx_exec_start(sbx *s, const sbx_exec_params *p, sbx_exec **ret, cr_error **
   e->argv = json_incref(p->argv);
   e->cwd = p->cwd ? strdup(p->cwd) : NULL;
   e->stdin_open = p->stdin_open;
+  e->tty = p->tty;
   e->started_ms = sbx_now_ms();
   long ch = agent_request(s->agent, &b, on_frame, e);
   ap_buf_free(&b);
@@ -371,6 +375,19 @@ int sbx_exec_write(sbx_exec *e, const void *data, size_t n, bool eof, cr_error *
     e->stdin_open = false;
   }
   if (r < 0) return cr_error_set(err, CR_E_AGENT_UNAVAILABLE, -r, "writing stdin");
+  return 0;
+}
+
+int sbx_exec_resize(sbx_exec *e, uint16_t rows, uint16_t cols, cr_error **err) {
+  if (!e->tty)
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
+                        "execution %s has no terminal (tty: true) to resize", e->id);
+  if (!rows || !cols)
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "rows and cols must be 1-65535");
+  if (e->state != EX_RUNNING) return 0;
+  int r = agent_send_u32(e->s->agent, AP_RESIZE, e->channel, AP_T_WINSIZE,
+                         (uint32_t)rows << 16 | cols);
+  if (r < 0) return cr_error_set(err, CR_E_AGENT_UNAVAILABLE, -r, "resizing the terminal");
   return 0;
 }
 

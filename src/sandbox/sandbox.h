@@ -126,6 +126,8 @@ typedef struct sbx_exec_params {
   const char *cwd;    /* NULL = "/" */
   bool stdin_open;    /* host streams stdin */
   uint64_t timeout_ms;/* 0 = none */
+  bool tty;           /* one pseudo-terminal for stdin/stdout/stderr (console) */
+  uint16_t rows, cols;/* its size with tty (0 = 24x80) */
 } sbx_exec_params;
 
 typedef struct sbx_exec_observer {
@@ -141,6 +143,8 @@ int sbx_exec_start(sbx *s, const sbx_exec_params *p, sbx_exec **ret, cr_error **
 int sbx_exec_observe(sbx_exec *e, const sbx_exec_observer *o);
 void sbx_exec_unobserve(sbx_exec *e, void *ud);
 int sbx_exec_write(sbx_exec *e, const void *data, size_t n, bool eof, cr_error **err);
+/* The terminal size of a tty execution (fails for one without a tty). */
+int sbx_exec_resize(sbx_exec *e, uint16_t rows, uint16_t cols, cr_error **err);
 int sbx_exec_signal(sbx_exec *e, int signo, cr_error **err);
 sbx_exec *sbx_exec_find(sbx_manager *m, const char *id);
 /* Newest first across sandboxes (sandbox_id NULL) or for one. */
