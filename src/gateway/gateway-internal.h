@@ -24,6 +24,7 @@ typedef struct gw_job {
   atomic_size_t *buffered;  /* bytes of responses held by the gateway (all jobs) */
   size_t max_buffered;
   size_t accounted;         /* this job's share of *buffered */
+  char gw_base[48];         /* "http://<host address>:<port>" as the guest reaches us */
   /* out (filled on the thread) */
   int status;
   char resp_type[128];

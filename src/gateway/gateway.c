@@ -31,6 +31,7 @@ struct gw {
   uint16_t port;
   char *cred_file;
   char goproxy[GW_MAX_URL]; /* "<scheme>/<host[:port]><path>" of the Go module proxy, or "" */
+  char npm[GW_MAX_URL];     /* the same for the npm registry */
   cache *cache;
   bool offline;
   size_t max_response, max_buffered;
@@ -93,6 +94,7 @@ static const char *route_name(gw_route_kind k) {
     case GW_ROUTE_GIT_RECEIVE_PACK: return "git-receive-pack";
     case GW_ROUTE_DOWNLOAD: return "download";
     case GW_ROUTE_GOPROXY: return "goproxy";
+    case GW_ROUTE_NPM: return "npm";
     default: return "none";
   }
 }
@@ -369,6 +371,7 @@ static void handle_request(conn *c) {
   j->max_response = g->max_response;
   j->stopping = &g->stopping;
   j->buffered = &g->buffered;
+  snprintf(j->gw_base, sizeof(j->gw_base), "http://%s", s->host_header);
   j->max_buffered = g->max_buffered;
   egress_pool(egress_sbx_owner(s->es), &j->pool, &j->pool_mask);
   j->conn = c;
@@ -584,6 +587,11 @@ json_t *gw_exec_env(const gw_sbx *s) {
     snprintf(kv, sizeof(kv), "GOPROXY=http://%s:%u/go/%s", s->host, s->g->port, s->g->goproxy);
     json_array_append_new(a, json_string(kv));
   }
+  if (s->g->npm[0]) {
+    snprintf(kv, sizeof(kv), "npm_config_registry=http://%s:%u/npm/%s/", s->host, s->g->port,
+             s->g->npm);
+    json_array_append_new(a, json_string(kv));
+  }
   json_array_append_new(a, json_string("GIT_CONFIG_COUNT=2"));
   snprintf(kv, sizeof(kv), "GIT_CONFIG_KEY_0=url.%shttps/.insteadOf", base);
   json_array_append_new(a, json_string(kv));
@@ -604,6 +612,23 @@ json_t *gw_stats(const gw *g) {
 uint16_t gw_port(const gw *g) { return g ? g->port : 0; }
 
 /* ---- setup */
+
+/* $var (else def) "http(s)://host[:port][/path]" as "<scheme>/host[:port][/path]"
+ * without a trailing '/'; "" when "off" or not such a URL. */
+static void upstream_base(const char *var, const char *def, char *out, size_t cap) {
+  const char *v = getenv(var);
+  if (!v) v = def;
+  out[0] = '\0';
+  if (!*v || !strcmp(v, "off")) return;
+  const char *rest = !strncmp(v, "https://", 8) ? v + 8 : !strncmp(v, "http://", 7) ? v + 7 : NULL;
+  if (!rest || strlen(v) + 8 >= cap) {
+    log_warn("gateway: %s=%s: want an http(s) URL; the guest's setting is not made", var, v);
+    return;
+  }
+  snprintf(out, cap, "%s/%s", v[4] == 's' ? "https" : "http", rest);
+  size_t n = strlen(out);
+  while (n && out[n - 1] == '/') out[--n] = '\0';
+}
 
 int gw_new(uv_loop_t *loop, egress *e, gw **ret, cr_error **err) {
   *ret = NULL;
@@ -652,18 +677,12 @@ int gw_new(uv_loop_t *loop, egress *e, gw **ret, cr_error **err) {
     unsigned long long v = strtoull(it, NULL, 10);
     if (v) g->idle_timeout_ms = v;
   }
-  /* the Go module proxy the guest's GOPROXY goes to, through us */
-  const char *gp = getenv("CLEANROOM_GATEWAY_GOPROXY");
-  if (!gp) gp = "https://proxy.golang.org";
-  if (*gp && strcmp(gp, "off")) {
-    const char *rest = !strncmp(gp, "https://", 8) ? gp + 8 : !strncmp(gp, "http://", 7) ? gp + 7 : NULL;
-    if (rest && strlen(gp) < sizeof(g->goproxy) - 8)
-      snprintf(g->goproxy, sizeof(g->goproxy), "%s/%s", gp[4] == 's' ? "https" : "http", rest);
-    else
-      log_warn("gateway: CLEANROOM_GATEWAY_GOPROXY=%s: want an http(s) URL; GOPROXY is not set", gp);
-  }
-  size_t gl = strlen(g->goproxy);
-  while (gl && g->goproxy[gl - 1] == '/') g->goproxy[--gl] = '\0';
+  /* the Go module proxy and npm registry the guest's GOPROXY and
+   * npm_config_registry go to, through us */
+  upstream_base("CLEANROOM_GATEWAY_GOPROXY", "https://proxy.golang.org", g->goproxy,
+                sizeof(g->goproxy));
+  upstream_base("CLEANROOM_GATEWAY_NPM_REGISTRY", "https://registry.npmjs.org", g->npm,
+                sizeof(g->npm));
   const char *cd = getenv("CLEANROOM_CACHE_DIR");
   cr_error *cerr = NULL;
   if (cache_open_local(cd && *cd ? cd : NULL, 0, &g->cache, &cerr) < 0) {

@@ -3,6 +3,7 @@
 #include "gateway/request.h"
 
 #include <ctype.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,7 +166,7 @@ const char *gw_request_method(const gw_request *r) {
 
 long gw_request_feed(gw_request *r, const char *buf, size_t len) {
   if (r->reason) return -1;
-  if (r->complete) return 0;
+  if (r->complete || len == 0) return 0; /* (len 0 would mean EOF to http-parser) */
   size_t used = http_parser_execute(&r->parser, &settings, buf, len);
   enum http_errno e = HTTP_PARSER_ERRNO(&r->parser);
   if (r->reason) return -1;
@@ -189,7 +190,7 @@ static bool path_char(char c) {
 }
 
 /* "/a/b.git": segments not empty, not "." or "..", allowed characters only. */
-static bool path_canonical(const char *p, size_t n) {
+static bool path_canonical(const char *p, size_t n, bool pct2f) {
   if (n == 0 || p[0] != '/') return false;
   size_t seg = 1;
   for (size_t i = 1; i <= n; i++) {
@@ -199,6 +200,11 @@ static bool path_canonical(const char *p, size_t n) {
       if ((len == 1 && p[seg] == '.') || (len == 2 && p[seg] == '.' && p[seg + 1] == '.'))
         return false;
       seg = i + 1;
+      continue;
+    }
+    if (pct2f && p[i] == '%' && i + 2 < n && p[i + 1] == '2' && (p[i + 2] == 'f' || p[i + 2] == 'F') &&
+        i > seg && p[seg] == '@') {
+      i += 2; /* npm's scoped names: /@scope%2fname */
       continue;
     }
     if (!path_char(p[i])) return false;
@@ -228,7 +234,7 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
   const char *query = q ? q + 1 : NULL;
   if (strchr(url, '#')) return route_fail(reason, status, "path_not_canonical", 400);
   const char *pre, *scheme;
-  bool download = false, goproxy = false;
+  bool download = false, goproxy = false, npm = false;
   if (plen > 17 + 64 + 1 && !strncmp(url, "/download/sha256/", 17)) {
     download = true;
     for (size_t i = 0; i < 64; i++) {
@@ -245,6 +251,9 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
   } else if (plen > 4 && !strncmp(url, "/go/", 4)) {
     scheme = url + 4;
     goproxy = true;
+  } else if (plen > 5 && !strncmp(url, "/npm/", 5)) {
+    scheme = url + 5;
+    npm = true;
   } else {
     return route_fail(reason, status, "route_not_found", 404);
   }
@@ -287,14 +296,15 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
   }
   const char *path = slash;
   size_t n = plen - (size_t)(slash - url);
-  if (!path_canonical(path, n)) return route_fail(reason, status, "path_not_canonical", 400);
+  if (!path_canonical(path, n, npm)) return route_fail(reason, status, "path_not_canonical", 400);
   size_t base;
   const char *suffix;
-  if (download || goproxy) {
+  if (download || goproxy || npm) {
     if (strcmp(method, "GET")) return route_fail(reason, status, "method_not_allowed", 405);
     if (query) return route_fail(reason, status, "path_not_canonical", 400);
-    rt->kind = download ? GW_ROUTE_DOWNLOAD : GW_ROUTE_GOPROXY;
-    rt->immutable = goproxy && gw_goproxy_immutable(path);
+    rt->kind = download ? GW_ROUTE_DOWNLOAD : goproxy ? GW_ROUTE_GOPROXY : GW_ROUTE_NPM;
+    rt->immutable = goproxy ? gw_goproxy_immutable(path)
+                    : npm && n > 4 && !strcmp(path + n - 4, ".tgz") && strstr(path, "/-/");
     base = n;
     suffix = "";
   } else if (ends_with(path, n, "/info/refs", &base)) {
@@ -339,6 +349,35 @@ bool gw_goproxy_immutable(const char *path) {
   if (!dot || dot == ver) return false;
   if (strcmp(dot, ".info") && strcmp(dot, ".mod") && strcmp(dot, ".zip")) return false;
   return ver[0] == 'v'; /* semantic versions (and pseudo-versions) start with v */
+}
+
+char *gw_npm_rewrite(const char *text, size_t len, const char *gw_base, size_t *out_len) {
+  json_t *root = json_loadb(text, len, 0, NULL);
+  if (!json_is_object(root)) {
+    json_decref(root);
+    return NULL;
+  }
+  json_t *versions = json_object_get(root, "versions");
+  const char *k;
+  json_t *v;
+  size_t changed = 0;
+  json_object_foreach(versions, k, v) {
+    json_t *dist = json_object_get(v, "dist");
+    const char *t = json_string_value(json_object_get(dist, "tarball"));
+    if (!t) continue;
+    const char *rest = !strncmp(t, "https://", 8) ? t + 8 : !strncmp(t, "http://", 7) ? t + 7 : NULL;
+    if (!rest || !*rest) continue;
+    char *nt = NULL;
+    if (asprintf(&nt, "%s/npm/%s/%s", gw_base, t[4] == 's' ? "https" : "http", rest) < 0) continue;
+    json_object_set_new(dist, "tarball", json_string(nt));
+    free(nt);
+    changed++;
+  }
+  char *out = json_dumps(root, JSON_COMPACT);
+  json_decref(root);
+  if (!out) return NULL;
+  *out_len = strlen(out);
+  return out;
 }
 
 /* ---- upload-pack bodies (pkt-line) */

@@ -60,6 +60,7 @@ typedef enum gw_route_kind {
   GW_ROUTE_GIT_RECEIVE_PACK,  /* push: info/refs?service=git-receive-pack or POST .../git-receive-pack */
   GW_ROUTE_DOWNLOAD,          /* GET  /download/sha256/<hex>/<scheme>/<host[:port]>/<path>: immutable, by digest */
   GW_ROUTE_GOPROXY,           /* GET  /go/<scheme>/<host[:port]>/<proxy path>: the Go module proxy protocol */
+  GW_ROUTE_NPM,               /* GET  /npm/<scheme>/<host[:port]>/<registry path>: package metadata and tarballs */
 } gw_route_kind;
 
 typedef struct gw_route {
@@ -69,7 +70,8 @@ typedef struct gw_route {
   uint16_t port;              /* explicit or 443/80 */
   char repo[GW_MAX_URL];      /* "/org/x.git" (canonical, no trailing route part); a download's path */
   char digest[65];            /* GW_ROUTE_DOWNLOAD: the expected sha256 (lowercase hex) */
-  bool immutable;             /* GW_ROUTE_GOPROXY: a version's .info/.mod/.zip (not list, @latest, sumdb) */
+  bool immutable;             /* GOPROXY: a version's .info/.mod/.zip (not list, @latest, sumdb);
+                                 NPM: a tarball (<pkg>/-/<file>.tgz) */
   char upstream_url[GW_MAX_URL + 320]; /* the URL asked of the upstream */
 } gw_route;
 
@@ -88,3 +90,10 @@ bool gw_upload_pack_cacheable(const uint8_t *body, size_t len);
  * immutable content: <version>.info, .mod or .zip of a version that is not
  * "list" (not @latest, not @v/list, not /sumdb/...). */
 bool gw_goproxy_immutable(const char *path);
+
+/* npm metadata (a packument) with every versions.*.dist.tarball that is an
+ * http(s) URL rewritten to <gw_base>/npm/<scheme>/<host[:port]>/<path>, so
+ * the guest fetches tarballs through the gateway too. New NUL-terminated
+ * buffer (*out_len), or NULL when the input is not such JSON (then it is
+ * passed on unchanged). */
+char *gw_npm_rewrite(const char *json, size_t len, const char *gw_base, size_t *out_len);

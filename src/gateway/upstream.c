@@ -228,6 +228,14 @@ void gw_upstream_run(gw_job *j) {
     }
     free(pre);
   }
+  bool npm = j->rt.kind == GW_ROUTE_NPM;
+  if (npm && j->rt.immutable && j->cache) {
+    j->cacheable = true; /* a published version's tarball never changes */
+    char *pre = NULL;
+    if (asprintf(&pre, "npm\n%s", j->rt.upstream_url) > 0) cr_sha256_hex(pre, strlen(pre), j->cache_key);
+    else j->cacheable = false;
+    free(pre);
+  }
   if (j->cacheable) {
     uint8_t *data = NULL;
     size_t len = 0;
@@ -240,7 +248,7 @@ void gw_upstream_run(gw_job *j) {
       j->resp_len = j->resp_cap = len;
       j->status = 200;
       snprintf(j->resp_type, sizeof(j->resp_type), "%s",
-               download || goproxy ? "application/octet-stream"
+               download || goproxy || npm ? "application/octet-stream"
                                    : "application/x-git-upload-pack-result");
       return;
     }
@@ -257,7 +265,7 @@ void gw_upstream_run(gw_job *j) {
   }
   struct curl_slist *hdrs = NULL;
   char ua[160];
-  if (download || goproxy) /* the guest's own agent, else ours */
+  if (download || goproxy || npm) /* the guest's own agent, else ours */
     snprintf(ua, sizeof(ua), "%s", j->user_agent[0] && printable(j->user_agent)
                                        ? j->user_agent : "cleanroom-gateway");
   else /* smart-HTTP servers answer git agents only */
@@ -332,9 +340,24 @@ void gw_upstream_run(gw_job *j) {
     }
     snprintf(j->resp_type, sizeof(j->resp_type), "application/octet-stream");
   }
+  if (npm && !j->rt.immutable && j->status == 200 && j->resp_len) {
+    /* metadata: tarball URLs through the gateway too */
+    size_t nl = 0;
+    char *nj = gw_npm_rewrite((const char *)j->resp, j->resp_len, j->gw_base, &nl);
+    if (nj) {
+      atomic_fetch_sub(j->buffered, j->accounted);
+      free(j->resp);
+      j->resp = (uint8_t *)nj;
+      j->resp_len = j->resp_cap = nl;
+      atomic_fetch_add(j->buffered, nl);
+      j->accounted = nl;
+      snprintf(j->resp_type, sizeof(j->resp_type), "application/json");
+    }
+  }
   if (j->status == 200 && j->cacheable && j->reason && !strcmp(j->reason, "allowed")) {
     cr_error *err = NULL;
-    if (cache_put(j->cache, j->cache_key, download ? "download" : goproxy ? "go-module" : "git-pack",
+    if (cache_put(j->cache, j->cache_key,
+                  download ? "download" : goproxy ? "go-module" : npm ? "npm-tarball" : "git-pack",
                   j->rt.upstream_url,
                   j->resp, j->resp_len, &err) < 0)
       cr_error_free(err);

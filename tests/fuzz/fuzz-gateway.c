@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "gateway/request.h"
 
@@ -17,8 +18,11 @@ static void check_route(const gw_request *r) {
   if (gw_route_parse(gw_request_method(r), r->url, &rt, &reason, &status) == 0) {
     if (rt.kind == GW_ROUTE_NONE || !rt.host[0] || rt.port == 0) abort();
     if (strstr(rt.repo, "/../") || strstr(rt.repo, "/./") || strstr(rt.repo, "//") ||
-        strchr(rt.repo, '%') || strchr(rt.host, '@'))
+        strchr(rt.host, '@'))
       abort();
+    /* the only escape: npm's scoped names, "@scope%2fname" */
+    for (const char *p = strchr(rt.repo, '%'); p; p = strchr(p + 1, '%'))
+      if (rt.kind != GW_ROUTE_NPM || strncasecmp(p, "%2f", 3)) abort();
     if (strncmp(rt.upstream_url, "http://", 7) && strncmp(rt.upstream_url, "https://", 8)) abort();
   } else if (!reason || status < 400) {
     abort();

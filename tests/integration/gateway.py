@@ -63,6 +63,7 @@ ENV.update({
     "CLEANROOM_GATEWAY_CREDENTIALS": os.path.join(TMP, "credentials.json"),
     "CLEANROOM_GATEWAY_REQUEST_TIMEOUT_MS": "3000",
     "CLEANROOM_GATEWAY_GOPROXY": "http://%s:8080/gomod" % W.allowed,
+    "CLEANROOM_GATEWAY_NPM_REGISTRY": "http://%s:8080/npmreg/" % W.allowed,
 })
 for k in ("CLEANROOM_HOST", "CLEANROOM_EGRESS", "CLEANROOM_GATEWAY_OFFLINE"):
     ENV.pop(k, None)
@@ -227,6 +228,21 @@ def run_rows(a, b, commit):
          and o1.count(_h.sha256(zipdata).hexdigest()) == 2 and len(zips) == 1 and len(lists) == 2
          and has_event(events(b), kind="gateway", route="goproxy", cache="hit")),
         "%s zips=%d lists=%d" % (o1[-300:], len(zips), len(lists)))
+    # 5e the npm registry: npm_config_registry injected, tarball URLs rewritten to the
+    # gateway, a tarball cached (npm itself is not in the image: driven with curl)
+    tgz = W.make_npm_package()
+    before = len(W.requests())
+    _, o1 = guest(b, "echo REG=$npm_config_registry; t=$(curl -sS ${npm_config_registry}hello | "
+                     "sed 's/.*\"tarball\":\"\\([^\"]*\\)\".*/\\1/'); echo TARBALL=$t; "
+                     "for i in 1 2; do curl -sS $t | sha256sum; done")
+    reqs = W.requests()[before:]
+    tars = [r for r in reqs if r["path"].endswith(".tgz")]
+    row("npm: metadata through the gateway with tarballs rewritten to it; a tarball is cached",
+        ("REG=http://" in o1 and ("TARBALL=http://%s/npm/http/%s:8080/npmreg/hello/-/hello-1.0.0.tgz"
+                                   % (gwbase.split("//")[1], W.allowed)) in o1
+         and o1.count(_h.sha256(tgz).hexdigest()) == 2 and len(tars) == 1
+         and has_event(events(b), kind="gateway", route="npm", cache="hit")),
+        "%s tarballs=%d" % (o1[-400:], len(tars)))
     # 6 push refused
     before = len(W.requests())
     rc, out = guest(a, "cd /tmp/c1 && echo x > new.txt && git add new.txt && "

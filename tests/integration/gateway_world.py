@@ -18,11 +18,13 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
     def handle_one(self):
         path, _, query = self.path.partition("?")
-        if path.startswith("/gomod/") and ".." not in path:
-            # a Go module proxy served from files (<root>/../gomod/...)
+        if (path.startswith("/gomod/") or path.startswith("/npmreg/")) and ".." not in path:
+            # a Go module proxy and an npm registry served from files (<root>/../gomod/...)
             log.write(json.dumps({"server": self.server.server_address[0], "method": self.command,
                                   "path": self.path, "auth": "", "git_protocol": ""}) + "\n")
             f = os.path.join(os.path.dirname(root), path.lstrip("/"))
+            if os.path.isdir(f):
+                f = os.path.join(f, "index")
             if not os.path.isfile(f):
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
@@ -177,6 +179,31 @@ class World:
         with open(os.path.join(d, version + ".zip"), "wb") as f:
             f.write(buf.getvalue())
         return buf.getvalue()
+
+    def make_npm_package(self, name="hello", version="1.0.0"):
+        """An npm registry's packument and tarball for one package, served at
+        /npmreg/<name> and /npmreg/<name>/-/<name>-<version>.tgz; returns the
+        tarball's bytes."""
+        import hashlib, io, json as _json, tarfile
+        d = os.path.join(self.tmp, "npmreg", name, "-")
+        os.makedirs(d, exist_ok=True)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as t:
+            data = _json.dumps({"name": name, "version": version}).encode()
+            info = tarfile.TarInfo("package/package.json")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+        tgz = buf.getvalue()
+        with open(os.path.join(d, "%s-%s.tgz" % (name, version)), "wb") as f:
+            f.write(tgz)
+        url = "http://%s:8080/npmreg/%s/-/%s-%s.tgz" % (self.allowed, name, name, version)
+        doc = {"name": name, "dist-tags": {"latest": version},
+               "versions": {version: {"name": name, "version": version,
+                                      "dist": {"tarball": url,
+                                               "shasum": hashlib.sha1(tgz).hexdigest()}}}}
+        with open(os.path.join(self.tmp, "npmreg", name, "index"), "w") as f:
+            _json.dump(doc, f)
+        return tgz
 
     def add_commit(self, name):
         """A new commit on main in <repos>/<name>.git; returns its id."""

@@ -136,6 +136,22 @@ static void test_routes(void **state) {
                "http://10.0.0.5:8080/gomod/example.com/x/@v/list");
   expect_no_route("POST", "/go/https/proxy.golang.org/x/@v/list", "method_not_allowed");
   expect_no_route("GET", "/go/https/proxy.golang.org/x/@v/list?x", "path_not_canonical");
+  expect_route("GET", "/npm/https/registry.npmjs.org/@types%2fnode", GW_ROUTE_NPM,
+               "https://registry.npmjs.org/@types%2fnode");
+  expect_route("GET", "/npm/https/registry.npmjs.org/left-pad/-/left-pad-1.3.0.tgz", GW_ROUTE_NPM,
+               "https://registry.npmjs.org/left-pad/-/left-pad-1.3.0.tgz");
+  expect_no_route("GET", "/npm/https/registry.npmjs.org/a%2fb", "path_not_canonical");
+  expect_no_route("GET", "/npm/https/registry.npmjs.org/@a%2e", "path_not_canonical");
+  expect_no_route("GET", "/git/https/h/@a%2fb/info/refs?service=git-upload-pack", "path_not_canonical");
+  {
+    gw_route rt;
+    const char *reason;
+    int status;
+    assert_int_equal(gw_route_parse("GET", "/npm/https/r.example/x/-/x-1.0.0.tgz", &rt, &reason, &status), 0);
+    assert_true(rt.immutable);
+    assert_int_equal(gw_route_parse("GET", "/npm/https/r.example/x", &rt, &reason, &status), 0);
+    assert_false(rt.immutable);
+  }
   expect_no_route("GET", "http://evil/x", "path_not_canonical");
   expect_no_route("GET", "/other", "route_not_found");
   expect_no_route("GET", "/git/https/h/a/../b/info/refs?service=git-upload-pack", "path_not_canonical");
@@ -218,6 +234,24 @@ static void test_goproxy_immutable(void **state) {
   assert_false(gw_goproxy_immutable("/example.com/x/@v/master.zip"));
   assert_false(gw_goproxy_immutable("/example.com/x/@v/.zip"));
   assert_false(gw_goproxy_immutable("/example.com/x/@v/v1/y.zip"));
+}
+
+static void test_npm_rewrite(void **state) {
+  const char *doc = "{\"name\":\"x\",\"versions\":{\"1.0.0\":{\"dist\":{\"tarball\":"
+                    "\"https://registry.npmjs.org/x/-/x-1.0.0.tgz\",\"integrity\":\"sha512-a\"}},"
+                    "\"2.0.0\":{\"dist\":{\"tarball\":\"http://10.0.0.5:8080/x/-/x-2.0.0.tgz\"}},"
+                    "\"3.0.0\":{\"dist\":{\"tarball\":\"file:///etc/passwd\"}}}}";
+  size_t n = 0;
+  char *out = gw_npm_rewrite(doc, strlen(doc), "http://10.213.0.1:8470", &n);
+  assert_non_null(out);
+  assert_int_equal(strlen(out), n);
+  assert_non_null(strstr(out, "\"http://10.213.0.1:8470/npm/https/registry.npmjs.org/x/-/x-1.0.0.tgz\""));
+  assert_non_null(strstr(out, "\"http://10.213.0.1:8470/npm/http/10.0.0.5:8080/x/-/x-2.0.0.tgz\""));
+  assert_non_null(strstr(out, "\"file:///etc/passwd\""));
+  assert_non_null(strstr(out, "sha512-a"));
+  free(out);
+  assert_null(gw_npm_rewrite("not json", 8, "http://g", &n));
+  assert_null(gw_npm_rewrite("[1]", 3, "http://g", &n));
 }
 
 static void key_of(const char *s, char out[65]) { cr_sha256_hex(s, strlen(s), out); }
@@ -303,6 +337,7 @@ int main(void) {
       cmocka_unit_test(test_routes),
       cmocka_unit_test(test_cacheable),
       cmocka_unit_test(test_goproxy_immutable),
+      cmocka_unit_test(test_npm_rewrite),
       cmocka_unit_test(test_cache),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
