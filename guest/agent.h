@@ -44,6 +44,7 @@ struct agent_open_how {
 #define AGENT_RESOLVE_IN_ROOT 0x10
 #define AGENT_RNDADDENTROPY 0x40085203 /* _IOW('R', 0x03, int[2]) */
 #define AGENT_RNDRESEEDCRNG 0x5207     /* _IO('R', 0x07) */
+#define AGENT_BLKFLSBUF 0x1261         /* _IO(0x12, 97) */
 
 #define MINZ(a, b) ((a) < (b) ? (a) : (b))
 
@@ -167,6 +168,8 @@ int agent_mkdir_p_in(int rootfd, const char *path, mode_t mode);
 
 /* ---- activate (agent_activate.c) ---- */
 void agent_activate(const uint8_t *p, size_t n);
+/* MOUNT: the host-built workspace disk at PATH inside the root. */
+void agent_mount(uint32_t ch, const uint8_t *p, size_t n);
 /* ---- network at activate (agent_net.c) ---- */
 /* Address cidr ("10.213.0.2/30") on the first non-lo NIC, default route via
  * gateway, resolv.conf naming dns (in the root once mounted). 0 or -errno

@@ -309,7 +309,7 @@ static int dispatch(const ap_header *h, const uint8_t *p) {
   agent_chan *c = agent_chan_find(ch);
   switch (h->type) {
   case AP_EXEC: case AP_FILE_READ: case AP_FILE_WRITE: case AP_STAT:
-  case AP_LIST: case AP_TAR_OUT: case AP_TAR_IN:
+  case AP_LIST: case AP_TAR_OUT: case AP_TAR_IN: case AP_MOUNT:
     if (c) {
       agent_send_error(ch, "agent_protocol_error", 0, "channel %u is in use", ch);
       return 0;
@@ -326,6 +326,7 @@ static int dispatch(const ap_header *h, const uint8_t *p) {
     case AP_LIST: agent_list(ch, p, n); break;
     case AP_TAR_OUT: agent_tar_out_start(ch, p, n); break;
     case AP_TAR_IN: agent_tar_in_start(ch, p, n); break;
+    case AP_MOUNT: agent_mount(ch, p, n); break;
     }
     return 0;
   case AP_STDIN:

@@ -302,8 +302,8 @@ static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
 
 int backend_vm_spawn(backend_vm *vm, char **argv, int logfd, const int *fds, int nfds,
                      cr_error **err) {
-  uv_stdio_container_t stdio[8];
-  if (nfds < 0 || nfds > 5) return cr_error_set(err, CR_E_INTERNAL, EINVAL, "too many fds");
+  uv_stdio_container_t stdio[9];
+  if (nfds < 0 || nfds > 6) return cr_error_set(err, CR_E_INTERNAL, EINVAL, "too many fds");
   stdio[0] = (uv_stdio_container_t){.flags = UV_IGNORE};
   stdio[1] = (uv_stdio_container_t){.flags = UV_INHERIT_FD, .data.fd = logfd};
   stdio[2] = (uv_stdio_container_t){.flags = UV_INHERIT_FD, .data.fd = logfd};

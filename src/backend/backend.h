@@ -43,6 +43,7 @@ typedef struct backend_vm_config {
   const char *initrd;      /* initramfs with the agent as /init */
   const char *image;       /* image ext4, attached read-only, serial cr-image */
   const char *scratch;     /* scratch ext4, read-write, serial cr-scratch */
+  const char *workspace;   /* workspace disk, read-write, serial cr-workspace (NULL: none) */
   const char *ram_path;    /* guest RAM file (for snapshots); NULL = anonymous */
   unsigned vcpus;
   unsigned memory_mib;

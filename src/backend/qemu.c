@@ -192,6 +192,17 @@ static int build_argv(const backend_vm_config *c, bool incoming, argv_b *a) {
          "if=none,discard=unmap");
   add(a, "-device");
   add(a, "virtio-blk-device,drive=scr,serial=cr-scratch");
+  if (c->workspace) { /* the same as the scratch disk: fd set 2, fds 7 and 8 */
+    add(a, "-add-fd");
+    add(a, "fd=7,set=2,opaque=workspace-rw");
+    add(a, "-add-fd");
+    add(a, "fd=8,set=2,opaque=workspace-ro");
+    add(a, "-drive");
+    add(a, "id=ws,file.driver=file,file.filename=/dev/fdset/2,file.locking=off,format=raw,"
+           "if=none,discard=unmap");
+    add(a, "-device");
+    add(a, "virtio-blk-device,drive=ws,serial=cr-workspace");
+  }
   add(a, "-device");
   add(a, "virtio-rng-device");
   if (c->net.tap && *c->net.tap) {
@@ -342,8 +353,10 @@ static int qemu_spawn(uv_loop_t *loop, const backend_vm_config *c, bool incoming
     argv_free(&a);
     return cr_error_set(err, CR_E_RUNTIME_LAUNCH_FAILED, errno, "opening %s", logpath);
   }
-  /* fds 3, 4: agent and QMP sockets; 5, 6: the scratch disk rw and ro */
-  int fds[4] = {-1, -1, -1, -1};
+  /* fds 3, 4: agent and QMP sockets; 5, 6: the scratch disk rw and ro;
+   * 7, 8: the workspace disk rw and ro */
+  int fds[6] = {-1, -1, -1, -1, -1, -1};
+  int nfds = c->workspace ? 6 : 4;
   fds[0] = listen_unix(c->dir, "agent.sock", err);
   if (fds[0] >= 0) fds[1] = listen_unix(c->dir, "qmp.sock", err);
   if (fds[1] >= 0) {
@@ -352,16 +365,23 @@ static int qemu_spawn(uv_loop_t *loop, const backend_vm_config *c, bool incoming
     if (fds[2] < 0 || fds[3] < 0)
       cr_error_set(err, CR_E_RUNTIME_LAUNCH_FAILED, errno, "opening %s", c->scratch);
   }
-  if (fds[3] < 0) {
-    for (int i = 0; i < 4; i++)
+  if (fds[3] >= 0 && c->workspace) {
+    fds[4] = open(c->workspace, O_RDWR | O_CLOEXEC);
+    fds[5] = open(c->workspace, O_RDONLY | O_CLOEXEC);
+    if (fds[4] < 0 || fds[5] < 0)
+      cr_error_set(err, CR_E_RUNTIME_LAUNCH_FAILED, errno, "opening %s", c->workspace);
+  }
+  if (fds[nfds - 1] < 0) {
+    for (int i = 0; i < 6; i++)
       if (fds[i] >= 0) close(fds[i]);
     argv_free(&a);
     return -1;
   }
   backend_vm *vm = backend_vm_new(&backend_qemu, &qemu_impl, loop, c, ev, ud);
-  int r = vm ? backend_vm_spawn(vm, a.v, logfd, fds, 4, err)
+  int r = vm ? backend_vm_spawn(vm, a.v, logfd, fds, nfds, err)
              : cr_error_set(err, CR_E_INTERNAL, ENOMEM, "launch");
-  for (int i = 0; i < 4; i++) close(fds[i]);
+  for (int i = 0; i < 6; i++)
+    if (fds[i] >= 0) close(fds[i]);
   argv_free(&a);
   if (r < 0) {
     if (vm) backend_vm_forget(vm);

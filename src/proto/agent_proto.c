@@ -27,6 +27,7 @@ static const struct { uint16_t type; const char *name; } types[] = {
     {AP_STAT, "stat"}, {AP_LIST, "list"}, {AP_TAR_OUT, "tar_out"},
     {AP_TAR_IN, "tar_in"}, {AP_SHUTDOWN, "shutdown"}, {AP_CANCEL, "cancel"},
     {AP_RESIZE, "resize"},
+    {AP_MOUNT, "mount"},
     {AP_DATA, "data"}, {AP_DATA_END, "data_end"},
     {AP_HELLO_REPLY, "hello_reply"}, {AP_OK, "ok"}, {AP_ERROR, "error"},
     {AP_STARTED, "started"}, {AP_STDOUT, "stdout"}, {AP_STDERR, "stderr"},

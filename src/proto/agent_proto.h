@@ -42,6 +42,7 @@ enum ap_type {
   AP_SHUTDOWN = 0x0d,   /* ch 0: sync and power off */
   AP_CANCEL = 0x0e,     /* abort the channel's operation */
   AP_RESIZE = 0x0f,     /* WINSIZE: a TTY exec's terminal size changed */
+  AP_MOUNT = 0x10,      /* IMAGE_DEV, PATH: mount the workspace disk there -> OK */
   /* both directions */
   AP_DATA = 0x20,
   AP_DATA_END = 0x21,

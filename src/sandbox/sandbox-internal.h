@@ -150,6 +150,7 @@ void sbx_unhold(sbx *s);
 typedef struct snap_source {
   char *id, *dir, *state_dir, *scratch, *image_ref, *image_digest;
   unsigned vcpus, memory_mib;
+  json_t *workspace; /* the sandbox's workspace record then, or NULL */
 } snap_source;
 int snap_open(sbx_manager *m, const char *ref, snap_source *ret, cr_error **err);
 void snap_source_clear(snap_source *s);

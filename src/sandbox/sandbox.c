@@ -684,11 +684,12 @@ static void on_vm_ready(void *ud, backend_vm *vm, cr_error *err) {
 
 static const backend_events vm_events = {.ready = on_vm_ready, .exited = on_vm_exited};
 
-static void vm_config(sbx *s, backend_vm_config *cfg, const char *scratch);
+static void vm_config(sbx *s, backend_vm_config *cfg, const char *scratch, const char *ws);
 
-static void vm_config(sbx *s, backend_vm_config *cfg, const char *scratch) {
+static void vm_config(sbx *s, backend_vm_config *cfg, const char *scratch, const char *ws) {
   sbx_manager *m = s->m;
   *cfg = (backend_vm_config){
+      .workspace = ws,
       .id = s->id,
       .dir = s->dir,
       .kernel = m->assets ? (m->assets->vmlinux ? m->assets->vmlinux : m->assets->kernel) : NULL,
@@ -793,6 +794,9 @@ typedef struct prepare_work {
   boot_assets *assets;
   char *scratch; /* destination */
   char *scratch_src; /* fork: the snapshot's scratch disk (else the blank template) */
+  char *ws_disk;     /* destination of the workspace disk */
+  char *ws_src;      /* fork: the snapshot's workspace disk (NULL: blank, or none) */
+  bool ws_none;      /* fork of a snapshot without one: no workspace disk */
   char *tmpl;        /* out: the blank scratch template (for boot templates) */
   cr_error *err;
 } prepare_work;
@@ -814,6 +818,14 @@ static void prepare_run(uv_work_t *w) {
   uv_mutex_unlock(&prepare_lock);
   if (r < 0) return;
   pw->tmpl = strdup(tmpl);
+  if (!pw->ws_none && pw->ws_disk) { /* a blank one, or a fork's copy */
+    r = pw->ws_src ? cr_copy_file_clone(pw->ws_src, pw->ws_disk, 0600)
+                   : sbx_ws_disk_blank(pw->ws_disk);
+    if (r < 0) {
+      cr_error_set(&pw->err, CR_E_IO, -r, "preparing %s", pw->ws_disk);
+      return;
+    }
+  }
   /* a fork's disk now; a create's once it is known whether a boot
    * template's disk or the blank one is copied (launch_vm) */
   if (!pw->scratch_src) return;
@@ -855,6 +867,8 @@ static void prepare_done(uv_work_t *w, int status) {
   free(pw->tmpl);
   free(pw->scratch_src);
   free(pw->scratch);
+  free(pw->ws_disk);
+  free(pw->ws_src);
   free(pw);
   sbx_unref_handle_cb(s);
 }
@@ -866,7 +880,7 @@ static void prepare_done(uv_work_t *w, int status) {
 typedef struct copy_work {
   uv_work_t w;
   sbx *s;
-  char *src, *dst;
+  char *src, *dst, *ws;
   int r;
 } copy_work;
 
@@ -874,6 +888,8 @@ static void copy_run(uv_work_t *w) {
   copy_work *k = w->data;
   /* a reflink when the filesystem shares blocks, else a sparse copy */
   k->r = cr_copy_file_clone(k->src, k->dst, 0600);
+  /* a blank workspace disk, unless prepare_run made one (or a fork's) */
+  if (k->r == 0 && k->ws && access(k->ws, F_OK) < 0) k->r = sbx_ws_disk_blank(k->ws);
 }
 
 static void copy_done(uv_work_t *w, int status) {
@@ -894,6 +910,7 @@ static void copy_done(uv_work_t *w, int status) {
   }
   free(k->src);
   free(k->dst);
+  free(k->ws);
   free(k);
   sbx_unref_handle_cb(s);
 }
@@ -906,10 +923,11 @@ static int copy_scratch(sbx *s) {
     k->s = s;
     k->src = src ? strdup(src) : NULL;
     k->dst = cr_path_join(s->dir, "scratch.ext4");
+    k->ws = cr_path_join(s->dir, SBX_WS_DISK);
     k->w.data = k;
   }
-  if (!k || !k->src || !k->dst) {
-    if (k) free(k->src), free(k->dst);
+  if (!k || !k->src || !k->dst || !k->ws) {
+    if (k) free(k->src), free(k->dst), free(k->ws);
     free(k);
     set_failed(s, CR_E_INTERNAL, "preparing the scratch disk: %s",
                src ? "out of memory" : "no blank scratch disk");
@@ -923,6 +941,7 @@ static int copy_scratch(sbx *s) {
     s->scratch_copying = false;
     free(k->src);
     free(k->dst);
+    free(k->ws);
     free(k);
     set_failed(s, CR_E_INTERNAL, "cannot queue the scratch copy: %s", uv_strerror(r));
     return -1;
@@ -941,8 +960,9 @@ static int launch_vm(sbx *s) {
   }
   if (!s->scratch_ready) return copy_scratch(s);
   _cleanup_free_ char *scratch = cr_path_join(s->dir, "scratch.ext4");
+  _cleanup_free_ char *wsd = sbx_ws_disk(s);
   backend_vm_config cfg;
-  vm_config(s, &cfg, scratch);
+  vm_config(s, &cfg, scratch, wsd);
   progress(s, "launch", "starting the VMM");
   cr_error *lerr = NULL;
   int r;
@@ -1085,6 +1105,10 @@ int sbx_relaunch_restore(sbx *s, const char *state_dir, const char *snapshot_id,
     set_failed(s, CR_E_IO, "replacing the scratch disk: %s", strerror(e));
     return cr_error_set(err, CR_E_IO, e, "replacing the scratch disk of %s", s->id);
   }
+  /* the snapshot's workspace disk (snapshot.c left it as .restore), or none */
+  _cleanup_free_ char *wsd = cr_path_join(s->dir, SBX_WS_DISK);
+  _cleanup_free_ char *wsn = cr_path_join(s->dir, SBX_WS_DISK ".restore");
+  if (wsd && wsn && rename(wsn, wsd) < 0) unlink(wsd);
   unlink_ram(s);
   free(s->ram_path);
   s->ram_path = NULL;
@@ -1328,7 +1352,8 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
   int r = s->dir ? cr_mkdir_p(s->dir, 0700) : -ENOMEM;
   prepare_work *pw = r < 0 ? NULL : calloc(1, sizeof(*pw));
   if (pw) pw->scratch = cr_path_join(s->dir, "scratch.ext4");
-  if (!pw || !pw->scratch) {
+  if (pw) pw->ws_disk = cr_path_join(s->dir, SBX_WS_DISK);
+  if (!pw || !pw->scratch || !pw->ws_disk) {
     cr_error_set(err, CR_E_IO, r < 0 ? -r : ENOMEM, "preparing %s", s->dir ? s->dir : "sandbox");
     if (pw) free(pw);
     if (s->dir) cr_rm_rf(s->dir);
@@ -1366,6 +1391,11 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
     s->from_snapshot = strdup(src.id);
     s->restore_dir = strdup(src.state_dir);
     pw->scratch_src = strdup(src.scratch);
+    if (src.workspace) sbx_set_workspace(s, src.workspace);
+    /* its workspace disk, or none (an older snapshot: same devices as it) */
+    _cleanup_free_ char *wsd = cr_path_join(src.dir, SBX_WS_DISK);
+    if (wsd && access(wsd, F_OK) == 0) pw->ws_src = TAKE_PTR(wsd);
+    else pw->ws_none = true;
     sbx_event(s, "boot", "forked from snapshot %s", src.id);
   }
   s->cold = p->cold;
@@ -1519,6 +1549,23 @@ int sbx_terminate(sbx_manager *m, sbx *s, sbx_terminate_cb done, void *ud, cr_er
 
 json_t *sbx_workspace(const sbx *s) { return s->workspace; }
 
+char *sbx_ws_disk(const sbx *s) {
+  char *p = cr_path_join(s->dir, SBX_WS_DISK);
+  if (p && access(p, F_OK) < 0) {
+    free(p);
+    return NULL;
+  }
+  return p;
+}
+
+int sbx_ws_disk_blank(const char *path) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return -errno;
+  int r = ftruncate(fd, (off_t)SBX_WS_DISK_MIB << 20) < 0 ? -errno : 0;
+  close(fd);
+  return r;
+}
+
 void sbx_set_workspace(sbx *s, json_t *ws) {
   json_t *old = s->workspace;
   s->workspace = ws ? json_deep_copy(ws) : NULL;
@@ -1606,8 +1653,9 @@ static void load_one(sbx_manager *m, const char *id) {
     cr_error *nerr = NULL;
     if (!stopping && s->net_slot >= 0 && s->policy) attach_net(s, s->net_slot, &nerr);
     _cleanup_free_ char *scratch = cr_path_join(s->dir, "scratch.ext4");
+    _cleanup_free_ char *wsd = sbx_ws_disk(s);
     backend_vm_config cfg;
-    vm_config(s, &cfg, scratch);
+    vm_config(s, &cfg, scratch, wsd);
     cr_error *e = NULL;
     if (stopping || m->backend->attach(m->loop, &cfg, s->pid, &vm_events, s, &s->vm, &e) < 0) {
       s->vm = NULL;

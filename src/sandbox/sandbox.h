@@ -84,6 +84,17 @@ agent_conn *sbx_agent(sbx *s);
  * ...}, see src/workspace), borrowed, or NULL; set_ copies and persists it. */
 json_t *sbx_workspace(const sbx *s);
 void sbx_set_workspace(sbx *s, json_t *ws);
+/* The workspace disk: every VM started since it exists has a third disk
+ * (serial cr-workspace) backed by <sandbox dir>/workspace.ext4, a sparse
+ * file of SBX_WS_DISK_MIB, blank until a checkout writes an ext4 into it
+ * (docs/workspace.md). Its path (new string) when this VM has one, else
+ * NULL (a sandbox restored from an older snapshot). */
+#define SBX_WS_DISK "workspace.ext4"
+#define SBX_WS_DISK_MIB 8192
+#define SBX_WS_DISK_SERIAL "cr-workspace"
+char *sbx_ws_disk(const sbx *s);
+/* Creates (or truncates to blank) a sparse workspace disk at path. */
+int sbx_ws_disk_blank(const char *path);
 /* Fails with sandbox_not_ready when not ready. */
 int sbx_check_ready(const sbx *s, cr_error **err);
 

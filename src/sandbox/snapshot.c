@@ -143,6 +143,7 @@ void snap_source_clear(snap_source *s) {
   free(s->scratch);
   free(s->image_ref);
   free(s->image_digest);
+  json_decref(s->workspace);
   memset(s, 0, sizeof(*s));
 }
 
@@ -194,6 +195,8 @@ int snap_open(sbx_manager *m, const char *ref, snap_source *ret, cr_error **err)
   s.image_digest = v ? strdup(v) : NULL;
   s.vcpus = (unsigned)json_integer_value(json_object_get(j, "vcpus"));
   s.memory_mib = (unsigned)json_integer_value(json_object_get(j, "memory_mib"));
+  json_t *wsj = json_object_get(j, "workspace");
+  s.workspace = json_is_object(wsj) ? json_deep_copy(wsj) : NULL;
   json_t *files = json_object_get(j, "state_files");
   json_int_t sbytes = json_integer_value(json_object_get(j, "scratch_bytes"));
   struct stat st;
@@ -323,6 +326,8 @@ static void on_resumed(void *ud, backend_vm *vm, cr_error *err) {
   json_object_set_new(j, "state_files", files);
   json_object_set_new(j, "scratch_bytes", json_integer((json_int_t)ss.st_size));
   json_object_set_new(j, "scratch_allocated_bytes", json_integer((json_int_t)ss.st_blocks * 512));
+  /* the workspace record: a fork or restore diffs against the same base */
+  json_object_set_new(j, "workspace", s->workspace ? json_deep_copy(s->workspace) : json_null());
   json_object_set_new(j, "policy_hash", s->policy_hash ? json_string(s->policy_hash) : json_null());
   json_object_set_new(j, "timing_ms",
                       json_pack("{s:I, s:I, s:I, s:I}", "save", (json_int_t)(c->t1 - c->t0),
@@ -360,6 +365,10 @@ static void on_saved(void *ud, backend_vm *vm, cr_error *err) {
   _cleanup_free_ char *scr = cr_path_join(c->tmp, "scratch.ext4");
   _cleanup_free_ char *src = cr_path_join(s->dir, "scratch.ext4");
   int r = scr && src ? cr_copy_file_clone(src, scr, 0600) : -ENOMEM;
+  /* the workspace disk too, when the VM has one */
+  _cleanup_free_ char *wss = sbx_ws_disk(s);
+  _cleanup_free_ char *wsd = cr_path_join(c->tmp, SBX_WS_DISK);
+  if (r >= 0 && wss) r = wsd ? cr_copy_file_clone(wss, wsd, 0600) : -ENOMEM;
   cr_error *e = NULL;
   if (!s->vm || backend_vm_ops(s->vm)->resume(s->vm, on_resumed, c, &e) < 0) {
     if (!e) cr_error_set(&e, CR_E_SANDBOX_NOT_READY, 0, "sandbox %s went away", s->id);
@@ -463,6 +472,15 @@ int sbx_snapshot_restore(sbx_manager *m, const char *ref, sbx *s, sbx_ready_cb d
   unlink(scr_new);
   int r = cr_copy_file_clone(src.scratch, scr_new, 0600);
   if (r < 0) return cr_error_set(err, CR_E_IO, -r, "copying the snapshot's scratch disk");
+  /* its workspace disk, if it has one (sbx_relaunch_restore moves it in) */
+  _cleanup_free_ char *ws_snap = cr_path_join(src.dir, SBX_WS_DISK);
+  _cleanup_free_ char *ws_new = cr_path_join(s->dir, SBX_WS_DISK ".restore");
+  if (!ws_snap || !ws_new) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "paths");
+  unlink(ws_new);
+  if (access(ws_snap, F_OK) == 0 && (r = cr_copy_file_clone(ws_snap, ws_new, 0600)) < 0) {
+    unlink(scr_new);
+    return cr_error_set(err, CR_E_IO, -r, "copying the snapshot's workspace disk");
+  }
   /* from here on the sandbox changes */
   free(s->image_path);
   free(s->image_digest);
@@ -474,6 +492,7 @@ int sbx_snapshot_restore(sbx_manager *m, const char *ref, sbx *s, sbx_ready_cb d
   }
   s->vcpus = src.vcpus;
   s->memory_mib = src.memory_mib;
+  sbx_set_workspace(s, src.workspace); /* as it was then (NULL: none) */
   if (s->snapshotting)
     return cr_error_set(err, CR_E_SANDBOX_NOT_READY, 0, "sandbox %s is busy with a snapshot", s->id);
   if (sbx_relaunch_restore(s, src.state_dir, src.id, scr_new, err) < 0) {

@@ -15,7 +15,7 @@
 
 /* Bump when the VM's device set (drives, serial ports, rng, memory
  * backend) changes: the key then changes and old templates are rebuilt. */
-#define TMPL_DEVICE_SET "v2:mem-file,img-ro,scr-rw,rng,serial:cleanroom.agent;root-mounted"
+#define TMPL_DEVICE_SET "v3:mem-file,img-ro,scr-rw,ws-rw,rng,serial:cleanroom.agent;root-mounted"
 
 typedef struct tmpl_waiter {
   tmpl_ready_cb cb;
@@ -362,8 +362,9 @@ static void on_build_vm_gone(void *ud, backend_vm *vm, cr_error *err) {
     build_maybe_free(b);
     return;
   }
-  /* scratch.ext4 stays: the guest has it mounted, clones get copies */
-  static const char *const drop[] = {"agent.sock", "qmp.sock"};
+  /* scratch.ext4 stays: the guest has it mounted, clones get copies; the
+   * workspace disk goes: the template never mounts it, clones get a blank one */
+  static const char *const drop[] = {SBX_WS_DISK, "agent.sock", "qmp.sock"};
   for (size_t i = 0; i < ELEMENTSOF(drop); i++) {
     _cleanup_free_ char *p = cr_path_join(b->dir, drop[i]);
     if (p) unlink(p);
@@ -578,8 +579,11 @@ void tmpl_ensure(tmpl_registry *r, const tmpl_spec *sp, uint64_t timeout_ms,
   int rr = cr_mkdir_p(b->dir, 0700);
   _cleanup_free_ char *scratch = cr_path_join(b->dir, "scratch.ext4");
   _cleanup_free_ char *ram = cr_path_join(b->dir, "ram");
-  if (rr < 0 || !scratch || !ram ||
-      (rr = cr_copy_file_sparse(sp->scratch_blank, scratch, 0600)) < 0) {
+  /* a blank workspace disk: a clone gets its own under the same serial */
+  _cleanup_free_ char *wsd = cr_path_join(b->dir, SBX_WS_DISK);
+  if (rr < 0 || !scratch || !ram || !wsd ||
+      (rr = cr_copy_file_sparse(sp->scratch_blank, scratch, 0600)) < 0 ||
+      (rr = sbx_ws_disk_blank(wsd)) < 0) {
     build_fail(b, CR_E_IO, "preparing %s: %s", b->dir, strerror(rr < 0 ? -rr : ENOMEM));
     return;
   }
@@ -587,7 +591,7 @@ void tmpl_ensure(tmpl_registry *r, const tmpl_spec *sp, uint64_t timeout_ms,
   snprintf(id, sizeof(id), "tmpl-%s", key);
   backend_vm_config cfg = {
       .id = id, .dir = b->dir, .kernel = sp->kernel, .initrd = sp->initrd,
-      .image = sp->image_path, .scratch = scratch, .ram_path = ram,
+      .image = sp->image_path, .scratch = scratch, .workspace = wsd, .ram_path = ram,
       .vcpus = sp->vcpus, .memory_mib = sp->memory_mib,
   };
   b->timer_on = true;

@@ -15,10 +15,11 @@ typedef void (*ws_done_cb)(void *ud, json_t *result, cr_error *err);
 int ws_resolve_async(uv_loop_t *loop, const char *url, const char *ref, ws_done_cb cb,
                      void *ud, cr_error **err);
 
-/* Resolves url/ref (or takes the 40-hex commit), streams the tree into path
- * (default /workspace) over TAR_IN (commit given: resolved before, ref is
- * only recorded) and records the workspace on the sandbox:
- * {repo_url, ref, commit, path, files, fetched, received_objects}. */
+/* Resolves url/ref (or takes the 40-hex commit; ref is then only recorded),
+ * builds the tree as an ext4 on the sandbox's workspace disk and has the
+ * agent mount it at path (default /workspace); a VM without that disk gets
+ * the tree over TAR_IN. Records the workspace on the sandbox: {repo_url,
+ * ref, commit, path, files, fetched, received_objects, method, ...}. */
 int ws_checkout(sbx_manager *m, const char *sandbox_id, const char *url, const char *ref,
                 const char *commit /* already resolved, or NULL */, const char *path, ws_done_cb cb, void *ud, cr_error **err);
 

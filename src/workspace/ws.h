@@ -4,7 +4,8 @@
  * repository handle):
  *   mirror.c  host-side bare mirror cache per remote (<data>/git/mirrors/),
  *             ref -> exact commit, incremental fetch
- *   tree.c    the commit's tree as a tar stream, and its manifest (path ->
+ *   tree.c    the commit's tree as host files -> an ext4 image (the
+ *             workspace disk) or as a tar stream, and its manifest (path ->
  *             blob id, mode, size) that `diff` compares the guest against
  *   patch.c   a git patch (binary patches, modes, deletions) of changes
  *             against the base tree, via an in-memory object store
@@ -71,6 +72,18 @@ const ws_entry *ws_manifest_find(const ws_manifest *m, const char *path);
 /* The commit's tree as a tar (names relative; every mtime = commit time). */
 int ws_tree_tar(const char *url, const char *commit, ws_buf *out, size_t *ret_files,
                 cr_error **err);
+/* The commit's tree written into a new directory `dir` (modes, symlinks,
+ * every mtime = commit time; never through a symlink; a name that is not
+ * one path component is workspace_unsafe_path). */
+int ws_tree_write(const char *url, const char *commit, const char *dir, size_t *ret_files,
+                  cr_error **err);
+/* About how much room the tree takes as files (blob bytes + 4 KiB each). */
+int ws_tree_size(const char *url, const char *commit, uint64_t *ret, cr_error **err);
+/* `mkfs.ext4 -d tree`: the workspace disk `image` with the tree in it (the
+ * file keeps its inode and size: the disk the VM was started with). With
+ * tmp (a path on a tmpfs), mkfs writes there and the data extents are then
+ * copied over image (mkfs's fsync of a busy disk costs most of its time). */
+int ws_image_build(const char *tree, const char *tmp, const char *image, cr_error **err);
 
 /* ---- patch */
 typedef struct ws_change {

@@ -414,6 +414,34 @@ class T1Checkout(Deadline, unittest.TestCase):
         self.assertEqual(json.loads(p.stdout)["written"], [])
 
 
+    def test_5_workspace_disk_snapshot_and_fork(self):
+        # the checkout is the host-built workspace disk, mounted at /workspace
+        ws = json.loads(cr("sandbox", "inspect", self.sid, "--json", check=True).stdout)["workspace"]
+        self.assertEqual(ws["method"], "disk")
+        self.assertEqual(self.ex("grep ' /workspace ' /proc/mounts | cut -d' ' -f3; "
+                                 "test -e /workspace/lost+found || echo no-lost-found"),
+                         "ext4\nno-lost-found\n")
+        # a snapshot keeps the workspace disk: a fork and a restore see its files
+        self.ex("echo snap > /workspace/snap.txt")
+        snap = json.loads(cr("snapshot", "create", self.sid, "--json", check=True).stdout)["id"]
+        try:
+            self.ex("echo later > /workspace/snap.txt")
+            f = json.loads(cr("sandbox", "create", "--from-snapshot", snap, "--json", "--no-progress",
+                              check=True).stdout)["id"]
+            try:
+                p = cr("exec", "--in", f, "--", "sh", "-c", "cat /workspace/snap.txt /workspace/a.txt")
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertEqual(p.stdout.decode(), "snap\nhello\nlocal edit\nagent\n")
+                st = cr("workspace", "preview", "--in", f, "snap.txt", check=True).stdout.decode()
+                self.assertEqual(st, "A snap.txt\n")
+            finally:
+                cr("sandbox", "rm", f)
+            cr("snapshot", "restore", snap, "--in", self.sid, check=True)
+            self.assertEqual(self.ex("cat /workspace/snap.txt"), "snap\n")
+        finally:
+            cr("snapshot", "rm", snap)
+
+
 class T2Remote(Deadline, unittest.TestCase):
     """--repo-url over a real git http-backend; the mirror cache is reused."""
 
