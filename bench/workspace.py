@@ -163,15 +163,16 @@ try:
         "preview_s": round(statistics.median(previews), 3),
         "diff_no_change_s": round(statistics.median(nochange), 3),
         "diff_read_files": d["stats"]["read"], "diff_listed": d["stats"]["listed"],
+        "diff_timing_ms": d["stats"].get("timing_ms"),
         "raw_tar_in_MBps": mb(len(tb), t_rawin), "raw_read_MBps": mb(len(big), t_rawout),
     }
     print("10k-file checkout %.2f s (goal < 3 s; method %s %s; %.2f x its native floor %.2f s: "
           "git archive | tar -x into /dev/shm + mkfs.ext4 -d on the host)"
           % (t_checkout, res["method"], json.dumps(res["timing_ms"]), res["checkout_vs_floor"],
              t_native))
-    print("diff, 3 changed + 1 added: %.3f s (goal < 0.5 s), preview %.3f s, no change %.3f s; read %d of %d listed"
+    print("diff, 3 changed + 1 added: %.3f s (goal < 0.5 s), preview %.3f s, no change %.3f s; read %d of %d listed; last %s"
           % (res["diff_3_changed_s"], res["preview_s"], res["diff_no_change_s"],
-             res["diff_read_files"], res["diff_listed"]))
+             res["diff_read_files"], res["diff_listed"], json.dumps(res["diff_timing_ms"])))
     print("raw channel: tar-in %.1f MB/s, file.read %.1f MB/s" % (res["raw_tar_in_MBps"], res["raw_read_MBps"]))
     print(json.dumps(res))
 finally:

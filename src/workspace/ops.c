@@ -106,6 +106,7 @@ struct ws_op {
   /* checkout onto the workspace disk (NULL: TAR_IN) */
   char *disk;
   int64_t t_start, t_tree, t_image, t_mount; /* ms */
+  int64_t t_list0, t_list, t_compared, t_read; /* diff, ms since t_start */
 };
 
 static int64_t mono_ms(void) {
@@ -437,6 +438,7 @@ static void diff_compare(ws_op *o);
 static void diff_list(ws_op *o) {
   sbx *s = op_sandbox(o);
   if (!s) return;
+  o->t_list0 = mono_ms() - o->t_start;
   ap_buf b = {0};
   ap_frame_begin(&b, AP_LIST, 0);
   ap_put_str(&b, AP_T_PATH, o->path);
@@ -531,6 +533,7 @@ static void diff_reads(ws_op *o);
 static void diff_finish_changes(ws_op *o);
 
 static void diff_compare(ws_op *o) {
+  o->t_list = mono_ms() - o->t_start;
   qsort(o->g, o->ng, sizeof(*o->g), gentry_cmp);
   const ws_manifest *m = &o->mref->m;
   uint64_t base_ns = (uint64_t)(m->mtime < 0 ? 0 : m->mtime) * 1000000000ull;
@@ -580,6 +583,7 @@ static void diff_compare(ws_op *o) {
       o->reads[o->nreads++] = o->nch - 1;
     }
   }
+  o->t_compared = mono_ms() - o->t_start;
   diff_reads(o);
 }
 
@@ -674,7 +678,10 @@ static void diff_reads(ws_op *o) {
     if (o->reads_pending == 0) finish(o, NULL, TAKE_PTR(o->err));
     return;
   }
-  if (o->reads_pending == 0 && o->next_read == o->nreads) diff_finish_changes(o);
+  if (o->reads_pending == 0 && o->next_read == o->nreads) {
+    o->t_read = mono_ms() - o->t_start;
+    diff_finish_changes(o);
+  }
 }
 
 static void patch_work(uv_work_t *w) {
@@ -706,6 +713,13 @@ static void diff_reply(ws_op *o) {
   json_t *res = json_pack("{s:s, s:s, s:o, s:{s:I, s:I, s:I}}", "base_commit", o->ref, "path",
                           o->path, "files", files, "stats", "listed", (json_int_t)o->ng, "read",
                           (json_int_t)o->nreads, "bytes_read", (json_int_t)o->bytes_read);
+  /* where the time went, ms since the request: manifest (cached after the
+   * first diff), LIST, compare, reads, patch */
+  json_object_set_new(json_object_get(res, "stats"), "timing_ms",
+                      json_pack("{s:I, s:I, s:I, s:I, s:I}", "list_start", (json_int_t)o->t_list0,
+                                "list_done", (json_int_t)o->t_list, "compared",
+                                (json_int_t)o->t_compared, "read", (json_int_t)o->t_read,
+                                "total", (json_int_t)(mono_ms() - o->t_start)));
   if (o->patch) json_object_set_new(res, "patch", json_string(o->patch));
   finish(o, res, NULL);
 }
@@ -790,6 +804,7 @@ int ws_diff(sbx_manager *m, const char *sandbox_id, json_t *paths, unsigned flag
   json_t *ws = sbx_workspace(s);
   ws_op *o = op_new(m, sbx_id(s), cb, ud);
   if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "diff");
+  o->t_start = mono_ms();
   o->flags = flags;
   o->url = strdup(json_string_value(json_object_get(ws, "repo_url")) ?: "");
   o->ref = strdup(json_string_value(json_object_get(ws, "commit")) ?: "");
