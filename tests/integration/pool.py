@@ -226,6 +226,8 @@ class T1Pool(Deadline, unittest.TestCase):
             self.assertEqual(out[0], "cleanroom-" + a["id"][16:26])
             self.assertLess(abs(int(out[1]) - time.time()), 30, "the clock was not set: %r" % out)
             self.assertEqual(out[2], "hi")
+            # started like any sandbox: with the (blank) workspace disk
+            self.assertIn("cr-workspace", sh(a["id"], "for f in /sys/block/*/serial; do cat $f; echo; done").split())
             # the pool refills (a new VMM, a new id)
             p = wait_pool(lambda p: p["ready"] == 1 and p["handed_out"] == 1, "refilled")
             self.assertEqual(p["started"], 2)
