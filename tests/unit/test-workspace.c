@@ -1,8 +1,16 @@
 /* src/workspace without a VM: path checks, the tar writer (read back with
- * libarchive), git blob ids. */
+ * libarchive), git blob ids, the tree written as host files for the
+ * workspace disk (modes, symlinks, mtimes; crafted unsafe names refused). */
 #include "workspace/ws.h"
+#include "util/fs.h"
 
 #include <archive.h>
+#include <errno.h>
+#include <git2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <archive_entry.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -85,11 +93,118 @@ static void test_tar_roundtrip(void **state) {
   ws_buf_free(&b);
 }
 
+/* A tree object of n entries, written to the odb unchecked (as a hostile
+ * remote could send it: libgit2's treebuilder would refuse bad names). */
+static void raw_tree(git_odb *odb, git_oid *ret, const char *const *names,
+                     const char *const *modes, const git_oid *const *ids, int n) {
+  char buf[4096];
+  size_t len = 0;
+  for (int i = 0; i < n; i++) {
+    len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s %s", modes[i], names[i]) + 1;
+    memcpy(buf + len, ids[i]->id, 20);
+    len += 20;
+  }
+  assert_int_equal(git_odb_write(ret, odb, buf, len, GIT_OBJECT_TREE), 0);
+}
+
+/* A bare mirror for url under $CLEANROOM_DATA_DIR with one commit (time
+ * 1700000000): a good tree (bad = 0: a.txt, link -> a.txt, sub/run.sh 0755),
+ * or one entry named ".." (1) or "x/../../y" (2). ret: the commit id. */
+static void make_commit(const char *url, int bad, char ret[41]) {
+  char *dir = ws_mirror_dir(url);
+  assert_non_null(dir);
+  git_repository *repo = NULL;
+  assert_int_equal(git_repository_init(&repo, dir, 1), 0);
+  git_odb *odb = NULL;
+  assert_int_equal(git_repository_odb(&odb, repo), 0);
+  git_oid hello, run, link, sub, root, commit;
+  assert_int_equal(git_odb_write(&hello, odb, "hello\n", 6, GIT_OBJECT_BLOB), 0);
+  assert_int_equal(git_odb_write(&run, odb, "#!/bin/sh\n", 10, GIT_OBJECT_BLOB), 0);
+  assert_int_equal(git_odb_write(&link, odb, "a.txt", 5, GIT_OBJECT_BLOB), 0);
+  const char *sn[] = {"run.sh"}, *sm[] = {"100755"};
+  const git_oid *si[] = {&run};
+  raw_tree(odb, &sub, sn, sm, si, 1);
+  if (bad == 0) {
+    const char *n[] = {"a.txt", "link", "sub"}, *m[] = {"100644", "120000", "40000"};
+    const git_oid *i[] = {&hello, &link, &sub};
+    raw_tree(odb, &root, n, m, i, 3);
+  } else {
+    /* ".." as a directory holding a file, or a name with a slash */
+    const char *n[] = {bad == 1 ? ".." : "x/../../y"}, *m[] = {bad == 1 ? "40000" : "100644"};
+    const git_oid *i[] = {bad == 1 ? &sub : &hello};
+    raw_tree(odb, &root, n, m, i, 1);
+  }
+  char body[512];
+  int k = snprintf(body, sizeof(body),
+                   "tree %s\nauthor a <a@x> 1700000000 +0000\ncommitter a <a@x> 1700000000 +0000\n\nc\n",
+                   git_oid_tostr_s(&root));
+  assert_int_equal(git_odb_write(&commit, odb, body, (size_t)k, GIT_OBJECT_COMMIT), 0);
+  git_oid_tostr(ret, 41, &commit);
+  git_odb_free(odb);
+  git_repository_free(repo);
+  free(dir);
+}
+
+static void test_tree_write(void **state) {
+  (void)state;
+  char tmp[] = "/tmp/cr-test-ws-XXXXXX";
+  assert_non_null(mkdtemp(tmp));
+  setenv("CLEANROOM_DATA_DIR", tmp, 1);
+  git_libgit2_init();
+  char commit[41], path[512];
+  make_commit("file:///good", 0, commit);
+  snprintf(path, sizeof(path), "%s/tree", tmp);
+  size_t files = 0;
+  cr_error *err = NULL;
+  assert_int_equal(ws_tree_write("file:///good", commit, path, &files, &err), 0);
+  assert_int_equal(files, 3);
+  struct stat st;
+  snprintf(path, sizeof(path), "%s/tree/a.txt", tmp);
+  assert_int_equal(lstat(path, &st), 0);
+  assert_true(S_ISREG(st.st_mode));
+  assert_int_equal(st.st_mode & 07777, 0644);
+  assert_int_equal(st.st_size, 6);
+  assert_int_equal(st.st_mtim.tv_sec, 1700000000);
+  assert_int_equal(st.st_mtim.tv_nsec, 0);
+  snprintf(path, sizeof(path), "%s/tree/sub/run.sh", tmp);
+  assert_int_equal(lstat(path, &st), 0);
+  assert_int_equal(st.st_mode & 07777, 0755);
+  snprintf(path, sizeof(path), "%s/tree/link", tmp);
+  char t[16] = "";
+  assert_int_equal(readlink(path, t, sizeof(t) - 1), 5);
+  assert_string_equal(t, "a.txt");
+  snprintf(path, sizeof(path), "%s/tree", tmp);
+  assert_int_equal(stat(path, &st), 0);
+  assert_int_equal(st.st_mode & 07777, 0755);
+  /* crafted trees: refused, nothing outside the tree directory */
+  for (int bad = 1; bad <= 2; bad++) {
+    char url[32];
+    snprintf(url, sizeof(url), "file:///bad%d", bad);
+    make_commit(url, bad, commit);
+    snprintf(path, sizeof(path), "%s/bad%d/t", tmp, bad);
+    char parent[512];
+    snprintf(parent, sizeof(parent), "%s/bad%d", tmp, bad);
+    assert_int_equal(mkdir(parent, 0700), 0);
+    err = NULL;
+    assert_int_equal(ws_tree_write(url, commit, path, &files, &err), -1);
+    assert_non_null(err);
+    assert_string_equal(err->reason, CR_E_WORKSPACE_UNSAFE_PATH);
+    cr_error_free(err);
+    snprintf(path, sizeof(path), "%s/bad%d/run.sh", tmp, bad);
+    assert_int_equal(access(path, F_OK), -1);
+    snprintf(path, sizeof(path), "%s/bad%d/y", tmp, bad);
+    assert_int_equal(access(path, F_OK), -1);
+  }
+  git_libgit2_shutdown();
+  cr_rm_rf(tmp);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_paths),
       cmocka_unit_test(test_blob_oid),
       cmocka_unit_test(test_tar_roundtrip),
+      cmocka_unit_test(test_tree_write),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
