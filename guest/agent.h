@@ -171,6 +171,9 @@ void agent_activate(const uint8_t *p, size_t n);
 /* MOUNT: the host-built workspace disk at PATH inside the root. */
 void agent_mount(uint32_t ch, const uint8_t *p, size_t n);
 /* ---- network at activate (agent_net.c) ---- */
+/* The first NIC up, IPv6 off, no address (template builds, AP_T_NET_UP):
+ * the clones' ACTIVATE then only sets address, route and resolver. */
+int agent_net_prepare(char *msg, size_t msglen);
 /* Address cidr ("10.213.0.2/30") on the first non-lo NIC, default route via
  * gateway, resolv.conf naming dns (in the root once mounted). 0 or -errno
  * with msg set. */

@@ -188,6 +188,7 @@ void agent_activate(const uint8_t *p, size_t n) {
   uint64_t t = 0;
   char *hostname = NULL, *image = NULL, *scratch = NULL;
   char *net_addr = NULL, *net_gw = NULL, *net_dns = NULL;
+  uint32_t net_up = 0;
   ap_field f;
   int r;
   if ((r = agent_get_u64(p, n, AP_T_TIME_NS, &t)) < 0 ||
@@ -196,7 +197,8 @@ void agent_activate(const uint8_t *p, size_t n) {
       (r = agent_get_str(p, n, AP_T_SCRATCH_DEV, &scratch)) < 0 ||
       (r = agent_get_str(p, n, AP_T_NET_ADDR, &net_addr)) < 0 ||
       (r = agent_get_str(p, n, AP_T_NET_GATEWAY, &net_gw)) < 0 ||
-      (r = agent_get_str(p, n, AP_T_NET_DNS, &net_dns)) < 0) {
+      (r = agent_get_str(p, n, AP_T_NET_DNS, &net_dns)) < 0 ||
+      (r = agent_get_u32(p, n, AP_T_NET_UP, &net_up)) < 0) {
     agent_send_error(0, "invalid_argument", 0, "activate: malformed fields");
     goto out;
   }
@@ -223,6 +225,11 @@ void agent_activate(const uint8_t *p, size_t n) {
     root_fd = open(AGENT_ROOT, O_PATH | O_DIRECTORY | O_CLOEXEC);
     agent_log("activate: root mounted (image %s, scratch %s)", image,
               scratch && *scratch ? scratch : "tmpfs");
+  }
+  if (net_up && !(net_addr && *net_addr)) {
+    /* a template: its clones find the NIC up (the slow part under TCG) */
+    char msg[256];
+    if (agent_net_prepare(msg, sizeof(msg)) < 0) agent_log("activate: %s", msg);
   }
   if (net_addr && *net_addr) {
     char msg[256];

@@ -57,6 +57,37 @@ static int set_addr(int s, const char *nic, unsigned long req, struct in_addr a)
   return ioctl(s, req, &ifr) < 0 ? -errno : 0;
 }
 
+static void ipv6_off(const char *nic) {
+  char p[128];
+  snprintf(p, sizeof(p), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", nic);
+  int fd = open(p, O_WRONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ssize_t w = write(fd, "1\n", 2);
+    (void)w;
+    close(fd);
+  }
+}
+
+int agent_net_prepare(char *msg, size_t msglen) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) {
+    snprintf(msg, msglen, "socket: %s", strerror(errno));
+    return -errno;
+  }
+  if_up(s, "lo");
+  char nic[IFNAMSIZ];
+  int r = find_nic(nic, sizeof(nic));
+  if (r < 0) {
+    snprintf(msg, msglen, "no network interface (virtio-net) in the guest");
+  } else {
+    ipv6_off(nic);
+    if ((r = if_up(s, nic)) < 0) snprintf(msg, msglen, "bringing %s up: %s", nic, strerror(-r));
+  }
+  close(s);
+  if (r == 0) agent_log("activate: %s up (no address yet)", nic);
+  return r;
+}
+
 int agent_net_configure(const char *cidr, const char *gateway, const char *dns, char *msg,
                         size_t msglen) {
   char addr[32];
@@ -87,14 +118,7 @@ int agent_net_configure(const char *cidr, const char *gateway, const char *dns, 
     goto out;
   }
   /* IPv6 stays off: the host denies it */
-  char p[128];
-  snprintf(p, sizeof(p), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", nic);
-  int fd = open(p, O_WRONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    ssize_t w = write(fd, "1\n", 2);
-    (void)w;
-    close(fd);
-  }
+  ipv6_off(nic);
   if ((r = set_addr(s, nic, SIOCSIFADDR, a)) < 0 ||
       (r = set_addr(s, nic, SIOCSIFNETMASK, mask)) < 0 || (r = if_up(s, nic)) < 0) {
     snprintf(msg, msglen, "configuring %s with %s: %s", nic, cidr, strerror(-r));
@@ -121,7 +145,7 @@ int agent_net_configure(const char *cidr, const char *gateway, const char *dns, 
     mkdir(path, 0755);
     snprintf(path, sizeof(path), "%s/etc/resolv.conf", agent_root_ready() ? AGENT_ROOT : "");
     unlink(path); /* a symlink in the image must not redirect the write */
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) {
       r = -errno;
       snprintf(msg, msglen, "writing %s: %s", path, strerror(errno));

@@ -34,6 +34,10 @@ typedef struct backend_net {
   const char *guest_addr; /* guest address with prefix, "10.200.0.2/30" */
   const char *host_addr;  /* host side of the link: gateway + DNS, "10.200.0.1" */
   unsigned mtu;           /* 0 = backend default (1500) */
+  /* No TAP, but the same NIC on no network: boot templates for sandboxes
+   * with a network (a clone then attaches the NIC to its own TAP; the
+   * device set must match). QEMU: -netdev hubport on a hub of its own. */
+  bool placeholder;
 } backend_net;
 
 typedef struct backend_vm_config {

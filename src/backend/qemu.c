@@ -212,6 +212,13 @@ static int build_argv(const backend_vm_config *c, bool incoming, argv_b *a) {
     add(a, "-device");
     add(a, "virtio-net-device,netdev=net0%s%s", c->net.mac ? ",mac=" : "",
         c->net.mac ? c->net.mac : "");
+  } else if (c->net.placeholder) {
+    /* a template's NIC: a hub port with no other port (frames go nowhere).
+     * Its vmstate says no vnet header, which a clone's TAP accepts. */
+    add(a, "-netdev");
+    add(a, "hubport,id=net0,hubid=0");
+    add(a, "-device");
+    add(a, "virtio-net-device,netdev=net0,mac=52:54:00:00:00:01");
   }
   add(a, "-device");
   add(a, "virtio-serial-device");

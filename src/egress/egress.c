@@ -91,6 +91,7 @@ struct egress {
   egress_evlog *log; /* <data>/egress/events.jsonl */
   char *log_dir;
   bool log_failed;
+  bool capable; /* egress_host_capable() was true once */
 };
 
 static uint64_t now_ms(void) {
@@ -931,10 +932,12 @@ int egress_attach(egress *e, const char *id, json_t *pol, int slot, egress_sbx *
                   cr_error **err) {
   if (!egress_nft_name_valid(id)) return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "sandbox id");
   const char *why = NULL;
-  if (!egress_host_capable(&why))
+  /* checked once per daemon (it runs nft): what made it capable stays */
+  if (!e->capable && !(e->capable = egress_host_capable(&why)))
     return cr_error_set(err, CR_E_BACKEND_CAPABILITY_MISMATCH, 0,
                         "the policy allows network egress, but this host cannot enforce it: %s",
                         why);
+  bool reattach = slot >= 0;
   if (slot < 0) {
     for (int i = 0; i < n_slots(e) && slot < 0; i++) {
       bool used = false;
@@ -966,9 +969,12 @@ int egress_attach(egress *e, const char *id, json_t *pol, int slot, egress_sbx *
   egress_cidr *allow = NULL, *deny = NULL;
   size_t n_allow = 0, n_deny = 0;
   _cleanup_free_ char *cmds = NULL, *del = NULL;
+  uint64_t t0 = now_ms();
   if (policy_from_compiled(pol, &s->pol, err) < 0) goto fail;
   if (ensure_base(e, err) < 0) goto fail;
+  log_debug("egress %s: +%llu ms: nftables table", id, (unsigned long long)(now_ms() - t0));
   if (egress_tap_create(s->tap, s->host, 30, err) < 0) goto fail;
+  log_debug("egress %s: +%llu ms: TAP", id, (unsigned long long)(now_ms() - t0));
   if (cidrs_from(s->allow, &allow, &n_allow) < 0 || cidrs_from(s->deny, &deny, &n_deny) < 0) {
     cr_error_set(err, CR_E_INTERNAL, ENOMEM, "egress");
     goto fail_tap;
@@ -978,19 +984,22 @@ int egress_attach(egress *e, const char *id, json_t *pol, int slot, egress_sbx *
                        .allow = allow, .n_allow = n_allow, .deny = deny, .n_deny = n_deny};
   memcpy(ns.host, s->host, 4);
   memcpy(ns.guest, s->guest, 4);
-  /* a re-attach finds the old objects: remove them first */
-  del = egress_nft_sbx_delete_cmds(e->table, s->id, s->tap, s->guest);
-  if (del) egress_nft_run_each(del);
+  /* a re-attach finds the old objects: remove them first (a new sandbox
+   * has none: each line is an nft run of its own, which costs) */
+  if (reattach && (del = egress_nft_sbx_delete_cmds(e->table, s->id, s->tap, s->guest)))
+    egress_nft_run_each(del);
   cmds = egress_nft_sbx_cmds(&ns);
   if (!cmds) {
     cr_error_set(err, CR_E_INTERNAL, ENOMEM, "nftables");
     goto fail_tap;
   }
   if (egress_nft_run(cmds, err) < 0) goto fail_nft;
+  log_debug("egress %s: +%llu ms: chains and set", id, (unsigned long long)(now_ms() - t0));
   /* after the chains exist: a daemon removing the last other network sees
    * them and leaves forwarding on */
   if (forwarding_on(err) < 0) goto fail_nft;
   if (start_resolver(s, err) < 0) goto fail_nft;
+  log_debug("egress %s: +%llu ms: forwarding, resolver", id, (unsigned long long)(now_ms() - t0));
   egress_sbx **nv = realloc(e->sbx, (e->n_sbx + 1) * sizeof(*e->sbx));
   if (!nv) {
     cr_error_set(err, CR_E_INTERNAL, ENOMEM, "egress");

@@ -101,6 +101,7 @@ enum ap_tag {
   AP_T_NET_ADDR = 40,    /* str "10.213.0.2/30": the guest's address on its NIC */
   AP_T_NET_GATEWAY = 41, /* str "10.213.0.1": default route */
   AP_T_NET_DNS = 42,     /* str "10.213.0.1": the only resolver (resolv.conf) */
+  AP_T_NET_UP = 43,      /* u32 1: the NIC up, IPv6 off, no address (templates) */
 };
 
 /* AP_T_FLAGS bits */

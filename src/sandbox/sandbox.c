@@ -1025,15 +1025,11 @@ static void start_vm(sbx *s, const char *scratch_tmpl) {
                            : "templates are off (CLEANROOM_TEMPLATES=0)");
     return;
   }
-  if (s->net) {
-    /* boot templates carry no network device yet, and a clone's device set
-     * must match its template's */
-    launch_cold(s, "a sandbox with a network boots cold (templates have no network device yet)");
-    return;
-  }
+  /* a sandbox with a network clones a template with a NIC (on no network
+   * while it is built); the clone attaches that NIC to its own TAP */
   tmpl_spec spec = {s->image_digest, s->image_path,
                     m->assets->vmlinux ? m->assets->vmlinux : m->assets->kernel,
-                    m->assets->initrd, s->vcpus, s->memory_mib, scratch_tmpl};
+                    m->assets->initrd, s->vcpus, s->memory_mib, scratch_tmpl, s->net != NULL};
   progress(s, "template", "looking for a boot template");
   s->handles++;
   s->tmpl_waiting = true;

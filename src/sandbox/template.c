@@ -16,6 +16,8 @@
 /* Bump when the VM's device set (drives, serial ports, rng, memory
  * backend) changes: the key then changes and old templates are rebuilt. */
 #define TMPL_DEVICE_SET "v3:mem-file,img-ro,scr-rw,ws-rw,rng,serial:cleanroom.agent;root-mounted"
+/* added for templates of sandboxes with a network (tmpl_spec.net) */
+#define TMPL_NET_DEVICE ",net:virtio-net(hubport)"
 
 typedef struct tmpl_waiter {
   tmpl_ready_cb cb;
@@ -29,6 +31,7 @@ typedef struct tmpl_build {
   char *dir, *final, *scratch_src;
   char *image_digest, *image_path, *kernel, *initrd;
   unsigned vcpus, memory_mib;
+  bool net;
   tmpl_waiter *w;
   size_t nw;
   uv_timer_t timer; /* the build's deadline */
@@ -104,9 +107,9 @@ static char *key_parts(const tmpl_spec *sp) {
   char *s = NULL;
   if (asprintf(&s,
                "cleanroom-template\nimage=%s\nimage_file=%s\nkernel=%s\ninitrd=%s\nqemu=%s\n"
-               "accel=%s\nvcpus=%u\nmemory_mib=%u\ndevices=%s\n",
+               "accel=%s\nvcpus=%u\nmemory_mib=%u\ndevices=%s%s\n",
                sp->image_digest, im, k, i, q, backend_accel(), sp->vcpus, sp->memory_mib,
-               TMPL_DEVICE_SET) < 0)
+               TMPL_DEVICE_SET, sp->net ? TMPL_NET_DEVICE : "") < 0)
     return NULL;
   return s;
 }
@@ -312,7 +315,8 @@ static void build_fail(tmpl_build *b, const char *reason, const char *fmt, ...) 
 static int write_meta(tmpl_build *b) {
   _cleanup_free_ char *ram = cr_path_join(b->dir, "ram");
   _cleanup_free_ char *state = cr_path_join(b->dir, "state/vmstate");
-  tmpl_spec sp = {b->image_digest, b->image_path, b->kernel, b->initrd, b->vcpus, b->memory_mib, NULL};
+  tmpl_spec sp = {b->image_digest, b->image_path, b->kernel, b->initrd, b->vcpus, b->memory_mib,
+                  NULL, b->net};
   _cleanup_free_ char *parts = key_parts(&sp);
   char created[32];
   time_t t = time(NULL);
@@ -326,6 +330,7 @@ static int write_meta(tmpl_build *b) {
       "created_at", created, "ram_bytes", (json_int_t)file_blocks_bytes(ram), "state_bytes",
       (json_int_t)file_blocks_bytes(state), "build_ms", (json_int_t)(now_ms() - b->start_ms),
       "key_parts", parts);
+  if (j) json_object_set_new(j, "net", json_boolean(b->net));
   _cleanup_free_ char *iid = file_identity(b->image_path);
   if (j && iid) json_object_set_new(j, "image_identity", json_string(iid));
   _cleanup_free_ char *txt = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
@@ -469,6 +474,8 @@ static void on_build_agent(agent_conn *c, void *ud, int status, const char *mess
   ap_frame_begin(&f, AP_ACTIVATE, 0);
   ap_put_str(&f, AP_T_IMAGE_DEV, "serial:cr-image");
   ap_put_str(&f, AP_T_SCRATCH_DEV, "serial:cr-scratch");
+  /* with a NIC: up, IPv6 off, no address (the clone's ACTIVATE adds it) */
+  if (b->net) ap_put_u32(&f, AP_T_NET_UP, 1);
   int r = ap_frame_end(&f);
   if (r == 0) r = agent_control(b->agent, &f, on_build_activated, b);
   ap_buf_free(&f);
@@ -558,6 +565,7 @@ void tmpl_ensure(tmpl_registry *r, const tmpl_spec *sp, uint64_t timeout_ms,
   b->start_ms = now_ms();
   b->vcpus = sp->vcpus;
   b->memory_mib = sp->memory_mib;
+  b->net = sp->net;
   b->image_digest = strdup(sp->image_digest);
   b->image_path = strdup(sp->image_path);
   b->kernel = strdup(sp->kernel);
@@ -593,11 +601,12 @@ void tmpl_ensure(tmpl_registry *r, const tmpl_spec *sp, uint64_t timeout_ms,
       .id = id, .dir = b->dir, .kernel = sp->kernel, .initrd = sp->initrd,
       .image = sp->image_path, .scratch = scratch, .workspace = wsd, .ram_path = ram,
       .vcpus = sp->vcpus, .memory_mib = sp->memory_mib,
+      .net = {.placeholder = sp->net},
   };
   b->timer_on = true;
   uv_timer_start(&b->timer, on_build_timeout, timeout_ms, 0);
-  log_info("building template %s (image %s, %u vcpus, %u MiB)", key, sp->image_digest,
-           sp->vcpus, sp->memory_mib);
+  log_info("building template %s (image %s, %u vcpus, %u MiB%s)", key, sp->image_digest,
+           sp->vcpus, sp->memory_mib, sp->net ? ", with a NIC" : "");
   if (r->be->launch(r->loop, &cfg, &build_events, b, &b->vm, &e) < 0) {
     b->vm = NULL;
     build_end(b, NULL, e);

@@ -15,6 +15,7 @@ typedef struct tmpl_spec {
   const char *kernel, *initrd;
   unsigned vcpus, memory_mib;
   const char *scratch_blank; /* the blank scratch disk the template VM gets */
+  bool net; /* with a NIC (on no network): for sandboxes with a network */
 } tmpl_spec;
 
 typedef struct tmpl_registry tmpl_registry;
