@@ -11,7 +11,11 @@
 #include <pwd.h>
 #include <signal.h>
 #include <string.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 /* ---- picker, accelerator, VMM user */
@@ -102,7 +106,83 @@ const char *backend_vmm_user(void) {
   return user;
 }
 
+bool backend_vmm_uid_range(uid_t *first, uid_t *last) {
+  if (geteuid() != 0) return false;
+  const char *u = getenv("CLEANROOM_VMM_USER");
+  if (u && !*u) return false; /* opted out of dropping root */
+  const char *e = getenv("CLEANROOM_VMM_UIDS");
+  if (!e) e = BACKEND_VMM_UIDS;
+  if (!*e) return false;
+  char *end = NULL;
+  errno = 0;
+  unsigned long long a = strtoull(e, &end, 10), b;
+  if (errno || end == e || *end != '-') goto bad;
+  const char *s = end + 1;
+  b = strtoull(s, &end, 10);
+  if (errno || end == s || *end || a == 0 || b < a || b >= UINT32_MAX) goto bad;
+  *first = (uid_t)a;
+  *last = (uid_t)b;
+  return true;
+bad:;
+  static bool warned;
+  if (!warned)
+    log_warn("CLEANROOM_VMM_UIDS='%s' is not FIRST-LAST (1 <= FIRST <= LAST < 4294967295); "
+             "using the VMM user instead", e);
+  warned = true;
+  return false;
+}
+
+/* The lowest uid of the range whose lock file this process can lock. */
+static int take_uid(uid_t first, uid_t last, uid_t *ret, int *ret_fd, cr_error **err) {
+  if (mkdir(BACKEND_VMM_UID_LOCKS, 0700) < 0 && errno != EEXIST)
+    return cr_error_set(err, CR_E_BACKEND_UNAVAILABLE, errno, "creating %s", BACKEND_VMM_UID_LOCKS);
+  struct stat st;
+  if (lstat(BACKEND_VMM_UID_LOCKS, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != 0 ||
+      (st.st_mode & 077))
+    return cr_error_set(err, CR_E_BACKEND_UNAVAILABLE, 0,
+                        "%s must be a directory owned by root, mode 0700", BACKEND_VMM_UID_LOCKS);
+  for (uint64_t u = first; u <= last; u++) {
+    char path[128];
+    snprintf(path, sizeof(path), BACKEND_VMM_UID_LOCKS "/%llu", (unsigned long long)u);
+    /* never unlinked: a lock must stay on the one inode of its path */
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return cr_error_set(err, CR_E_BACKEND_UNAVAILABLE, errno, "opening %s", path);
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      *ret = (uid_t)u;
+      *ret_fd = fd;
+      return 0;
+    }
+    int e = errno;
+    close(fd);
+    if (e != EWOULDBLOCK) return cr_error_set(err, CR_E_BACKEND_UNAVAILABLE, e, "locking %s", path);
+  }
+  return cr_error_set(err, CR_E_RESOURCE_EXHAUSTED, 0,
+                      "every VMM uid of %llu-%llu is in use (CLEANROOM_VMM_UIDS)",
+                      (unsigned long long)first, (unsigned long long)last);
+}
+
+int backend_vmm_id_take(backend_vmm_id *id, cr_error **err) {
+  *id = (backend_vmm_id){.lockfd = -1};
+  uid_t first, last;
+  if (backend_vmm_uid_range(&first, &last)) {
+    if (take_uid(first, last, &id->uid, &id->lockfd, err) < 0) return -1;
+    snprintf(id->runas, sizeof(id->runas), "%llu:%llu", (unsigned long long)id->uid,
+             (unsigned long long)id->uid);
+    return 0;
+  }
+  const char *u = backend_vmm_user();
+  if (u) snprintf(id->runas, sizeof(id->runas), "%s", u);
+  return 0;
+}
+
+void backend_vmm_id_release(backend_vmm_id *id) {
+  if (id->lockfd >= 0) close(id->lockfd);
+  id->lockfd = -1;
+}
+
 const char *backend_vmm_refusal(void) {
+  uid_t first, last;
+  if (backend_vmm_uid_range(&first, &last)) return NULL;
   if (geteuid() != 0 || backend_vmm_user()) return NULL;
   const char *e = getenv("CLEANROOM_VMM_USER");
   if (e && !*e) return NULL; /* the operator opted out: VMMs run as root */
@@ -302,8 +382,8 @@ static void on_proc_exit(uv_process_t *p, int64_t status, int sig) {
 
 int backend_vm_spawn(backend_vm *vm, char **argv, int logfd, const int *fds, int nfds,
                      cr_error **err) {
-  uv_stdio_container_t stdio[9];
-  if (nfds < 0 || nfds > 6) return cr_error_set(err, CR_E_INTERNAL, EINVAL, "too many fds");
+  uv_stdio_container_t stdio[16];
+  if (nfds < 0 || nfds > 12) return cr_error_set(err, CR_E_INTERNAL, EINVAL, "too many fds");
   stdio[0] = (uv_stdio_container_t){.flags = UV_IGNORE};
   stdio[1] = (uv_stdio_container_t){.flags = UV_INHERIT_FD, .data.fd = logfd};
   stdio[2] = (uv_stdio_container_t){.flags = UV_INHERIT_FD, .data.fd = logfd};

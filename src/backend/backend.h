@@ -145,6 +145,29 @@ const char *backend_accel_reason(void);
  * user does not exist (then VMMs keep the daemon's user). */
 #define BACKEND_VMM_USER "cleanroom-vmm"
 const char *backend_vmm_user(void);
+/* A uid of its own for each VMM (Firecracker's jailer does the same): a root
+ * daemon gives every VMM the lowest uid (gid the same number) of
+ * $CLEANROOM_VMM_UIDS ("FIRST-LAST", default BACKEND_VMM_UIDS) that no live
+ * VMM on this host holds, so one compromised VMM cannot signal, ptrace or
+ * read the memory of another. Holding is an flock(2) on
+ * BACKEND_VMM_UID_LOCKS/<uid> that the VMM inherits: it ends when that VMM
+ * exits, across daemon restarts and between daemons. CLEANROOM_VMM_UIDS=""
+ * falls back to the one VMM user (backend_vmm_user()). false when off (not
+ * root, the range disabled, or CLEANROOM_VMM_USER="" opted out of dropping
+ * root). */
+#define BACKEND_VMM_UIDS "1900000000-1900065535"
+#define BACKEND_VMM_UID_LOCKS "/run/cleanroom-vmm-uids"
+bool backend_vmm_uid_range(uid_t *first, uid_t *last);
+/* What a VMM runs as: runas is "" (keep the daemon's user), a user name, or
+ * "UID:GID" (QEMU's -runas); lockfd (>= 0) holds a per-VMM uid and must be
+ * inherited by the VMM. */
+typedef struct backend_vmm_id {
+  char runas[64];
+  uid_t uid;
+  int lockfd;
+} backend_vmm_id;
+int backend_vmm_id_take(backend_vmm_id *id, cr_error **err);
+void backend_vmm_id_release(backend_vmm_id *id);
 /* Confinement fails closed: a root daemon without its VMM user does not
  * start VMMs as root unless the operator opted out (CLEANROOM_VMM_USER set
  * to the empty string). NULL = VMMs may start; else why not. */

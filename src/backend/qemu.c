@@ -120,9 +120,9 @@ static char *qemu_tb_size(void) {
  * is a literal comma (a data dir named "a,b" must not add options). */
 static char *qv(const char *s) { return cr_escape_commas(s ? s : ""); }
 
-static int build_argv(const backend_vm_config *c, bool incoming, argv_b *a) {
+static int build_argv(const backend_vm_config *c, bool incoming, const char *runas, argv_b *a) {
   bool kvm = !strcmp(backend_accel(), "kvm");
-  const char *runas = backend_vmm_user();
+  if (runas && !*runas) runas = NULL;
   add(a, "%s", qemu_binary());
   add(a, "-name");
   add(a, "cleanroom-%s", c->id);
@@ -344,8 +344,11 @@ static int qemu_spawn(uv_loop_t *loop, const backend_vm_config *c, bool incoming
                       const backend_events *ev, void *ud, backend_vm **ret, cr_error **err) {
   const char *refused = backend_vmm_refusal();
   if (refused) return cr_error_set(err, CR_E_BACKEND_UNAVAILABLE, 0, "%s", refused);
+  /* the uid this VMM runs as: its lock goes to QEMU as the last fd */
+  _cleanup_(backend_vmm_id_release) backend_vmm_id id = {.lockfd = -1};
+  if (backend_vmm_id_take(&id, err) < 0) return -1;
   argv_b a = {0};
-  if (build_argv(c, incoming, &a) < 0) {
+  if (build_argv(c, incoming, id.runas, &a) < 0) {
     argv_free(&a);
     return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "building the qemu command line");
   }
@@ -361,7 +364,8 @@ static int qemu_spawn(uv_loop_t *loop, const backend_vm_config *c, bool incoming
     return cr_error_set(err, CR_E_RUNTIME_LAUNCH_FAILED, errno, "opening %s", logpath);
   }
   /* fds 3, 4: agent and QMP sockets; 5, 6: the scratch disk rw and ro;
-   * 7, 8: the workspace disk rw and ro */
+   * 7, 8: the workspace disk rw and ro; then the VMM uid's lock (QEMU never
+   * uses it: holding it is the point) */
   int fds[6] = {-1, -1, -1, -1, -1, -1};
   int nfds = c->workspace ? 6 : 4;
   fds[0] = listen_unix(c->dir, "agent.sock", err);
@@ -385,7 +389,10 @@ static int qemu_spawn(uv_loop_t *loop, const backend_vm_config *c, bool incoming
     return -1;
   }
   backend_vm *vm = backend_vm_new(&backend_qemu, &qemu_impl, loop, c, ev, ud);
-  int r = vm ? backend_vm_spawn(vm, a.v, logfd, fds, nfds, err)
+  int sfds[7];
+  memcpy(sfds, fds, sizeof(fds));
+  sfds[nfds] = id.lockfd;
+  int r = vm ? backend_vm_spawn(vm, a.v, logfd, sfds, nfds + (id.lockfd >= 0), err)
              : cr_error_set(err, CR_E_INTERNAL, ENOMEM, "launch");
   for (int i = 0; i < 6; i++)
     if (fds[i] >= 0) close(fds[i]);
@@ -645,13 +652,19 @@ static bool qemu_alive(const backend_vm *vm) { return backend_vm_alive(vm); }
 
 static json_t *qemu_capabilities(void) {
   bool kvm = !strcmp(backend_accel(), "kvm");
-  return json_pack("{s:s, s:s, s:b, s:b, s:s, s:b, s:b, s:s?, s:s}", "backend", "qemu", "accel",
-                   backend_accel(), "kvm", kvm, "snapshots", 1, "network", "tap", "egress", 0,
-                   "docker", 0, "vmm_user", backend_vmm_user(),
-                   "notes",
-                   kvm ? "hardware virtualization (KVM)"
-                       : "software emulation (TCG): still a separate VM with its own kernel, "
-                         "but slower; no /dev/kvm usable on this host");
+  uid_t first, last;
+  char uids[64] = "";
+  if (backend_vmm_uid_range(&first, &last))
+    snprintf(uids, sizeof(uids), "%llu-%llu", (unsigned long long)first, (unsigned long long)last);
+  json_t *j = json_pack(
+      "{s:s, s:s, s:b, s:b, s:s, s:b, s:b, s:s?, s:s}", "backend", "qemu", "accel",
+      backend_accel(), "kvm", kvm, "snapshots", 1, "network", "tap", "egress", 0, "docker", 0,
+      "vmm_user", uids[0] ? "per-sandbox uid" : backend_vmm_user(), "notes",
+      kvm ? "hardware virtualization (KVM)"
+          : "software emulation (TCG): still a separate VM with its own kernel, "
+            "but slower; no /dev/kvm usable on this host");
+  if (j && uids[0]) json_object_set_new(j, "vmm_uids", json_string(uids));
+  return j;
 }
 
 const backend_ops backend_qemu = {

@@ -64,7 +64,13 @@ static void check_kvm(checks *cs, bool *ret_kvm) {
 
 static void check_vmm_user(checks *cs) {
   const char *u = backend_vmm_user();
-  if (u) {
+  uid_t first, last;
+  if (backend_vmm_uid_range(&first, &last)) {
+    add(cs, "vmm_user", "ok", NULL,
+        "QEMU drops root; each VMM runs as a uid of its own (%llu-%llu, CLEANROOM_VMM_UIDS), so "
+        "one VMM cannot signal, trace or read another",
+        (unsigned long long)first, (unsigned long long)last);
+  } else if (u) {
     add(cs, "vmm_user", "ok", NULL, "QEMU drops root and runs as '%s'", u);
   } else if (geteuid() != 0) {
     add(cs, "vmm_user", "ok", NULL, "QEMU runs as this (unprivileged) user");

@@ -336,17 +336,39 @@ class T1Exec(Deadline, unittest.TestCase):
         self.assertEqual((p.stdout, p.returncode), (b"ready\n", 137), p.stderr)
 
     def test_vmm_runs_unprivileged(self):
-        import pwd
-        try:
-            want = pwd.getpwnam("cleanroom-vmm").pw_uid
-        except KeyError:
-            self.skipTest("no cleanroom-vmm user on this host")
+        """Each VMM drops root to a uid of its own (CLEANROOM_VMM_UIDS), held
+        by a lock the VMM inherits; two VMMs never share one."""
+        import fcntl
         if os.geteuid() != 0:
             self.skipTest("the daemon is not root")
-        pid = cr_json("sandbox", "inspect", self.sid, "--json")["vmm_pid"]
-        with open("/proc/%d/status" % pid) as f:
-            uids = next(l for l in f if l.startswith("Uid:")).split()[1:]
-        self.assertEqual({int(u) for u in uids}, {want})  # real, effective, saved, fs
+        first, last = (int(x) for x in os.environ.get(
+            "CLEANROOM_VMM_UIDS", "1900000000-1900065535").split("-"))
+
+        def vmm_ids(sid):
+            pid = cr_json("sandbox", "inspect", sid, "--json")["vmm_pid"]
+            with open("/proc/%d/status" % pid) as f:
+                lines = f.read().splitlines()
+            uids = {int(u) for u in next(l for l in lines if l.startswith("Uid:")).split()[1:]}
+            gids = {int(g) for g in next(l for l in lines if l.startswith("Gid:")).split()[1:]}
+            return uids, gids
+
+        uids, gids = vmm_ids(self.sid)
+        self.assertEqual(len(uids), 1, uids)  # real, effective, saved, fs
+        uid = uids.pop()
+        self.assertTrue(first <= uid <= last, uid)
+        self.assertEqual(gids, {uid})
+        # its lock is held (by the VMM): nobody else can take that uid
+        with open("/run/cleanroom-vmm-uids/%d" % uid, "rb") as lk:
+            with self.assertRaises(BlockingIOError):
+                fcntl.flock(lk, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        p = cr("sandbox", "create", "--image", IMAGE, "--memory", MEM, check=True)
+        other = p.stdout.decode().split()[-1]
+        try:
+            uids2, _ = vmm_ids(other)
+            self.assertEqual(len(uids2), 1, uids2)
+            self.assertNotEqual(uids2.pop(), uid)
+        finally:
+            cr("sandbox", "rm", other)
 
     def test_exit_codes(self):
         for script, want in (("exit 0", 0), ("exit 1", 1), ("exit 7", 7),
