@@ -13,7 +13,8 @@
  * first start and stored 0600 in <data>/mcp-token; `cleanroom mcp token`
  * prints it). A request with an Origin header that is not a loopback origin
  * is refused with 403 (DNS-rebinding protection). Bodies are bounded by
- * MCP_MAX_LINE; headers by HTTP_MAX_HEADERS. Each connection serves one
+ * MCP_MAX_LINE; headers by MCP_HTTP_MAX_HEADERS (request parsing and these
+ * checks: http-request.c, fuzzed by tests/fuzz/fuzz-http.c). Each connection serves one
  * request (Connection: close), which keeps the framing simple: an SSE body
  * ends when the connection closes. */
 #include "mcp/mcp-internal.h"
@@ -24,13 +25,11 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <http_parser.h>
 #include <stddef.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
 
-#define HTTP_MAX_HEADERS (32u * 1024)
 #define HTTP_MAX_SESSIONS 64
 
 typedef struct http_sess http_sess;
@@ -45,17 +44,10 @@ struct http_sess {
 
 struct http_conn {
   uv_tcp_t tcp;
-  http_parser parser;
+  mcp_http_req req; /* the request, parsed (http-request.c) */
   http_conn *next_stream;
   http_sess *sess;
-  char *field;
-  size_t field_len;
-  bool in_value;
-  char auth[256], origin[256], session_id[64], accept[256], ctype[128], host[256];
-  char *body;
-  size_t body_len;
-  size_t header_bytes;
-  bool complete, closing, sse, headers_sent;
+  bool closing, sse, headers_sent;
   json_t *wait_id; /* the request id this stream answers */
 };
 
@@ -101,8 +93,7 @@ static void on_written(uv_write_t *w, int status) {
 
 static void conn_closed(uv_handle_t *h) {
   http_conn *c = h->data;
-  free(c->field);
-  free(c->body);
+  mcp_http_req_done(&c->req);
   json_decref(c->wait_id);
   free(c);
 }
@@ -265,52 +256,21 @@ static http_sess *sess_new(void) {
 
 /* ---- request handling ---- */
 
-static bool origin_ok(const char *origin) {
-  if (!*origin) return true; /* not a browser */
-  static const char *const ok[] = {"http://localhost", "http://127.0.0.1", "http://[::1]",
-                                   "https://localhost", "https://127.0.0.1", "https://[::1]"};
-  for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
-    size_t n = strlen(ok[i]);
-    if (!strncmp(origin, ok[i], n) && (origin[n] == 0 || origin[n] == ':')) return true;
-  }
-  return false;
-}
-
-/* Host: a loopback name (with any port) while we listen on loopback */
-static bool host_ok(const char *host) {
-  if (!H.loopback) return true;
-  static const char *const ok[] = {"localhost", "127.0.0.1", "[::1]"};
-  for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
-    size_t n = strlen(ok[i]);
-    if (!strncasecmp(host, ok[i], n) && (host[n] == 0 || host[n] == ':')) return true;
-  }
-  return false;
-}
-
-static bool token_ok(const char *auth) {
-  if (strncasecmp(auth, "Bearer ", 7)) return false;
-  const char *t = auth + 7;
-  size_t n = strlen(H.token);
-  if (strlen(t) != n) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < n; i++) diff |= (unsigned char)(t[i] ^ H.token[i]);
-  return diff == 0;
-}
-
 static void handle_request(http_conn *c) {
-  const char *method = http_method_str((enum http_method)c->parser.method);
-  if (!origin_ok(c->origin) || !host_ok(c->host)) {
+  const mcp_http_req *q = &c->req;
+  const char *method = mcp_http_req_method(q);
+  if (!mcp_http_origin_ok(q->origin) || !mcp_http_host_ok(q->host, H.loopback)) {
     reply_rpc_error(c, 403, "Forbidden", -32600,
                     "Origin/Host not allowed (only loopback origins and host names)");
     return;
   }
-  if (!token_ok(c->auth)) {
+  if (!mcp_http_token_ok(q->auth, H.token)) {
     reply_rpc_error(c, 401, "Unauthorized", -32600,
                     "missing or wrong bearer token; see 'cleanroom mcp token' on the host");
     return;
   }
-  http_sess *h = c->session_id[0] ? sess_find(c->session_id) : NULL;
-  if (c->session_id[0] && !h) {
+  http_sess *h = q->session_id[0] ? sess_find(q->session_id) : NULL;
+  if (q->session_id[0] && !h) {
     reply_rpc_error(c, 404, "Not Found", -32600, "unknown Mcp-Session-Id; initialize again");
     return;
   }
@@ -329,7 +289,7 @@ static void handle_request(http_conn *c) {
     return;
   }
   json_error_t je;
-  _cleanup_json_ json_t *msg = c->body ? json_loadb(c->body, c->body_len, 0, &je) : NULL;
+  _cleanup_json_ json_t *msg = q->body ? json_loadb(q->body, q->body_len, 0, &je) : NULL;
   if (!msg) {
     reply_rpc_error(c, 400, "Bad Request", -32700, "parse error: the body must be one JSON-RPC message");
     return;
@@ -358,88 +318,13 @@ static void handle_request(http_conn *c) {
     mcp_session_handle_message(h->s, msg);
     return;
   }
-  c->sse = strstr(c->accept, "text/event-stream") != NULL;
+  c->sse = strstr(q->accept, "text/event-stream") != NULL;
   c->wait_id = json_incref(id);
   c->next_stream = h->streams;
   h->streams = c;
   if (c->sse) send_head(c, 200, "OK", "text/event-stream", -1, NULL);
   mcp_session_handle_message(h->s, msg);
 }
-
-/* ---- http-parser callbacks ---- */
-
-static void save_header(http_conn *c, const char *value, size_t n) {
-  static const struct {
-    const char *name;
-    size_t off, cap;
-  } wanted[] = {
-      {"authorization", offsetof(http_conn, auth), sizeof(((http_conn *)0)->auth)},
-      {"origin", offsetof(http_conn, origin), sizeof(((http_conn *)0)->origin)},
-      {"mcp-session-id", offsetof(http_conn, session_id), sizeof(((http_conn *)0)->session_id)},
-      {"accept", offsetof(http_conn, accept), sizeof(((http_conn *)0)->accept)},
-      {"content-type", offsetof(http_conn, ctype), sizeof(((http_conn *)0)->ctype)},
-      {"host", offsetof(http_conn, host), sizeof(((http_conn *)0)->host)},
-  };
-  for (size_t i = 0; i < ELEMENTSOF(wanted); i++) {
-    if (c->field_len != strlen(wanted[i].name) ||
-        strncasecmp(c->field, wanted[i].name, c->field_len))
-      continue;
-    char *dst = (char *)c + wanted[i].off;
-    size_t have = strlen(dst);
-    size_t k = MIN(n, wanted[i].cap - 1 - have);
-    memcpy(dst + have, value, k);
-    dst[have + k] = 0;
-  }
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t n) {
-  http_conn *c = p->data;
-  if ((c->header_bytes += n) > HTTP_MAX_HEADERS) return 1;
-  if (c->in_value) {
-    c->field_len = 0;
-    c->in_value = false;
-  }
-  char *f = realloc(c->field, c->field_len + n + 1);
-  if (!f) return 1;
-  c->field = f;
-  memcpy(f + c->field_len, at, n);
-  c->field_len += n;
-  f[c->field_len] = 0;
-  return 0;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t n) {
-  http_conn *c = p->data;
-  if ((c->header_bytes += n) > HTTP_MAX_HEADERS) return 1;
-  c->in_value = true;
-  save_header(c, at, n);
-  return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t n) {
-  http_conn *c = p->data;
-  if (c->body_len + n > MCP_MAX_LINE) return 1;
-  char *b = realloc(c->body, c->body_len + n + 1);
-  if (!b) return 1;
-  c->body = b;
-  memcpy(b + c->body_len, at, n);
-  c->body_len += n;
-  return 0;
-}
-
-static int on_message_complete(http_parser *p) {
-  http_conn *c = p->data;
-  c->complete = true;
-  handle_request(c);
-  return 1; /* one request per connection */
-}
-
-static const http_parser_settings settings = {
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   static char slab[65536];
@@ -449,22 +334,18 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   http_conn *c = s->data;
   if (n < 0) { /* the client went away (or finished sending): a stream ends */
-    if (!c->complete || n != UV_EOF) conn_close(c);
+    if (!c->req.complete || n != UV_EOF) conn_close(c);
     return;
   }
-  if (c->complete || n == 0) return;
-  size_t used = http_parser_execute(&c->parser, &settings, buf->base, (size_t)n);
-  if (c->complete) {
-    uv_read_stop(s);
-    return;
-  }
-  if (used != (size_t)n || HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
-    bool too_big = c->body_len + (size_t)n > MCP_MAX_LINE || c->header_bytes > HTTP_MAX_HEADERS;
-    uv_read_stop(s);
-    reply_rpc_error(c, too_big ? 413 : 400, too_big ? "Payload Too Large" : "Bad Request", -32600,
-                    too_big ? "request too large: at most 8388608 bytes per message"
-                            : "malformed HTTP request");
-  }
+  if (c->req.complete || n == 0) return;
+  int r = mcp_http_req_feed(&c->req, buf->base, (size_t)n);
+  if (r == 0) return;
+  uv_read_stop(s);
+  if (r == 1) handle_request(c);
+  else
+    reply_rpc_error(c, r, r == 413 ? "Payload Too Large" : "Bad Request", -32600,
+                    r == 413 ? "request too large: at most 8388608 bytes per message"
+                             : "malformed HTTP request");
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -477,8 +358,7 @@ static void on_connection(uv_stream_t *server, int status) {
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
     return;
   }
-  http_parser_init(&c->parser, HTTP_REQUEST);
-  c->parser.data = c;
+  mcp_http_req_init(&c->req);
   uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 

@@ -3,6 +3,7 @@
 #include "util/macro.h"
 #include "mcp/mcp.h"
 
+#include <http_parser.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -201,3 +202,33 @@ uint64_t mcp_default_idle_timeout_ms(void);
 
 /* schema.c: returns NULL when v matches, else a message (static or in buf). */
 const char *mcp_schema_check(json_t *schema, json_t *v, char *buf, size_t buflen);
+
+/* http-request.c: one Streamable HTTP request read from an untrusted peer
+ * (no I/O: http.c feeds it; tests/fuzz/fuzz-http.c too). Headers are
+ * bounded by MCP_HTTP_MAX_HEADERS in all, the body by MCP_MAX_LINE; the
+ * headers kept are cut at their buffers' sizes and NUL-terminated. */
+#define MCP_HTTP_MAX_HEADERS (32u * 1024)
+typedef struct mcp_http_req {
+  http_parser parser;
+  char *field; /* the header name being read */
+  size_t field_len;
+  bool in_value;
+  char auth[256], origin[256], session_id[64], accept[256], ctype[128], host[256];
+  char *body; /* NUL-terminated (not counted in body_len) */
+  size_t body_len;
+  size_t header_bytes;
+  bool complete, too_large;
+  int failed; /* 400 or 413 once the request is refused */
+} mcp_http_req;
+void mcp_http_req_init(mcp_http_req *r);
+void mcp_http_req_done(mcp_http_req *r);
+/* 0: more bytes wanted; 1: a whole request (bytes after it are ignored:
+ * one request per connection); 400 malformed, 413 over a bound. */
+int mcp_http_req_feed(mcp_http_req *r, const char *data, size_t n);
+const char *mcp_http_req_method(const mcp_http_req *r);
+/* No Origin, or a loopback origin (http(s)://localhost|127.0.0.1|[::1][:port]). */
+bool mcp_http_origin_ok(const char *origin);
+/* While listening on loopback, Host must be a loopback name (any port). */
+bool mcp_http_host_ok(const char *host, bool loopback);
+/* "Bearer <token>", compared in constant time. */
+bool mcp_http_token_ok(const char *auth, const char *token);

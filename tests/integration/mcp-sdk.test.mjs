@@ -655,6 +655,27 @@ test('sandbox scenarios', { skip: skipNoVM, timeout: 1_200_000 }, async (t) => {
       assert.equal(output, 'got:ping\n1\n2\n3\n');
     });
 
+    await t.test('progress of a long exec arrives before its result, the last output too', async () => {
+      // SDK 1.x drops a progress notification that comes after the response
+      // (it forgets the token then): what it reports came before the result
+      const seen = [];
+      let done = false;
+      const late = [];
+      const r = await call('exec', { command: 'for i in 1 2 3 4 5; do echo tick$i; sleep 0.4; done; echo last' }, {
+        onprogress: (n) => (done ? late : seen).push(n),
+      });
+      done = true;
+      assert.equal(r.isError, undefined, text(r));
+      assert.equal(r.structuredContent.exit_code, 0);
+      assert.equal(out(r).stdout, 'tick1\ntick2\ntick3\ntick4\ntick5\nlast\n');
+      const streamed = seen.map((n) => n.message ?? '').join('');
+      for (const w of ['tick1', 'tick3', 'tick5', 'last']) assert.match(streamed, new RegExp(w), JSON.stringify(seen));
+      // output came in several notifications while it ran, not one at the end
+      assert.ok(seen.filter((n) => /tick/.test(n.message ?? '')).length >= 3, JSON.stringify(seen));
+      for (let i = 1; i < seen.length; i++) assert.ok(seen[i].progress > seen[i - 1].progress, JSON.stringify(seen));
+      assert.deepEqual(late, []);
+    });
+
     await t.test('cancel a long command kills it', async () => {
       const ac = new AbortController();
       const started = new Promise((resolve) => {
