@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -252,6 +253,27 @@ out:
 
 /* ---------------------------------------------------------------- MOUNT */
 
+/* Stats every entry below dfd (closes it): the inodes of a disk the guest
+ * did not write are instantiated once, ~0.2 ms each under TCG. */
+static void warm_walk(int dfd, int depth) {
+  DIR *d = fdopendir(dfd);
+  if (!d) {
+    close(dfd);
+    return;
+  }
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    struct stat st;
+    if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) continue;
+    if (S_ISDIR(st.st_mode) && depth < 64) {
+      int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (sub >= 0) warm_walk(sub, depth + 1);
+    }
+  }
+  closedir(d);
+}
+
 /* MOUNT{IMAGE_DEV, PATH}: the workspace disk (an ext4 the host built with
  * the tree already in it) mounted read-write at PATH inside the root. The
  * host wrote the disk after the guest probed it: the probe's cached blocks
@@ -298,10 +320,19 @@ void agent_mount(uint32_t ch, const uint8_t *p, size_t n) {
     agent_send_error(ch, "file_error", e, "mount %s on %s: %s", dev, path, strerror(e));
     goto out;
   }
-  int wfd = agent_openat2(agent_root_fd(), path, O_PATH | O_DIRECTORY | O_CLOEXEC, 0,
+  int wfd = agent_openat2(agent_root_fd(), path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0,
                           AGENT_RESOLVE_IN_ROOT | AGENT_RESOLVE_NO_MAGICLINKS);
   if (wfd >= 0) {
     unlinkat(wfd, "lost+found", AT_REMOVEDIR); /* mke2fs made it; empty */
+    /* The first LIST (diff) would instantiate every inode: 1.4-2.4 s for
+     * 10k files under TCG. A child at nice 19 does it now, in the time
+     * the guest is idle (the agent reaps it like any child). */
+    pid_t pid = fork();
+    if (pid == 0) {
+      setpriority(PRIO_PROCESS, 0, 19);
+      warm_walk(wfd, 0);
+      _exit(0);
+    }
     close(wfd);
   }
   agent_send_ok(ch);
