@@ -1,5 +1,6 @@
 /* ACTIVATE: clock, entropy, hostname, and (once) the overlay root. */
 #include "agent.h"
+#include "util/reasons.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -200,7 +201,7 @@ void agent_activate(const uint8_t *p, size_t n) {
       (r = agent_get_str(p, n, AP_T_NET_GATEWAY, &net_gw)) < 0 ||
       (r = agent_get_str(p, n, AP_T_NET_DNS, &net_dns)) < 0 ||
       (r = agent_get_u32(p, n, AP_T_NET_UP, &net_up)) < 0) {
-    agent_send_error(0, "invalid_argument", 0, "activate: malformed fields");
+    agent_send_error(0, CR_E_INVALID_ARGUMENT, 0, "activate: malformed fields");
     goto out;
   }
   if (t) {
@@ -218,7 +219,7 @@ void agent_activate(const uint8_t *p, size_t n) {
     r = mount_root(image, scratch, msg, sizeof(msg));
     if (r < 0) {
       agent_log("activate: %s", msg);
-      agent_send_error(0, "file_error", -r, "activate: %s", msg);
+      agent_send_error(0, CR_E_FILE_ERROR, -r, "activate: %s", msg);
       goto out;
     }
     root_mounted = 1;
@@ -237,7 +238,7 @@ void agent_activate(const uint8_t *p, size_t n) {
     r = agent_net_configure(net_addr, net_gw, net_dns, msg, sizeof(msg));
     if (r < 0) {
       agent_log("activate: %s", msg);
-      agent_send_error(0, "runtime_launch_failed", -r, "activate: %s", msg);
+      agent_send_error(0, CR_E_RUNTIME_LAUNCH_FAILED, -r, "activate: %s", msg);
       goto out;
     }
   }
@@ -285,21 +286,21 @@ void agent_mount(uint32_t ch, const uint8_t *p, size_t n) {
   if (agent_get_str(p, n, AP_T_IMAGE_DEV, &spec) <= 0 ||
       agent_get_str(p, n, AP_T_PATH, &path) <= 0 || path[0] != '/' || !path[1] ||
       strlen(path) >= 1024) {
-    agent_send_error(ch, "invalid_argument", 0, "mount: missing or bad IMAGE_DEV/PATH");
+    agent_send_error(ch, CR_E_INVALID_ARGUMENT, 0, "mount: missing or bad IMAGE_DEV/PATH");
     goto out;
   }
   if ((r = resolve_dev(spec, dev, sizeof(dev))) < 0) {
-    agent_send_error(ch, "file_not_found", -r, "mount: device %s not found", spec);
+    agent_send_error(ch, CR_E_FILE_NOT_FOUND, -r, "mount: device %s not found", spec);
     goto out;
   }
   fd = open(dev, O_RDONLY | O_CLOEXEC);
   if (fd < 0 || ioctl(fd, AGENT_BLKFLSBUF, 0) < 0) {
     int e = errno;
-    agent_send_error(ch, "file_error", e, "mount: %s: %s", dev, strerror(e));
+    agent_send_error(ch, CR_E_FILE_ERROR, e, "mount: %s: %s", dev, strerror(e));
     goto out;
   }
   if ((r = agent_mkdir_p_in(agent_root_fd(), path, 0755)) < 0) {
-    agent_send_error(ch, "file_error", -r, "mount: creating %s: %s", path, strerror(-r));
+    agent_send_error(ch, CR_E_FILE_ERROR, -r, "mount: creating %s: %s", path, strerror(-r));
     goto out;
   }
   /* resolved inside the root (no escape through a symlink the guest made),
@@ -308,7 +309,7 @@ void agent_mount(uint32_t ch, const uint8_t *p, size_t n) {
                       AGENT_RESOLVE_IN_ROOT | AGENT_RESOLVE_NO_MAGICLINKS);
   if (dfd < 0) {
     int e = errno;
-    agent_send_error(ch, "file_error", e, "mount: %s: %s", path, strerror(e));
+    agent_send_error(ch, CR_E_FILE_ERROR, e, "mount: %s: %s", path, strerror(e));
     goto out;
   }
   char target[64];
@@ -317,7 +318,7 @@ void agent_mount(uint32_t ch, const uint8_t *p, size_t n) {
    * them lazy; zeroing them under TCG costs CPU and fills the sparse file) */
   if (mount(dev, target, "ext4", MS_NOATIME, "noinit_itable") < 0) {
     int e = errno;
-    agent_send_error(ch, "file_error", e, "mount %s on %s: %s", dev, path, strerror(e));
+    agent_send_error(ch, CR_E_FILE_ERROR, e, "mount %s on %s: %s", dev, path, strerror(e));
     goto out;
   }
   int wfd = agent_openat2(agent_root_fd(), path, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0,

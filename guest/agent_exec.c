@@ -1,6 +1,7 @@
 /* EXEC channels and the generic "child process behind a channel" machinery
  * (also used by TAR_OUT/TAR_IN, which run their work in a child). */
 #include "agent.h"
+#include "util/reasons.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -197,7 +198,7 @@ void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n) {
     int r2 = open_pty(winsize, &ptm, &pts);
     if (r2 < 0) {
       agent_chan_free(c);
-      agent_send_error(ch, "internal_error", -r2, "no pseudo-terminal: %s", strerror(-r2));
+      agent_send_error(ch, CR_E_INTERNAL, -r2, "no pseudo-terminal: %s", strerror(-r2));
       goto out;
     }
   }
@@ -214,7 +215,7 @@ void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n) {
     if (ptm >= 0) close(ptm);
     if (pts >= 0) close(pts);
     agent_chan_free(c);
-    agent_send_error(ch, "internal_error", e, "pipe: %s", strerror(e));
+    agent_send_error(ch, CR_E_INTERNAL, e, "pipe: %s", strerror(e));
     goto out;
   }
   pid_t pid = fork();
@@ -258,7 +259,7 @@ void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n) {
     close(pout[0]);
     if (perr[0] >= 0) close(perr[0]);
     agent_chan_free(c);
-    agent_send_error(ch, "internal_error", fork_errno, "fork: %s",
+    agent_send_error(ch, CR_E_INTERNAL, fork_errno, "fork: %s",
                      strerror(fork_errno));
     goto out;
   }
@@ -300,7 +301,7 @@ void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n) {
   }
 
 out:
-  if (bad) agent_send_error(ch, "invalid_argument", 0, "exec: %s", bad);
+  if (bad) agent_send_error(ch, CR_E_INVALID_ARGUMENT, 0, "exec: %s", bad);
   free_strv(argv);
   free_strv(envp);
   free(cwd);
@@ -315,7 +316,7 @@ int agent_chan_recv_in(agent_chan *c, size_t n) {
   }
   /* a violation for this channel only: the session goes on */
   agent_log("channel %u: host exceeded the flow-control window", c->id);
-  agent_send_error(c->id, "agent_protocol_error", 0,
+  agent_send_error(c->id, CR_E_AGENT_PROTOCOL, 0,
                    "flow-control window exceeded (%llu unacknowledged + %zu > %u bytes)",
                    (unsigned long long)c->in_unacked, n, AP_WINDOW_INITIAL);
   agent_chan_kill(c, SIGKILL);
@@ -483,7 +484,7 @@ void agent_chan_maybe_finish(agent_chan *c) {
   } else {
     /* the child wrote "reason\nmessage" on stderr */
     char *nl = strchr(c->errtext, '\n');
-    const char *reason = "file_error";
+    const char *reason = CR_E_FILE_ERROR;
     const char *msg = c->errtext;
     if (nl) {
       *nl = '\0';

@@ -2,6 +2,7 @@
  * (RESOLVE_IN_ROOT): "..", absolute symlinks and absolute paths all stay
  * inside the guest's root. */
 #include "agent.h"
+#include "util/reasons.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -16,7 +17,7 @@
 #define IN_ROOT (AGENT_RESOLVE_IN_ROOT | AGENT_RESOLVE_NO_MAGICLINKS)
 
 static const char *reason_for(int e) {
-  return (e == ENOENT || e == ENOTDIR) ? "file_not_found" : "file_error";
+  return (e == ENOENT || e == ENOTDIR) ? CR_E_FILE_NOT_FOUND : CR_E_FILE_ERROR;
 }
 
 uint32_t agent_ftype(mode_t m) {
@@ -35,7 +36,7 @@ static char *get_path(uint32_t ch, const uint8_t *p, size_t n, const char *op) {
   char *path = NULL;
   int r = agent_get_str(p, n, AP_T_PATH, &path);
   if (r <= 0 || !path[0] || strlen(path) >= PATH_MAX) {
-    agent_send_error(ch, "invalid_argument", 0, "%s: missing or bad PATH", op);
+    agent_send_error(ch, CR_E_INVALID_ARGUMENT, 0, "%s: missing or bad PATH", op);
     free(path);
     return NULL;
   }
@@ -96,7 +97,7 @@ void agent_file_read_start(uint32_t ch, const uint8_t *p, size_t n) {
   uint64_t off = 0, len = 0;
   if (agent_get_u64(p, n, AP_T_OFFSET, &off) < 0 ||
       agent_get_u64(p, n, AP_T_LENGTH, &len) < 0) {
-    agent_send_error(ch, "invalid_argument", 0, "file_read: bad OFFSET/LENGTH");
+    agent_send_error(ch, CR_E_INVALID_ARGUMENT, 0, "file_read: bad OFFSET/LENGTH");
     free(path);
     return;
   }
@@ -113,7 +114,7 @@ void agent_file_read_start(uint32_t ch, const uint8_t *p, size_t n) {
   }
   if (!S_ISREG(st.st_mode)) {
     int e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
-    agent_send_error(ch, "file_error", e, "%s: not a regular file", path);
+    agent_send_error(ch, CR_E_FILE_ERROR, e, "%s: not a regular file", path);
     close(fd);
     free(path);
     return;
@@ -122,7 +123,7 @@ void agent_file_read_start(uint32_t ch, const uint8_t *p, size_t n) {
   agent_chan *c = agent_chan_new(ch, AGENT_CH_FILE_READ);
   if (!c) {
     close(fd);
-    agent_send_error(ch, "internal_error", ENOMEM, "out of memory");
+    agent_send_error(ch, CR_E_INTERNAL, ENOMEM, "out of memory");
     return;
   }
   c->fd = fd;
@@ -139,7 +140,7 @@ void agent_file_read_pump(agent_chan *c) {
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
       int e = errno;
-      agent_send_error(c->id, "file_error", e, "read: %s", strerror(e));
+      agent_send_error(c->id, CR_E_FILE_ERROR, e, "read: %s", strerror(e));
       agent_chan_free(c);
       return;
     }
@@ -164,7 +165,7 @@ void agent_file_write_start(uint32_t ch, const uint8_t *p, size_t n) {
   uint32_t mode = 0644, flags = 0;
   if (agent_get_u32(p, n, AP_T_MODE, &mode) < 0 ||
       agent_get_u32(p, n, AP_T_FLAGS, &flags) < 0) {
-    agent_send_error(ch, "invalid_argument", 0, "file_write: bad MODE/FLAGS");
+    agent_send_error(ch, CR_E_INVALID_ARGUMENT, 0, "file_write: bad MODE/FLAGS");
     free(path);
     return;
   }
@@ -176,7 +177,7 @@ void agent_file_write_start(uint32_t ch, const uint8_t *p, size_t n) {
   char tmp[64] = "";
   static unsigned counter;
   if (!full || split_path(path, &dir, &base) < 0) {
-    agent_send_error(ch, "invalid_argument", EINVAL, "file_write: bad path");
+    agent_send_error(ch, CR_E_INVALID_ARGUMENT, EINVAL, "file_write: bad path");
     goto out;
   }
   if (flags & AP_F_PARENTS) {
@@ -215,7 +216,7 @@ void agent_file_write_start(uint32_t ch, const uint8_t *p, size_t n) {
   }
   agent_chan *c = agent_chan_new(ch, AGENT_CH_FILE_WRITE);
   if (!c) {
-    agent_send_error(ch, "internal_error", ENOMEM, "out of memory");
+    agent_send_error(ch, CR_E_INTERNAL, ENOMEM, "out of memory");
     if (tmp[0]) unlinkat(dfd, tmp, 0);
     goto out;
   }
@@ -355,7 +356,7 @@ void agent_list(uint32_t ch, const uint8_t *p, size_t n) {
   if (!path) return;
   uint32_t depth = 1;
   if (agent_get_u32(p, n, AP_T_DEPTH, &depth) < 0) {
-    agent_send_error(ch, "invalid_argument", 0, "list: bad DEPTH");
+    agent_send_error(ch, CR_E_INVALID_ARGUMENT, 0, "list: bad DEPTH");
     free(path);
     return;
   }
@@ -371,7 +372,7 @@ void agent_list(uint32_t ch, const uint8_t *p, size_t n) {
   size_t count = 0;
   list_dir(ch, fd, "", depth, &count);
   if (count == SIZE_MAX)
-    agent_send_error(ch, "resource_exhausted", 0,
+    agent_send_error(ch, CR_E_RESOURCE_EXHAUSTED, 0,
                      "%s: the listing has more than %d entries; list a subdirectory or use a "
                      "smaller depth", path, AGENT_MAX_LIST);
   else
@@ -398,8 +399,8 @@ static int tar_in_child(void *arg) {
   char err[512] = "";
   int r = agent_tar_extract(dfd, 0, err, sizeof(err));
   if (r < 0)
-    child_fail(r == -EPERM ? "image_unsafe_path"
-               : r == -EINVAL ? "invalid_argument" : "file_error", err);
+    child_fail(r == -EPERM ? CR_E_IMAGE_UNSAFE_PATH
+               : r == -EINVAL ? CR_E_INVALID_ARGUMENT : CR_E_FILE_ERROR, err);
   return r < 0 ? 1 : 0;
 }
 
@@ -408,7 +409,7 @@ static void tar_start(uint32_t ch, const uint8_t *p, size_t n, int in) {
   if (!path) return;
   uint32_t flags = 0;
   if (agent_get_u32(p, n, AP_T_FLAGS, &flags) < 0) {
-    agent_send_error(ch, "invalid_argument", 0, "bad FLAGS");
+    agent_send_error(ch, CR_E_INVALID_ARGUMENT, 0, "bad FLAGS");
     free(path);
     return;
   }
@@ -431,7 +432,7 @@ static void tar_start(uint32_t ch, const uint8_t *p, size_t n, int in) {
   agent_chan *c = agent_chan_new(ch, in ? AGENT_CH_TAR_IN : AGENT_CH_TAR_OUT);
   if (!c) {
     close(dfd);
-    agent_send_error(ch, "internal_error", ENOMEM, "out of memory");
+    agent_send_error(ch, CR_E_INTERNAL, ENOMEM, "out of memory");
     return;
   }
   /* the child inherits dfd across fork (CLOEXEC only matters for exec) */
@@ -439,7 +440,7 @@ static void tar_start(uint32_t ch, const uint8_t *p, size_t n, int in) {
   close(dfd);
   if (r < 0) {
     agent_chan_free(c);
-    agent_send_error(ch, "internal_error", -r, "fork: %s", strerror(-r));
+    agent_send_error(ch, CR_E_INTERNAL, -r, "fork: %s", strerror(-r));
   }
 }
 

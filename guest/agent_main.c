@@ -1,6 +1,7 @@
 /* cleanroom-agent main: PID 1 setup, module loading, the agent port and the
  * single-threaded poll() loop that serves the protocol. */
 #include "agent.h"
+#include "util/reasons.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -265,7 +266,7 @@ static void handle_hello(const uint8_t *p, size_t n) {
     in_len = keep_len;
   }
   if (agent_get_u32(p, n, AP_T_VERSION, &v) <= 0 || v != AP_VERSION) {
-    agent_send_error(0, "agent_protocol_error", 0,
+    agent_send_error(0, CR_E_AGENT_PROTOCOL, 0,
                      "unsupported protocol version %u (agent speaks %d)", v,
                      AP_VERSION);
     return;
@@ -300,7 +301,7 @@ static int dispatch(const ap_header *h, const uint8_t *p) {
     case AP_ACTIVATE: agent_activate(p, n); return 0;
     case AP_SHUTDOWN: handle_shutdown(); return 0;
     default:
-      agent_send_error(0, "agent_protocol_error", 0,
+      agent_send_error(0, CR_E_AGENT_PROTOCOL, 0,
                        "%s is not a control-channel request",
                        ap_type_name(h->type));
       return 0;
@@ -311,11 +312,11 @@ static int dispatch(const ap_header *h, const uint8_t *p) {
   case AP_EXEC: case AP_FILE_READ: case AP_FILE_WRITE: case AP_STAT:
   case AP_LIST: case AP_TAR_OUT: case AP_TAR_IN: case AP_MOUNT:
     if (c) {
-      agent_send_error(ch, "agent_protocol_error", 0, "channel %u is in use", ch);
+      agent_send_error(ch, CR_E_AGENT_PROTOCOL, 0, "channel %u is in use", ch);
       return 0;
     }
     if (n_chans >= AGENT_MAX_CHANNELS) {
-      agent_send_error(ch, "agent_protocol_error", 0, "too many channels");
+      agent_send_error(ch, CR_E_AGENT_PROTOCOL, 0, "too many channels");
       return 0;
     }
     switch (h->type) {
@@ -374,7 +375,7 @@ static int dispatch(const ap_header *h, const uint8_t *p) {
     if (!c) return 0;
     if (c->kind == AGENT_CH_EXEC) return 0; /* use SIGNAL */
     agent_chan_kill(c, SIGKILL);
-    agent_send_error(ch, "execution_cancelled", 0, "cancelled");
+    agent_send_error(ch, CR_E_EXECUTION_CANCELLED, 0, "cancelled");
     agent_chan_free(c);
     return 0;
   default:
