@@ -33,6 +33,7 @@ typedef struct gw_job {
   const char *reason;      /* stable code: "allowed", "upstream_unavailable", ... */
   char detail[256];
   bool cacheable, cache_hit, cred_used;
+  bool snapshot;            /* a mutable answer (refs) kept as the latest, served only offline */
   char cache_key[65];
   double upstream_ms;
   /* linkage (loop side) */

@@ -401,6 +401,11 @@ static bool starts(const uint8_t *s, size_t n, const char *w) {
   return n >= k && !memcmp(s, w, k);
 }
 
+bool gw_upload_pack_is_ls_refs(const uint8_t *body, size_t len) {
+  static const char w[] = "0014command=ls-refs\n";
+  return len >= sizeof(w) - 1 && !memcmp(body, w, sizeof(w) - 1);
+}
+
 bool gw_upload_pack_cacheable(const uint8_t *body, size_t len) {
   size_t i = 0, wants = 0;
   bool done = false, v2 = false, v2_fetch = false, first = true;

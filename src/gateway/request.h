@@ -85,6 +85,8 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
  * options (want-ref, deepen-not, deepen-since/relative). Protocol v0/v1 and
  * v2 `command=fetch`. Then the response is immutable and cacheable. */
 bool gw_upload_pack_cacheable(const uint8_t *body, size_t len);
+/* A protocol v2 `command=ls-refs` request (its answer is mutable). */
+bool gw_upload_pack_is_ls_refs(const uint8_t *body, size_t len);
 
 /* Whether a Go module proxy path ("/<module>/@v/<version>.zip") names
  * immutable content: <version>.info, .mod or .zip of a version that is not

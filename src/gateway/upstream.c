@@ -177,6 +177,24 @@ static double mono_ms(void) {
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/* The key of a mutable answer kept for offline mode: route, URL, protocol
+ * and the (decoded) request body. */
+static void snapshot_key(gw_job *j, const uint8_t *body, size_t blen) {
+  char *pre = NULL;
+  int pn = asprintf(&pre, "git-refs\n%s\n%s\n", j->rt.upstream_url, j->git_protocol);
+  uint8_t *all = pn > 0 ? malloc((size_t)pn + blen) : NULL;
+  if (!all) {
+    j->snapshot = false;
+    free(pre);
+    return;
+  }
+  memcpy(all, pre, (size_t)pn);
+  if (blen) memcpy(all + pn, body, blen);
+  cr_sha256_hex(all, (size_t)pn + blen, j->cache_key);
+  free(all);
+  free(pre);
+}
+
 void gw_upstream_run(gw_job *j) {
   j->status = 0;
   j->reason = "allowed";
@@ -194,7 +212,11 @@ void gw_upstream_run(gw_job *j) {
     } else if (j->content_encoding[0]) {
       ok = false;
     }
-    if (ok && gw_upload_pack_cacheable(body, blen)) {
+    if (ok && gw_upload_pack_is_ls_refs(body, blen)) {
+      /* v2 ref listing: mutable, kept only as the latest answer for offline use */
+      j->snapshot = true;
+      snapshot_key(j, body, blen);
+    } else if (ok && gw_upload_pack_cacheable(body, blen)) {
       j->cacheable = true;
       char *pre = NULL;
       int pn = asprintf(&pre, "git-upload-pack\n%s\n%s\n", j->rt.upstream_url, j->git_protocol);
@@ -211,6 +233,27 @@ void gw_upstream_run(gw_job *j) {
       }
       free(pre);
     }
+  }
+  if (j->rt.kind == GW_ROUTE_GIT_INFO_REFS && j->cache) {
+    j->snapshot = true; /* the ref advertisement: mutable, latest answer kept for offline use */
+    snapshot_key(j, NULL, 0);
+  }
+  if (j->snapshot && j->offline) {
+    uint8_t *data = NULL;
+    size_t len = 0;
+    cr_error *err = NULL;
+    if (cache_get(j->cache, j->cache_key, &data, &len, &err) == 1) {
+      j->cacheable = j->cache_hit = true;
+      atomic_fetch_add(j->buffered, len);
+      j->accounted += len;
+      j->resp = data;
+      j->resp_len = j->resp_cap = len;
+      j->status = 200;
+      snprintf(j->resp_type, sizeof(j->resp_type), "application/x-git-upload-pack-%s",
+               post ? "result" : "advertisement");
+      return;
+    }
+    cr_error_free(err);
   }
   bool download = j->rt.kind == GW_ROUTE_DOWNLOAD;
   if (download && j->cache) {
@@ -353,6 +396,12 @@ void gw_upstream_run(gw_job *j) {
       j->accounted = nl;
       snprintf(j->resp_type, sizeof(j->resp_type), "application/json");
     }
+  }
+  if (j->status == 200 && j->snapshot && j->reason && !strcmp(j->reason, "allowed")) {
+    cr_error *err = NULL;
+    if (cache_put(j->cache, j->cache_key, "git-refs", j->rt.upstream_url, j->resp, j->resp_len,
+                  &err) < 0)
+      cr_error_free(err);
   }
   if (j->status == 200 && j->cacheable && j->reason && !strcmp(j->reason, "allowed")) {
     cr_error *err = NULL;

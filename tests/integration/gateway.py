@@ -289,6 +289,31 @@ def run_rows(a, b, commit):
         "rc=0" in out and has_event(events(a), kind="gateway", reason="request_timeout"), out)
 
 
+def offline_row(a):
+    """CLEANROOM_GATEWAY_OFFLINE=1 (a restarted daemon): a clone that was made
+    online is served wholly from the cache (the refs' latest answer, the
+    pack); the upstream is not asked."""
+    url = "http://%s:8080/repo.git" % W.allowed
+    rc0, o0 = guest(a, "%s clone -q %s /tmp/on && git -C /tmp/on rev-parse HEAD" % (GIT, url))
+    stop_daemon()
+    ENV["CLEANROOM_GATEWAY_OFFLINE"] = "1"
+    state = None
+    deadline = time.time() + 120
+    while time.time() < deadline and state not in ("ready", "failed"):  # re-attach
+        state = json.loads(cr("sandbox", "inspect", a, "--json").stdout).get("state")
+        if state != "ready":
+            time.sleep(0.2)  # polling the sandbox state, bounded
+    before = len(W.requests())
+    rc, out = guest(a, "%s clone -q %s /tmp/off && git -C /tmp/off rev-parse HEAD" % (GIT, url))
+    asked = W.requests()[before:]
+    head = o0.strip().splitlines()[-1] if o0.strip() else "?"
+    _, miss = guest(a, "%s clone -q http://%s:8080/never.git /tmp/nv 2>&1; echo rc=$?" % (GIT, W.allowed))
+    row("offline mode serves a clone made online from the cache alone; anything else fails",
+        rc0 == 0 and rc == 0 and head in out and not asked and "rc=0" not in miss
+        and has_event(events(a), kind="gateway", reason="offline_not_cached"),
+        "state=%s rc=%d asked=%s %s | %s" % (state, rc, asked, out[-300:], miss[-200:]))
+
+
 def main():
     signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(TimeoutError("suite deadline")))
     signal.alarm(DEADLINE)
@@ -309,6 +334,7 @@ def main():
         for sid in (a, b):
             taps.append(json.loads(cr("sandbox", "inspect", sid, "--json").stdout)["network"]["tap"])
         run_rows(a, b, commit)
+        offline_row(a)
         cr("sandbox", "rm", a, b, timeout=120)
         p = subprocess.run(["ss", "-ltn"], stdout=subprocess.PIPE)
         row("removing the sandboxes closes their gateway listeners",

@@ -208,6 +208,9 @@ static void test_cacheable(void **state) {
   pkt(x, "command=ls-refs\n");
   strcat(x, "0000");
   assert_false(gw_upload_pack_cacheable((uint8_t *)x, strlen(x)));
+  assert_true(gw_upload_pack_is_ls_refs((uint8_t *)x, strlen(x)));
+  assert_false(gw_upload_pack_is_ls_refs((uint8_t *)v, strlen(v)));
+  assert_false(gw_upload_pack_is_ls_refs((uint8_t *)x, 10));
   x[0] = '\0';
   pkt(x, "command=fetch\n");
   strcat(x, "0001");
