@@ -10,6 +10,8 @@
 #include "util/macro.h"
 
 #include <errno.h>
+#include <dirent.h>
+#include <signal.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -295,8 +297,28 @@ int ws_resolve_async(uv_loop_t *loop, const char *url, const char *ref, ws_done_
  * a quarter of its free room and need is below 512 MiB, else
  * next to the disk. Creating 10k inodes on a busy host ext4 costs seconds
  * (ext4's allocator scans for recently deleted inodes); on tmpfs 0.2 s. */
+/* Trees and images a killed daemon left on /dev/shm (its pid is gone). */
+static void sweep_shm(void) {
+  DIR *d = opendir("/dev/shm");
+  if (!d) return;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    int pid = 0;
+    if (sscanf(e->d_name, "cleanroom-ws-%d-", &pid) != 1 || pid <= 0 ||
+        pid == (int)getpid() || (kill(pid, 0) == 0 || errno == EPERM))
+      continue;
+    char *p = NULL;
+    if (asprintf(&p, "/dev/shm/%s", e->d_name) >= 0) {
+      cr_rm_rf(p);
+      free(p);
+    }
+  }
+  closedir(d);
+}
+
 static char *tree_dir(const char *disk, uint64_t need) {
   static unsigned counter;
+  sweep_shm();
   struct statvfs sv;
   char *p = NULL;
   if (statvfs("/dev/shm", &sv) == 0 && need < (512ull << 20) &&
