@@ -31,6 +31,7 @@ const { StdioClientTransport } = await import(join(SDK, 'stdio.js'));
 const BIN = process.env.CLEANROOM_BIN || 'cleanroom';
 const N = Number(process.argv[2] || 100);
 const IMAGE = 'bench/busybox';
+let DAEMON_PID = null;
 const TMP = mkdtempSync(join(tmpdir(), 'cr-bench-mcp-'));
 const ENV = { ...process.env, CLEANROOM_RUN_DIR: join(TMP, 'run'), CLEANROOM_DATA_DIR: join(TMP, 'data') };
 delete ENV.CLEANROOM_HOST;
@@ -98,6 +99,10 @@ async function main() {
   const first = await client.callTool({ name: 'exec', arguments: { argv: ['true'] } }, undefined, { timeout: 300_000 });
   if (first.isError) throw new Error(first.content[0].text);
   const sandboxId = first.structuredContent.sandbox_id;
+  const probe = apiConnection(); // the daemon `cleanroom mcp` started: for the clean-up
+  await probe.ready;
+  DAEMON_PID = (await probe.call('system.info', {})).result.pid;
+  probe.close();
 
   const series = async (args) => {
     const ms = [];
@@ -168,6 +173,7 @@ async function main() {
   const info = await api.call('system.info', {});
   api.close();
   try { process.kill(info.result.pid, 'SIGTERM'); } catch { /* gone */ }
+  DAEMON_PID = null;
 
   const m = stats(mcp), c = stats(mcpCmd), d = stats(direct);
   const fmt = (x) => x.toFixed(2);
@@ -188,5 +194,11 @@ async function main() {
 try {
   await main();
 } finally {
+  // after a failure: no sandbox (VMM) or daemon is left behind (the daemon
+  // is still up, so the CLI does not start another)
+  if (DAEMON_PID) {
+    spawnSync(BIN, ['sandbox', 'rm', '--all'], { env: ENV, timeout: 120_000 });
+    try { process.kill(DAEMON_PID, 'SIGTERM'); } catch { /* gone */ }
+  }
   rmSync(TMP, { recursive: true, force: true });
 }
