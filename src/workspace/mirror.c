@@ -9,6 +9,7 @@
 #include "util/fs.h"
 #include "util/macro.h"
 #include "util/paths.h"
+#include "util/spawn.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -96,6 +97,41 @@ static bool have_commit(git_repository *repo, const git_oid *oid) {
 
 static int on_transfer(const git_indexer_progress *st, void *ud) { return 0; }
 
+/* Credentials for the remote, on the host only: the host's git credential
+ * helpers (`git credential fill`, with the daemon's HOME and git config;
+ * never a prompt). Asked once per connection: a second call means the first
+ * answer was refused, and libgit2's error says so. */
+typedef struct cred_ctx {
+  int asked;
+} cred_ctx;
+
+static int on_credentials(git_credential **out, const char *url, const char *user_from_url,
+                          unsigned int allowed, void *payload) {
+  cred_ctx *cc = payload;
+  if (!(allowed & GIT_CREDENTIAL_USERPASS_PLAINTEXT) || cc->asked++) return GIT_PASSTHROUGH;
+  if (strlen(url) > 4000 || strpbrk(url, "\n\r")) return GIT_PASSTHROUGH;
+  char input[4200];
+  snprintf(input, sizeof(input), "url=%s\n%s%s%s\n", url, user_from_url ? "username=" : "",
+           user_from_url ? user_from_url : "", user_from_url ? "\n" : "");
+  /* never a prompt (env: no setenv in a worker thread) */
+  char *argv[] = {(char *)"env", (char *)"GIT_TERMINAL_PROMPT=0", (char *)"git", (char *)"-c",
+                  (char *)"core.askPass=", (char *)"credential", (char *)"fill", NULL};
+  _cleanup_free_ char *res = NULL;
+  cr_error *e = NULL;
+  int st = cr_run_input(argv, input, &res, 16384, &e);
+  cr_error_free(e);
+  if (st != 0 || !res) return GIT_PASSTHROUGH;
+  size_t res_len = strlen(res);
+  char *user = NULL, *pass = NULL, *save = NULL;
+  for (char *l = strtok_r(res, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+    if (!strncmp(l, "username=", 9)) user = l + 9;
+    else if (!strncmp(l, "password=", 9)) pass = l + 9;
+  }
+  int r = user && pass ? git_credential_userpass_plaintext_new(out, user, pass) : GIT_PASSTHROUGH;
+  explicit_bzero(res, res_len); /* libgit2 keeps its own copy */
+  return r;
+}
+
 int ws_mirror_resolve(const char *url, const char *ref, ws_resolved *ret, cr_error **err) {
   *ret = (ws_resolved){0};
   if (!url || !*url) return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "no repository URL");
@@ -120,6 +156,9 @@ int ws_mirror_resolve(const char *url, const char *ref, ws_resolved *ret, cr_err
     goto out;
   }
   git_remote_callbacks cbs = GIT_REMOTE_CALLBACKS_INIT;
+  cred_ctx cc = {0};
+  cbs.credentials = on_credentials;
+  cbs.payload = &cc;
   if (git_remote_connect(remote, GIT_DIRECTION_FETCH, &cbs, NULL, NULL) < 0) {
     gerr(err, "connecting to", url);
     goto out;
@@ -188,6 +227,9 @@ int ws_mirror_resolve(const char *url, const char *ref, ws_resolved *ret, cr_err
     git_strarray sa = {specs, nspecs};
     git_fetch_options fo = GIT_FETCH_OPTIONS_INIT;
     fo.callbacks.transfer_progress = on_transfer;
+    cred_ctx fcc = {0};
+    fo.callbacks.credentials = on_credentials;
+    fo.callbacks.payload = &fcc;
     fo.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
     if (git_remote_fetch(remote, &sa, &fo, NULL) < 0) {
       gerr(err, "fetching", url);

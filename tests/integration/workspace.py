@@ -123,8 +123,24 @@ class GitHTTP(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
+    # /private/...: Basic auth required (the host's credential helper has it)
+    auth = "Basic " + __import__("base64").b64encode(b"ci-bot:s3cret-token").decode()
+    seen_auth = []
+
     def handle_one(self):
         path, _, query = self.path.partition("?")
+        if path.startswith("/private/"):
+            got = self.headers.get("Authorization")
+            if got is not None:
+                GitHTTP.seen_auth.append(got == self.auth)
+            if got != self.auth:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            path = path[len("/private"):]
         n = int(self.headers.get("Content-Length") or 0)
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             body = b""
@@ -484,6 +500,39 @@ class T2Remote(Deadline, unittest.TestCase):
         p = cr("exec", "--copy-in", "--", "true", cwd=work)
         self.assertEqual(p.returncode, 125, p.stderr)
         self.assertIn(b"workspace_not_found", p.stderr)
+
+
+class T2aCredentials(Deadline, unittest.TestCase):
+    """A remote that needs credentials: the daemon asks the host's git
+    credential helper (here `store`, in the daemon's HOME); the guest never
+    sees them; without them the failure is workspace_fetch_failed."""
+
+    def test_credential_helper_on_the_host(self):
+        bare, work, first, feature = make_upstream("secret")
+        url = "http://127.0.0.1:%d/private/secret.git" % HTTPD.server_address[1]
+        # no helper yet: refused, and no prompt hangs the daemon
+        p = cr("exec", "--image", IMAGE, "--memory", MEM, "--rm", "--repo-url", url, "--",
+               "true", cwd=TMP)
+        self.assertEqual(p.returncode, 125, p.stderr)
+        self.assertIn(b"workspace_fetch_failed", p.stderr)
+        home = ENV["HOME"]
+        write(os.path.join(home, ".gitconfig"), "[credential]\n\thelper = store\n")
+        write(os.path.join(home, ".git-credentials"),
+              "http://ci-bot:s3cret-token@127.0.0.1:%d\n" % HTTPD.server_address[1], 0o600)
+        try:
+            GitHTTP.seen_auth.clear()
+            p = cr("exec", "--image", IMAGE, "--memory", MEM, "--rm", "--repo-url", url, "--",
+                   "sh", "-c", "cat a.txt; env; cat /proc/cmdline; "
+                   "grep -rl s3cret-token / --exclude-dir=proc --exclude-dir=sys 2>/dev/null; true",
+                   cwd=TMP)
+            self.assertEqual(p.returncode, 0, p.stderr + log_tail().encode())
+            self.assertTrue(p.stdout.startswith(b"hello\n"), p.stdout[:200])
+            self.assertIn(True, GitHTTP.seen_auth)  # the upstream got the credential
+            self.assertNotIn(b"s3cret-token", p.stdout)  # the guest has it nowhere
+            self.assertNotIn(b"ci-bot", p.stdout)
+        finally:
+            os.unlink(os.path.join(home, ".gitconfig"))
+            os.unlink(os.path.join(home, ".git-credentials"))
 
 
 class T2bUnreachableRemote(Deadline, unittest.TestCase):
