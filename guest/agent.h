@@ -85,6 +85,11 @@ typedef struct agent_chan {
   pid_t pid;
   int reaped;
   uint64_t reaped_ms; /* monotonic ms when the leader was reaped */
+  /* after the reap: which output pipes were read empty (1 out, 2 err), and
+   * when all open ones first were; the exit grace counts from then, so a
+   * starved agent never drops output that was already written */
+  int drained_mask;
+  uint64_t drained_ms;
   int exit_sent;      /* EXIT sent while background processes still held the
                        * output pipes: their output is read and dropped */
   int status;

@@ -386,6 +386,13 @@ void agent_chan_write_in(agent_chan *c) {
   }
 }
 
+static void mark_drained(agent_chan *c, int which) {
+  if (!c->reaped || c->drained_ms) return;
+  c->drained_mask |= which;
+  if ((c->fd_out < 0 || (c->drained_mask & 1)) && (c->fd_err < 0 || (c->drained_mask & 2)))
+    c->drained_ms = agent_now_ms();
+}
+
 void agent_chan_read_fd(agent_chan *c, int which) {
   int *fdp = which == 1 ? &c->fd_out : &c->fd_err;
   static uint8_t buf[AP_CHUNK];
@@ -394,12 +401,16 @@ void agent_chan_read_fd(agent_chan *c, int which) {
     ssize_t r = read(*fdp, buf, sizeof(buf));
     if (r < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN) return;
+      if (errno == EAGAIN) {
+        mark_drained(c, which);
+        return;
+      }
       r = 0;
     }
     if (r == 0) {
       close(*fdp);
       *fdp = -1;
+      mark_drained(c, 0);
       return;
     }
     if (c->kind == AGENT_CH_EXEC) {
@@ -413,7 +424,10 @@ void agent_chan_read_fd(agent_chan *c, int which) {
       c->errtext_len += k;
       c->errtext[c->errtext_len] = '\0';
     }
-    if ((size_t)r < sizeof(buf)) return;
+    if ((size_t)r < sizeof(buf)) { /* a short read emptied the pipe */
+      mark_drained(c, which);
+      return;
+    }
   }
 }
 
@@ -457,7 +471,8 @@ static void send_exit(agent_chan *c) {
 }
 
 void agent_chan_maybe_finish(agent_chan *c) {
-  if (agent_chan_in_grace(c) && agent_now_ms() >= c->reaped_ms + AGENT_EXIT_GRACE_MS) {
+  if (agent_chan_in_grace(c) && c->drained_ms &&
+      agent_now_ms() >= c->drained_ms + AGENT_EXIT_GRACE_MS) {
     /* the command exited; background processes still hold its output */
     send_exit(c);
     c->exit_sent = 1;

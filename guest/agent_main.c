@@ -682,8 +682,9 @@ int main(int argc, char **argv) {
       if (out_ok && c->kind == AGENT_CH_FILE_READ) timeout = 0;
     }
     for (size_t i = 0; i < n_chans; i++) {
-      if (!agent_chan_in_grace(chans[i])) continue;
-      uint64_t end = chans[i]->reaped_ms + AGENT_EXIT_GRACE_MS, now = agent_now_ms();
+      /* not drained yet: its pipes are polled, their data wakes us */
+      if (!agent_chan_in_grace(chans[i]) || !chans[i]->drained_ms) continue;
+      uint64_t end = chans[i]->drained_ms + AGENT_EXIT_GRACE_MS, now = agent_now_ms();
       int left = end > now ? (int)(end - now) : 0;
       if (timeout < 0 || left < timeout) timeout = left;
     }
@@ -733,6 +734,13 @@ int main(int argc, char **argv) {
       if (c->kind == AGENT_CH_FILE_READ) {
         if (agent_out_pending() < AGENT_OUT_HIGH) agent_file_read_pump(c);
       } else {
+        /* a reaped command's pipes are read once more (they may be silent:
+         * a background process holds them) so that the exit grace starts
+         * only once what was written is sent */
+        if (agent_chan_in_grace(c) && !c->drained_ms && agent_out_pending() < AGENT_OUT_HIGH) {
+          if (c->fd_out >= 0) agent_chan_read_fd(c, 1);
+          if (c->fd_err >= 0) agent_chan_read_fd(c, 2);
+        }
         agent_chan_maybe_finish(c);
       }
     }

@@ -14,6 +14,8 @@ Needs CLEANROOM_TEST_VM=1, CLEANROOM_BIN, CLEANROOM_KERNEL_DIR,
 CLEANROOM_TEST_IMAGE_TAR."""
 import fcntl, os, pty, select, signal, struct, subprocess, sys, termios, time, unittest
 
+sys.dont_write_bytecode = True  # no __pycache__ in the checkout
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import crtest  # noqa: E402
 
