@@ -83,7 +83,8 @@ void api_ws_checkout(daemon_ctx *d, api_sink *sink, json_t *id, json_t *params) 
   wreq *w = wreq_new(d, sink, id, params);
   if (!w) return;
   START(w, ws_checkout(d->sandboxes, sid, str(params, "repo_url"), str(params, "ref"), NULL,
-                       str(params, "path"), done_reply, w, ERRP));
+                       str(params, "path"), json_is_true(json_object_get(params, "submodules")),
+                       done_reply, w, ERRP));
 }
 
 void api_ws_diff(daemon_ctx *d, api_sink *sink, json_t *id, json_t *params) {
@@ -221,7 +222,8 @@ static void create_ready(void *ud, sbx *s, cr_error *err) {
                                                     "phase", "workspace", "message",
                                                     "streaming the repository into the sandbox")));
   START(w, ws_checkout(w->d->sandboxes, w->sid, str(ws, "repo_url"), str(ws, "ref"), w->commit,
-                       str(ws, "path"), create_checked_out, w, ERRP));
+                       str(ws, "path"), json_is_true(json_object_get(ws, "submodules")),
+                       create_checked_out, w, ERRP));
 }
 
 static void create_progress(void *ud, const char *phase, const char *message) {

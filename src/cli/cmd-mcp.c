@@ -102,9 +102,11 @@ static int build_config(const char *repo_arg, const char *image, const char *pol
     char head[41];
     if (ws_local_open(resolved, &l, NULL) == 0 && ws_local_head(l, head) == 0)
       json_object_set_new(cfg, "workspace",
-                          json_pack("{s:s, s:s, s:s, s:s}", "repo_url", ws_local_root(l), "ref", head,
-                                    "path", p ? policy_repository_path(p) : CR_WS_DEFAULT_PATH,
-                                    "copy_in_from", ws_local_root(l)));
+                          json_pack("{s:s, s:s, s:s, s:s, s:b}", "repo_url", ws_local_root(l),
+                                    "ref", head, "path",
+                                    p ? policy_repository_path(p) : CR_WS_DEFAULT_PATH,
+                                    "copy_in_from", ws_local_root(l), "submodules",
+                                    p && policy_repository_submodules(p)));
     ws_local_free(l);
   }
   *ret = TAKE_PTR(cfg);

@@ -65,8 +65,8 @@ int cli_ws_create_params(const char *policy_path, const cli_ws_opts *o, json_t *
   }
   if (o->repo_url) {
     json_object_set_new(params, "workspace",
-                        json_pack("{s:s, s:s?, s:s}", "repo_url", o->repo_url, "ref", o->ref,
-                                  "path", path ? path : "/workspace"));
+                        json_pack("{s:s, s:s?, s:s, s:b}", "repo_url", o->repo_url, "ref", o->ref,
+                                  "path", path ? path : "/workspace", "submodules", submodules));
     if (o->copy_in || o->copy_out) {
       /* the local checkout, if any, is where copies go */
       _cleanup_local_ ws_local *l = NULL;
@@ -99,20 +99,18 @@ int cli_ws_create_params(const char *policy_path, const cli_ws_opts *o, json_t *
     return 0; /* a checkout without that remote: a plain sandbox */
   }
   if (r < 0) return cli_fail(e2);
-  if (submodules)
-    fprintf(stderr, "cleanroom: warning: repository.submodules is not supported yet; "
-                    "submodules stay empty directories\n");
   _cleanup_free_ char *branch = o->ref ? NULL : ws_local_upstream_branch(l, remote);
   const char *ref = o->ref ? o->ref : branch;
-  json_object_set_new(params, "workspace", json_pack("{s:s, s:s?, s:s}", "repo_url", url, "ref",
-                                                     ref, "path", path ? path : "/workspace"));
+  json_object_set_new(params, "workspace",
+                      json_pack("{s:s, s:s?, s:s, s:b}", "repo_url", url, "ref", ref, "path",
+                                path ? path : "/workspace", "submodules", submodules));
   *ret_local = true;
   /* The checkout's own repository at HEAD, for when the remote cannot be
    * fetched (offline, or a path that is not there). */
   char head[41];
   if (o->ref || ws_local_head(l, head) < 0) return 0;
-  json_t *fb = json_pack("{s:s, s:s, s:s}", "repo_url", ws_local_root(l), "ref", head, "path",
-                         path ? path : "/workspace");
+  json_t *fb = json_pack("{s:s, s:s, s:s, s:b}", "repo_url", ws_local_root(l), "ref", head,
+                         "path", path ? path : "/workspace", "submodules", submodules);
   if (!fb) return cli_failf(CR_E_INTERNAL, "out of memory");
   struct stat st;
   if (ws_url_is_local_path(url) && stat(url, &st) < 0) {

@@ -200,6 +200,8 @@ static const char sandbox_create_input[] =
     "check out into /workspace (resolved to an exact commit before boot).\"},"
     "\"ref\":{\"type\":\"string\",\"minLength\":1,\"description\":\"Branch, tag, ref or "
     "commit of repo_url (default: its HEAD).\"},"
+    "\"submodules\":{\"type\":\"boolean\",\"description\":\"Check repo_url's submodules "
+    "out too, each at the commit the superproject pins (default false).\"},"
     "\"from_snapshot\":{\"type\":\"string\",\"description\":\"Fork: start from this snapshot "
     "(id or name) with its memory, processes and files; image, vcpus and memory are the "
     "snapshot's.\"}},\"additionalProperties\":false}";
@@ -312,8 +314,9 @@ static void sandbox_create_run(mcp_call *c) {
     }
   }
   if (arg_str(c, "repo_url"))
-    json_object_set_new(p, "workspace", json_pack("{s:s, s:s?}", "repo_url", arg_str(c, "repo_url"),
-                                                  "ref", arg_str(c, "ref")));
+    json_object_set_new(p, "workspace",
+                        json_pack("{s:s, s:s?, s:b}", "repo_url", arg_str(c, "repo_url"), "ref",
+                                  arg_str(c, "ref"), "submodules", arg_bool(c, "submodules")));
   mcp_call_progress(c, "creating a sandbox");
   mcp_api(c->s, c, "sandbox.create", p, sandbox_created);
 }

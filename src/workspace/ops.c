@@ -107,6 +107,8 @@ struct ws_op {
   char commit_given[41];
   /* checkout onto the workspace disk (NULL: TAR_IN) */
   char *disk;
+  bool submodules;      /* checkout: bring them (repository.submodules) */
+  ws_submodules subs;
   int64_t t_start, t_tree, t_image, t_mount; /* ms */
   int64_t t_list0, t_list, t_compared, t_read; /* diff, ms since t_start */
 };
@@ -137,6 +139,7 @@ static void op_free(ws_op *o) {
   free(o->patch);
   json_decref(o->deletes);
   free(o->disk);
+  ws_submodules_free(&o->subs);
   free(o);
 }
 
@@ -339,7 +342,8 @@ static void checkout_work(uv_work_t *w) {
     return;
   if (o->commit_given[0] && !o->res.ref && o->ref) o->res.ref = strdup(o->ref);
   if (!o->disk) {
-    ws_tree_tar(o->url, o->res.commit, &o->tar, &o->files, &o->err);
+    ws_tree_tar(o->url, o->res.commit, &o->tar, &o->files, o->submodules ? &o->subs : NULL,
+                &o->err);
     return;
   }
   /* the tree as host files, then an ext4 of them written onto the disk the
@@ -353,7 +357,8 @@ static void checkout_work(uv_work_t *w) {
     return;
   }
   cr_rm_rf(tree);
-  int r = ws_tree_write(o->url, o->res.commit, tree, &o->files, &o->err);
+  int r = ws_tree_write(o->url, o->res.commit, tree, &o->files,
+                        o->submodules ? &o->subs : NULL, &o->err);
   o->t_tree = mono_ms() - t0;
   if (r == 0) {
     t0 = mono_ms();
@@ -373,6 +378,17 @@ static void checkout_done(ws_op *o, cr_error *err) {
   json_t *ws = resolved_json(o);
   json_object_set_new(ws, "path", json_string(o->path));
   json_object_set_new(ws, "files", json_integer((json_int_t)o->files));
+  if (o->submodules) {
+    json_t *a = json_array();
+    for (size_t i = 0; i < o->subs.n; i++) {
+      const ws_submodule *sm = &o->subs.v[i];
+      json_array_append_new(a, json_pack("{s:s, s:s?, s:s, s:b, s:I}", "path", sm->path, "url",
+                                         sm->url, "commit", sm->commit, "fetched", sm->fetched,
+                                         "received_objects",
+                                         (json_int_t)sm->received_objects));
+    }
+    json_object_set_new(ws, "submodules", a);
+  }
   if (o->disk) {
     json_object_set_new(ws, "method", json_string("disk"));
     json_object_set_new(ws, "timing_ms",
@@ -416,7 +432,8 @@ static bool abs_path_ok(const char *p) {
 }
 
 int ws_checkout(sbx_manager *m, const char *sandbox_id, const char *url, const char *ref,
-                const char *commit, const char *path, ws_done_cb cb, void *ud, cr_error **err) {
+                const char *commit, const char *path, bool submodules, ws_done_cb cb, void *ud,
+                cr_error **err) {
   if (!url || !*url) return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "missing 'repo_url'");
   if (!path || !*path) path = CR_WS_DEFAULT_PATH;
   if (!abs_path_ok(path))
@@ -436,6 +453,7 @@ int ws_checkout(sbx_manager *m, const char *sandbox_id, const char *url, const c
   o->url = strdup(url);
   o->ref = ref && *ref ? strdup(ref) : NULL;
   o->path = strdup(path);
+  o->submodules = submodules;
   o->disk = sbx_ws_disk(s); /* NULL: a VM without one (restored from an older snapshot) */
   o->t_start = mono_ms();
   if (commit && *commit) snprintf(o->commit_given, sizeof(o->commit_given), "%s", commit);
@@ -554,6 +572,20 @@ static ws_change *add_change(ws_op *o, const char *path, char status) {
 static void diff_reads(ws_op *o);
 static void diff_finish_changes(ws_op *o);
 
+/* path lies below a gitlink of the base tree: a submodule's files are not
+ * the superproject's (git diff shows none of them either). */
+static bool below_gitlink(const ws_manifest *m, const char *path) {
+  char buf[4200];
+  snprintf(buf, sizeof(buf), "%s", path);
+  for (char *sl = strchr(buf, '/'); sl; sl = strchr(sl + 1, '/')) {
+    *sl = '\0';
+    const ws_entry *e = ws_manifest_find(m, buf);
+    *sl = '/';
+    if (e) return e->mode == 0160000;
+  }
+  return false;
+}
+
 static void diff_compare(ws_op *o) {
   o->t_list = mono_ms() - o->t_start;
   qsort(o->g, o->ng, sizeof(*o->g), gentry_cmp);
@@ -572,6 +604,7 @@ static void diff_compare(ws_op *o) {
     if (c >= 0) j++;
     if (!ws_path_selected(path, (const char *const *)o->paths, o->npaths)) continue;
     if (be && be->mode == 0160000) continue; /* submodule */
+    if (!be && below_gitlink(m, path)) continue;
     ws_change *ch = NULL;
     if (be && !ge) {
       ch = add_change(o, path, 'D');

@@ -19,9 +19,12 @@ int ws_resolve_async(uv_loop_t *loop, const char *url, const char *ref, ws_done_
  * builds the tree as an ext4 on the sandbox's workspace disk and has the
  * agent mount it at path (default /workspace); a VM without that disk gets
  * the tree over TAR_IN. Records the workspace on the sandbox: {repo_url,
- * ref, commit, path, files, fetched, received_objects, method, ...}. */
+ * ref, commit, path, files, fetched, received_objects, method, ...,
+ * submodules: [{path, url, commit, fetched, received_objects}] when asked}. */
 int ws_checkout(sbx_manager *m, const char *sandbox_id, const char *url, const char *ref,
-                const char *commit /* already resolved, or NULL */, const char *path, ws_done_cb cb, void *ud, cr_error **err);
+                const char *commit /* already resolved, or NULL */, const char *path,
+                bool submodules /* their trees too (workspace.submodules) */, ws_done_cb cb,
+                void *ud, cr_error **err);
 
 enum {
   WS_DIFF_STAT_ONLY = 1u << 0, /* no patch text */

@@ -15,7 +15,103 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The gitlinks (submodule entries) of one tree, paths relative to it. */
+typedef struct glink {
+  char *path;
+  char oid[41];
+} glink;
+typedef struct glinks {
+  glink *v;
+  size_t n;
+} glinks;
+
+static int glinks_add(glinks *g, const char *path, const git_oid *oid) {
+  if (g->n >= WS_MAX_SUBMODULES + 1) return 0; /* sub_fetch refuses the extra one */
+  glink *nv = realloc(g->v, (g->n + 1) * sizeof(*nv));
+  if (!nv) return -ENOMEM;
+  g->v = nv;
+  g->v[g->n].path = strdup(path);
+  if (!g->v[g->n].path) return -ENOMEM;
+  git_oid_tostr(g->v[g->n].oid, sizeof(g->v[g->n].oid), oid);
+  g->n++;
+  return 0;
+}
+
+static void glinks_free(glinks *g) {
+  for (size_t i = 0; i < g->n; i++) free(g->v[i].path);
+  free(g->v);
+  *g = (glinks){0};
+}
+
+/* Submodule g (of the tree of url at prefix): its URL from the tree's
+ * .gitmodules, and its commit fetched into that URL's mirror. Appends it to
+ * subs; returns 1 when its tree is to be written (subs->v[*ret_idx]), 0 when
+ * .gitmodules names no URL for it (it stays an empty directory, as an
+ * uninitialized submodule does). */
+static int sub_fetch(git_repository *repo, git_tree *tree, const char *url, const char *prefix,
+                     const glink *g, unsigned depth, ws_submodules *subs, size_t *ret_idx,
+                     cr_error **err) {
+  char full[4200];
+  snprintf(full, sizeof(full), "%s%s", prefix, g->path);
+  if (subs->n >= WS_MAX_SUBMODULES)
+    return cr_error_set(err, CR_E_WORKSPACE_TOO_LARGE, 0,
+                        "more than %d submodules (at '%s')", WS_MAX_SUBMODULES, full);
+  if (depth >= WS_MAX_SUBMODULE_DEPTH)
+    return cr_error_set(err, CR_E_WORKSPACE_TOO_LARGE, 0,
+                        "submodule '%s' is nested more than %d deep", full,
+                        WS_MAX_SUBMODULE_DEPTH);
+  _cleanup_free_ char *raw = NULL;
+  git_tree_entry *te = NULL;
+  if (git_tree_entry_bypath(&te, tree, ".gitmodules") == 0 &&
+      (git_tree_entry_filemode(te) == GIT_FILEMODE_BLOB ||
+       git_tree_entry_filemode(te) == GIT_FILEMODE_BLOB_EXECUTABLE)) {
+    git_blob *b = NULL;
+    int r = git_blob_lookup(&b, repo, git_tree_entry_id(te));
+    if (r == 0)
+      r = ws_gitmodules_url(git_blob_rawcontent(b), (size_t)git_blob_rawsize(b), g->path, &raw,
+                            err);
+    else
+      cr_error_set(err, CR_E_IO, 0, "reading .gitmodules: %s", ws_git_error());
+    git_blob_free(b);
+    if (r < 0) {
+      git_tree_entry_free(te);
+      return cr_error_wrap(err, "submodule '%s'", full);
+    }
+  }
+  git_tree_entry_free(te);
+  ws_submodule *nv = realloc(subs->v, (subs->n + 1) * sizeof(*nv));
+  if (!nv) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "submodules");
+  subs->v = nv;
+  ws_submodule *sm = &subs->v[subs->n];
+  *sm = (ws_submodule){0};
+  sm->path = strdup(full);
+  if (!sm->path) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "submodules");
+  memcpy(sm->commit, g->oid, sizeof(sm->commit));
+  *ret_idx = subs->n++;
+  if (!raw) return 0;
+  char *u = ws_submodule_url(url, raw);
+  if (!u)
+    return cr_error_set(err, CR_E_WORKSPACE_UNSAFE_PATH, 0,
+                        "submodule '%s': the URL '%.200s' (of %s) is refused (not a git URL, "
+                        "or a host-local path from a remote superproject)",
+                        full, raw, url);
+  ws_resolved r;
+  if (ws_mirror_resolve(u, g->oid, &r, err) < 0) {
+    cr_error_wrap(err, "submodule '%s' at %.12s", full, g->oid);
+    free(u);
+    return -1;
+  }
+  sm = &subs->v[*ret_idx];
+  sm->url = u;
+  sm->fetched = r.fetched;
+  sm->received_objects = r.received_objects;
+  ws_resolved_clear(&r);
+  return 1;
+}
+
 typedef struct walk {
+  const char *prefix;  /* tar mode: names are prefix + path (a submodule's) */
+  glinks *gl;          /* tar mode: the gitlinks, when submodules are wanted */
   git_repository *repo;
   int64_t mtime;
   ws_buf *tar;         /* tar mode */
@@ -57,7 +153,8 @@ static int open_commit(const char *url, const char *commit, git_repository **rep
 static int walk_cb(const char *root, const git_tree_entry *e, void *ud) {
   walk *w = ud;
   char path[4200];
-  int k = snprintf(path, sizeof(path), "%s%s", root, git_tree_entry_name(e));
+  int k = snprintf(path, sizeof(path), "%s%s%s", w->prefix ? w->prefix : "", root,
+                   git_tree_entry_name(e));
   if (k < 0 || (size_t)k >= sizeof(path)) {
     w->err = -ENAMETOOLONG;
     return -1;
@@ -67,8 +164,12 @@ static int walk_cb(const char *root, const git_tree_entry *e, void *ud) {
     if (w->tar && ws_tar_add(w->tar, path, '5', 0755, w->mtime, NULL, 0, NULL) < 0) goto nomem;
     return 0;
   }
-  if (fm == GIT_FILEMODE_COMMIT) { /* a submodule: an empty directory, as git leaves it */
-    if (w->tar && ws_tar_add(w->tar, path, '5', 0755, w->mtime, NULL, 0, NULL) < 0) goto nomem;
+  if (fm == GIT_FILEMODE_COMMIT && w->tar) {
+    /* a submodule: a directory, empty as git leaves it unless wanted */
+    if (ws_tar_add(w->tar, path, '5', 0755, w->mtime, NULL, 0, NULL) < 0) goto nomem;
+    if (w->gl && glinks_add(w->gl, path + strlen(w->prefix ? w->prefix : ""),
+                            git_tree_entry_id(e)) < 0)
+      goto nomem;
     return 1;
   }
   if (w->tar) {
@@ -107,6 +208,7 @@ static int walk_cb(const char *root, const git_tree_entry *e, void *ud) {
   if (!en->path) goto nomem;
   m->n++;
   git_oid_tostr(en->oid, sizeof(en->oid), git_tree_entry_id(e));
+  if (fm == GIT_FILEMODE_COMMIT) return 1; /* a gitlink: diff skips what is below it */
   size_t sz = 0;
   git_object_t t;
   if (git_odb_read_header(&sz, &t, w->odb, git_tree_entry_id(e)) < 0) {
@@ -130,25 +232,50 @@ nomem:
   return -1;
 }
 
-int ws_tree_tar(const char *url, const char *commit, ws_buf *out, size_t *ret_files,
-                cr_error **err) {
-  git_libgit2_init();
+static int tar_tree(ws_buf *out, const char *url, const char *commit, const char *prefix,
+                    unsigned depth, ws_submodules *subs, size_t *files, cr_error **err) {
   git_repository *repo = NULL;
   git_tree *tree = NULL;
-  walk w = {.tar = out};
+  glinks gl = {0};
+  walk w = {.tar = out, .prefix = prefix, .gl = subs ? &gl : NULL};
   int rc = open_commit(url, commit, &repo, &tree, &w.mtime, err);
   if (rc == 0) {
     w.repo = repo;
-    if (git_tree_walk(tree, GIT_TREEWALK_PRE, walk_cb, &w) < 0 || w.err) {
+    if (git_tree_walk(tree, GIT_TREEWALK_PRE, walk_cb, &w) < 0 || w.err)
       rc = cr_error_set(err, w.err == -ENOMEM ? CR_E_INTERNAL : CR_E_IO, w.err ? -w.err : 0,
                         "reading the tree of %s", commit);
-    } else if (ws_tar_end(out) < 0) {
-      rc = cr_error_set(err, CR_E_INTERNAL, ENOMEM, "tar");
-    }
-    if (ret_files) *ret_files = w.files;
+    *files += w.files;
   }
+  for (size_t i = 0; rc == 0 && i < gl.n; i++) {
+    size_t idx = 0;
+    int r = sub_fetch(repo, tree, url, prefix, &gl.v[i], depth, subs, &idx, err);
+    if (r <= 0) {
+      rc = r;
+      continue;
+    }
+    _cleanup_free_ char *sub_url = strdup(subs->v[idx].url), *sub_prefix = NULL;
+    char sub_commit[41];
+    memcpy(sub_commit, subs->v[idx].commit, sizeof(sub_commit));
+    if (!sub_url || asprintf(&sub_prefix, "%s/", subs->v[idx].path) < 0) {
+      sub_prefix = NULL;
+      rc = cr_error_set(err, CR_E_INTERNAL, ENOMEM, "submodules");
+      continue;
+    }
+    rc = tar_tree(out, sub_url, sub_commit, sub_prefix, depth + 1, subs, files, err);
+  }
+  glinks_free(&gl);
   git_tree_free(tree);
   git_repository_free(repo);
+  return rc;
+}
+
+int ws_tree_tar(const char *url, const char *commit, ws_buf *out, size_t *ret_files,
+                ws_submodules *subs, cr_error **err) {
+  git_libgit2_init();
+  size_t files = 0;
+  int rc = tar_tree(out, url, commit, "", 0, subs, &files, err);
+  if (rc == 0 && ws_tar_end(out) < 0) rc = cr_error_set(err, CR_E_INTERNAL, ENOMEM, "tar");
+  if (ret_files) *ret_files = files;
   git_libgit2_shutdown();
   return rc;
 }
@@ -205,6 +332,7 @@ typedef struct dwalk {
   size_t files;
   int err;             /* -errno */
   const char *bad;     /* a name refused */
+  glinks *gl;          /* the gitlinks, when submodules are wanted */
 } dwalk;
 
 /* A tree entry name that can be written as one path component. */
@@ -258,6 +386,14 @@ static int dwalk_cb(const char *root, const git_tree_entry *e, void *ud) {
       w->err = -errno;
       return -1;
     }
+    if (fm == GIT_FILEMODE_COMMIT && w->gl) {
+      char rel[4200];
+      snprintf(rel, sizeof(rel), "%s%s", root, name);
+      if (glinks_add(w->gl, rel, git_tree_entry_id(e)) < 0) {
+        w->err = -ENOMEM;
+        return -1;
+      }
+    }
     return fm == GIT_FILEMODE_COMMIT ? 1 : 0;
   }
   git_blob *b = NULL;
@@ -300,39 +436,80 @@ static int dwalk_cb(const char *root, const git_tree_entry *e, void *ud) {
   return 0;
 }
 
+/* The tree of url at commit written below the directory root (open);
+ * prefix names it in messages and submodule paths ("" or "lib/x/"). */
+static int write_tree(int root, const char *url, const char *commit, const char *prefix,
+                      unsigned depth, ws_submodules *subs, size_t *files, int64_t *ret_mtime,
+                      cr_error **err) {
+  git_repository *repo = NULL;
+  git_tree *tree = NULL;
+  glinks gl = {0};
+  dwalk w = {.root = root, .cur_fd = -1, .gl = subs ? &gl : NULL};
+  int rc = open_commit(url, commit, &repo, &tree, &w.mtime, err);
+  if (rc == 0) {
+    w.repo = repo;
+    if (ret_mtime) *ret_mtime = w.mtime;
+    if (git_tree_walk(tree, GIT_TREEWALK_PRE, dwalk_cb, &w) < 0 || w.err) {
+      if (w.bad)
+        rc = cr_error_set(err, CR_E_WORKSPACE_UNSAFE_PATH, 0,
+                          "the tree of %s%s%s has an entry named '%s'", commit,
+                          *prefix ? " at " : "", prefix, w.bad);
+      else
+        rc = cr_error_set(err, w.err == -ENOMEM ? CR_E_INTERNAL : CR_E_IO, w.err ? -w.err : 0,
+                          "writing the tree of %s", commit);
+    }
+    *files += w.files;
+  }
+  if (w.cur_fd >= 0) close(w.cur_fd);
+  for (size_t i = 0; rc == 0 && i < gl.n; i++) {
+    size_t idx = 0;
+    int r = sub_fetch(repo, tree, url, prefix, &gl.v[i], depth, subs, &idx, err);
+    if (r <= 0) {
+      rc = r;
+      continue;
+    }
+    _cleanup_free_ char *sub_url = strdup(subs->v[idx].url), *sub_prefix = NULL;
+    char sub_commit[41];
+    memcpy(sub_commit, subs->v[idx].commit, sizeof(sub_commit));
+    if (!sub_url || asprintf(&sub_prefix, "%s/", subs->v[idx].path) < 0) {
+      sub_prefix = NULL;
+      rc = cr_error_set(err, CR_E_INTERNAL, ENOMEM, "submodules");
+      continue;
+    }
+    /* the directory the gitlink made, reached without following a symlink */
+    int fd = open_dir(&w, gl.v[i].path);
+    if (fd < 0) {
+      rc = cr_error_set(err, CR_E_IO, errno, "opening the directory of submodule '%s'",
+                        subs->v[idx].path);
+      continue;
+    }
+    rc = write_tree(fd, sub_url, sub_commit, sub_prefix, depth + 1, subs, files, NULL, err);
+    close(fd);
+  }
+  glinks_free(&gl);
+  git_tree_free(tree);
+  git_repository_free(repo);
+  return rc;
+}
+
 int ws_tree_write(const char *url, const char *commit, const char *dir, size_t *ret_files,
-                  cr_error **err) {
+                  ws_submodules *subs, cr_error **err) {
   if (mkdir(dir, 0700) < 0)
     return cr_error_set(err, CR_E_IO, errno, "creating %s", dir);
   int root = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (root < 0) return cr_error_set(err, CR_E_IO, errno, "opening %s", dir);
   git_libgit2_init();
-  git_repository *repo = NULL;
-  git_tree *tree = NULL;
-  dwalk w = {.root = root, .cur_fd = -1};
-  int rc = open_commit(url, commit, &repo, &tree, &w.mtime, err);
-  if (rc == 0) {
-    w.repo = repo;
-    if (git_tree_walk(tree, GIT_TREEWALK_PRE, dwalk_cb, &w) < 0 || w.err) {
-      if (w.bad)
-        rc = cr_error_set(err, CR_E_WORKSPACE_UNSAFE_PATH, 0,
-                          "the tree of %s has an entry named '%s'", commit, w.bad);
-      else
-        rc = cr_error_set(err, w.err == -ENOMEM ? CR_E_INTERNAL : CR_E_IO, w.err ? -w.err : 0,
-                          "writing the tree of %s", commit);
-    }
-    if (ret_files) *ret_files = w.files;
-  }
-  if (w.cur_fd >= 0) close(w.cur_fd);
+  size_t files = 0;
+  int64_t mtime = 0;
+  int rc = write_tree(root, url, commit, "", 0, subs, &files, &mtime, err);
+  if (ret_files) *ret_files = files;
   /* the directory becomes the filesystem's root: its mode and time too */
   if (rc == 0) {
-    struct timespec ts[2] = {{w.mtime, 0}, {w.mtime, 0}};
+    struct timespec ts[2] = {{mtime, 0}, {mtime, 0}};
     if (fchmod(root, 0755) < 0 || futimens(root, ts) < 0)
       rc = cr_error_set(err, CR_E_IO, errno, "%s", dir);
   }
   close(root);
-  git_tree_free(tree);
-  git_repository_free(repo);
   git_libgit2_shutdown();
   return rc;
 }

@@ -56,7 +56,7 @@ int ws_mirror_resolve(const char *url, const char *ref, ws_resolved *ret, cr_err
 /* ---- tree */
 typedef struct ws_entry {
   char *path;
-  uint32_t mode;  /* git file mode: 0100644, 0100755, 0120000 (0160000 skipped) */
+  uint32_t mode;  /* git file mode: 0100644, 0100755, 0120000, 0160000 (a gitlink) */
   uint64_t size;
   char oid[41];
   char *target;   /* symlinks: the target */
@@ -69,14 +69,43 @@ typedef struct ws_manifest {
 void ws_manifest_free(ws_manifest *m);
 int ws_manifest_load(const char *url, const char *commit, ws_manifest *m, cr_error **err);
 const ws_entry *ws_manifest_find(const ws_manifest *m, const char *path);
-/* The commit's tree as a tar (names relative; every mtime = commit time). */
+/* ---- submodules (submodule.c; the trees are written by tree.c) */
+#define WS_MAX_SUBMODULE_DEPTH 8 /* nested submodules below the superproject */
+#define WS_MAX_SUBMODULES 64     /* in one checkout, all depths */
+typedef struct ws_submodule {
+  char *path;     /* relative to the workspace root ("lib/x", "lib/x/inner") */
+  char *url;      /* resolved; NULL: .gitmodules names none (left empty) */
+  char commit[41];
+  bool fetched;
+  unsigned received_objects;
+} ws_submodule;
+typedef struct ws_submodules {
+  ws_submodule *v; /* in checkout order: a parent before its submodules */
+  size_t n;
+} ws_submodules;
+void ws_submodules_free(ws_submodules *s);
+/* The URL a .gitmodules `url` names, relative ones (./x, ../x) resolved
+ * against the superproject's URL super as git does; NULL when it is
+ * refused: not http(s)/ssh/git/file/scp-like/an absolute path, option-like
+ * ('-...'), a transport helper ('::'), or a host-local repository when the
+ * superproject is not local itself. */
+char *ws_submodule_url(const char *super, const char *url);
+/* The url of the submodule at path in a .gitmodules blob (*ret NULL when
+ * none names that path). Includes are refused (they would read host files). */
+int ws_gitmodules_url(const void *data, size_t n, const char *path, char **ret,
+                      cr_error **err);
+
+/* The commit's tree as a tar (names relative; every mtime = commit time).
+ * subs non-NULL: the submodules too (each at its gitlink's commit, fetched
+ * into its own mirror, recursively), recorded in subs; NULL: their
+ * directories stay empty. */
 int ws_tree_tar(const char *url, const char *commit, ws_buf *out, size_t *ret_files,
-                cr_error **err);
+                ws_submodules *subs, cr_error **err);
 /* The commit's tree written into a new directory `dir` (modes, symlinks,
  * every mtime = commit time; never through a symlink; a name that is not
- * one path component is workspace_unsafe_path). */
+ * one path component is workspace_unsafe_path); subs as for ws_tree_tar. */
 int ws_tree_write(const char *url, const char *commit, const char *dir, size_t *ret_files,
-                  cr_error **err);
+                  ws_submodules *subs, cr_error **err);
 /* About how much room the tree takes as files (blob bytes + 4 KiB each). */
 int ws_tree_size(const char *url, const char *commit, uint64_t *ret, cr_error **err);
 /* `mkfs.ext4 -d tree`: the workspace disk `image` with the tree in it (the

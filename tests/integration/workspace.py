@@ -561,6 +561,94 @@ class T2bUnreachableRemote(Deadline, unittest.TestCase):
         self.assertIn(b"workspace_fetch_failed", p.stderr)
 
 
+def gitsub(*args, cwd=None):
+    """git with local (path) submodule remotes allowed, as `git submodule` needs."""
+    return git("-c", "protocol.file.allow=always", *args, cwd=cwd)
+
+
+def make_repo(name, files, subs=()):
+    """A bare srv/<name>.git and its clone <name>: files, then submodules
+    (path, relative url) added at their remotes' HEAD; committed, pushed."""
+    srv = os.path.join(TMP, "srv")
+    os.makedirs(srv, exist_ok=True)
+    bare = os.path.join(srv, name + ".git")
+    git("init", "-q", "--bare", "-b", "main", bare)
+    work = os.path.join(TMP, name)
+    git("init", "-q", "-b", "main", work)
+    git("remote", "add", "origin", bare, cwd=work)
+    for path, data in files.items():
+        write(os.path.join(work, path), data)
+    for path, url in subs:
+        gitsub("submodule", "add", "-q", url, path, cwd=work)
+    git("add", "-A", cwd=work)
+    git("commit", "-qm", "c", cwd=work)
+    git("push", "-q", "-u", "origin", "main", cwd=work)
+    return bare, work, git("rev-parse", "HEAD", cwd=work).strip()
+
+
+class T4Submodules(Deadline, unittest.TestCase):
+    """repository.submodules: true brings them (nested, relative URLs) at the
+    commit the superproject pins, not their newer HEAD; without it they stay
+    empty; a pinned commit the submodule's remote lacks is ref_not_found."""
+
+    def test_submodules(self):
+        _, inner, inner_c = make_repo("inner", {"inner.txt": "inner v1\n"})
+        _, lib, lib_c = make_repo("lib", {"lib.txt": "lib v1\n"}, [("inner", "../inner.git")])
+        _, sup, sup_c = make_repo("super", {"top.txt": "top\n"}, [("vendor/lib", "../lib.git")])
+        # the submodules move on after the superproject pinned them
+        write(os.path.join(lib, "lib.txt"), "lib v2\n")
+        git("commit", "-qam", "v2", cwd=lib)
+        git("push", "-q", "origin", "main", cwd=lib)
+        write(os.path.join(inner, "inner.txt"), "inner v2\n")
+        git("commit", "-qam", "v2", cwd=inner)
+        git("push", "-q", "origin", "main", cwd=inner)
+        script = ("cat top.txt; cat vendor/lib/lib.txt vendor/lib/inner/inner.txt 2>&1; "
+                  "echo entries=$(ls -A vendor/lib | wc -l)")
+        # without the flag: an empty directory, as git leaves it
+        p = cr("exec", "--image", IMAGE, "--memory", MEM, "--rm", "--", "sh", "-c", script,
+               cwd=sup)
+        self.assertEqual(p.returncode, 0, p.stderr + log_tail().encode())
+        out = p.stdout.decode()
+        self.assertTrue(out.startswith("top\n"), out)
+        self.assertIn("entries=0", out)
+        write(os.path.join(sup, "cleanroom.yaml"),
+              "version: 1\nrepository:\n  submodules: true\n")
+        p = cr("exec", "--image", IMAGE, "--memory", MEM, "--print-sandbox-id", "--", "sh", "-c",
+               script, cwd=sup)
+        self.assertEqual(p.returncode, 0, p.stderr + log_tail().encode())
+        sid = sandbox_id(p)
+        try:
+            self.assertEqual(p.stdout.decode(), "top\nlib v1\ninner v1\nentries=3\n")
+            self.assertNotIn(b"not supported", p.stderr)
+            ws = rpc("sandbox.get", {"id": sid})["result"]["workspace"]
+            self.assertEqual(ws["commit"], sup_c)
+            subs = {m["path"]: m for m in ws["submodules"]}
+            self.assertEqual(sorted(subs), ["vendor/lib", "vendor/lib/inner"])
+            self.assertEqual(subs["vendor/lib"]["commit"], lib_c)
+            self.assertEqual(subs["vendor/lib"]["url"], os.path.join(TMP, "srv", "lib.git"))
+            self.assertEqual(subs["vendor/lib/inner"]["commit"], inner_c)
+            self.assertEqual(subs["vendor/lib/inner"]["url"], os.path.join(TMP, "srv", "inner.git"))
+            # the superproject's diff leaves the submodules' files out
+            p = cr("exec", "--in", sid, "--", "sh", "-c",
+                   "echo edit >> vendor/lib/lib.txt; echo new > vendor/lib/new.txt; "
+                   "echo top2 >> top.txt")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            p = cr("workspace", "preview", "--in", sid, cwd=sup)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(p.stdout.decode().split(), ["M", "top.txt"])
+        finally:
+            cr("sandbox", "rm", sid)
+        # a pinned commit its remote does not have (never pushed)
+        write(os.path.join(sup, "vendor", "lib", "lib.txt"), "unpushed\n")
+        git("commit", "-qam", "unpushed", cwd=os.path.join(sup, "vendor", "lib"))
+        git("commit", "-qam", "pin unpushed", cwd=sup)
+        git("push", "-q", "origin", "main", cwd=sup)
+        p = cr("exec", "--image", IMAGE, "--memory", MEM, "--rm", "--", "true", cwd=sup)
+        self.assertEqual(p.returncode, 125, p.stderr)
+        self.assertIn(b"workspace_ref_not_found", p.stderr)
+        self.assertIn(b"vendor/lib", p.stderr)
+
+
 class T3MCP(Deadline, unittest.TestCase):
     """`cleanroom mcp --repo DIR`: the default sandbox has DIR's HEAD plus its
     local changes; the `diff` tool shows an agent's edit as a patch."""

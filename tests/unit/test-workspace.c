@@ -145,6 +145,59 @@ static void make_commit(const char *url, int bad, char ret[41]) {
   free(dir);
 }
 
+static void check_url(const char *super, const char *url, const char *want) {
+  char *got = ws_submodule_url(super, url);
+  if (!want) {
+    if (got) fprintf(stderr, "%s + %s -> %s (want refused)\n", super, url, got);
+    assert_null(got);
+    return;
+  }
+  assert_non_null(got);
+  assert_string_equal(got, want);
+  free(got);
+}
+
+static void test_submodule_url(void **state) {
+  check_url("https://h/a/super.git", "../sub.git", "https://h/a/sub.git");
+  check_url("https://h/a/super.git/", "../../b/sub", "https://h/b/sub");
+  check_url("https://h/a/super", "./sub", "https://h/a/super/sub");
+  check_url("https://h/super", "../../x", NULL);            /* above the host */
+  check_url("git@h:a/super.git", "../sub.git", "git@h:a/sub.git");
+  check_url("git@h:super.git", "../sub.git", "git@h:sub.git");
+  check_url("/srv/git/super.git", "../sub.git", "/srv/git/sub.git");
+  check_url("file:///srv/super", "../sub", "file:///srv/sub");
+  check_url("/srv/super", "file:///srv/other", "file:///srv/other");
+  check_url("https://h/super", "https://other/x.git", "https://other/x.git");
+  /* a remote superproject cannot pull in the daemon host's repositories */
+  check_url("https://h/a/super", "/etc/secret.git", NULL);
+  check_url("https://h/a/super", "file:///etc/x", NULL);
+  check_url("https://h/a/super", "-uupload-pack=x", NULL);
+  check_url("https://h/a/super", "ext::sh -c x", NULL);
+  check_url("https://h/a/super", "ftp://h/x", NULL);
+  check_url("https://h/a/super", "relative/x", NULL);
+  check_url("https://h/a/super", "https://h/x\nevil", NULL);
+  check_url("/srv/super", "", NULL);
+}
+
+static void test_gitmodules(void **state) {
+  const char *gm = "[submodule \"lib\"]\n\tpath = vendor/lib\n\turl = ../lib.git\n"
+                   "[submodule \"b\"]\n\tpath = b\n\turl = https://h/b\n";
+  char *u = NULL;
+  cr_error *err = NULL;
+  assert_int_equal(ws_gitmodules_url(gm, strlen(gm), "vendor/lib", &u, &err), 0);
+  assert_string_equal(u, "../lib.git");
+  free(u);
+  assert_int_equal(ws_gitmodules_url(gm, strlen(gm), "b", &u, &err), 0);
+  assert_string_equal(u, "https://h/b");
+  free(u);
+  assert_int_equal(ws_gitmodules_url(gm, strlen(gm), "none", &u, &err), 0);
+  assert_null(u);
+  const char *inc = "[include]\n\tpath = /etc/gitconfig\n[submodule \"b\"]\n\tpath = b\n";
+  assert_int_equal(ws_gitmodules_url(inc, strlen(inc), "b", &u, &err), -1);
+  assert_string_equal(err->reason, CR_E_WORKSPACE_UNSAFE_PATH);
+  cr_error_free(err);
+}
+
 static void test_tree_write(void **state) {
   (void)state;
   char tmp[] = "/tmp/cr-test-ws-XXXXXX";
@@ -156,7 +209,7 @@ static void test_tree_write(void **state) {
   snprintf(path, sizeof(path), "%s/tree", tmp);
   size_t files = 0;
   cr_error *err = NULL;
-  assert_int_equal(ws_tree_write("file:///good", commit, path, &files, &err), 0);
+  assert_int_equal(ws_tree_write("file:///good", commit, path, &files, NULL, &err), 0);
   assert_int_equal(files, 3);
   struct stat st;
   snprintf(path, sizeof(path), "%s/tree/a.txt", tmp);
@@ -186,7 +239,7 @@ static void test_tree_write(void **state) {
     snprintf(parent, sizeof(parent), "%s/bad%d", tmp, bad);
     assert_int_equal(mkdir(parent, 0700), 0);
     err = NULL;
-    assert_int_equal(ws_tree_write(url, commit, path, &files, &err), -1);
+    assert_int_equal(ws_tree_write(url, commit, path, &files, NULL, &err), -1);
     assert_non_null(err);
     assert_string_equal(err->reason, CR_E_WORKSPACE_UNSAFE_PATH);
     cr_error_free(err);
@@ -205,6 +258,8 @@ int main(void) {
       cmocka_unit_test(test_blob_oid),
       cmocka_unit_test(test_tar_roundtrip),
       cmocka_unit_test(test_tree_write),
+      cmocka_unit_test(test_submodule_url),
+      cmocka_unit_test(test_gitmodules),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
