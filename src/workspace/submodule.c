@@ -58,7 +58,7 @@ char *ws_submodule_url(const char *super, const char *url) {
           sep = '\0';
           continue;
         }
-        if (!cut || (size_t)(cut - base) <= floor) return NULL; /* above the root */
+        if (!cut) return NULL; /* above the host or the root */
         *cut = '\0';
       } else {
         break;

@@ -167,6 +167,9 @@ static void test_submodule_url(void **state) {
   check_url("/srv/git/super.git", "../sub.git", "/srv/git/sub.git");
   check_url("file:///srv/super", "../sub", "file:///srv/sub");
   check_url("/srv/super", "file:///srv/other", "file:///srv/other");
+  check_url("file:///super", "../lib", "file:///lib");
+  check_url("/super", "../lib", "/lib");
+  check_url("/super", "../../lib", NULL);
   check_url("https://h/super", "https://other/x.git", "https://other/x.git");
   /* a remote superproject cannot pull in the daemon host's repositories */
   check_url("https://h/a/super", "/etc/secret.git", NULL);
@@ -196,6 +199,88 @@ static void test_gitmodules(void **state) {
   assert_int_equal(ws_gitmodules_url(inc, strlen(inc), "b", &u, &err), -1);
   assert_string_equal(err->reason, CR_E_WORKSPACE_UNSAFE_PATH);
   cr_error_free(err);
+}
+
+/* A superproject (mirror of file:///super) whose "lib" is a gitlink to the
+ * commit of file:///lib, named by .gitmodules with a relative URL: both
+ * writers bring lib's tree with subs, leave it empty without. */
+static void test_submodule_tree(void **state) {
+  char tmp[] = "/tmp/cr-test-ws-XXXXXX";
+  assert_non_null(mkdtemp(tmp));
+  setenv("CLEANROOM_DATA_DIR", tmp, 1);
+  git_libgit2_init();
+  char lib[41], commit[41];
+  make_commit("file:///lib", 0, lib);
+  char *dir = ws_mirror_dir("file:///super");
+  git_repository *repo = NULL;
+  assert_int_equal(git_repository_init(&repo, dir, 1), 0);
+  git_odb *odb = NULL;
+  assert_int_equal(git_repository_odb(&odb, repo), 0);
+  const char gm[] = "[submodule \"l\"]\n\tpath = lib\n\turl = ../lib\n";
+  git_oid gmo, top, libo, root, c;
+  assert_int_equal(git_odb_write(&gmo, odb, gm, strlen(gm), GIT_OBJECT_BLOB), 0);
+  assert_int_equal(git_odb_write(&top, odb, "top\n", 4, GIT_OBJECT_BLOB), 0);
+  assert_int_equal(git_oid_fromstr(&libo, lib), 0);
+  const char *n[] = {".gitmodules", "lib", "top.txt"}, *m[] = {"100644", "160000", "100644"};
+  const git_oid *i[] = {&gmo, &libo, &top};
+  raw_tree(odb, &root, n, m, i, 3);
+  char body[512];
+  int k = snprintf(body, sizeof(body),
+                   "tree %s\nauthor a <a@x> 1600000000 +0000\ncommitter a <a@x> 1600000000 +0000\n\nc\n",
+                   git_oid_tostr_s(&root));
+  assert_int_equal(git_odb_write(&c, odb, body, (size_t)k, GIT_OBJECT_COMMIT), 0);
+  git_oid_tostr(commit, sizeof(commit), &c);
+  git_odb_free(odb);
+  git_repository_free(repo);
+  free(dir);
+
+  cr_error *err = NULL;
+  size_t files = 0;
+  ws_submodules subs = {0};
+  ws_buf b = {0};
+  assert_int_equal(ws_tree_tar("file:///super", commit, &b, &files, &subs, &err), 0);
+  assert_int_equal(files, 5); /* .gitmodules top.txt + lib's a.txt link sub/run.sh */
+  assert_int_equal(subs.n, 1);
+  assert_string_equal(subs.v[0].path, "lib");
+  assert_string_equal(subs.v[0].url, "file:///lib");
+  assert_string_equal(subs.v[0].commit, lib);
+  assert_false(subs.v[0].fetched);
+  struct archive *a = archive_read_new();
+  archive_read_support_format_tar(a);
+  assert_int_equal(archive_read_open_memory(a, b.data, b.len), ARCHIVE_OK);
+  struct archive_entry *e;
+  bool seen = false;
+  while (archive_read_next_header(a, &e) == ARCHIVE_OK)
+    if (strcmp(archive_entry_pathname(e), "lib/sub/run.sh") == 0) {
+      seen = true;
+      assert_int_equal(archive_entry_perm(e), 0755);
+      assert_int_equal(archive_entry_mtime(e), 1700000000); /* lib's own commit time */
+    }
+  assert_true(seen);
+  archive_read_free(a);
+  ws_buf_free(&b);
+  ws_submodules_free(&subs);
+
+  char path[512];
+  snprintf(path, sizeof(path), "%s/with", tmp);
+  assert_int_equal(ws_tree_write("file:///super", commit, path, &files, &subs, &err), 0);
+  assert_int_equal(files, 5);
+  assert_int_equal(subs.n, 1);
+  ws_submodules_free(&subs);
+  struct stat st;
+  snprintf(path, sizeof(path), "%s/with/lib/a.txt", tmp);
+  assert_int_equal(lstat(path, &st), 0);
+  assert_int_equal(st.st_size, 6);
+  snprintf(path, sizeof(path), "%s/without", tmp);
+  assert_int_equal(ws_tree_write("file:///super", commit, path, &files, NULL, &err), 0);
+  assert_int_equal(files, 2);
+  snprintf(path, sizeof(path), "%s/without/lib/a.txt", tmp);
+  assert_int_equal(lstat(path, &st), -1);
+  snprintf(path, sizeof(path), "%s/without/lib", tmp);
+  assert_int_equal(lstat(path, &st), 0);
+  assert_true(S_ISDIR(st.st_mode));
+  git_libgit2_shutdown();
+  cr_rm_rf(tmp);
 }
 
 static void test_tree_write(void **state) {
@@ -260,6 +345,7 @@ int main(void) {
       cmocka_unit_test(test_tree_write),
       cmocka_unit_test(test_submodule_url),
       cmocka_unit_test(test_gitmodules),
+      cmocka_unit_test(test_submodule_tree),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
