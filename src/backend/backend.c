@@ -348,12 +348,6 @@ static void vm_gone(backend_vm *vm, int status, int sig) {
   vm->exit_status = status;
   vm->exit_signal = sig;
   close_exit_watch(vm);
-  if (vm->finished) return;
-  if (vm->stopping) {
-    finish_stop(vm, NULL);
-    return;
-  }
-  _cleanup_free_ char *tail = backend_log_tail(vm->dir, vm->impl ? vm->impl->log_name : NULL, 1500);
   char how[64];
   if (sig)
     snprintf(how, sizeof(how), "was killed by signal %d", sig);
@@ -361,6 +355,19 @@ static void vm_gone(backend_vm *vm, int status, int sig) {
     snprintf(how, sizeof(how), "exited with status %d", status);
   else
     snprintf(how, sizeof(how), "exited");
+  /* every exit, also one the stop sequence did not cause (a SIGKILL from
+   * elsewhere ends a VMM with an empty log: this line is the only trace) */
+  if (vm->kill_sent || (vm->stopping && !sig))
+    log_info("%s: the VMM (pid %d) %s (stopped by us)", vm->id, (int)vm->pid, how);
+  else
+    log_warn("%s: the VMM (pid %d) %s (%s)", vm->id, (int)vm->pid, how,
+             vm->stopping ? "while stopping, before any SIGKILL from us" : "unexpectedly");
+  if (vm->finished) return;
+  if (vm->stopping) {
+    finish_stop(vm, NULL);
+    return;
+  }
+  _cleanup_free_ char *tail = backend_log_tail(vm->dir, vm->impl ? vm->impl->log_name : NULL, 1500);
   if (!vm->ready_reported) {
     vm->ready_reported = true;
     cr_error *err = NULL;
