@@ -48,8 +48,13 @@ static bool vmm_of(pid_t pid, const char *dir, char id[27]) {
       id[26] = '\0';
       named = true;
     }
-    const char *hit = strstr(a, dir);
-    if (hit && hit[dl] == '/') under = true;
+    /* a path under dir: it starts the argument or follows '=' (QEMU option
+     * values: "file=...", "mem-path=..."). A hit inside another path
+     * ("/tmp/x" + dir) is another daemon's VMM: a daemon whose data dir is
+     * /data once took every "/tmp/.../data/sandboxes/..." VMM for its own
+     * orphan and killed it. */
+    for (const char *hit = strstr(a, dir); hit; hit = strstr(hit + 1, dir))
+      if (hit[dl] == '/' && (hit == a || hit[-1] == '=')) under = true;
     prev = a;
   }
   return named && under;

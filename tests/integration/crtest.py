@@ -77,7 +77,8 @@ class Daemon:
     def __init__(self, name, extra_env=None, cmd_timeout=300):
         self.tmp = tempfile.mkdtemp(prefix=f"cr-{name}-")
         self.env = dict(os.environ, CLEANROOM_DATA_DIR=f"{self.tmp}/data",
-                        CLEANROOM_RUN_DIR=f"{self.tmp}/run", **(extra_env or {}))
+                        CLEANROOM_RUN_DIR=f"{self.tmp}/run")
+        self.env.update(extra_env or {})
         self.env.pop("CLEANROOM_HOST", None)
         self.env.pop("CLEANROOM_IMAGE", None)
         self.bin = os.environ["CLEANROOM_BIN"]
