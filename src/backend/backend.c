@@ -106,7 +106,9 @@ const char *backend_vmm_user(void) {
   return user;
 }
 
-bool backend_vmm_uid_range(uid_t *first, uid_t *last) {
+/* The range from the environment, or false; read once (like the VMM user):
+ * the environment of a daemon does not change while it runs. */
+static bool parse_uid_range(uid_t *first, uid_t *last) {
   if (geteuid() != 0) return false;
   const char *u = getenv("CLEANROOM_VMM_USER");
   if (u && !*u) return false; /* opted out of dropping root */
@@ -123,13 +125,25 @@ bool backend_vmm_uid_range(uid_t *first, uid_t *last) {
   *first = (uid_t)a;
   *last = (uid_t)b;
   return true;
-bad:;
-  static bool warned;
-  if (!warned)
-    log_warn("CLEANROOM_VMM_UIDS='%s' is not FIRST-LAST (1 <= FIRST <= LAST < 4294967295); "
-             "using the VMM user instead", e);
-  warned = true;
+bad:
+  log_warn("CLEANROOM_VMM_UIDS='%s' is not FIRST-LAST (1 <= FIRST <= LAST < 4294967295); "
+           "using the VMM user instead", e);
   return false;
+}
+
+bool backend_vmm_uid_range(uid_t *first, uid_t *last) {
+  static int done;
+  static bool on;
+  static uid_t f, l;
+  if (!done) {
+    on = parse_uid_range(&f, &l);
+    done = 1;
+  }
+  if (on) {
+    *first = f;
+    *last = l;
+  }
+  return on;
 }
 
 /* The lowest uid of the range whose lock file this process can lock. */
