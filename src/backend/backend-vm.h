@@ -69,6 +69,8 @@ void backend_vm_unref(backend_vm *vm);
 bool backend_vm_finished(const backend_vm *vm);
 /* The generic stop sequence (backend_ops.stop of most backends). */
 void backend_vm_stop(backend_vm *vm, backend_done_cb cb, void *ud);
+/* The same without the polite quit: SIGKILL at once (backend_ops.kill). */
+void backend_vm_kill(backend_vm *vm, backend_done_cb cb, void *ud);
 bool backend_vm_alive(const backend_vm *vm);
 /* Fails with CR_E_BACKEND_UNSUPPORTED: "<backend> cannot <what> yet". */
 int backend_unsupported(const backend_vm *vm, const char *what, cr_error **err);

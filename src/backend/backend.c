@@ -490,7 +490,7 @@ static void stop_now(backend_vm *vm, void *arg) {
   if (vm->gone || vm->pid <= 0) finish_stop(vm, NULL);
 }
 
-void backend_vm_stop(backend_vm *vm, backend_done_cb cb, void *ud) {
+static void stop_seq(backend_vm *vm, backend_done_cb cb, void *ud, bool polite) {
   if (!vm || vm->finished || vm->stopping) return; /* one stop per handle */
   vm->stopping = true;
   vm->stop_cb = cb;
@@ -499,12 +499,13 @@ void backend_vm_stop(backend_vm *vm, backend_done_cb cb, void *ud) {
     if (backend_vm_later(vm, stop_now, NULL) < 0) finish_stop(vm, NULL);
     return;
   }
-  if (vm->impl && vm->impl->request_quit) vm->impl->request_quit(vm);
+  polite = polite && vm->impl && vm->impl->request_quit;
+  if (polite) vm->impl->request_quit(vm);
   uv_timer_init(vm->loop, &vm->stop_timer);
   vm->stop_timer.data = vm;
   vm->stop_timer_open = true;
   vm->refs++;
-  if (vm->impl && vm->impl->request_quit) {
+  if (polite) {
     uv_timer_start(&vm->stop_timer, on_stop_timer, backend_stop_grace_ms(), 0);
   } else {
     vm->kill_sent = true;
@@ -512,6 +513,10 @@ void backend_vm_stop(backend_vm *vm, backend_done_cb cb, void *ud) {
     uv_timer_start(&vm->stop_timer, on_stop_timer, BACKEND_KILL_WAIT_MS, 0);
   }
 }
+
+void backend_vm_stop(backend_vm *vm, backend_done_cb cb, void *ud) { stop_seq(vm, cb, ud, true); }
+
+void backend_vm_kill(backend_vm *vm, backend_done_cb cb, void *ud) { stop_seq(vm, cb, ud, false); }
 
 int backend_unsupported(const backend_vm *vm, const char *what, cr_error **err) {
   return cr_error_set(err, CR_E_BACKEND_UNSUPPORTED, 0, "the %s backend cannot %s yet",

@@ -123,6 +123,10 @@ typedef struct backend_ops {
    * once the VMM process is gone (err only when even SIGKILL did not end it),
    * then the handle is freed. Never fails synchronously; cb may be NULL. */
   void (*stop)(backend_vm *vm, backend_done_cb cb, void *ud);
+  /* Like stop, without the polite quit: the VMM is killed at once (its VM
+   * is thrown away: a restore replaces it). Nothing of it reaches the VMM's
+   * sockets any more, so a new VMM may use the same directory at once. */
+  void (*kill)(backend_vm *vm, backend_done_cb cb, void *ud);
   /* true while the VMM process exists (not a liveness probe of the guest). */
   bool (*alive)(const backend_vm *vm);
 } backend_ops;

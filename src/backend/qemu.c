@@ -678,5 +678,6 @@ const backend_ops backend_qemu = {
     .resume = qemu_resume,
     .save = qemu_save,
     .stop = backend_vm_stop,
+    .kill = backend_vm_kill,
     .alive = qemu_alive,
 };

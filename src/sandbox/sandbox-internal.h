@@ -73,6 +73,7 @@ struct sbx {
   pid_t pid;            /* recorded VMM pid (state.json; re-attach) */
   backend_vm *vm;       /* NULL once stop() was asked for */
   bool vm_stopping;     /* a stop() is in flight (on_vm_stopped pending) */
+  unsigned vm_killing;  /* VMMs a restore replaced, killed and not reaped yet */
   cr_error *fail_err;   /* failure reported to waiters once the VMM is gone */
   sbx_terminate_cb term_cb;
   void *term_ud;

@@ -364,9 +364,32 @@ static void on_vm_stopped(void *ud, backend_vm *vm, cr_error *err) {
     notify_waiters(s, e);
     cr_error_free(e);
   }
-  if (s->term_cb) finish_terminate(s);
-  else if (relaunch && s->state == SBX_PROVISIONING) launch_vm(s);
+  if (s->term_cb) {
+    if (!s->vm_killing) finish_terminate(s);
+  } else if (relaunch && s->state == SBX_PROVISIONING) {
+    launch_vm(s);
+  }
   sbx_unref_handle_cb(s);
+}
+
+/* A VMM a restore replaced is gone. */
+static void on_vm_killed(void *ud, backend_vm *vm, cr_error *err) {
+  sbx *s = ud;
+  if (err) log_warn("sandbox %s: %s", s->id, err->message);
+  cr_error_free(err);
+  s->vm_killing--;
+  if (s->term_cb && !s->vm_stopping && !s->vm_killing) finish_terminate(s);
+  sbx_unref_handle_cb(s);
+}
+
+/* Kills the VMM at once (its VM is thrown away): no QMP quit reaches the
+ * directory's socket, so the next VMM can start beside the dying one. */
+static void kill_vmm(sbx *s) {
+  if (!s->vm) return;
+  backend_vm *vm = TAKE_PTR(s->vm);
+  s->vm_killing++;
+  s->handles++;
+  backend_vm_ops(vm)->kill(vm, on_vm_killed, s);
 }
 
 /* Asks the backend to end the VMM (asynchronous; idempotent). */
@@ -1094,7 +1117,10 @@ int sbx_relaunch_restore(sbx *s, const char *state_dir, const char *snapshot_id,
     s->agent = NULL;
     agent_conn_close(a);
   }
-  stop_vmm(s); /* asynchronous: the old VMM keeps its (now unlinked) files */
+  /* SIGKILL (asynchronous): its VM is replaced, nothing to shut down
+   * politely; it keeps its (now unlinked) files until it is gone, and the
+   * new VMM starts meanwhile (~40-90 ms saved: a quit waited for) */
+  kill_vmm(s);
   _cleanup_free_ char *scratch = cr_path_join(s->dir, "scratch.ext4");
   if (!scratch || rename(scratch_new, scratch) < 0) {
     int e = errno;
@@ -1536,8 +1562,9 @@ int sbx_terminate(sbx_manager *m, sbx *s, sbx_terminate_cb done, void *ud, cr_er
   s->term_cb = done;
   s->term_ud = ud;
   stop_vmm(s);
-  /* a failure still waiting for its VMM to go: the removal reports it */
-  if (!s->vm_stopping) finish_terminate(s);
+  /* a failure still waiting for its VMM to go: the removal reports it
+   * (as do VMMs a restore replaced that are not reaped yet) */
+  if (!s->vm_stopping && !s->vm_killing) finish_terminate(s);
   return 0;
 }
 
