@@ -37,8 +37,6 @@ plain, net = [], []
 try:
     subprocess.run([os.path.join(root, "images/busybox/build.sh"), f"{tmp}/bb.tar"],
                    check=True, capture_output=True)
-    subprocess.run([a.bin, "image", "import", f"{tmp}/bb.tar", "--ref", "bench/busybox"],
-                   env=env, check=True, capture_output=True)
     with open(f"{tmp}/p.yaml", "w") as fp:
         fp.write("version: 1\nsandbox:\n  network:\n    allow:\n      - example.test:443\n")
     shown = json.loads(subprocess.run([a.bin, "policy", "show", f"{tmp}/p.yaml", "--json"],
@@ -52,6 +50,8 @@ try:
         except OSError:
             time.sleep(0.025)
     f = s.makefile("rw")
+    subprocess.run([a.bin, "image", "import", f"{tmp}/bb.tar", "--ref", "bench/busybox"],
+                   env=env, check=True, capture_output=True)
     n = 0
 
     def call(method, params):

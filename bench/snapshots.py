@@ -84,8 +84,6 @@ res = {"guest_mem_mib": a.mem, "accel": None}
 try:
     subprocess.run([os.path.join(root, "images/busybox/build.sh"), f"{tmp}/bb.tar"],
                    check=True, capture_output=True)
-    subprocess.run([a.bin, "image", "import", f"{tmp}/bb.tar", "--ref", "bench/busybox"],
-                   env=env, check=True, capture_output=True)
     image = "bench/busybox"
     env["CLEANROOM_IMAGE"] = image  # the pool's default template is the bench image's
 
@@ -106,6 +104,8 @@ try:
         f = s.makefile("rw")
 
     start_daemon(0)
+    subprocess.run([a.bin, "image", "import", f"{tmp}/bb.tar", "--ref", "bench/busybox"],
+                   env=env, check=True, capture_output=True)
     n = 0
 
     def call(method, params):

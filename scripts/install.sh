@@ -51,6 +51,7 @@ if [ "$image" = 1 ] && ! "$prefix/bin/cleanroom" image inspect cleanroom-base/de
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   images/debian/build.sh "$tmp/debian.tar"
+  # through the daemon (it owns the image store; the CLI starts it when none runs)
   "$prefix/bin/cleanroom" image import "$tmp/debian.tar" --ref cleanroom-base/debian:bookworm
 fi
 step "done: try 'cleanroom doctor' and 'cleanroom exec -- uname -a'"

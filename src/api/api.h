@@ -11,7 +11,19 @@
 #include "sandbox/sandbox.h"
 #include <jansson.h>
 #include <stdbool.h>
+#include <sys/types.h>
 #include <uv.h>
+
+/* Who sent a request (SO_PEERCRED and the process's groups), as far as the
+ * transport knows. */
+typedef struct api_peer {
+  bool known;
+  uid_t uid;
+  gid_t gid;
+  pid_t pid;
+  gid_t groups[64];
+  size_t n_groups;
+} api_peer;
 
 typedef struct api_sink api_sink;
 struct api_sink {
@@ -20,6 +32,12 @@ struct api_sink {
   void (*send)(api_sink *sink, json_t *msg);
   /* Called when the last reference goes away. */
   void (*free)(api_sink *sink);
+  /* Transports that carry file descriptors (the socket server: SCM_RIGHTS)
+   * set this: it takes the oldest descriptor the peer sent before the
+   * current request ended, or returns -1; the caller owns it. NULL: no
+   * descriptors can come this way (MCP, in-process callers). */
+  int (*take_fd)(api_sink *sink);
+  api_peer peer; /* filled in by the transport; .known false otherwise */
   int refs;
   bool closed; /* set by the owner when its peer went away */
 };

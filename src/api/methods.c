@@ -631,9 +631,11 @@ static void m_image_list(req *r) {
 static void m_image_remove(req *r) {
   const char *ref = pstr(r, "ref");
   if (!ref) return bad_params(r, "missing 'ref'");
+  json_t *force = json_object_get(r->params, "force");
+  if (force && !json_is_boolean(force)) return bad_params(r, "'force' must be a boolean");
   cr_error *err = NULL;
   char *digest = NULL;
-  if (image_remove(ref, 0, &digest, &err) < 0) {
+  if (image_remove(ref, json_is_true(force) ? IMAGE_REMOVE_FORCE : 0, &digest, &err) < 0) {
     reply_err(r, err);
     cr_error_free(err);
     return;
@@ -671,6 +673,39 @@ static void m_image_pull(req *r) {
   req *k = req_keep(r);
   cr_error *err = NULL;
   if (api_pull_start(r->d, ref, r->params, pull_progress, pull_done, k, &err) < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    req_free(k);
+  }
+}
+
+/* image.import: the client opens the file or directory (so its own right to
+ * read it is what counts) and sends the descriptor with the request; the
+ * daemon imports it on a worker thread. */
+static void import_done(void *ud, const image_info *info, const image_pull_stats *st,
+                        cr_error *err) {
+  req *k = ud;
+  if (err) reply_err(k, err);
+  else reply(k, json_pack("{s:o}", "image", image_info_to_json(info)));
+  cr_error_free(err);
+  req_free(k);
+}
+
+static void m_image_import(req *r) {
+  int fd = r->sink->take_fd ? r->sink->take_fd(r->sink) : -1;
+  const char *path = pstr(r, "path");
+  json_t *ref = json_object_get(r->params, "ref");
+  if (!path || !*path || (ref && !json_is_string(ref) && !json_is_null(ref)) || fd < 0) {
+    if (fd >= 0) close(fd);
+    return bad_params(r, fd < 0 ? "image.import needs the archive's file descriptor, sent with "
+                                  "the request (SCM_RIGHTS on the daemon's unix socket)"
+                                : "missing 'path' (the client's path of the archive) or 'ref' "
+                                  "is not a string");
+  }
+  req *k = req_keep(r);
+  cr_error *err = NULL;
+  if (api_import_start(r->d, fd, path, json_string_value(ref), &r->sink->peer, pull_progress,
+                       import_done, k, &err) < 0) {
     reply_err(r, err);
     cr_error_free(err);
     req_free(k);
@@ -806,6 +841,7 @@ static const struct {
     {"workspace.diff", m_workspace_diff},
     {"workspace.copy_in", m_workspace_copy_in},
     {"image.list", m_image_list},
+    {"image.import", m_image_import},
     {"image.remove", m_image_remove},
     {"image.pull", m_image_pull},
     {"image.warm", m_image_warm},

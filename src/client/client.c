@@ -24,6 +24,7 @@ struct api_client {
   char *buf; /* received bytes not yet returned */
   size_t len, cap;
   bool eof;
+  int send_fd; /* >= 0: goes with the first bytes of the next send (SCM_RIGHTS) */
 };
 
 static int64_t now_ms(void) {
@@ -244,6 +245,7 @@ int api_client_connect(const char *host, bool autostart_ok, api_client **ret,
     return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "client");
   }
   c->fd = fd;
+  c->send_fd = -1;
   c->socket = TAKE_PTR(sock);
   c->next_id = 1;
   *ret = c;
@@ -266,9 +268,30 @@ bool api_client_pending(const api_client *c) {
   return c->len > 0 && memchr(c->buf, '\n', c->len) != NULL;
 }
 
+/* send(), or sendmsg() with c->send_fd attached the first time. */
+static ssize_t send_some(api_client *c, const char *data, size_t len) {
+  if (c->send_fd < 0) return send(c->fd, data, len, MSG_NOSIGNAL);
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  memset(&u, 0, sizeof(u));
+  struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                     .msg_controllen = sizeof(u.buf)};
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(cm), &c->send_fd, sizeof(int));
+  ssize_t n = sendmsg(c->fd, &m, MSG_NOSIGNAL);
+  if (n > 0) c->send_fd = -1;
+  return n;
+}
+
 static int send_all(api_client *c, const char *data, size_t len, cr_error **err) {
   while (len > 0) {
-    ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
+    ssize_t n = send_some(c, data, len);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) {
@@ -419,8 +442,16 @@ int api_client_response_result(json_t *msg, json_t **ret_result, cr_error **err)
 int api_client_call(api_client *c, const char *method, json_t *params,
                     api_client_notify_fn notify, void *userdata, json_t **ret_result,
                     cr_error **err) {
+  return api_client_call_fd(c, method, params, -1, notify, userdata, ret_result, err);
+}
+
+int api_client_call_fd(api_client *c, const char *method, json_t *params, int fd,
+                       api_client_notify_fn notify, void *userdata, json_t **ret_result,
+                       cr_error **err) {
   json_int_t id;
+  c->send_fd = fd;
   int r = api_client_request_async(c, method, params, &id, err);
+  c->send_fd = -1;
   if (r < 0) return r;
   for (;;) {
     _cleanup_json_ json_t *m = NULL;

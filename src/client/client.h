@@ -65,6 +65,13 @@ int api_client_call(api_client *c, const char *method, json_t *params,
                     api_client_notify_fn notify, void *userdata,
                     json_t **ret_result, cr_error **err);
 
+/* api_client_call() that also sends fd (a copy: the caller keeps it) with
+ * the request's first bytes (SCM_RIGHTS), for methods that read something
+ * the caller opened (image.import). fd < 0: none. */
+int api_client_call_fd(api_client *c, const char *method, json_t *params, int fd,
+                       api_client_notify_fn notify, void *userdata,
+                       json_t **ret_result, cr_error **err);
+
 /* Sends a request without waiting; *ret_id (optional) gets its id.
  * params is stolen. */
 int api_client_request_async(api_client *c, const char *method, json_t *params,

@@ -640,3 +640,42 @@ int image_import_ex(const char *path, const char *ref, const image_import_extra 
   r = image_store_load(store, hex, ret, err);
   return r < 0 ? r : 0;
 }
+
+/* Every "/proc/self/fd/N" in the message becomes shown (the daemon's path
+ * for a client's descriptor means nothing to the client). */
+static void rename_in_message(cr_error *e, const char *proc, const char *shown) {
+  if (!e || !e->message || !strstr(e->message, proc)) return;
+  size_t pl = strlen(proc), sl = strlen(shown), n = 0;
+  for (const char *p = e->message; (p = strstr(p, proc)); p += pl) n++;
+  char *out = malloc(strlen(e->message) + n * sl + 1), *o = out;
+  if (!out) return;
+  for (const char *p = e->message, *q; ; p = q + pl) {
+    q = strstr(p, proc);
+    size_t k = q ? (size_t)(q - p) : strlen(p);
+    memcpy(o, p, k);
+    o += k;
+    if (!q) break;
+    memcpy(o, shown, sl);
+    o += sl;
+  }
+  *o = '\0';
+  free(e->message);
+  e->message = out;
+}
+
+int image_import_fd(int fd, const char *shown_path, const char *ref, image_progress_fn fn,
+                    void *userdata, image_info **ret, cr_error **err) {
+  if (fd < 0 || !shown_path || !*shown_path)
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "no image file given");
+  char proc[32];
+  snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+  image_import_extra extra = {.imported_from = shown_path};
+  cr_error *e = NULL;
+  int r = image_import_ex(proc, ref, &extra, fn, userdata, ret, &e);
+  if (r < 0) {
+    rename_in_message(e, proc, shown_path);
+    if (err && !*err) *err = e;
+    else cr_error_free(e);
+  }
+  return r;
+}

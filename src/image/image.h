@@ -57,6 +57,14 @@ typedef void (*image_progress_fn)(const char *phase, uint64_t done,
 int image_import(const char *path, const char *ref, image_progress_fn progress,
                  void *userdata, image_info **ret, cr_error **err);
 
+/* image_import() of what fd refers to (a file or a directory, opened by
+ * someone else: the daemon imports what a client opened and passed over
+ * its socket, so the client's right to read it is what counts). shown_path
+ * (the client's path) is recorded as imported_from and named in errors.
+ * fd stays the caller's. */
+int image_import_fd(int fd, const char *shown_path, const char *ref, image_progress_fn progress,
+                    void *userdata, image_info **ret, cr_error **err);
+
 /* ref_or_digest: a ref ("name:tag"; a bare "name" also tries "name:latest"),
  * "sha256:<hex>", or a unique hex prefix of >= 12 characters. */
 int image_lookup(const char *ref_or_digest, image_info **ret, cr_error **err);

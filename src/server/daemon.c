@@ -5,6 +5,7 @@
 #include "util/log.h"
 #include "util/paths.h"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <libgen.h>
 #include <signal.h>
@@ -29,6 +30,9 @@
 /* A connection's input buffer holds at most one line under the limit plus
  * one read: longer lines are skipped, never buffered. */
 #define READ_MAX ((size_t)MAX(MCP_MAX_LINE, API_MAX_LINE) + 65536)
+/* File descriptors a client sent (SCM_RIGHTS) that no request took yet;
+ * beyond this they are closed as they arrive. */
+#define CONN_MAX_FDS 4
 
 typedef struct conn {
   uv_pipe_t pipe;
@@ -42,10 +46,16 @@ typedef struct conn {
   bool discarding;
   char head[256], tail[256];
   size_t head_len, tail_len, discarded;
+  /* descriptors received, oldest first: a request that wants one (an
+   * image.import) takes the oldest; the client sends it with the request's
+   * first bytes, so it is here once the request's line is complete */
+  int fds[CONN_MAX_FDS];
+  size_t n_fds;
 } conn;
 
 static void conn_maybe_free(conn *c) {
   if (c->handle_closed && c->sink_freed) {
+    for (size_t i = 0; i < c->n_fds; i++) close(c->fds[i]);
     cr_buf_free(&c->in);
     free(c);
   }
@@ -112,6 +122,38 @@ static void sink_send(api_sink *s, json_t *msg) {
   char *txt = json_dumps(msg, JSON_COMPACT);
   if (txt) conn_write(c, txt, strlen(txt));
   free(txt);
+}
+
+static int sink_take_fd(api_sink *s) {
+  conn *c = container_of(s, conn, sink);
+  if (!c->n_fds) return -1;
+  int fd = c->fds[0];
+  memmove(c->fds, c->fds + 1, (--c->n_fds) * sizeof(int));
+  return fd;
+}
+
+static void on_fd_handle_closed(uv_handle_t *h) { free(h); }
+
+/* Moves the descriptors libuv received with the last read into c->fds (an
+ * IPC pipe queues them as "pending handles"; accepting one into a scratch
+ * pipe handle gives its fd, which is duplicated before the handle closes). */
+static void take_received_fds(conn *c) {
+  while (uv_pipe_pending_count(&c->pipe) > 0) {
+    uv_pipe_t *h = malloc(sizeof(*h));
+    if (!h || uv_pipe_init(c->d->api.loop, h, 0) < 0) {
+      free(h);
+      return;
+    }
+    uv_os_fd_t fd = -1;
+    int dup = -1;
+    if (uv_accept((uv_stream_t *)&c->pipe, (uv_stream_t *)h) == 0 &&
+        uv_fileno((uv_handle_t *)h, &fd) == 0)
+      dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    uv_close((uv_handle_t *)h, on_fd_handle_closed);
+    if (dup < 0) continue;
+    if (c->n_fds < CONN_MAX_FDS) c->fds[c->n_fds++] = dup;
+    else close(dup);
+  }
 }
 
 static void mcp_write(void *ud, const char *line, size_t len) {
@@ -248,6 +290,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     conn_close(c);
     return;
   }
+  take_received_fds(c);
   c->in.len += (size_t)n;
   char *d = (char *)c->in.data; /* only on_alloc moves it */
   size_t start = 0;
@@ -292,37 +335,49 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (c->in.len == 0 && c->in.cap > (1u << 20)) cr_buf_free(&c->in);
 }
 
-/* Is `gid` among the groups of process `pid` (its /proc status)? */
-static bool pid_in_group(pid_t pid, gid_t gid) {
+/* The supplementary groups of process `pid` (its /proc status), at most n. */
+static size_t pid_groups(pid_t pid, gid_t *out, size_t n) {
   char path[64], line[4096];
   snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
   FILE *f = fopen(path, "re");
-  if (!f) return false;
-  bool found = false;
-  while (!found && fgets(line, sizeof(line), f)) {
+  if (!f) return 0;
+  size_t k = 0;
+  while (fgets(line, sizeof(line), f)) {
     if (strncmp(line, "Groups:", 7)) continue;
     char *p = line + 7, *end;
     for (;;) {
       unsigned long g = strtoul(p, &end, 10);
-      if (end == p) break;
-      if ((gid_t)g == gid) found = true;
+      if (end == p || k == n) break;
+      out[k++] = (gid_t)g;
       p = end;
     }
+    break;
   }
   fclose(f);
-  return found;
+  return k;
+}
+
+/* Is `gid` among the groups of process `pid`? */
+static bool pid_in_group(pid_t pid, gid_t gid) {
+  gid_t g[4096];
+  size_t n = pid_groups(pid, g, ELEMENTSOF(g));
+  for (size_t i = 0; i < n; i++)
+    if (g[i] == gid) return true;
+  return false;
 }
 
 /* Who may talk to the daemon: root, the daemon's own user, and members of
  * the configured group (CLEANROOM_SOCKET_GROUP), as with Docker's socket.
  * The socket's mode says the same; this holds even if the mode is wrong. */
-static bool peer_allowed(server_ctx *d, int fd, char *why, size_t n) {
+static bool peer_allowed(server_ctx *d, int fd, api_peer *peer, char *why, size_t n) {
   struct ucred uc;
   socklen_t len = sizeof(uc);
   if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0) {
     snprintf(why, n, "cannot read the peer's credentials: %s", strerror(errno));
     return false;
   }
+  *peer = (api_peer){.known = true, .uid = uc.uid, .gid = uc.gid, .pid = uc.pid};
+  if (uc.uid != 0) peer->n_groups = pid_groups(uc.pid, peer->groups, ELEMENTSOF(peer->groups));
   if (uc.uid == 0 || uc.uid == geteuid()) return true;
   if (d->socket_gid != (gid_t)-1 && (uc.gid == d->socket_gid || pid_in_group(uc.pid, d->socket_gid)))
     return true;
@@ -357,8 +412,10 @@ static void on_connection(uv_stream_t *server, int status) {
   c->d = d;
   c->sink.send = sink_send;
   c->sink.free = sink_free;
+  c->sink.take_fd = sink_take_fd;
   c->sink.refs = 1;
-  uv_pipe_init(d->api.loop, &c->pipe, 0);
+  /* an IPC pipe: it also receives file descriptors (SCM_RIGHTS) */
+  uv_pipe_init(d->api.loop, &c->pipe, 1);
   c->pipe.data = c;
   if (uv_accept(server, (uv_stream_t *)&c->pipe) < 0) {
     d->conns++;
@@ -368,7 +425,8 @@ static void on_connection(uv_stream_t *server, int status) {
   d->conns++;
   uv_os_fd_t fd = -1;
   char why[160] = "no file descriptor for the connection";
-  if (uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0 || !peer_allowed(d, fd, why, sizeof(why))) {
+  if (uv_fileno((uv_handle_t *)&c->pipe, &fd) < 0 ||
+      !peer_allowed(d, fd, &c->sink.peer, why, sizeof(why))) {
     log_warn("refusing a client: %s", why);
     refuse(c, fd, CR_E_PERMISSION_DENIED, "permission denied: only root, the daemon's user or members "
                                       "of its socket group may use this socket");

@@ -48,8 +48,6 @@ def vmm_pids():
 
 
 try:
-    subprocess.run([BIN, "image", "import", os.environ["CLEANROOM_TEST_IMAGE_TAR"], "--ref", "test/busybox"],
-                   env=env, check=True, capture_output=True, timeout=120)
     daemon = subprocess.Popen([BIN, "serve"], env=env, stderr=open(f"{tmp}/daemon.log", "w"))
     sock_path = f"{tmp}/run/cleanroom.sock"
     deadline = time.time() + 20
@@ -62,6 +60,8 @@ try:
             if time.time() > deadline or daemon.poll() is not None:
                 raise SystemExit("daemon did not start")
             time.sleep(0.05)
+    subprocess.run([BIN, "image", "import", os.environ["CLEANROOM_TEST_IMAGE_TAR"], "--ref", "test/busybox"],
+                   env=env, check=True, capture_output=True, timeout=120)
     s.settimeout(60)
     f = s.makefile("rw")
     t0 = time.time()

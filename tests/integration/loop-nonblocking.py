@@ -68,8 +68,6 @@ class Conn:
 
 
 try:
-    subprocess.run([BIN, "image", "import", os.environ["CLEANROOM_TEST_IMAGE_TAR"], "--ref", "test/busybox"],
-                   env=env, check=True, capture_output=True, timeout=120)
     daemon = subprocess.Popen([BIN, "serve"], env=env, stderr=open(f"{tmp}/daemon.log", "w"))
     sock_path = f"{tmp}/run/cleanroom.sock"
     deadline = time.time() + 20
@@ -83,6 +81,8 @@ try:
             if time.time() > deadline or daemon.poll() is not None:
                 raise SystemExit("daemon did not start")
             time.sleep(0.05)
+    subprocess.run([BIN, "image", "import", os.environ["CLEANROOM_TEST_IMAGE_TAR"], "--ref", "test/busybox"],
+                   env=env, check=True, capture_output=True, timeout=120)
     c1, c2 = Conn(sock_path), Conn(sock_path)
     # two sandboxes booting at once, one per connection
     i1 = c1.send("sandbox.create", {"image": "test/busybox", "memory_mib": 256})
