@@ -20,8 +20,13 @@
 
 /* ---- picker, accelerator, VMM user */
 
+static const backend_ops *registered;
+
+void backend_register(const backend_ops *ops) { registered = ops; }
+
 const backend_ops *backend_by_name(const char *name) {
   if (name && !strcmp(name, backend_qemu.name)) return &backend_qemu;
+  if (name && registered && !strcmp(name, registered->name)) return registered;
   return NULL;
 }
 

@@ -140,6 +140,11 @@ extern const backend_ops backend_qemu;
 const backend_ops *backend_default(void);
 /* By name; NULL when unknown. */
 const backend_ops *backend_by_name(const char *name);
+/* Makes one more backend known by its name (for backend_by_name() and so
+ * CLEANROOM_BACKEND). Only the unit tests use it: their fake VMM
+ * (tests/unit/test-sandbox.c) is a test double of this vtable that drives
+ * the sandbox state machine alone; integration tests use real QEMU. */
+void backend_register(const backend_ops *ops);
 /* "kvm" when /dev/kvm can create a VM, else "tcg". Cached. */
 const char *backend_accel(void);
 /* Why backend_accel() chose what it chose (for doctor). */
