@@ -82,6 +82,7 @@ static void on_progress(const char *phase, uint64_t done, uint64_t total, void *
  * against its uid, gid and groups; no symlinks, which could point
  * anywhere). A file's descriptor needs no check: the client opened it. */
 static __thread const api_peer *walk_peer;
+static __thread size_t walk_top_len;
 static __thread char walk_bad[256];
 
 static bool peer_in_group(const api_peer *p, gid_t g) {
@@ -93,9 +94,12 @@ static bool peer_in_group(const api_peer *p, gid_t g) {
 
 static int walk_check(const char *path, const struct stat *st, int flag, struct FTW *f) {
   const api_peer *p = walk_peer;
-  const char *rel = f->level ? path + f->base : ".";
-  if (flag == FTW_SL || flag == FTW_SLN || flag == FTW_NS || flag == FTW_DNR ||
-      (!S_ISDIR(st->st_mode) && !S_ISREG(st->st_mode))) {
+  const char *rel = f->level && strlen(path) > walk_top_len ? path + walk_top_len + 1 : ".";
+  if (flag == FTW_SL || flag == FTW_SLN) {
+    snprintf(walk_bad, sizeof(walk_bad), "'%s' is a symlink (not followed for a client)", rel);
+    return 1;
+  }
+  if (flag == FTW_NS || flag == FTW_DNR || (!S_ISDIR(st->st_mode) && !S_ISREG(st->st_mode))) {
     snprintf(walk_bad, sizeof(walk_bad), "'%s' is not a regular file or directory", rel);
     return 1;
   }
@@ -115,8 +119,9 @@ static int check_dir(pull_job *j, cr_error **err) {
   if (fstat(j->fd, &st) < 0) return cr_error_set(err, CR_E_IO, errno, "%s", j->shown);
   if (!S_ISDIR(st.st_mode) || !j->peer.known || j->peer.uid == 0) return 0;
   char top[40];
-  snprintf(top, sizeof(top), "/proc/self/fd/%d/", j->fd); /* the slash follows the link */
+  snprintf(top, sizeof(top), "/proc/self/fd/%d/.", j->fd); /* "/." follows the link */
   walk_peer = &j->peer;
+  walk_top_len = strlen(top);
   walk_bad[0] = '\0';
   int r = nftw(top, walk_check, 16, FTW_PHYS);
   if (r != 0)

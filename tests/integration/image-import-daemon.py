@@ -101,6 +101,47 @@ def import_fd(c, path, ref):
         os.close(fd)
 
 
+def non_root_dirs():
+    """A directory from a client that is not root is checked entry by entry
+    (the daemon reads inside it): here a daemon and its client both run as
+    nobody (setpriv), so the client is not root."""
+    if not shutil.which("setpriv"):
+        print("info: no setpriv: the non-root directory check is not tried")
+        return
+    global nr_daemon
+    nr = f"{tmp}/nr"
+    for d in ("data", "run", "lay/blobs", "priv/d"):
+        os.makedirs(f"{nr}/{d}")
+    with open(f"{nr}/lay/index.json", "w") as f:
+        f.write("{}")
+    os.symlink("/etc/shadow", f"{nr}/lay/blobs/evil")
+    with open(f"{nr}/priv/d/f", "w") as f:
+        f.write("secret")
+    for root, dirs, files in os.walk(nr):
+        for n in dirs + files:
+            os.lchown(os.path.join(root, n), 65534, 65534)
+    os.chown(nr, 65534, 65534)
+    os.chown(f"{nr}/priv/d/f", 0, 0)
+    os.chmod(f"{nr}/priv/d/f", 0o600)
+    os.chmod(tmp, 0o755)
+    nenv = dict(env, CLEANROOM_DATA_DIR=f"{nr}/data", CLEANROOM_RUN_DIR=f"{nr}/run")
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    nr_daemon = subprocess.Popen(as_nobody + [BIN, "serve"], env=nenv,
+                                 stderr=open(f"{tmp}/nr-daemon.log", "w"))
+    sock = f"{nr}/run/cleanroom.sock"
+    deadline = time.time() + 20
+    while not os.path.exists(sock):  # bounded wait for the socket
+        if time.time() > deadline or nr_daemon.poll() is not None:
+            raise AssertionError("the non-root daemon did not start")
+        time.sleep(0.05)
+    for d, want in (("lay", b"'blobs/evil' is a symlink"), ("priv", b"may not read 'd/f'")):
+        p = subprocess.run(as_nobody + [BIN, "image", "import", f"{nr}/{d}", "--ref", "x/y"],
+                           env=nenv, capture_output=True, timeout=60)
+        check(p.returncode != 0 and b"permission_denied" in p.stderr and want in p.stderr,
+              f"a non-root client's directory with {d}: permission_denied ({p.stderr.decode().strip()})")
+
+
+nr_daemon = None
 signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("test deadline")))
 signal.alarm(DEADLINE)
 try:
@@ -208,6 +249,7 @@ try:
     check("result" in r, "the sandbox is removed")
     c1.close()
     c2.close()
+    non_root_dirs()
 except Exception as e:  # report, then clean up
     print(f"FAIL: {e!r}")
     failures += 1
@@ -218,13 +260,15 @@ finally:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
-    if daemon:
-        daemon.terminate()
+    for dm in (nr_daemon, daemon):
+        if not dm:
+            continue
+        dm.terminate()
         try:
-            daemon.wait(20)
+            dm.wait(20)
         except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+            dm.kill()
+            dm.wait()
     shutil.rmtree(tmp, ignore_errors=True)
 
 print(f"image-import-daemon: {failures} failure(s)")
