@@ -406,11 +406,27 @@ static const char *reason_of(const sbx *s) {
   return buf;
 }
 
+/* A removed sandbox leaves neither its directory nor its RAM file (both go
+ * on the thread pool). */
+static void assert_files_gone(const char *id) {
+  _cleanup_free_ char *ram = NULL;
+  assert_int_equal(sbx_ram_file_path(id, &ram), 0);
+  char dir[512];
+  snprintf(dir, sizeof(dir), "%s/data/sandboxes/%s", tmp, id);
+  uint64_t end = uv_now(&loop) + 5000;
+  while ((access(ram, F_OK) == 0 || access(dir, F_OK) == 0) && uv_now(&loop) < end) run_for(10);
+  if (access(ram, F_OK) == 0) fail_msg("%s is left behind", ram);
+  if (access(dir, F_OK) == 0) fail_msg("%s is left behind", dir);
+}
+
 static void remove_sandbox(sbx *s) {
+  char id[32];
+  snprintf(id, sizeof(id), "%s", sbx_id(s));
   removed r = {0};
   cr_error *err = NULL;
   assert_int_equal(sbx_terminate(mgr, s, on_removed, &r, &err), 0);
   assert_true(run_until(&r.done, 5000));
+  assert_files_gone(id);
 }
 
 /* ---- tests */
@@ -452,6 +468,7 @@ static void test_create_ready_then_stop_arrives_late(void **state) {
   assert_true(run_until(&r.done, 5000));
   assert_false(r.failed);
   assert_int_equal(fake.stops, 1);
+  assert_files_gone(id);
 }
 
 static void test_launch_fails_at_once(void **state) {
@@ -523,6 +540,7 @@ static void test_vmm_exits_while_running(void **state) {
   assert_true(run_until(&r.done, 5000));
   assert_null(sbx_find(mgr, id));
   assert_int_equal(fake.stops, 1);
+  assert_files_gone(id);
 }
 
 static void test_removed_while_starting(void **state) {
@@ -553,6 +571,7 @@ static void test_removed_while_starting(void **state) {
   assert_string_equal(c.reason, CR_E_SANDBOX_NOT_FOUND); /* "removed while starting" */
   assert_null(c.s);
   assert_null(sbx_find(mgr, id));
+  assert_files_gone(id);
 }
 
 static void test_activation_refused(void **state) {
