@@ -1,8 +1,8 @@
 /* The sandbox state machine against a fake backend.
  *
  * The fake is a test double of the backend vtable (backend.h), not of QEMU:
- * it implements launch, restore, connect_agent, pause, resume, save, stop
- * and alive in-process, so the sandbox manager (src/sandbox) runs its real
+ * it implements launch, restore, connect_agent, pause, resume, save, stop,
+ * kill and alive in-process, so the sandbox manager (src/sandbox) runs its real
  * code (create, boot sequence, failure paths, removal) while this test says
  * when the "VMM" is ready, fails, dies or is gone. It exists because this
  * tests the state machine alone; the integration tests (tests/integration)
@@ -41,7 +41,7 @@ static struct {
   bool activate_refused; /* the fake agent answers ACTIVATE with ERROR */
   bool hold_stops;       /* stop callbacks wait for fake_release_stops() */
   /* what happened */
-  int launches, restores, stops, saves, pauses, resumes, agents;
+  int launches, restores, stops, kills, saves, pauses, resumes, agents;
   backend_vm *last_vm;
   unsigned last_vcpus, last_mem;
   char last_restore_dir[512];
@@ -53,7 +53,7 @@ static struct {
 } fake;
 
 typedef struct fake_vm {
-  bool alive, stopping;
+  bool alive, stopping, killed;
   backend_done_cb stop_cb;
   void *stop_ud;
   int guest_fd; /* the agent end the fake guest serves (-1: none) */
@@ -245,6 +245,14 @@ static void fake_stop(backend_vm *vm, backend_done_cb cb, void *ud) {
   assert_int_equal(backend_vm_later(vm, stop_now, NULL), 0);
 }
 
+/* kill: a stop without the polite quit; the same callback rules. */
+static void fake_kill_op(backend_vm *vm, backend_done_cb cb, void *ud) {
+  fake.kills++;
+  fake.stops--; /* counted as a kill, not a stop */
+  F(vm)->killed = true;
+  fake_stop(vm, cb, ud);
+}
+
 static bool fake_alive(const backend_vm *vm) { return F(vm)->alive; }
 
 static const backend_ops fake_ops = {
@@ -258,6 +266,7 @@ static const backend_ops fake_ops = {
     .resume = fake_resume,
     .save = fake_save,
     .stop = fake_stop,
+    .kill = fake_kill_op,
     .alive = fake_alive,
 };
 
@@ -309,10 +318,21 @@ static void fake_kill(backend_vm *vm) {
   assert_int_equal(backend_vm_later(vm, exited_now, NULL), 0);
 }
 
+/* Lets the held callbacks of stops (killed false) or kills (true) run. */
+static void fake_release(bool killed) {
+  size_t k = 0;
+  for (size_t i = 0; i < fake.n_held; i++) {
+    if (F(fake.held[i])->killed == killed)
+      assert_int_equal(backend_vm_later(fake.held[i], stop_now, NULL), 0);
+    else
+      fake.held[k++] = fake.held[i];
+  }
+  fake.n_held = k;
+}
+
 static void fake_release_stops(void) {
-  for (size_t i = 0; i < fake.n_held; i++)
-    assert_int_equal(backend_vm_later(fake.held[i], stop_now, NULL), 0);
-  fake.n_held = 0;
+  fake_release(false);
+  fake_release(true);
 }
 
 static void fake_reset(void) {
@@ -626,14 +646,35 @@ static void test_snapshot_save_and_restore(void **state) {
   assert_string_equal(rc.reason, "");
   assert_int_equal(sbx_get_state(s), SBX_READY);
   assert_int_equal(fake.restores, 1);
-  assert_int_equal(fake.stops, 1);
+  assert_int_equal(fake.kills, 1); /* the replaced VMM is killed, not stopped */
+  assert_int_equal(fake.stops, 0);
   assert_ptr_not_equal(fake.last_vm, first);
   _cleanup_free_ char *state_file = cr_path_join(fake.last_restore_dir, "fake.state");
   assert_int_equal(access(state_file, R_OK), 0); /* what save() wrote */
+
+  /* restored again while the replaced VMM's kill has not reported: a
+   * removal then waits for it too */
+  fake.hold_stops = true;
+  created rc2 = {0};
+  assert_int_equal(sbx_snapshot_restore(mgr, "fake-snap", s, on_created, &rc2, &err), 0);
+  assert_true(run_until(&rc2.done, 20000));
+  assert_string_equal(rc2.reason, "");
+  assert_int_equal(fake.kills, 2);
+  assert_int_equal(fake.n_held, 1);
+  removed r = {0};
+  assert_int_equal(sbx_terminate(mgr, s, on_removed, &r, &err), 0);
+  assert_int_equal(fake.stops, 1);
+  fake_release(false); /* the current VMM is gone; the replaced one not yet */
+  run_for(200);
+  assert_int_equal(fake.n_held, 1);
+  assert_false(r.done);
+  fake_release(true);
+  assert_true(run_until(&r.done, 5000));
+  assert_files_gone(id);
+  fake.hold_stops = false;
   json_t *res = NULL;
   assert_int_equal(sbx_snapshot_remove(mgr, "fake-snap", &res, &err), 0);
   json_decref(res);
-  remove_sandbox(s);
 }
 
 /* ---- set-up: a data dir with one image, the fake backend picked by name */
