@@ -62,6 +62,12 @@ struct egress_sbx {
   pending pend[MAX_PENDING];
   resolved *res;
   size_t n_res;
+  /* DNS audit events: a token bucket (DNS_EV_RATE per second, DNS_EV_BURST)
+   * so that a guest flooding queries cannot flood the log and the disk; the
+   * events it held back are counted into one "suppressed" event */
+  double ev_tokens;
+  uint64_t ev_last_ms;
+  uint64_t ev_suppressed;
 };
 
 typedef struct event {
@@ -445,8 +451,38 @@ static void collect_ports(egress_sbx *s, json_t *allow) {
 
 /* ---- resolver */
 
+/* The same bound as the nftables log rules put on connection events. */
+#define DNS_EV_RATE 20.0
+#define DNS_EV_BURST 40.0
+
+/* May one more DNS event of s be written now? When it may after some were
+ * held back, their count goes out first as a "suppressed" event. */
+static bool dns_ev_admit(egress_sbx *s) {
+  uint64_t now = now_ms();
+  if (s->ev_last_ms == 0) s->ev_tokens = DNS_EV_BURST;
+  else s->ev_tokens += (double)(now - s->ev_last_ms) * DNS_EV_RATE / 1000.0;
+  if (s->ev_tokens > DNS_EV_BURST) s->ev_tokens = DNS_EV_BURST;
+  s->ev_last_ms = now;
+  if (s->ev_tokens < 1.0) {
+    s->ev_suppressed++;
+    return false;
+  }
+  s->ev_tokens -= 1.0;
+  if (s->ev_suppressed) {
+    event_add(s->e, json_pack("{s:s, s:s, s:s, s:s, s:I}", "sandbox", s->id, "kind", "dns",
+                              "action", "suppressed", "reason", "event_rate_limited", "count",
+                              (json_int_t)s->ev_suppressed));
+    s->ev_suppressed = 0;
+  }
+  return true;
+}
+
 static void ev_dns(egress_sbx *s, const dns_question *q, const char *action, const char *reason,
                    json_t *addrs) {
+  if (!dns_ev_admit(s)) {
+    json_decref(addrs);
+    return;
+  }
   char tb[16];
   json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "sandbox", s->id, "kind", "dns",
                         "action", action, "name", q->name, "qtype",
