@@ -25,6 +25,7 @@ struct backend_vm {
   void *ud;
   char *id, *dir;
   pid_t pid;
+  unsigned vcpus, memory_mib; /* for the VMM's cgroup */
   void *priv; /* the backend's own state */
 
   /* exit watch: a child through uv_process (reaped here), else a pidfd */

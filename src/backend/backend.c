@@ -3,11 +3,13 @@
  * VMM as a reaped child, the pidfd watch of a VMM a previous daemon started,
  * and the asynchronous stop sequence. */
 #include "backend/backend-vm.h"
+#include "backend/cgroup.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/macro.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <string.h>
@@ -17,6 +19,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 /* ---- picker, accelerator, VMM user */
 
@@ -229,6 +232,8 @@ backend_vm *backend_vm_new(const backend_ops *ops, const backend_vm_impl *impl,
   vm->ev = *ev;
   vm->ud = ud;
   vm->pidfd = -1;
+  vm->vcpus = cfg->vcpus;
+  vm->memory_mib = cfg->memory_mib;
   vm->id = strdup(cfg->id ? cfg->id : "");
   vm->dir = strdup(cfg->dir ? cfg->dir : "");
   if (!vm->id || !vm->dir) {
@@ -367,6 +372,7 @@ static void vm_gone(backend_vm *vm, int status, int sig) {
   vm->exit_status = status;
   vm->exit_signal = sig;
   close_exit_watch(vm);
+  backend_cgroup_remove(vm->id);
   char how[64];
   if (sig)
     snprintf(how, sizeof(how), "was killed by signal %d", sig);
@@ -434,6 +440,21 @@ int backend_vm_spawn(backend_vm *vm, char **argv, int logfd, const int *fds, int
     return cr_error_set(err, CR_E_BACKEND_UNAVAILABLE, -r, "cannot start %s: %s", argv[0],
                         uv_strerror(r));
   vm->pid = vm->proc.pid;
+  /* A pidfd for signals: the pid alone could name another process once the
+   * child is reaped (libuv reaps on the loop, before our exit callback
+   * runs). Opened here, before the loop can reap it. Not polled: the exit is
+   * seen through uv_process. Without pidfds (old kernels) signals go by pid. */
+  vm->pidfd = (int)syscall(SYS_pidfd_open, vm->pid, 0);
+  /* its cgroup (limits from the sandbox's resources) */
+  if (backend_cgroup_join(vm->id, vm->pid, vm->vcpus, vm->memory_mib, err) < 0) {
+    /* not confined as configured: it must not run. Just started, so it
+     * ends at once; reaped here, as the caller forgets the handle. */
+    backend_vm_kill_sync(vm, 2000);
+    waitpid(vm->pid, NULL, WNOHANG);
+    backend_cgroup_remove(vm->id);
+    vm->gone = true;
+    return -1;
+  }
   return 0;
 }
 
@@ -459,10 +480,23 @@ int backend_vm_watch(backend_vm *vm, pid_t pid, cr_error **err) {
 
 static void vm_kill(backend_vm *vm) {
   if (vm->gone) return;
-  if (vm->proc_open)
-    uv_process_kill(&vm->proc, SIGKILL);
-  else if (vm->pidfd >= 0)
+  if (vm->pidfd >= 0)
     syscall(SYS_pidfd_send_signal, vm->pidfd, SIGKILL, NULL, 0);
+  else if (vm->proc_open)
+    uv_process_kill(&vm->proc, SIGKILL);
+}
+
+void backend_vm_kill_sync(backend_vm *vm, int timeout_ms) {
+  if (!vm || vm->gone || vm->pid <= 0) return;
+  vm->kill_sent = true;
+  vm_kill(vm);
+  if (vm->pidfd < 0) return;
+  /* readable once the process has ended (reaped or not) */
+  struct pollfd pf = {.fd = vm->pidfd, .events = POLLIN};
+  int r;
+  do r = poll(&pf, 1, timeout_ms);
+  while (r < 0 && errno == EINTR);
+  if (r == 0) log_warn("%s: the VMM (pid %d) does not exit after SIGKILL", vm->id, (int)vm->pid);
 }
 
 /* BACKEND_STOP_GRACE_MS, or $CLEANROOM_STOP_GRACE_MS (0-60000). */

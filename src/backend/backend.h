@@ -185,6 +185,10 @@ const char *backend_vmm_refusal(void);
 /* The handle's backend, VMM pid (> 0 once launched) and id. */
 const backend_ops *backend_vm_ops(const backend_vm *vm);
 pid_t backend_vm_pid(const backend_vm *vm);
+/* SIGKILLs the VMM now (through a pidfd: never another process that reused
+ * its pid) and waits up to timeout_ms for it to end. Blocks: for the
+ * daemon's shutdown only, when the loop no longer runs the stop sequence. */
+void backend_vm_kill_sync(backend_vm *vm, int timeout_ms);
 const char *backend_vm_id(const backend_vm *vm);
 /* Lets go of the handle without touching the VMM (daemon shutdown: VMMs keep
  * running and a restarted daemon attach()es). No callbacks run after this. */

@@ -12,6 +12,7 @@
  * QMP calls (quit, stop, cont; migrate for snapshots) run on libuv's thread
  * pool with deadlines (qmp_async below): the loop never waits for QEMU. */
 #include "backend/backend-vm.h"
+#include "backend/cgroup.h"
 #include "backend/qmp.h"
 #include "backend/qemu-snapshot.h"
 #include "util/fs.h"
@@ -432,6 +433,7 @@ static int qemu_attach(uv_loop_t *loop, const backend_vm_config *c, pid_t pid,
   /* pidfd first, then the command line: the pid cannot be reused between */
   if (backend_vm_watch(vm, pid, err) < 0 || !cmdline_names(pid, c->id)) {
     backend_vm_forget(vm);
+    backend_cgroup_remove(c->id); /* it died while no daemon watched */
     return cr_error_set(err, CR_E_VMM_EXITED, 0, "the VMM (pid %d) of %s is gone", (int)pid,
                         c->id);
   }
@@ -664,6 +666,9 @@ static json_t *qemu_capabilities(void) {
           : "software emulation (TCG): still a separate VM with its own kernel, "
             "but slower; no /dev/kvm usable on this host");
   if (j && uids[0]) json_object_set_new(j, "vmm_uids", json_string(uids));
+  if (j)
+    json_object_set_new(j, "cgroups",
+                        json_string(backend_cgroup_mode_name(backend_cgroup_mode_get(NULL))));
   return j;
 }
 

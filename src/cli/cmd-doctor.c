@@ -3,6 +3,7 @@
 #include "client/client.h"
 #include "boot/boot.h"
 #include "backend/backend.h"
+#include "backend/cgroup.h"
 #include "cli/cli.h"
 #include "config.h"
 #include "cache/cache.h"
@@ -85,6 +86,24 @@ static void check_vmm_user(checks *cs) {
         "the VMM user does not exist: the daemon refuses to start VMMs as root (opt out "
         "with CLEANROOM_VMM_USER=)");
   }
+}
+
+/* A cgroup per VMM (memory, pids, CPU limits): off is a warning, not a
+ * failure (sandboxes run, but one can take the host's memory). */
+static void check_cgroups(checks *cs) {
+  const char *why = NULL;
+  backend_cgroup_mode m = backend_cgroup_mode_get(&why);
+  if (m != BACKEND_CGROUP_NONE)
+    add(cs, "cgroups", "ok", NULL,
+        "each VMM runs in a cgroup of its own (%s, under '%s'): memory, pids and CPU limited to "
+        "its sandbox's resources",
+        why, getenv("CLEANROOM_CGROUP") ? getenv("CLEANROOM_CGROUP") : BACKEND_CGROUP_PARENT);
+  else
+    add(cs, "cgroups", "warn",
+        "run the daemon as root on a host with cgroup v2 (or v1 memory and pids hierarchies); "
+        "unset CLEANROOM_CGROUP=off",
+        "VMMs run without cgroup limits (%s): a sandbox's VMM can use more memory and CPU "
+        "than its resources say", why);
 }
 
 /* What per-sandbox egress needs: CAP_NET_ADMIN, /dev/net/tun, nftables.
@@ -363,6 +382,7 @@ int cmd_doctor(int argc, char **argv) {
   check_agent(&cs);
   check_image(&cs);
   check_disk(&cs);
+  check_cgroups(&cs);
   check_egress(&cs);
   check_cache(&cs);
   check_daemon(&cs);

@@ -22,10 +22,8 @@
 #include "util/log.h"
 #include "util/macro.h"
 
-#include <poll.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/syscall.h>
 
 #define SBX_POOL_MAX 16
 
@@ -284,24 +282,12 @@ json_t *sbx_pool_info(sbx_manager *m) {
 /* ---- daemon stop: entries are killed and removed now (the loop only runs
  * to close handles from here on) */
 
-static void kill_now(pid_t pid) {
-  if (pid <= 0) return;
-  int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-  kill(pid, SIGKILL);
-  if (fd < 0) return;
-  struct pollfd pf = {.fd = fd, .events = POLLIN};
-  int r;
-  do r = poll(&pf, 1, 2000);
-  while (r < 0 && errno == EINTR);
-  if (r == 0) log_warn("pool: the VMM (pid %d) does not exit after SIGKILL", (int)pid);
-  close(fd);
-}
-
-/* The entry's VMM if it may still run: its handle, or a stop in flight
- * (then it has not been reaped yet: the pid is still its). */
-static pid_t entry_pid(const sbx *s) {
-  if (s->vm) return backend_vm_pid(s->vm);
-  return s->vm_stopping ? s->pid : 0;
+/* The entry's VMM handle if it may still run: its own, or the one of a stop
+ * in flight. Killed through the handle's pidfd: a pid read here could name
+ * another process once the VMM is reaped. */
+static void kill_now(sbx *s) {
+  backend_vm *vm = s->vm ? s->vm : s->vm_stopping ? s->stopping_vm : NULL;
+  backend_vm_kill_sync(vm, 2000);
 }
 
 void sbx_pool_shutdown(sbx_manager *m) {
@@ -313,7 +299,7 @@ void sbx_pool_shutdown(sbx_manager *m) {
      * which must not start an asynchronous stop now */
     s->state = SBX_STOPPED;
     sbx_stop_boot_timer(s);
-    kill_now(entry_pid(s));
+    kill_now(s);
     if (s->vm) backend_vm_forget(TAKE_PTR(s->vm));
     if (s->agent) {
       agent_conn *a = s->agent;
@@ -327,7 +313,7 @@ void sbx_pool_shutdown(sbx_manager *m) {
    * on, so their stop would not finish */
   while (ndying > 0) {
     sbx *s = dying[--ndying];
-    kill_now(entry_pid(s));
+    kill_now(s);
     cr_rm_rf(s->dir);
   }
   if (p->kick_open) {

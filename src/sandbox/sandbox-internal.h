@@ -74,6 +74,7 @@ struct sbx {
   backend_vm *vm;       /* NULL once stop() was asked for */
   bool vm_stopping;     /* a stop() is in flight (on_vm_stopped pending) */
   unsigned vm_killing;  /* VMMs a restore replaced, killed and not reaped yet */
+  backend_vm *stopping_vm; /* its handle meanwhile (valid until on_vm_stopped) */
   cr_error *fail_err;   /* failure reported to waiters once the VMM is gone */
   sbx_terminate_cb term_cb;
   void *term_ud;

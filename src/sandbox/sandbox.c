@@ -2,6 +2,7 @@
 #include "sandbox/sandbox.h"
 #include "sandbox/sandbox-internal.h"
 #include "sandbox/template.h"
+#include "backend/cgroup.h"
 #include "boot/boot.h"
 #include "image/image.h"
 #include "util/fs.h"
@@ -356,6 +357,7 @@ static void on_vm_stopped(void *ud, backend_vm *vm, cr_error *err) {
   if (err) log_warn("sandbox %s: %s", s->id, err->message);
   cr_error_free(err);
   s->vm_stopping = false;
+  s->stopping_vm = NULL;
   bool relaunch = TAKE_PTR(s->relaunch_pending);
   /* else finish_terminate removes it; a relaunch removed the old one itself */
   if (!s->term_cb && !relaunch) unlink_ram_later(s);
@@ -397,6 +399,7 @@ static void stop_vmm(sbx *s) {
   if (!s->vm) return;
   backend_vm *vm = TAKE_PTR(s->vm);
   s->vm_stopping = true;
+  s->stopping_vm = vm;
   s->handles++;
   backend_vm_ops(vm)->stop(vm, on_vm_stopped, s);
 }
@@ -1519,6 +1522,7 @@ static void finish_terminate(sbx *s) {
   sbx_terminate_cb cb = TAKE_PTR(s->term_cb);
   void *ud = s->term_ud;
   detach_net(s); /* the VMM is gone: its TAP, chains, set and resolver go too */
+  backend_cgroup_remove(s->id); /* and its cgroup (when the backend did not see it end) */
   cr_error *e = NULL;
   cr_error_set(&e, CR_E_SANDBOX_NOT_FOUND, 0, "sandbox %s was removed while starting", s->id);
   s->state = SBX_STOPPED;

@@ -5,15 +5,18 @@
 #include "util/log.h"
 #include "util/paths.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 /* Replies and notifications queued for one client that is not reading them
  * (a slow or hostile client, an attached stream it never drains): beyond
@@ -514,6 +517,38 @@ static int prepare_socket(server_ctx *d, const char *path, cr_error **err) {
   return 0;
 }
 
+/* One daemon per data dir: an flock(2) on <data>/daemon.lock held for the
+ * daemon's life (the kernel drops it when the daemon dies, however it dies).
+ * Two daemons on one data dir would each reconcile the other's VMMs as
+ * orphans and write the same state files. The lock file holds the pid of
+ * its holder, for the error message. Returns the fd (kept open) or -1. */
+static int lock_data_dir(cr_error **err) {
+  _cleanup_free_ char *data = cr_data_dir();
+  _cleanup_free_ char *path = cr_data_path("daemon.lock");
+  if (!data || !path) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "data dir");
+  int r = cr_mkdir_p(data, 0700);
+  if (r < 0) return cr_error_set(err, CR_E_IO, -r, "creating the data dir %s", data);
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return cr_error_set(err, CR_E_IO, errno, "opening %s", path);
+  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    int e = errno;
+    char pid[32] = "";
+    ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+    if (n > 0) pid[strcspn(pid, "\n")] = 0;
+    close(fd);
+    if (e != EWOULDBLOCK) return cr_error_set(err, CR_E_IO, e, "locking %s", path);
+    return cr_error_set(err, CR_E_DAEMON_UNAVAILABLE, 0,
+                        "another daemon%s%s%s serves the data dir %s: stop it, or give this "
+                        "one its own CLEANROOM_DATA_DIR",
+                        *pid ? " (pid " : "", pid, *pid ? ")" : "", data);
+  }
+  char pid[32];
+  int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+  if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+    log_warn("cannot write the pid into %s: %s", path, strerror(errno));
+  return fd;
+}
+
 static const char *mcp_http_addr;
 
 void daemon_set_mcp_http(const char *addr) { mcp_http_addr = addr; }
@@ -540,7 +575,8 @@ int daemon_run(const char *listen_path, cr_error **err) {
   if (!d.api.socket_path)
     return cr_error_set(err, CR_E_DAEMON_UNAVAILABLE, errno,
                         "no socket path: set CLEANROOM_RUN_DIR, XDG_RUNTIME_DIR or HOME");
-  if (prepare_socket(&d, d.api.socket_path, err) < 0) {
+  _cleanup_close_ int datalock = lock_data_dir(err);
+  if (datalock < 0 || prepare_socket(&d, d.api.socket_path, err) < 0) {
     free(d.api.socket_path);
     return -1;
   }
