@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CG_ROOT "/sys/fs/cgroup"
+#define CG_ROOT_DEFAULT "/sys/fs/cgroup"
 #define CG_HINT " (set CLEANROOM_CGROUP=off to run VMMs without cgroups)"
 
 /* v1: the hierarchies a group is made in; memory and pids are required,
@@ -22,6 +22,7 @@ static backend_cgroup_mode mode = BACKEND_CGROUP_NONE;
 static const char *mode_why;
 static bool mode_known, v1_cpu, v2_cpu;
 static char parent[256];
+static char root[256] = CG_ROOT_DEFAULT;
 
 static bool exists(const char *p) { return access(p, F_OK) == 0; }
 
@@ -34,7 +35,7 @@ static bool has_word(const char *list, const char *word) {
 }
 
 static int write_str(const char *path, const char *val) {
-  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC); /* as a shell's > does */
   if (fd < 0) return -errno;
   size_t n = strlen(val);
   ssize_t w = write(fd, val, n);
@@ -63,6 +64,12 @@ static bool valid_id(const char *id) {
 
 static void detect(void) {
   mode_known = true;
+  mode = BACKEND_CGROUP_NONE;
+  v1_cpu = v2_cpu = false;
+  /* the cgroup file system's mount point: a test tree in unit tests (cgroup
+   * v2 with controllers cannot exist on a v1 host) */
+  const char *fs = getenv("CLEANROOM_CGROUP_FS");
+  snprintf(root, sizeof(root), "%s", fs && *fs == '/' ? fs : CG_ROOT_DEFAULT);
   const char *e = getenv("CLEANROOM_CGROUP");
   if (e && (!*e || !strcmp(e, "off"))) {
     mode_why = "turned off (CLEANROOM_CGROUP)";
@@ -78,8 +85,9 @@ static void detect(void) {
     mode_why = "the daemon is not root";
     return;
   }
-  _cleanup_free_ char *ctrls = NULL;
-  FILE *f = fopen(CG_ROOT "/cgroup.controllers", "re");
+  char path[512];
+  snprintf(path, sizeof(path), "%s/cgroup.controllers", root);
+  FILE *f = fopen(path, "re");
   if (f) {
     char buf[512] = "";
     if (!fgets(buf, sizeof(buf), f)) buf[0] = 0;
@@ -93,14 +101,20 @@ static void detect(void) {
     mode_why = "cgroup v2 without the memory and pids controllers";
     return;
   }
-  if (exists(CG_ROOT "/memory/cgroup.procs") && exists(CG_ROOT "/pids/cgroup.procs")) {
+  char mem[512], pids[512], cpu[512];
+  snprintf(mem, sizeof(mem), "%s/memory/cgroup.procs", root);
+  snprintf(pids, sizeof(pids), "%s/pids/cgroup.procs", root);
+  snprintf(cpu, sizeof(cpu), "%s/cpu/cpu.cfs_quota_us", root);
+  if (exists(mem) && exists(pids)) {
     mode = BACKEND_CGROUP_V1;
-    v1_cpu = exists(CG_ROOT "/cpu/cpu.cfs_quota_us");
+    v1_cpu = exists(cpu);
     mode_why = "cgroup v1 (memory, pids and cpu hierarchies; no cgroup v2 on this host)";
     return;
   }
   mode_why = "no cgroup hierarchy with the memory and pids controllers is mounted";
 }
+
+void backend_cgroup_redetect(void) { mode_known = false; }
 
 backend_cgroup_mode backend_cgroup_mode_get(const char **why) {
   if (!mode_known) detect();
@@ -115,7 +129,7 @@ const char *backend_cgroup_mode_name(backend_cgroup_mode m) {
 /* <root>[/<ctrl>]/<parent>[/<id>] */
 static char *group_dir(const char *ctrl, const char *id) {
   char *p = NULL;
-  if (asprintf(&p, CG_ROOT "%s%s/%s%s%s", ctrl ? "/" : "", ctrl ? ctrl : "", parent,
+  if (asprintf(&p, "%s%s%s/%s%s%s", root, ctrl ? "/" : "", ctrl ? ctrl : "", parent,
                id ? "/" : "", id ? id : "") < 0)
     return NULL;
   return p;
@@ -124,7 +138,7 @@ static char *group_dir(const char *ctrl, const char *id) {
 static int mkdir_p(const char *path) {
   _cleanup_free_ char *p = strdup(path);
   if (!p) return -ENOMEM;
-  for (char *s = p + strlen(CG_ROOT) + 1; (s = strchr(s, '/')); s++) {
+  for (char *s = p + strlen(root) + 1; (s = strchr(s, '/')); s++) {
     *s = 0;
     if (mkdir(p, 0755) < 0 && errno != EEXIST) return -errno;
     *s = '/';
@@ -151,7 +165,7 @@ static int v2_enable(cr_error **err) {
   /* each level from the root down to the parent */
   _cleanup_free_ char *p = strdup(dir);
   if (!p) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "cgroup");
-  char *s = p + strlen(CG_ROOT);
+  char *s = p + strlen(root);
   for (;;) {
     char save = *s;
     *s = 0;

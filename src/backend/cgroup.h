@@ -33,6 +33,9 @@ typedef enum { BACKEND_CGROUP_NONE, BACKEND_CGROUP_V1, BACKEND_CGROUP_V2 } backe
 
 /* The mode on this host (cached), and why (for doctor). */
 backend_cgroup_mode backend_cgroup_mode_get(const char **why);
+/* Forgets the cached mode (unit tests: $CLEANROOM_CGROUP_FS points the
+ * module at a tree of their own). */
+void backend_cgroup_redetect(void);
 /* "v2", "v1" or "off". */
 const char *backend_cgroup_mode_name(backend_cgroup_mode m);
 

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Replies and notifications queued for one client that is not reading them
@@ -522,6 +523,7 @@ static int prepare_socket(server_ctx *d, const char *path, cr_error **err) {
  * Two daemons on one data dir would each reconcile the other's VMMs as
  * orphans and write the same state files. The lock file holds the pid of
  * its holder, for the error message. Returns the fd (kept open) or -1. */
+#define DATA_LOCK_WAIT_MS 5000
 static int lock_data_dir(cr_error **err) {
   _cleanup_free_ char *data = cr_data_dir();
   _cleanup_free_ char *path = cr_data_path("daemon.lock");
@@ -530,7 +532,14 @@ static int lock_data_dir(cr_error **err) {
   if (r < 0) return cr_error_set(err, CR_E_IO, -r, "creating the data dir %s", data);
   int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return cr_error_set(err, CR_E_IO, errno, "opening %s", path);
-  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+  /* a daemon that is still shutting down (its socket is gone already)
+   * holds it for a moment more: wait for it, a bounded time, before the
+   * loop runs */
+  int tries = DATA_LOCK_WAIT_MS / 50;
+  int lr;
+  while ((lr = flock(fd, LOCK_EX | LOCK_NB)) < 0 && errno == EWOULDBLOCK && --tries > 0)
+    nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+  if (lr < 0) {
     int e = errno;
     char pid[32] = "";
     ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);

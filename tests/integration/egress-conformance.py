@@ -443,6 +443,7 @@ def fail_closed_row():
     env = dict(ENV)
     env["CLEANROOM_EGRESS"] = "off"
     env["CLEANROOM_RUN_DIR"] = os.path.join(TMP, "run-off")
+    env["CLEANROOM_DATA_DIR"] = os.path.join(TMP, "data-off")  # one daemon per data dir
     pol = os.path.join(TMP, "policy.yaml")
     p = subprocess.run([BIN, "sandbox", "create", "--policy", pol, "--memory", "256"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
