@@ -103,7 +103,7 @@ void api_ws_diff(daemon_ctx *d, api_sink *sink, json_t *id, json_t *params) {
 typedef struct staged {
   struct staged *next;
   char sid[32];
-  ws_buf tar;
+  cr_buf tar;
 } staged;
 static staged *staging;
 
@@ -114,6 +114,7 @@ static staged *stage_get(const char *sid, bool create) {
   staged *s = calloc(1, sizeof(*s));
   if (!s) return NULL;
   snprintf(s->sid, sizeof(s->sid), "%s", sid);
+  s->tar = CR_BUF_INIT(CR_WS_MAX_COPY_IN);
   s->next = staging;
   staging = s;
   return s;
@@ -125,7 +126,7 @@ static void stage_drop(staged *t) {
       *p = t->next;
       break;
     }
-  ws_buf_free(&t->tar);
+  cr_buf_free(&t->tar);
   free(t);
 }
 
@@ -148,14 +149,16 @@ void api_ws_copy_in(daemon_ctx *d, api_sink *sink, json_t *id, json_t *params) {
     return bad(sink, id, "'tar' is not valid base64");
   staged *t = stage_get(sid, json_is_true(json_object_get(params, "more")));
   if (t) {
-    int r = n ? ws_buf_append(&t->tar, buf, n) : 0;
+    int r = n ? cr_buf_append(&t->tar, buf, n) : 0;
     free(buf);
     buf = NULL;
-    if (r < 0 || t->tar.len > CR_WS_MAX_COPY_IN) {
+    if (r < 0) {
       stage_drop(t);
       cr_error *e = NULL;
-      cr_error_set(&e, CR_E_WORKSPACE_TOO_LARGE, 0, "copy-in is larger than %u MiB",
-                   CR_WS_MAX_COPY_IN >> 20);
+      if (r == -ENOMEM) cr_error_set(&e, CR_E_INTERNAL, ENOMEM, "staging the copy-in");
+      else
+        cr_error_set(&e, CR_E_WORKSPACE_TOO_LARGE, 0, "copy-in is larger than %u MiB",
+                     CR_WS_MAX_COPY_IN >> 20);
       send_err(sink, id, e);
       cr_error_free(e);
       return;
@@ -166,7 +169,7 @@ void api_ws_copy_in(daemon_ctx *d, api_sink *sink, json_t *id, json_t *params) {
     }
     buf = TAKE_PTR(t->tar.data);
     n = t->tar.len;
-    t->tar = (ws_buf){0};
+    t->tar = CR_BUF_INIT(CR_WS_MAX_COPY_IN);
     stage_drop(t);
   }
   wreq *w = wreq_new(d, sink, id, params);

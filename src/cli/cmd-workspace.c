@@ -127,7 +127,7 @@ int cli_ws_create_params(const char *policy_path, const cli_ws_opts *o, json_t *
 
 /* ---- copy-in */
 
-static int upload(api_client *c, const char *sid, ws_buf *tar, json_t *deletes, json_t **ret) {
+static int upload(api_client *c, const char *sid, cr_buf *tar, json_t *deletes, json_t **ret) {
   size_t off = 0;
   do {
     size_t n = tar->len - off < UPLOAD_CHUNK ? tar->len - off : UPLOAD_CHUNK;
@@ -158,16 +158,16 @@ int cli_ws_copy_in(api_client *c, const char *sid, char **paths, size_t npaths, 
   _cleanup_local_ ws_local *l = NULL;
   _cleanup_error_ cr_error *err = NULL;
   if (ws_local_open(NULL, &l, &err) < 0) return cli_fail(err);
-  ws_buf tar = {0};
+  cr_buf tar = {0};
   _cleanup_json_ json_t *deletes = NULL, *record = NULL;
   if (ws_local_changes(l, commit, (const char *const *)paths, npaths, &tar, &deletes, &record,
                        &err) < 0) {
-    ws_buf_free(&tar);
+    cr_buf_free(&tar);
     return cli_fail(err);
   }
   _cleanup_json_ json_t *res = NULL;
   r = upload(c, sid, &tar, deletes, &res);
-  ws_buf_free(&tar);
+  cr_buf_free(&tar);
   if (r) return r;
   /* what the sandbox now has, so copy-out can tell later local edits */
   _cleanup_json_ json_t *old = ws_local_record_load(l, sid);
@@ -193,7 +193,7 @@ int cli_ws_copy_in(api_client *c, const char *sid, char **paths, size_t npaths, 
 /* ---- copy-out */
 
 static int read_file(api_client *c, const char *sid, const char *full, uint64_t size,
-                     ws_buf *out) {
+                     cr_buf *out) {
   uint64_t off = 0;
   for (;;) {
     _cleanup_json_ json_t *res = NULL;
@@ -207,7 +207,7 @@ static int read_file(api_client *c, const char *sid, const char *full, uint64_t 
     size_t n = 0;
     if (cr_base64_decode(d, strlen(d), &buf, &n) < 0)
       return cli_failf(CR_E_PROTOCOL, "bad data for %s", full);
-    r = ws_buf_append(out, buf, n);
+    r = cr_buf_append(out, buf, n);
     free(buf);
     if (r < 0 || out->len > CR_WS_MAX_FILE) return cli_failf(CR_E_WORKSPACE_TOO_LARGE, "%s is too large", full);
     off += n;
@@ -297,21 +297,21 @@ int cli_ws_copy_out(api_client *c, const char *sid, char **paths, size_t npaths,
     const char *p = cli_json_str(f, "path", "");
     const char *st = cli_json_str(f, "status", "M");
     uint32_t mode = parse_mode(json_object_get(f, "new_mode"));
-    ws_buf data = {0};
+    cr_buf data = {0};
     if (mode == 0120000) {
       _cleanup_json_ json_t *res = NULL;
       char full[8300];
       snprintf(full, sizeof(full), "%s/%s", wpath, p);
       r = cli_call(c, "file.stat", json_pack("{s:s, s:s}", "sandbox_id", sid, "path", full), &res);
       const char *t = cli_json_str(res, "target", "");
-      if (!r) ws_buf_append(&data, t, strlen(t));
+      if (!r) cr_buf_append(&data, t, strlen(t));
     } else if (mode) {
       char full[8300];
       snprintf(full, sizeof(full), "%s/%s", wpath, p);
       r = read_file(c, sid, full, (uint64_t)json_integer_value(json_object_get(f, "size")), &data);
     }
     if (r) {
-      ws_buf_free(&data);
+      cr_buf_free(&data);
       break;
     }
     if (mode) {
@@ -319,17 +319,17 @@ int cli_ws_copy_out(api_client *c, const char *sid, char **paths, size_t npaths,
       ws_blob_oid(data.data ? (const void *)data.data : "", data.len, got);
       const char *want = cli_json_str(f, "new_oid", "");
       if (strcmp(got, want) != 0) {
-        ws_buf_free(&data);
+        cr_buf_free(&data);
         r = cli_failf(CR_E_WORKSPACE_CONFLICT, "%s changed in the sandbox during copy-out; run it again", p);
         break;
       }
     }
     if (ws_local_put(l, p, mode, data.data, data.len, &err) < 0) {
-      ws_buf_free(&data);
+      cr_buf_free(&data);
       r = cli_fail(err);
       break;
     }
-    ws_buf_free(&data);
+    cr_buf_free(&data);
     json_array_append_new(written, json_pack("{s:s, s:s}", "path", p, "status", st));
     json_object_set(newrec, p, json_object_get(f, "new_oid") ? json_object_get(f, "new_oid") : json_null());
     if (!json) fprintf(stderr, "copy-out: %s %s\n", mode ? "wrote" : "deleted", p);

@@ -108,7 +108,7 @@ char *ws_local_upstream_branch(ws_local *l, const char *remote) {
   return out;
 }
 
-static int read_workdir(ws_local *l, const char *path, ws_buf *b, struct stat *st) {
+static int read_workdir(ws_local *l, const char *path, cr_buf *b, struct stat *st) {
   char full[PATH_MAX * 2];
   snprintf(full, sizeof(full), "%s/%s", l->root, path);
   if (lstat(full, st) < 0) return -errno;
@@ -116,7 +116,7 @@ static int read_workdir(ws_local *l, const char *path, ws_buf *b, struct stat *s
     char t[PATH_MAX];
     ssize_t k = readlink(full, t, sizeof(t) - 1);
     if (k < 0) return -errno;
-    return ws_buf_append(b, t, (size_t)k);
+    return cr_buf_append(b, t, (size_t)k);
   }
   if (!S_ISREG(st->st_mode)) return -EINVAL;
   int fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -125,14 +125,14 @@ static int read_workdir(ws_local *l, const char *path, ws_buf *b, struct stat *s
   ssize_t k;
   int r = 0;
   while ((k = read(fd, tmp, sizeof(tmp))) > 0)
-    if ((r = ws_buf_append(b, tmp, (size_t)k)) < 0) break;
+    if ((r = cr_buf_append(b, tmp, (size_t)k)) < 0) break;
   if (k < 0) r = -errno;
   close(fd);
   return r;
 }
 
 int ws_local_changes(ws_local *l, const char *commit, const char *const *paths,
-                     size_t npaths, ws_buf *tar, json_t **deletes, json_t **record,
+                     size_t npaths, cr_buf *tar, json_t **deletes, json_t **record,
                      cr_error **err) {
   git_oid oid;
   git_commit *c = NULL;
@@ -171,17 +171,17 @@ int ws_local_changes(ws_local *l, const char *commit, const char *const *paths,
       continue;
     }
     if (d->new_file.mode == GIT_FILEMODE_COMMIT) continue;
-    ws_buf b = {0};
+    cr_buf b = {0};
     struct stat st;
     int r = read_workdir(l, path, &b, &st);
     if (r == -ENOENT) { /* deleted while we looked */
-      ws_buf_free(&b);
+      cr_buf_free(&b);
       json_array_append_new(*deletes, json_string(path));
       json_object_set_new(*record, path, json_null());
       continue;
     }
     if (r < 0) {
-      ws_buf_free(&b);
+      cr_buf_free(&b);
       cr_error_set(err, CR_E_IO, -r, "reading %s/%s", l->root, path);
       goto out;
     }
@@ -196,7 +196,7 @@ int ws_local_changes(ws_local *l, const char *commit, const char *const *paths,
       r = ws_tar_add(tar, path, '0', (st.st_mode & 0111) ? 0755 : 0644, st.st_mtim.tv_sec,
                      b.data, b.len, NULL);
     free(target);
-    ws_buf_free(&b);
+    cr_buf_free(&b);
     if (r < 0 || tar->len > CR_WS_MAX_COPY_IN) {
       cr_error_set(err, CR_E_WORKSPACE_TOO_LARGE, 0, "the local changes are larger than %u MiB",
                    CR_WS_MAX_COPY_IN >> 20);
@@ -307,12 +307,12 @@ int ws_local_oid(ws_local *l, const char *path, char ret[41], uint32_t *mode) {
     close(pfd);
     return rc;
   }
-  ws_buf b = {0};
+  cr_buf b = {0};
   if (S_ISLNK(st.st_mode)) {
     char t[PATH_MAX];
     ssize_t k = readlinkat(pfd, base, t, sizeof(t) - 1);
     if (k < 0) rc = -errno;
-    else rc = ws_buf_append(&b, t, (size_t)k);
+    else rc = cr_buf_append(&b, t, (size_t)k);
     *mode = 0120000;
   } else if (S_ISREG(st.st_mode)) {
     int fd = openat(pfd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -321,7 +321,7 @@ int ws_local_oid(ws_local *l, const char *path, char ret[41], uint32_t *mode) {
       char tmp[65536];
       ssize_t k;
       while ((k = read(fd, tmp, sizeof(tmp))) > 0)
-        if ((rc = ws_buf_append(&b, tmp, (size_t)k)) < 0) break;
+        if ((rc = cr_buf_append(&b, tmp, (size_t)k)) < 0) break;
       if (k < 0) rc = -errno;
       close(fd);
     }
@@ -334,7 +334,7 @@ int ws_local_oid(ws_local *l, const char *path, char ret[41], uint32_t *mode) {
   }
   close(pfd);
   if (rc == 0) ws_blob_oid(b.data ? (const void *)b.data : "", b.len, ret);
-  ws_buf_free(&b);
+  cr_buf_free(&b);
   return rc;
 }
 

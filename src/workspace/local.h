@@ -25,7 +25,7 @@ char *ws_local_upstream_branch(ws_local *l, const char *remote);
  * (which must be in the local repository): changed/added files into tar,
  * removed paths into *deletes, and *record = {"path": blob id or null}. */
 int ws_local_changes(ws_local *l, const char *commit, const char *const *paths,
-                     size_t npaths, ws_buf *tar, json_t **deletes, json_t **record,
+                     size_t npaths, cr_buf *tar, json_t **deletes, json_t **record,
                      cr_error **err);
 /* <gitdir>/cleanroom/copy-in/<sandbox>.json: what copy-in put there. */
 int ws_local_record_save(ws_local *l, const char *sandbox_id, json_t *files, cr_error **err);

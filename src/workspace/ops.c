@@ -89,7 +89,7 @@ struct ws_op {
   size_t npaths;
   cr_error *err; /* from the worker */
   ws_resolved res;
-  ws_buf tar;
+  cr_buf tar;
   size_t files;
   /* diff */
   struct man_ref *mref; /* the base manifest (shared, cached) */
@@ -127,7 +127,7 @@ static void op_free(ws_op *o) {
   free(o->paths);
   cr_error_free(o->err);
   ws_resolved_clear(&o->res);
-  ws_buf_free(&o->tar);
+  cr_buf_free(&o->tar);
   man_unref(o->mref);
   for (size_t i = 0; i < o->ng; i++) {
     free(o->g[i].name);
@@ -645,7 +645,7 @@ static void diff_compare(ws_op *o) {
 typedef struct read_ctx {
   ws_op *o;
   size_t idx;
-  ws_buf buf;
+  cr_buf buf;
   bool too_big;
 } read_ctx;
 
@@ -657,7 +657,7 @@ static void read_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_
       r->too_big = true;
       return;
     }
-    if (ws_buf_append(&r->buf, p, h->len) < 0) r->too_big = true;
+    if (cr_buf_append(&r->buf, p, h->len) < 0) r->too_big = true;
     else o->bytes_read += h->len;
     return;
   }
@@ -671,10 +671,10 @@ static void read_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_
   if (!e) {
     ch->data = r->buf.data;
     ch->len = r->buf.len;
-    r->buf = (ws_buf){0};
+    r->buf = (cr_buf){0};
     ws_blob_oid(ch->data ? (const void *)ch->data : "", ch->len, ch->new_oid);
   }
-  ws_buf_free(&r->buf);
+  cr_buf_free(&r->buf);
   free(r);
   o->reads_pending--;
   if (e) {
@@ -705,6 +705,7 @@ static void diff_reads(ws_op *o) {
       cr_error_set(&o->err, CR_E_INTERNAL, ENOMEM, "diff");
       break;
     }
+    r->buf = CR_BUF_INIT(CR_WS_MAX_FILE);
     r->o = o;
     r->idx = idx;
     char full[8200];
@@ -946,7 +947,7 @@ int ws_copy_in(sbx_manager *m, const char *sandbox_id, uint8_t *tar, size_t n, j
     free(tar);
     return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "copy-in");
   }
-  o->tar = (ws_buf){.data = tar, .len = n, .cap = n};
+  o->tar = (cr_buf){.data = tar, .len = n, .cap = n};
   o->path = strdup(ws_path_of(s));
   o->deletes = deletes ? json_incref(deletes) : json_array();
   if (json_array_size(o->deletes) == 0) {
@@ -984,8 +985,8 @@ static void local_changes_work(uv_work_t *w) {
 static void local_changes_after(uv_work_t *w, int status) {
   ws_op *o = w->data;
   if (o->err) return finish(o, NULL, TAKE_PTR(o->err));
-  ws_buf tar = o->tar;
-  o->tar = (ws_buf){0};
+  cr_buf tar = o->tar;
+  o->tar = (cr_buf){0};
   json_t *deletes = TAKE_PTR(o->deletes);
   cr_error *e = NULL;
   if (ws_copy_in(o->m, o->sid, tar.data, tar.len, deletes, o->cb, o->ud, &e) < 0) {

@@ -114,7 +114,7 @@ typedef struct walk {
   glinks *gl;          /* tar mode: the gitlinks, when submodules are wanted */
   git_repository *repo;
   int64_t mtime;
-  ws_buf *tar;         /* tar mode */
+  cr_buf *tar;         /* tar mode */
   size_t files;
   ws_manifest *m;      /* manifest mode */
   size_t cap;
@@ -232,7 +232,7 @@ nomem:
   return -1;
 }
 
-static int tar_tree(ws_buf *out, const char *url, const char *commit, const char *prefix,
+static int tar_tree(cr_buf *out, const char *url, const char *commit, const char *prefix,
                     unsigned depth, ws_submodules *subs, size_t *files, cr_error **err) {
   git_repository *repo = NULL;
   git_tree *tree = NULL;
@@ -269,7 +269,7 @@ static int tar_tree(ws_buf *out, const char *url, const char *commit, const char
   return rc;
 }
 
-int ws_tree_tar(const char *url, const char *commit, ws_buf *out, size_t *ret_files,
+int ws_tree_tar(const char *url, const char *commit, cr_buf *out, size_t *ret_files,
                 ws_submodules *subs, cr_error **err) {
   git_libgit2_init();
   size_t files = 0;

@@ -8,26 +8,6 @@
 #include <string.h>
 #include <strings.h>
 
-int ws_buf_append(ws_buf *b, const void *p, size_t n) {
-  if (b->len + n < b->len) return -ENOMEM;
-  if (b->len + n > b->cap) {
-    size_t nc = b->cap ? b->cap : 65536;
-    while (nc < b->len + n) nc *= 2;
-    uint8_t *nd = realloc(b->data, nc);
-    if (!nd) return -ENOMEM;
-    b->data = nd;
-    b->cap = nc;
-  }
-  if (n) memcpy(b->data + b->len, p, n);
-  b->len += n;
-  return 0;
-}
-
-void ws_buf_free(ws_buf *b) {
-  free(b->data);
-  *b = (ws_buf){0};
-}
-
 const char *ws_git_error(void) {
   const git_error *e = git_error_last();
   return e && e->message ? e->message : "unknown libgit2 error";
@@ -44,7 +24,7 @@ static void put_oct(char *dst, size_t w, uint64_t v) {
   dst[w - 1] = '\0';
 }
 
-static int header(ws_buf *b, const char *name, char type, uint32_t mode, int64_t mtime,
+static int header(cr_buf *b, const char *name, char type, uint32_t mode, int64_t mtime,
                   uint64_t size, const char *link) {
   char h[512];
   memset(h, 0, sizeof(h));
@@ -62,16 +42,16 @@ static int header(ws_buf *b, const char *name, char type, uint32_t mode, int64_t
   for (size_t i = 0; i < sizeof(h); i++) sum += (unsigned char)h[i];
   snprintf(h + 148, 8, "%06o", sum);
   h[155] = ' ';
-  return ws_buf_append(b, h, sizeof(h));
+  return cr_buf_append(b, h, sizeof(h));
 }
 
-static int pad(ws_buf *b, uint64_t n) {
+static int pad(cr_buf *b, uint64_t n) {
   static const char zero[512];
   size_t p = (size_t)((512 - n % 512) % 512);
-  return p ? ws_buf_append(b, zero, p) : 0;
+  return p ? cr_buf_append(b, zero, p) : 0;
 }
 
-static int pax_record(ws_buf *px, const char *key, const char *val) {
+static int pax_record(cr_buf *px, const char *key, const char *val) {
   /* "<len> key=val\n" where len counts itself */
   size_t body = strlen(key) + strlen(val) + 3; /* ' ', '=', '\n' */
   size_t len = body + 1;
@@ -83,40 +63,40 @@ static int pax_record(ws_buf *px, const char *key, const char *val) {
   }
   char num[32];
   snprintf(num, sizeof(num), "%zu ", len);
-  if (ws_buf_append(px, num, strlen(num)) < 0 || ws_buf_append(px, key, strlen(key)) < 0 ||
-      ws_buf_append(px, "=", 1) < 0 || ws_buf_append(px, val, strlen(val)) < 0 ||
-      ws_buf_append(px, "\n", 1) < 0)
+  if (cr_buf_append(px, num, strlen(num)) < 0 || cr_buf_append(px, key, strlen(key)) < 0 ||
+      cr_buf_append(px, "=", 1) < 0 || cr_buf_append(px, val, strlen(val)) < 0 ||
+      cr_buf_append(px, "\n", 1) < 0)
     return -ENOMEM;
   return 0;
 }
 
-int ws_tar_add(ws_buf *b, const char *path, char type, uint32_t mode, int64_t mtime,
+int ws_tar_add(cr_buf *b, const char *path, char type, uint32_t mode, int64_t mtime,
                const void *data, size_t n, const char *link) {
   char name[4200];
   int k = snprintf(name, sizeof(name), "%s%s", path, type == '5' ? "/" : "");
   if (k < 0 || (size_t)k >= sizeof(name)) return -ENAMETOOLONG;
   bool longname = strlen(name) > 99, longlink = link && strlen(link) > 99;
   if (longname || longlink) {
-    ws_buf px = {0};
+    cr_buf px = {0};
     int r = 0;
     if (longname) r = pax_record(&px, "path", name);
     if (!r && longlink) r = pax_record(&px, "linkpath", link);
     if (!r) r = header(b, "././@PaxHeader", 'x', 0644, mtime, px.len, NULL);
-    if (!r) r = ws_buf_append(b, px.data, px.len);
+    if (!r) r = cr_buf_append(b, px.data, px.len);
     if (!r) r = pad(b, px.len);
-    ws_buf_free(&px);
+    cr_buf_free(&px);
     if (r) return r;
   }
   size_t size = type == '0' ? n : 0;
   int r = header(b, name, type, mode, mtime, size, link);
-  if (!r && size) r = ws_buf_append(b, data, size);
+  if (!r && size) r = cr_buf_append(b, data, size);
   if (!r) r = pad(b, size);
   return r;
 }
 
-int ws_tar_end(ws_buf *b) {
+int ws_tar_end(cr_buf *b) {
   static const char zero[1024];
-  return ws_buf_append(b, zero, sizeof(zero));
+  return cr_buf_append(b, zero, sizeof(zero));
 }
 
 /* ---- paths */

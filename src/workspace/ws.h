@@ -13,6 +13,7 @@
  *             (copy-in) and safe writes into it (copy-out)
  * Daemon parts (libuv loop + agent protocol): ops.c. */
 #pragma once
+#include "util/buf.h"
 #include "util/error.h"
 
 #include <stdbool.h>
@@ -24,18 +25,12 @@
 #define CR_WS_MAX_TOTAL (512u << 20)   /* all files of one diff/copy */
 #define CR_WS_MAX_COPY_IN (256u << 20) /* tar bytes of one copy-in request */
 
-typedef struct ws_buf {
-  uint8_t *data;
-  size_t len, cap;
-} ws_buf;
-int ws_buf_append(ws_buf *b, const void *p, size_t n);
-void ws_buf_free(ws_buf *b);
 
 /* ---- tar writer (ustar + pax path/linkpath for long names) */
 /* type: '0' file, '5' dir, '2' symlink (link = target). */
-int ws_tar_add(ws_buf *b, const char *path, char type, uint32_t mode, int64_t mtime,
+int ws_tar_add(cr_buf *b, const char *path, char type, uint32_t mode, int64_t mtime,
                const void *data, size_t n, const char *link);
-int ws_tar_end(ws_buf *b);
+int ws_tar_end(cr_buf *b);
 
 /* ---- mirror */
 /* <data>/git/mirrors/<sha256(url)[:32]>.git (new string). */
@@ -99,7 +94,7 @@ int ws_gitmodules_url(const void *data, size_t n, const char *path, char **ret,
  * subs non-NULL: the submodules too (each at its gitlink's commit, fetched
  * into its own mirror, recursively), recorded in subs; NULL: their
  * directories stay empty. */
-int ws_tree_tar(const char *url, const char *commit, ws_buf *out, size_t *ret_files,
+int ws_tree_tar(const char *url, const char *commit, cr_buf *out, size_t *ret_files,
                 ws_submodules *subs, cr_error **err);
 /* The commit's tree written into a new directory `dir` (modes, symlinks,
  * every mtime = commit time; never through a symlink; a name that is not

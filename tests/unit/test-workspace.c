@@ -53,7 +53,7 @@ static void test_tar_roundtrip(void **state) {
   longname[sizeof(longname) - 1] = '\0';
   memset(longlink, 't', sizeof(longlink));
   longlink[sizeof(longlink) - 1] = '\0';
-  ws_buf b = {0};
+  cr_buf b = {0};
   assert_int_equal(ws_tar_add(&b, "deep", '5', 0755, 1700000000, NULL, 0, NULL), 0);
   assert_int_equal(ws_tar_add(&b, longname, '0', 0755, 1700000000, "abc", 3, NULL), 0);
   assert_int_equal(ws_tar_add(&b, "link", '2', 0777, 1700000000, NULL, 0, longlink), 0);
@@ -90,7 +90,7 @@ static void test_tar_roundtrip(void **state) {
   }
   assert_int_equal(n, 4);
   archive_read_free(a);
-  ws_buf_free(&b);
+  cr_buf_free(&b);
 }
 
 /* A tree object of n entries, written to the odb unchecked (as a hostile
@@ -237,7 +237,7 @@ static void test_submodule_tree(void **state) {
   cr_error *err = NULL;
   size_t files = 0;
   ws_submodules subs = {0};
-  ws_buf b = {0};
+  cr_buf b = {0};
   assert_int_equal(ws_tree_tar("file:///super", commit, &b, &files, &subs, &err), 0);
   assert_int_equal(files, 5); /* .gitmodules top.txt + lib's a.txt link sub/run.sh */
   assert_int_equal(subs.n, 1);
@@ -258,7 +258,7 @@ static void test_submodule_tree(void **state) {
     }
   assert_true(seen);
   archive_read_free(a);
-  ws_buf_free(&b);
+  cr_buf_free(&b);
   ws_submodules_free(&subs);
 
   char path[512];
