@@ -1,4 +1,5 @@
 #include "backend/agent_client.h"
+#include "util/buf.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -15,8 +16,8 @@ typedef struct channel {
   /* flow control (docs/agent-protocol.md): STDIN/DATA bytes we may still
    * send, and what waits for credit (then an optional STDIN_EOF/DATA_END) */
   uint64_t credit;
-  uint8_t *pend;
-  size_t pend_off, pend_len, pend_cap;
+  cr_buf pend;     /* bounded: AGENT_PENDING_MAX_STDIN/_DATA */
+  size_t pend_off; /* sent from the front of pend */
   uint16_t pend_type, pend_end;
 } channel;
 
@@ -27,8 +28,7 @@ struct agent_conn {
   agent_state_cb state_cb;
   void *state_ud;
   bool open, handshaken, closing, pipe_inited;
-  uint8_t *rbuf;
-  size_t rlen, rcap;
+  cr_buf rbuf; /* input: at most one frame + two reads */
   channel *chans;
   size_t nchans, capchans;
   uint32_t next_channel;
@@ -58,16 +58,16 @@ agent_conn *agent_conn_new(uv_loop_t *loop, agent_state_cb cb, void *ud) {
 bool agent_conn_ready(const agent_conn *c) { return c && c->open && c->handshaken && !c->closing; }
 
 static void channel_drop_pending(channel *ch) {
-  free(ch->pend);
-  ch->pend = NULL;
-  ch->pend_off = ch->pend_len = ch->pend_cap = 0;
+  cr_buf_free(&ch->pend);
+  ch->pend = (cr_buf){0};
+  ch->pend_off = 0;
   ch->pend_end = 0;
 }
 
 size_t agent_write_queue(const agent_conn *c) {
   if (!c || !c->open) return 0;
   size_t n = uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
-  for (size_t i = 0; i < c->nchans; i++) n += c->chans[i].pend_len - c->chans[i].pend_off;
+  for (size_t i = 0; i < c->nchans; i++) n += c->chans[i].pend.len - c->chans[i].pend_off;
   return n;
 }
 
@@ -75,13 +75,13 @@ size_t agent_channel_queued(const agent_conn *c, uint32_t id) {
   if (!c || !c->open) return 0;
   if (!c->flow) return uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
   for (size_t i = 0; i < c->nchans; i++)
-    if (c->chans[i].id == id) return c->chans[i].pend_len - c->chans[i].pend_off;
+    if (c->chans[i].id == id) return c->chans[i].pend.len - c->chans[i].pend_off;
   return 0;
 }
 
 static void on_close(uv_handle_t *h) {
   agent_conn *c = h->data;
-  free(c->rbuf);
+  cr_buf_free(&c->rbuf);
   free(c->chans);
   free(c);
 }
@@ -178,31 +178,30 @@ void agent_channel_forget(agent_conn *c, uint32_t id) {
 static int channel_pump(agent_conn *c, channel *ch) {
   ap_buf b = {0};
   int r = 0;
-  while (r == 0 && ch->pend_off < ch->pend_len && ch->credit > 0) {
-    size_t k = MIN(ch->pend_len - ch->pend_off, (size_t)AP_CHUNK);
+  while (r == 0 && ch->pend_off < ch->pend.len && ch->credit > 0) {
+    size_t k = MIN(ch->pend.len - ch->pend_off, (size_t)AP_CHUNK);
     if (k > ch->credit) k = (size_t)ch->credit;
     ap_buf_reset(&b);
-    r = ap_put_raw_frame(&b, ch->pend_type, ch->id, ch->pend + ch->pend_off, k);
+    r = ap_put_raw_frame(&b, ch->pend_type, ch->id, ch->pend.data + ch->pend_off, k);
     if (r == 0) r = write_bytes(c, b.data, b.len);
     if (r == 0) {
       ch->pend_off += k;
       ch->credit -= k;
     }
   }
-  if (r == 0 && ch->pend_off == ch->pend_len) {
+  if (r == 0 && ch->pend_off == ch->pend.len) {
     uint16_t end = ch->pend_end;
-    free(ch->pend);
-    ch->pend = NULL;
-    ch->pend_off = ch->pend_len = ch->pend_cap = 0;
+    cr_buf_free(&ch->pend);
+    ch->pend = (cr_buf){0};
+    ch->pend_off = 0;
     ch->pend_end = 0;
     if (end) {
       ap_buf_reset(&b);
       r = ap_put_raw_frame(&b, end, ch->id, NULL, 0);
       if (r == 0) r = write_bytes(c, b.data, b.len);
     }
-  } else if (ch->pend_off > (1u << 20) && ch->pend_off * 2 > ch->pend_len) {
-    memmove(ch->pend, ch->pend + ch->pend_off, ch->pend_len - ch->pend_off);
-    ch->pend_len -= ch->pend_off;
+  } else if (ch->pend_off > (1u << 20) && ch->pend_off * 2 > ch->pend.len) {
+    cr_buf_consume(&ch->pend, ch->pend_off);
     ch->pend_off = 0;
   }
   ap_buf_free(&b);
@@ -321,21 +320,15 @@ static void handle_frame(agent_conn *c, const ap_header *h, const uint8_t *p) {
 
 static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
   agent_conn *c = hd->data;
-  size_t want = 65536;
-  if (c->rcap - c->rlen < want) {
-    size_t ncap = c->rcap ? c->rcap : 131072;
-    while (ncap - c->rlen < want) ncap *= 2;
-    if (ncap > AP_HEADER_SIZE + AP_MAX_PAYLOAD + 2 * want)
-      ncap = AP_HEADER_SIZE + AP_MAX_PAYLOAD + 2 * want;
-    uint8_t *nb = ncap > c->rcap ? realloc(c->rbuf, ncap) : c->rbuf;
-    if (!nb) {
-      *buf = uv_buf_init(NULL, 0);
-      return;
-    }
-    c->rbuf = nb;
-    c->rcap = ncap;
+  const size_t want = 65536;
+  /* a partial frame of at most AP_MAX_PAYLOAD stays, so the bound is never
+   * hit by a well-formed guest (an oversized frame fails in on_read first) */
+  if (!c->rbuf.max) c->rbuf = CR_BUF_INIT(AP_HEADER_SIZE + AP_MAX_PAYLOAD + 2 * want);
+  if (cr_buf_reserve(&c->rbuf, want) < 0) {
+    *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+    return;
   }
-  *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
+  *buf = uv_buf_init((char *)c->rbuf.data + c->rbuf.len, (unsigned)(c->rbuf.cap - c->rbuf.len));
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -346,12 +339,12 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
                                      : "reading from the guest agent failed");
     return;
   }
-  c->rlen += (size_t)n;
+  c->rbuf.len += (size_t)n;
   size_t off = 0;
   while (!c->closing && c->open) {
     ap_header h;
     const uint8_t *payload;
-    long r = ap_frame_parse(c->rbuf + off, c->rlen - off, AP_MAX_PAYLOAD, &h, &payload);
+    long r = ap_frame_parse(c->rbuf.data + off, c->rbuf.len - off, AP_MAX_PAYLOAD, &h, &payload);
     if (r == 0) break;
     if (r < 0) {
       conn_fail(c, (int)r, r == -EMSGSIZE ? "the guest sent an oversized frame"
@@ -362,10 +355,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     handle_frame(c, &h, payload);
   }
   if (c->closing) return;
-  if (off > 0) {
-    memmove(c->rbuf, c->rbuf + off, c->rlen - off);
-    c->rlen -= off;
-  }
+  if (off > 0) cr_buf_consume(&c->rbuf, off);
 }
 
 static void start_session(agent_conn *c) {
@@ -465,17 +455,24 @@ int agent_send(agent_conn *c, uint16_t type, uint32_t ch, const void *data,
       chp->pend_end = type;
     } else if (n > 0) {
       if (chp->pend_end) return -EPIPE; /* after STDIN_EOF/DATA_END */
-      if (chp->pend_off == chp->pend_len) chp->pend_off = chp->pend_len = 0;
-      if (chp->pend_cap - chp->pend_len < n) {
-        size_t ncap = chp->pend_cap ? chp->pend_cap : 65536;
-        while (ncap - chp->pend_len < n) ncap *= 2;
-        uint8_t *nb = realloc(chp->pend, ncap);
-        if (!nb) return -ENOMEM;
-        chp->pend = nb;
-        chp->pend_cap = ncap;
+      if (chp->pend_off == chp->pend.len) {
+        cr_buf_reset(&chp->pend);
+        chp->pend_off = 0;
       }
-      memcpy(chp->pend + chp->pend_len, data, n);
-      chp->pend_len += n;
+      /* what the guest has not taken yet is bounded; checked first, so a
+       * refused write leaves the backlog as it was */
+      size_t max = chp->op == AP_EXEC ? AGENT_PENDING_MAX_STDIN : AGENT_PENDING_MAX_DATA;
+      if (chp->pend_off) {
+        cr_buf_consume(&chp->pend, chp->pend_off);
+        chp->pend_off = 0;
+      }
+      if (n > max || chp->pend.len > max - n) return -E2BIG;
+      chp->pend.max = max;
+      int r = cr_buf_append(&chp->pend, data, n);
+      if (r < 0) {
+        chp->pend.err = 0; /* out of memory: this write only */
+        return r;
+      }
       chp->pend_type = type;
     }
     return channel_pump(c, chp);

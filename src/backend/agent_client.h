@@ -46,9 +46,15 @@ int agent_control(agent_conn *c, ap_buf *b, agent_frame_cb cb, void *ud);
  * open channel; chunks data at AP_CHUNK. When the guest speaks flow control
  * (AP_T_WINDOW in HELLO_REPLY), STDIN/DATA beyond the channel's credit is
  * copied into a per-channel queue and sent as AP_WINDOW credit arrives; a
- * STDIN_EOF/DATA_END waits behind it. The queue is unbounded here: callers
- * cap it with agent_channel_queued(). Data for a channel that has ended is
- * dropped. */
+ * STDIN_EOF/DATA_END waits behind it. The queue is a cr_buf bounded at
+ * AGENT_PENDING_MAX_STDIN (exec channels) or AGENT_PENDING_MAX_DATA (file
+ * and tar streams): a write that would pass it fails with -E2BIG and leaves
+ * the queue as it was (callers keep tighter caps of their own with
+ * agent_channel_queued()). Data for a channel that has ended is dropped. */
+#define AGENT_PENDING_MAX_STDIN (64u << 20)
+/* at least the largest DATA stream sent in one piece (a workspace copy-in
+ * tar, CR_WS_MAX_COPY_IN, 256 MiB) */
+#define AGENT_PENDING_MAX_DATA (320u << 20)
 int agent_send(agent_conn *c, uint16_t type, uint32_t channel, const void *data,
                size_t n);
 /* Sends a frame with one u32 field (e.g. SIGNAL). */

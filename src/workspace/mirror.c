@@ -184,8 +184,8 @@ int ws_mirror_resolve(const char *url, const char *ref, ws_resolved *ret, cr_err
     snprintf(cand[ncand++], sizeof(cand[0]), "refs/tags/%s", ref);
   }
   for (int c = 0; c < ncand && !want_set; c++) {
-    char peeled[1104];
-    snprintf(peeled, sizeof(peeled), "%s^{}", cand[c]);
+    char peeled[sizeof(cand[0]) + 4];
+    snprintf(peeled, sizeof(peeled), "%.1099s^{}", cand[c]); /* a cand is < 1100 */
     for (size_t i = 0; i < nheads; i++)
       if (strcmp(heads[i]->name, peeled) == 0) {
         want = heads[i]->oid;

@@ -19,6 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* a copy-in tar goes to the agent in one agent_send() */
+_Static_assert(CR_WS_MAX_COPY_IN <= AGENT_PENDING_MAX_DATA, "copy-in larger than the agent queue");
+
 #define MAX_PARALLEL_READS 8
 
 typedef struct gentry { /* one LIST entry from the guest */
@@ -599,7 +602,7 @@ static void diff_compare(ws_op *o) {
     int c = i >= m->n ? 1 : j >= o->ng ? -1 : strcmp(m->v[i].path, o->g[j].name);
     const ws_entry *be = c <= 0 ? &m->v[i] : NULL;
     const gentry *ge = c >= 0 ? &o->g[j] : NULL;
-    const char *path = be ? be->path : ge->name;
+    const char *path = c <= 0 ? m->v[i].path : o->g[j].name;
     if (c <= 0) i++;
     if (c >= 0) j++;
     if (!ws_path_selected(path, (const char *const *)o->paths, o->npaths)) continue;

@@ -12,6 +12,7 @@
 #include "util/error.h"
 #include "util/fs.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -25,6 +26,7 @@ typedef enum {
   GOOD_EXIT,
   BAD_OK_ON_EXEC,   /* a file operation's end on an exec channel */
   BAD_EXIT_ON_STAT, /* an exec's end on a file channel */
+  NO_CREDIT,        /* flow control on, and stdin never taken */
 } script;
 
 typedef struct guest {
@@ -76,6 +78,7 @@ static void *guest_main(void *arg) {
   ap_buf b = {0};
   ap_frame_begin(&b, AP_HELLO_REPLY, 0);
   ap_put_u32(&b, AP_T_VERSION, g->what == BAD_VERSION ? 99 : AP_VERSION);
+  if (g->what == NO_CREDIT) ap_put_u64(&b, AP_T_WINDOW, 4096);
   ap_frame_end(&b);
   send_buf(fd, &b);
   if (g->what == BAD_VERSION) goto drain;
@@ -90,6 +93,8 @@ static void *guest_main(void *arg) {
     ap_frame_begin(&b, AP_EXIT, ch);
     ap_put_u32(&b, AP_T_EXIT_CODE, 0);
     ap_frame_end(&b);
+  } else if (g->what == NO_CREDIT) {
+    goto drain; /* reads what comes, never grants a byte more */
   } else if (g->what == GOOD_EXIT) {
     ap_put_raw_frame(&b, AP_STDOUT, ch, "hi\n", 3);
     ap_frame_begin(&b, AP_EXIT, ch);
@@ -132,6 +137,9 @@ typedef struct result {
   agent_conn *conn;
   uv_timer_t deadline;
   int timed_out;
+  script what;
+  size_t queued_at_refusal, queued_after;
+  int refusal;
 } result;
 
 static void on_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
@@ -168,8 +176,24 @@ static void on_state(agent_conn *c, void *ud, int status, const char *msg, const
     if (r->req == AP_STAT) ap_put_str(&b, AP_T_PATH, "/");
     else ap_put_str(&b, AP_T_ARGV, "true");
     ap_frame_end(&b);
-    assert_true(agent_request(c, &b, on_frame, r) > 0);
+    int ch = agent_request(c, &b, on_frame, r);
+    assert_true(ch > 0);
     ap_buf_free(&b);
+    if (r->what == NO_CREDIT) {
+      /* stdin the guest never takes: queued up to the bound, then refused */
+      static uint8_t mib[1 << 20];
+      int sr = 0;
+      for (int i = 0; i < 200 && sr == 0; i++) {
+        r->queued_at_refusal = agent_channel_queued(c, (uint32_t)ch);
+        sr = agent_send(c, AP_STDIN, (uint32_t)ch, mib, sizeof(mib));
+      }
+      r->refusal = sr;
+      r->queued_after = agent_channel_queued(c, (uint32_t)ch);
+      agent_conn_close(r->conn);
+      r->conn = NULL;
+      uv_timer_stop(&r->deadline);
+      uv_close((uv_handle_t *)&r->deadline, NULL);
+    }
     return;
   }
   r->state_status = status;
@@ -205,6 +229,7 @@ static void run(script what, result *r) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   memset(r, 0, sizeof(*r));
+  r->what = what;
   r->req = what == BAD_EXIT_ON_STAT ? AP_STAT : AP_EXEC;
   r->state_status = 1;
   uv_timer_init(&loop, &r->deadline);
@@ -219,6 +244,17 @@ static void run(script what, result *r) {
   close(g.listen_fd);
   cr_rm_rf(dir);
   assert_false(r->timed_out);
+}
+
+static void test_stdin_queue_is_bounded(void **state) {
+  result r;
+  run(NO_CREDIT, &r);
+  assert_true(r.ready);
+  assert_int_equal(r.refusal, -E2BIG);
+  /* 4096 bytes went out on credit; the rest waits, up to the bound */
+  assert_true(r.queued_at_refusal <= AGENT_PENDING_MAX_STDIN);
+  assert_true(r.queued_at_refusal + (1 << 20) > AGENT_PENDING_MAX_STDIN);
+  assert_int_equal(r.queued_after, r.queued_at_refusal); /* the refused write changed nothing */
 }
 
 static void test_good_exchange(void **state) {
@@ -279,6 +315,7 @@ static void test_wrong_terminal_frame_fails_the_operation(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_good_exchange),
+      cmocka_unit_test(test_stdin_queue_is_bounded),
       cmocka_unit_test(test_oversized_frame_drops_the_guest),
       cmocka_unit_test(test_unknown_frame_type_drops_the_guest),
       cmocka_unit_test(test_wrong_version_is_refused),
