@@ -1,5 +1,6 @@
 /* nftables commands for per-sandbox egress (nft.h). */
 #include "egress/nft.h"
+#include "util/buf.h"
 
 #include <jansson.h>
 #include <nftables/libnftables.h>
@@ -8,47 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct sbuf {
-  char *s;
-  size_t len;
-  size_t cap;
-  bool oom;
-} sbuf;
-
-static void _printf_(2, 3) sb_add(sbuf *b, const char *fmt, ...) {
-  if (b->oom) return;
-  va_list ap;
-  va_start(ap, fmt);
-  char *t = NULL;
-  int n = vasprintf(&t, fmt, ap);
-  va_end(ap);
-  if (n < 0) {
-    b->oom = true;
-    return;
-  }
-  if (b->len + (size_t)n + 1 > b->cap) {
-    size_t nc = MAX(b->cap * 2, b->len + (size_t)n + 256);
-    char *ns = realloc(b->s, nc);
-    if (!ns) {
-      free(t);
-      b->oom = true;
-      return;
-    }
-    b->s = ns;
-    b->cap = nc;
-  }
-  memcpy(b->s + b->len, t, (size_t)n + 1);
-  b->len += (size_t)n;
-  free(t);
-}
-
-static char *sb_take(sbuf *b) {
-  if (b->oom) {
-    free(b->s);
-    return NULL;
-  }
-  return b->s ? b->s : strdup("");
-}
+/* the commands of one change: a few KiB (one sandbox's chain, set and
+ * rules); the bound only catches a runaway */
+#define NFT_CMDS_MAX (1u << 20)
 
 bool egress_nft_name_valid(const char *s) {
   size_t n = s ? strlen(s) : 0;
@@ -64,118 +27,118 @@ bool egress_nft_name_valid(const char *s) {
 #define IP4(a) (a)[0], (a)[1], (a)[2], (a)[3]
 
 char *egress_nft_base_cmds(const char *t) {
-  sbuf b = {0};
-  sb_add(&b, "add table inet %s\n", t);
-  sb_add(&b, "add map inet %s fwd_in { type ifname : verdict; }\n", t);
-  sb_add(&b, "add map inet %s fwd_out { type ifname : verdict; }\n", t);
-  sb_add(&b, "add map inet %s in_in { type ifname : verdict; }\n", t);
-  sb_add(&b, "add set inet %s guests { type ipv4_addr; }\n", t);
-  sb_add(&b, "add set inet %s guest_ifs { type ifname; }\n", t);
-  sb_add(&b, "add chain inet %s forward { type filter hook forward priority -10; policy accept; }\n", t);
-  sb_add(&b, "add chain inet %s input { type filter hook input priority -10; policy accept; }\n", t);
-  sb_add(&b, "add chain inet %s postrouting { type nat hook postrouting priority 100; policy accept; }\n", t);
+  cr_buf b = CR_BUF_INIT(NFT_CMDS_MAX);
+  cr_buf_printf(&b, "add table inet %s\n", t);
+  cr_buf_printf(&b, "add map inet %s fwd_in { type ifname : verdict; }\n", t);
+  cr_buf_printf(&b, "add map inet %s fwd_out { type ifname : verdict; }\n", t);
+  cr_buf_printf(&b, "add map inet %s in_in { type ifname : verdict; }\n", t);
+  cr_buf_printf(&b, "add set inet %s guests { type ipv4_addr; }\n", t);
+  cr_buf_printf(&b, "add set inet %s guest_ifs { type ifname; }\n", t);
+  cr_buf_printf(&b, "add chain inet %s forward { type filter hook forward priority -10; policy accept; }\n", t);
+  cr_buf_printf(&b, "add chain inet %s input { type filter hook input priority -10; policy accept; }\n", t);
+  cr_buf_printf(&b, "add chain inet %s postrouting { type nat hook postrouting priority 100; policy accept; }\n", t);
   /* the base rules once: flush and re-add so a repeated call adds no duplicate */
-  sb_add(&b, "flush chain inet %s forward\n", t);
-  sb_add(&b, "flush chain inet %s input\n", t);
-  sb_add(&b, "flush chain inet %s postrouting\n", t);
-  sb_add(&b, "add rule inet %s forward iifname vmap @fwd_in\n", t);
-  sb_add(&b, "add rule inet %s forward oifname vmap @fwd_out\n", t);
-  sb_add(&b, "add rule inet %s input iifname vmap @in_in\n", t);
-  sb_add(&b, "add rule inet %s postrouting ip saddr @guests oifname != @guest_ifs masquerade\n", t);
-  return sb_take(&b);
+  cr_buf_printf(&b, "flush chain inet %s forward\n", t);
+  cr_buf_printf(&b, "flush chain inet %s input\n", t);
+  cr_buf_printf(&b, "flush chain inet %s postrouting\n", t);
+  cr_buf_printf(&b, "add rule inet %s forward iifname vmap @fwd_in\n", t);
+  cr_buf_printf(&b, "add rule inet %s forward oifname vmap @fwd_out\n", t);
+  cr_buf_printf(&b, "add rule inet %s input iifname vmap @in_in\n", t);
+  cr_buf_printf(&b, "add rule inet %s postrouting ip saddr @guests oifname != @guest_ifs masquerade\n", t);
+  return cr_buf_steal_str(&b);
 }
 
-static void add_ports(sbuf *b, const uint16_t *ports, size_t n) {
-  sb_add(b, "{ ");
-  for (size_t i = 0; i < n; i++) sb_add(b, "%s%u", i ? ", " : "", ports[i]);
-  sb_add(b, " }");
+static void add_ports(cr_buf *b, const uint16_t *ports, size_t n) {
+  cr_buf_printf(b, "{ ");
+  for (size_t i = 0; i < n; i++) cr_buf_printf(b, "%s%u", i ? ", " : "", ports[i]);
+  cr_buf_printf(b, " }");
 }
 
 /* log + reject, with the reason as the log prefix */
-static void add_reject(sbuf *b, const char *t, const char *chain, const char *id,
+static void add_reject(cr_buf *b, const char *t, const char *chain, const char *id,
                        const char *reason, unsigned g) {
   /* at most 20 log lines a second per chain; the reject applies to all */
-  sb_add(b, "add rule inet %s %s_%s limit rate 20/second burst 40 packets log prefix \"cr %s %s \" group %u\n",
+  cr_buf_printf(b, "add rule inet %s %s_%s limit rate 20/second burst 40 packets log prefix \"cr %s %s \" group %u\n",
          t, chain, id, id, reason, g);
-  sb_add(b, "add rule inet %s %s_%s meta l4proto tcp reject with tcp reset\n", t, chain, id);
-  sb_add(b, "add rule inet %s %s_%s reject with icmpx admin-prohibited\n", t, chain, id);
+  cr_buf_printf(b, "add rule inet %s %s_%s meta l4proto tcp reject with tcp reset\n", t, chain, id);
+  cr_buf_printf(b, "add rule inet %s %s_%s reject with icmpx admin-prohibited\n", t, chain, id);
 }
 
 char *egress_nft_sbx_cmds(const egress_nft_sbx *s) {
-  sbuf b = {0};
+  cr_buf b = CR_BUF_INIT(NFT_CMDS_MAX);
   const char *t = s->table, *id = s->id;
   unsigned g = s->nflog_group ? s->nflog_group : EGRESS_NFLOG_GROUP;
-  sb_add(&b, "add set inet %s a_%s { type ipv4_addr . inet_service; flags timeout; }\n", t, id);
-  sb_add(&b, "add chain inet %s f_%s\n", t, id);
-  sb_add(&b, "add chain inet %s o_%s\n", t, id);
-  sb_add(&b, "add chain inet %s i_%s\n", t, id);
-  sb_add(&b, "flush chain inet %s f_%s\n", t, id);
-  sb_add(&b, "flush chain inet %s o_%s\n", t, id);
-  sb_add(&b, "flush chain inet %s i_%s\n", t, id);
+  cr_buf_printf(&b, "add set inet %s a_%s { type ipv4_addr . inet_service; flags timeout; }\n", t, id);
+  cr_buf_printf(&b, "add chain inet %s f_%s\n", t, id);
+  cr_buf_printf(&b, "add chain inet %s o_%s\n", t, id);
+  cr_buf_printf(&b, "add chain inet %s i_%s\n", t, id);
+  cr_buf_printf(&b, "flush chain inet %s f_%s\n", t, id);
+  cr_buf_printf(&b, "flush chain inet %s o_%s\n", t, id);
+  cr_buf_printf(&b, "flush chain inet %s i_%s\n", t, id);
   /* from the guest, forwarded: anti-spoofing, IPv4 only, then the policy */
   static const char *in_chains[] = {"f", "i"};
   for (size_t c = 0; c < 2; c++) {
     const char *ch = in_chains[c];
-    sb_add(&b, "add rule inet %s %s_%s meta nfproto != ipv4 drop\n", t, ch, id);
-    sb_add(&b, "add rule inet %s %s_%s ip saddr != %u.%u.%u.%u limit rate 20/second burst 40 packets log prefix \"cr %s spoofed_source \" group %u\n",
+    cr_buf_printf(&b, "add rule inet %s %s_%s meta nfproto != ipv4 drop\n", t, ch, id);
+    cr_buf_printf(&b, "add rule inet %s %s_%s ip saddr != %u.%u.%u.%u limit rate 20/second burst 40 packets log prefix \"cr %s spoofed_source \" group %u\n",
            t, ch, id, IP4(s->guest), id, g);
-    sb_add(&b, "add rule inet %s %s_%s ip saddr != %u.%u.%u.%u drop\n", t, ch, id, IP4(s->guest));
-    sb_add(&b, "add rule inet %s %s_%s ct state established,related accept\n", t, ch, id);
+    cr_buf_printf(&b, "add rule inet %s %s_%s ip saddr != %u.%u.%u.%u drop\n", t, ch, id, IP4(s->guest));
+    cr_buf_printf(&b, "add rule inet %s %s_%s ct state established,related accept\n", t, ch, id);
   }
   for (size_t i = 0; i < s->n_deny; i++) {
     const egress_cidr *r = &s->deny[i];
-    sb_add(&b, "add rule inet %s f_%s ip daddr %u.%u.%u.%u/%u ", t, id, IP4(r->addr), r->prefix);
+    cr_buf_printf(&b, "add rule inet %s f_%s ip daddr %u.%u.%u.%u/%u ", t, id, IP4(r->addr), r->prefix);
     if (r->n_ports) {
-      sb_add(&b, "tcp dport ");
+      cr_buf_printf(&b, "tcp dport ");
       add_ports(&b, r->ports, r->n_ports);
-      sb_add(&b, " ");
+      cr_buf_printf(&b, " ");
     }
-    sb_add(&b, "log prefix \"cr %s host_denied \" group %u reject with %s\n", id, g,
+    cr_buf_printf(&b, "log prefix \"cr %s host_denied \" group %u reject with %s\n", id, g,
            r->n_ports ? "tcp reset" : "icmpx admin-prohibited");
   }
-  sb_add(&b, "add rule inet %s f_%s ip daddr . tcp dport @a_%s accept\n", t, id, id);
+  cr_buf_printf(&b, "add rule inet %s f_%s ip daddr . tcp dport @a_%s accept\n", t, id, id);
   for (size_t i = 0; i < s->n_allow; i++) {
     const egress_cidr *r = &s->allow[i];
     if (!r->n_ports) continue;
-    sb_add(&b, "add rule inet %s f_%s ip daddr %u.%u.%u.%u/%u tcp dport ", t, id, IP4(r->addr),
+    cr_buf_printf(&b, "add rule inet %s f_%s ip daddr %u.%u.%u.%u/%u tcp dport ", t, id, IP4(r->addr),
            r->prefix);
     add_ports(&b, r->ports, r->n_ports);
-    sb_add(&b, " accept\n");
+    cr_buf_printf(&b, " accept\n");
   }
   add_reject(&b, t, "f", id, "not_allowed", g);
   /* to the guest: only replies */
-  sb_add(&b, "add rule inet %s o_%s ct state established,related accept\n", t, id);
-  sb_add(&b, "add rule inet %s o_%s drop\n", t, id);
+  cr_buf_printf(&b, "add rule inet %s o_%s ct state established,related accept\n", t, id);
+  cr_buf_printf(&b, "add rule inet %s o_%s drop\n", t, id);
   /* to the host: DNS on the sandbox's host address, nothing else */
-  sb_add(&b, "add rule inet %s i_%s ip daddr %u.%u.%u.%u udp dport 53 accept\n", t, id,
+  cr_buf_printf(&b, "add rule inet %s i_%s ip daddr %u.%u.%u.%u udp dport 53 accept\n", t, id,
          IP4(s->host));
   if (s->gateway_port)
-    sb_add(&b, "add rule inet %s i_%s ip daddr %u.%u.%u.%u tcp dport %u accept\n", t, id,
+    cr_buf_printf(&b, "add rule inet %s i_%s ip daddr %u.%u.%u.%u tcp dport %u accept\n", t, id,
            IP4(s->host), s->gateway_port);
   add_reject(&b, t, "i", id, "host_service_denied", g);
-  sb_add(&b, "add element inet %s guests { %u.%u.%u.%u }\n", t, IP4(s->guest));
-  sb_add(&b, "add element inet %s guest_ifs { \"%s\" }\n", t, s->tap);
-  sb_add(&b, "add element inet %s fwd_in { \"%s\" : jump f_%s }\n", t, s->tap, id);
-  sb_add(&b, "add element inet %s fwd_out { \"%s\" : jump o_%s }\n", t, s->tap, id);
-  sb_add(&b, "add element inet %s in_in { \"%s\" : jump i_%s }\n", t, s->tap, id);
-  return sb_take(&b);
+  cr_buf_printf(&b, "add element inet %s guests { %u.%u.%u.%u }\n", t, IP4(s->guest));
+  cr_buf_printf(&b, "add element inet %s guest_ifs { \"%s\" }\n", t, s->tap);
+  cr_buf_printf(&b, "add element inet %s fwd_in { \"%s\" : jump f_%s }\n", t, s->tap, id);
+  cr_buf_printf(&b, "add element inet %s fwd_out { \"%s\" : jump o_%s }\n", t, s->tap, id);
+  cr_buf_printf(&b, "add element inet %s in_in { \"%s\" : jump i_%s }\n", t, s->tap, id);
+  return cr_buf_steal_str(&b);
 }
 
 char *egress_nft_sbx_delete_cmds(const char *t, const char *id, const char *tap,
                                  const uint8_t guest[4]) {
-  sbuf b = {0};
+  cr_buf b = CR_BUF_INIT(NFT_CMDS_MAX);
   if (tap) {
-    sb_add(&b, "delete element inet %s fwd_in { \"%s\" }\n", t, tap);
-    sb_add(&b, "delete element inet %s fwd_out { \"%s\" }\n", t, tap);
-    sb_add(&b, "delete element inet %s in_in { \"%s\" }\n", t, tap);
-    sb_add(&b, "delete element inet %s guest_ifs { \"%s\" }\n", t, tap);
+    cr_buf_printf(&b, "delete element inet %s fwd_in { \"%s\" }\n", t, tap);
+    cr_buf_printf(&b, "delete element inet %s fwd_out { \"%s\" }\n", t, tap);
+    cr_buf_printf(&b, "delete element inet %s in_in { \"%s\" }\n", t, tap);
+    cr_buf_printf(&b, "delete element inet %s guest_ifs { \"%s\" }\n", t, tap);
   }
-  if (guest) sb_add(&b, "delete element inet %s guests { %u.%u.%u.%u }\n", t, IP4(guest));
-  sb_add(&b, "delete chain inet %s f_%s\n", t, id);
-  sb_add(&b, "delete chain inet %s o_%s\n", t, id);
-  sb_add(&b, "delete chain inet %s i_%s\n", t, id);
-  sb_add(&b, "delete set inet %s a_%s\n", t, id);
-  return sb_take(&b);
+  if (guest) cr_buf_printf(&b, "delete element inet %s guests { %u.%u.%u.%u }\n", t, IP4(guest));
+  cr_buf_printf(&b, "delete chain inet %s f_%s\n", t, id);
+  cr_buf_printf(&b, "delete chain inet %s o_%s\n", t, id);
+  cr_buf_printf(&b, "delete chain inet %s i_%s\n", t, id);
+  cr_buf_printf(&b, "delete set inet %s a_%s\n", t, id);
+  return cr_buf_steal_str(&b);
 }
 
 char *egress_nft_element_cmd(const char *verb, const char *t, const char *id,

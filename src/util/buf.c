@@ -2,6 +2,8 @@
 #include "util/buf.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,4 +55,31 @@ void cr_buf_reset(cr_buf *b) {
 void cr_buf_free(cr_buf *b) {
   free(b->data);
   *b = (cr_buf){.max = b->max};
+}
+
+int cr_buf_printf(cr_buf *b, const char *fmt, ...) {
+  if (b->err) return b->err;
+  va_list ap, aq;
+  va_start(ap, fmt);
+  va_copy(aq, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  int r = n < 0 ? (b->err = -EINVAL) : cr_buf_reserve(b, (size_t)n + 1);
+  if (r == 0) {
+    vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, aq);
+    b->len += (size_t)n;
+  }
+  va_end(aq);
+  return r;
+}
+
+char *cr_buf_steal_str(cr_buf *b) {
+  if (b->err || cr_buf_reserve(b, 1) < 0) {
+    cr_buf_free(b);
+    return NULL;
+  }
+  b->data[b->len] = 0;
+  char *s = (char *)b->data;
+  *b = (cr_buf){.max = b->max};
+  return s;
 }

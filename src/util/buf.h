@@ -35,3 +35,9 @@ void cr_buf_consume(cr_buf *b, size_t n);
 void cr_buf_reset(cr_buf *b);
 /* Frees the memory; keeps the bound. */
 void cr_buf_free(cr_buf *b);
+/* Text: appends printf output (the byte after len is a NUL, not counted;
+ * the bound counts it). */
+int cr_buf_printf(cr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The text as a NUL-terminated string the caller frees ("" when empty), the
+ * buffer left empty; NULL (and freed) after an error. */
+char *cr_buf_steal_str(cr_buf *b);

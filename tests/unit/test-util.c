@@ -184,6 +184,27 @@ static void test_buf_bound(void **state) {
   cr_buf_free(&u);
 }
 
+/* Text in the bounded buffer: printf appends, the NUL counts against the
+ * bound, steal hands the string over (NULL after an error). */
+static void test_buf_text(void **state) {
+  cr_buf b = CR_BUF_INIT(16);
+  assert_int_equal(cr_buf_printf(&b, "%s-%d", "ab", 12), 0);
+  assert_int_equal(cr_buf_printf(&b, "%s", "cdefghij"), 0);
+  assert_int_equal(b.len, 13);
+  char *s = cr_buf_steal_str(&b);
+  assert_string_equal(s, "ab-12cdefghij");
+  free(s);
+  assert_null(b.data);
+  assert_int_equal(b.max, 16);
+  s = cr_buf_steal_str(&b); /* empty */
+  assert_string_equal(s, "");
+  free(s);
+  assert_int_equal(cr_buf_printf(&b, "%015d", 7), 0); /* 15 + NUL: exactly the bound */
+  assert_int_equal(cr_buf_printf(&b, "x"), -E2BIG);
+  assert_null(cr_buf_steal_str(&b));
+  assert_null(b.data);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_escape_commas),
@@ -191,6 +212,7 @@ int main(void) {
       cmocka_unit_test(test_base64_roundtrip), cmocka_unit_test(test_base64_rejects),
       cmocka_unit_test(test_ulid), cmocka_unit_test(test_atomic_write_and_read),
       cmocka_unit_test(test_error_wrap), cmocka_unit_test(test_buf_bound),
+      cmocka_unit_test(test_buf_text),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
