@@ -3,6 +3,7 @@
  * tests/fuzz/fuzz-http.c can drive it. http.c owns the connections. */
 #include "mcp/mcp-internal.h"
 
+#include <errno.h>
 #include <string.h>
 #include <strings.h>
 
@@ -24,8 +25,8 @@ static void save_header(mcp_http_req *r, const char *value, size_t n) {
       {"host", offsetof(mcp_http_req, host), sizeof(((mcp_http_req *)0)->host)},
   };
   for (size_t i = 0; i < ELEMENTSOF(wanted); i++) {
-    if (r->field_len != strlen(wanted[i].name) ||
-        strncasecmp(r->field, wanted[i].name, r->field_len))
+    if (r->field.len != strlen(wanted[i].name) ||
+        strncasecmp((const char *)r->field.data, wanted[i].name, r->field.len))
       continue;
     char *dst = (char *)r + wanted[i].off;
     size_t have = strlen(dst);
@@ -39,15 +40,12 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
   mcp_http_req *r = req_of(p);
   if ((r->header_bytes += n) > MCP_HTTP_MAX_HEADERS) return 1;
   if (r->in_value) {
-    r->field_len = 0;
+    cr_buf_reset(&r->field);
     r->in_value = false;
   }
-  char *f = realloc(r->field, r->field_len + n + 1);
-  if (!f) return 1;
-  r->field = f;
-  memcpy(f + r->field_len, at, n);
-  r->field_len += n;
-  f[r->field_len] = 0;
+  /* the name and its NUL; header_bytes bounds it first */
+  if (cr_buf_append(&r->field, at, n) < 0 || cr_buf_reserve(&r->field, 1) < 0) return 1;
+  r->field.data[r->field.len] = 0;
   return 0;
 }
 
@@ -61,16 +59,13 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
 
 static int on_body(http_parser *p, const char *at, size_t n) {
   mcp_http_req *r = req_of(p);
-  if (r->body_len + n > MCP_MAX_LINE) {
-    r->too_large = true;
+  int e = cr_buf_append(&r->body, at, n);
+  if (e == 0) e = cr_buf_reserve(&r->body, 1); /* the NUL */
+  if (e < 0) {
+    r->too_large = e == -E2BIG; /* else out of memory: a plain failure */
     return 1;
   }
-  char *b = realloc(r->body, r->body_len + n + 1);
-  if (!b) return 1;
-  r->body = b;
-  memcpy(b + r->body_len, at, n);
-  r->body_len += n;
-  b[r->body_len] = 0;
+  r->body.data[r->body.len] = 0;
   return 0;
 }
 
@@ -88,15 +83,16 @@ static const http_parser_settings settings = {
 
 void mcp_http_req_init(mcp_http_req *r) {
   memset(r, 0, sizeof(*r));
+  r->field = CR_BUF_INIT(MCP_HTTP_MAX_HEADERS + 1);
+  r->body = CR_BUF_INIT((size_t)MCP_MAX_LINE + 1);
   http_parser_init(&r->parser, HTTP_REQUEST);
   r->parser.data = r;
 }
 
 void mcp_http_req_done(mcp_http_req *r) {
   if (!r) return;
-  free(r->field);
-  free(r->body);
-  r->field = r->body = NULL;
+  cr_buf_free(&r->field);
+  cr_buf_free(&r->body);
 }
 
 int mcp_http_req_feed(mcp_http_req *r, const char *data, size_t n) {

@@ -289,7 +289,7 @@ static void handle_request(http_conn *c) {
     return;
   }
   json_error_t je;
-  _cleanup_json_ json_t *msg = q->body ? json_loadb(q->body, q->body_len, 0, &je) : NULL;
+  _cleanup_json_ json_t *msg = q->body.len ? json_loadb((const char *)q->body.data, q->body.len, 0, &je) : NULL;
   if (!msg) {
     reply_rpc_error(c, 400, "Bad Request", -32700, "parse error: the body must be one JSON-RPC message");
     return;

@@ -1,5 +1,6 @@
 /* Internals of the MCP server shared by the files of src/mcp/. */
 #pragma once
+#include "util/buf.h"
 #include "util/macro.h"
 #include "mcp/mcp.h"
 
@@ -210,12 +211,10 @@ const char *mcp_schema_check(json_t *schema, json_t *v, char *buf, size_t buflen
 #define MCP_HTTP_MAX_HEADERS (32u * 1024)
 typedef struct mcp_http_req {
   http_parser parser;
-  char *field; /* the header name being read */
-  size_t field_len;
+  cr_buf field; /* the header name being read (text: NUL after len) */
   bool in_value;
   char auth[256], origin[256], session_id[64], accept[256], ctype[128], host[256];
-  char *body; /* NUL-terminated (not counted in body_len) */
-  size_t body_len;
+  cr_buf body; /* text: NUL after len; bounded at MCP_MAX_LINE + 1 */
   size_t header_bytes;
   bool complete, too_large;
   int failed; /* 400 or 413 once the request is refused */

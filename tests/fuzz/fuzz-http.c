@@ -40,8 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check_str(r.ctype, sizeof(r.ctype));
   check_str(r.host, sizeof(r.host));
   CHECK(r.header_bytes <= MCP_HTTP_MAX_HEADERS || st == 413);
-  CHECK(r.body_len <= MCP_MAX_LINE);
-  CHECK(!r.body || r.body[r.body_len] == 0);
+  CHECK(r.body.len <= MCP_MAX_LINE);
+  CHECK(!r.body.data || r.body.data[r.body.len] == 0);
   if (st == 1) {
     const char *m = mcp_http_req_method(&r);
     CHECK(m && *m);
