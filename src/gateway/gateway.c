@@ -362,9 +362,9 @@ static void handle_request(conn *c) {
   snprintf(j->git_protocol, sizeof(j->git_protocol), "%s", q->git_protocol);
   snprintf(j->accept, sizeof(j->accept), "%s", q->accept);
   snprintf(j->user_agent, sizeof(j->user_agent), "%s", q->user_agent);
-  j->body = TAKE_PTR(q->body);
-  j->body_len = q->body_len;
-  q->body_len = q->body_cap = 0;
+  j->body = TAKE_PTR(q->body.data);
+  j->body_len = q->body.len;
+  cr_buf_free(&q->body);
   j->cred_file = g->cred_file;
   j->cache = g->cache;
   j->offline = g->offline;

@@ -3,6 +3,7 @@
 #include "gateway/request.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,18 +117,9 @@ static int on_headers_complete(http_parser *p) {
 
 static int on_body(http_parser *p, const char *at, size_t n) {
   gw_request *r = REQ(p);
-  if (r->body_len + n > GW_MAX_BODY) return refuse(r, "request_too_large", 413);
-  if (r->body_len + n > r->body_cap) {
-    size_t cap = r->body_cap ? r->body_cap : 4096;
-    while (cap < r->body_len + n) cap *= 2;
-    if (cap > GW_MAX_BODY) cap = GW_MAX_BODY;
-    uint8_t *nb = realloc(r->body, cap);
-    if (!nb) return refuse(r, "resource_exhausted", 503);
-    r->body = nb;
-    r->body_cap = cap;
-  }
-  memcpy(r->body + r->body_len, at, n);
-  r->body_len += n;
+  int e = cr_buf_append(&r->body, at, n);
+  if (e == -E2BIG) return refuse(r, "request_too_large", 413);
+  if (e < 0) return refuse(r, "resource_exhausted", 503);
   return 0;
 }
 
@@ -150,15 +142,12 @@ static const http_parser_settings settings = {
 
 void gw_request_init(gw_request *r) {
   memset(r, 0, sizeof(*r));
+  r->body = CR_BUF_INIT(GW_MAX_BODY);
   http_parser_init(&r->parser, HTTP_REQUEST);
   r->parser.data = r;
 }
 
-void gw_request_free(gw_request *r) {
-  free(r->body);
-  r->body = NULL;
-  r->body_len = r->body_cap = 0;
-}
+void gw_request_free(gw_request *r) { cr_buf_free(&r->body); }
 
 const char *gw_request_method(const gw_request *r) {
   return http_method_str((enum http_method)r->parser.method);

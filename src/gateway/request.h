@@ -8,6 +8,7 @@
  * upgrades: this is no forward proxy). gw_route_parse() then accepts only
  * canonical paths of known routes. */
 #pragma once
+#include "util/buf.h"
 #include <http_parser.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -30,8 +31,7 @@ typedef struct gw_request {
   char git_protocol[128];
   char accept[128];
   char user_agent[128];
-  uint8_t *body;
-  size_t body_len, body_cap;
+  cr_buf body; /* bounded at GW_MAX_BODY */
   /* parser state */
   size_t head_bytes, n_headers;
   char field[32];

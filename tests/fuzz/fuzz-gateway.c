@@ -43,11 +43,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if ((ua < 0) != (ub < 0) || a.complete != b.complete) abort();
   if (a.complete) {
     if (ua != ub || (size_t)ua > size) abort();
-    if (a.body_len != b.body_len || a.body_len > GW_MAX_BODY) abort();
-    if (a.body_len && memcmp(a.body, b.body, a.body_len)) abort();
+    if (a.body.len != b.body.len || a.body.len > GW_MAX_BODY) abort();
+    if (a.body.len && memcmp(a.body.data, b.body.data, a.body.len)) abort();
     if (strcmp(a.url, b.url) || strlen(a.url) > GW_MAX_URL) abort();
     check_route(&a);
-    gw_upload_pack_cacheable(a.body, a.body_len);
+    gw_upload_pack_cacheable(a.body.data, a.body.len);
   } else if (ua < 0 && (!a.reason || a.status < 400)) {
     abort();
   }

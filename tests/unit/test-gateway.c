@@ -43,8 +43,8 @@ static void test_request_ok(void **state) {
     assert_string_equal(gw_request_method(&r), "POST");
     assert_string_equal(r.host, "10.213.0.1:8470");
     assert_string_equal(r.git_protocol, "version=2");
-    assert_int_equal(r.body_len, 5);
-    assert_memory_equal(r.body, "hello", 5);
+    assert_int_equal(r.body.len, 5);
+    assert_memory_equal(r.body.data, "hello", 5);
     assert_true(r.keep_alive);
     gw_request_free(&r);
   }
