@@ -517,7 +517,15 @@ static void m_execution_read(req *r) {
   json_t *c = json_object_get(r->params, "cursor");
   if (c && (!json_is_integer(c) || json_integer_value(c) < 0))
     return bad_params(r, "'cursor' must be a non-negative integer");
-  reply(r, sbx_exec_read(e, c ? (uint64_t)json_integer_value(c) : 0));
+  json_t *out = sbx_exec_read(e, c ? (uint64_t)json_integer_value(c) : 0);
+  if (!out) {
+    cr_error *err = NULL;
+    cr_error_set(&err, CR_E_INTERNAL, ENOMEM, "reading the output of %s", sbx_exec_id(e));
+    reply_err(r, err);
+    cr_error_free(err);
+    return;
+  }
+  reply(r, out);
 }
 
 /* ---- files */

@@ -1,5 +1,6 @@
 /* Blocking JSON-RPC client for the control API (see client.h). */
 #include "client/client.h"
+#include "util/buf.h"
 #include "util/fs.h"
 #include "util/macro.h"
 #include "util/paths.h"
@@ -21,8 +22,7 @@ struct api_client {
   int fd;
   char *socket;
   json_int_t next_id;
-  char *buf; /* received bytes not yet returned */
-  size_t len, cap;
+  cr_buf in; /* received bytes not yet returned: a line and one read at most */
   bool eof;
   int send_fd; /* >= 0: goes with the first bytes of the next send (SCM_RIGHTS) */
 };
@@ -244,6 +244,7 @@ int api_client_connect(const char *host, bool autostart_ok, api_client **ret,
     close(fd);
     return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "client");
   }
+  c->in = CR_BUF_INIT(API_CLIENT_MAX_LINE + 65536);
   c->fd = fd;
   c->send_fd = -1;
   c->socket = TAKE_PTR(sock);
@@ -256,7 +257,7 @@ void api_client_free(api_client *c) {
   if (!c) return;
   if (c->fd >= 0) close(c->fd);
   free(c->socket);
-  free(c->buf);
+  cr_buf_free(&c->in);
   free(c);
 }
 
@@ -265,7 +266,7 @@ int api_client_fd(const api_client *c) { return c->fd; }
 const char *api_client_socket(const api_client *c) { return c->socket; }
 
 bool api_client_pending(const api_client *c) {
-  return c->len > 0 && memchr(c->buf, '\n', c->len) != NULL;
+  return c->in.len > 0 && memchr(c->in.data, '\n', c->in.len) != NULL;
 }
 
 /* send(), or sendmsg() with c->send_fd attached the first time. */
@@ -353,18 +354,17 @@ int api_client_send_notification(api_client *c, const char *method, json_t *para
 /* Takes one complete line out of the buffer, parses it. 1 = got one,
  * 0 = need more bytes, < 0 = error. */
 static int take_line(api_client *c, json_t **ret_msg, cr_error **err) {
-  char *nl = c->len ? memchr(c->buf, '\n', c->len) : NULL;
+  char *nl = c->in.len ? memchr(c->in.data, '\n', c->in.len) : NULL;
   if (!nl) {
-    if (c->len >= API_CLIENT_MAX_LINE)
+    if (c->in.len >= API_CLIENT_MAX_LINE)
       return cr_error_set(err, CR_E_PROTOCOL, 0,
                           "the daemon sent a line longer than %u bytes", API_CLIENT_MAX_LINE);
     return 0;
   }
-  size_t linelen = (size_t)(nl - c->buf);
+  size_t linelen = (size_t)(nl - (char *)c->in.data);
   json_error_t je;
-  json_t *m = json_loadb(c->buf, linelen, 0, &je);
-  memmove(c->buf, nl + 1, c->len - linelen - 1);
-  c->len -= linelen + 1;
+  json_t *m = json_loadb((const char *)c->in.data, linelen, 0, &je);
+  cr_buf_consume(&c->in, linelen + 1);
   if (!m || !json_is_object(m)) {
     json_decref(m);
     return cr_error_set(err, CR_E_PROTOCOL, 0, "the daemon sent an invalid message: %s",
@@ -383,7 +383,7 @@ int api_client_read_message(api_client *c, int timeout_ms, json_t **ret_msg,
     if (c->eof)
       return cr_error_set(err, CR_E_DAEMON_UNAVAILABLE, 0,
                           "the daemon closed the connection%s",
-                          c->len ? " in the middle of a message" : "");
+                          c->in.len ? " in the middle of a message" : "");
     int wait = -1;
     if (deadline >= 0) {
       int64_t left = deadline - now_ms();
@@ -396,18 +396,12 @@ int api_client_read_message(api_client *c, int timeout_ms, json_t **ret_msg,
       return cr_error_set(err, CR_E_DAEMON_UNAVAILABLE, errno, "poll");
     }
     if (pr == 0) return 0;
-    if (c->cap - c->len < 65536) {
-      size_t ncap = c->cap ? c->cap * 2 : 131072;
-      if (ncap > API_CLIENT_MAX_LINE + 65536) ncap = API_CLIENT_MAX_LINE + 65536;
-      if (ncap <= c->cap) /* full without a newline: take_line reports it */
-        return cr_error_set(err, CR_E_PROTOCOL, 0, "the daemon sent a line longer than %u bytes",
-                            API_CLIENT_MAX_LINE);
-      char *nb = realloc(c->buf, ncap);
-      if (!nb) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "receive buffer");
-      c->buf = nb;
-      c->cap = ncap;
-    }
-    ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+    int br = cr_buf_reserve(&c->in, 65536);
+    if (br == -E2BIG) /* full without a newline */
+      return cr_error_set(err, CR_E_PROTOCOL, 0, "the daemon sent a line longer than %u bytes",
+                          API_CLIENT_MAX_LINE);
+    if (br < 0) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "receive buffer");
+    ssize_t n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, 0);
     if (n < 0) {
       if (errno == EINTR) return 0;
       if (errno == EAGAIN) continue;
@@ -418,7 +412,7 @@ int api_client_read_message(api_client *c, int timeout_ms, json_t **ret_msg,
       return cr_error_set(err, CR_E_DAEMON_UNAVAILABLE, errno, "reading from %s", c->socket);
     }
     if (n == 0) c->eof = true;
-    c->len += (size_t)n;
+    c->in.len += (size_t)n;
   }
 }
 

@@ -2,6 +2,7 @@
 #include "sandbox/sandbox-internal.h"
 #include "sandbox/out-ring.h"
 #include "util/base64.h"
+#include "util/buf.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/ulid.h"
@@ -442,29 +443,29 @@ uint64_t sbx_exec_replay(sbx_exec *e, uint64_t cursor,
 }
 
 typedef struct gather {
-  uint8_t *buf[3];
-  size_t len[3];
+  cr_buf buf[3]; /* [1] stdout, [2] stderr: at most the ring's size each */
 } gather;
 
 static void gather_piece(void *ud, int stream, const uint8_t *data, size_t n) {
   gather *g = ud;
-  uint8_t *nb = realloc(g->buf[stream], g->len[stream] + n + 1);
-  if (!nb) return;
-  g->buf[stream] = nb;
-  memcpy(nb + g->len[stream], data, n);
-  g->len[stream] += n;
+  cr_buf_append(&g->buf[stream], data, n); /* an error is kept in the buffer */
 }
 
 json_t *sbx_exec_read(sbx_exec *e, uint64_t cursor) {
-  gather g = {{NULL, NULL, NULL}, {0, 0, 0}};
+  gather g = {{{0}, {0}, {0}}};
   uint64_t dropped = out_ring_each(&e->out, cursor, gather_piece, &g);
-  json_t *j = json_object();
+  bool failed = g.buf[1].err || g.buf[2].err;
+  json_t *j = failed ? NULL : json_object();
   for (int s = 1; s <= 2; s++) {
-    char *o = cr_base64_encode(g.buf[s] ? g.buf[s] : (const uint8_t *)"", g.len[s]);
-    json_object_set_new(j, s == 1 ? "stdout" : "stderr", json_string(o ? o : ""));
-    free(o);
-    free(g.buf[s]);
+    if (j) {
+      char *o = cr_base64_encode(g.buf[s].data ? g.buf[s].data : (const uint8_t *)"",
+                                 g.buf[s].len);
+      json_object_set_new(j, s == 1 ? "stdout" : "stderr", json_string(o ? o : ""));
+      free(o);
+    }
+    cr_buf_free(&g.buf[s]);
   }
+  if (!j) return NULL; /* out of memory */
   json_object_set_new(j, "cursor", json_integer((json_int_t)e->out.end));
   json_object_set_new(j, "dropped", json_integer((json_int_t)dropped));
   json_object_set_new(j, "state", json_string(exec_state_name(e)));

@@ -2,6 +2,7 @@
 #include "sandbox/sandbox-internal.h"
 
 #include "util/base64.h"
+#include "util/buf.h"
 
 #include <string.h>
 
@@ -22,8 +23,7 @@ typedef struct fop {
   uv_timer_t timer;
   size_t entry_bytes;
   uint16_t kind;
-  uint8_t *data;
-  size_t len, cap;
+  cr_buf buf; /* the bytes read, bounded at want (<= READ_CAP) */
   uint64_t want, offset;
   json_t *entries;
   bool truncated;
@@ -33,8 +33,7 @@ static void fop_closed(uv_handle_t *h) { free(h->data); }
 
 /* Frees o once libuv is done with its timer. */
 static void fop_free(fop *o) {
-  free(o->data);
-  o->data = NULL;
+  cr_buf_free(&o->buf);
   json_decref(o->entries);
   o->entries = NULL;
   uv_timer_stop(&o->timer);
@@ -123,20 +122,13 @@ static void on_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t 
   switch (h->type) {
   case AP_DATA:
     if (o->kind != AP_FILE_READ) return;
-    if (o->len + h->len > o->want || o->len + h->len > READ_CAP) {
+    if (o->buf.err) return; /* failed already (out of memory) */
+    if (o->buf.len + h->len > o->buf.max) { /* more than asked for: the guest's excess */
       o->truncated = true;
       return;
     }
-    if (o->len + h->len > o->cap) {
-      size_t nc = o->cap ? o->cap : 65536;
-      while (nc < o->len + h->len) nc *= 2;
-      uint8_t *nd = realloc(o->data, nc);
-      if (!nd) return;
-      o->data = nd;
-      o->cap = nc;
-    }
-    memcpy(o->data + o->len, p, h->len);
-    o->len += h->len;
+    if (cr_buf_append(&o->buf, p, h->len) < 0)
+      fop_abort(o, CR_E_INTERNAL, "out of memory while reading the file");
     return;
   case AP_ENTRY:
     o->entry_bytes += h->len;
@@ -157,10 +149,10 @@ static void on_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t 
     if (ap_find(p, h->len, AP_T_SIZE, &f) > 0) ap_field_u64(&f, &size);
     json_t *r;
     if (o->kind == AP_FILE_READ) {
-      char *enc = cr_base64_encode(o->data ? o->data : (const uint8_t *)"", o->len);
+      char *enc = cr_base64_encode(o->buf.data ? o->buf.data : (const uint8_t *)"", o->buf.len);
       r = json_pack("{s:s, s:I, s:I, s:b}", "data", enc ? enc : "", "size", (json_int_t)size,
-                    "length", (json_int_t)o->len, "eof",
-                    !o->truncated && o->offset + o->len >= size);
+                    "length", (json_int_t)o->buf.len, "eof",
+                    !o->truncated && o->offset + o->buf.len >= size);
       free(enc);
     } else if (o->kind == AP_LIST) {
       r = json_pack("{s:O, s:b}", "entries", o->entries, "truncated", o->truncated);
@@ -223,6 +215,7 @@ int sbx_file_read(sbx *s, const char *path, uint64_t offset, uint64_t length,
   fop *o = fop_new(s, AP_FILE_READ, cb, ud);
   if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "file read");
   o->want = length && length < READ_CAP ? length : READ_CAP;
+  o->buf = CR_BUF_INIT(o->want);
   o->offset = offset;
   ap_buf b = {0};
   ap_frame_begin(&b, AP_FILE_READ, 0);

@@ -171,6 +171,7 @@ typedef struct sbx_exec_chunk {
   size_t len;
   uint8_t *data;
 } sbx_exec_chunk;
+/* NULL when out of memory. */
 json_t *sbx_exec_read(sbx_exec *e, uint64_t cursor);
 /* Calls fn for each buffered chunk at or after cursor, in order (stream 1 =
  * stdout, 2 = stderr). Returns the bytes dropped before the oldest kept. */
