@@ -5,7 +5,10 @@ Through the real daemon's control API:
   - `sandbox.create` -> first `exec true` answered, median and p90 over
     --runs creates: cold (`cold: true`) and warm (a clone of the image's boot
     template; the template is built once before the runs);
-  - snapshot create, restore (in place) and fork times;
+  - snapshot create, restore (in place) and fork times: --snap-runs new
+    snapshots (each restored once and forked once), then --restore-runs
+    more restores of the last one; restore -> first exec median/p90 over
+    all restores (and each kind apart);
   - the proportional set size (PSS) of idle warm clones (template pages are
     shared between clones, so PSS is what each one really costs).
 Each median is given as a ratio to ../shared/bench/qemu-floor.py (cold boot
@@ -21,6 +24,7 @@ from a daemon without a pool (CLEANROOM_POOL_SIZE=0), so that refills do not
 run beside them.
 
 Usage: bench/snapshots.py [--runs 20] [--pool 2] [--mem 512] [--bin PATH]
+       [--snap-runs 5] [--restore-runs 10] [--skip cold,warm,pss,snapshots,pool]
        [--floor PATH | --floor-json FILE | --no-floor]
 Needs an installed kernel (scripts/fetch-kernel.sh). Prints one JSON object
 on the last line."""
@@ -31,7 +35,10 @@ root = os.path.dirname(here)
 ap = argparse.ArgumentParser()
 ap.add_argument("--runs", type=int, default=20)
 ap.add_argument("--cold-runs", type=int, default=None, help="cold creates (default: --runs)")
-ap.add_argument("--snap-runs", type=int, default=5)
+ap.add_argument("--snap-runs", type=int, default=5, help="snapshot create + restore + fork of a new snapshot")
+ap.add_argument("--restore-runs", type=int, default=10,
+                help="more restores of the last snapshot (restore -> exec median/p90 over all restores)")
+ap.add_argument("--skip", default="", help="comma-separated parts to leave out: cold,warm,pss,snapshots,pool")
 ap.add_argument("--clones", type=int, default=3, help="idle clones for the PSS measurement")
 ap.add_argument("--mem", type=int, default=512)
 ap.add_argument("--pool", type=int, default=2, help="pool size for the warm-with-pool runs (0: skip)")
@@ -40,7 +47,13 @@ ap.add_argument("--floor", default=os.path.join(root, "..", "shared", "bench", "
 ap.add_argument("--floor-json", default=None)
 ap.add_argument("--no-floor", action="store_true")
 a = ap.parse_args()
+skip = {x for x in a.skip.split(",") if x}
+assert skip <= {"cold", "warm", "pss", "snapshots", "pool"}, skip
 cold_runs = a.cold_runs if a.cold_runs is not None else a.runs
+if "cold" in skip:
+    cold_runs = 0
+if "pool" in skip:
+    a.pool = 0
 
 
 def p90(v):
@@ -147,7 +160,7 @@ try:
         sb, dt = create_to_exec({"cold": True})
         cold.append(dt)
         call("sandbox.terminate", {"id": sb["id"]})
-    for _ in range(a.runs):
+    for _ in range(a.runs if "warm" not in skip else 0):
         sb, dt = create_to_exec({})
         warm.append(dt)
         modes.add(sb["boot"]["mode"])
@@ -155,20 +168,22 @@ try:
         t0 = time.monotonic()
         call("sandbox.terminate", {"id": sb["id"]})
         res.setdefault("clone_rm_s", []).append(time.monotonic() - t0)
-    assert modes == {"clone"}, modes
-    res["cold"] = stats(cold)
-    res["warm_no_pool"] = stats(warm)
-    res["warm_no_pool"]["state_load_ms_median"] = statistics.median(restore_ms)
-    res["clone_rm_s"] = stats(res["clone_rm_s"])
+    assert modes <= {"clone"}, modes
+    res["cold"] = stats(cold) if cold else "skipped"
+    res["warm_no_pool"] = stats(warm) if warm else "skipped"
+    if warm:
+        res["warm_no_pool"]["state_load_ms_median"] = statistics.median(restore_ms)
+        res["clone_rm_s"] = stats(res["clone_rm_s"])
 
     # idle warm clones: PSS (template pages shared)
-    clones = [call("sandbox.create", {"image": image, "memory_mib": a.mem}) for _ in range(a.clones)]
+    clones = [call("sandbox.create", {"image": image, "memory_mib": a.mem})
+              for _ in range(a.clones if "pss" not in skip else 0)]
     for c in clones:
         run_to_exit(c["id"])
     time.sleep(2)  # measurement: let them settle idle
     pss = [pss_mib(c["vmm_pid"]) for c in clones]
     res["idle_clone_pss_mib"] = {"median": round(statistics.median(pss), 1), "each": [round(x, 1) for x in pss],
-                                 "clones": a.clones}
+                                 "clones": a.clones} if pss else {"median": None, "skipped": True}
     for c in clones:
         call("sandbox.terminate", {"id": c["id"]})
 
@@ -177,8 +192,8 @@ try:
     sid = sb["id"]
     call("execution.create", {"sandbox_id": sid, "argv": ["sh", "-c", "dd if=/dev/urandom of=/root/blob bs=1M count=8 2>/dev/null"], "attach": False})
     run_to_exit(sid)
-    snap_c, snap_r, fork, paused, mem_bytes = [], [], [], [], []
-    for i in range(a.snap_runs):
+    snap_c, snap_r, fork, paused, mem_bytes, again = [], [], [], [], [], []
+    for i in range(a.snap_runs if "snapshots" not in skip else 0):
         t0 = time.monotonic()
         sn = call("snapshot.create", {"sandbox_id": sid})
         snap_c.append(time.monotonic() - t0)
@@ -193,13 +208,25 @@ try:
         run_to_exit(fk["id"])
         fork.append(time.monotonic() - t0)
         call("sandbox.terminate", {"id": fk["id"]})
-        call("snapshot.remove", {"snapshot": sn["id"]})
+        if i < a.snap_runs - 1:
+            call("snapshot.remove", {"snapshot": sn["id"]})
+    # the last snapshot restored again and again (the restore a user repeats)
+    for _ in range(a.restore_runs if snap_c else 0):
+        t0 = time.monotonic()
+        call("snapshot.restore", {"snapshot": sn["id"], "sandbox_id": sid})
+        run_to_exit(sid)
+        again.append(time.monotonic() - t0)
     call("sandbox.terminate", {"id": sid})
-    res["snapshot_create"] = stats(snap_c)
-    res["snapshot_create"]["vm_paused_median_s"] = round(statistics.median(paused), 3)
-    res["snapshot_create"]["memory_state_mib"] = round(statistics.median(mem_bytes) / 2**20, 1)
-    res["snapshot_restore_to_exec"] = stats(snap_r)
-    res["fork_to_exec"] = stats(fork)
+    if snap_c:
+        call("snapshot.remove", {"snapshot": sn["id"]})
+        res["snapshot_create"] = stats(snap_c)
+        res["snapshot_create"]["vm_paused_median_s"] = round(statistics.median(paused), 3)
+        res["snapshot_create"]["memory_state_mib"] = round(statistics.median(mem_bytes) / 2**20, 1)
+        res["snapshot_restore_to_exec"] = stats(snap_r + again)
+        res["snapshot_restore_to_exec"]["new_snapshot"] = stats(snap_r)
+        if again:
+            res["snapshot_restore_to_exec"]["again"] = stats(again)
+        res["fork_to_exec"] = stats(fork)
 
     # warm with pool: a daemon with a pool; each create finds it full
     res["warm_with_pool"] = "skipped (--pool 0)"
@@ -251,22 +278,32 @@ elif not a.no_floor:
 if floor:
     fc, fk = floor["cold_boot_to_agent_s"], floor["snapshot_clone_to_agent_s"]
     res["floor"] = {"cold_s": fc, "clone_s": fk, "accel": floor.get("accel")}
-    res["ratios"] = {
-        "cold_vs_floor_cold": round(res["cold"]["median_s"] / fc, 2),
-        "warm_no_pool_vs_floor_clone": round(res["warm_no_pool"]["median_s"] / fk, 2),
-        "warm_no_pool_vs_floor_cold": round(res["warm_no_pool"]["median_s"] / fc, 2),
-        "fork_vs_floor_clone": round(res["fork_to_exec"]["median_s"] / fk, 2),
-    }
+    res["ratios"] = {}
+    if isinstance(res["cold"], dict):
+        res["ratios"]["cold_vs_floor_cold"] = round(res["cold"]["median_s"] / fc, 2)
+    if isinstance(res["warm_no_pool"], dict):
+        res["ratios"]["warm_no_pool_vs_floor_clone"] = round(res["warm_no_pool"]["median_s"] / fk, 2)
+        res["ratios"]["warm_no_pool_vs_floor_cold"] = round(res["warm_no_pool"]["median_s"] / fc, 2)
+    if "fork_to_exec" in res:
+        res["ratios"]["fork_vs_floor_clone"] = round(res["fork_to_exec"]["median_s"] / fk, 2)
+        res["ratios"]["restore_vs_floor_clone"] = round(res["snapshot_restore_to_exec"]["median_s"] / fk, 2)
     if isinstance(res["warm_with_pool"], dict):
         res["ratios"]["warm_with_pool_vs_floor_clone"] = round(res["warm_with_pool"]["median_s"] / fk, 2)
-print(f"create -> first exec (median/p90 over {a.runs}): cold {res['cold']['median_s']:.2f}/{res['cold']['p90_s']:.2f}s, "
-      f"warm (clone, no pool) {res['warm_no_pool']['median_s']:.3f}/{res['warm_no_pool']['p90_s']:.3f}s, "
-      + (f"warm with pool ({a.pool}) {res['warm_with_pool']['median_s']:.3f}/{res['warm_with_pool']['p90_s']:.3f}s"
+def mp(x, fmt=".3f"):
+    return f"{x['median_s']:{fmt}}/{x['p90_s']:{fmt}}s" if isinstance(x, dict) else str(x)
+
+
+print(f"create -> first exec (median/p90 over {a.runs}): cold {mp(res['cold'], '.2f')}, "
+      f"warm (clone, no pool) {mp(res['warm_no_pool'])}, "
+      + (f"warm with pool ({a.pool}) {mp(res['warm_with_pool'])}"
          if isinstance(res["warm_with_pool"], dict) else f"warm with pool: {res['warm_with_pool']}"))
-print(f"snapshot create {res['snapshot_create']['median_s']:.2f}s (VM paused {res['snapshot_create']['vm_paused_median_s']:.2f}s, "
-      f"{res['snapshot_create']['memory_state_mib']} MiB state), restore -> exec {res['snapshot_restore_to_exec']['median_s']:.2f}s, "
-      f"fork -> exec {res['fork_to_exec']['median_s']:.2f}s; idle clone PSS {res['idle_clone_pss_mib']['median']} MiB "
-      f"({a.mem} MiB guests)")
+if "snapshot_create" in res:
+    r = res["snapshot_restore_to_exec"]
+    print(f"snapshot create {mp(res['snapshot_create'])} (VM paused {res['snapshot_create']['vm_paused_median_s']:.3f}s, "
+          f"{res['snapshot_create']['memory_state_mib']} MiB state), restore -> exec {mp(r)} over {r['n']} "
+          f"(new snapshot {mp(r['new_snapshot'])}" + (f", again {mp(r['again'])})" if "again" in r else ")")
+          + f", fork -> exec {mp(res['fork_to_exec'])}")
+print(f"idle clone PSS {res['idle_clone_pss_mib']['median']} MiB ({a.mem} MiB guests)")
 if "ratios" in res:
     print(f"floor: cold {res['floor']['cold_s']}s, clone {res['floor']['clone_s']}s; ratios {res['ratios']}")
 print(json.dumps(res))

@@ -78,7 +78,8 @@ typedef void (*backend_agent_cb)(void *ud, backend_vm *vm, int fd, cr_error *err
 
 /* What save() writes and restore() reads: a directory the backend fills
  * with the device state and a copy of the guest RAM (its layout is the
- * backend's). */
+ * backend's, except: a file "ram" there is the guest RAM as a flat sparse
+ * file, which restore() needs as cfg.ram_path with cfg.ram_private). */
 typedef struct backend_save_opts {
   const char *state_dir; /* created by the caller, empty */
   bool resume_after;     /* true: the VM runs on after the save; false: stays paused */

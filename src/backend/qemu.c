@@ -121,7 +121,14 @@ static char *qemu_tb_size(void) {
  * is a literal comma (a data dir named "a,b" must not add options). */
 static char *qv(const char *s) { return cr_escape_commas(s ? s : ""); }
 
-static int build_argv(const backend_vm_config *c, bool incoming, const char *runas, argv_b *a) {
+/* How a VMM starts: booting, or waiting for a migration stream (-incoming
+ * defer), or for one without a configuration section: a device state
+ * (xen-save-devices-state: a snapshot whose RAM is a flat file) or any
+ * stream such a VMM saved (send-configuration=off holds for its saves
+ * too; backend.json records it). */
+enum { START_BOOT, START_INCOMING, START_INCOMING_NOCONFIG };
+
+static int build_argv(const backend_vm_config *c, int start, const char *runas, argv_b *a) {
   bool kvm = !strcmp(backend_accel(), "kvm");
   if (runas && !*runas) runas = NULL;
   add(a, "%s", qemu_binary());
@@ -245,9 +252,13 @@ static int build_argv(const backend_vm_config *c, bool incoming, const char *run
     add(a, "-runas");
     add(a, "%s", runas);
   }
-  if (incoming) {
+  if (start != START_BOOT) {
     add(a, "-incoming");
     add(a, "defer");
+  }
+  if (start == START_INCOMING_NOCONFIG) {
+    add(a, "-global");
+    add(a, "migration.send-configuration=off");
   }
   for (size_t i = 0; i < a->n; i++)
     if (!a->v[i]) return -ENOMEM;
@@ -333,15 +344,38 @@ static void qemu_request_quit(backend_vm *vm) {
     log_warn("%s: cannot send QMP quit; the VMM is killed after the grace", vm->id);
 }
 
+/* What a save needs to know of the VM's RAM. */
+typedef struct qemu_priv {
+  char *ram_path;     /* the guest RAM's file (shared or private), or NULL */
+  uint64_t ram_bytes;
+  bool no_config;     /* started with migration.send-configuration=off */
+} qemu_priv;
+
+static void qemu_free_priv(void *p) {
+  qemu_priv *q = p;
+  if (q) free(q->ram_path);
+  free(q);
+}
+
 static const backend_vm_impl qemu_impl = {
     .request_quit = qemu_request_quit,
+    .free_priv = qemu_free_priv,
     .log_name = "qemu.log",
 };
+
+static void set_priv(backend_vm *vm, const backend_vm_config *c, bool no_config) {
+  qemu_priv *q = calloc(1, sizeof(*q));
+  if (!q) return; /* a save then makes a full migration */
+  q->ram_path = c->ram_path ? strdup(c->ram_path) : NULL;
+  q->ram_bytes = (uint64_t)c->memory_mib << 20;
+  q->no_config = no_config;
+  vm->priv = q;
+}
 
 /* ---- operations */
 
 /* Spawns QEMU for c (waiting for its state when incoming); *ret = handle. */
-static int qemu_spawn(uv_loop_t *loop, const backend_vm_config *c, bool incoming,
+static int qemu_spawn(uv_loop_t *loop, const backend_vm_config *c, int start,
                       const backend_events *ev, void *ud, backend_vm **ret, cr_error **err) {
   const char *refused = backend_vmm_refusal();
   if (refused) return cr_error_set(err, CR_E_BACKEND_UNAVAILABLE, 0, "%s", refused);
@@ -349,7 +383,7 @@ static int qemu_spawn(uv_loop_t *loop, const backend_vm_config *c, bool incoming
   _cleanup_(backend_vmm_id_release) backend_vmm_id id = {.lockfd = -1};
   if (backend_vmm_id_take(&id, err) < 0) return -1;
   argv_b a = {0};
-  if (build_argv(c, incoming, id.runas, &a) < 0) {
+  if (build_argv(c, start, id.runas, &a) < 0) {
     argv_free(&a);
     return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "building the qemu command line");
   }
@@ -390,6 +424,7 @@ static int qemu_spawn(uv_loop_t *loop, const backend_vm_config *c, bool incoming
     return -1;
   }
   backend_vm *vm = backend_vm_new(&backend_qemu, &qemu_impl, loop, c, ev, ud);
+  if (vm) set_priv(vm, c, start == START_INCOMING_NOCONFIG);
   int sfds[7];
   memcpy(sfds, fds, sizeof(fds));
   sfds[nfds] = id.lockfd;
@@ -408,22 +443,27 @@ static int qemu_spawn(uv_loop_t *loop, const backend_vm_config *c, bool incoming
 
 static int qemu_launch(uv_loop_t *loop, const backend_vm_config *c, const backend_events *ev,
                        void *ud, backend_vm **ret, cr_error **err) {
-  if (qemu_spawn(loop, c, false, ev, ud, ret, err) < 0) return -1;
+  if (qemu_spawn(loop, c, START_BOOT, ev, ud, ret, err) < 0) return -1;
   backend_vm_report_ready(*ret, NULL);
   return 0;
 }
 
-static bool cmdline_names(pid_t pid, const char *id) {
+/* pid's command line has the argument want. */
+static bool cmdline_has(pid_t pid, const char *want) {
   char path[64];
   snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
   _cleanup_free_ char *buf = NULL;
   size_t len = 0;
   if (cr_read_file(path, 1 << 20, &buf, &len) < 0) return false;
-  char want[128];
-  snprintf(want, sizeof(want), "cleanroom-%s", id);
   for (size_t i = 0; i < len; i += strlen(buf + i) + 1)
     if (!strcmp(buf + i, want)) return true;
   return false;
+}
+
+static bool cmdline_names(pid_t pid, const char *id) {
+  char want[128];
+  snprintf(want, sizeof(want), "cleanroom-%s", id);
+  return cmdline_has(pid, want);
 }
 
 static int qemu_attach(uv_loop_t *loop, const backend_vm_config *c, pid_t pid,
@@ -437,6 +477,7 @@ static int qemu_attach(uv_loop_t *loop, const backend_vm_config *c, pid_t pid,
     return cr_error_set(err, CR_E_VMM_EXITED, 0, "the VMM (pid %d) of %s is gone", (int)pid,
                         c->id);
   }
+  set_priv(vm, c, cmdline_has(pid, "migration.send-configuration=off"));
   *ret = vm;
   backend_vm_report_ready(vm, NULL);
   return 0;
@@ -541,7 +582,10 @@ static int qemu_resume(backend_vm *vm, backend_done_cb cb, void *ud, cr_error **
 typedef struct snap_work {
   uv_work_t w;
   backend_vm *vm;
-  char *dir, *state_dir;
+  char *dir, *state_dir, *ram_path;
+  uint64_t ram_bytes;
+  pid_t pid;
+  bool no_config;
   unsigned flags;
   bool save;
   cr_error *err;
@@ -549,11 +593,13 @@ typedef struct snap_work {
   void *ud;
 } snap_work;
 
-static int write_backend_meta(const char *state_dir, bool ram_in_file) {
+static int write_backend_meta(const char *state_dir, bool ram_in_file, bool flat,
+                              bool no_config) {
   _cleanup_free_ char *p = cr_path_join(state_dir, "backend.json");
-  char buf[96];
-  int n = snprintf(buf, sizeof(buf), "{\"backend\": \"qemu\", \"ram_in_file\": %s}\n",
-                   ram_in_file ? "true" : "false");
+  char buf[160];
+  int n = snprintf(buf, sizeof(buf), "{\"backend\": \"qemu\", \"ram_in_file\": %s%s%s}\n",
+                   ram_in_file ? "true" : "false", flat ? ", \"ram_file\": \"ram\"" : "",
+                   flat || no_config ? ", \"configuration_section\": false" : "");
   return p ? cr_write_file_atomic(p, buf, (size_t)n, 0600) : -ENOMEM;
 }
 
@@ -565,8 +611,27 @@ static void snap_work_run(uv_work_t *w) {
     return;
   }
   if (k->save) {
-    if (qemu_vm_save(k->dir, vmstate, k->flags, &k->err) < 0) return;
-    int r = write_backend_meta(k->state_dir, k->flags & QEMU_SNAP_IGNORE_SHARED);
+    /* a RAM file: the RAM goes flat beside the device state (a restore maps
+     * it), unless it cannot be read; then, and for anonymous RAM, a full
+     * migration stream */
+    bool flat = false;
+    _cleanup_free_ char *ram_out = cr_path_join(k->state_dir, "ram");
+    if (!(k->flags & QEMU_SNAP_IGNORE_SHARED) && k->ram_path && k->pid > 0 && ram_out) {
+      cr_error *e = NULL;
+      if (qemu_vm_save_flat(k->dir, k->pid, k->ram_path, k->ram_bytes, ram_out, vmstate,
+                            k->flags, &e) == 0) {
+        flat = true;
+      } else if (strcmp(e->reason, CR_E_BACKEND_UNSUPPORTED)) {
+        k->err = e;
+        return;
+      } else {
+        log_warn("%s; saving a full migration stream instead", e->message);
+        cr_error_free(e);
+      }
+    }
+    if (!flat && qemu_vm_save(k->dir, vmstate, k->flags, &k->err) < 0) return;
+    int r = write_backend_meta(k->state_dir, k->flags & QEMU_SNAP_IGNORE_SHARED, flat,
+                               k->no_config);
     if (r < 0) cr_error_set(&k->err, CR_E_IO, -r, "writing %s/backend.json", k->state_dir);
   } else if (qemu_vm_restore(k->dir, vmstate, k->flags, &k->err) < 0) {
     cr_error_wrap(&k->err, "loading %s", vmstate);
@@ -589,6 +654,7 @@ static void snap_work_after(uv_work_t *w, int status) {
   cr_error_free(k->err);
   free(k->dir);
   free(k->state_dir);
+  free(k->ram_path);
   free(k);
   backend_vm_unref(vm);
 }
@@ -602,6 +668,16 @@ static int snap_queue(backend_vm *vm, const char *state_dir, unsigned flags, boo
     return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "snapshot");
   }
   k->vm = vm;
+  k->pid = vm->pid;
+  qemu_priv *qp = vm->priv;
+  if (qp && qp->ram_path && !(k->ram_path = strdup(qp->ram_path))) {
+    free(k->dir);
+    free(k->state_dir);
+    free(k);
+    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "snapshot");
+  }
+  k->ram_bytes = qp ? qp->ram_bytes : 0;
+  k->no_config = qp && qp->no_config;
   k->flags = flags;
   k->save = save;
   k->cb = cb;
@@ -613,6 +689,7 @@ static int snap_queue(backend_vm *vm, const char *state_dir, unsigned flags, boo
     backend_vm_unref(vm);
     free(k->dir);
     free(k->state_dir);
+    free(k->ram_path);
     free(k);
     return cr_error_set(err, CR_E_INTERNAL, -r, "snapshot");
   }
@@ -639,7 +716,16 @@ static int qemu_restore(uv_loop_t *loop, const backend_vm_config *cfg, const cha
   if (ram_in_file && !cfg->ram_path)
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
                         "this VM state needs the RAM file it was saved with");
-  if (qemu_spawn(loop, cfg, true, ev, ud, ret, err) < 0) return -1;
+  /* a flat RAM file in the state dir: mapped private, the device state
+   * loaded beside it */
+  const char *ram_file = json_string_value(json_object_get(meta, "ram_file"));
+  if (ram_file && (!cfg->ram_path || !cfg->ram_private))
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
+                        "this VM state needs its RAM file %s/%s mapped private", state_dir,
+                        ram_file);
+  json_t *conf = json_object_get(meta, "configuration_section");
+  int start = ram_file || json_is_false(conf) ? START_INCOMING_NOCONFIG : START_INCOMING;
+  if (qemu_spawn(loop, cfg, start, ev, ud, ret, err) < 0) return -1;
   /* ready is reported once the state is loaded and the vCPUs run */
   if (snap_queue(*ret, state_dir, ram_in_file ? QEMU_SNAP_IGNORE_SHARED : 0, false, NULL, NULL,
                  err) < 0) {

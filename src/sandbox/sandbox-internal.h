@@ -151,17 +151,18 @@ void sbx_unhold(sbx *s);
  * sizes and sha256 of the VM state) before anything is touched. */
 typedef struct snap_source {
   char *id, *dir, *state_dir, *scratch, *image_ref, *image_digest;
+  char *ram; /* state/ram: the guest RAM as a flat file (mapped private), or NULL */
   unsigned vcpus, memory_mib;
   json_t *workspace; /* the sandbox's workspace record then, or NULL */
 } snap_source;
 int snap_open(sbx_manager *m, const char *ref, snap_source *ret, cr_error **err);
 void snap_source_clear(snap_source *s);
 /* Replaces the VM of a ready or failed sandbox with one restored from
- * state_dir (a snapshot's backend state); scratch_new replaces the scratch
- * disk. Executions end; the sandbox is provisioning until the agent
+ * state_dir (a snapshot's backend state; ram: its flat RAM file, mapped
+ * private, or NULL); scratch_new replaces the scratch disk. Executions end; the sandbox is provisioning until the agent
  * answers again. */
 int sbx_relaunch_restore(sbx *s, const char *state_dir, const char *snapshot_id,
-                         const char *scratch_new, cr_error **err);
+                         const char *ram, const char *scratch_new, cr_error **err);
 
 /* ---- the VMM pool (pool.c) */
 sbx_pool *sbx_pool_new(sbx_manager *m);

@@ -1108,7 +1108,7 @@ static void on_template(void *ud, const char *dir, cr_error *err) {
 }
 
 int sbx_relaunch_restore(sbx *s, const char *state_dir, const char *snapshot_id,
-                         const char *scratch_new, cr_error **err) {
+                         const char *ram, const char *scratch_new, cr_error **err) {
   if (s->state != SBX_READY && s->state != SBX_FAILED)
     return cr_error_set(err, CR_E_SANDBOX_NOT_READY, 0, "sandbox %s is %s", s->id,
                         sbx_state_name(s->state));
@@ -1136,8 +1136,11 @@ int sbx_relaunch_restore(sbx *s, const char *state_dir, const char *snapshot_id,
   if (wsd && wsn && rename(wsn, wsd) < 0) unlink(wsd);
   unlink_ram(s);
   free(s->ram_path);
-  s->ram_path = NULL;
-  s->ram_owned = s->ram_private = false;
+  /* the snapshot's RAM file mapped copy-on-write (never written: it stays
+   * the snapshot's), or anonymous RAM filled by the migration stream */
+  s->ram_path = ram ? strdup(ram) : NULL;
+  s->ram_owned = false;
+  s->ram_private = s->ram_path != NULL;
   free(s->reason);
   free(s->message);
   s->reason = s->message = NULL;
@@ -1415,6 +1418,14 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
     s->boot_mode = "fork";
     s->from_snapshot = strdup(src.id);
     s->restore_dir = strdup(src.state_dir);
+    if (src.ram) {
+      /* its RAM file, mapped copy-on-write, instead of a RAM file of its own */
+      unlink(s->ram_path);
+      free(s->ram_path);
+      s->ram_path = strdup(src.ram);
+      s->ram_owned = false;
+      s->ram_private = true;
+    }
     pw->scratch_src = strdup(src.scratch);
     if (src.workspace) sbx_set_workspace(s, src.workspace);
     /* its workspace disk, or none (an older snapshot: same devices as it) */

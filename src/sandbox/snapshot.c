@@ -141,6 +141,7 @@ void snap_source_clear(snap_source *s) {
   free(s->dir);
   free(s->state_dir);
   free(s->scratch);
+  free(s->ram);
   free(s->image_ref);
   free(s->image_digest);
   json_decref(s->workspace);
@@ -171,8 +172,10 @@ static const char *check_state_file(const char *path, json_t *fmeta) {
   _cleanup_free_ char *now = file_stamp(&st);
   if (stamp && now && !strcmp(stamp, now)) return NULL;
   const char *want = json_string_value(json_object_get(fmeta, "sha256"));
+  bool data_only = json_is_true(json_object_get(fmeta, "sha256_data_only"));
   char hex[65];
-  if (!want || cr_sha256_file(path, hex) < 0 || strcmp(hex, want))
+  if (!want || (data_only ? cr_sha256_file_data(path, hex) : cr_sha256_file(path, hex)) < 0 ||
+      strcmp(hex, want))
     return "does not match its checksum (corrupted)";
   return NULL;
 }
@@ -188,6 +191,9 @@ int snap_open(sbx_manager *m, const char *ref, snap_source *ret, cr_error **err)
   s.dir = cr_path_join(root, id);
   s.state_dir = cr_path_join(s.dir, "state");
   s.scratch = cr_path_join(s.dir, "scratch.ext4");
+  /* recorded among the state files (and checked with them) when there */
+  if (json_object_get(json_object_get(j, "state_files"), "ram"))
+    s.ram = cr_path_join(s.state_dir, "ram");
   json_t *img = json_object_get(j, "image");
   const char *v = json_string_value(json_object_get(img, "ref"));
   s.image_ref = v ? strdup(v) : NULL;
@@ -254,7 +260,9 @@ static void create_end(snap_create *c, json_t *res, cr_error *err) {
   free(c);
 }
 
-/* {"<file>": {"bytes", "sha256"}} for the regular files of dir. */
+/* {"<file>": {"bytes", "allocated_bytes", "sha256", "stamp"}} for the
+ * regular files of dir. "ram" (a flat guest RAM, mostly holes) is summed
+ * over its data extents only ("sha256_data_only", cr_sha256_file_data). */
 static json_t *hash_dir(const char *dir, int *ret) {
   json_t *o = json_object();
   DIR *d = opendir(dir);
@@ -270,16 +278,19 @@ static json_t *hash_dir(const char *dir, int *ret) {
     struct stat st;
     char hex[65];
     if (!p || stat(p, &st) < 0 || !S_ISREG(st.st_mode)) continue;
-    int r = cr_sha256_file(p, hex);
+    bool data_only = !strcmp(de->d_name, "ram");
+    int r = data_only ? cr_sha256_file_data(p, hex) : cr_sha256_file(p, hex);
     if (r < 0) {
       *ret = r;
       break;
     }
     /* stat again: the stamp of the file as hashed */
     _cleanup_free_ char *stamp = stat(p, &st) == 0 ? file_stamp(&st) : NULL;
-    json_object_set_new(o, de->d_name, json_pack("{s:I, s:s, s:s?}", "bytes",
-                                                 (json_int_t)st.st_size, "sha256", hex,
-                                                 "stamp", stamp));
+    json_t *fj = json_pack("{s:I, s:I, s:s, s:s?}", "bytes", (json_int_t)st.st_size,
+                           "allocated_bytes", (json_int_t)st.st_blocks * 512, "sha256", hex,
+                           "stamp", stamp);
+    if (fj && data_only) json_object_set_new(fj, "sha256_data_only", json_true());
+    json_object_set_new(o, de->d_name, fj);
   }
   closedir(d);
   return o;
@@ -309,7 +320,9 @@ static void on_resumed(void *ud, backend_vm *vm, cr_error *err) {
   json_int_t mem_bytes = 0;
   const char *k;
   json_t *f;
-  json_object_foreach(files, k, f) mem_bytes += json_integer_value(json_object_get(f, "bytes"));
+  /* what the memory costs on disk: a flat RAM file's holes are free */
+  json_object_foreach(files, k, f) mem_bytes +=
+      json_integer_value(json_object_get(f, "allocated_bytes"));
   json_t *j = json_object();
   json_object_set_new(j, "id", json_string(c->id));
   json_object_set_new(j, "name", c->name ? json_string(c->name) : json_null());
@@ -462,7 +475,9 @@ int sbx_snapshot_restore(sbx_manager *m, const char *ref, sbx *s, sbx_ready_cb d
     return cr_error_set(err, CR_E_SANDBOX_NOT_READY, 0, "sandbox %s is %s", s->id,
                         sbx_state_name(s->state));
   _cleanup_(snap_source_clear) snap_source src = {0};
+  int64_t t0 = sbx_now_ms();
   if (snap_open(m, ref, &src, err) < 0) return -1;
+  int64_t t1 = sbx_now_ms();
   _cleanup_image_info_ image_info *img = NULL;
   if (image_lookup(src.image_digest, &img, err) < 0)
     return cr_error_wrap(err, "the image of snapshot %s", src.id);
@@ -481,6 +496,8 @@ int sbx_snapshot_restore(sbx_manager *m, const char *ref, sbx *s, sbx_ready_cb d
     unlink(scr_new);
     return cr_error_set(err, CR_E_IO, -r, "copying the snapshot's workspace disk");
   }
+  log_debug("restore of %s: snapshot checked in %lld ms, disks copied in %lld ms", s->id,
+            (long long)(t1 - t0), (long long)(sbx_now_ms() - t1));
   /* from here on the sandbox changes */
   free(s->image_path);
   free(s->image_digest);
@@ -495,7 +512,7 @@ int sbx_snapshot_restore(sbx_manager *m, const char *ref, sbx *s, sbx_ready_cb d
   sbx_set_workspace(s, src.workspace); /* as it was then (NULL: none) */
   if (s->snapshotting)
     return cr_error_set(err, CR_E_SANDBOX_NOT_READY, 0, "sandbox %s is busy with a snapshot", s->id);
-  if (sbx_relaunch_restore(s, src.state_dir, src.id, scr_new, err) < 0) {
+  if (sbx_relaunch_restore(s, src.state_dir, src.id, src.ram, scr_new, err) < 0) {
     unlink(scr_new);
     return -1;
   }

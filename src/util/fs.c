@@ -2,6 +2,7 @@
 #include "util/macro.h"
 
 #include <dirent.h>
+#include <endian.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -179,6 +180,54 @@ int cr_sha256_file(const char *path, char ret_hex[65]) {
   unsigned int mdlen = 0;
   EVP_DigestFinal_ex(ctx, md, &mdlen);
   EVP_MD_CTX_free(ctx);
+  for (unsigned i = 0; i < 32; i++) snprintf(ret_hex + 2 * i, 3, "%02x", md[i]);
+  ret_hex[64] = '\0';
+  return 0;
+}
+
+int cr_sha256_file_data(const char *path, char ret_hex[65]) {
+  _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  struct stat st;
+  if (fstat(fd, &st) < 0) return -errno;
+  const size_t bufsz = 1 << 20;
+  _cleanup_free_ char *buf = malloc(bufsz);
+  EVP_MD_CTX *ctx = buf ? EVP_MD_CTX_new() : NULL;
+  if (!ctx) return -ENOMEM;
+  EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+  int r = 0;
+  off_t off = 0;
+  while (off < st.st_size) {
+    off_t data = lseek(fd, off, SEEK_DATA);
+    if (data < 0) {
+      if (errno != ENXIO) r = -errno;
+      break;
+    }
+    off_t hole = lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) {
+      r = -errno;
+      break;
+    }
+    uint64_t hdr[2] = {htole64((uint64_t)data), htole64((uint64_t)(hole - data))};
+    EVP_DigestUpdate(ctx, hdr, sizeof(hdr));
+    for (off = data; off < hole;) {
+      size_t want = (size_t)(hole - off) < bufsz ? (size_t)(hole - off) : bufsz;
+      ssize_t n = pread(fd, buf, want, off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        r = n < 0 ? -errno : -EIO;
+        break;
+      }
+      EVP_DigestUpdate(ctx, buf, (size_t)n);
+      off += n;
+    }
+    if (r < 0) break;
+  }
+  unsigned char md[32];
+  unsigned int mdlen = 0;
+  EVP_DigestFinal_ex(ctx, md, &mdlen);
+  EVP_MD_CTX_free(ctx);
+  if (r < 0) return r;
   for (unsigned i = 0; i < 32; i++) snprintf(ret_hex + 2 * i, 3, "%02x", md[i]);
   ret_hex[64] = '\0';
   return 0;

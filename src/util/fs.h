@@ -18,6 +18,11 @@ int cr_rm_rf(const char *path);
 /* Lowercase hex sha256 of a file's content (65 bytes incl. NUL). */
 int cr_sha256_file(const char *path, char ret_hex[65]);
 void cr_sha256_hex(const void *data, size_t len, char ret_hex[65]);
+/* The same over a sparse file's data only: for each data extent (SEEK_DATA
+ * / SEEK_HOLE) its offset and length (64-bit little endian each) and its
+ * bytes, so that a file of mostly holes (a guest RAM image) is not read in
+ * full. Any write into a hole makes a new extent and changes the sum. */
+int cr_sha256_file_data(const char *path, char ret_hex[65]);
 /* Copies a file keeping holes (sparse). */
 int cr_copy_file_sparse(const char *src, const char *dst, mode_t mode);
 /* A copy sharing the blocks (reflink, FICLONE) when the filesystem can,

@@ -268,6 +268,21 @@ class T2Snapshots(Deadline, unittest.TestCase):
             sb = cr_json("sandbox", "inspect", a, "--json")
             self.assertEqual(sb["boot"]["mode"], "restore")
 
+            # the restored VM maps the snapshot's RAM copy-on-write: what it
+            # changes stays its own (restoring s1 again gives s1), and a
+            # snapshot of a restored sandbox restores
+            sh(a, "echo changed > /dev/shm/mem; echo r2 > /dev/shm/r2")
+            s3 = cr_json("snapshot", "create", a, "--json")
+            sh(a, "rm /dev/shm/r2")
+            r = cr("snapshot", "restore", "s1", "--in", a)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(sh(a, "cat /dev/shm/mem; ls /dev/shm"), "state-in-memory\nmem\n")
+            r = cr("snapshot", "restore", s3["id"], "--in", a)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(sh(a, "cat /dev/shm/mem /dev/shm/r2"), "changed\nr2\n")
+            r = cr("snapshot", "restore", "s1", "--in", a)
+            self.assertEqual(r.returncode, 0, r.stderr)
+
             # two forks diverge
             for i in range(2):
                 f = cr_json("sandbox", "create", "--from-snapshot", "s1", "--json", "--no-progress")
@@ -307,16 +322,27 @@ class T2Snapshots(Deadline, unittest.TestCase):
         try:
             sh(a, "echo keep > /root/keep")
             pid_before = cr_json("sandbox", "inspect", a, "--json")["vmm_pid"]
-            snaps = [cr_json("snapshot", "create", a, "--json")["id"] for _ in range(3)]
-            mem = [os.path.join(snapshot_dir(s), "state", "vmstate") for s in snaps]
-            with open(mem[0], "r+b") as f:  # corrupted: bytes flipped mid-file
-                f.seek(os.path.getsize(mem[0]) // 2)
-                b = f.read(64)
-                f.seek(-64, 1)
-                f.write(bytes(x ^ 0xff for x in b))
-            with open(mem[1], "r+b") as f:  # truncated
-                f.truncate(os.path.getsize(mem[1]) // 3)
-            os.unlink(mem[2])  # missing
+            snaps = [cr_json("snapshot", "create", a, "--json")["id"] for _ in range(6)]
+            # the device state (vmstate) and the guest RAM as a flat file (ram)
+            mem = [os.path.join(snapshot_dir(s), "state", "vmstate") for s in snaps[:3]]
+            mem += [os.path.join(snapshot_dir(s), "state", "ram") for s in snaps[3:]]
+            for p in mem:
+                self.assertTrue(os.path.exists(p), p)
+            for i in (0, 3):  # corrupted: bytes flipped mid-file (in data, not a hole)
+                with open(mem[i], "r+b") as f:
+                    try:
+                        off = os.lseek(f.fileno(), os.path.getsize(mem[i]) // 2, os.SEEK_DATA)
+                    except OSError:  # no data after the middle
+                        off = os.lseek(f.fileno(), 0, os.SEEK_DATA)
+                    f.seek(off)
+                    b = f.read(64)
+                    f.seek(off)
+                    f.write(bytes(x ^ 0xff for x in b))
+            for i in (1, 4):  # truncated
+                with open(mem[i], "r+b") as f:
+                    f.truncate(os.path.getsize(mem[i]) // 3)
+            for i in (2, 5):  # missing
+                os.unlink(mem[i])
             sh(a, "echo later > /root/later")
             for s in snaps:
                 r = cr("snapshot", "restore", s, "--in", a)

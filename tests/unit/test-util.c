@@ -1,4 +1,4 @@
-/* util: base64, atomic writes, ULIDs, errors, sparse copy. */
+/* util: base64, atomic writes, ULIDs, errors, sparse copy, sums of sparse files. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -98,6 +98,29 @@ static void test_atomic_write_and_read(void **state) {
   close(fd);
   assert_int_equal(c, 'x');
   assert_int_equal(cr_copy_file_sparse(big, copy, 0600), -EEXIST);
+  /* the data-only sum: equal for equal data, changed by a byte written
+   * into a hole (even a zero byte: a new extent), by a truncation, and by
+   * a flipped byte; never the plain sum */
+  char h1[65], h2[65], h3[65], plain[65];
+  assert_int_equal(cr_sha256_file_data(big, h1), 0);
+  assert_int_equal(cr_sha256_file_data(copy, h2), 0);
+  assert_string_equal(h1, h2);
+  assert_int_equal(cr_sha256_file(big, plain), 0);
+  assert_string_not_equal(h1, plain);
+  fd = open(copy, O_WRONLY);
+  assert_int_equal(pwrite(fd, "\0", 1, 1 << 20), 1);
+  close(fd);
+  assert_int_equal(cr_sha256_file_data(copy, h3), 0);
+  assert_string_not_equal(h1, h3);
+  fd = open(big, O_WRONLY);
+  assert_int_equal(pwrite(fd, "y", 1, 32 << 20), 1);
+  close(fd);
+  assert_int_equal(cr_sha256_file_data(big, h3), 0);
+  assert_string_not_equal(h1, h3);
+  assert_int_equal(truncate(big, 16 << 20), 0);
+  assert_int_equal(cr_sha256_file_data(big, h3), 0);
+  assert_string_not_equal(h1, h3);
+  assert_int_equal(cr_sha256_file_data("/nonexistent/x", h3), -ENOENT);
   assert_int_equal(cr_rm_rf(dir), 0);
   assert_int_equal(access(dir, F_OK), -1);
   free(p);
