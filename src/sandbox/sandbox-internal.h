@@ -93,6 +93,7 @@ struct sbx {
   char *from_snapshot;     /* fork/restore: the snapshot id */
   char *restore_dir;       /* backend state dir to start the VM from */
   bool restoring;          /* a restore() is in flight (not yet ready) */
+  bool agent_early;        /* the agent socket was connected before the state was loaded */
   bool ram_owned;          /* ram_path is ours (unlinked with the sandbox) */
   bool ram_private;        /* ram_path is mapped copy-on-write */
   bool snapshotting;       /* a snapshot is being taken */

@@ -684,6 +684,11 @@ static void on_vm_ready(void *ud, backend_vm *vm, cr_error *err) {
       s->state == SBX_PROVISIONING) {
     /* the template is unusable: boot this sandbox cold, say why */
     _cleanup_free_ char *why = NULL;
+    if (s->agent) {
+      agent_conn *a = s->agent;
+      s->agent = NULL;
+      agent_conn_close(a);
+    }
     if (asprintf(&why, "restoring template %s failed: %s", s->template_key, err->message) < 0)
       why = NULL;
     cr_error_free(err);
@@ -700,12 +705,14 @@ static void on_vm_ready(void *ud, backend_vm *vm, cr_error *err) {
     cr_error_free(err);
     return;
   }
-  if (s->state != SBX_PROVISIONING) return;
+  /* (an early agent connection may have activated the guest already) */
+  if (s->state != SBX_PROVISIONING && s->state != SBX_READY) return;
   s->pid = backend_vm_pid(vm);
   save_state(s);
+  if (s->state != SBX_PROVISIONING) return;
   if (!s->reattaching) sbx_crash_point("create-pid-saved");
   if (!s->reattaching) progress(s, "boot", "VMM started; waiting for the guest agent");
-  connect_agent(s);
+  if (!s->agent_early) connect_agent(s);
 }
 
 static const backend_events vm_events = {.ready = on_vm_ready, .exited = on_vm_exited};
@@ -992,10 +999,20 @@ static int launch_vm(sbx *s) {
   progress(s, "launch", "starting the VMM");
   cr_error *lerr = NULL;
   int r;
+  s->agent_early = false;
   if (s->restore_dir) {
     s->restoring = true;
     s->restore_start_ms = sbx_now_ms();
     r = m->backend->restore(m->loop, &cfg, s->restore_dir, &vm_events, s, &s->vm, &lerr);
+    /* The agent socket at once (it exists before the VMM runs): the guest
+     * was saved with its host connected, and a VMM whose socket is
+     * connected when the state is loaded shows the guest no hang-up and new
+     * connection (its agent would reset, sleep and wake again); HELLO waits
+     * in the socket until the guest runs. */
+    if (r == 0 && s->vm) {
+      s->agent_early = true;
+      connect_agent(s);
+    }
   } else {
     r = m->backend->launch(m->loop, &cfg, &vm_events, s, &s->vm, &lerr);
   }

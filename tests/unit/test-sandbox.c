@@ -59,7 +59,11 @@ typedef struct fake_vm {
   int guest_fd; /* the agent end the fake guest serves (-1: none) */
 } fake_vm;
 
-static void fake_free_priv(void *p) { free(p); }
+static void fake_free_priv(void *p) {
+  fake_vm *f = p;
+  if (f && f->guest_fd >= 0) close(f->guest_fd);
+  free(f);
+}
 
 static const backend_vm_impl fake_impl = {.free_priv = fake_free_priv, .log_name = NULL};
 
@@ -165,7 +169,8 @@ static int fake_connect_agent(backend_vm *vm, backend_agent_cb cb, void *ud, cr_
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
     return cr_error_set(err, CR_E_INTERNAL, errno, "socketpair");
   fake.agents++;
-  F(vm)->guest_fd = sv[1];
+  if (F(vm)->guest_fd >= 0) close(F(vm)->guest_fd);
+  F(vm)->guest_fd = fcntl(sv[1], F_DUPFD_CLOEXEC, 3);
   assert_true(fake.n_guests < ELEMENTSOF(fake.guests));
   assert_int_equal(pthread_create(&fake.guests[fake.n_guests++], NULL, guest_main,
                                   (void *)(intptr_t)sv[1]), 0);
@@ -218,7 +223,12 @@ static int fake_save(backend_vm *vm, const backend_save_opts *o, backend_done_cb
 static void guest_gone(backend_vm *vm) {
   fake_vm *f = F(vm);
   f->alive = false;
-  if (f->guest_fd >= 0) shutdown(f->guest_fd, SHUT_RDWR); /* the guest thread closes it */
+  /* a descriptor of its own (the guest thread closes the other): never one
+   * the number was reused for */
+  if (f->guest_fd >= 0) {
+    shutdown(f->guest_fd, SHUT_RDWR);
+    close(f->guest_fd);
+  }
   f->guest_fd = -1;
 }
 
