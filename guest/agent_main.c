@@ -715,6 +715,12 @@ int main(int argc, char **argv) {
         session_reset("host gone");
         draining = 0;
         host_present = 0;
+        /* a host that connected again may have sent its SIGIO already
+         * (drained above in this very round): look now, not after the idle
+         * timeout (a clone's port goes closed at restore and open when its
+         * daemon connects, often both within one round: a 1 s stall) */
+        struct pollfd q = {port_fd, POLLIN, 0};
+        if (poll(&q, 1, 0) >= 0 && !(q.revents & (POLLHUP | POLLERR))) host_present = 1;
       } else {
         if (rev & POLLOUT) out_flush();
         if (rev & POLLIN) port_read();
