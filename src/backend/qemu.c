@@ -220,6 +220,13 @@ static int build_argv(const backend_vm_config *c, int start, const char *runas, 
     add(a, "-device");
     add(a, "virtio-net-device,netdev=net0%s%s", c->net.mac ? ",mac=" : "",
         c->net.mac ? c->net.mac : "");
+    /* no self-announce after a restore: the TAP is new, nothing upstream
+     * learnt the MAC, and virtio-net's announce makes the guest handle a
+     * config interrupt (rtnl, the control queue) in its first 0.5 s */
+    if (start != START_BOOT) {
+      add(a, "-global");
+      add(a, "migration.announce-rounds=0");
+    }
   } else if (c->net.placeholder) {
     /* a template's NIC: a hub port with no other port (frames go nowhere).
      * Its vmstate says no vnet header, which a clone's TAP accepts. */
