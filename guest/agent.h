@@ -176,14 +176,19 @@ void agent_activate(const uint8_t *p, size_t n);
 /* MOUNT: the host-built workspace disk at PATH inside the root. */
 void agent_mount(uint32_t ch, const uint8_t *p, size_t n);
 /* ---- network at activate (agent_net.c) ---- */
-/* The first NIC up, IPv6 off, no address (template builds, AP_T_NET_UP):
- * the clones' ACTIVATE then only sets address, route and resolver. */
+/* Everything that does not depend on the address (template builds,
+ * AP_T_NET_UP; once): lo and the first NIC up, IPv6 off, a netlink socket,
+ * /etc/resolv.conf in the root bound to the agent's own tmpfs copy. The
+ * clones inherit it with the agent's memory. 0 or -errno with msg set. */
 int agent_net_prepare(char *msg, size_t msglen);
-/* Address cidr ("10.213.0.2/30") on the first non-lo NIC, default route via
- * gateway, resolv.conf naming dns (in the root once mounted). 0 or -errno
- * with msg set. */
+/* Address cidr ("10.213.0.2/30") on that NIC (replacing the one a fork came
+ * with), default route via gateway (one netlink batch), the nameserver dns
+ * in resolv.conf; prepares first if that was not done. 0 or -errno with msg
+ * set. */
 int agent_net_configure(const char *cidr, const char *gateway, const char *dns, char *msg,
                         size_t msglen);
+/* The NIC's name once prepared, else "-". */
+const char *agent_net_nic(void);
 
 /* ---- tar (tar.c); run in a child process ---- */
 /* Writes a ustar stream of directory `dirfd` (entries relative to it) to

@@ -232,6 +232,7 @@ void agent_activate(const uint8_t *p, size_t n) {
     /* a template: its clones find the NIC up (the slow part under TCG) */
     char msg[256];
     if (agent_net_prepare(msg, sizeof(msg)) < 0) agent_log("activate: %s", msg);
+    else agent_log("activate: %s up (no address yet)", agent_net_nic());
   }
   if (net_addr && *net_addr) {
     char msg[256];
@@ -243,6 +244,10 @@ void agent_activate(const uint8_t *p, size_t n) {
     }
   }
   agent_send_ok(0);
+  /* after the answer: a console line costs ~2-10 ms under TCG */
+  if (net_addr && *net_addr)
+    agent_log("activate: network %s on %s, gateway %s", net_addr, agent_net_nic(),
+              net_gw && *net_gw ? net_gw : "-");
 out:
   free(net_addr);
   free(net_gw);
