@@ -155,6 +155,8 @@ typedef struct snap_source {
   char *ram; /* state/ram: the guest RAM as a flat file (mapped private), or NULL */
   unsigned vcpus, memory_mib;
   json_t *workspace; /* the sandbox's workspace record then, or NULL */
+  json_t *policy;    /* the sandbox's compiled policy then, or NULL */
+  bool network;      /* the sandbox had a network (its VM a NIC) */
 } snap_source;
 int snap_open(sbx_manager *m, const char *ref, snap_source *ret, cr_error **err);
 void snap_source_clear(snap_source *s);

@@ -1341,19 +1341,27 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
                sbx_progress_cb progress_cb, void *ud, cr_error **err) {
   _cleanup_free_ char *policy_hash = NULL;
   json_t *psb = NULL;
-  if (p->policy) {
-    if (sbx_policy_check(m->backend, p->policy, p->policy_hash, &policy_hash, err) < 0) return -1;
-    psb = json_object_get(p->policy, "sandbox");
+  _cleanup_(snap_source_clear) snap_source src = {0};
+  /* a fork: the snapshot says image, vcpus, memory, and (unless the request
+   * gives one) the policy: its VM has a NIC exactly when the sandbox had a
+   * network, and then gets a network (TAP, address, chains) of its own */
+  if (p->from_snapshot && snap_open(m, p->from_snapshot, &src, err) < 0) return -1;
+  json_t *policy = p->policy ? p->policy : src.policy;
+  if (policy) {
+    if (sbx_policy_check(m->backend, policy, p->policy ? p->policy_hash : NULL, &policy_hash,
+                         err) < 0)
+      return -1;
+    psb = json_object_get(policy, "sandbox");
   }
+  if (p->from_snapshot && src.network != (policy && egress_policy_wants_network(policy)))
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
+                        "snapshot %s was taken of a sandbox %s a network: a fork's policy must "
+                        "%s network rules (its VM has the same devices)",
+                        src.id, src.network ? "with" : "without", src.network ? "have" : "have no");
   const char *pref = json_string_value(json_object_get(json_object_get(psb, "image"), "ref"));
   const char *ref = p->image && *p->image ? p->image : pref ? pref : getenv("CLEANROOM_IMAGE");
   if (!ref || !*ref) ref = IMAGE_DEFAULT_REF;
-  _cleanup_(snap_source_clear) snap_source src = {0};
-  if (p->from_snapshot) {
-    /* a fork: the snapshot says image, vcpus, memory */
-    if (snap_open(m, p->from_snapshot, &src, err) < 0) return -1;
-    ref = src.image_ref ? src.image_ref : src.image_digest;
-  }
+  if (p->from_snapshot) ref = src.image_ref ? src.image_ref : src.image_digest;
   _cleanup_image_info_ image_info *img = NULL;
   if (image_lookup(p->from_snapshot ? src.image_digest : ref, &img, err) < 0)
     return p->from_snapshot ? cr_error_wrap(err, "the image of snapshot %s", src.id) : -1;
@@ -1385,7 +1393,7 @@ int sbx_create(sbx_manager *m, const sbx_create_params *p, sbx_ready_cb done,
   s->vcpus = vcpus;
   s->memory_mib = mem;
   s->created_ms = s->boot_start_ms = sbx_now_ms();
-  if (p->policy) s->policy = json_incref(p->policy);
+  if (policy) s->policy = json_incref(policy);
   s->policy_hash = TAKE_PTR(policy_hash);
   s->progress_cb = progress_cb;
   s->progress_ud = ud;

@@ -145,6 +145,7 @@ void snap_source_clear(snap_source *s) {
   free(s->image_ref);
   free(s->image_digest);
   json_decref(s->workspace);
+  json_decref(s->policy);
   memset(s, 0, sizeof(*s));
 }
 
@@ -203,6 +204,9 @@ int snap_open(sbx_manager *m, const char *ref, snap_source *ret, cr_error **err)
   s.memory_mib = (unsigned)json_integer_value(json_object_get(j, "memory_mib"));
   json_t *wsj = json_object_get(j, "workspace");
   s.workspace = json_is_object(wsj) ? json_deep_copy(wsj) : NULL;
+  json_t *polj = json_object_get(j, "policy");
+  s.policy = json_is_object(polj) ? json_deep_copy(polj) : NULL;
+  s.network = json_is_true(json_object_get(j, "network"));
   json_t *files = json_object_get(j, "state_files");
   json_int_t sbytes = json_integer_value(json_object_get(j, "scratch_bytes"));
   struct stat st;
@@ -342,6 +346,9 @@ static void on_resumed(void *ud, backend_vm *vm, cr_error *err) {
   /* the workspace record: a fork or restore diffs against the same base */
   json_object_set_new(j, "workspace", s->workspace ? json_deep_copy(s->workspace) : json_null());
   json_object_set_new(j, "policy_hash", s->policy_hash ? json_string(s->policy_hash) : json_null());
+  /* a fork runs this machine: with a NIC and a network of its own when it had one */
+  json_object_set_new(j, "policy", s->policy ? json_incref(s->policy) : json_null());
+  json_object_set_new(j, "network", json_boolean(s->net != NULL));
   json_object_set_new(j, "timing_ms",
                       json_pack("{s:I, s:I, s:I, s:I}", "save", (json_int_t)(c->t1 - c->t0),
                                 "scratch_copy_and_resume", (json_int_t)(c->t2 - c->t1), "paused",
@@ -478,6 +485,11 @@ int sbx_snapshot_restore(sbx_manager *m, const char *ref, sbx *s, sbx_ready_cb d
   int64_t t0 = sbx_now_ms();
   if (snap_open(m, ref, &src, err) < 0) return -1;
   int64_t t1 = sbx_now_ms();
+  if (src.network != (s->net != NULL))
+    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0,
+                        "snapshot %s was taken of a sandbox %s a network, sandbox %s has %s "
+                        "(the VM's devices differ)",
+                        src.id, src.network ? "with" : "without", s->id, s->net ? "one" : "none");
   _cleanup_image_info_ image_info *img = NULL;
   if (image_lookup(src.image_digest, &img, err) < 0)
     return cr_error_wrap(err, "the image of snapshot %s", src.id);

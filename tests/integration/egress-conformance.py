@@ -405,6 +405,28 @@ def run_rows(a, b, info_a, info_b):
                                                                          suppressed))
 
 
+def fork_row(a, info_a, taps):
+    """A fork of a network sandbox's snapshot gets its own address (the one its
+    memory came with is gone), its own resolver in resolv.conf, and a working
+    network."""
+    snap = json.loads(cr("snapshot", "create", a, "--json").stdout)
+    f = json.loads(cr("sandbox", "create", "--from-snapshot", snap["id"], "--policy",
+                      os.path.join(TMP, "policy.yaml"), "--json", "--no-progress").stdout)["id"]
+    info_f = json.loads(cr("sandbox", "inspect", f, "--json").stdout)["network"]
+    taps.append(info_f["tap"])
+    _, out = guest(f, "ip -4 addr show dev eth0; ip route; cat /etc/resolv.conf")
+    _, w = wget(f, "http://allowed.test:8080/")
+    own = info_f["guest_address"] != info_a["guest_address"] and \
+        ("inet %s " % info_f["guest_address"]) in out and \
+        ("inet %s " % info_a["guest_address"]) not in out and \
+        ("default via %s " % info_f["host_address"]) in out and \
+        ("nameserver %s\n" % info_f["host_address"]) in out
+    row("a fork gets its own address, route and resolver (the source's are gone)",
+        own and fetched(w, HOSTS["allowed.test"], 8080), out + w)
+    cr("sandbox", "rm", f)
+    cr("snapshot", "rm", snap["id"])
+
+
 def restart_row(a, taps):
     """A daemon restart keeps the sandbox's network (re-attached from its slot)
     and sweeps objects of sandboxes that are gone."""
@@ -570,6 +592,7 @@ def main():
         row("each sandbox gets its own TAP and address",
             info_a["tap"] != info_b["tap"] and info_a["guest_address"] != info_b["guest_address"])
         run_rows(a, b, info_a, info_b)
+        fork_row(a, info_a, taps)
         restart_row(a, taps)
         # removal takes the network with it
         cr("sandbox", "rm", b)
