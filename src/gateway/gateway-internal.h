@@ -28,6 +28,7 @@ typedef struct gw_job {
   /* out (filled on the thread) */
   int status;
   char resp_type[128];
+  char resp_digest[80];     /* OCI manifests: "sha256:<hex>" (Docker-Content-Digest) */
   uint8_t *resp;
   size_t resp_len, resp_cap;
   const char *reason;      /* stable code: "allowed", "upstream_unavailable", ... */

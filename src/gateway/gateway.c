@@ -32,6 +32,7 @@ struct gw {
   char *cred_file;
   char goproxy[GW_MAX_URL]; /* "<scheme>/<host[:port]><path>" of the Go module proxy, or "" */
   char npm[GW_MAX_URL];     /* the same for the npm registry */
+  char oci_insecure[1024];  /* ",host:port,..." registries reached over plain HTTP */
   cache *cache;
   bool offline;
   size_t max_response, max_buffered;
@@ -95,6 +96,7 @@ static const char *route_name(gw_route_kind k) {
     case GW_ROUTE_DOWNLOAD: return "download";
     case GW_ROUTE_GOPROXY: return "goproxy";
     case GW_ROUTE_NPM: return "npm";
+    case GW_ROUTE_OCI: return "oci";
     default: return "none";
   }
 }
@@ -184,7 +186,8 @@ static void on_written(uv_write_t *w, int status) {
 
 /* Sends a response (takes body). */
 static void respond_acct(conn *c, int status, const char *ctype, uint8_t *body, size_t len,
-                         bool keep_alive, const char *reason, size_t accounted) {
+                         bool keep_alive, const char *reason, size_t accounted,
+                         const char *extra) {
   wreq *r = calloc(1, sizeof(*r));
   if (!r) {
     atomic_fetch_sub(&c->s->g->buffered, accounted);
@@ -198,9 +201,10 @@ static void respond_acct(conn *c, int status, const char *ctype, uint8_t *body, 
   r->close_after = !keep_alive;
   int n = asprintf(&r->head,
                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                   "Cache-Control: no-cache\r\n%s%s%sConnection: %s\r\n\r\n",
+                   "Cache-Control: no-cache\r\n%s%s%s%sConnection: %s\r\n\r\n",
                    status, status_text(status), ctype, len, reason ? "X-Cleanroom-Reason: " : "",
-                   reason ? reason : "", reason ? "\r\n" : "", keep_alive ? "keep-alive" : "close");
+                   reason ? reason : "", reason ? "\r\n" : "", extra ? extra : "",
+                   keep_alive ? "keep-alive" : "close");
   if (n < 0) {
     atomic_fetch_sub(&c->s->g->buffered, accounted);
     free(body);
@@ -222,7 +226,7 @@ static void respond_acct(conn *c, int status, const char *ctype, uint8_t *body, 
 
 static void respond(conn *c, int status, const char *ctype, uint8_t *body, size_t len,
                     bool keep_alive, const char *reason) {
-  respond_acct(c, status, ctype, body, len, keep_alive, reason, 0);
+  respond_acct(c, status, ctype, body, len, keep_alive, reason, 0, NULL);
 }
 
 static void respond_error(conn *c, int status, const char *reason, const char *msg) {
@@ -284,8 +288,15 @@ static void job_done(gw *g, gw_job *j) {
                                                 !strcmp(j->reason, "upstream_auth_refused"))) {
       size_t acct = j->accounted;
       j->accounted = 0; /* released when written */
+      char extra[128] = "";
+      if (j->resp_digest[0])
+        snprintf(extra, sizeof(extra), "Docker-Content-Digest: %s\r\n", j->resp_digest);
+      if (j->rt.kind == GW_ROUTE_OCI)
+        snprintf(extra + strlen(extra), sizeof(extra) - strlen(extra),
+                 "Docker-Distribution-API-Version: registry/2.0\r\n");
       respond_acct(c, j->status, j->resp_type[0] ? j->resp_type : "application/octet-stream",
-                   TAKE_PTR(j->resp), j->resp_len, c->req.keep_alive, NULL, acct);
+                   TAKE_PTR(j->resp), j->resp_len, c->req.keep_alive, NULL, acct,
+                   extra[0] ? extra : NULL);
     } else {
       respond_error(c, j->status ? j->status : 502, j->reason ? j->reason : "upstream_error",
                     j->detail);
@@ -310,6 +321,16 @@ static void on_async(uv_async_t *a) {
 
 /* ---- requests */
 
+/* Whether rt's registry is one of CLEANROOM_GATEWAY_OCI_INSECURE's
+ * ("host[:port],..."): reached over plain HTTP (a registry on a private
+ * network, the tests' registry). */
+static bool oci_insecure(const gw *g, const gw_route *rt) {
+  char want[GW_MAX_HOST + 12];
+  if (rt->port_explicit) snprintf(want, sizeof(want), ",%s:%u,", rt->host, rt->port);
+  else snprintf(want, sizeof(want), ",%s,", rt->host);
+  return strstr(g->oci_insecure, want) != NULL;
+}
+
 static void handle_request(conn *c) {
   gw_sbx *s = c->s;
   gw *g = s->g;
@@ -331,6 +352,16 @@ static void handle_request(conn *c) {
     event(s, "deny", reason, NULL, NULL, status);
     respond_error(c, status, reason, "not a gateway route");
     return;
+  }
+  if (rt.kind == GW_ROUTE_OCI_BASE) { /* the registry API's version check: nothing upstream */
+    char *body = strdup("{}");
+    respond_acct(c, 200, "application/json", (uint8_t *)body, body ? 2 : 0, q->keep_alive, NULL, 0,
+                 "Docker-Distribution-API-Version: registry/2.0\r\n");
+    return;
+  }
+  if (rt.kind == GW_ROUTE_OCI && oci_insecure(g, &rt)) {
+    rt.https = false;
+    gw_route_build_url(&rt, NULL);
   }
   const char *why = NULL;
   if (egress_sbx_match(s->es, rt.host, rt.port, &why) != POLICY_ALLOW) {
@@ -683,6 +714,10 @@ int gw_new(uv_loop_t *loop, egress *e, gw **ret, cr_error **err) {
                 sizeof(g->goproxy));
   upstream_base("CLEANROOM_GATEWAY_NPM_REGISTRY", "https://registry.npmjs.org", g->npm,
                 sizeof(g->npm));
+  const char *oi = getenv("CLEANROOM_GATEWAY_OCI_INSECURE");
+  snprintf(g->oci_insecure, sizeof(g->oci_insecure), ",%s,", oi ? oi : "");
+  for (char *q = g->oci_insecure; *q; q++)
+    if (*q == ' ') *q = ',';
   const char *cd = getenv("CLEANROOM_CACHE_DIR");
   cr_error *cerr = NULL;
   if (cache_open_local(cd && *cd ? cd : NULL, 0, &g->cache, &cerr) < 0) {

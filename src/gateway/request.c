@@ -214,6 +214,102 @@ static bool ends_with(const char *s, size_t n, const char *suffix, size_t *ret_b
   return true;
 }
 
+/* host[:port] at pre (avail bytes of path): fills rt->host, rt->port
+ * (explicit, or 443/80 by rt->https) and rt->port_explicit; returns the
+ * '/' after it, or NULL with *reason. */
+static const char *parse_host(const char *pre, size_t avail, gw_route *rt, const char **reason,
+                              int *status) {
+  const char *slash = memchr(pre, '/', avail);
+  if (!slash) {
+    route_fail(reason, status, "route_not_found", 404);
+    return NULL;
+  }
+  size_t hl = (size_t)(slash - pre);
+  const char *colon = memchr(pre, ':', hl);
+  size_t namelen = colon ? (size_t)(colon - pre) : hl;
+  bool ok = namelen > 0 && namelen <= GW_MAX_HOST;
+  for (size_t i = 0; ok && i < namelen; i++) ok = host_char(pre[i]);
+  if (ok) ok = pre[0] != '.' && pre[0] != '-' && pre[namelen - 1] != '.';
+  for (size_t i = 0; ok && i + 1 < namelen; i++) ok = !(pre[i] == '.' && pre[i + 1] == '.');
+  if (!ok) {
+    route_fail(reason, status, "host_invalid", 400);
+    return NULL;
+  }
+  memcpy(rt->host, pre, namelen);
+  rt->host[namelen] = '\0';
+  rt->port = rt->https ? 443 : 80;
+  if (colon) {
+    size_t pl = hl - namelen - 1;
+    unsigned long v = 0;
+    ok = pl > 0 && pl <= 5 && colon[1] != '0';
+    for (size_t i = 0; ok && i < pl; i++) {
+      char c = colon[1 + i];
+      ok = c >= '0' && c <= '9';
+      v = v * 10 + (unsigned long)(c - '0');
+    }
+    if (!ok || v == 0 || v > 65535) {
+      route_fail(reason, status, "host_invalid", 400);
+      return NULL;
+    }
+    rt->port = (uint16_t)v;
+    rt->port_explicit = true;
+  }
+  return slash;
+}
+
+void gw_route_build_url(gw_route *rt, const char *suffix) {
+  if (!rt->port_explicit) rt->port = rt->https ? 443 : 80;
+  char portbuf[8] = "";
+  if (rt->port != (rt->https ? 443 : 80)) snprintf(portbuf, sizeof(portbuf), ":%u", rt->port);
+  snprintf(rt->upstream_url, sizeof(rt->upstream_url), "%s://%s%s%s%s", rt->https ? "https" : "http",
+           rt->host, portbuf, rt->repo, suffix ? suffix : "");
+}
+
+/* An OCI distribution path below the upstream: /<name>/(manifests|blobs)/<ref>,
+ * name: lowercase components of [a-z0-9._-]; ref: a tag (manifests only)
+ * or sha256:<64 lowercase hex>. */
+static int oci_path(const char *path, size_t n, gw_route *rt, const char **reason, int *status) {
+  const char *last = NULL, *kind = NULL;
+  for (size_t i = n; i-- > 0;)
+    if (path[i] == '/') {
+      if (!last) last = path + i;
+      else {
+        kind = path + i;
+        break;
+      }
+    }
+  if (!last || !kind || kind == path) return route_fail(reason, status, "route_not_found", 404);
+  size_t kl = (size_t)(last - kind - 1), rl = n - (size_t)(last + 1 - path);
+  bool manifests = kl == 9 && !memcmp(kind + 1, "manifests", 9);
+  bool blobs = kl == 5 && !memcmp(kind + 1, "blobs", 5);
+  if (!manifests && !blobs) return route_fail(reason, status, "route_not_found", 404);
+  size_t nl = (size_t)(kind - path);
+  if (!path_canonical(path, nl, false)) return route_fail(reason, status, "path_not_canonical", 400);
+  for (size_t i = 1; i < nl; i++) {
+    char c = path[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-' ||
+          c == '/'))
+      return route_fail(reason, status, "path_not_canonical", 400);
+  }
+  const char *ref = last + 1;
+  if (rl == 71 && !memcmp(ref, "sha256:", 7)) {
+    for (size_t i = 7; i < 71; i++)
+      if (!((ref[i] >= '0' && ref[i] <= '9') || (ref[i] >= 'a' && ref[i] <= 'f')))
+        return route_fail(reason, status, "digest_invalid", 400);
+    memcpy(rt->digest, ref + 7, 64);
+    rt->digest[64] = '\0';
+    rt->immutable = true;
+  } else if (!manifests || rl == 0 || rl > 128 || ref[0] == '.' || ref[0] == '-') {
+    return route_fail(reason, status, blobs ? "digest_invalid" : "path_not_canonical", 400);
+  } else {
+    for (size_t i = 0; i < rl; i++)
+      if (!(isalnum((unsigned char)ref[i]) || ref[i] == '_' || ref[i] == '.' || ref[i] == '-'))
+        return route_fail(reason, status, "path_not_canonical", 400);
+  }
+  rt->oci_manifest = manifests;
+  return 0;
+}
+
 int gw_route_parse(const char *method, const char *url, gw_route *rt, const char **reason,
                    int *status) {
   memset(rt, 0, sizeof(*rt));
@@ -222,6 +318,24 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
   size_t plen = q ? (size_t)(q - url) : strlen(url);
   const char *query = q ? q + 1 : NULL;
   if (strchr(url, '#')) return route_fail(reason, status, "path_not_canonical", 400);
+  if (plen >= 3 && !strncmp(url, "/v2", 3) && (plen == 3 || url[3] == '/')) {
+    /* OCI distribution: /v2/ itself, or /v2/<host[:port]>/<name>/... */
+    if (strcmp(method, "GET")) return route_fail(reason, status, "method_not_allowed", 405);
+    if (query) return route_fail(reason, status, "path_not_canonical", 400);
+    if (plen <= 4) {
+      rt->kind = GW_ROUTE_OCI_BASE;
+      return 0;
+    }
+    rt->https = true; /* CLEANROOM_GATEWAY_OCI_INSECURE names plain-HTTP registries */
+    const char *slash = parse_host(url + 4, plen - 4, rt, reason, status);
+    if (!slash) return -1;
+    size_t n = plen - (size_t)(slash - url);
+    if (oci_path(slash, n, rt, reason, status) < 0) return -1;
+    rt->kind = GW_ROUTE_OCI;
+    snprintf(rt->repo, sizeof(rt->repo), "/v2%.*s", (int)n, slash);
+    gw_route_build_url(rt, NULL);
+    return 0;
+  }
   const char *pre, *scheme;
   bool download = false, goproxy = false, npm = false;
   if (plen > 17 + 64 + 1 && !strncmp(url, "/download/sha256/", 17)) {
@@ -256,33 +370,8 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
     return route_fail(reason, status, "route_not_found", 404);
   }
   /* host[:port] */
-  const char *slash = memchr(pre, '/', plen - (size_t)(pre - url));
-  if (!slash) return route_fail(reason, status, "route_not_found", 404);
-  size_t hl = (size_t)(slash - pre);
-  const char *colon = memchr(pre, ':', hl);
-  size_t namelen = colon ? (size_t)(colon - pre) : hl;
-  if (namelen == 0 || namelen > GW_MAX_HOST) return route_fail(reason, status, "host_invalid", 400);
-  for (size_t i = 0; i < namelen; i++)
-    if (!host_char(pre[i])) return route_fail(reason, status, "host_invalid", 400);
-  if (pre[0] == '.' || pre[0] == '-' || pre[namelen - 1] == '.' || strstr(pre, "..") == pre)
-    return route_fail(reason, status, "host_invalid", 400);
-  for (size_t i = 0; i + 1 < namelen; i++)
-    if (pre[i] == '.' && pre[i + 1] == '.') return route_fail(reason, status, "host_invalid", 400);
-  memcpy(rt->host, pre, namelen);
-  rt->host[namelen] = '\0';
-  rt->port = rt->https ? 443 : 80;
-  if (colon) {
-    size_t pl = hl - namelen - 1;
-    if (pl == 0 || pl > 5) return route_fail(reason, status, "host_invalid", 400);
-    unsigned long v = 0;
-    for (size_t i = 0; i < pl; i++) {
-      char c = colon[1 + i];
-      if (c < '0' || c > '9') return route_fail(reason, status, "host_invalid", 400);
-      v = v * 10 + (unsigned long)(c - '0');
-    }
-    if (v == 0 || v > 65535 || colon[1] == '0') return route_fail(reason, status, "host_invalid", 400);
-    rt->port = (uint16_t)v;
-  }
+  const char *slash = parse_host(pre, plen - (size_t)(pre - url), rt, reason, status);
+  if (!slash) return -1;
   const char *path = slash;
   size_t n = plen - (size_t)(slash - url);
   if (!path_canonical(path, n, npm)) return route_fail(reason, status, "path_not_canonical", 400);
@@ -321,11 +410,7 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
   if (base == 0) return route_fail(reason, status, "route_not_found", 404);
   memcpy(rt->repo, path, base);
   rt->repo[base] = '\0';
-  bool default_port = rt->port == (rt->https ? 443 : 80);
-  char portbuf[8] = "";
-  if (!default_port) snprintf(portbuf, sizeof(portbuf), ":%u", rt->port);
-  snprintf(rt->upstream_url, sizeof(rt->upstream_url), "%s://%s%s%s%s", rt->https ? "https" : "http",
-           rt->host, portbuf, rt->repo, suffix);
+  gw_route_build_url(rt, suffix);
   return 0;
 }
 

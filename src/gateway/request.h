@@ -61,6 +61,8 @@ typedef enum gw_route_kind {
   GW_ROUTE_DOWNLOAD,          /* GET  /download/sha256/<hex>/<scheme>/<host[:port]>/<path>: immutable, by digest */
   GW_ROUTE_GOPROXY,           /* GET  /go/<scheme>/<host[:port]>/<proxy path>: the Go module proxy protocol */
   GW_ROUTE_NPM,               /* GET  /npm/<scheme>/<host[:port]>/<registry path>: package metadata and tarballs */
+  GW_ROUTE_OCI_BASE,          /* GET  /v2/: the registry API's version check, answered here */
+  GW_ROUTE_OCI,               /* GET  /v2/<host[:port]>/<name>/(manifests|blobs)/<ref>: OCI pull-through */
 } gw_route_kind;
 
 typedef struct gw_route {
@@ -68,10 +70,12 @@ typedef struct gw_route {
   bool https;
   char host[GW_MAX_HOST + 1]; /* lowercase name or IPv4 literal */
   uint16_t port;              /* explicit or 443/80 */
+  bool port_explicit;
   char repo[GW_MAX_URL];      /* "/org/x.git" (canonical, no trailing route part); a download's path */
   char digest[65];            /* GW_ROUTE_DOWNLOAD: the expected sha256 (lowercase hex) */
   bool immutable;             /* GOPROXY: a version's .info/.mod/.zip (not list, @latest, sumdb);
-                                 NPM: a tarball (<pkg>/-/<file>.tgz) */
+                                 NPM: a tarball (<pkg>/-/<file>.tgz); OCI: by digest (digest set) */
+  bool oci_manifest;          /* OCI: a manifest (else a blob) */
   char upstream_url[GW_MAX_URL + 320]; /* the URL asked of the upstream */
 } gw_route;
 
@@ -79,6 +83,10 @@ typedef struct gw_route {
  * "path_not_canonical", "method_not_allowed", "host_invalid") and *status. */
 int gw_route_parse(const char *method, const char *url, gw_route *rt, const char **reason,
                    int *status);
+
+/* (Re)builds rt->upstream_url from https, host, port and repo + suffix
+ * (after a change of scheme: a port that was not explicit follows it). */
+void gw_route_build_url(gw_route *rt, const char *suffix);
 
 /* Whether an upload-pack request body (already decoded) asks for a fixed
  * object set: every want an object id, no have, `done`, no ref-relative

@@ -4,6 +4,7 @@
  * addresses (whatever a name resolves to); credentials from the host's
  * file for the upstream host only; immutable responses into the cache. */
 #include "gateway/gateway-internal.h"
+#include "image/registry.h"
 #include "util/fs.h"
 #include "util/macro.h"
 
@@ -195,6 +196,21 @@ static void snapshot_key(gw_job *j, const uint8_t *body, size_t blen) {
   free(pre);
 }
 
+/* An OCI manifest's Docker-Content-Digest (what clients pin a tag to) and
+ * media type: the upstream's Content-Type, else the manifest's own
+ * mediaType (a cached manifest has no headers), else OCI's. */
+static void oci_manifest_headers(gw_job *j) {
+  char hex[65];
+  cr_sha256_hex(j->resp ? (const void *)j->resp : "", j->resp_len, hex);
+  snprintf(j->resp_digest, sizeof(j->resp_digest), "sha256:%s", hex);
+  if (j->resp_type[0] && strcmp(j->resp_type, "application/octet-stream")) return;
+  json_t *m = json_loadb((const char *)j->resp, j->resp_len, 0, NULL);
+  const char *mt = json_string_value(json_object_get(m, "mediaType"));
+  snprintf(j->resp_type, sizeof(j->resp_type), "%s",
+           mt && printable(mt) && strlen(mt) < sizeof(j->resp_type) ? mt : IMAGE_MT_OCI_MANIFEST);
+  json_decref(m);
+}
+
 void gw_upstream_run(gw_job *j) {
   j->status = 0;
   j->reason = "allowed";
@@ -279,6 +295,13 @@ void gw_upstream_run(gw_job *j) {
     else j->cacheable = false;
     free(pre);
   }
+  bool oci = j->rt.kind == GW_ROUTE_OCI;
+  if (oci && j->rt.immutable && j->cache) {
+    /* content-addressed like a download: the key is the digest (so a blob
+     * is shared with a download of the same bytes) */
+    j->cacheable = true;
+    snprintf(j->cache_key, sizeof(j->cache_key), "%s", j->rt.digest);
+  }
   if (j->cacheable) {
     uint8_t *data = NULL;
     size_t len = 0;
@@ -291,8 +314,9 @@ void gw_upstream_run(gw_job *j) {
       j->resp_len = j->resp_cap = len;
       j->status = 200;
       snprintf(j->resp_type, sizeof(j->resp_type), "%s",
-               download || goproxy || npm ? "application/octet-stream"
-                                   : "application/x-git-upload-pack-result");
+               download || goproxy || npm || oci ? "application/octet-stream"
+                                          : "application/x-git-upload-pack-result");
+      if (oci && j->rt.oci_manifest) oci_manifest_headers(j);
       return;
     }
     cr_error_free(err);
@@ -308,7 +332,7 @@ void gw_upstream_run(gw_job *j) {
   }
   struct curl_slist *hdrs = NULL;
   char ua[160];
-  if (download || goproxy || npm) /* the guest's own agent, else ours */
+  if (download || goproxy || npm || oci) /* the guest's own agent, else ours */
     snprintf(ua, sizeof(ua), "%s", j->user_agent[0] && printable(j->user_agent)
                                        ? j->user_agent : "cleanroom-gateway");
   else /* smart-HTTP servers answer git agents only */
@@ -333,7 +357,11 @@ void gw_upstream_run(gw_job *j) {
   curl_easy_setopt(h, CURLOPT_XFERINFODATA, j);
   curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open);
   curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, j);
-  add_header(&hdrs, "Accept", j->accept);
+  if (oci && j->rt.oci_manifest) /* every manifest kind (the guest's list may be cut at 128 bytes) */
+    hdrs = curl_slist_append(hdrs, "Accept: " IMAGE_MT_OCI_INDEX ", " IMAGE_MT_OCI_MANIFEST ", "
+                                   IMAGE_MT_DOCKER_LIST ", " IMAGE_MT_DOCKER_MANIFEST);
+  else
+    add_header(&hdrs, "Accept", j->accept);
   add_header(&hdrs, "Git-Protocol", j->git_protocol);
   hdrs = curl_slist_append(hdrs, "Expect:");
   if (post) {
@@ -371,6 +399,18 @@ void gw_upstream_run(gw_job *j) {
   }
   curl_slist_free_all(hdrs);
   curl_easy_cleanup(h);
+  if (oci && j->status == 200 && j->rt.immutable) {
+    char hex[65];
+    cr_sha256_hex(j->resp, j->resp_len, hex);
+    if (strcmp(hex, j->rt.digest)) {
+      free(j->resp);
+      j->resp = NULL;
+      j->resp_len = j->resp_cap = 0;
+      fail(j, 502, "digest_mismatch", "the upstream's content has sha256 %s", hex);
+      return;
+    }
+  }
+  if (oci && j->status == 200 && j->rt.oci_manifest) oci_manifest_headers(j);
   if (download && j->status == 200) {
     char hex[65];
     cr_sha256_hex(j->resp, j->resp_len, hex);
@@ -406,7 +446,8 @@ void gw_upstream_run(gw_job *j) {
   if (j->status == 200 && j->cacheable && j->reason && !strcmp(j->reason, "allowed")) {
     cr_error *err = NULL;
     if (cache_put(j->cache, j->cache_key,
-                  download ? "download" : goproxy ? "go-module" : npm ? "npm-tarball" : "git-pack",
+                  download ? "download" : goproxy ? "go-module" : npm ? "npm-tarball"
+                  : oci ? (j->rt.oci_manifest ? "oci-manifest" : "oci-blob") : "git-pack",
                   j->rt.upstream_url,
                   j->resp, j->resp_len, &err) < 0)
       cr_error_free(err);

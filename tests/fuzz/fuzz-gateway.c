@@ -16,7 +16,9 @@ static void check_route(const gw_request *r) {
   const char *reason = NULL;
   int status = 0;
   if (gw_route_parse(gw_request_method(r), r->url, &rt, &reason, &status) == 0) {
-    if (rt.kind == GW_ROUTE_NONE || !rt.host[0] || rt.port == 0) abort();
+    if (rt.kind == GW_ROUTE_NONE) abort();
+    if (rt.kind == GW_ROUTE_OCI_BASE) return; /* answered by the gateway itself */
+    if (!rt.host[0] || rt.port == 0) abort();
     if (strstr(rt.repo, "/../") || strstr(rt.repo, "/./") || strstr(rt.repo, "//") ||
         strchr(rt.host, '@'))
       abort();

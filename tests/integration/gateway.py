@@ -64,6 +64,7 @@ ENV.update({
     "CLEANROOM_GATEWAY_REQUEST_TIMEOUT_MS": "3000",
     "CLEANROOM_GATEWAY_GOPROXY": "http://%s:8080/gomod" % W.allowed,
     "CLEANROOM_GATEWAY_NPM_REGISTRY": "http://%s:8080/npmreg/" % W.allowed,
+    "CLEANROOM_GATEWAY_OCI_INSECURE": "%s:5000" % W.allowed,  # the test's registry speaks HTTP
 })
 for k in ("CLEANROOM_HOST", "CLEANROOM_EGRESS", "CLEANROOM_GATEWAY_OFFLINE"):
     ENV.pop(k, None)
@@ -75,7 +76,8 @@ sandbox:
     default: deny
     allow:
       - %s:8080
-""" % (IMAGE, W.allowed)
+      - %s:5000
+""" % (IMAGE, W.allowed, W.allowed)
 RESULTS = []
 
 
@@ -243,6 +245,23 @@ def run_rows(a, b, commit):
          and o1.count(_h.sha256(tgz).hexdigest()) == 2 and len(tars) == 1
          and has_event(events(b), kind="gateway", route="npm", cache="hit")),
         "%s tarballs=%d" % (o1[-400:], len(tars)))
+    # 5f OCI pull-through from Debian's docker-registry (curl drives the distribution API)
+    W.start_registry()
+    manifest, lhex, layer = W.push_image()
+    reg = "%s/v2/%s:5000/test/app" % (gwbase, W.allowed)
+    _, o1 = guest(b, "curl -sS %s/v2/; echo; curl -sS -D /tmp/h -o /tmp/m %s/manifests/v1; "
+                     "sha256sum /tmp/m; tr -d '\\r' </tmp/h | grep -i -e '^docker-content-digest' "
+                     "-e '^content-type'; for i in 1 2; do curl -sS %s/blobs/sha256:%s | sha256sum; done; "
+                     "curl -sS -o /dev/null -w 'other=%%{http_code}\\n' %s/v2/%s:5000/test/app/manifests/v1"
+                  % (gwbase, reg, reg, lhex, gwbase, W.other))
+    mhex = _h.sha256(manifest).hexdigest()
+    evs = events(b)
+    row("OCI: the registry's manifest and blobs through the gateway, the blob cached, digests checked",
+        ("{}" in o1 and o1.count(mhex) >= 2 and "application/vnd.oci.image.manifest.v1+json" in o1
+         and o1.count(lhex) == 2 and "other=403" in o1
+         and has_event(evs, kind="gateway", route="oci", cache="hit")
+         and has_event(evs, kind="gateway", route="oci", reason="host_not_allowed")),
+        o1[-600:])
     # 6 push refused
     before = len(W.requests())
     rc, out = guest(a, "cd /tmp/c1 && echo x > new.txt && git add new.txt && "

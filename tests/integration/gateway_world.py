@@ -1,7 +1,7 @@
 """A small "internet" for the gateway tests and bench/gateway.py: a network
 namespace of its own with a veth to the host and Debian's `git http-backend`
 (through a tiny CGI server) on two addresses, one the policy allows and one
-it does not. The server logs every request (method, path, Authorization)
+it does not, and on request Debian's docker-registry. The server logs every request (method, path, Authorization)
 to a file. Everything is removed by World.close(), also after failures."""
 import os
 import shutil
@@ -215,6 +215,71 @@ class World:
         sh(*git, "-C", work, "commit", "-q", "-m", "later")
         sh("git", "-C", work, "push", "-q", os.path.join(self.repos, name + ".git"), "HEAD:main")
         return sh("git", "-C", work, "rev-parse", "HEAD").stdout.decode().strip()
+
+    def start_registry(self):
+        """Debian's docker-registry (the CNCF distribution registry) on
+        <allowed>:5000 in the namespace, storage under tmp."""
+        d = os.path.join(self.tmp, "registry")
+        os.makedirs(d, exist_ok=True)
+        cfg = os.path.join(d, "config.yml")
+        with open(cfg, "w") as f:
+            f.write("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+                    "    rootdirectory: %s/data\nhttp:\n  addr: %s:5000\n" % (d, self.allowed))
+        log = open(os.path.join(d, "registry.log"), "ab")
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns, "docker-registry", "serve", cfg],
+                             stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self.procs.append(p)
+        import urllib.request
+        deadline = time.time() + 30
+        while True:  # until it answers /v2/ (bounded)
+            try:
+                urllib.request.urlopen("http://%s:5000/v2/" % self.allowed, timeout=2).read()
+                return
+            except OSError:
+                if p.poll() is not None or time.time() > deadline:
+                    raise AssertionError("docker-registry did not start")
+                time.sleep(0.1)  # polling the registry, bounded
+
+    def push_image(self, repo="test/app", tag="v1"):
+        """An OCI image (one gzip layer, a config, a manifest) pushed with the
+        distribution API; returns (manifest bytes, layer digest hex, layer bytes)."""
+        import gzip, hashlib, io, json, tarfile, urllib.request
+        base = "http://%s:5000/v2/%s" % (self.allowed, repo)
+
+        def put_blob(data):
+            req = urllib.request.Request(base + "/blobs/uploads/", method="POST", data=b"")
+            loc = urllib.request.urlopen(req, timeout=10).headers["Location"]
+            if loc.startswith("/"):
+                loc = "http://%s:5000%s" % (self.allowed, loc)
+            dg = "sha256:" + hashlib.sha256(data).hexdigest()
+            sep = "&" if "?" in loc else "?"
+            req = urllib.request.Request(loc + sep + "digest=" + dg, method="PUT", data=data,
+                                         headers={"Content-Type": "application/octet-stream"})
+            urllib.request.urlopen(req, timeout=10).read()
+            return dg
+
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as t:
+            payload = b"hello from the registry %d\n" % os.getpid()
+            ti = tarfile.TarInfo("hello.txt")
+            ti.size = len(payload)
+            t.addfile(ti, io.BytesIO(payload))
+        layer = gzip.compress(buf.getvalue(), mtime=0)
+        config = json.dumps({"architecture": "amd64", "os": "linux",
+                             "rootfs": {"type": "layers",
+                                        "diff_ids": ["sha256:" + hashlib.sha256(buf.getvalue()).hexdigest()]},
+                             "config": {}}).encode()
+        ldg, cdg = put_blob(layer), put_blob(config)
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdg,
+                       "size": len(config)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ldg,
+                        "size": len(layer)}]}).encode()
+        req = urllib.request.Request(base + "/manifests/" + tag, method="PUT", data=manifest,
+                                     headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        urllib.request.urlopen(req, timeout=10).read()
+        return manifest, ldg.split(":", 1)[1], layer
 
     def requests(self):
         import json

@@ -130,6 +130,38 @@ static void test_routes(void **state) {
   expect_no_route("GET", "/download/sha256/E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855/http/h/x",
                   "digest_invalid");
   expect_no_route("GET", "/download/sha256/abc/http/h/x", "route_not_found");
+  /* OCI pull-through: the upstream registry is the name's first component */
+  snprintf(u, sizeof(u), "/v2/10.0.0.5:5000/library/busybox/blobs/sha256:%s", d);
+  snprintf(want, sizeof(want), "https://10.0.0.5:5000/v2/library/busybox/blobs/sha256:%s", d);
+  expect_route("GET", u, GW_ROUTE_OCI, want);
+  expect_route("GET", "/v2/ghcr.io/org/app/manifests/v1.2_3-rc", GW_ROUTE_OCI,
+               "https://ghcr.io/v2/org/app/manifests/v1.2_3-rc");
+  {
+    gw_route rt;
+    const char *reason = NULL;
+    int status = 0;
+    assert_int_equal(gw_route_parse("GET", "/v2/", &rt, &reason, &status), 0);
+    assert_int_equal(rt.kind, GW_ROUTE_OCI_BASE);
+    snprintf(u, sizeof(u), "/v2/r.example/a/b/manifests/sha256:%s", d);
+    assert_int_equal(gw_route_parse("GET", u, &rt, &reason, &status), 0);
+    assert_true(rt.immutable && rt.oci_manifest);
+    assert_string_equal(rt.digest, d);
+    assert_int_equal(gw_route_parse("GET", "/v2/r.example/a/manifests/latest", &rt, &reason, &status), 0);
+    assert_false(rt.immutable);
+    rt.https = false; /* CLEANROOM_GATEWAY_OCI_INSECURE */
+    gw_route_build_url(&rt, NULL);
+    assert_string_equal(rt.upstream_url, "http://r.example/v2/a/manifests/latest");
+  }
+  expect_no_route("HEAD", "/v2/r.example/a/manifests/latest", "method_not_allowed");
+  expect_no_route("GET", "/v2/r.example/a/blobs/latest", "digest_invalid");
+  expect_no_route("GET", "/v2/r.example/a/blobs/sha256:abc", "digest_invalid");
+  expect_no_route("GET", "/v2/r.example/A/manifests/x", "path_not_canonical");
+  expect_no_route("GET", "/v2/r.example/a/../b/manifests/x", "path_not_canonical");
+  expect_no_route("GET", "/v2/r.example/a/manifests/-x", "path_not_canonical");
+  expect_no_route("GET", "/v2/r.example/a/tags/list", "route_not_found");
+  expect_no_route("GET", "/v2/r.example/manifests/x", "route_not_found");
+  expect_no_route("GET", "/v2/R.example/a/manifests/x", "host_invalid");
+  expect_no_route("GET", "/v2/r.example/a/manifests/x?n=1", "path_not_canonical");
   expect_route("GET", "/go/https/proxy.golang.org/github.com/!burnt!sushi/toml/@v/v1.3.2.zip",
                GW_ROUTE_GOPROXY, "https://proxy.golang.org/github.com/!burnt!sushi/toml/@v/v1.3.2.zip");
   expect_route("GET", "/go/http/10.0.0.5:8080/gomod/example.com/x/@v/list", GW_ROUTE_GOPROXY,
