@@ -195,6 +195,12 @@ static void respond_acct(conn *c, int status, const char *ctype, uint8_t *body, 
     conn_close(c);
     return;
   }
+  if (c->req.parser.method == HTTP_HEAD) { /* the headers only (Content-Length says the size) */
+    atomic_fetch_sub(&c->s->g->buffered, accounted);
+    accounted = 0;
+    free(body);
+    body = NULL;
+  }
   r->c = c;
   r->accounted = accounted;
   r->body = body;
@@ -214,7 +220,7 @@ static void respond_acct(conn *c, int status, const char *ctype, uint8_t *body, 
   }
   uv_buf_t b[2] = {uv_buf_init(r->head, (unsigned)n), uv_buf_init((char *)body, (unsigned)len)};
   c->refs++;
-  if (uv_write(&r->w, (uv_stream_t *)&c->tcp, b, len ? 2 : 1, on_written) < 0) {
+  if (uv_write(&r->w, (uv_stream_t *)&c->tcp, b, len && body ? 2 : 1, on_written) < 0) {
     atomic_fetch_sub(&c->s->g->buffered, accounted);
     free(r->head);
     free(r->body);

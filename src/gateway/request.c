@@ -95,8 +95,8 @@ static int on_headers_complete(http_parser *p) {
     refuse(r, "method_not_allowed", 405);
     return 3;
   }
-  if (p->method != HTTP_GET && p->method != HTTP_POST) {
-    refuse(r, "method_not_allowed", 405);
+  if (p->method != HTTP_GET && p->method != HTTP_POST && p->method != HTTP_HEAD) {
+    refuse(r, "method_not_allowed", 405); /* HEAD: the OCI routes only (gw_route_parse) */
     return 3;
   }
   if (r->dup_host || !r->host[0]) {
@@ -319,8 +319,11 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
   const char *query = q ? q + 1 : NULL;
   if (strchr(url, '#')) return route_fail(reason, status, "path_not_canonical", 400);
   if (plen >= 3 && !strncmp(url, "/v2", 3) && (plen == 3 || url[3] == '/')) {
-    /* OCI distribution: /v2/ itself, or /v2/<host[:port]>/<name>/... */
-    if (strcmp(method, "GET")) return route_fail(reason, status, "method_not_allowed", 405);
+    /* OCI distribution: /v2/ itself, or /v2/<host[:port]>/<name>/...;
+     * HEAD as GET (clients check a manifest's digest with it), answered
+     * without the body */
+    if (strcmp(method, "GET") && strcmp(method, "HEAD"))
+      return route_fail(reason, status, "method_not_allowed", 405);
     if (query) return route_fail(reason, status, "path_not_canonical", 400);
     if (plen <= 4) {
       rt->kind = GW_ROUTE_OCI_BASE;

@@ -251,13 +251,14 @@ def run_rows(a, b, commit):
     reg = "%s/v2/%s:5000/test/app" % (gwbase, W.allowed)
     _, o1 = guest(b, "curl -sS %s/v2/; echo; curl -sS -D /tmp/h -o /tmp/m %s/manifests/v1; "
                      "sha256sum /tmp/m; tr -d '\\r' </tmp/h | grep -i -e '^docker-content-digest' "
-                     "-e '^content-type'; for i in 1 2; do curl -sS %s/blobs/sha256:%s | sha256sum; done; "
+                     "-e '^content-type'; curl -sS -I %s/manifests/v1 | tr -d '\\r' | "
+                     "sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: /HEAD /p'; for i in 1 2; do curl -sS %s/blobs/sha256:%s | sha256sum; done; "
                      "curl -sS -o /dev/null -w 'other=%%{http_code}\\n' %s/v2/%s:5000/test/app/manifests/v1"
-                  % (gwbase, reg, reg, lhex, gwbase, W.other))
+                  % (gwbase, reg, reg, reg, lhex, gwbase, W.other))
     mhex = _h.sha256(manifest).hexdigest()
     evs = events(b)
     row("OCI: the registry's manifest and blobs through the gateway, the blob cached, digests checked",
-        ("{}" in o1 and o1.count(mhex) >= 2 and "application/vnd.oci.image.manifest.v1+json" in o1
+        ("{}" in o1 and o1.count(mhex) >= 3 and ("HEAD sha256:" + mhex) in o1 and "application/vnd.oci.image.manifest.v1+json" in o1
          and o1.count(lhex) == 2 and "other=403" in o1
          and has_event(evs, kind="gateway", route="oci", cache="hit")
          and has_event(evs, kind="gateway", route="oci", reason="host_not_allowed")),

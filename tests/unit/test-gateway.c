@@ -152,7 +152,10 @@ static void test_routes(void **state) {
     gw_route_build_url(&rt, NULL);
     assert_string_equal(rt.upstream_url, "http://r.example/v2/a/manifests/latest");
   }
-  expect_no_route("HEAD", "/v2/r.example/a/manifests/latest", "method_not_allowed");
+  expect_route("HEAD", "/v2/r.example/a/manifests/latest", GW_ROUTE_OCI,
+               "https://r.example/v2/a/manifests/latest");
+  expect_no_route("HEAD", "/go/https/proxy.golang.org/x/@v/list", "method_not_allowed");
+  expect_no_route("PUT", "/v2/r.example/a/manifests/latest", "method_not_allowed");
   expect_no_route("GET", "/v2/r.example/a/blobs/latest", "digest_invalid");
   expect_no_route("GET", "/v2/r.example/a/blobs/sha256:abc", "digest_invalid");
   expect_no_route("GET", "/v2/r.example/A/manifests/x", "path_not_canonical");
