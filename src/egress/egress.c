@@ -52,6 +52,7 @@ struct egress_sbx {
   uint8_t host[4], guest[4];
   char guest_cidr[24], host_text[16];
   policy *pol;
+  char *pol_text;       /* pol's source (policy_parse takes it: a copy for other threads) */
   json_t *allow, *deny; /* compiled rules (borrowed from the policy json, increfed) */
   uint16_t ports[MAX_PORTS_PER_NAME];
   size_t n_ports;
@@ -361,7 +362,7 @@ bool egress_policy_wants_network(json_t *pol) {
 
 /* The compiled network section back into a policy document (JSON is YAML)
  * so that policy_match() decides exactly as the policy compiler defined. */
-static int policy_from_compiled(json_t *pol, policy **ret, cr_error **err) {
+static int policy_from_compiled(json_t *pol, policy **ret, char **ret_text, cr_error **err) {
   json_t *net = json_object_get(json_object_get(pol, "sandbox"), "network");
   json_t *src = json_pack("{s:i, s:{s:{s:s}}}", "version", 1, "sandbox", "network", "default",
                           json_string_value(json_object_get(net, "default")) ?: "deny");
@@ -385,6 +386,7 @@ static int policy_from_compiled(json_t *pol, policy **ret, cr_error **err) {
   json_decref(src);
   if (!txt) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "policy");
   int r = policy_parse(txt, strlen(txt), "compiled policy", ret, NULL, err);
+  if (r == 0 && ret_text) *ret_text = TAKE_PTR(txt);
   free(txt);
   return r < 0 ? cr_error_wrap(err, "egress: reading the compiled network policy") : 0;
 }
@@ -830,6 +832,7 @@ void egress_sbx_guest_ip(const egress_sbx *s, uint8_t out[4]) { memcpy(out, s->g
 int egress_sbx_match(const egress_sbx *s, const char *host, uint16_t port, const char **reason) {
   return policy_match(s->pol, host, port, reason);
 }
+const char *egress_sbx_policy_text(const egress_sbx *s) { return s->pol_text; }
 const char *egress_sbx_tap(const egress_sbx *s) { return s->tap; }
 const char *egress_sbx_guest_cidr(const egress_sbx *s) { return s->guest_cidr; }
 const char *egress_sbx_host_addr(const egress_sbx *s) { return s->host_text; }
@@ -838,6 +841,7 @@ static void sbx_handle_closed(uv_handle_t *h) {
   egress_sbx *s = h->data;
   if (--s->handles == 0) {
     policy_free(s->pol);
+    free(s->pol_text);
     json_decref(s->allow);
     json_decref(s->deny);
     free(s->res);
@@ -1006,7 +1010,7 @@ int egress_attach(egress *e, const char *id, json_t *pol, int slot, egress_sbx *
   size_t n_allow = 0, n_deny = 0;
   _cleanup_free_ char *cmds = NULL, *del = NULL;
   uint64_t t0 = now_ms();
-  if (policy_from_compiled(pol, &s->pol, err) < 0) goto fail;
+  if (policy_from_compiled(pol, &s->pol, &s->pol_text, err) < 0) goto fail;
   if (ensure_base(e, err) < 0) goto fail;
   log_debug("egress %s: +%llu ms: nftables table", id, (unsigned long long)(now_ms() - t0));
   if (egress_tap_create(s->tap, s->host, 30, err) < 0) goto fail;

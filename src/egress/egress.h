@@ -86,3 +86,7 @@ const char *egress_sbx_id(const egress_sbx *s);
 void egress_sbx_guest_ip(const egress_sbx *s, uint8_t out[4]);
 /* policy_match() of the sandbox's network policy (POLICY_ALLOW/DENY). */
 int egress_sbx_match(const egress_sbx *s, const char *host, uint16_t port, const char **reason);
+/* The network policy egress_sbx_match() decides by, as a policy document
+ * (policy_parse() takes it): a thread that must decide on its own (the
+ * gateway's upstream requests, for redirects) parses a copy of it. */
+const char *egress_sbx_policy_text(const egress_sbx *s);

@@ -16,6 +16,8 @@ typedef struct gw_job {
   uint8_t *body;
   size_t body_len;
   const char *cred_file;   /* may be NULL */
+  char *policy_text;        /* the sandbox's network policy (redirects are checked against it) */
+  char ca_file[256];        /* CA bundle for TLS upstreams ("" = libcurl's default) */
   cache *cache;            /* may be NULL */
   bool offline;            /* only cached entries */
   uint32_t pool, pool_mask; /* the sandbox pool: never an upstream */
@@ -37,6 +39,7 @@ typedef struct gw_job {
   bool snapshot;            /* a mutable answer (refs) kept as the latest, served only offline */
   char cache_key[65];
   double upstream_ms;
+  int redirects;            /* followed */
   /* linkage (loop side) */
   uv_thread_t thread;
   struct gw_job *next;

@@ -33,6 +33,7 @@ struct gw {
   char goproxy[GW_MAX_URL]; /* "<scheme>/<host[:port]><path>" of the Go module proxy, or "" */
   char npm[GW_MAX_URL];     /* the same for the npm registry */
   char oci_insecure[1024];  /* ",host:port,..." registries reached over plain HTTP */
+  char ca_file[256];        /* CLEANROOM_GATEWAY_CA_FILE: CA bundle for TLS upstreams */
   cache *cache;
   bool offline;
   size_t max_response, max_buffered;
@@ -116,6 +117,7 @@ static void event(gw_sbx *s, const char *action, const char *reason, const gw_ro
     json_object_set_new(e, "bytes", json_integer((json_int_t)j->resp_len));
     json_object_set_new(e, "cache", json_string(j->cacheable ? (j->cache_hit ? "hit" : "miss") : "none"));
     if (j->cred_used) json_object_set_new(e, "credential", json_true());
+    if (j->redirects) json_object_set_new(e, "redirects", json_integer(j->redirects));
     if (j->detail[0]) json_object_set_new(e, "detail", json_string(j->detail));
   }
   egress_event_add(s->g->eg, e);
@@ -263,6 +265,7 @@ static void job_free(gw_job *j) {
   if (j->accounted) atomic_fetch_sub(j->buffered, j->accounted);
   free(j->body);
   free(j->resp);
+  free(j->policy_text);
   free(j);
 }
 
@@ -409,6 +412,9 @@ static void handle_request(conn *c) {
   j->stopping = &g->stopping;
   j->buffered = &g->buffered;
   snprintf(j->gw_base, sizeof(j->gw_base), "http://%s", s->host_header);
+  const char *pt = egress_sbx_policy_text(s->es);
+  j->policy_text = pt ? strdup(pt) : NULL;
+  snprintf(j->ca_file, sizeof(j->ca_file), "%s", g->ca_file);
   j->max_buffered = g->max_buffered;
   egress_pool(egress_sbx_owner(s->es), &j->pool, &j->pool_mask);
   j->conn = c;
@@ -720,6 +726,8 @@ int gw_new(uv_loop_t *loop, egress *e, gw **ret, cr_error **err) {
                 sizeof(g->goproxy));
   upstream_base("CLEANROOM_GATEWAY_NPM_REGISTRY", "https://registry.npmjs.org", g->npm,
                 sizeof(g->npm));
+  const char *ca = getenv("CLEANROOM_GATEWAY_CA_FILE");
+  snprintf(g->ca_file, sizeof(g->ca_file), "%s", ca && *ca == '/' ? ca : "");
   const char *oi = getenv("CLEANROOM_GATEWAY_OCI_INSECURE");
   snprintf(g->oci_insecure, sizeof(g->oci_insecure), ",%s,", oi ? oi : "");
   for (char *q = g->oci_insecure; *q; q++)

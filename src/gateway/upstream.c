@@ -5,6 +5,7 @@
  * file for the upstream host only; immutable responses into the cache. */
 #include "gateway/gateway-internal.h"
 #include "image/registry.h"
+#include "policy/policy.h"
 #include "util/fs.h"
 #include "util/macro.h"
 
@@ -196,6 +197,61 @@ static void snapshot_key(gw_job *j, const uint8_t *body, size_t blen) {
   free(pre);
 }
 
+#define GW_MAX_REDIRECTS 5
+
+/* Forgets what a response brought (a redirect's body). */
+static void drop_response(gw_job *j) {
+  atomic_fetch_sub(j->buffered, j->accounted);
+  j->accounted = 0;
+  free(j->resp);
+  j->resp = NULL;
+  j->resp_len = j->resp_cap = 0;
+}
+
+/* May the upstream's redirect to loc be followed? http(s) only, to a
+ * host:port the sandbox's policy allows (parsed here, on this thread, from
+ * the policy's text: *pol, once). *on_origin: loc is the first upstream's
+ * scheme, host and port (only it gets the host's credentials). Else fails
+ * the job with the policy's reason. */
+static bool redirect_allowed(gw_job *j, policy **pol, const char *loc, bool *on_origin) {
+  CURLU *u = curl_url();
+  char *scheme = NULL, *host = NULL, *port = NULL;
+  bool ok = u && curl_url_set(u, CURLUPART_URL, loc, 0) == CURLUE_OK &&
+            curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+            curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+            curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+            (!strcmp(scheme, "http") || !strcmp(scheme, "https"));
+  unsigned long pn = ok ? strtoul(port, NULL, 10) : 0;
+  ok = ok && pn > 0 && pn < 65536 && printable(host);
+  if (!ok) {
+    fail(j, 502, "upstream_redirect", "a redirect to an unusable URL");
+  } else {
+    const char *why = NULL;
+    cr_error *err = NULL;
+    if (!*pol && (!j->policy_text ||
+                  policy_parse(j->policy_text, strlen(j->policy_text), "network policy", pol, NULL,
+                               &err) < 0)) {
+      cr_error_free(err);
+      fail(j, 502, "upstream_redirect", "no policy to check a redirect against");
+      ok = false;
+    } else if (policy_match(*pol, host, (uint16_t)pn, &why) != POLICY_ALLOW) {
+      fail(j, 403, why ? why : POLICY_REASON_HOST_NOT_ALLOWED,
+           "the upstream redirects to %.100s:%lu, which the sandbox's network policy does not allow",
+           host, pn);
+      ok = false;
+    } else {
+      *on_origin = !strcmp(scheme, j->rt.https ? "https" : "http") && !strcmp(host, j->rt.host) &&
+                   pn == j->rt.port;
+      j->redirects++;
+    }
+  }
+  curl_free(scheme);
+  curl_free(host);
+  curl_free(port);
+  curl_url_cleanup(u);
+  return ok;
+}
+
 /* An OCI manifest's Docker-Content-Digest (what clients pin a tag to) and
  * media type: the upstream's Content-Type, else the manifest's own
  * mediaType (a cached manifest has no headers), else OCI's. */
@@ -325,12 +381,6 @@ void gw_upstream_run(gw_job *j) {
     fail(j, 503, "offline_not_cached", "offline mode: %.180s is not in the cache", j->rt.upstream_url);
     return;
   }
-  CURL *h = curl_easy_init();
-  if (!h) {
-    fail(j, 503, "resource_exhausted", "libcurl");
-    return;
-  }
-  struct curl_slist *hdrs = NULL;
   char ua[160];
   if (download || goproxy || npm || oci) /* the guest's own agent, else ours */
     snprintf(ua, sizeof(ua), "%s", j->user_agent[0] && printable(j->user_agent)
@@ -338,67 +388,99 @@ void gw_upstream_run(gw_job *j) {
   else /* smart-HTTP servers answer git agents only */
     snprintf(ua, sizeof(ua), "%s", !strncmp(j->user_agent, "git/", 4) && printable(j->user_agent)
                                        ? j->user_agent : "git/cleanroom-gateway");
-  curl_easy_setopt(h, CURLOPT_URL, j->rt.upstream_url);
-  curl_easy_setopt(h, CURLOPT_USERAGENT, ua);
-  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(h, CURLOPT_IPRESOLVE, (long)CURL_IPRESOLVE_V4);
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
-  curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-  curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 30L);
-  curl_easy_setopt(h, CURLOPT_TIMEOUT, 900L);
-  curl_easy_setopt(h, CURLOPT_NETRC, (long)CURL_NETRC_IGNORED);
-  curl_easy_setopt(h, CURLOPT_PROXY, "");
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, j);
-  curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
-  curl_easy_setopt(h, CURLOPT_XFERINFODATA, j);
-  curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open);
-  curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, j);
-  if (oci && j->rt.oci_manifest) /* every manifest kind (the guest's list may be cut at 128 bytes) */
-    hdrs = curl_slist_append(hdrs, "Accept: " IMAGE_MT_OCI_INDEX ", " IMAGE_MT_OCI_MANIFEST ", "
-                                   IMAGE_MT_DOCKER_LIST ", " IMAGE_MT_DOCKER_MANIFEST);
-  else
-    add_header(&hdrs, "Accept", j->accept);
-  add_header(&hdrs, "Git-Protocol", j->git_protocol);
-  hdrs = curl_slist_append(hdrs, "Expect:");
-  if (post) {
-    add_header(&hdrs, "Content-Type", j->content_type);
-    if (!strcasecmp(j->content_encoding, "gzip")) add_header(&hdrs, "Content-Encoding", "gzip");
-    curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, j->body ? (char *)j->body : "");
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->body_len);
-  }
-  add_credentials(j, h, &hdrs);
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-  double t0 = mono_ms();
-  CURLcode rc = curl_easy_perform(h);
-  j->upstream_ms = mono_ms() - t0;
-  long code = 0;
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-  char *ct = NULL;
-  curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct);
-  if (ct && printable(ct)) snprintf(j->resp_type, sizeof(j->resp_type), "%s", ct);
-  if (rc != CURLE_OK) {
-    if (!j->status) {
-      if (rc == CURLE_WRITE_ERROR)
-        fail(j, 502, "upstream_too_large", "the upstream response is over the limit");
-      else if (rc == CURLE_OPERATION_TIMEDOUT)
-        fail(j, 504, "upstream_timeout", "%s", curl_easy_strerror(rc));
-      else
-        fail(j, 502, "upstream_unavailable", "%s", curl_easy_strerror(rc));
+  /* Redirects are followed here, hop by hop, never by libcurl: each target
+   * must be http(s) and allowed by the sandbox's policy (the same decision
+   * as for the first request), at most GW_MAX_REDIRECTS of them, GETs only,
+   * and the host's credentials go to the first upstream only. */
+  _cleanup_free_ char *url = strdup(j->rt.upstream_url);
+  policy *pol = NULL;
+  bool on_origin = true;
+  for (int hop = 0; url; hop++) {
+    CURL *h = curl_easy_init();
+    if (!h) {
+      fail(j, 503, "resource_exhausted", "libcurl");
+      break;
     }
-  } else if (code >= 300 && code < 400) {
-    fail(j, 502, "upstream_redirect", "the upstream redirects (not followed)");
-  } else {
-    j->status = (int)code;
-    if (code == 401 || code == 403) j->reason = "upstream_auth_refused";
-    else if (code != 200) j->reason = "upstream_error";
+    struct curl_slist *hdrs = NULL;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, ua);
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_IPRESOLVE, (long)CURL_IPRESOLVE_V4);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 30L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 900L);
+    curl_easy_setopt(h, CURLOPT_NETRC, (long)CURL_NETRC_IGNORED);
+    curl_easy_setopt(h, CURLOPT_PROXY, "");
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, j);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, j);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, j);
+    if (j->ca_file[0]) curl_easy_setopt(h, CURLOPT_CAINFO, j->ca_file);
+    if (oci && j->rt.oci_manifest) /* every manifest kind (the guest's list may be cut at 128 bytes) */
+      hdrs = curl_slist_append(hdrs, "Accept: " IMAGE_MT_OCI_INDEX ", " IMAGE_MT_OCI_MANIFEST ", "
+                                     IMAGE_MT_DOCKER_LIST ", " IMAGE_MT_DOCKER_MANIFEST);
+    else
+      add_header(&hdrs, "Accept", j->accept);
+    add_header(&hdrs, "Git-Protocol", j->git_protocol);
+    hdrs = curl_slist_append(hdrs, "Expect:");
+    if (post) {
+      add_header(&hdrs, "Content-Type", j->content_type);
+      if (!strcasecmp(j->content_encoding, "gzip")) add_header(&hdrs, "Content-Encoding", "gzip");
+      curl_easy_setopt(h, CURLOPT_POST, 1L);
+      curl_easy_setopt(h, CURLOPT_POSTFIELDS, j->body ? (char *)j->body : "");
+      curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->body_len);
+    }
+    if (on_origin) add_credentials(j, h, &hdrs);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    double t0 = mono_ms();
+    CURLcode rc = curl_easy_perform(h);
+    j->upstream_ms += mono_ms() - t0;
+    long code = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    char *ct = NULL;
+    curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &ct);
+    j->resp_type[0] = 0;
+    if (ct && printable(ct)) snprintf(j->resp_type, sizeof(j->resp_type), "%s", ct);
+    char *next = NULL;
+    if (rc != CURLE_OK) {
+      if (!j->status) {
+        if (rc == CURLE_WRITE_ERROR)
+          fail(j, 502, "upstream_too_large", "the upstream response is over the limit");
+        else if (rc == CURLE_OPERATION_TIMEDOUT)
+          fail(j, 504, "upstream_timeout", "%s", curl_easy_strerror(rc));
+        else
+          fail(j, 502, "upstream_unavailable", "%s", curl_easy_strerror(rc));
+      }
+    } else if (code >= 300 && code < 400) {
+      char *loc = NULL;
+      curl_easy_getinfo(h, CURLINFO_REDIRECT_URL, &loc); /* absolute */
+      if (post || !loc) {
+        fail(j, 502, "upstream_redirect", "the upstream redirects a %s (not followed)",
+             post ? "POST" : "request without a Location");
+      } else if (hop >= GW_MAX_REDIRECTS) {
+        fail(j, 502, "upstream_redirect", "more than %d redirects", GW_MAX_REDIRECTS);
+      } else if (redirect_allowed(j, &pol, loc, &on_origin)) {
+        next = strdup(loc);
+        if (!next) fail(j, 503, "resource_exhausted", "out of memory");
+        drop_response(j); /* the redirect's own body */
+      }
+    } else {
+      j->status = (int)code;
+      if (code == 401 || code == 403) j->reason = "upstream_auth_refused";
+      else if (code != 200) j->reason = "upstream_error";
+    }
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(h);
+    free(url);
+    url = next;
   }
-  curl_slist_free_all(hdrs);
-  curl_easy_cleanup(h);
+  policy_free(pol);
   if (oci && j->status == 200 && j->rt.immutable) {
     char hex[65];
     cr_sha256_hex(j->resp, j->resp_len, hex);

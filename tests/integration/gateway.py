@@ -245,6 +245,22 @@ def run_rows(a, b, commit):
          and o1.count(_h.sha256(tgz).hexdigest()) == 2 and len(tars) == 1
          and has_event(events(b), kind="gateway", route="npm", cache="hit")),
         "%s tarballs=%d" % (o1[-400:], len(tars)))
+    # 5e' redirects: followed to an allowed host, refused to one the policy does not allow
+    th = _h.sha256(tgz).hexdigest()
+    before = len(W.requests())
+    rpath = "npmreg/hello/-/hello-1.0.0.tgz"
+    _, o1 = guest(b, "curl -sS %s/download/sha256/%s/http/%s:8080/redir/%s/%s | sha256sum; "
+                     "curl -sS -o /dev/null -w 'denied=%%{http_code}\\n' "
+                     "%s/download/sha256/%s/http/%s:8080/redir/%s/%s"
+                  % (gwbase, th, W.allowed, W.allowed, rpath, gwbase, "1" * 64, W.allowed, W.other,
+                     rpath))
+    reqs = W.requests()[before:]
+    evs = events(b)
+    row("a redirect is followed to an allowed host and refused to one the policy does not allow",
+        (th in o1 and "denied=403" in o1 and not any(r["server"] == W.other for r in reqs)
+         and has_event(evs, kind="gateway", route="download", redirects=1, action="allow")
+         and has_event(evs, kind="gateway", route="download", reason="host_not_allowed")),
+        "%s %s" % (o1[-300:], [r["path"] for r in reqs]))
     # 5f OCI pull-through from Debian's docker-registry (curl drives the distribution API)
     W.start_registry()
     manifest, lhex, layer = W.push_image()

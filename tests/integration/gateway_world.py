@@ -18,6 +18,17 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
     def handle_one(self):
         path, _, query = self.path.partition("?")
+        if path.startswith("/redir/"):
+            # /redir/<address>/<rest>: a redirect to http://<address>:8080/<rest>
+            _, _, addr, rest = path.split("/", 3)
+            log.write(json.dumps({"server": self.server.server_address[0], "method": self.command,
+                                  "path": self.path, "auth": self.headers.get("Authorization", ""),
+                                  "git_protocol": ""}) + "\n")
+            self.send_response(302)
+            self.send_header("Location", "http://%s:8080/%s" % (addr, rest))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if (path.startswith("/gomod/") or path.startswith("/npmreg/")) and ".." not in path:
             # a Go module proxy and an npm registry served from files (<root>/../gomod/...)
             log.write(json.dumps({"server": self.server.server_address[0], "method": self.command,
