@@ -65,6 +65,7 @@ ENV.update({
     "CLEANROOM_GATEWAY_GOPROXY": "http://%s:8080/gomod" % W.allowed,
     "CLEANROOM_GATEWAY_NPM_REGISTRY": "http://%s:8080/npmreg/" % W.allowed,
     "CLEANROOM_GATEWAY_OCI_INSECURE": "%s:5000" % W.allowed,  # the test's registry speaks HTTP
+    "CLEANROOM_GATEWAY_CA_FILE": W.ca_file,  # the CA of the test's HTTPS upstream
 })
 for k in ("CLEANROOM_HOST", "CLEANROOM_EGRESS", "CLEANROOM_GATEWAY_OFFLINE"):
     ENV.pop(k, None)
@@ -77,7 +78,9 @@ sandbox:
     allow:
       - %s:8080
       - %s:5000
-""" % (IMAGE, W.allowed, W.allowed)
+      - host: %s
+        ports: [8443, 8444]
+""" % (IMAGE, W.allowed, W.allowed, W.allowed)
 RESULTS = []
 
 
@@ -261,6 +264,25 @@ def run_rows(a, b, commit):
          and has_event(evs, kind="gateway", route="download", redirects=1, action="allow")
          and has_event(evs, kind="gateway", route="download", reason="host_not_allowed")),
         "%s %s" % (o1[-300:], [r["path"] for r in reqs]))
+    # 5e'' a TLS upstream: verified against the configured CA; an untrusted certificate fails
+    files = W.start_tls()
+    blob = os.urandom(50000)
+    with open(os.path.join(files, "blob.bin"), "wb") as f:
+        f.write(blob)
+    blob2 = os.urandom(50000)  # another digest: the first one is in the cache after its fetch
+    with open(os.path.join(files, "blob2.bin"), "wb") as f:
+        f.write(blob2)
+    bh, bh2 = _h.sha256(blob).hexdigest(), _h.sha256(blob2).hexdigest()
+    _, o1 = guest(b, "curl -sS %s/download/sha256/%s/https/%s:8443/blob.bin | sha256sum; "
+                     "curl -sS -o /dev/null -w 'untrusted=%%{http_code}\\n' "
+                     "%s/download/sha256/%s/https/%s:8444/blob2.bin"
+                  % (gwbase, bh, W.allowed, gwbase, bh2, W.allowed))
+    evs = events(b)
+    bad = [e for e in evs if e.get("port") == 8444]
+    row("a TLS upstream is verified: the configured CA's certificate works, an untrusted one fails",
+        (bh in o1 and "untrusted=502" in o1
+         and any("certificate" in (e.get("detail") or "").lower() for e in bad)),
+        "%s %s" % (o1[-300:], [e.get("detail") for e in bad]))
     # 5f OCI pull-through from Debian's docker-registry (curl drives the distribution API)
     W.start_registry()
     manifest, lhex, layer = W.push_image()

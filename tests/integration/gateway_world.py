@@ -99,6 +99,21 @@ threading.Event().wait()
 """
 
 
+TLS_PY = r"""
+import functools, http.server, ssl, sys
+d, cert, key, addr, port = sys.argv[1:6]
+class H(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer((addr, int(port)), functools.partial(H, directory=d))
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print("ready", flush=True)
+s.serve_forever()
+"""
+
+
 def sh(*args, check=True, timeout=120, **kw):
     p = subprocess.run(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        timeout=timeout, **kw)
@@ -132,6 +147,7 @@ class World:
         self.log = os.path.join(tmp, "git-http.log")
         self.procs = []
         self.started = False
+        self.ca_file = os.path.join(tmp, "tls-ca.pem")  # written by start_tls()
 
     def start(self):
         os.makedirs(self.repos, exist_ok=True)
@@ -291,6 +307,35 @@ class World:
                                      headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
         urllib.request.urlopen(req, timeout=10).read()
         return manifest, ldg.split(":", 1)[1], layer
+
+    def start_tls(self):
+        """Two HTTPS servers on <allowed> serving <tmp>/tls-files: :8443 with a
+        certificate of a CA written to self.ca_file (the gateway is told to
+        trust it), :8444 with a self-signed one nobody trusts."""
+        d = os.path.join(self.tmp, "tls")
+        files = os.path.join(self.tmp, "tls-files")
+        os.makedirs(d, exist_ok=True)
+        os.makedirs(files, exist_ok=True)
+        o = ["openssl"]
+        sh(*o, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", d + "/ca.key", "-out",
+           self.ca_file, "-days", "2", "-subj", "/CN=cleanroom-test-ca")
+        sh(*o, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", d + "/srv.key", "-out",
+           d + "/srv.csr", "-subj", "/CN=" + self.allowed)
+        with open(d + "/ext", "w") as f:
+            f.write("subjectAltName=IP:%s\n" % self.allowed)
+        sh(*o, "x509", "-req", "-in", d + "/srv.csr", "-CA", self.ca_file, "-CAkey", d + "/ca.key",
+           "-CAcreateserial", "-out", d + "/srv.pem", "-days", "2", "-extfile", d + "/ext")
+        sh(*o, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", d + "/bad.key", "-out",
+           d + "/bad.pem", "-days", "2", "-subj", "/CN=" + self.allowed, "-addext",
+           "subjectAltName=IP:" + self.allowed)
+        for cert, key, port in (("srv.pem", "srv.key", 8443), ("bad.pem", "bad.key", 8444)):
+            p = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, "-c", TLS_PY, files,
+                                  d + "/" + cert, d + "/" + key, self.allowed, str(port)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            self.procs.append(p)
+            if p.stdout.readline().strip() != b"ready":
+                raise AssertionError("HTTPS server on port %d did not start" % port)
+        return files
 
     def requests(self):
         import json
