@@ -382,6 +382,26 @@ static int policy_from_compiled(json_t *pol, policy **ret, char **ret_text, cr_e
     if (json_array_size(out)) json_object_set_new(snet, lists[l], out);
     else json_decref(out);
   }
+  /* sandbox.secrets too: the gateway decides with this policy where the
+   * host's credentials may go */
+  json_t *secrets = json_object_get(json_object_get(pol, "sandbox"), "secrets");
+  if (json_array_size(secrets)) {
+    json_t *out = json_array();
+    size_t i, k;
+    json_t *sec, *h;
+    json_array_foreach(secrets, i, sec) {
+      json_t *hosts = json_array();
+      json_array_foreach(json_object_get(sec, "hosts"), k, h) {
+        json_t *o = json_pack("{s:O}", "host", json_object_get(h, "host"));
+        json_t *ports = json_object_get(h, "ports");
+        if (o && ports) json_object_set(o, "ports", ports);
+        json_array_append_new(hosts, o);
+      }
+      json_array_append_new(out, json_pack("{s:O, s:o}", "name", json_object_get(sec, "name"),
+                                           "hosts", hosts));
+    }
+    json_object_set_new(json_object_get(src, "sandbox"), "secrets", out);
+  }
   char *txt = json_dumps(src, JSON_COMPACT);
   json_decref(src);
   if (!txt) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "policy");

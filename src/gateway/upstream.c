@@ -128,19 +128,56 @@ static curl_socket_t on_open(void *ud, curlsocktype purpose, struct curl_sockadd
   return socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
 }
 
-/* Credentials for host[:port] from the host's file: {"hosts": {"name[:port]":
- * {"username", "password"} | {"token"}}}. Adds them to the handle. */
-static void add_credentials(gw_job *j, CURL *h, struct curl_slist **hdrs) {
-  if (!j->cred_file) return;
+static bool printable(const char *s);
+
+/* The sandbox's network policy, parsed on this thread from its text (once:
+ * *pol); NULL when there is none. */
+static policy *job_policy(gw_job *j, policy **pol) {
+  if (*pol || !j->policy_text) return *pol;
+  cr_error *err = NULL;
+  if (policy_parse(j->policy_text, strlen(j->policy_text), "network policy", pol, NULL, &err) < 0)
+    *pol = NULL;
+  cr_error_free(err);
+  return *pol;
+}
+
+/* Credentials for host[:port] from the host's file (docs/gateway.md):
+ *   {"hosts": {"name[:port]": {"username", "password"} | {"token"} | {"secret": NAME}},
+ *    "secrets": {NAME: {"username", "password"} | {"token"}}}
+ * A host entry with its own credential is scoped by the host it is filed
+ * under. A named secret goes only where the sandbox's policy scopes it
+ * (sandbox.secrets): a host entry naming a secret the policy does not scope
+ * to this upstream fails the request (secret_scope_violation, -1); without
+ * a host entry, a secret the policy scopes to this upstream is used. */
+static int add_credentials(gw_job *j, policy **pol, CURL *h, struct curl_slist **hdrs) {
+  if (!j->cred_file) return 0;
   _cleanup_free_ char *buf = NULL;
   size_t len;
-  if (cr_read_file(j->cred_file, 1 << 20, &buf, &len) < 0) return;
+  if (cr_read_file(j->cred_file, 1 << 20, &buf, &len) < 0) return 0;
   json_t *root = json_loadb(buf, len, 0, NULL);
-  json_t *hosts = json_object_get(root, "hosts");
+  json_t *hosts = json_object_get(root, "hosts"), *secrets = json_object_get(root, "secrets");
   char hp[300];
   snprintf(hp, sizeof(hp), "%s:%u", j->rt.host, j->rt.port);
   json_t *c = json_object_get(hosts, hp);
   if (!c) c = json_object_get(hosts, j->rt.host);
+  const char *secret = json_string_value(json_object_get(c, "secret"));
+  int r = 0;
+  if (secret) {
+    if (!job_policy(j, pol) || !policy_secret_allows(*pol, secret, j->rt.host, j->rt.port)) {
+      fail(j, 403, POLICY_REASON_SECRET_SCOPE_VIOLATION,
+           "the host's credential '%.64s' for %.100s is not scoped to it by the sandbox's policy "
+           "(sandbox.secrets)", secret, hp);
+      json_decref(root);
+      return -1;
+    }
+    c = json_object_get(secrets, secret);
+  } else if (!c && json_is_object(secrets) && job_policy(j, pol)) {
+    for (size_t i = 0; !c && i < policy_secret_count(*pol); i++) {
+      const char *name = policy_secret_name(*pol, i);
+      if (policy_secret_allows(*pol, name, j->rt.host, j->rt.port))
+        c = json_object_get(secrets, name);
+    }
+  }
   const char *user = json_string_value(json_object_get(c, "username"));
   const char *pass = json_string_value(json_object_get(c, "password"));
   const char *token = json_string_value(json_object_get(c, "token"));
@@ -149,15 +186,18 @@ static void add_credentials(gw_job *j, CURL *h, struct curl_slist **hdrs) {
     curl_easy_setopt(h, CURLOPT_USERNAME, user);
     curl_easy_setopt(h, CURLOPT_PASSWORD, pass);
     j->cred_used = true;
+    r = 1;
   } else if (token && !strpbrk(token, "\r\n")) {
     char *line = NULL;
     if (asprintf(&line, "Authorization: Bearer %s", token) >= 0) {
       *hdrs = curl_slist_append(*hdrs, line);
       j->cred_used = true;
+      r = 1;
     }
     free(line);
   }
   json_decref(root);
+  return r;
 }
 
 static bool printable(const char *s) {
@@ -227,11 +267,7 @@ static bool redirect_allowed(gw_job *j, policy **pol, const char *loc, bool *on_
     fail(j, 502, "upstream_redirect", "a redirect to an unusable URL");
   } else {
     const char *why = NULL;
-    cr_error *err = NULL;
-    if (!*pol && (!j->policy_text ||
-                  policy_parse(j->policy_text, strlen(j->policy_text), "network policy", pol, NULL,
-                               &err) < 0)) {
-      cr_error_free(err);
+    if (!job_policy(j, pol)) {
       fail(j, 502, "upstream_redirect", "no policy to check a redirect against");
       ok = false;
     } else if (policy_match(*pol, host, (uint16_t)pn, &why) != POLICY_ALLOW) {
@@ -436,7 +472,11 @@ void gw_upstream_run(gw_job *j) {
       curl_easy_setopt(h, CURLOPT_POSTFIELDS, j->body ? (char *)j->body : "");
       curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->body_len);
     }
-    if (on_origin) add_credentials(j, h, &hdrs);
+    if (on_origin && add_credentials(j, &pol, h, &hdrs) < 0) { /* secret_scope_violation */
+      curl_slist_free_all(hdrs);
+      curl_easy_cleanup(h);
+      break;
+    }
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     double t0 = mono_ms();
     CURLcode rc = curl_easy_perform(h);

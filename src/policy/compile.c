@@ -68,11 +68,26 @@ static json_t *steps_json(const policy_step *steps, size_t n) {
   return a;
 }
 
+/* [{name, hosts}] (only present when there are secrets: the hash of a
+ * policy without them stays what it was) */
+static json_t *secrets_json(const policy *p) {
+  json_t *a = json_array();
+  for (size_t i = 0; a && i < p->n_secrets; i++) {
+    json_t *o = json_pack("{s:s, s:o*}", "name", p->secrets[i].name, "hosts",
+                          rules_json(p->secrets[i].hosts, p->secrets[i].n_hosts));
+    if (!o || json_array_append_new(a, o) < 0) {
+      json_decref(a);
+      return NULL;
+    }
+  }
+  return a;
+}
+
 json_t *policy_compile_json(const policy *p) {
   json_t *image = json_null();
   if (p->image_ref)
     image = json_pack("{s:s, s:b}", "ref", p->image_ref, "digest_pinned", p->image_pinned);
-  return json_pack(
+  json_t *j = json_pack(
       "{s:i, s:{s:o*, s:{s:o, s:o, s:o}, s:{s:s, s:o*, s:o*}, s:{s:b}, s:o*, s:o*, s:{s:o}, "
       "s:o}, s:{s:b, s:s, s:s, s:b}}",
       "version", p->version ? p->version : 1,
@@ -96,6 +111,14 @@ json_t *policy_compile_json(const policy *p) {
         "remote", p->repo_remote,
         "path", p->repo_path,
         "submodules", p->repo_submodules);
+  if (j && p->n_secrets) {
+    json_t *sec = secrets_json(p);
+    if (!sec || json_object_set_new(json_object_get(j, "sandbox"), "secrets", sec) < 0) {
+      json_decref(j);
+      return NULL;
+    }
+  }
+  return j;
 }
 
 char *policy_compile_string(const policy *p) {

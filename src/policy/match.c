@@ -114,3 +114,26 @@ bool policy_host_may_resolve(const policy *p, const char *host) {
     if (rule_matches_name(&p->allow[i], name)) return true;
   return false;
 }
+
+bool policy_secret_allows(const policy *p, const char *secret, const char *host, uint16_t port) {
+  if (!p || !secret || !host || port == 0) return false;
+  policy_addr a;
+  bool is_addr = query_addr(host, &a);
+  _cleanup_free_ char *name = NULL;
+  if (!is_addr && (host[0] == '*' || policy_normalize_host(host, &name, NULL) < 0)) return false;
+  for (size_t i = 0; i < p->n_secrets; i++) {
+    const policy_secret *s = &p->secrets[i];
+    if (strcmp(s->name, secret)) continue;
+    for (size_t j = 0; j < s->n_hosts; j++) {
+      const policy_rule *r = &s->hosts[j];
+      bool m = is_addr ? rule_matches_addr(r, &a) : rule_matches_name(r, name);
+      if (m && has_port(r, port)) return true;
+    }
+  }
+  return false;
+}
+
+size_t policy_secret_count(const policy *p) { return p ? p->n_secrets : 0; }
+const char *policy_secret_name(const policy *p, size_t i) {
+  return p && i < p->n_secrets ? p->secrets[i].name : NULL;
+}

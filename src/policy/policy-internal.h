@@ -63,6 +63,13 @@ typedef struct policy_rule {
   char *reason;        /* may be NULL */
 } policy_rule;
 
+/* sandbox.secrets[]: a credential name and the upstreams it may be sent to */
+typedef struct policy_secret {
+  char *name;
+  policy_rule *hosts; /* like network.allow entries (ports default to 80, 443) */
+  size_t n_hosts;
+} policy_secret;
+
 struct policy {
   char *filename;
   int version;
@@ -86,6 +93,8 @@ struct policy {
   char *repo_remote;
   char *repo_path;
   bool repo_submodules;
+  policy_secret *secrets;
+  size_t n_secrets;
 };
 
 void policy_rule_done(policy_rule *r);

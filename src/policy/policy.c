@@ -737,9 +737,74 @@ static void parse_steps(ctx *c, const policy_node *n, const char *path, policy_s
   *ret_n = k;
 }
 
+/* [a-z0-9][a-z0-9_.-]{0,63}: a key of the host's credentials file */
+static bool secret_name_ok(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 64 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || strchr("_.-", s[i])))
+      return false;
+  return true;
+}
+
+static int cmp_secret(const void *a, const void *b) {
+  return strcmp(((const policy_secret *)a)->name, ((const policy_secret *)b)->name);
+}
+
+/* sandbox.secrets: [{name, hosts: [host | host:port | {host, ports}]}] */
+static void parse_secrets(ctx *c, const policy_node *n, const char *path) {
+  static const char *const keys[] = {"name", "hosts", NULL};
+  if (is_null(n) || !expect_type(c, n, path, POLICY_NODE_SEQ)) return;
+  if (n->n > 64) {
+    err_at(c, n, path, "more than 64 secrets");
+    return;
+  }
+  policy_secret *v = calloc(n->n ? n->n : 1, sizeof(*v));
+  if (!v) {
+    c->oom = true;
+    return;
+  }
+  size_t k = 0;
+  for (size_t i = 0; i < n->n; i++) {
+    char p[PATH_MAX_LEN], q[PATH_MAX_LEN];
+    index_path(p, path, i);
+    const policy_node *e = n->items[i];
+    if (!expect_type(c, e, p, POLICY_NODE_MAP)) continue;
+    check_keys(c, e, p, keys);
+    const policy_node *nm = map_get(e, "name"), *hs = map_get(e, "hosts");
+    join_path(q, p, "name");
+    char *name = nm ? get_string(c, nm, q, false) : NULL;
+    if (!nm) err_at(c, e, p, "missing 'name' (the secret's key in the host's credentials file)");
+    else if (name && !secret_name_ok(name))
+      err_at(c, nm, q, "'%s' is not a secret name (lowercase letters, digits, '_', '.', '-'; at most 64)",
+             name);
+    bool dup = false;
+    for (size_t j = 0; name && j < k; j++) dup |= !strcmp(v[j].name, name);
+    if (dup) err_at(c, nm, q, "secret '%s' is listed twice", name);
+    join_path(q, p, "hosts");
+    if (!hs) err_at(c, e, p, "missing 'hosts' (the upstreams the secret may be sent to)");
+    else if (hs->type == POLICY_NODE_SEQ && hs->n == 0)
+      err_at(c, hs, q, "empty list: a secret must name the hosts it may be sent to");
+    policy_secret s = {.name = name};
+    if (hs) parse_rules(c, hs, q, true, &s.hosts, &s.n_hosts);
+    if (!name || dup || !secret_name_ok(name) || !s.n_hosts) {
+      for (size_t j = 0; j < s.n_hosts; j++) policy_rule_done(&s.hosts[j]);
+      free(s.hosts);
+      free(s.name);
+      continue;
+    }
+    v[k++] = s;
+  }
+  qsort(v, k, sizeof(*v), cmp_secret);
+  c->p->secrets = v;
+  c->p->n_secrets = k;
+}
+
 static void parse_sandbox(ctx *c, const policy_node *n) {
   static const char *const keys[] = {"image",    "resources", "network", "docker",
-                                     "dependencies", "services", "run",  "ttl_minutes", NULL};
+                                     "dependencies", "services", "run",  "ttl_minutes",
+                                     "secrets", NULL};
   static const char *const image_keys[] = {"ref", NULL};
   static const char *const res_keys[] = {"vcpus", "memory", "disk", NULL};
   static const char *const docker_keys[] = {"required", NULL};
@@ -829,6 +894,9 @@ static void parse_sandbox(ctx *c, const policy_node *n) {
     uint64_t u;
     if (get_uint(c, v, "sandbox.ttl_minutes", 1, 43200, &u)) p->ttl_minutes = (unsigned)u;
   }
+
+  v = map_get(n, "secrets");
+  if (v) parse_secrets(c, v, "sandbox.secrets");
 }
 
 static bool remote_ok(const char *s) {
@@ -900,6 +968,12 @@ void policy_free(policy *p) {
   free(p->run_before);
   free(p->repo_remote);
   free(p->repo_path);
+  for (size_t i = 0; i < p->n_secrets; i++) {
+    for (size_t j = 0; j < p->secrets[i].n_hosts; j++) policy_rule_done(&p->secrets[i].hosts[j]);
+    free(p->secrets[i].hosts);
+    free(p->secrets[i].name);
+  }
+  free(p->secrets);
   free(p);
 }
 

@@ -158,6 +158,16 @@ typedef enum policy_verdict {
 
 int policy_match(const policy *p, const char *host, uint16_t port,
                  const char **ret_reason);
+/* sandbox.secrets: whether the policy lets the host's credential named
+ * secret go to host:port (its `hosts` entries, matched like network.allow
+ * entries: exact names, "*.suffix" subdomains, IP/CIDR for IP literals;
+ * ports default to 80 and 443). The gateway refuses a credential sent
+ * anywhere else with secret_scope_violation (docs/gateway.md). */
+bool policy_secret_allows(const policy *p, const char *secret, const char *host, uint16_t port);
+size_t policy_secret_count(const policy *p);
+const char *policy_secret_name(const policy *p, size_t i);
+#define POLICY_REASON_SECRET_SCOPE_VIOLATION "secret_scope_violation"
+
 /* True when some allow rule could allow the name (any port): what the DNS
  * resolver asks before forwarding a query. Deny rules without ports win. */
 bool policy_host_may_resolve(const policy *p, const char *host);

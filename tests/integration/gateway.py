@@ -79,8 +79,13 @@ sandbox:
       - %s:8080
       - %s:5000
       - host: %s
-        ports: [8443, 8444]
-""" % (IMAGE, W.allowed, W.allowed, W.allowed)
+        ports: [8443, 8444, 8081]
+  secrets:
+    - name: git-upstream
+      hosts: ["%s:8080"]
+    - name: unscoped
+      hosts: ["%s:8443"]
+""" % (IMAGE, W.allowed, W.allowed, W.allowed, W.allowed, W.allowed)
 RESULTS = []
 
 
@@ -283,6 +288,15 @@ def run_rows(a, b, commit):
         (bh in o1 and "untrusted=502" in o1
          and any("certificate" in (e.get("detail") or "").lower() for e in bad)),
         "%s %s" % (o1[-300:], [e.get("detail") for e in bad]))
+    # 5e4 a credential goes only where the policy scopes its secret
+    before = len(W.requests())
+    _, o1 = guest(b, "curl -sS -D - -o /dev/null %s/download/sha256/%s/http/%s:8081/gomod/scoped-probe "
+                     "| tr -d '\\r' | grep -i '^x-cleanroom-reason'" % (gwbase, "2" * 64, W.allowed))
+    reqs = W.requests()[before:]
+    row("a credential is sent only where the policy scopes its secret (secret_scope_violation)",
+        ("secret_scope_violation" in o1 and not any("scoped-probe" in r["path"] for r in reqs)
+         and has_event(events(b), kind="gateway", reason="secret_scope_violation", port=8081)),
+        "%s %s" % (o1[-300:], reqs))
     # 5f OCI pull-through from Debian's docker-registry (curl drives the distribution API)
     W.start_registry()
     manifest, lhex, layer = W.push_image()
@@ -381,7 +395,12 @@ def main():
         W.start()
         commit = W.make_repo("repo", files=40, size=3000)
         with open(ENV["CLEANROOM_GATEWAY_CREDENTIALS"], "w") as f:
-            json.dump({"hosts": {"%s:8080" % W.allowed: {"username": "gw", "password": SECRET}}}, f)
+            # the credential for :8080 is a named secret the policy scopes to it; the one
+            # filed for :8081 names a secret the policy does not scope there
+            json.dump({"hosts": {"%s:8080" % W.allowed: {"secret": "git-upstream"},
+                                 "%s:8081" % W.allowed: {"secret": "unscoped"}},
+                       "secrets": {"git-upstream": {"username": "gw", "password": SECRET},
+                                   "unscoped": {"token": SECRET + "-unscoped"}}}, f)
         os.chmod(ENV["CLEANROOM_GATEWAY_CREDENTIALS"], 0o600)
         pol = os.path.join(TMP, "policy.yaml")
         with open(pol, "w") as f:

@@ -92,8 +92,9 @@ class H(http.server.BaseHTTPRequestHandler):
     do_GET = handle_one
     do_POST = handle_one
 for addr in sys.argv[3:]:
-    s = http.server.ThreadingHTTPServer((addr, 8080), H)
-    threading.Thread(target=s.serve_forever, daemon=True).start()
+    for port in (8080, 8081):  # 8081: a second upstream on the same host (credential scopes)
+        s = http.server.ThreadingHTTPServer((addr, port), H)
+        threading.Thread(target=s.serve_forever, daemon=True).start()
 print("ready", flush=True)
 threading.Event().wait()
 """

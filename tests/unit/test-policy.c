@@ -198,6 +198,16 @@ typedef struct invalid_case {
 } invalid_case;
 
 static const invalid_case invalid_cases[] = {
+    {"version: 1\nsandbox:\n  secrets:\n    - name: Git\n      hosts: [github.com]\n",
+     "cleanroom.yaml:4:13: sandbox.secrets[0].name: 'Git' is not a secret name"},
+    {"version: 1\nsandbox:\n  secrets:\n    - name: git\n",
+     "sandbox.secrets[0]: missing 'hosts'"},
+    {"version: 1\nsandbox:\n  secrets:\n    - name: git\n      hosts: []\n",
+     "sandbox.secrets[0].hosts: empty list: a secret must name the hosts it may be sent to"},
+    {"version: 1\nsandbox:\n  secrets:\n    - {name: a, hosts: [x.com]}\n    - {name: a, hosts: [y.com]}\n",
+     "sandbox.secrets[1].name: secret 'a' is listed twice"},
+    {"version: 1\nsandbox:\n  secrets:\n    - name: a\n      host: [x.com]\n",
+     "sandbox.secrets[0].host: unknown key 'host'; did you mean 'hosts'?"},
     {"version: 1\nsandbx: {}\n",
      "cleanroom.yaml:2:1: sandbx: unknown key 'sandbx'; did you mean 'sandbox'?"},
     {"version: 1\nsandbox:\n  resources:\n    memroy: 8GiB\n",
@@ -435,6 +445,35 @@ static void test_defaults(void **state) {
   assert_int_equal(strlen(h1), 71);
 }
 
+/* sandbox.secrets: where each credential may go; in the compiled form (so
+ * in the hash) only when present */
+static void test_secrets(void **state) {
+  (void)state;
+  _cleanup_policy_ policy *p = parse_ok(
+      "version: 1\nsandbox:\n  secrets:\n    - name: gh\n      hosts: [github.com, \"*.github.com\"]\n"
+      "    - name: reg\n      hosts: [\"10.0.0.5:5000\", {host: 10.1.0.0/16, ports: [8443]}]\n");
+  assert_int_equal(policy_secret_count(p), 2);
+  assert_string_equal(policy_secret_name(p, 0), "gh");
+  assert_true(policy_secret_allows(p, "gh", "github.com", 443));
+  assert_true(policy_secret_allows(p, "gh", "api.github.com", 443));
+  assert_true(policy_secret_allows(p, "gh", "GitHub.com", 80));
+  assert_false(policy_secret_allows(p, "gh", "github.com", 8080)); /* 80 and 443 only */
+  assert_false(policy_secret_allows(p, "gh", "evilgithub.com", 443));
+  assert_false(policy_secret_allows(p, "gh", "10.0.0.5", 5000));
+  assert_false(policy_secret_allows(p, "reg", "github.com", 443));
+  assert_true(policy_secret_allows(p, "reg", "10.0.0.5", 5000));
+  assert_false(policy_secret_allows(p, "reg", "10.0.0.5", 443));
+  assert_true(policy_secret_allows(p, "reg", "10.1.2.3", 8443));
+  assert_false(policy_secret_allows(p, "nope", "github.com", 443));
+  _cleanup_free_ char *j = policy_compile_string(p);
+  assert_non_null(strstr(j, "\"secrets\":[{\"hosts\":"));
+  /* no secrets: no key, so older policies keep their hash */
+  _cleanup_policy_ policy *q = parse_ok("version: 1\nsandbox:\n  resources:\n    vcpus: 2\n");
+  _cleanup_free_ char *jq = policy_compile_string(q);
+  assert_null(strstr(jq, "secrets"));
+  assert_int_equal(policy_secret_count(q), 0);
+}
+
 static void test_same_hash_two_spellings(void **state) {
   (void)state;
   _cleanup_policy_ policy *a = load_data("full.yaml");
@@ -647,6 +686,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_limits),
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_same_hash_two_spellings),
+      cmocka_unit_test(test_secrets),
       cmocka_unit_test(test_sizes),
       cmocka_unit_test(test_examples_validate),
       cmocka_unit_test(test_find),
