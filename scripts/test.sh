@@ -59,6 +59,23 @@ fi
 
 # Sanitizer findings fail the test that hit them.
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+
+# The tests' VMMs get their cgroups under a parent of this run's own
+# (backend/cgroup.c); a test that kills its VMMs after its daemon stopped
+# leaves their (empty) groups, which go here with the parent.
+export CLEANROOM_CGROUP=${CLEANROOM_CGROUP:-cleanroom-test-$$}
+remove_test_cgroups() {
+  local base d n=0
+  for base in /sys/fs/cgroup /sys/fs/cgroup/memory /sys/fs/cgroup/pids /sys/fs/cgroup/cpu; do
+    [ -d "$base/$CLEANROOM_CGROUP" ] || continue
+    for d in "$base/$CLEANROOM_CGROUP"/*/; do
+      [ -d "$d" ] && rmdir "$d" 2>/dev/null && n=$((n + 1))
+    done
+    rmdir "$base/$CLEANROOM_CGROUP" 2>/dev/null || echo "test.sh: $base/$CLEANROOM_CGROUP is not empty" >&2
+  done
+  [ "$n" -eq 0 ] || echo "test.sh: removed $n cgroup(s) of VMMs the tests killed themselves" >&2
+}
+trap remove_test_cgroups EXIT
 step "running the tests"
 rc=0
 meson test -C build-test --print-errorlogs --num-processes 2 "$@" || rc=$?

@@ -17,6 +17,7 @@
  * memory (sbx_pool_default_size). */
 #include "sandbox/sandbox-internal.h"
 #include "sandbox/template.h"
+#include "backend/cgroup.h"
 #include "image/image.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -300,6 +301,8 @@ void sbx_pool_shutdown(sbx_manager *m) {
     s->state = SBX_STOPPED;
     sbx_stop_boot_timer(s);
     kill_now(s);
+    /* the handle is forgotten, not stopped: nothing else sees the VMM end */
+    backend_cgroup_remove(s->id);
     if (s->vm) backend_vm_forget(TAKE_PTR(s->vm));
     if (s->agent) {
       agent_conn *a = s->agent;
@@ -314,6 +317,7 @@ void sbx_pool_shutdown(sbx_manager *m) {
   while (ndying > 0) {
     sbx *s = dying[--ndying];
     kill_now(s);
+    backend_cgroup_remove(s->id);
     cr_rm_rf(s->dir);
   }
   if (p->kick_open) {
