@@ -6,6 +6,7 @@
 #include "gateway/gateway-internal.h"
 #include "image/registry.h"
 #include "policy/policy.h"
+#include "util/buf.h"
 #include "util/fs.h"
 #include "util/macro.h"
 
@@ -149,7 +150,8 @@ static policy *job_policy(gw_job *j, policy **pol) {
  * (sandbox.secrets): a host entry naming a secret the policy does not scope
  * to this upstream fails the request (secret_scope_violation, -1); without
  * a host entry, a secret the policy scopes to this upstream is used. */
-static int add_credentials(gw_job *j, policy **pol, CURL *h, struct curl_slist **hdrs) {
+static int add_credentials(gw_job *j, policy **pol, CURL *h, struct curl_slist **hdrs,
+                           const char *to_host, uint16_t to_port, bool basic_only) {
   if (!j->cred_file) return 0;
   _cleanup_free_ char *buf = NULL;
   size_t len;
@@ -161,20 +163,24 @@ static int add_credentials(gw_job *j, policy **pol, CURL *h, struct curl_slist *
   json_t *c = json_object_get(hosts, hp);
   if (!c) c = json_object_get(hosts, j->rt.host);
   const char *secret = json_string_value(json_object_get(c, "secret"));
+  bool elsewhere = strcmp(to_host, j->rt.host) || to_port != j->rt.port;
   int r = 0;
   if (secret) {
-    if (!job_policy(j, pol) || !policy_secret_allows(*pol, secret, j->rt.host, j->rt.port)) {
+    if (!job_policy(j, pol) || !policy_secret_allows(*pol, secret, to_host, to_port)) {
       fail(j, 403, POLICY_REASON_SECRET_SCOPE_VIOLATION,
-           "the host's credential '%.64s' for %.100s is not scoped to it by the sandbox's policy "
-           "(sandbox.secrets)", secret, hp);
+           "the host's credential '%.64s' for %.100s is not scoped to %.100s:%u by the sandbox's "
+           "policy (sandbox.secrets)", secret, hp, to_host, to_port);
       json_decref(root);
       return -1;
     }
     c = json_object_get(secrets, secret);
+  } else if (c && elsewhere) {
+    c = NULL; /* filed under the upstream's host: for that host only */
   } else if (!c && json_is_object(secrets) && job_policy(j, pol)) {
     for (size_t i = 0; !c && i < policy_secret_count(*pol); i++) {
       const char *name = policy_secret_name(*pol, i);
-      if (policy_secret_allows(*pol, name, j->rt.host, j->rt.port))
+      if (policy_secret_allows(*pol, name, j->rt.host, j->rt.port) &&
+          policy_secret_allows(*pol, name, to_host, to_port))
         c = json_object_get(secrets, name);
     }
   }
@@ -187,7 +193,7 @@ static int add_credentials(gw_job *j, policy **pol, CURL *h, struct curl_slist *
     curl_easy_setopt(h, CURLOPT_PASSWORD, pass);
     j->cred_used = true;
     r = 1;
-  } else if (token && !strpbrk(token, "\r\n")) {
+  } else if (token && !basic_only && !strpbrk(token, "\r\n")) {
     char *line = NULL;
     if (asprintf(&line, "Authorization: Bearer %s", token) >= 0) {
       *hdrs = curl_slist_append(*hdrs, line);
@@ -286,6 +292,134 @@ static bool redirect_allowed(gw_job *j, policy **pol, const char *loc, bool *on_
   curl_free(port);
   curl_url_cleanup(u);
   return ok;
+}
+
+/* WWW-Authenticate of a response (libcurl's header callback). */
+typedef struct hdr_capture {
+  char www_auth[1024];
+} hdr_capture;
+
+static size_t on_header(char *p, size_t sz, size_t nm, void *ud) {
+  hdr_capture *hc = ud;
+  size_t n = sz * nm;
+  static const char k[] = "www-authenticate:";
+  if (n > sizeof(k) - 1 && !strncasecmp(p, k, sizeof(k) - 1) && !hc->www_auth[0]) {
+    size_t off = sizeof(k) - 1;
+    while (off < n && (p[off] == ' ' || p[off] == '\t')) off++;
+    size_t len = n - off;
+    while (len && (p[off + len - 1] == '\r' || p[off + len - 1] == '\n')) len--;
+    if (len < sizeof(hc->www_auth)) {
+      memcpy(hc->www_auth, p + off, len);
+      hc->www_auth[len] = 0;
+    }
+  }
+  return n;
+}
+
+/* The repository name of an OCI route ("/v2/<name>/manifests/<ref>"). */
+static void oci_name(const gw_job *j, char *out, size_t n) {
+  const char *r = j->rt.repo + 3, *m = strstr(r, j->rt.oci_manifest ? "/manifests/" : "/blobs/");
+  size_t len = m && m > r ? (size_t)(m - r - 1) : 0;
+  snprintf(out, n, "%.*s", (int)(len < n ? len : n - 1), r + 1);
+}
+
+static size_t on_token(char *p, size_t sz, size_t nm, void *ud) {
+  cr_buf *b = ud;
+  return cr_buf_append(b, p, sz * nm) < 0 ? 0 : sz * nm;
+}
+
+/* The distribution token flow (a 401 with WWW-Authenticate: Bearer
+ * realm,service,scope): the token service must be http(s) and allowed by
+ * the sandbox's policy like any upstream; it gets the registry's Basic
+ * credential only where that credential may go (add_credentials). Returns
+ * the token (new string), or NULL: the job failed (policy, scope,
+ * unreachable) or the challenge is not a Bearer one (then the 401 stands). */
+static char *oci_token(gw_job *j, policy **pol, const char *challenge) {
+  image_auth_challenge ch = {0};
+  cr_error *err = NULL;
+  if (image_auth_challenge_parse(challenge, &ch, &err) < 0 || !ch.scheme ||
+      strcmp(ch.scheme, "bearer") || !ch.realm) {
+    cr_error_free(err);
+    image_auth_challenge_clear(&ch);
+    return NULL;
+  }
+  char *token = NULL;
+  CURLU *u = curl_url();
+  char *scheme = NULL, *host = NULL, *port = NULL;
+  bool ok = u && curl_url_set(u, CURLUPART_URL, ch.realm, 0) == CURLUE_OK &&
+            curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+            curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+            curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+            (!strcmp(scheme, "http") || !strcmp(scheme, "https")) && printable(host);
+  unsigned long pn = ok ? strtoul(port, NULL, 10) : 0;
+  const char *why = NULL;
+  if (!ok || pn == 0 || pn > 65535) {
+    fail(j, 502, "upstream_auth_refused", "the registry names an unusable token service");
+  } else if (!job_policy(j, pol) || policy_match(*pol, host, (uint16_t)pn, &why) != POLICY_ALLOW) {
+    fail(j, 403, why ? why : POLICY_REASON_HOST_NOT_ALLOWED,
+         "the registry's token service %.100s:%lu is not allowed by the sandbox's network policy",
+         host, pn);
+  } else {
+    char name[GW_MAX_URL], scope[GW_MAX_URL + 32];
+    oci_name(j, name, sizeof(name));
+    snprintf(scope, sizeof(scope), "%s", ch.scope ? ch.scope : "");
+    if (!scope[0]) snprintf(scope, sizeof(scope), "repository:%s:pull", name);
+    CURL *h = curl_easy_init();
+    char *es = h ? curl_easy_escape(h, ch.service ? ch.service : "", 0) : NULL;
+    char *esc = h ? curl_easy_escape(h, scope, 0) : NULL;
+    char *turl = NULL;
+    if (es && esc &&
+        asprintf(&turl, "%s%cservice=%s&scope=%s", ch.realm, strchr(ch.realm, '?') ? '&' : '?',
+                 es, esc) < 0)
+      turl = NULL;
+    struct curl_slist *hdrs = NULL;
+    cr_buf body = CR_BUF_INIT(64 << 10);
+    if (!turl) {
+      fail(j, 503, "resource_exhausted", "out of memory");
+    } else if (add_credentials(j, pol, h, &hdrs, host, (uint16_t)pn, true) >= 0) {
+      curl_easy_setopt(h, CURLOPT_URL, turl);
+      curl_easy_setopt(h, CURLOPT_USERAGENT, "cleanroom-gateway");
+      curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+      curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+      curl_easy_setopt(h, CURLOPT_IPRESOLVE, (long)CURL_IPRESOLVE_V4);
+      curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+      curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+      curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+      curl_easy_setopt(h, CURLOPT_NETRC, (long)CURL_NETRC_IGNORED);
+      curl_easy_setopt(h, CURLOPT_PROXY, "");
+      curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_token);
+      curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
+      curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open);
+      curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, j);
+      if (j->ca_file[0]) curl_easy_setopt(h, CURLOPT_CAINFO, j->ca_file);
+      curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+      CURLcode rc = curl_easy_perform(h);
+      long code = 0;
+      curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+      json_t *t = rc == CURLE_OK && code == 200 && body.data
+                      ? json_loadb((const char *)body.data, body.len, 0, NULL) : NULL;
+      const char *v = json_string_value(json_object_get(t, "token"));
+      if (!v) v = json_string_value(json_object_get(t, "access_token"));
+      if (v && *v && printable(v) && strlen(v) < 16384) token = strdup(v);
+      else if (!j->status)
+        fail(j, code == 401 || code == 403 ? 401 : 502, "upstream_auth_refused",
+             "the registry's token service refused (HTTP %ld%s%s)", code,
+             rc != CURLE_OK ? ": " : "", rc != CURLE_OK ? curl_easy_strerror(rc) : "");
+      json_decref(t);
+    }
+    cr_buf_free(&body);
+    curl_slist_free_all(hdrs);
+    free(turl);
+    curl_free(es);
+    curl_free(esc);
+    if (h) curl_easy_cleanup(h);
+  }
+  curl_free(scheme);
+  curl_free(host);
+  curl_free(port);
+  curl_url_cleanup(u);
+  image_auth_challenge_clear(&ch);
+  return token;
 }
 
 /* An OCI manifest's Docker-Content-Digest (what clients pin a tag to) and
@@ -430,8 +564,10 @@ void gw_upstream_run(gw_job *j) {
    * and the host's credentials go to the first upstream only. */
   _cleanup_free_ char *url = strdup(j->rt.upstream_url);
   policy *pol = NULL;
-  bool on_origin = true;
+  bool on_origin = true, tried_token = false;
+  _cleanup_free_ char *bearer = NULL; /* from the registry's token service */
   for (int hop = 0; url; hop++) {
+    hdr_capture hc = {{0}};
     CURL *h = curl_easy_init();
     if (!h) {
       fail(j, 503, "resource_exhausted", "libcurl");
@@ -472,10 +608,20 @@ void gw_upstream_run(gw_job *j) {
       curl_easy_setopt(h, CURLOPT_POSTFIELDS, j->body ? (char *)j->body : "");
       curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->body_len);
     }
-    if (on_origin && add_credentials(j, &pol, h, &hdrs) < 0) { /* secret_scope_violation */
-      curl_slist_free_all(hdrs);
+    if (on_origin && bearer) {
+      char *line = NULL;
+      if (asprintf(&line, "Authorization: Bearer %s", bearer) >= 0)
+        hdrs = curl_slist_append(hdrs, line);
+      free(line);
+    } else if (on_origin &&
+               add_credentials(j, &pol, h, &hdrs, j->rt.host, j->rt.port, false) < 0) {
+      curl_slist_free_all(hdrs); /* secret_scope_violation */
       curl_easy_cleanup(h);
       break;
+    }
+    if (oci) {
+      curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+      curl_easy_setopt(h, CURLOPT_HEADERDATA, &hc);
     }
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     double t0 = mono_ms();
@@ -509,6 +655,17 @@ void gw_upstream_run(gw_job *j) {
         next = strdup(loc);
         if (!next) fail(j, 503, "resource_exhausted", "out of memory");
         drop_response(j); /* the redirect's own body */
+      }
+    } else if (code == 401 && oci && on_origin && !tried_token && hc.www_auth[0]) {
+      tried_token = true; /* the token flow, then the same request once more */
+      bearer = oci_token(j, &pol, hc.www_auth);
+      if (bearer) {
+        next = strdup(url);
+        if (!next) fail(j, 503, "resource_exhausted", "out of memory");
+        drop_response(j);
+      } else if (!j->status) {
+        j->status = 401;
+        j->reason = "upstream_auth_refused";
       }
     } else {
       j->status = (int)code;

@@ -64,7 +64,7 @@ ENV.update({
     "CLEANROOM_GATEWAY_REQUEST_TIMEOUT_MS": "3000",
     "CLEANROOM_GATEWAY_GOPROXY": "http://%s:8080/gomod" % W.allowed,
     "CLEANROOM_GATEWAY_NPM_REGISTRY": "http://%s:8080/npmreg/" % W.allowed,
-    "CLEANROOM_GATEWAY_OCI_INSECURE": "%s:5000" % W.allowed,  # the test's registry speaks HTTP
+    "CLEANROOM_GATEWAY_OCI_INSECURE": "%s:5000,%s:5002" % (W.allowed, W.allowed),  # HTTP registries
     "CLEANROOM_GATEWAY_CA_FILE": W.ca_file,  # the CA of the test's HTTPS upstream
 })
 for k in ("CLEANROOM_HOST", "CLEANROOM_EGRESS", "CLEANROOM_GATEWAY_OFFLINE"):
@@ -79,13 +79,15 @@ sandbox:
       - %s:8080
       - %s:5000
       - host: %s
-        ports: [8443, 8444, 8081]
+        ports: [8443, 8444, 8081, 5001, 5002]
   secrets:
     - name: git-upstream
       hosts: ["%s:8080"]
     - name: unscoped
       hosts: ["%s:8443"]
-""" % (IMAGE, W.allowed, W.allowed, W.allowed, W.allowed, W.allowed)
+    - name: registry
+      hosts: ["%s:5002", "%s:5001"]
+""" % (IMAGE, W.allowed, W.allowed, W.allowed, W.allowed, W.allowed, W.allowed, W.allowed)
 RESULTS = []
 
 
@@ -315,6 +317,21 @@ def run_rows(a, b, commit):
          and has_event(evs, kind="gateway", route="oci", cache="hit")
          and has_event(evs, kind="gateway", route="oci", reason="host_not_allowed")),
         o1[-600:])
+    # 5g a registry with token auth: the gateway does the token flow with the host's
+    # credential (scoped to the registry and its token service), the guest sends none
+    W.start_token_registry("reguser", SECRET + "-reg")
+    tmanifest, _, _ = W.push_image(port=5002, creds=("reguser", SECRET + "-reg"))
+    _, o1 = guest(b, "curl -sS %s/v2/%s:5002/test/app/manifests/v1 | sha256sum" % (gwbase, W.allowed))
+    try:
+        with open(W.token_log) as f:
+            tlog = [json.loads(l) for l in f if l.strip()]
+    except OSError:
+        tlog = []
+    row("OCI: a registry with token auth is served through the token flow with the host's credential",
+        (_h.sha256(tmanifest).hexdigest() in o1
+         and any(t.get("user") == "reguser" and "repository:test/app:pull" in (t.get("scope") or [])
+                 for t in tlog)),
+        "%s %s" % (o1[-200:], tlog[-3:]))
     # 6 push refused
     before = len(W.requests())
     rc, out = guest(a, "cd /tmp/c1 && echo x > new.txt && git add new.txt && "
@@ -398,9 +415,11 @@ def main():
             # the credential for :8080 is a named secret the policy scopes to it; the one
             # filed for :8081 names a secret the policy does not scope there
             json.dump({"hosts": {"%s:8080" % W.allowed: {"secret": "git-upstream"},
-                                 "%s:8081" % W.allowed: {"secret": "unscoped"}},
+                                 "%s:8081" % W.allowed: {"secret": "unscoped"},
+                                 "%s:5002" % W.allowed: {"secret": "registry"}},
                        "secrets": {"git-upstream": {"username": "gw", "password": SECRET},
-                                   "unscoped": {"token": SECRET + "-unscoped"}}}, f)
+                                   "unscoped": {"token": SECRET + "-unscoped"},
+                                   "registry": {"username": "reguser", "password": SECRET + "-reg"}}}, f)
         os.chmod(ENV["CLEANROOM_GATEWAY_CREDENTIALS"], 0o600)
         pol = os.path.join(TMP, "policy.yaml")
         with open(pol, "w") as f:

@@ -115,6 +115,58 @@ s.serve_forever()
 """
 
 
+TOKEN_PY = r"""
+# A distribution token server (the registry's `auth: token` flow): Basic
+# credentials in, an RS256 JWT signed with `openssl dgst` out, with an x5c
+# header carrying the certificate the registry trusts. Logs each request.
+import base64, http.server, json, os, subprocess, sys, time, urllib.parse
+addr, port, key, cert, user, pw, log_path = sys.argv[1:8]
+der = subprocess.run(["openssl", "x509", "-in", cert, "-outform", "DER"], check=True,
+                     stdout=subprocess.PIPE).stdout
+x5c = base64.b64encode(der).decode()
+log = open(log_path, "a", buffering=1)
+def b64(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+        auth = self.headers.get("Authorization", "")
+        who = None
+        if auth.startswith("Basic "):
+            u, _, p = base64.b64decode(auth[6:]).decode().partition(":")
+            if (u, p) != (user, pw):
+                self.send_response(401); self.send_header("Content-Length", "0"); self.end_headers()
+                log.write(json.dumps({"user": "refused"}) + "\n")
+                return
+            who = u
+        access = []
+        for sc in q.get("scope", []):
+            parts = sc.split(":")
+            if len(parts) == 3 and parts[0] == "repository" and who:
+                access.append({"type": "repository", "name": parts[1], "actions": parts[2].split(",")})
+        log.write(json.dumps({"user": who, "scope": q.get("scope"), "service": q.get("service")}) + "\n")
+        now = int(time.time())
+        head = b64(json.dumps({"typ": "JWT", "alg": "RS256", "x5c": [x5c]}).encode())
+        claims = b64(json.dumps({"iss": "cr-test-issuer", "sub": who or "", "aud": "cr-test",
+                                 "exp": now + 600, "nbf": now - 60, "iat": now,
+                                 "jti": os.urandom(8).hex(), "access": access}).encode())
+        signing = ("%s.%s" % (head, claims)).encode()
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing,
+                             check=True, stdout=subprocess.PIPE).stdout
+        body = json.dumps({"token": "%s.%s" % (signing.decode(), b64(sig))}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+s = http.server.ThreadingHTTPServer((addr, int(port)), H)
+print("ready", flush=True)
+s.serve_forever()
+"""
+
+
 def sh(*args, check=True, timeout=120, **kw):
     p = subprocess.run(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        timeout=timeout, **kw)
@@ -244,46 +296,92 @@ class World:
         sh("git", "-C", work, "push", "-q", os.path.join(self.repos, name + ".git"), "HEAD:main")
         return sh("git", "-C", work, "rev-parse", "HEAD").stdout.decode().strip()
 
-    def start_registry(self):
+    def start_token_registry(self, user, pw):
+        """docker-registry with token auth on <allowed>:5002 and its token
+        server on <allowed>:5001 (log: self.token_log)."""
+        d = os.path.join(self.tmp, "token")
+        os.makedirs(d, exist_ok=True)
+        key, cert = d + "/key.pem", d + "/cert.pem"
+        sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+           "-days", "2", "-subj", "/CN=cleanroom-token")
+        self.token_log = d + "/token.log"
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, "-c", TOKEN_PY,
+                              self.allowed, "5001", key, cert, user, pw, self.token_log],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        if p.stdout.readline().strip() != b"ready":
+            raise AssertionError("token server did not start")
+        self.start_registry(port=5002, name="registry-token",
+                            auth="auth:\n  token:\n    realm: http://%s:5001/token\n"
+                                 "    service: cr-test\n    issuer: cr-test-issuer\n"
+                                 "    rootcertbundle: %s\n" % (self.allowed, cert))
+
+    def start_registry(self, port=5000, name="registry", auth=""):
         """Debian's docker-registry (the CNCF distribution registry) on
-        <allowed>:5000 in the namespace, storage under tmp."""
-        d = os.path.join(self.tmp, "registry")
+        <allowed>:<port> in the namespace, storage under tmp."""
+        d = os.path.join(self.tmp, name)
         os.makedirs(d, exist_ok=True)
         cfg = os.path.join(d, "config.yml")
         with open(cfg, "w") as f:
             f.write("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
-                    "    rootdirectory: %s/data\nhttp:\n  addr: %s:5000\n" % (d, self.allowed))
+                    "    rootdirectory: %s/data\nhttp:\n  addr: %s:%d\n%s" % (d, self.allowed, port, auth))
         log = open(os.path.join(d, "registry.log"), "ab")
         p = subprocess.Popen(["ip", "netns", "exec", self.ns, "docker-registry", "serve", cfg],
                              stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         self.procs.append(p)
+        import urllib.error
         import urllib.request
         deadline = time.time() + 30
-        while True:  # until it answers /v2/ (bounded)
+        while True:  # until it answers /v2/ (bounded; 401 is an answer)
             try:
-                urllib.request.urlopen("http://%s:5000/v2/" % self.allowed, timeout=2).read()
+                urllib.request.urlopen("http://%s:%d/v2/" % (self.allowed, port), timeout=2).read()
+                return
+            except urllib.error.HTTPError:
                 return
             except OSError:
                 if p.poll() is not None or time.time() > deadline:
                     raise AssertionError("docker-registry did not start")
                 time.sleep(0.1)  # polling the registry, bounded
 
-    def push_image(self, repo="test/app", tag="v1"):
+    def push_image(self, repo="test/app", tag="v1", port=5000, creds=None):
         """An OCI image (one gzip layer, a config, a manifest) pushed with the
-        distribution API; returns (manifest bytes, layer digest hex, layer bytes)."""
-        import gzip, hashlib, io, json, tarfile, urllib.request
-        base = "http://%s:5000/v2/%s" % (self.allowed, repo)
+        distribution API (through the token flow with creds when the registry
+        asks); returns (manifest bytes, layer digest hex, layer bytes)."""
+        import base64 as b64m, gzip, hashlib, io, json, tarfile, urllib.error, urllib.parse
+        import urllib.request
+        base = "http://%s:%d/v2/%s" % (self.allowed, port, repo)
+        bearer = []
+
+        def send(req):
+            if bearer:
+                req.add_header("Authorization", "Bearer " + bearer[0])
+            try:
+                return urllib.request.urlopen(req, timeout=10)
+            except urllib.error.HTTPError as e:
+                ch = e.headers.get("WWW-Authenticate", "")
+                if e.code != 401 or bearer or not ch.startswith("Bearer ") or not creds:
+                    raise
+                import re
+                kv = dict(re.findall(r'(\w+)="([^"]*)"', ch))
+                turl = "%s?service=%s&scope=%s" % (kv["realm"], urllib.parse.quote(kv["service"]),
+                                                   urllib.parse.quote("repository:%s:pull,push" % repo))
+                treq = urllib.request.Request(turl, headers={"Authorization": "Basic " + b64m.b64encode(
+                    ("%s:%s" % creds).encode()).decode()})
+                bearer.append(json.loads(urllib.request.urlopen(treq, timeout=10).read())["token"])
+                req.remove_header("Authorization")
+                req.add_header("Authorization", "Bearer " + bearer[0])
+                return urllib.request.urlopen(req, timeout=10)
 
         def put_blob(data):
             req = urllib.request.Request(base + "/blobs/uploads/", method="POST", data=b"")
-            loc = urllib.request.urlopen(req, timeout=10).headers["Location"]
+            loc = send(req).headers["Location"]
             if loc.startswith("/"):
-                loc = "http://%s:5000%s" % (self.allowed, loc)
+                loc = "http://%s:%d%s" % (self.allowed, port, loc)
             dg = "sha256:" + hashlib.sha256(data).hexdigest()
             sep = "&" if "?" in loc else "?"
             req = urllib.request.Request(loc + sep + "digest=" + dg, method="PUT", data=data,
                                          headers={"Content-Type": "application/octet-stream"})
-            urllib.request.urlopen(req, timeout=10).read()
+            send(req).read()
             return dg
 
         buf = io.BytesIO()
@@ -306,7 +404,7 @@ class World:
                         "size": len(layer)}]}).encode()
         req = urllib.request.Request(base + "/manifests/" + tag, method="PUT", data=manifest,
                                      headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
-        urllib.request.urlopen(req, timeout=10).read()
+        send(req).read()
         return manifest, ldg.split(":", 1)[1], layer
 
     def start_tls(self):
