@@ -1,4 +1,5 @@
 /* cleanroom sandbox create: boot a persistent sandbox and print its id. */
+#include "cli/cmd-policy-common.h"
 #include "cli/cmd-sandbox-common.h"
 
 #include <getopt.h>
@@ -23,7 +24,7 @@ static void help(FILE *f) {
           "  --from-snapshot SNAPSHOT\n"
           "                   fork: a new sandbox running from a snapshot (its memory,\n"
           "                   processes and files); image, vcpus and memory are the\n"
-          "                   snapshot's\n"
+          "                   snapshot's, and so is its policy unless --policy names one\n"
           "  --progress       show boot progress on stderr (default when stderr is a tty)\n"
           "  --no-progress    never show progress\n"
           "  --json           print the whole sandbox object as JSON\n"
@@ -95,6 +96,22 @@ int cmd_sandbox_create(int argc, char **argv) {
   json_t *params = NULL;
   if (from) {
     params = json_pack("{s:s}", "from_snapshot", from);
+    if (policy_path) { /* else the fork keeps the snapshot's policy */
+      _cleanup_policy_ policy *p = NULL;
+      _cleanup_(policy_diags_freep) policy_diags *diags = NULL;
+      _cleanup_error_ cr_error *perr = NULL;
+      if (policy_load_file(policy_path, &p, &diags, &perr) < 0) {
+        cli_policy_print_diags(diags);
+        json_decref(params);
+        return cli_fail(perr);
+      }
+      json_t *compiled = policy_compile_json(p);
+      if (!compiled) {
+        json_decref(params);
+        return cli_failf(CR_E_INTERNAL, "compiling %s failed", policy_path);
+      }
+      json_object_set_new(params, "policy", compiled);
+    }
   } else {
     r = cli_sandbox_create_params(policy_path, image, vcpus, mem, &params);
     if (r) return r;

@@ -296,6 +296,14 @@ class T2Snapshots(Deadline, unittest.TestCase):
                 self.assertIn("running", out)
             hosts = {sh(f, "hostname") for f in forks + [a]}
             self.assertEqual(len(hosts), 3, hosts)
+            # a fork with --policy takes that policy (not silently the snapshot's)
+            pol = os.path.join(TMP, "fork-policy.yaml")
+            with open(pol, "w") as fp:
+                fp.write("version: 1\nsandbox:\n  ttl_minutes: 77\n")
+            f = cr_json("sandbox", "create", "--from-snapshot", "s1", "--policy", pol, "--json",
+                        "--no-progress")
+            forks.append(f["id"])
+            self.assertEqual((f.get("policy") or {}).get("sandbox", {}).get("ttl_minutes"), 77, f)
 
             # a snapshot of a fork restores
             s2 = cr_json("snapshot", "create", forks[0], "--json")
