@@ -294,6 +294,28 @@ static bool redirect_allowed(gw_job *j, policy **pol, const char *loc, bool *on_
   return ok;
 }
 
+/* What every upstream request of the gateway has: IPv4, http(s) only, no
+ * redirects (followed by hand), no proxy or netrc, the address checks of
+ * on_open, the CA bundle, a connect timeout and an overall one. */
+static void upstream_handle(gw_job *j, CURL *h, const char *url, const char *ua, long timeout_s,
+                            curl_write_callback write_fn, void *write_ud) {
+  curl_easy_setopt(h, CURLOPT_URL, url);
+  curl_easy_setopt(h, CURLOPT_USERAGENT, ua);
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h, CURLOPT_IPRESOLVE, (long)CURL_IPRESOLVE_V4);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT, timeout_s);
+  curl_easy_setopt(h, CURLOPT_NETRC, (long)CURL_NETRC_IGNORED);
+  curl_easy_setopt(h, CURLOPT_PROXY, "");
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_fn);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, write_ud);
+  curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open);
+  curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, j);
+  if (j->ca_file[0]) curl_easy_setopt(h, CURLOPT_CAINFO, j->ca_file);
+}
+
 /* WWW-Authenticate of a response (libcurl's header callback). */
 typedef struct hdr_capture {
   char www_auth[1024];
@@ -377,21 +399,7 @@ static char *oci_token(gw_job *j, policy **pol, const char *challenge) {
     if (!turl) {
       fail(j, 503, "resource_exhausted", "out of memory");
     } else if (add_credentials(j, pol, h, &hdrs, host, (uint16_t)pn, true) >= 0) {
-      curl_easy_setopt(h, CURLOPT_URL, turl);
-      curl_easy_setopt(h, CURLOPT_USERAGENT, "cleanroom-gateway");
-      curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-      curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-      curl_easy_setopt(h, CURLOPT_IPRESOLVE, (long)CURL_IPRESOLVE_V4);
-      curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-      curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
-      curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
-      curl_easy_setopt(h, CURLOPT_NETRC, (long)CURL_NETRC_IGNORED);
-      curl_easy_setopt(h, CURLOPT_PROXY, "");
-      curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_token);
-      curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
-      curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open);
-      curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, j);
-      if (j->ca_file[0]) curl_easy_setopt(h, CURLOPT_CAINFO, j->ca_file);
+      upstream_handle(j, h, turl, "cleanroom-gateway", 60, on_token, &body);
       curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
       CURLcode rc = curl_easy_perform(h);
       long code = 0;
@@ -574,26 +582,12 @@ void gw_upstream_run(gw_job *j) {
       break;
     }
     struct curl_slist *hdrs = NULL;
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, ua);
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_IPRESOLVE, (long)CURL_IPRESOLVE_V4);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+    upstream_handle(j, h, url, ua, 900, on_data, j);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 30L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, 900L);
-    curl_easy_setopt(h, CURLOPT_NETRC, (long)CURL_NETRC_IGNORED);
-    curl_easy_setopt(h, CURLOPT_PROXY, "");
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, j);
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, j);
-    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open);
-    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, j);
-    if (j->ca_file[0]) curl_easy_setopt(h, CURLOPT_CAINFO, j->ca_file);
     if (oci && j->rt.oci_manifest) /* every manifest kind (the guest's list may be cut at 128 bytes) */
       hdrs = curl_slist_append(hdrs, "Accept: " IMAGE_MT_OCI_INDEX ", " IMAGE_MT_OCI_MANIFEST ", "
                                      IMAGE_MT_DOCKER_LIST ", " IMAGE_MT_DOCKER_MANIFEST);
