@@ -90,6 +90,23 @@ static int running(qmp *q, bool *ret) {
   return 0;
 }
 
+/* The end of a save: a VM that was running goes on unless the save asked
+ * it to stay stopped (a failed save always resumes it); frees q. A failing
+ * cont fails a save that had worked. Returns r or -1. */
+static int save_finish(qmp *q, bool was_running, unsigned flags, int r, cr_error **err) {
+  if (was_running && (r < 0 || (flags & QEMU_SNAP_RESUME))) {
+    cr_error *e = NULL;
+    if (qmp_execute(q, "cont", NULL, QMP_TIMEOUT_MS, NULL, &e) < 0 && r == 0) {
+      *err = e;
+      r = -1;
+    } else {
+      cr_error_free(e);
+    }
+  }
+  qmp_free(q);
+  return r;
+}
+
 int qemu_vm_pause(const char *dir, cr_error **err) {
   qmp *q = NULL;
   if (qmp_open(dir, &q, err) < 0) return -1;
@@ -144,17 +161,7 @@ out:
   if (fd >= 0) close(fd);
   if (r < 0 && tmp) unlink(tmp);
   /* the VM goes on as before unless asked to stay stopped */
-  if (was_running && (r < 0 || (flags & QEMU_SNAP_RESUME))) {
-    cr_error *e = NULL;
-    if (qmp_execute(q, "cont", NULL, QMP_TIMEOUT_MS, NULL, &e) < 0 && r == 0) {
-      *err = e;
-      r = -1;
-    } else {
-      cr_error_free(e);
-    }
-  }
-  qmp_free(q);
-  return r;
+  return save_finish(q, was_running, flags, r, err);
 }
 
 /* ---- flat RAM: the guest's memory as a sparse file a restore maps
@@ -347,19 +354,8 @@ out:
     if (ram_tmp) unlink(ram_tmp);
     if (st_tmp) unlink(st_tmp);
   }
-  /* the VM goes on as before unless asked to stay stopped (also before a
-   * fallback to a full save, which stops it again) */
-  if (was_running && (r < 0 || (flags & QEMU_SNAP_RESUME))) {
-    cr_error *e = NULL;
-    if (qmp_execute(q, "cont", NULL, QMP_TIMEOUT_MS, NULL, &e) < 0 && r == 0) {
-      *err = e;
-      r = -1;
-    } else {
-      cr_error_free(e);
-    }
-  }
-  qmp_free(q);
-  return r;
+  /* (also before a fallback to a full save, which stops it again) */
+  return save_finish(q, was_running, flags, r, err);
 }
 
 int qemu_vm_restore(const char *dir, const char *state_path, unsigned flags, cr_error **err) {

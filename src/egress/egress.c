@@ -362,6 +362,21 @@ bool egress_policy_wants_network(json_t *pol) {
 
 /* The compiled network section back into a policy document (JSON is YAML)
  * so that policy_match() decides exactly as the policy compiler defined. */
+/* Compiled rules ({host, kind, ports, reason}) back into policy entries
+ * ({host, ports}). */
+static json_t *rules_source(json_t *rules) {
+  json_t *out = json_array();
+  size_t i;
+  json_t *r;
+  json_array_foreach(rules, i, r) {
+    json_t *o = json_pack("{s:O}", "host", json_object_get(r, "host"));
+    json_t *ports = json_object_get(r, "ports");
+    if (o && ports) json_object_set(o, "ports", ports);
+    json_array_append_new(out, o);
+  }
+  return out;
+}
+
 static int policy_from_compiled(json_t *pol, policy **ret, char **ret_text, cr_error **err) {
   json_t *net = json_object_get(json_object_get(pol, "sandbox"), "network");
   json_t *src = json_pack("{s:i, s:{s:{s:s}}}", "version", 1, "sandbox", "network", "default",
@@ -370,15 +385,7 @@ static int policy_from_compiled(json_t *pol, policy **ret, char **ret_text, cr_e
   json_t *snet = json_object_get(json_object_get(src, "sandbox"), "network");
   static const char *lists[] = {"allow", "deny"};
   for (size_t l = 0; l < 2; l++) {
-    json_t *in = json_object_get(net, lists[l]), *out = json_array();
-    size_t i;
-    json_t *r;
-    json_array_foreach(in, i, r) {
-      json_t *o = json_pack("{s:O}", "host", json_object_get(r, "host"));
-      json_t *ports = json_object_get(r, "ports");
-      if (o && ports) json_object_set(o, "ports", ports);
-      json_array_append_new(out, o);
-    }
+    json_t *out = rules_source(json_object_get(net, lists[l]));
     if (json_array_size(out)) json_object_set_new(snet, lists[l], out);
     else json_decref(out);
   }
@@ -387,19 +394,11 @@ static int policy_from_compiled(json_t *pol, policy **ret, char **ret_text, cr_e
   json_t *secrets = json_object_get(json_object_get(pol, "sandbox"), "secrets");
   if (json_array_size(secrets)) {
     json_t *out = json_array();
-    size_t i, k;
-    json_t *sec, *h;
-    json_array_foreach(secrets, i, sec) {
-      json_t *hosts = json_array();
-      json_array_foreach(json_object_get(sec, "hosts"), k, h) {
-        json_t *o = json_pack("{s:O}", "host", json_object_get(h, "host"));
-        json_t *ports = json_object_get(h, "ports");
-        if (o && ports) json_object_set(o, "ports", ports);
-        json_array_append_new(hosts, o);
-      }
+    size_t i;
+    json_t *sec;
+    json_array_foreach(secrets, i, sec)
       json_array_append_new(out, json_pack("{s:O, s:o}", "name", json_object_get(sec, "name"),
-                                           "hosts", hosts));
-    }
+                                           "hosts", rules_source(json_object_get(sec, "hosts"))));
     json_object_set_new(json_object_get(src, "sandbox"), "secrets", out);
   }
   char *txt = json_dumps(src, JSON_COMPACT);

@@ -672,30 +672,19 @@ void gw_upstream_run(gw_job *j) {
     url = next;
   }
   policy_free(pol);
-  if (oci && j->status == 200 && j->rt.immutable) {
+  if ((download || (oci && j->rt.immutable)) && j->status == 200) {
+    /* named by its digest: the bytes must be those */
     char hex[65];
     cr_sha256_hex(j->resp, j->resp_len, hex);
     if (strcmp(hex, j->rt.digest)) {
-      free(j->resp);
-      j->resp = NULL;
-      j->resp_len = j->resp_cap = 0;
+      drop_response(j);
       fail(j, 502, "digest_mismatch", "the upstream's content has sha256 %s", hex);
       return;
     }
   }
   if (oci && j->status == 200 && j->rt.oci_manifest) oci_manifest_headers(j);
-  if (download && j->status == 200) {
-    char hex[65];
-    cr_sha256_hex(j->resp, j->resp_len, hex);
-    if (strcmp(hex, j->rt.digest)) {
-      free(j->resp);
-      j->resp = NULL;
-      j->resp_len = j->resp_cap = 0;
-      fail(j, 502, "digest_mismatch", "the upstream's content has sha256 %s", hex);
-      return;
-    }
+  if (download && j->status == 200)
     snprintf(j->resp_type, sizeof(j->resp_type), "application/octet-stream");
-  }
   if (npm && !j->rt.immutable && j->status == 200 && j->resp_len) {
     /* metadata: tarball URLs through the gateway too */
     size_t nl = 0;
