@@ -12,6 +12,7 @@ typedef struct channel {
   uint32_t id;
   uint16_t op; /* the request's frame type: which replies are legal */
   agent_frame_cb cb;
+  agent_event_cb ecb; /* typed instead (agent_ops.c) */
   void *ud;
   /* flow control (docs/agent-protocol.md): STDIN/DATA bytes we may still
    * send, and what waits for credit (then an optional STDIN_EOF/DATA_END) */
@@ -37,7 +38,9 @@ struct agent_conn {
   uint64_t window;
   /* control channel listener (ACTIVATE, SHUTDOWN replies) */
   agent_frame_cb ctl_cb;
+  agent_event_cb ctl_ecb;
   void *ctl_ud;
+  agent_hello hello; /* the guest's HELLO_REPLY, once handshaken */
 };
 
 typedef struct write_req {
@@ -86,6 +89,33 @@ static void on_close(uv_handle_t *h) {
   free(c);
 }
 
+/* Hands a frame to whoever waits for it: a frame callback, or a typed one
+ * (decoded here; on channel 0 anything but OK/ERROR is reported as an
+ * ERROR: the control channel carries ACTIVATE and SHUTDOWN only). */
+static void deliver(agent_conn *c, agent_frame_cb fcb, agent_event_cb ecb, void *ud,
+                    const ap_header *h, const uint8_t *p) {
+  if (fcb) {
+    fcb(c, ud, h, p);
+    return;
+  }
+  if (!ecb) return;
+  agent_event ev;
+  int r = agent_dec_event(h->type, p, h->len, &ev);
+  if (h->channel == 0 && (r < 0 || (ev.type != AGENT_EV_OK && ev.type != AGENT_EV_ERROR))) {
+    agent_event_clear(&ev);
+    char msg[96];
+    snprintf(msg, sizeof(msg), "the guest answered a control request with frame type 0x%02x",
+             (unsigned)h->type);
+    ev = (agent_event){.type = AGENT_EV_ERROR,
+                       .error = {.reason = CR_E_AGENT_PROTOCOL, .message = msg}};
+    ecb(ud, &ev);
+    return;
+  }
+  if (r < 0) return; /* not a reply (frame_allowed let it through: cannot happen) */
+  ecb(ud, &ev);
+  agent_event_clear(&ev);
+}
+
 static void fail_channels(agent_conn *c, const char *why) {
   /* Synthesize an ERROR frame per open channel. */
   ap_buf b = {0};
@@ -101,14 +131,16 @@ static void fail_channels(agent_conn *c, const char *why) {
     channel_drop_pending(&ch);
     ap_header h = {.len = (uint32_t)(b.len - AP_HEADER_SIZE), .type = AP_ERROR,
                    .channel = ch.id};
-    if (ch.cb) ch.cb(c, ch.ud, &h, b.data + AP_HEADER_SIZE);
+    deliver(c, ch.cb, ch.ecb, ch.ud, &h, b.data + AP_HEADER_SIZE);
   }
-  if (c->ctl_cb) {
+  if (c->ctl_cb || c->ctl_ecb) {
     agent_frame_cb cb = c->ctl_cb;
+    agent_event_cb ecb = c->ctl_ecb;
     c->ctl_cb = NULL;
+    c->ctl_ecb = NULL;
     ap_header h = {.len = (uint32_t)(b.len - AP_HEADER_SIZE), .type = AP_ERROR,
                    .channel = 0};
-    cb(c, c->ctl_ud, &h, b.data + AP_HEADER_SIZE);
+    deliver(c, cb, ecb, c->ctl_ud, &h, b.data + AP_HEADER_SIZE);
   }
   ap_buf_free(&b);
 }
@@ -259,9 +291,9 @@ static void protocol_violation(agent_conn *c, channel *chp, uint16_t type) {
   ap_frame_begin(&b, AP_ERROR, ch.id);
   ap_put_str(&b, AP_T_REASON, CR_E_AGENT_PROTOCOL);
   ap_put_str(&b, AP_T_MESSAGE, msg);
-  if (ap_frame_end(&b) == 0 && ch.cb) {
+  if (ap_frame_end(&b) == 0) {
     ap_header h = {.len = (uint32_t)(b.len - AP_HEADER_SIZE), .type = AP_ERROR, .channel = ch.id};
-    ch.cb(c, ch.ud, &h, b.data + AP_HEADER_SIZE);
+    deliver(c, ch.cb, ch.ecb, ch.ud, &h, b.data + AP_HEADER_SIZE);
   }
   ap_buf_free(&b);
   log_warn("agent: %s; dropping the connection", msg);
@@ -271,17 +303,15 @@ static void protocol_violation(agent_conn *c, channel *chp, uint16_t type) {
 static void handle_frame(agent_conn *c, const ap_header *h, const uint8_t *p) {
   if (h->channel == 0) {
     if (h->type == AP_HELLO_REPLY && !c->handshaken) {
-      ap_field f;
-      uint32_t v = 0;
-      if (ap_find(p, h->len, AP_T_VERSION, &f) <= 0 || ap_field_u32(&f, &v) < 0 ||
-          v != AP_VERSION) {
+      agent_hello hi;
+      if (agent_dec_hello(p, h->len, &hi) < 0 || hi.version != AP_VERSION) {
         conn_fail(c, -EPROTO, "the guest agent speaks another protocol version");
         return;
       }
       c->handshaken = true;
-      uint64_t w = 0;
-      c->flow = ap_find(p, h->len, AP_T_WINDOW, &f) > 0 && ap_field_u64(&f, &w) == 0 && w > 0;
-      c->window = MIN(w, (uint64_t)1 << 30);
+      c->hello = hi;
+      c->flow = hi.window > 0;
+      c->window = MIN(hi.window, (uint64_t)1 << 30);
       if (c->state_cb) c->state_cb(c, c->state_ud, 0, NULL, p, h->len);
       return;
     }
@@ -289,11 +319,12 @@ static void handle_frame(agent_conn *c, const ap_header *h, const uint8_t *p) {
       log_debug("guest: %.*s", (int)MIN(h->len, 1024u), (const char *)p);
       return;
     }
-    if (c->ctl_cb) {
+    if (c->ctl_cb || c->ctl_ecb) {
       agent_frame_cb cb = c->ctl_cb;
+      agent_event_cb ecb = c->ctl_ecb;
       void *ud = c->ctl_ud;
-      if (terminal(h->type)) c->ctl_cb = NULL;
-      cb(c, ud, h, p);
+      if (terminal(h->type)) c->ctl_cb = NULL, c->ctl_ecb = NULL;
+      deliver(c, cb, ecb, ud, h, p);
       return;
     }
     if (h->type == AP_ERROR && !c->handshaken) {
@@ -315,7 +346,7 @@ static void handle_frame(agent_conn *c, const ap_header *h, const uint8_t *p) {
   }
   channel copy = *ch;
   if (terminal(h->type)) agent_channel_forget(c, h->channel);
-  if (copy.cb) copy.cb(c, copy.ud, h, p);
+  deliver(c, copy.cb, copy.ecb, copy.ud, h, p);
 }
 
 static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
@@ -362,10 +393,7 @@ static void start_session(agent_conn *c) {
   c->open = true;
   uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
   ap_buf b = {0};
-  ap_frame_begin(&b, AP_HELLO, 0);
-  ap_put_u32(&b, AP_T_VERSION, AP_VERSION);
-  ap_put_u32(&b, AP_T_MAX_PAYLOAD, AP_MAX_PAYLOAD);
-  int r = ap_frame_end(&b);
+  int r = agent_enc_hello(&b);
   if (r == 0) r = write_bytes(c, b.data, b.len);
   ap_buf_free(&b);
   if (r < 0) conn_fail(c, r, "cannot send HELLO to the agent");
@@ -408,7 +436,8 @@ int agent_conn_connect(agent_conn *c, const char *path) {
   return 0;
 }
 
-long agent_request(agent_conn *c, ap_buf *b, agent_frame_cb cb, void *ud) {
+static long request(agent_conn *c, ap_buf *b, agent_frame_cb cb, agent_event_cb ecb,
+                    void *ud) {
   if (!agent_conn_ready(c)) return -ENOTCONN;
   if (b->err || b->len < AP_HEADER_SIZE) return b->err ? b->err : -ENOMEM;
   if (c->nchans == c->capchans) {
@@ -429,18 +458,40 @@ long agent_request(agent_conn *c, ap_buf *b, agent_frame_cb cb, void *ud) {
   int r = write_bytes(c, b->data, b->len);
   if (r < 0) return r;
   uint16_t op = (uint16_t)(b->data[4] | b->data[5] << 8);
-  c->chans[c->nchans++] = (channel){.id = id, .op = op, .cb = cb, .ud = ud, .credit = c->window};
+  c->chans[c->nchans++] = (channel){.id = id, .op = op, .cb = cb, .ecb = ecb, .ud = ud,
+                                   .credit = c->window};
   return id;
 }
 
-int agent_control(agent_conn *c, ap_buf *b, agent_frame_cb cb, void *ud) {
+long agent_request(agent_conn *c, ap_buf *b, agent_frame_cb cb, void *ud) {
+  return request(c, b, cb, NULL, ud);
+}
+
+long agent_request_ev(agent_conn *c, ap_buf *b, agent_event_cb cb, void *ud) {
+  return request(c, b, NULL, cb, ud);
+}
+
+const agent_hello *agent_conn_hello(const agent_conn *c) {
+  return agent_conn_ready(c) ? &c->hello : NULL;
+}
+
+static int control(agent_conn *c, ap_buf *b, agent_frame_cb cb, agent_event_cb ecb, void *ud) {
   if (!agent_conn_ready(c)) return -ENOTCONN;
-  if (c->ctl_cb) return -EBUSY;
+  if (c->ctl_cb || c->ctl_ecb) return -EBUSY;
   int r = write_bytes(c, b->data, b->len);
   if (r < 0) return r;
   c->ctl_cb = cb;
+  c->ctl_ecb = ecb;
   c->ctl_ud = ud;
   return 0;
+}
+
+int agent_control(agent_conn *c, ap_buf *b, agent_frame_cb cb, void *ud) {
+  return control(c, b, cb, NULL, ud);
+}
+
+int agent_control_ev(agent_conn *c, ap_buf *b, agent_event_cb cb, void *ud) {
+  return control(c, b, NULL, cb, ud);
 }
 
 int agent_send(agent_conn *c, uint16_t type, uint32_t ch, const void *data,

@@ -200,32 +200,30 @@ static void keep_output(sbx_exec *e, int stream, const uint8_t *p, size_t n) {
   }
 }
 
-static void on_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+static void on_event(void *ud, const agent_event *ev) {
   sbx_exec *e = ud;
   if (e->state != EX_RUNNING) return;
-  switch (h->type) {
-  case AP_STARTED:
+  switch (ev->type) {
+  case AGENT_EV_STARTED:
     if (!e->running_ms) e->running_ms = sbx_now_ms();
     return;
-  case AP_STDOUT:
-  case AP_STDERR: {
-    int stream = h->type == AP_STDOUT ? 1 : 2;
-    keep_output(e, stream, p, h->len);
+  case AGENT_EV_STDOUT:
+  case AGENT_EV_STDERR: {
+    int stream = ev->type == AGENT_EV_STDOUT ? 1 : 2;
+    keep_output(e, stream, ev->data, ev->len);
     for (size_t i = 0; i < e->nobs; i++)
-      if (e->obs[i].output) e->obs[i].output(e->obs[i].ud, e, stream, p, h->len);
+      if (e->obs[i].output) e->obs[i].output(e->obs[i].ud, e, stream, ev->data, ev->len);
     return;
   }
-  case AP_EXIT: {
-    ap_field f;
-    uint32_t v = 0;
+  case AGENT_EV_EXIT: {
     e->state = EX_EXITED;
-    if (ap_find(p, h->len, AP_T_SIGNAL, &f) > 0 && ap_field_u32(&f, &v) == 0 && v > 0) {
-      e->signal = (int)v;
-      e->exit_code = 128 + (int)v;
-    } else if (ap_find(p, h->len, AP_T_EXIT_CODE, &f) > 0 && ap_field_u32(&f, &v) == 0) {
-      e->exit_code = (int)(v & 0xff);
+    if (ev->exit.signal > 0) {
+      e->signal = (int)ev->exit.signal;
+      e->exit_code = 128 + (int)ev->exit.signal;
+    } else if (ev->exit.has_code) {
+      e->exit_code = (int)(ev->exit.code & 0xff);
     }
-    if (ap_find(p, h->len, AP_T_EXEC_ERRNO, &f) > 0) {
+    if (ev->exit.exec_failed) {
       e->reason = strdup(e->exit_code == 127 ? CR_E_COMMAND_NOT_FOUND : CR_E_INVALID_ARGUMENT);
       const char *cmd = json_string_value(json_array_get(e->argv, 0));
       if (asprintf(&e->message, "%s: %s", e->exit_code == 127 ? "command not found" : "cannot execute",
@@ -234,19 +232,14 @@ static void on_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t 
     }
     break;
   }
-  case AP_ERROR: {
-    ap_field f;
-    char *s = NULL;
+  case AGENT_EV_ERROR:
     e->state = EX_FAILED;
     e->exit_code = -1;
-    if (ap_find(p, h->len, AP_T_REASON, &f) > 0 && ap_field_str(&f, &s) == 0) e->reason = s;
-    s = NULL;
-    if (ap_find(p, h->len, AP_T_MESSAGE, &f) > 0 && ap_field_str(&f, &s) == 0) e->message = s;
-    if (!e->reason) e->reason = strdup(CR_E_AGENT_PROTOCOL);
+    e->reason = strdup(ev->error.reason ? ev->error.reason : CR_E_AGENT_PROTOCOL);
+    if (ev->error.message) e->message = strdup(ev->error.message);
     break;
-  }
   default:
-    return; /* ignore unexpected frames */
+    return; /* ignore unexpected events */
   }
   finish(e);
 }
@@ -256,7 +249,7 @@ static void on_timeout(uv_timer_t *t) {
   e->timer_on = false;
   if (e->state != EX_RUNNING) return;
   e->timed_out = true;
-  agent_send_u32(e->s->agent, AP_SIGNAL, e->channel, AP_T_SIGNAL, SIGKILL);
+  agent_exec_signal(e->s->agent, e->channel, SIGKILL);
 }
 
 /* Room for one more execution record. */
@@ -275,47 +268,43 @@ int sbx_exec_start(sbx *s, const sbx_exec_params *p, sbx_exec **ret, cr_error **
   size_t argc = json_array_size(p->argv);
   if (argc == 0 || argc > 4096)
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "argv must have 1-4096 strings");
-  ap_buf b = {0};
-  ap_frame_begin(&b, AP_EXEC, 0);
+  /* the guest's argv and env: borrowed from the JSON (and the gateway's) */
+  _cleanup_json_ json_t *genv = NULL;
+  bool own_git_config = false;
   size_t i;
   json_t *v;
-  json_array_foreach(p->argv, i, v) {
-    if (!json_is_string(v)) {
-      ap_buf_free(&b);
-      return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "argv[%zu] is not a string", i);
-    }
-    ap_put_str(&b, AP_T_ARGV, json_string_value(v));
-  }
   json_array_foreach(p->env, i, v) {
     const char *kv = json_string_value(v);
-    if (!kv || !strchr(kv, '=')) {
-      ap_buf_free(&b);
-      return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "env[%zu] must be a \"KEY=VALUE\" string", i);
-    }
-    ap_put_str(&b, AP_T_ENV, kv);
+    own_git_config |= kv && !strncmp(kv, "GIT_CONFIG_COUNT=", 17);
   }
-  bool own_git_config = false;
-  json_array_foreach(p->env, i, v) own_git_config |=
-      !strncmp(json_string_value(v), "GIT_CONFIG_COUNT=", 17);
   if (s->gw && !own_git_config) {
     /* git in the guest goes through the host gateway (docs/gateway.md),
      * unless the caller sets git's environment config itself */
-    _cleanup_json_ json_t *genv = gw_exec_env(s->gw);
-    json_array_foreach(genv, i, v) ap_put_str(&b, AP_T_ENV, json_string_value(v));
+    genv = gw_exec_env(s->gw);
   }
-  if (p->cwd) ap_put_str(&b, AP_T_CWD, p->cwd);
-  ap_put_u32(&b, AP_T_FLAGS, (p->stdin_open ? AP_F_STDIN : 0) | (p->tty ? AP_F_TTY : 0));
-  if (p->tty && p->rows && p->cols)
-    ap_put_u32(&b, AP_T_WINSIZE, (uint32_t)p->rows << 16 | p->cols);
-  if (ap_frame_end(&b) < 0) {
-    ap_buf_free(&b);
-    return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "the command is too large (over 1 MiB)");
+  size_t envc = json_array_size(p->env) + json_array_size(genv);
+  _cleanup_free_ const char **argv = calloc(argc, sizeof(*argv));
+  _cleanup_free_ const char **env = calloc(envc + 1, sizeof(*env));
+  if (!argv || !env) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "exec");
+  json_array_foreach(p->argv, i, v) {
+    if (!json_is_string(v))
+      return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "argv[%zu] is not a string", i);
+    argv[i] = json_string_value(v);
   }
+  size_t k = 0;
+  json_array_foreach(p->env, i, v) {
+    const char *kv = json_string_value(v);
+    if (!kv || !strchr(kv, '='))
+      return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "env[%zu] must be a \"KEY=VALUE\" string", i);
+    env[k++] = kv;
+  }
+  json_array_foreach(genv, i, v) env[k++] = json_string_value(v);
+  agent_exec_req req = {
+      .argv = argv, .argc = argc, .env = env, .envc = k, .cwd = p->cwd,
+      .stdin_open = p->stdin_open, .tty = p->tty, .rows = p->rows, .cols = p->cols,
+  };
   sbx_exec *e = execs_reserve(s) == 0 ? calloc(1, sizeof(*e)) : NULL;
-  if (!e) {
-    ap_buf_free(&b);
-    return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "exec");
-  }
+  if (!e) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "exec");
   cr_ulid_new(e->id);
   e->s = s;
   e->argv = json_incref(p->argv);
@@ -323,10 +312,11 @@ int sbx_exec_start(sbx *s, const sbx_exec_params *p, sbx_exec **ret, cr_error **
   e->stdin_open = p->stdin_open;
   e->tty = p->tty;
   e->started_ms = sbx_now_ms();
-  long ch = agent_request(s->agent, &b, on_frame, e);
-  ap_buf_free(&b);
+  long ch = agent_exec_start(s->agent, &req, on_event, e);
   if (ch < 0) {
     sbx_exec_free(e);
+    if (ch == -EMSGSIZE)
+      return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "the command is too large (over 1 MiB)");
     return cr_error_set(err, CR_E_AGENT_UNAVAILABLE, (int)-ch, "sending the command to the guest");
   }
   e->channel = (uint32_t)ch;
@@ -370,9 +360,9 @@ int sbx_exec_write(sbx_exec *e, const void *data, size_t n, bool eof, cr_error *
                         "the guest is not consuming stdin of %s (%zu bytes still queued); "
                         "retry the write later", e->id, queued);
   int r = 0;
-  if (n) r = agent_send(e->s->agent, AP_STDIN, e->channel, data, n);
+  if (n) r = agent_exec_stdin(e->s->agent, e->channel, data, n);
   if (r == 0 && eof) {
-    r = agent_send(e->s->agent, AP_STDIN_EOF, e->channel, NULL, 0);
+    r = agent_exec_stdin_close(e->s->agent, e->channel);
     e->stdin_open = false;
   }
   if (r < 0) return cr_error_set(err, CR_E_AGENT_UNAVAILABLE, -r, "writing stdin");
@@ -386,8 +376,7 @@ int sbx_exec_resize(sbx_exec *e, uint16_t rows, uint16_t cols, cr_error **err) {
   if (!rows || !cols)
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "rows and cols must be 1-65535");
   if (e->state != EX_RUNNING) return 0;
-  int r = agent_send_u32(e->s->agent, AP_RESIZE, e->channel, AP_T_WINSIZE,
-                         (uint32_t)rows << 16 | cols);
+  int r = agent_exec_resize(e->s->agent, e->channel, rows, cols);
   if (r < 0) return cr_error_set(err, CR_E_AGENT_UNAVAILABLE, -r, "resizing the terminal");
   return 0;
 }
@@ -395,7 +384,7 @@ int sbx_exec_resize(sbx_exec *e, uint16_t rows, uint16_t cols, cr_error **err) {
 int sbx_exec_signal(sbx_exec *e, int signo, cr_error **err) {
   if (e->state != EX_RUNNING) return 0;
   e->cancelled = true;
-  int r = agent_send_u32(e->s->agent, AP_SIGNAL, e->channel, AP_T_SIGNAL, (uint32_t)signo);
+  int r = agent_exec_signal(e->s->agent, e->channel, signo);
   if (r < 0) return cr_error_set(err, CR_E_AGENT_UNAVAILABLE, -r, "signalling the command");
   return 0;
 }

@@ -22,7 +22,7 @@ typedef struct fop {
   uint32_t ch;
   uv_timer_t timer;
   size_t entry_bytes;
-  uint16_t kind;
+  enum { FOP_READ, FOP_WRITE, FOP_STAT, FOP_LIST } kind;
   cr_buf buf; /* the bytes read, bounded at want (<= READ_CAP) */
   uint64_t want, offset;
   json_t *entries;
@@ -49,10 +49,7 @@ static void fop_done(fop *o, json_t *result, cr_error *err) {
 /* Ends the operation early (cap, deadline): the guest is told to stop and
  * whatever it still sends on the channel is dropped. */
 static void fop_abort(fop *o, const char *reason, const char *msg) {
-  if (o->s->agent) {
-    agent_channel_forget(o->s->agent, o->ch);
-    agent_send(o->s->agent, AP_CANCEL, o->ch, NULL, 0);
-  }
+  agent_cancel(o->s->agent, o->ch);
   cr_error *err = NULL;
   cr_error_set(&err, reason, 0, "%s", msg);
   fop_done(o, NULL, err);
@@ -62,99 +59,70 @@ static void fop_abort(fop *o, const char *reason, const char *msg) {
 static void on_fop_timeout(uv_timer_t *t) {
   fop *o = t->data;
   fop_abort(o, CR_E_OPERATION_TIMEOUT,
-            o->kind == AP_LIST   ? "the guest did not finish the listing in time"
-            : o->kind == AP_STAT ? "the guest did not answer the stat in time"
+            o->kind == FOP_LIST   ? "the guest did not finish the listing in time"
+            : o->kind == FOP_STAT ? "the guest did not answer the stat in time"
                                  : "the guest did not finish the file transfer in time");
 }
 
 static const char *ftype_name(uint32_t t) {
-  return t == AP_FT_FILE ? "file" : t == AP_FT_DIR ? "dir" : t == AP_FT_SYMLINK ? "symlink" : "other";
+  return t == AGENT_FT_FILE ? "file" : t == AGENT_FT_DIR ? "dir" : t == AGENT_FT_SYMLINK ? "symlink" : "other";
 }
 
-/* STAT_RESULT / ENTRY payload -> JSON */
-static json_t *stat_json(const uint8_t *p, size_t n) {
+/* a STAT or an ENTRY -> JSON (the keys the guest sent, in its order) */
+static json_t *stat_json(const agent_stat *st) {
   json_t *j = json_object();
-  size_t off = 0;
-  ap_field f;
-  while (ap_field_next(p, n, &off, &f) > 0) {
-    uint32_t u = 0;
-    uint64_t q = 0;
-    char *s = NULL;
-    switch (f.tag) {
-    case AP_T_FTYPE:
-      if (ap_field_u32(&f, &u) == 0) json_object_set_new(j, "type", json_string(ftype_name(u)));
-      break;
-    case AP_T_MODE:
-      if (ap_field_u32(&f, &u) == 0) json_object_set_new(j, "mode", json_integer(u & 07777));
-      break;
-    case AP_T_SIZE:
-      if (ap_field_u64(&f, &q) == 0) json_object_set_new(j, "size", json_integer((json_int_t)q));
-      break;
-    case AP_T_MTIME_NS:
-      if (ap_field_u64(&f, &q) == 0) json_object_set_new(j, "mtime_ns", json_integer((json_int_t)q));
-      break;
-    case AP_T_NAME:
-      if (ap_field_str(&f, &s) == 0) json_object_set_new(j, "name", json_string(s));
-      break;
-    case AP_T_TARGET:
-      if (ap_field_str(&f, &s) == 0) json_object_set_new(j, "target", json_string(s));
-      break;
-    }
-    free(s);
-  }
+  if (st->name) json_object_set_new(j, "name", json_string(st->name));
+  if (st->have & AGENT_ST_FTYPE) json_object_set_new(j, "type", json_string(ftype_name(st->ftype)));
+  if (st->have & AGENT_ST_MODE) json_object_set_new(j, "mode", json_integer(st->mode & 07777));
+  if (st->have & AGENT_ST_SIZE) json_object_set_new(j, "size", json_integer((json_int_t)st->size));
+  if (st->have & AGENT_ST_MTIME)
+    json_object_set_new(j, "mtime_ns", json_integer((json_int_t)st->mtime_ns));
+  if (st->target) json_object_set_new(j, "target", json_string(st->target));
   return j;
 }
 
-static void error_from_frame(const uint8_t *p, size_t n, cr_error **err) {
-  ap_field f;
-  char *reason = NULL, *msg = NULL;
-  if (ap_find(p, n, AP_T_REASON, &f) > 0) ap_field_str(&f, &reason);
-  if (ap_find(p, n, AP_T_MESSAGE, &f) > 0) ap_field_str(&f, &msg);
-  cr_error_set(err, reason && *reason ? reason : CR_E_FILE_ERROR, 0, "%s",
-               msg ? msg : "the guest reported an error");
-  free(reason);
-  free(msg);
+static void error_from_event(const agent_error *ge, cr_error **err) {
+  cr_error_set(err, ge->reason ? ge->reason : CR_E_FILE_ERROR, 0, "%s",
+               ge->message ? ge->message : "the guest reported an error");
 }
 
-static void on_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+static void on_event(void *ud, const agent_event *ev) {
   fop *o = ud;
   cr_error *err = NULL;
-  switch (h->type) {
-  case AP_DATA:
-    if (o->kind != AP_FILE_READ) return;
+  switch (ev->type) {
+  case AGENT_EV_DATA:
+    if (o->kind != FOP_READ) return;
     if (o->buf.err) return; /* failed already (out of memory) */
-    if (o->buf.len + h->len > o->buf.max) { /* more than asked for: the guest's excess */
+    if (o->buf.len + ev->len > o->buf.max) { /* more than asked for: the guest's excess */
       o->truncated = true;
       return;
     }
-    if (cr_buf_append(&o->buf, p, h->len) < 0)
+    if (cr_buf_append(&o->buf, ev->data, ev->len) < 0)
       fop_abort(o, CR_E_INTERNAL, "out of memory while reading the file");
     return;
-  case AP_ENTRY:
-    o->entry_bytes += h->len;
+  case AGENT_EV_ENTRY:
+    o->entry_bytes += ev->len;
     if (json_array_size(o->entries) >= LIST_MAX_ENTRIES || o->entry_bytes > LIST_MAX_BYTES) {
       fop_abort(o, CR_E_RESOURCE_EXHAUSTED,
                 "the listing has more than 100000 entries (or 32 MiB of them); list a "
                 "subdirectory or use a smaller depth");
       return;
     }
-    json_array_append_new(o->entries, stat_json(p, h->len));
+    json_array_append_new(o->entries, stat_json(&ev->stat));
     return;
-  case AP_STAT_RESULT:
-    fop_done(o, stat_json(p, h->len), NULL);
+  case AGENT_EV_STAT:
+    fop_done(o, stat_json(&ev->stat), NULL);
     return;
-  case AP_OK: {
-    ap_field f;
-    uint64_t size = 0;
-    if (ap_find(p, h->len, AP_T_SIZE, &f) > 0) ap_field_u64(&f, &size);
+  case AGENT_EV_OK: {
+    uint64_t size = ev->size;
     json_t *r;
-    if (o->kind == AP_FILE_READ) {
+    if (o->kind == FOP_READ) {
       char *enc = cr_base64_encode(o->buf.data ? o->buf.data : (const uint8_t *)"", o->buf.len);
       r = json_pack("{s:s, s:I, s:I, s:b}", "data", enc ? enc : "", "size", (json_int_t)size,
                     "length", (json_int_t)o->buf.len, "eof",
                     !o->truncated && o->offset + o->buf.len >= size);
       free(enc);
-    } else if (o->kind == AP_LIST) {
+    } else if (o->kind == FOP_LIST) {
       r = json_pack("{s:O, s:b}", "entries", o->entries, "truncated", o->truncated);
     } else {
       r = json_pack("{s:I}", "size", (json_int_t)size);
@@ -162,8 +130,8 @@ static void on_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t 
     fop_done(o, r, NULL);
     return;
   }
-  case AP_ERROR:
-    error_from_frame(p, h->len, &err);
+  case AGENT_EV_ERROR:
+    error_from_event(&ev->error, &err);
     fop_done(o, NULL, err);
     return;
   default:
@@ -171,7 +139,7 @@ static void on_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t 
   }
 }
 
-static fop *fop_new(sbx *s, uint16_t kind, sbx_file_cb cb, void *ud) {
+static fop *fop_new(sbx *s, int kind, sbx_file_cb cb, void *ud) {
   fop *o = calloc(1, sizeof(*o));
   if (!o) return NULL;
   o->kind = kind;
@@ -183,21 +151,18 @@ static fop *fop_new(sbx *s, uint16_t kind, sbx_file_cb cb, void *ud) {
   return o;
 }
 
-static int send_req(sbx *s, ap_buf *b, fop *o, long *ret_ch, cr_error **err) {
-  if (ap_frame_end(b) < 0) {
-    ap_buf_free(b);
+/* ch: what the agent_* call returned; o is freed on failure. */
+static int started(fop *o, long ch, cr_error **err) {
+  if (ch == -EMSGSIZE) {
     fop_free(o);
     return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "request too large");
   }
-  long ch = agent_request(s->agent, b, on_frame, o);
-  ap_buf_free(b);
   if (ch < 0) {
     fop_free(o);
     return cr_error_set(err, CR_E_AGENT_UNAVAILABLE, (int)-ch, "sending to the guest agent");
   }
   o->ch = (uint32_t)ch;
   uv_timer_start(&o->timer, on_fop_timeout, FILE_OP_TIMEOUT_MS, 0);
-  if (ret_ch) *ret_ch = ch;
   return 0;
 }
 
@@ -212,56 +177,37 @@ static int check(sbx *s, const char *path, cr_error **err) {
 int sbx_file_read(sbx *s, const char *path, uint64_t offset, uint64_t length,
                   sbx_file_cb cb, void *ud, cr_error **err) {
   if (check(s, path, err) < 0) return -1;
-  fop *o = fop_new(s, AP_FILE_READ, cb, ud);
+  fop *o = fop_new(s, FOP_READ, cb, ud);
   if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "file read");
   o->want = length && length < READ_CAP ? length : READ_CAP;
   o->buf = CR_BUF_INIT(o->want);
   o->offset = offset;
-  ap_buf b = {0};
-  ap_frame_begin(&b, AP_FILE_READ, 0);
-  ap_put_str(&b, AP_T_PATH, path);
-  ap_put_u64(&b, AP_T_OFFSET, offset);
-  ap_put_u64(&b, AP_T_LENGTH, o->want);
-  return send_req(s, &b, o, NULL, err);
+  return started(o, agent_file_read(s->agent, path, offset, o->want, on_event, o), err);
 }
 
 int sbx_file_write(sbx *s, const char *path, const void *data, size_t n, uint32_t mode,
                    bool parents, bool append, sbx_file_cb cb, void *ud, cr_error **err) {
   if (check(s, path, err) < 0) return -1;
-  fop *o = fop_new(s, AP_FILE_WRITE, cb, ud);
+  fop *o = fop_new(s, FOP_WRITE, cb, ud);
   if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "file write");
-  ap_buf b = {0};
-  ap_frame_begin(&b, AP_FILE_WRITE, 0);
-  ap_put_str(&b, AP_T_PATH, path);
-  ap_put_u32(&b, AP_T_MODE, mode);
-  ap_put_u32(&b, AP_T_FLAGS, (parents ? AP_F_PARENTS : 0) | (append ? AP_F_APPEND : 0));
-  long ch = 0;
-  if (send_req(s, &b, o, &ch, err) < 0) return -1;
-  int r = n ? agent_send(s->agent, AP_DATA, (uint32_t)ch, data, n) : 0;
-  if (r == 0) r = agent_send(s->agent, AP_DATA_END, (uint32_t)ch, NULL, 0);
-  /* on failure the connection is gone and the channel gets its ERROR */
-  return 0;
+  /* the data goes with the request: on a failure to send it the connection
+   * is gone and the operation gets its ERROR */
+  return started(o, agent_file_write(s->agent, path, mode, parents, append, data, n, on_event, o),
+                 err);
 }
 
 int sbx_file_stat(sbx *s, const char *path, sbx_file_cb cb, void *ud, cr_error **err) {
   if (check(s, path, err) < 0) return -1;
-  fop *o = fop_new(s, AP_STAT, cb, ud);
+  fop *o = fop_new(s, FOP_STAT, cb, ud);
   if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "stat");
-  ap_buf b = {0};
-  ap_frame_begin(&b, AP_STAT, 0);
-  ap_put_str(&b, AP_T_PATH, path);
-  return send_req(s, &b, o, NULL, err);
+  return started(o, agent_file_stat(s->agent, path, on_event, o), err);
 }
 
 int sbx_file_list(sbx *s, const char *path, uint32_t depth, sbx_file_cb cb, void *ud,
                   cr_error **err) {
   if (check(s, path, err) < 0) return -1;
-  fop *o = fop_new(s, AP_LIST, cb, ud);
+  fop *o = fop_new(s, FOP_LIST, cb, ud);
   if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "list");
   o->entries = json_array();
-  ap_buf b = {0};
-  ap_frame_begin(&b, AP_LIST, 0);
-  ap_put_str(&b, AP_T_PATH, path);
-  ap_put_u32(&b, AP_T_DEPTH, depth ? depth : 1);
-  return send_req(s, &b, o, NULL, err);
+  return started(o, agent_file_list(s->agent, path, depth ? depth : 1, on_event, o), err);
 }

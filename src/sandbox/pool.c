@@ -219,21 +219,21 @@ static void pause_entry(sbx *s) {
   }
 }
 
-static void on_warmed(agent_conn *c, void *ud, const ap_header *h, const uint8_t *pl) {
+static const char *const warm_argv[] = {"true"};
+static const char *const warm_env[] = {
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
+const agent_exec_req sbx_warm_exec = {
+    .argv = warm_argv, .argc = 1, .env = warm_env, .envc = 1};
+
+static void on_warmed(void *ud, const agent_event *ev) {
   sbx *s = ud;
-  if (h->type != AP_EXIT && h->type != AP_ERROR) return;
+  if (ev->type != AGENT_EV_EXIT && ev->type != AGENT_EV_ERROR) return;
   if (!s->pooled || s->state != SBX_PROVISIONING) return;
   pause_entry(s);
 }
 
 void sbx_pool_activated(sbx *s) {
-  ap_buf f = {0};
-  ap_frame_begin(&f, AP_EXEC, 0);
-  ap_put_str(&f, AP_T_ARGV, "true");
-  ap_put_str(&f, AP_T_ENV, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-  ap_put_u32(&f, AP_T_FLAGS, 0);
-  long ch = ap_frame_end(&f) == 0 ? agent_request(s->agent, &f, on_warmed, s) : -1;
-  ap_buf_free(&f);
+  long ch = agent_exec_start(s->agent, &sbx_warm_exec, on_warmed, s);
   if (ch < 0) pause_entry(s);
 }
 

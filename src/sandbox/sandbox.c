@@ -558,13 +558,11 @@ static void on_vm_exited(void *ud, backend_vm *vm, int status, int sig, const ch
 static void on_agent_state(agent_conn *c, void *ud, int status, const char *message,
                            const uint8_t *hello, size_t hello_len);
 
-static void on_activated(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+static void on_activated(void *ud, const agent_event *ev) {
   sbx *s = ud;
   if (s->state != SBX_PROVISIONING) return;
-  if (h->type != AP_OK) {
-    ap_field f;
-    _cleanup_free_ char *msg = NULL;
-    if (ap_find(p, h->len, AP_T_MESSAGE, &f) > 0) ap_field_str(&f, &msg);
+  if (ev->type != AGENT_EV_OK) {
+    const char *msg = ev->error.message;
     set_failed(s, CR_E_RUNTIME_LAUNCH_FAILED, "the guest could not activate: %s",
                msg ? msg : "unknown error");
     return;
@@ -585,26 +583,26 @@ static void on_activated(agent_conn *c, void *ud, const ap_header *h, const uint
 }
 
 static void send_activate(sbx *s) {
-  ap_buf b = {0};
-  ap_frame_begin(&b, AP_ACTIVATE, 0);
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
-  ap_put_u64(&b, AP_T_TIME_NS, (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
   uint8_t seed[64];
-  if (getrandom(seed, sizeof(seed), 0) == sizeof(seed)) ap_put_bytes(&b, AP_T_SEED, seed, sizeof(seed));
+  bool seeded = getrandom(seed, sizeof(seed), 0) == sizeof(seed);
   char host[32];
   snprintf(host, sizeof(host), "cleanroom-%.10s", s->id + 16); /* the random part */
-  ap_put_str(&b, AP_T_HOSTNAME, host);
-  ap_put_str(&b, AP_T_IMAGE_DEV, "serial:cr-image");
-  ap_put_str(&b, AP_T_SCRATCH_DEV, "serial:cr-scratch");
+  agent_activate_req a = {
+      .set_time = true,
+      .time_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec,
+      .seed = seeded ? seed : NULL,
+      .seed_len = seeded ? sizeof(seed) : 0,
+      .hostname = host,
+      .image_dev = "serial:cr-image",
+      .scratch_dev = "serial:cr-scratch",
+  };
   if (s->net) {
-    ap_put_str(&b, AP_T_NET_ADDR, egress_sbx_guest_cidr(s->net));
-    ap_put_str(&b, AP_T_NET_GATEWAY, egress_sbx_host_addr(s->net));
-    ap_put_str(&b, AP_T_NET_DNS, egress_sbx_host_addr(s->net));
+    a.net_addr = egress_sbx_guest_cidr(s->net);
+    a.net_gateway = a.net_dns = egress_sbx_host_addr(s->net);
   }
-  int r = ap_frame_end(&b);
-  if (r == 0) r = agent_control(s->agent, &b, on_activated, s);
-  ap_buf_free(&b);
+  int r = agent_activate(s->agent, &a, on_activated, s);
   if (r < 0) set_failed(s, CR_E_RUNTIME_LAUNCH_FAILED, "cannot send activate: %s", strerror(-r));
 }
 

@@ -5,7 +5,7 @@
  * change) so a restarted daemon re-attaches to running VMMs (sbx_manager_load).
  * Executions are recorded in <data>/sandboxes/<id>/executions/<id>.json. */
 #pragma once
-#include "backend/agent_client.h"
+#include "backend/agent_ops.h"
 #include "backend/backend.h"
 #include "egress/egress.h"
 #include "util/error.h"

@@ -432,28 +432,22 @@ static void on_build_mount_failed(uv_timer_t *t) {
 }
 
 /* The warm-up `true` ended (however: its exit code does not matter). */
-static void on_build_warmed(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+static void on_build_warmed(void *ud, const agent_event *ev) {
   tmpl_build *b = ud;
   if (b->done) return;
-  if (h->type == AP_EXIT || h->type == AP_ERROR) build_next(b, build_finish);
+  if (ev->type == AGENT_EV_EXIT || ev->type == AGENT_EV_ERROR) build_next(b, build_finish);
 }
 
-static void on_build_activated(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+static void on_build_activated(void *ud, const agent_event *ev) {
   tmpl_build *b = ud;
   if (b->done) return;
-  if (h->type != AP_OK) {
+  if (ev->type != AGENT_EV_OK) {
     build_next(b, on_build_mount_failed);
     return;
   }
   /* one `true` from the image: its binary, libraries and the dentries of
    * the exec path are in the page cache (the RAM file) of every clone */
-  ap_buf f = {0};
-  ap_frame_begin(&f, AP_EXEC, 0);
-  ap_put_str(&f, AP_T_ARGV, "true");
-  ap_put_str(&f, AP_T_ENV, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-  ap_put_u32(&f, AP_T_FLAGS, 0);
-  long ch = ap_frame_end(&f) == 0 ? agent_request(b->agent, &f, on_build_warmed, b) : -1;
-  ap_buf_free(&f);
+  long ch = agent_exec_start(b->agent, &sbx_warm_exec, on_build_warmed, b);
   if (ch < 0) build_next(b, build_finish);
 }
 
@@ -470,15 +464,13 @@ static void on_build_agent(agent_conn *c, void *ud, int status, const char *mess
    * same for every clone, and the slowest part of ACTIVATE under TCG.
    * Nothing sandbox-specific (clock, entropy, hostname, network) is set:
    * a clone's ACTIVATE does that, and skips the mounts. */
-  ap_buf f = {0};
-  ap_frame_begin(&f, AP_ACTIVATE, 0);
-  ap_put_str(&f, AP_T_IMAGE_DEV, "serial:cr-image");
-  ap_put_str(&f, AP_T_SCRATCH_DEV, "serial:cr-scratch");
-  /* with a NIC: up, IPv6 off, no address (the clone's ACTIVATE adds it) */
-  if (b->net) ap_put_u32(&f, AP_T_NET_UP, 1);
-  int r = ap_frame_end(&f);
-  if (r == 0) r = agent_control(b->agent, &f, on_build_activated, b);
-  ap_buf_free(&f);
+  agent_activate_req a = {
+      .image_dev = "serial:cr-image",
+      .scratch_dev = "serial:cr-scratch",
+      /* with a NIC: up, IPv6 off, no address (the clone's ACTIVATE adds it) */
+      .net_up = b->net,
+  };
+  int r = agent_activate(b->agent, &a, on_build_activated, b);
   if (r < 0) build_next(b, on_build_agent_lost);
 }
 

@@ -43,3 +43,7 @@ json_t *tmpl_list(tmpl_registry *r);
 int tmpl_remove(tmpl_registry *r, const char *key, cr_error **err);
 /* Removes templates of images no longer stored (also done by lookups). */
 int tmpl_gc(tmpl_registry *r);
+/* The warm-up exec of templates and pool entries (pool.c): `true` from the
+ * image, so its binary, libraries and the exec path are in the guest's
+ * page cache (and TCG's translations in the VMM). */
+extern const agent_exec_req sbx_warm_exec;

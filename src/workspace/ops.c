@@ -189,26 +189,17 @@ static ws_op *op_new(sbx_manager *m, const char *sid, ws_done_cb cb, void *ud) {
   return o;
 }
 
-static void guest_error(const uint8_t *p, size_t n, cr_error **err, const char *what) {
-  ap_field f;
-  char *reason = NULL, *msg = NULL;
-  if (ap_find(p, n, AP_T_REASON, &f) > 0) ap_field_str(&f, &reason);
-  if (ap_find(p, n, AP_T_MESSAGE, &f) > 0) ap_field_str(&f, &msg);
-  cr_error_set(err, reason && *reason ? reason : CR_E_FILE_ERROR, 0, "%s: %s", what,
-               msg ? msg : "the guest reported an error");
-  free(reason);
-  free(msg);
+static void guest_error(const agent_error *ge, cr_error **err, const char *what) {
+  cr_error_set(err, ge->reason ? ge->reason : CR_E_FILE_ERROR, 0, "%s: %s", what,
+               ge->message ? ge->message : "the guest reported an error");
 }
 
-/* Sends a request frame built in b; returns the channel or < 0 (o failed). */
-static long send_req(ws_op *o, sbx *s, ap_buf *b, agent_frame_cb cb, void *ud) {
-  if (ap_frame_end(b) < 0) {
-    ap_buf_free(b);
+/* ch: what an agent_* request returned; returns it, or < 0 (o failed). */
+static long started(ws_op *o, long ch) {
+  if (ch == -EMSGSIZE) {
     fail(o, CR_E_INVALID_ARGUMENT, 0, "request too large");
     return -1;
   }
-  long ch = agent_request(sbx_agent(s), b, cb, ud);
-  ap_buf_free(b);
   if (ch < 0) {
     fail(o, CR_E_AGENT_UNAVAILABLE, (int)-ch, "sending to the guest agent");
     return -1;
@@ -229,11 +220,11 @@ typedef struct tar_in_ctx {
   step_fn next;
 } tar_in_ctx;
 
-static void tar_in_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+static void tar_in_event(void *ud, const agent_event *ev) {
   tar_in_ctx *t = ud;
-  if (h->type != AP_OK && h->type != AP_ERROR) return;
+  if (ev->type != AGENT_EV_OK && ev->type != AGENT_EV_ERROR) return;
   cr_error *e = NULL;
-  if (h->type == AP_ERROR) guest_error(p, h->len, &e, "extracting into the workspace");
+  if (ev->type == AGENT_EV_ERROR) guest_error(&ev->error, &e, "extracting into the workspace");
   ws_op *o = t->o;
   step_fn next = t->next;
   free(t);
@@ -245,19 +236,11 @@ static void tar_in(ws_op *o, sbx *s, const char *dir, bool parents, step_fn next
   if (!t) return fail(o, CR_E_INTERNAL, ENOMEM, "tar in");
   t->o = o;
   t->next = next;
-  ap_buf b = {0};
-  ap_frame_begin(&b, AP_TAR_IN, 0);
-  ap_put_str(&b, AP_T_PATH, dir);
-  ap_put_u32(&b, AP_T_FLAGS, parents ? AP_F_PARENTS : 0);
-  long ch = send_req(o, s, &b, tar_in_frame, t);
-  if (ch < 0) {
+  /* On a failure to send the data the connection is gone and the operation
+   * gets its ERROR. */
+  if (started(o, agent_tar_in(sbx_agent(s), dir, parents, o->tar.data, o->tar.len, tar_in_event,
+                              t)) < 0)
     free(t);
-    return;
-  }
-  /* On a send failure the connection is gone and the channel gets its ERROR. */
-  if (o->tar.len && agent_send(sbx_agent(s), AP_DATA, (uint32_t)ch, o->tar.data, o->tar.len) < 0)
-    return;
-  agent_send(sbx_agent(s), AP_DATA_END, (uint32_t)ch, NULL, 0);
 }
 
 /* ---- resolve */
@@ -407,12 +390,12 @@ static void checkout_done(ws_op *o, cr_error *err) {
   finish(o, ws, NULL);
 }
 
-static void mount_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+static void mount_event(void *ud, const agent_event *ev) {
   ws_op *o = ud;
-  if (h->type != AP_OK && h->type != AP_ERROR) return;
+  if (ev->type != AGENT_EV_OK && ev->type != AGENT_EV_ERROR) return;
   o->t_mount = mono_ms() - o->t_mount;
   cr_error *e = NULL;
-  if (h->type == AP_ERROR) guest_error(p, h->len, &e, "mounting the workspace disk");
+  if (ev->type == AGENT_EV_ERROR) guest_error(&ev->error, &e, "mounting the workspace disk");
   checkout_done(o, e);
 }
 
@@ -423,11 +406,7 @@ static void checkout_after(uv_work_t *w, int status) {
   if (!s) return;
   if (!o->disk) return tar_in(o, s, o->path, true, checkout_done);
   o->t_mount = mono_ms();
-  ap_buf b = {0};
-  ap_frame_begin(&b, AP_MOUNT, 0);
-  ap_put_str(&b, AP_T_IMAGE_DEV, "serial:" SBX_WS_DISK_SERIAL);
-  ap_put_str(&b, AP_T_PATH, o->path);
-  send_req(o, s, &b, mount_frame, o);
+  started(o, agent_mount(sbx_agent(s), "serial:" SBX_WS_DISK_SERIAL, o->path, mount_event, o));
 }
 
 static bool abs_path_ok(const char *p) {
@@ -475,18 +454,14 @@ static void diff_manifest_work(uv_work_t *w) {
   ws_manifest_load(o->url, o->ref, &o->mref->m, &o->err); /* o->ref holds the commit */
 }
 
-static void list_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p);
+static void list_event(void *ud, const agent_event *ev);
 static void diff_compare(ws_op *o);
 
 static void diff_list(ws_op *o) {
   sbx *s = op_sandbox(o);
   if (!s) return;
   o->t_list0 = mono_ms() - o->t_start;
-  ap_buf b = {0};
-  ap_frame_begin(&b, AP_LIST, 0);
-  ap_put_str(&b, AP_T_PATH, o->path);
-  ap_put_u32(&b, AP_T_DEPTH, 64);
-  send_req(o, s, &b, list_frame, o);
+  started(o, agent_file_list(sbx_agent(s), o->path, 64, list_event, o));
 }
 
 static void diff_manifest_after(uv_work_t *w, int status) {
@@ -496,30 +471,30 @@ static void diff_manifest_after(uv_work_t *w, int status) {
   diff_list(o);
 }
 
-static void list_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+static void list_event(void *ud, const agent_event *ev) {
   ws_op *o = ud;
-  if (h->type == AP_ENTRY) {
+  if (ev->type == AGENT_EV_ENTRY) {
     if (o->ng >= 1000000) {
       o->list_truncated = true;
       return;
     }
-    gentry e = {0};
-    size_t off = 0;
-    ap_field f;
-    while (ap_field_next(p, h->len, &off, &f) > 0) {
-      switch (f.tag) {
-      case AP_T_NAME: if (!e.name) ap_field_str(&f, &e.name); break;
-      case AP_T_FTYPE: ap_field_u32(&f, &e.ftype); break;
-      case AP_T_MODE: ap_field_u32(&f, &e.mode); break;
-      case AP_T_SIZE: ap_field_u64(&f, &e.size); break;
-      case AP_T_MTIME_NS: ap_field_u64(&f, &e.mtime_ns); break;
-      case AP_T_TARGET: if (!e.target) ap_field_str(&f, &e.target); break;
-      }
-    }
-    if (!e.name || !ws_path_ok(e.name) || (e.ftype != AP_FT_FILE && e.ftype != AP_FT_SYMLINK) ||
-        ws_path_has_git(e.name)) {
+    const agent_stat *st = &ev->stat;
+    uint32_t ftype = st->have & AGENT_ST_FTYPE ? st->ftype : 0;
+    if (!st->name || !ws_path_ok(st->name) ||
+        (ftype != AGENT_FT_FILE && ftype != AGENT_FT_SYMLINK) || ws_path_has_git(st->name))
+      return;
+    gentry e = {
+        .name = strdup(st->name),
+        .target = st->target ? strdup(st->target) : NULL,
+        .ftype = ftype,
+        .mode = st->have & AGENT_ST_MODE ? st->mode : 0,
+        .size = st->have & AGENT_ST_SIZE ? st->size : 0,
+        .mtime_ns = st->have & AGENT_ST_MTIME ? st->mtime_ns : 0,
+    };
+    if (!e.name || (st->target && !e.target)) {
       free(e.name);
       free(e.target);
+      o->list_truncated = true;
       return;
     }
     if (o->ng == o->capg) {
@@ -537,12 +512,12 @@ static void list_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_
     o->g[o->ng++] = e;
     return;
   }
-  if (h->type == AP_ERROR) {
+  if (ev->type == AGENT_EV_ERROR) {
     cr_error *e = NULL;
-    guest_error(p, h->len, &e, "listing the workspace");
+    guest_error(&ev->error, &e, "listing the workspace");
     return finish(o, NULL, e);
   }
-  if (h->type == AP_OK) {
+  if (ev->type == AGENT_EV_OK) {
     /* the agent stops at 100000 entries (AGENT_MAX_LIST) */
     if (o->list_truncated || o->ng >= 100000)
       return fail(o, CR_E_WORKSPACE_TOO_LARGE, 0,
@@ -556,7 +531,7 @@ static int gentry_cmp(const void *a, const void *b) {
 }
 
 static uint32_t git_mode_of(const gentry *g) {
-  if (g->ftype == AP_FT_SYMLINK) return 0120000;
+  if (g->ftype == AGENT_FT_SYMLINK) return 0120000;
   return (g->mode & 0111) ? 0100755 : 0100644;
 }
 
@@ -652,22 +627,22 @@ typedef struct read_ctx {
   bool too_big;
 } read_ctx;
 
-static void read_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+static void read_event(void *ud, const agent_event *ev) {
   read_ctx *r = ud;
   ws_op *o = r->o;
-  if (h->type == AP_DATA) {
-    if (r->buf.len + h->len > CR_WS_MAX_FILE || o->bytes_read + h->len > CR_WS_MAX_TOTAL) {
+  if (ev->type == AGENT_EV_DATA) {
+    if (r->buf.len + ev->len > CR_WS_MAX_FILE || o->bytes_read + ev->len > CR_WS_MAX_TOTAL) {
       r->too_big = true;
       return;
     }
-    if (cr_buf_append(&r->buf, p, h->len) < 0) r->too_big = true;
-    else o->bytes_read += h->len;
+    if (cr_buf_append(&r->buf, ev->data, ev->len) < 0) r->too_big = true;
+    else o->bytes_read += ev->len;
     return;
   }
-  if (h->type != AP_OK && h->type != AP_ERROR) return;
+  if (ev->type != AGENT_EV_OK && ev->type != AGENT_EV_ERROR) return;
   ws_change *ch = &o->ch[r->idx];
   cr_error *e = NULL;
-  if (h->type == AP_ERROR) guest_error(p, h->len, &e, ch->path);
+  if (ev->type == AGENT_EV_ERROR) guest_error(&ev->error, &e, ch->path);
   else if (r->too_big)
     cr_error_set(&e, CR_E_WORKSPACE_TOO_LARGE, 0, "%s: more than the diff moves (%u MiB a file, %u MiB in all)",
                  ch->path, CR_WS_MAX_FILE >> 20, CR_WS_MAX_TOTAL >> 20);
@@ -713,19 +688,12 @@ static void diff_reads(ws_op *o) {
     r->idx = idx;
     char full[8200];
     snprintf(full, sizeof(full), "%s/%s", o->path, o->ch[idx].path);
-    ap_buf b = {0};
-    ap_frame_begin(&b, AP_FILE_READ, 0);
-    ap_put_str(&b, AP_T_PATH, full);
-    ap_put_u64(&b, AP_T_OFFSET, 0);
-    ap_put_u64(&b, AP_T_LENGTH, 0);
-    if (ap_frame_end(&b) < 0) {
-      ap_buf_free(&b);
+    long chn = agent_file_read(sbx_agent(s), full, 0, 0, read_event, r);
+    if (chn == -EMSGSIZE) {
       free(r);
       cr_error_set(&o->err, CR_E_INVALID_ARGUMENT, 0, "path too long");
       break;
     }
-    long chn = agent_request(sbx_agent(s), &b, read_frame, r);
-    ap_buf_free(&b);
     if (chn < 0) {
       free(r);
       cr_error_set(&o->err, CR_E_AGENT_UNAVAILABLE, (int)-chn, "reading from the guest");
@@ -906,17 +874,15 @@ static void copy_in_tar(ws_op *o) {
   if (s) tar_in(o, s, o->path, false, copy_in_tar_done);
 }
 
-static void rm_frame(agent_conn *c, void *ud, const ap_header *h, const uint8_t *p) {
+static void rm_event(void *ud, const agent_event *ev) {
   ws_op *o = ud;
-  if (h->type == AP_ERROR) {
+  if (ev->type == AGENT_EV_ERROR) {
     cr_error *e = NULL;
-    guest_error(p, h->len, &e, "removing deleted files in the workspace");
+    guest_error(&ev->error, &e, "removing deleted files in the workspace");
     return finish(o, NULL, e);
   }
-  if (h->type != AP_EXIT) return;
-  ap_field f;
-  uint32_t code = 255;
-  if (ap_find(p, h->len, AP_T_EXIT_CODE, &f) > 0) ap_field_u32(&f, &code);
+  if (ev->type != AGENT_EV_EXIT) return;
+  uint32_t code = ev->exit.has_code ? ev->exit.code : 255;
   if (code != 0)
     return fail(o, CR_E_FILE_ERROR, 0,
                 "removing deleted files in the workspace: rm exited with %u (the image needs rm)",
@@ -959,17 +925,28 @@ int ws_copy_in(sbx_manager *m, const char *sandbox_id, uint8_t *tar, size_t n, j
   }
   /* The agent has no unlink operation: rm in the guest, paths checked above
    * and passed as argv (no shell). */
-  ap_buf b = {0};
-  ap_frame_begin(&b, AP_EXEC, 0);
-  ap_put_str(&b, AP_T_ARGV, "rm");
-  ap_put_str(&b, AP_T_ARGV, "-rf");
-  ap_put_str(&b, AP_T_ARGV, "--");
-  json_array_foreach(o->deletes, i, v) {
-    char full[8200];
-    snprintf(full, sizeof(full), "%s/%s", o->path, json_string_value(v));
-    ap_put_str(&b, AP_T_ARGV, full);
+  size_t nd = json_array_size(o->deletes), argc = 0;
+  char **argv = calloc(nd + 3, sizeof(*argv));
+  if (!argv) {
+    fail(o, CR_E_INTERNAL, ENOMEM, "copy-in");
+    return 0;
   }
-  send_req(o, s, &b, rm_frame, o);
+  argv[argc++] = strdup("rm");
+  argv[argc++] = strdup("-rf");
+  argv[argc++] = strdup("--");
+  json_array_foreach(o->deletes, i, v) {
+    if (asprintf(&argv[argc], "%s/%s", o->path, json_string_value(v)) < 0) argv[argc] = NULL;
+    argc++;
+  }
+  bool oom = false;
+  for (i = 0; i < argc; i++) oom |= !argv[i];
+  agent_exec_req req = {.argv = (const char *const *)argv, .argc = argc};
+  if (oom)
+    fail(o, CR_E_INTERNAL, ENOMEM, "copy-in");
+  else
+    started(o, agent_exec_start(sbx_agent(s), &req, rm_event, o));
+  for (i = 0; i < argc; i++) free(argv[i]);
+  free(argv);
   return 0;
 }
 

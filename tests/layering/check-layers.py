@@ -6,7 +6,8 @@ lowest first; modules of one layer separated by spaces; "# ..." comments),
 then every #include "module/..." in src/<module>/ and guest/ (module
 "guest"), and fails when a module includes one of its own layer or above,
 when a module exists in the tree but not in the list (or the other way
-round), or when a `forbid:` line of the block is broken.
+round), or when a `forbid:` line of the block is broken. A forbid target
+with a slash names one header (`forbid: sandbox -> backend/agent_client.h`).
 
 Usage: check-layers.py <repo root>"""
 import os, re, sys
@@ -32,19 +33,20 @@ for line in m.group(1).splitlines():
         layer_of[mod] = n
     n += 1
 
-inc = re.compile(r'^\s*#\s*include\s+"([a-z_]+)/[^"]+"', re.M)
+inc = re.compile(r'^\s*#\s*include\s+"(([a-z_]+)/[^"]+)"', re.M)
 dirs = {d: os.path.join(root, "src", d) for d in os.listdir(os.path.join(root, "src"))
         if os.path.isdir(os.path.join(root, "src", d))}
 dirs["guest"] = os.path.join(root, "guest")
-edges = {}
+edges, headers = {}, {}
 for mod, path in sorted(dirs.items()):
     files = [f for f in os.listdir(path) if f.endswith((".c", ".h"))]
     if not files:
         continue  # a placeholder (README only)
     for f in files:
-        for dep in inc.findall(open(os.path.join(path, f), encoding="utf-8", errors="replace").read()):
+        for header, dep in inc.findall(open(os.path.join(path, f), encoding="utf-8", errors="replace").read()):
             if dep != mod and dep in dirs:
                 edges.setdefault((mod, dep), []).append(f)
+                headers.setdefault((mod, header), []).append(f)
 
 bad = []
 present = {mod for mod, path in dirs.items() if any(f.endswith((".c", ".h")) for f in os.listdir(path))}
@@ -58,8 +60,11 @@ for (a, b), files in sorted(edges.items()):
     if layer_of[b] >= layer_of[a]:
         bad.append(f"{a} includes {b} ({', '.join(sorted(set(files)))}): {b} is not in a lower layer")
 for a, b in forbid:
-    if (a, b) in edges:
-        bad.append(f"{a} includes {b} ({', '.join(sorted(set(edges[(a, b)])))}): forbidden")
+    got = headers if "/" in b else edges
+    if "/" in b and not os.path.exists(os.path.join(root, "src", b)):
+        bad.append(f"forbid: {a} -> {b}: no such header")
+    if (a, b) in got:
+        bad.append(f"{a} includes {b} ({', '.join(sorted(set(got[(a, b)])))}): forbidden")
 
 print(f"check-layers: {len(present)} modules, {len(edges)} module dependencies, {len(layer_of)} listed")
 for e in sorted(edges):
