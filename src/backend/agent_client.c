@@ -323,7 +323,9 @@ static void handle_frame(agent_conn *c, const ap_header *h, const uint8_t *p) {
       agent_frame_cb cb = c->ctl_cb;
       agent_event_cb ecb = c->ctl_ecb;
       void *ud = c->ctl_ud;
-      if (terminal(h->type)) c->ctl_cb = NULL, c->ctl_ecb = NULL;
+      /* a typed request ends with whatever comes (OK, ERROR, or something
+       * else, which deliver() reports as an ERROR) */
+      if (terminal(h->type) || ecb) c->ctl_cb = NULL, c->ctl_ecb = NULL;
       deliver(c, cb, ecb, ud, h, p);
       return;
     }
