@@ -44,18 +44,32 @@ if [ ! -s build-test/test-assets/debian.tar ]; then
     echo "test.sh: no debian image: the gateway test is skipped" >&2
 fi
 [ -s build-test/test-assets/debian.tar ] && export CLEANROOM_TEST_GIT_IMAGE_TAR=$PWD/build-test/test-assets/debian.tar
-export CLEANROOM_TEST_VM=1
-
-if [ -f tests/integration/package.json ]; then
-  step "MCP client packages from npm (npm ci: exactly the lock file, which stays untouched)"
-  # Skipped when node_modules was installed from this very lock file.
-  lock_sum=$(sha256sum tests/integration/package-lock.json | cut -d' ' -f1)
-  stamp=tests/integration/node_modules/.cleanroom-lock-sha256
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_sum" ]; then
-    (cd tests/integration && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-    echo "$lock_sum" > "$stamp"
+step "test image with nodejs and npm (debian-node, for the gateway-npm test)"
+# Only when the gateway-npm test is among those run (all, or named).
+if [ $# -eq 0 ] || printf '%s\n' "$@" | grep -qx -e gateway-npm -e vm; then
+  if [ ! -s build-test/test-assets/debian-node.tar ]; then
+    images/debian/build.sh build-test/test-assets/debian-node.tar.tmp --with nodejs,npm && \
+      mv build-test/test-assets/debian-node.tar.tmp build-test/test-assets/debian-node.tar || \
+      { rm -f build-test/test-assets/debian-node.tar.tmp
+        echo "test.sh: no debian-node image: the gateway-npm test is skipped" >&2; }
   fi
 fi
+[ -s build-test/test-assets/debian-node.tar ] && export CLEANROOM_TEST_NPM_IMAGE_TAR=$PWD/build-test/test-assets/debian-node.tar
+export CLEANROOM_TEST_VM=1
+
+# tests/integration: the MCP clients; tests/integration/npm-registry: verdaccio
+# (the gateway-npm test's registry).
+for dir in tests/integration tests/integration/npm-registry; do
+  [ -f $dir/package.json ] || continue
+  step "npm packages in $dir (npm ci: exactly the lock file, which stays untouched)"
+  # Skipped when node_modules was installed from this very lock file.
+  lock_sum=$(sha256sum $dir/package-lock.json | cut -d' ' -f1)
+  stamp=$dir/node_modules/.cleanroom-lock-sha256
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_sum" ]; then
+    (cd $dir && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$lock_sum" > "$stamp"
+  fi
+done
 
 # Sanitizer findings fail the test that hit them.
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}

@@ -3,7 +3,11 @@
 # rootfs tar with mmdebstrap, from the Debian mirror this machine's apt is
 # configured with (nothing else on the network is used).
 #
-#   images/debian/build.sh OUT.tar [--import]
+#   images/debian/build.sh OUT.tar [--with PKG,...] [--import]
+#
+# --with adds Debian packages to the list (e.g. `--with nodejs,npm`: the test
+# image of the gateway-npm test and bench/gateway.py); such an image leaves
+# out /usr/share/doc, man, info and locale (dpkg path-exclude) to stay smaller.
 #
 # Environment:
 #   CLEANROOM_DEBIAN_MIRROR   use this mirror URI instead of apt's
@@ -13,15 +17,25 @@
 # (cleanroom from $CLEANROOM or PATH).
 set -euo pipefail
 
-usage() { echo "usage: $0 OUT.tar [--import]" >&2; exit 2; }
+usage() { echo "usage: $0 OUT.tar [--with PKG,...] [--import]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 out=$1; shift
 do_import=0
-for a in "$@"; do
-  case $a in --import) do_import=1 ;; *) usage ;; esac
+with=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --import) do_import=1; shift ;;
+    --with) [ $# -ge 2 ] && [[ $2 =~ ^[a-z0-9][a-z0-9+.,-]*$ ]] || usage; with=$2; shift 2 ;;
+    *) usage ;;
+  esac
 done
 suite=${CLEANROOM_DEBIAN_SUITE:-bookworm}
 include=${CLEANROOM_DEBIAN_INCLUDE:-bash,coreutils,ca-certificates,git,curl}
+slim=()
+if [ -n "$with" ]; then
+  include=$include,$with
+  for d in doc man info locale; do slim+=("--dpkgopt=path-exclude=/usr/share/$d/*"); done
+fi
 
 command -v mmdebstrap >/dev/null || { echo "$0: mmdebstrap not found (apt-get install mmdebstrap)" >&2; exit 1; }
 
@@ -82,7 +96,7 @@ echo "$0: apt sources:" >&2
 printf '  %s\n' "${mirrors[@]}" >&2
 
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(date +%s)}
-mmdebstrap --variant=minbase --include="$include" --format=tar \
+mmdebstrap --variant=minbase --include="$include" "${slim[@]}" --format=tar \
   "$suite" "$out" "${mirrors[@]}"
 echo "$0: wrote $out" >&2
 

@@ -238,14 +238,14 @@ static void respond(conn *c, int status, const char *ctype, uint8_t *body, size_
 }
 
 static void respond_error(conn *c, int status, const char *reason, const char *msg) {
-  char *body = NULL;
-  int n = asprintf(&body, "cleanroom gateway: %s: %s\n", reason, msg ? msg : "");
-  if (n < 0) {
+  size_t n = 0;
+  const char *ctype = NULL;
+  char *body = gw_error_body(c->req.url, reason, msg, &n, &ctype);
+  if (!body) {
     conn_close(c);
     return;
   }
-  respond(c, status, "text/plain; charset=utf-8", (uint8_t *)body, (size_t)n,
-          c->req.complete && c->req.keep_alive, reason);
+  respond(c, status, ctype, (uint8_t *)body, n, c->req.complete && c->req.keep_alive, reason);
 }
 
 /* ---- jobs */

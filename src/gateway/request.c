@@ -457,6 +457,33 @@ char *gw_npm_rewrite(const char *text, size_t len, const char *gw_base, size_t *
   return out;
 }
 
+char *gw_error_body(const char *url, const char *reason, const char *msg, size_t *len,
+                    const char **ctype) {
+  char *line = NULL;
+  if (asprintf(&line, "cleanroom gateway: %s: %s", reason, msg ? msg : "") < 0) return NULL;
+  if (url && !strncmp(url, "/npm/", 5)) {
+    json_t *o = json_pack("{s:s}", "error", line);
+    char *out = o ? json_dumps(o, JSON_COMPACT) : NULL; /* escapes what msg holds */
+    json_decref(o);
+    free(line);
+    if (!out) return NULL;
+    *len = strlen(out);
+    *ctype = "application/json";
+    return out;
+  }
+  size_t n = strlen(line);
+  char *out = realloc(line, n + 2);
+  if (!out) {
+    free(line);
+    return NULL;
+  }
+  out[n] = '\n';
+  out[n + 1] = '\0';
+  *len = n + 1;
+  *ctype = "text/plain; charset=utf-8";
+  return out;
+}
+
 /* ---- upload-pack bodies (pkt-line) */
 
 static int hexval(uint8_t c) {

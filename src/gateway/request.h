@@ -107,3 +107,11 @@ bool gw_goproxy_immutable(const char *path);
  * buffer (*out_len), or NULL when the input is not such JSON (then it is
  * passed on unchanged). */
 char *gw_npm_rewrite(const char *json, size_t len, const char *gw_base, size_t *out_len);
+
+/* The body of the gateway's own refusal of the request for `url`: one line
+ * "cleanroom gateway: <reason>: <msg>" (text/plain), except on the npm route,
+ * where it is that line as npm registries answer errors, JSON {"error": ...}
+ * (npm shows it: "403 Forbidden - GET <url> - cleanroom gateway: ..."). A new
+ * buffer (*len, *ctype set), or NULL when out of memory. */
+char *gw_error_body(const char *url, const char *reason, const char *msg, size_t *len,
+                    const char **ctype);

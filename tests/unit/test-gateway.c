@@ -292,6 +292,27 @@ static void test_npm_rewrite(void **state) {
   assert_null(gw_npm_rewrite("[1]", 3, "http://g", &n));
 }
 
+static void test_error_body(void **state) {
+  size_t n = 0;
+  const char *ct = NULL;
+  char *b = gw_error_body("/npm/http/10.0.0.5:4873/x", "host_not_allowed", "no \"such\"\n", &n, &ct);
+  assert_non_null(b);
+  assert_string_equal(ct, "application/json");
+  assert_int_equal(strlen(b), n);
+  json_t *o = json_loadb(b, n, 0, NULL); /* npm parses it and shows "error" */
+  assert_non_null(o);
+  assert_string_equal(json_string_value(json_object_get(o, "error")),
+                      "cleanroom gateway: host_not_allowed: no \"such\"\n");
+  json_decref(o);
+  free(b);
+  b = gw_error_body("/git/http/h/r.git/info/refs", "push_not_allowed", NULL, &n, &ct);
+  assert_non_null(b);
+  assert_string_equal(b, "cleanroom gateway: push_not_allowed: \n");
+  assert_int_equal(n, strlen(b));
+  assert_string_equal(ct, "text/plain; charset=utf-8");
+  free(b);
+}
+
 static void key_of(const char *s, char out[65]) { cr_sha256_hex(s, strlen(s), out); }
 
 static void test_cache(void **state) {
@@ -376,6 +397,7 @@ int main(void) {
       cmocka_unit_test(test_cacheable),
       cmocka_unit_test(test_goproxy_immutable),
       cmocka_unit_test(test_npm_rewrite),
+      cmocka_unit_test(test_error_body),
       cmocka_unit_test(test_cache),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
