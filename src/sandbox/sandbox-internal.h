@@ -1,4 +1,4 @@
-/* Internals shared by sandbox.c, exec.c and files.c. */
+/* Internals shared by the files of src/sandbox. */
 #pragma once
 #include "sandbox/sandbox.h"
 #include "boot/boot.h"
@@ -180,7 +180,7 @@ bool sbx_pool_has_ready(sbx_manager *m);
 void sbx_pool_activated(sbx *s);
 /* Kills and removes every entry (daemon stop); frees the pool. */
 void sbx_pool_shutdown(sbx_manager *m);
-/* sandbox.c for pool.c: a new entry (a clone of the template in tmpl_dir),
+/* sandbox-create.c for pool.c: a new entry (a clone of the template in tmpl_dir),
  * starting; its failure, the boot timer, the final release. */
 sbx *sbx_pooled_new(sbx_manager *m, const image_info *img, const char *tmpl_dir,
                     cr_error **err);
@@ -190,3 +190,28 @@ void sbx_release_entry(sbx *s);
 /* Builds the boot assets and the blank scratch disk on the thread pool
  * when they are not there yet (once at a time); kicks the pool when done. */
 void sbx_prepare_assets(sbx_manager *m);
+
+/* ---- shared by sandbox.c, sandbox-store.c, sandbox-boot.c, sandbox-create.c
+ * and sandbox-reattach.c (one sandbox.c before) */
+int sbx_attach_net(sbx *s, int slot, cr_error **err);
+char *sbx_console_tail(sbx *s);
+void sbx_detach_net(sbx *s);
+void sbx_kill_vmm(sbx *s);
+int sbx_launch_vm(sbx *s);
+void sbx_notify_waiters(sbx *s, const cr_error *err);
+void sbx_on_vm_exited(void *ud, backend_vm *vm, int status, int sig, const char *why);
+void sbx_progress(sbx *s, const char *phase, const char *msg);
+void sbx_reattach_settled(sbx *s);
+int sbx_registry_add(sbx_manager *m, sbx *s);
+void sbx_registry_remove(sbx_manager *m, sbx *s);
+void sbx_free(sbx *s);
+void sbx_release(sbx *s);
+void sbx_unref_handle_cb(sbx *s);
+void sbx_send_activate(sbx *s);
+void sbx_set_failed(sbx *s, const char *reason, const char *fmt, ...) _printf_(3, 4);
+void sbx_start_boot_timer(sbx *s);
+void sbx_start_vm(sbx *s, const char *scratch_tmpl);
+void sbx_stop_vmm(sbx *s);
+void sbx_unlink_ram(sbx *s);
+void sbx_vm_config(sbx *s, backend_vm_config *cfg, const char *scratch, const char *ws);
+extern const backend_events sbx_vm_events;
