@@ -2,15 +2,20 @@
  *
  * Requests arrive as parsed JSON-RPC objects together with a sink, the thing
  * that receives the response and any notifications bound to that request.
- * The socket server (src/server/) makes one sink per connection; the MCP layer (src/mcp/)
- * makes its own sinks and calls api_dispatch() in-process, so MCP tools and
- * the CLI run exactly the same code.
+ * The socket server (src/server/) makes one sink per connection and hands
+ * JSON-RPC messages to api_dispatch(). The MCP layer (src/mcp/) calls the
+ * same method table in process with api_call(): a method name and params
+ * in, the result or error out through its sink's `reply` (no JSON-RPC
+ * envelope), file content as bytes (no base64), so MCP tools and the CLI
+ * run exactly the same code.
  *
  * Everything here runs on the daemon's libuv loop thread. */
 #pragma once
 #include "sandbox/sandbox.h"
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <uv.h>
 
@@ -25,11 +30,32 @@ typedef struct api_peer {
   size_t n_groups;
 } api_peer;
 
+/* A binary payload passed in process instead of base64 text. */
+typedef struct api_bytes {
+  const uint8_t *data;
+  size_t len;
+} api_bytes;
+
+/* The answer to an in-process call (api_call). */
+typedef struct api_reply {
+  json_t *result;     /* borrowed; NULL for an error */
+  const api_bytes *bytes; /* file.read: the file's bytes (the result has no
+                           * "data" then); NULL otherwise */
+  int code;           /* an error: its JSON-RPC code */
+  const char *message, *reason; /* an error; reason NULL for protocol errors */
+} api_reply;
+
 typedef struct api_sink api_sink;
 struct api_sink {
-  /* Receives a response or notification. `msg` is borrowed: json_incref it
-   * to keep it. Never called after the sink was closed. */
+  /* A sink of the socket server: receives a response or notification as a
+   * JSON-RPC message. `msg` is borrowed: json_incref it to keep it. Never
+   * called after the sink was closed. */
   void (*send)(api_sink *sink, json_t *msg);
+  /* An in-process sink (api_call) sets these instead of `send`: the answer,
+   * and the notifications bound to the request (params borrowed; `bytes`:
+   * execution.output's data, which params then lack). */
+  void (*reply)(api_sink *sink, const api_reply *r);
+  void (*notify)(api_sink *sink, const char *method, json_t *params, const api_bytes *bytes);
   /* Called when the last reference goes away. */
   void (*free)(api_sink *sink);
   /* Transports that carry file descriptors (the socket server: SCM_RIGHTS)
@@ -47,8 +73,18 @@ static inline api_sink *api_sink_ref(api_sink *s) {
   return s;
 }
 void api_sink_unref(api_sink *s);
-/* Sends msg to the sink unless it is closed; steals msg. */
+/* Sends msg to the sink unless it is closed; steals msg. Socket sinks only. */
 void api_sink_send(api_sink *s, json_t *msg);
+/* What the method table answers with, to either kind of sink (nothing once
+ * it is closed). result and params are stolen. api_sink_result's bytes (NULL:
+ * none) reach a socket sink base64 in result's "data"; api_sink_output's as
+ * execution.output's "data". */
+void api_sink_result(api_sink *s, json_t *id, json_t *result, const api_bytes *bytes);
+void api_sink_error(api_sink *s, json_t *id, int code, const char *message,
+                    const char *reason);
+void api_sink_notify(api_sink *s, const char *method, json_t *params);
+void api_sink_output(api_sink *s, const char *execution_id, int stream /* 1 stdout, 2 stderr */,
+                     const uint8_t *data, size_t n);
 
 /* What the method table works on: the daemon's state. The socket server
  * (src/server) makes one; so do tests. */
@@ -61,6 +97,12 @@ typedef struct daemon_ctx {
 /* Handles one JSON-RPC message (request or notification). The response is
  * sent to `sink` now or later (long operations). Steals nothing. */
 void api_dispatch(daemon_ctx *d, api_sink *sink, json_t *msg);
+/* The same method table in process: `method` with `params` (borrowed; NULL =
+ * {}), `bytes` the binary payload of file.write and execution.write (NULL: the
+ * params' base64 "data", if any). The answer reaches sink->reply now or later,
+ * once; the request's notifications sink->notify. */
+void api_call(daemon_ctx *d, api_sink *sink, const char *method, json_t *params,
+              const api_bytes *bytes);
 
 /* Helpers for building messages (new references). */
 json_t *api_result(json_t *id, json_t *result /* stolen */);

@@ -39,18 +39,18 @@ static void wreq_free(wreq *w) {
 
 static void send_err(api_sink *sink, json_t *id, const cr_error *e) {
   if (id)
-    api_sink_send(sink, api_error(id, API_OPERATION_FAILED, e && e->message ? e->message : "failed",
-                                  cr_error_reason(e)));
+    api_sink_error(sink, id, API_OPERATION_FAILED, e && e->message ? e->message : "failed",
+                   cr_error_reason(e));
 }
 
 static void bad(api_sink *sink, json_t *id, const char *msg) {
-  if (id) api_sink_send(sink, api_error(id, API_INVALID_PARAMS, msg, CR_E_INVALID_ARGUMENT));
+  if (id) api_sink_error(sink, id, API_INVALID_PARAMS, msg, CR_E_INVALID_ARGUMENT);
 }
 
 static void done_reply(void *ud, json_t *result, cr_error *err) {
   wreq *w = ud;
   if (err) send_err(w->sink, w->id, err);
-  else if (w->id) api_sink_send(w->sink, api_result(w->id, result));
+  else if (w->id) api_sink_result(w->sink, w->id, result, NULL);
   else json_decref(result);
   cr_error_free(err);
   wreq_free(w);
@@ -164,7 +164,7 @@ void api_ws_copy_in(daemon_ctx *d, api_sink *sink, json_t *id, json_t *params) {
       return;
     }
     if (json_is_true(json_object_get(params, "more"))) {
-      if (id) api_sink_send(sink, api_result(id, json_pack("{s:I}", "staged", (json_int_t)t->tar.len)));
+      if (id) api_sink_result(sink, id, json_pack("{s:I}", "staged", (json_int_t)t->tar.len), NULL);
       return;
     }
     buf = TAKE_PTR(t->tar.data);
@@ -193,7 +193,7 @@ static void create_copied_in(void *ud, json_t *result, cr_error *err) {
   } else {
     sbx *s = sbx_find(w->d->sandboxes, w->sid);
     json_t *sb = s ? sbx_to_json(s) : json_incref(w->sandbox);
-    if (w->id) api_sink_send(w->sink, api_result(w->id, sb));
+    if (w->id) api_sink_result(w->sink, w->id, sb, NULL);
     else json_decref(sb);
   }
   json_decref(result);
@@ -220,10 +220,9 @@ static void create_ready(void *ud, sbx *s, cr_error *err) {
   snprintf(w->sid, sizeof(w->sid), "%s", sbx_id(s));
   w->sandbox = sbx_to_json(s);
   json_t *ws = json_object_get(w->params, "workspace");
-  api_sink_send(w->sink, api_notification("sandbox.progress",
-                                          json_pack("{s:O?, s:s, s:s}", "request_id", w->id,
-                                                    "phase", "workspace", "message",
-                                                    "streaming the repository into the sandbox")));
+  api_sink_notify(w->sink, "sandbox.progress",
+                  json_pack("{s:O?, s:s, s:s}", "request_id", w->id, "phase", "workspace",
+                            "message", "streaming the repository into the sandbox"));
   START(w, ws_checkout(w->d->sandboxes, w->sid, str(ws, "repo_url"), str(ws, "ref"), w->commit,
                        str(ws, "path"), json_is_true(json_object_get(ws, "submodules")),
                        create_checked_out, w, ERRP));
@@ -231,9 +230,9 @@ static void create_ready(void *ud, sbx *s, cr_error *err) {
 
 static void create_progress(void *ud, const char *phase, const char *message) {
   wreq *w = ud;
-  api_sink_send(w->sink, api_notification("sandbox.progress",
-                                          json_pack("{s:O?, s:s, s:s}", "request_id", w->id,
-                                                    "phase", phase, "message", message)));
+  api_sink_notify(w->sink, "sandbox.progress",
+                  json_pack("{s:O?, s:s, s:s}", "request_id", w->id, "phase", phase, "message",
+                            message));
 }
 
 static void create_resolved(void *ud, json_t *result, cr_error *err) {

@@ -18,6 +18,7 @@ typedef struct req {
   api_sink *sink;
   json_t *id; /* NULL for notifications */
   json_t *params;
+  const api_bytes *bytes; /* in process: file.write's or execution.write's data */
 } req;
 
 typedef void (*method_fn)(req *r);
@@ -25,14 +26,14 @@ typedef void (*method_fn)(req *r);
 /* ---- replies */
 
 static void reply(req *r, json_t *result) {
-  if (r->id) api_sink_send(r->sink, api_result(r->id, result));
+  if (r->id) api_sink_result(r->sink, r->id, result, NULL);
   else json_decref(result);
 }
 
 static void reply_err(req *r, const cr_error *e) {
   if (r->id)
-    api_sink_send(r->sink, api_error(r->id, API_OPERATION_FAILED,
-                                     e && e->message ? e->message : "failed", cr_error_reason(e)));
+    api_sink_error(r->sink, r->id, API_OPERATION_FAILED, e && e->message ? e->message : "failed",
+                   cr_error_reason(e));
 }
 
 static void bad_params(req *r, const char *fmt, ...) _printf_(2, 3);
@@ -42,7 +43,7 @@ static void bad_params(req *r, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(m, sizeof(m), fmt, ap);
   va_end(ap);
-  if (r->id) api_sink_send(r->sink, api_error(r->id, API_INVALID_PARAMS, m, CR_E_INVALID_ARGUMENT));
+  if (r->id) api_sink_error(r->sink, r->id, API_INVALID_PARAMS, m, CR_E_INVALID_ARGUMENT);
 }
 
 /* A request that outlives the dispatch call. */
@@ -118,9 +119,9 @@ static void m_system_info(req *r) {
 
 static void create_progress(void *ud, const char *phase, const char *message) {
   req *k = ud;
-  api_sink_send(k->sink, api_notification("sandbox.progress",
-                                          json_pack("{s:O?, s:s, s:s}", "request_id", k->id,
-                                                    "phase", phase, "message", message)));
+  api_sink_notify(k->sink, "sandbox.progress",
+                  json_pack("{s:O?, s:s, s:s}", "request_id", k->id, "phase", phase, "message",
+                            message));
 }
 
 static void create_done(void *ud, sbx *s, cr_error *err) {
@@ -309,19 +310,14 @@ typedef struct attach {
 
 static void attach_output(void *ud, sbx_exec *e, int stream, const uint8_t *data, size_t n) {
   attach *a = ud;
-  char *enc = cr_base64_encode(data, n);
-  api_sink_send(a->sink, api_notification("execution.output",
-                                          json_pack("{s:s, s:s, s:s}", "execution_id", a->id,
-                                                    "stream", stream == 1 ? "stdout" : "stderr",
-                                                    "data", enc ? enc : "")));
-  free(enc);
+  api_sink_output(a->sink, a->id, stream, data, n);
 }
 
 static void attach_ended(void *ud, sbx_exec *e) {
   attach *a = ud;
-  api_sink_send(a->sink, api_notification("execution.exit",
-                                          json_pack("{s:s, s:o}", "execution_id", a->id,
-                                                    "execution", sbx_exec_to_json(e))));
+  api_sink_notify(a->sink, "execution.exit",
+                  json_pack("{s:s, s:o}", "execution_id", a->id, "execution",
+                            sbx_exec_to_json(e)));
   api_sink_unref(a->sink);
   free(a);
 }
@@ -417,10 +413,14 @@ static void m_execution_write(req *r) {
   const char *data = pstr(r, "data");
   uint8_t *buf = NULL;
   size_t n = 0;
-  if (data && cr_base64_decode(data, strlen(data), &buf, &n) < 0)
+  if (r->bytes) {
+    n = r->bytes->len;
+  } else if (data && cr_base64_decode(data, strlen(data), &buf, &n) < 0) {
     return bad_params(r, "'data' is not valid base64");
+  }
   cr_error *err = NULL;
-  int rc = sbx_exec_write(e, buf, n, json_is_true(json_object_get(r->params, "eof")), &err);
+  int rc = sbx_exec_write(e, r->bytes ? r->bytes->data : buf, n,
+                          json_is_true(json_object_get(r->params, "eof")), &err);
   free(buf);
   if (rc < 0) {
     reply_err(r, err);
@@ -544,6 +544,21 @@ static const char *need_path(req *r) {
   return p;
 }
 
+static void file_read_done(void *ud, json_t *result, const uint8_t *data, size_t n,
+                           cr_error *err) {
+  req *k = ud;
+  if (err) {
+    reply_err(k, err);
+  } else if (k->id) {
+    api_bytes b = {data, n};
+    api_sink_result(k->sink, k->id, result, &b);
+  } else {
+    json_decref(result);
+  }
+  cr_error_free(err);
+  req_free(k);
+}
+
 static void m_file_read(req *r) {
   sbx *s = need_sandbox(r, "sandbox_id");
   const char *path = s ? need_path(r) : NULL;
@@ -553,7 +568,7 @@ static void m_file_read(req *r) {
   if (off < 0 || len < 0) return bad_params(r, "offset and length must be >= 0");
   req *k = req_keep(r);
   cr_error *err = NULL;
-  if (sbx_file_read(s, path, (uint64_t)off, (uint64_t)len, file_done, k, &err) < 0) {
+  if (sbx_file_read(s, path, (uint64_t)off, (uint64_t)len, file_read_done, k, &err) < 0) {
     reply_err(r, err);
     cr_error_free(err);
     req_free(k);
@@ -565,15 +580,16 @@ static void m_file_write(req *r) {
   const char *path = s ? need_path(r) : NULL;
   if (!path) return;
   const char *data = pstr(r, "data");
-  if (!data) return bad_params(r, "missing 'data' (base64)");
+  if (!data && !r->bytes) return bad_params(r, "missing 'data' (base64)");
   uint8_t *buf = NULL;
   size_t n = 0;
-  if (cr_base64_decode(data, strlen(data), &buf, &n) < 0)
+  if (r->bytes) n = r->bytes->len;
+  else if (cr_base64_decode(data, strlen(data), &buf, &n) < 0)
     return bad_params(r, "'data' is not valid base64");
   json_t *mode = json_object_get(r->params, "mode");
   req *k = req_keep(r);
   cr_error *err = NULL;
-  int rc = sbx_file_write(s, path, buf, n, mode ? (uint32_t)json_integer_value(mode) : 0644,
+  int rc = sbx_file_write(s, path, r->bytes ? r->bytes->data : buf, n, mode ? (uint32_t)json_integer_value(mode) : 0644,
                           json_is_true(json_object_get(r->params, "parents")),
                           json_is_true(json_object_get(r->params, "append")), file_done, k, &err);
   free(buf);
@@ -655,10 +671,9 @@ static void m_image_remove(req *r) {
 
 static void pull_progress(void *ud, const char *phase, uint64_t done, uint64_t total) {
   req *k = ud;
-  api_sink_send(k->sink, api_notification("image.progress",
-                                          json_pack("{s:O?, s:s, s:I, s:I}", "request_id", k->id,
-                                                    "phase", phase, "done", (json_int_t)done,
-                                                    "total", (json_int_t)total)));
+  api_sink_notify(k->sink, "image.progress",
+                  json_pack("{s:O?, s:s, s:I, s:I}", "request_id", k->id, "phase", phase, "done",
+                            (json_int_t)done, "total", (json_int_t)total));
 }
 
 static void pull_done(void *ud, const image_info *info, const image_pull_stats *st,
@@ -862,6 +877,22 @@ static const struct {
     {"snapshot.restore", m_snapshot_restore},
 };
 
+static void run_method(daemon_ctx *d, api_sink *sink, json_t *id, const char *name,
+                       json_t *params, const api_bytes *bytes) {
+  for (size_t i = 0; i < ELEMENTSOF(methods); i++) {
+    if (strcmp(methods[i].name, name)) continue;
+    _cleanup_json_ json_t *p = params ? json_incref(params) : json_object();
+    req r = {.d = d, .sink = sink, .id = id, .params = p, .bytes = bytes};
+    methods[i].fn(&r);
+    return;
+  }
+  if (id) {
+    char m[256];
+    snprintf(m, sizeof(m), "unknown method '%.100s' (see docs/api.md)", name);
+    api_sink_error(sink, id, API_METHOD_NOT_FOUND, m, NULL);
+  }
+}
+
 void api_dispatch(daemon_ctx *d, api_sink *sink, json_t *msg) {
   if (!json_is_object(msg)) {
     api_sink_send(sink, api_error(NULL, API_INVALID_REQUEST,
@@ -886,17 +917,11 @@ void api_dispatch(daemon_ctx *d, api_sink *sink, json_t *msg) {
     if (id) api_sink_send(sink, api_error(id, API_INVALID_PARAMS, "params must be an object", NULL));
     return;
   }
-  const char *name = json_string_value(method);
-  for (size_t i = 0; i < ELEMENTSOF(methods); i++) {
-    if (strcmp(methods[i].name, name)) continue;
-    _cleanup_json_ json_t *p = params ? json_incref(params) : json_object();
-    req r = {.d = d, .sink = sink, .id = id, .params = p};
-    methods[i].fn(&r);
-    return;
-  }
-  if (id) {
-    char m[256];
-    snprintf(m, sizeof(m), "unknown method '%.100s' (see docs/api.md)", name);
-    api_sink_send(sink, api_error(id, API_METHOD_NOT_FOUND, m, NULL));
-  }
+  run_method(d, sink, id, json_string_value(method), params, NULL);
+}
+
+void api_call(daemon_ctx *d, api_sink *sink, const char *method, json_t *params,
+              const api_bytes *bytes) {
+  /* an in-process request always wants its answer: a null id */
+  run_method(d, sink, json_null(), method ? method : "", params, bytes);
 }

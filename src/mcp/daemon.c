@@ -4,5 +4,5 @@
 #include "mcp/mcp-internal.h"
 
 mcp_session *mcp_session_new(daemon_ctx *d, mcp_write_fn write_line, void *ud) {
-  return mcp_session_new_with_dispatch(d, api_dispatch, write_line, ud);
+  return mcp_session_new_with_call(d, api_call, write_line, ud);
 }

@@ -22,6 +22,7 @@ typedef struct owned {
   uint64_t idle_ms; /* 0: never removed by the timer */
   bool idle_set;    /* idle_ms came from a session */
   daemon_ctx *d;
+  mcp_api_fn call;
   mcp_dispatch_fn dispatch;
   uv_timer_t timer;
   bool timer_init;
@@ -103,10 +104,8 @@ typedef struct term_sink {
   api_sink sink;
 } term_sink;
 
-static void term_send(api_sink *s, json_t *msg) {
-  json_t *e = json_object_get(msg, "error");
-  if (e) log_warn("mcp: removing an idle sandbox: %s",
-                  json_string_value(json_object_get(e, "message")) ?: "failed");
+static void term_reply(api_sink *s, const api_reply *r) {
+  if (!r->result) log_warn("mcp: removing an idle sandbox: %s", r->message ?: "failed");
 }
 
 static void term_free(api_sink *s) { free(container_of(s, term_sink, sink)); }
@@ -143,13 +142,12 @@ static void idle_fired(uv_timer_t *t) {
            (unsigned long long)o->idle_ms);
   term_sink *ts = calloc(1, sizeof(*ts));
   if (ts) {
-    ts->sink.send = term_send;
+    ts->sink.reply = term_reply;
     ts->sink.free = term_free;
     ts->sink.refs = 1;
-    json_t *msg = json_pack("{s:s, s:s, s:s, s:{s:s}}", "jsonrpc", "2.0", "id", "mcp-idle",
-                            "method", "sandbox.terminate", "params", "id", o->id);
-    o->dispatch(o->d, &ts->sink, msg);
-    json_decref(msg);
+    json_t *params = json_pack("{s:s}", "id", o->id);
+    mcp_api_invoke(o->d, o->call, o->dispatch, &ts->sink, "sandbox.terminate", params, NULL, 0);
+    json_decref(params);
     api_sink_unref(&ts->sink);
   }
   names_forget_id(o->id);
@@ -168,6 +166,7 @@ void mcp_session_attach(mcp_session *s, const char *id, bool session_default) {
       return;
     }
     o->d = s->d;
+    o->call = s->call;
     o->dispatch = s->dispatch;
     o->next = owned_list;
     owned_list = o;

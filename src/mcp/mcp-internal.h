@@ -66,12 +66,25 @@ json_t *mcp_tool_describe(const mcp_tool *t);
 /* Parsed schema, cached per tool (never freed: static data). */
 json_t *mcp_tool_input_schema(const mcp_tool *t);
 
-/* One control API request with its own sink. on_msg sees the response
- * (is_response true) and the notifications bound to it, and returns true
+/* What an op sees of its control API call (api_call: no JSON-RPC
+ * envelope). Everything is borrowed for the callback's duration. */
+typedef struct mcp_msg {
+  bool response; /* the answer; else a notification bound to the request */
+  bool is_error; /* the answer is an error: code, message, reason */
+  json_t *result;
+  int code;
+  const char *message, *reason; /* reason NULL: a protocol error */
+  const char *method;           /* a notification */
+  json_t *params;
+  const api_bytes *bytes; /* file.read's bytes, execution.output's data; or NULL */
+} mcp_msg;
+
+/* One control API request with its own sink. on_msg sees the answer
+ * (msg->response) and the notifications bound to it, and returns true
  * when the op is finished (then nothing more is delivered). */
-typedef bool (*mcp_op_fn)(mcp_op *op, json_t *msg, bool is_response);
+typedef bool (*mcp_op_fn)(mcp_op *op, const mcp_msg *msg);
 struct mcp_op {
-  api_sink sink; /* first: the op is its sink */
+  api_sink sink; /* first: the op is its (in-process) sink */
   mcp_session *s;
   mcp_call *call; /* holds a reference, or NULL */
   mcp_op_fn on_msg;
@@ -116,7 +129,8 @@ struct mcp_call {
 
 struct mcp_session {
   daemon_ctx *d;
-  mcp_dispatch_fn dispatch;
+  mcp_api_fn call;          /* api_call; NULL: through `dispatch` (tests) */
+  mcp_dispatch_fn dispatch; /* a JSON-RPC test double (envelope.c) */
   mcp_write_fn write_line;
   void *ud;
   uv_loop_t *loop;
@@ -154,6 +168,16 @@ void mcp_call_unref(mcp_call *c);
 /* Sends a control API request bound to c (may be NULL). params stolen. */
 void mcp_api(mcp_session *s, mcp_call *c, const char *method, json_t *params,
              mcp_op_fn on_msg);
+/* Same with a binary payload (file.write, execution.write: no base64). */
+void mcp_api_bytes(mcp_session *s, mcp_call *c, const char *method, json_t *params,
+                   const void *data, size_t n, mcp_op_fn on_msg);
+
+/* envelope.c: calls the method table in process (call), or a JSON-RPC
+ * dispatcher (a test double speaking the socket's messages: the bytes go as
+ * base64 and the answers are turned back into in-process replies). params
+ * borrowed. */
+void mcp_api_invoke(daemon_ctx *d, mcp_api_fn call, mcp_dispatch_fn dispatch, api_sink *sink,
+                    const char *method, json_t *params, const api_bytes *bytes, json_int_t id);
 /* Sends execution.cancel KILL for the call's execution (once). */
 void mcp_call_kill(mcp_call *c);
 /* Sends the result {content, structuredContent?, isError?}; stolen. */
@@ -166,15 +190,15 @@ void mcp_call_finish_structured(mcp_call *c, json_t *structured);
 void mcp_call_finish_with_output(mcp_call *c, json_t *status, json_t *out, json_t *err);
 /* Finishes with isError:true and "reason: message". */
 void mcp_call_fail(mcp_call *c, const char *reason, const char *fmt, ...) _printf_(3, 4);
-/* Turns a control API error response into an isError result. */
-void mcp_call_fail_api(mcp_call *c, json_t *msg);
+/* Turns a control API error answer into an isError result. */
+void mcp_call_fail_api(mcp_call *c, const mcp_msg *msg);
 /* Sends notifications/progress when the call asked for it. */
 void mcp_call_progress(mcp_call *c, const char *message);
 bool mcp_call_alive(const mcp_call *c);
 
 /* helpers */
-bool mcp_is_error(json_t *msg);
-json_t *mcp_result_of(json_t *msg); /* borrowed */
+bool mcp_is_error(const mcp_msg *msg);
+json_t *mcp_result_of(const mcp_msg *msg); /* borrowed */
 /* Lossy UTF-8 (invalid bytes -> U+FFFD). */
 json_t *mcp_text_json(const char *data, size_t len);
 char *mcp_utf8_lossy(const char *data, size_t len, size_t *ret_len);

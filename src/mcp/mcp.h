@@ -3,8 +3,8 @@
  * A daemon socket connection whose first message is `initialize`,
  * `server/discover` or `cleanroom/configure` becomes an MCP session: the
  * connection code hands every further line to mcp_session_handle_line() and
- * writes what write_line() gives it. Tools call the control API in-process
- * through api_dispatch() with the session's own sinks.
+ * writes what write_line() gives it. Tools call the control API's method
+ * table in process through api_call() with the session's own sinks.
  *
  * Everything runs on the daemon's loop thread. */
 #pragma once
@@ -23,15 +23,20 @@ typedef struct mcp_session mcp_session;
  * without the trailing newline (the callee adds "\n"). Never called after
  * mcp_session_close(). */
 typedef void (*mcp_write_fn)(void *ud, const char *line, size_t len);
-/* The control API entry point (api_dispatch, or a test double). */
+/* The control API's in-process entry point (api_call). */
+typedef void (*mcp_api_fn)(daemon_ctx *d, api_sink *sink, const char *method, json_t *params,
+                           const api_bytes *bytes);
+/* A JSON-RPC entry point (api_dispatch's shape): test doubles. */
 typedef void (*mcp_dispatch_fn)(daemon_ctx *d, api_sink *sink, json_t *msg);
 
 /* True when a connection's first message makes it an MCP session. */
 bool mcp_is_session_start(const json_t *first_msg);
 
-/* New session dispatching to the daemon's api_dispatch(). */
+/* New session calling the daemon's method table (api_call). */
 mcp_session *mcp_session_new(daemon_ctx *d, mcp_write_fn write_line, void *ud);
-/* Same with another dispatcher (tests). */
+mcp_session *mcp_session_new_with_call(daemon_ctx *d, mcp_api_fn call, mcp_write_fn write_line,
+                                       void *ud);
+/* Same with a JSON-RPC dispatcher (test doubles). */
 mcp_session *mcp_session_new_with_dispatch(daemon_ctx *d, mcp_dispatch_fn dispatch,
                                            mcp_write_fn write_line, void *ud);
 

@@ -1,5 +1,5 @@
 /* MCP session: JSON-RPC framing, both protocol eras, and the plumbing that
- * turns tools/call into control API requests (api_dispatch) with our own
+ * turns tools/call into control API requests (api_call) with our own
  * sinks. docs/mcp.md describes the behaviour. */
 #include "mcp/mcp-internal.h"
 #include "util/base64.h"
@@ -61,11 +61,12 @@ void mcp_session_unref(mcp_session *s) {
   if (s && --s->refs == 0) session_free(s);
 }
 
-mcp_session *mcp_session_new_with_dispatch(daemon_ctx *d, mcp_dispatch_fn dispatch,
-                                           mcp_write_fn write_line, void *ud) {
+static mcp_session *session_new(daemon_ctx *d, mcp_api_fn call, mcp_dispatch_fn dispatch,
+                                mcp_write_fn write_line, void *ud) {
   mcp_session *s = calloc(1, sizeof(*s));
   if (!s) return NULL;
   s->d = d;
+  s->call = call;
   s->dispatch = dispatch;
   s->write_line = write_line;
   s->ud = ud;
@@ -74,6 +75,16 @@ mcp_session *mcp_session_new_with_dispatch(daemon_ctx *d, mcp_dispatch_fn dispat
   s->log_level = 1; /* info */
   s->idle_timeout_ms = mcp_default_idle_timeout_ms();
   return s;
+}
+
+mcp_session *mcp_session_new_with_call(daemon_ctx *d, mcp_api_fn call, mcp_write_fn write_line,
+                                       void *ud) {
+  return session_new(d, call, NULL, write_line, ud);
+}
+
+mcp_session *mcp_session_new_with_dispatch(daemon_ctx *d, mcp_dispatch_fn dispatch,
+                                           mcp_write_fn write_line, void *ud) {
+  return session_new(d, NULL, dispatch, write_line, ud);
 }
 
 void mcp_session_set_loop(mcp_session *s, uv_loop_t *loop) {
@@ -130,45 +141,59 @@ static void op_release(mcp_op *op) {
   if (--op->sink.refs == 0) op->sink.free(&op->sink);
 }
 
-static void op_send(api_sink *sink, json_t *msg) {
-  mcp_op *op = container_of(sink, mcp_op, sink);
-  if (op->done || !json_is_object(msg)) return;
-  bool is_response = !json_object_get(msg, "method") &&
-                     (json_object_get(msg, "result") || json_object_get(msg, "error"));
-  if (op->on_msg(op, msg, is_response)) {
+static void op_deliver(mcp_op *op, const mcp_msg *m) {
+  if (op->done) return;
+  if (op->on_msg(op, m)) {
     op->done = true;
     op->sink.closed = true;
     if (!op->in_dispatch) op_release(op);
   }
 }
 
+static void op_reply(api_sink *sink, const api_reply *r) {
+  mcp_msg m = {.response = true, .is_error = !r->result, .result = r->result, .code = r->code,
+               .message = r->message, .reason = r->reason, .bytes = r->bytes};
+  op_deliver(container_of(sink, mcp_op, sink), &m);
+}
+
+static void op_notify(api_sink *sink, const char *method, json_t *params, const api_bytes *b) {
+  mcp_msg m = {.method = method, .params = params, .bytes = b};
+  op_deliver(container_of(sink, mcp_op, sink), &m);
+}
+
 void mcp_api(mcp_session *s, mcp_call *c, const char *method, json_t *params,
              mcp_op_fn on_msg) {
+  mcp_api_bytes(s, c, method, params, NULL, 0, on_msg);
+}
+
+void mcp_api_bytes(mcp_session *s, mcp_call *c, const char *method, json_t *params,
+                   const void *data, size_t n, mcp_op_fn on_msg) {
   mcp_op *op = calloc(1, sizeof(*op));
   if (!op) {
     json_decref(params);
     if (c) mcp_call_fail(c, CR_E_INTERNAL, "out of memory");
     return;
   }
-  op->sink.send = op_send;
+  op->sink.reply = op_reply;
+  op->sink.notify = op_notify;
   op->sink.free = op_free;
   op->sink.refs = 1;
   op->s = s;
   mcp_session_ref(s);
   op->call = c ? mcp_call_ref(c) : NULL;
   op->on_msg = on_msg;
-  json_t *msg = json_pack("{s:s, s:I, s:s, s:o}", "jsonrpc", "2.0", "id",
-                          (json_int_t)++s->next_api_id, "method", method, "params",
-                          params ? params : json_object());
+  api_bytes bytes = {data, n};
+  if (!params) params = json_object();
   op->in_dispatch = true;
-  s->dispatch(s->d, &op->sink, msg);
+  mcp_api_invoke(s->d, s->call, s->dispatch, &op->sink, method, params, data ? &bytes : NULL,
+                 (json_int_t)++s->next_api_id);
   op->in_dispatch = false;
-  json_decref(msg);
+  json_decref(params);
   if (op->done) op_release(op);
 }
 
-bool mcp_is_error(json_t *msg) { return json_object_get(msg, "error") != NULL; }
-json_t *mcp_result_of(json_t *msg) { return json_object_get(msg, "result"); }
+bool mcp_is_error(const mcp_msg *msg) { return msg->response && msg->is_error; }
+json_t *mcp_result_of(const mcp_msg *msg) { return msg->response ? msg->result : NULL; }
 
 /* ---- calls ---- */
 
@@ -318,12 +343,10 @@ void mcp_call_fail(mcp_call *c, const char *reason, const char *fmt, ...) {
   fail_text(c, reason, buf);
 }
 
-void mcp_call_fail_api(mcp_call *c, json_t *msg) {
-  json_t *e = json_object_get(msg, "error");
-  const char *message = json_string_value(json_object_get(e, "message"));
-  const char *reason =
-      json_string_value(json_object_get(json_object_get(e, "data"), "reason"));
-  if (!reason) reason = json_integer_value(json_object_get(e, "code")) == API_INVALID_PARAMS
+void mcp_call_fail_api(mcp_call *c, const mcp_msg *msg) {
+  const char *message = msg->is_error ? msg->message : NULL;
+  const char *reason = msg->is_error ? msg->reason : NULL;
+  if (!reason) reason = msg->is_error && msg->code == API_INVALID_PARAMS
                             ? CR_E_INVALID_ARGUMENT
                             : CR_E_INTERNAL;
   /* the default sandbox went away: make the next call create a new one
@@ -378,11 +401,11 @@ static void run_call(mcp_call *c) {
   c->tool->run(c);
 }
 
-static bool default_created(mcp_op *op, json_t *msg, bool is_response) {
+static bool default_created(mcp_op *op, const mcp_msg *msg) {
   mcp_session *s = op->s;
-  if (!is_response) {
-    const char *method = json_string_value(json_object_get(msg, "method"));
-    json_t *p = json_object_get(msg, "params");
+  if (!msg->response) {
+    const char *method = msg->method;
+    json_t *p = msg->params;
     if (method && !strcmp(method, "sandbox.progress")) {
       char buf[512];
       snprintf(buf, sizeof(buf), "creating the default sandbox: %s%s%s",
@@ -422,8 +445,8 @@ static bool default_created(mcp_op *op, json_t *msg, bool is_response) {
 static void create_default(mcp_session *s, mcp_call *c);
 
 /* --name: the sandbox the name points at, if it still exists */
-static bool named_found(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool named_found(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   mcp_session *s = op->s;
   const char *id = json_string_value(json_object_get(mcp_result_of(msg), "id"));
   const char *state = json_string_value(json_object_get(mcp_result_of(msg), "state"));
@@ -434,7 +457,7 @@ static bool named_found(mcp_op *op, json_t *msg, bool is_response) {
     return true;
   }
   /* as if created: the same path runs the waiters */
-  default_created(op, msg, true);
+  default_created(op, msg);
   return true;
 }
 
@@ -632,18 +655,16 @@ static void handle_tools_call(mcp_session *s, json_t *id, json_t *params, bool m
 /* resources: cleanroom://sandboxes and cleanroom://sandboxes/{id} */
 #define RES_PREFIX "cleanroom://sandboxes"
 
-static bool resource_read_done(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool resource_read_done(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   mcp_call *c = op->call;
   if (c->finished) return true;
   const char *uri = json_string_value(json_object_get(c->args, "uri"));
   c->finished = true;
   if (!c->cancelled) {
     if (mcp_is_error(msg)) {
-      json_t *e = json_object_get(msg, "error");
       char buf[512];
-      snprintf(buf, sizeof(buf), "%s: %s", uri,
-               json_string_value(json_object_get(e, "message")) ?: "not found");
+      snprintf(buf, sizeof(buf), "%s: %s", uri, msg->message ?: "not found");
       mcp_send(c->s, rpc_error(c->id, -32002, buf, json_pack("{s:s}", "uri", uri)));
     } else {
       _cleanup_free_ char *text = json_dumps(mcp_result_of(msg), JSON_COMPACT | JSON_INDENT(2));
@@ -766,7 +787,7 @@ static void handle_cancelled(mcp_session *s, json_t *params) {
   }
 }
 
-static bool ignore_response(mcp_op *op, json_t *msg, bool is_response) { return is_response; }
+static bool ignore_response(mcp_op *op, const mcp_msg *msg) { return msg->response; }
 
 static void kill_execution(mcp_session *s, mcp_call *c) {
   if (c->kill_sent || !c->execution_id) return;

@@ -33,8 +33,8 @@ const char mcp_snapshot_list_output[] =
     "{\"type\":\"object\",\"properties\":{\"snapshots\":{\"type\":\"array\"}},"
     "\"required\":[\"snapshots\"]}";
 
-static bool finish(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool finish(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   if (mcp_is_error(msg))
     mcp_call_fail_api(op->call, msg);
   else

@@ -24,8 +24,8 @@ const char mcp_diff_output[] =
     "\"patch_bytes\":{\"type\":\"integer\"},\"stats\":{\"type\":\"object\"}},"
     "\"required\":[\"base_commit\",\"files\"]}";
 
-static bool diffed(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool diffed(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   mcp_call *c = op->call;
   if (mcp_is_error(msg)) {
     mcp_call_fail_api(c, msg);

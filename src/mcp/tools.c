@@ -264,15 +264,15 @@ static json_t *exec_params(mcp_call *c) {
 }
 
 /* An error answer from the control API fails the call (isError result). */
-static bool failed_response(mcp_op *op, json_t *msg) {
+static bool failed_response(mcp_op *op, const mcp_msg *msg) {
   if (!mcp_is_error(msg)) return false;
   mcp_call_fail_api(op->call, msg);
   return true;
 }
 
 /* Plain request: finish with the result (or its error) as structuredContent. */
-static bool finish_with_result(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool finish_with_result(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   if (mcp_is_error(msg)) mcp_call_fail_api(op->call, msg);
   else mcp_call_finish_structured(op->call, json_incref(mcp_result_of(msg)));
   return true;
@@ -280,10 +280,10 @@ static bool finish_with_result(mcp_op *op, json_t *msg, bool is_response) {
 
 /* ---- sandboxes ---- */
 
-static bool sandbox_created(mcp_op *op, json_t *msg, bool is_response) {
+static bool sandbox_created(mcp_op *op, const mcp_msg *msg) {
   mcp_call *c = op->call;
-  if (!is_response) {
-    json_t *p = json_object_get(msg, "params");
+  if (!msg->response) {
+    json_t *p = msg->params;
     const char *phase = json_string_value(json_object_get(p, "phase"));
     const char *m = json_string_value(json_object_get(p, "message"));
     char buf[512];
@@ -296,7 +296,7 @@ static bool sandbox_created(mcp_op *op, json_t *msg, bool is_response) {
     c->s->default_sandbox = strdup(id);
     mcp_session_attach(c->s, id, true);
   }
-  return finish_with_result(op, msg, is_response);
+  return finish_with_result(op, msg);
 }
 
 static void sandbox_create_run(mcp_call *c) {
@@ -356,8 +356,8 @@ static json_t *network_summary(json_t *sandbox) {
 #define INSPECT_DENIALS 10
 
 /* sandbox_inspect, second step: the newest denials into network */
-static bool inspect_denials(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool inspect_denials(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   mcp_call *c = op->call;
   json_t *r = TAKE_PTR(c->scratch);
   json_t *evs = mcp_is_error(msg) ? NULL : json_object_get(mcp_result_of(msg), "events");
@@ -367,8 +367,8 @@ static bool inspect_denials(mcp_op *op, json_t *msg, bool is_response) {
   return true;
 }
 
-static bool inspected(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool inspected(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   if (failed_response(op, msg)) return true;
   mcp_call *c = op->call;
   json_t *r = json_deep_copy(mcp_result_of(msg));
@@ -396,17 +396,17 @@ static void sandbox_inspect_run(mcp_call *c) {
   mcp_api(c->s, c, "sandbox.get", json_pack("{s:s}", "id", c->sandbox_id), inspected);
 }
 
-static bool sandbox_removed(mcp_op *op, json_t *msg, bool is_response) {
+static bool sandbox_removed(mcp_op *op, const mcp_msg *msg) {
   mcp_call *c = op->call;
-  if (is_response && !mcp_is_error(msg) && c->s->default_sandbox &&
+  if (msg->response && !mcp_is_error(msg) && c->s->default_sandbox &&
       !strcmp(c->s->default_sandbox, c->sandbox_id)) {
     mcp_session_detach(c->s);
     free(c->s->default_sandbox);
     c->s->default_sandbox = NULL;
     c->s->pinned = false;
   }
-  if (is_response && !mcp_is_error(msg)) mcp_sandbox_forget(c->sandbox_id);
-  return finish_with_result(op, msg, is_response);
+  if (msg->response && !mcp_is_error(msg)) mcp_sandbox_forget(c->sandbox_id);
+  return finish_with_result(op, msg);
 }
 
 static void sandbox_remove_run(mcp_call *c) {
@@ -424,7 +424,8 @@ static void exec_finish(mcp_call *c, json_t *execution) {
   const char *message = json_string_value(json_object_get(execution, "message"));
   /* never started: failed without an exit code, or the guest could not exec
    * the program (reason set with exit code 127/126) */
-  if (!c->timed_out && ((state && !strcmp(state, "failed") && !json_is_integer(code)) ||
+  bool timed_out = c->timed_out || json_is_true(json_object_get(execution, "timed_out"));
+  if (!timed_out && ((state && !strcmp(state, "failed") && !json_is_integer(code)) ||
                         (reason && state && !strcmp(state, "exited")))) {
     mcp_call_fail(c, reason ? reason : CR_E_COMMAND_NOT_FOUND, "%s",
                   message ? message : "the command could not be started");
@@ -433,7 +434,6 @@ static void exec_finish(mcp_call *c, json_t *execution) {
   uint64_t d_out = 0, d_err = 0;
   json_t *out = mcp_outbuf_text(&c->out[0], "stdout", &d_out);
   json_t *err = mcp_outbuf_text(&c->out[1], "stderr", &d_err);
-  bool timed_out = c->timed_out || json_is_true(json_object_get(execution, "timed_out"));
   json_t *r = json_pack("{s:b, s:{s:I, s:I}, s:b, s:I, s:s, s:s}", "truncated",
                         d_out + d_err > 0, "dropped_bytes", "stdout", (json_int_t)d_out,
                         "stderr", (json_int_t)d_err, "timed_out", timed_out, "duration_ms",
@@ -446,24 +446,20 @@ static void exec_finish(mcp_call *c, json_t *execution) {
   mcp_call_finish_with_output(c, r, out ? out : json_string(""), err ? err : json_string(""));
 }
 
+/* The timeout is the daemon's (execution.create's timeout_ms: it kills the
+ * command and the exit says timed_out). This is only the backstop when no
+ * exit came even EXEC_KILL_GRACE_MS after it: answer with what we have. */
 static void exec_timer(uv_timer_t *t) {
   mcp_call *c = container_of(t, mcp_call, timer);
-  if (!c->kill_sent) {
-    c->timed_out = true;
-    mcp_call_progress(c, "timeout reached: killing the command");
-    mcp_call_kill(c);
-    uv_timer_start(t, exec_timer, EXEC_KILL_GRACE_MS, 0);
-    return;
-  }
-  /* no exit even after SIGKILL: answer with what we have */
+  c->timed_out = true;
   exec_finish(c, NULL);
 }
 
-static bool exec_write_done(mcp_op *op, json_t *msg, bool is_response) { return is_response; }
+static bool exec_write_done(mcp_op *op, const mcp_msg *msg) { return msg->response; }
 
-static bool exec_msg(mcp_op *op, json_t *msg, bool is_response) {
+static bool exec_msg(mcp_op *op, const mcp_msg *msg) {
   mcp_call *c = op->call;
-  if (is_response) {
+  if (msg->response) {
     if (mcp_is_error(msg)) {
       mcp_call_fail_api(c, msg);
       return true;
@@ -480,36 +476,31 @@ static bool exec_msg(mcp_op *op, json_t *msg, bool is_response) {
       return false;
     }
     const char *in = arg_str(c, "stdin");
-    if (in) {
-      _cleanup_free_ char *b = cr_base64_encode((const uint8_t *)in, strlen(in));
-      mcp_api(c->s, NULL, "execution.write",
-              json_pack("{s:s, s:s, s:b}", "execution_id", eid, "data", b ? b : "", "eof", 1),
-              exec_write_done);
-    }
+    if (in)
+      mcp_api_bytes(c->s, NULL, "execution.write",
+                    json_pack("{s:s, s:b}", "execution_id", eid, "eof", 1), in, strlen(in),
+                    exec_write_done);
     if (c->s->loop && uv_timer_init(c->s->loop, &c->timer) == 0) {
       mcp_call_ref(c); /* released when the timer is closed */
       c->timer_active = true;
-      uv_timer_start(&c->timer, exec_timer, c->timeout_ms, 0);
+      uv_timer_start(&c->timer, exec_timer, c->timeout_ms + EXEC_KILL_GRACE_MS, 0);
     }
     return false;
   }
-  const char *method = json_string_value(json_object_get(msg, "method"));
-  json_t *p = json_object_get(msg, "params");
+  const char *method = msg->method;
+  json_t *p = msg->params;
   if (!method) return false;
   if (!strcmp(method, "execution.output")) {
-    if (!mcp_call_alive(c)) return false;
+    if (!mcp_call_alive(c) || !msg->bytes) return false;
     const char *stream = json_string_value(json_object_get(p, "stream"));
-    const char *data = json_string_value(json_object_get(p, "data"));
-    unsigned char *raw = NULL;
-    size_t n = 0;
-    if (!data || cr_base64_decode_lenient(data, strlen(data), &raw, &n) < 0) return false;
+    const char *raw = (const char *)msg->bytes->data;
+    size_t n = msg->bytes->len;
     bool is_err = stream && !strcmp(stream, "stderr");
-    mcp_outbuf_add(&c->out[is_err], (const char *)raw, n);
+    mcp_outbuf_add(&c->out[is_err], raw, n);
     if (c->progress_token) {
-      _cleanup_free_ char *t = mcp_utf8_lossy((const char *)raw, MIN(n, PROGRESS_MAX_TEXT), NULL);
+      _cleanup_free_ char *t = mcp_utf8_lossy(raw, MIN(n, PROGRESS_MAX_TEXT), NULL);
       if (t) mcp_call_progress(c, t);
     }
-    free(raw);
     return false;
   }
   if (!strcmp(method, "execution.exit")) {
@@ -532,8 +523,8 @@ static void exec_run(mcp_call *c) {
   mcp_api(c->s, c, "execution.create", p, exec_msg);
 }
 
-static bool exec_started(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool exec_started(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   mcp_call *c = op->call;
   if (failed_response(op, msg)) return true;
   const char *eid = json_string_value(json_object_get(mcp_result_of(msg), "execution_id"));
@@ -568,8 +559,8 @@ static json_t *capped_b64_text(const char *b64, size_t cap, const char *stream,
   return t ? t : json_string("");
 }
 
-static bool exec_polled(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool exec_polled(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   mcp_call *c = op->call;
   if (failed_response(op, msg)) return true;
   json_t *r = mcp_result_of(msg);
@@ -620,8 +611,8 @@ static const char *check_write(json_t *args) {
   return NULL;
 }
 
-static bool ack_execution(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool ack_execution(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   mcp_call *c = op->call;
   if (mcp_is_error(msg)) mcp_call_fail_api(c, msg);
   else {
@@ -635,23 +626,19 @@ static bool ack_execution(mcp_op *op, json_t *msg, bool is_response) {
 static void exec_write_run(mcp_call *c) {
   json_t *p = json_pack("{s:s}", "execution_id", arg_str(c, "execution_id"));
   size_t n = 0;
+  const void *data = NULL;
+  _cleanup_free_ unsigned char *raw = NULL;
   if (arg_str(c, "data")) {
-    const char *d = arg_str(c, "data");
-    n = strlen(d);
-    _cleanup_free_ char *b = cr_base64_encode((const uint8_t *)d, n);
-    json_object_set_new(p, "data", json_string(b ? b : ""));
+    data = arg_str(c, "data");
+    n = strlen(data);
   } else if (arg_str(c, "data_base64")) {
     const char *b = arg_str(c, "data_base64");
-    unsigned char *raw = NULL;
-    if (cr_base64_decode_lenient(b, strlen(b), &raw, &n) == 0) {
-      _cleanup_free_ char *norm = cr_base64_encode((const uint8_t *)raw, n);
-      json_object_set_new(p, "data", json_string(norm ? norm : ""));
-      free(raw);
-    }
+    if (cr_base64_decode_lenient(b, strlen(b), &raw, &n) == 0) data = raw;
+    else n = 0;
   }
   if (arg_bool(c, "eof")) json_object_set_new(p, "eof", json_true());
   c->scratch = json_pack("{s:I, s:b}", "bytes_written", (json_int_t)n, "eof", arg_bool(c, "eof"));
-  mcp_api(c->s, c, "execution.write", p, ack_execution);
+  mcp_api_bytes(c->s, c, "execution.write", p, data, n, ack_execution);
 }
 
 static void exec_kill_run(mcp_call *c) {
@@ -679,14 +666,13 @@ static const char *check_read(json_t *args) {
   return NULL;
 }
 
-static void read_text(mcp_call *c, json_t *r) {
-  const char *b64 = json_string_value(json_object_get(r, "data"));
-  unsigned char *raw = NULL;
-  size_t n = 0;
-  if (!b64 || cr_base64_decode_lenient(b64, strlen(b64), &raw, &n) < 0) {
+static void read_text(mcp_call *c, json_t *r, const api_bytes *bytes) {
+  if (!bytes) {
     mcp_call_fail(c, CR_E_INTERNAL, "file.read returned no data");
     return;
   }
+  const unsigned char *raw = bytes->data ? bytes->data : (const unsigned char *)"";
+  size_t n = bytes->len;
   bool eof = !json_is_false(json_object_get(r, "eof"));
   json_int_t first = arg_int(c, "start_line", 1), last = arg_int(c, "end_line", 0);
   /* find the byte range of lines [first, last] */
@@ -730,7 +716,6 @@ static void read_text(mcp_call *c, json_t *r) {
   bool more = end < n || !eof;
   bool binary = memchr(raw, 0, n) != NULL;
   json_t *content = mcp_text_json((const char *)raw + start, end - start);
-  free(raw);
   json_t *res = json_pack("{s:s, s:s, s:I, s:I, s:I, s:b}", "path", arg_str(c, "path"),
                           "encoding", "utf8", "size",
                           json_integer_value(json_object_get(r, "size")), "start_line",
@@ -751,17 +736,21 @@ static void read_text(mcp_call *c, json_t *r) {
   mcp_call_finish(c, json_pack("{s:o, s:o}", "content", blocks, "structuredContent", res));
 }
 
-static bool file_read_done(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool file_read_done(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   mcp_call *c = op->call;
   if (failed_response(op, msg)) return true;
   json_t *r = mcp_result_of(msg);
   const char *enc = arg_str(c, "encoding");
   if (!enc || strcmp(enc, "base64") != 0) {
-    read_text(c, r);
+    read_text(c, r, msg->bytes);
     return true;
   }
-  const char *b64 = json_string_value(json_object_get(r, "data"));
+  /* the model gets text: base64, encoded once, here */
+  _cleanup_free_ char *b64 =
+      msg->bytes ? cr_base64_encode(msg->bytes->data ? msg->bytes->data : (const uint8_t *)"",
+                                    msg->bytes->len)
+                 : NULL;
   if (!b64) {
     mcp_call_fail(c, CR_E_INTERNAL, "file.read returned no data");
     return true;
@@ -840,15 +829,14 @@ static const char *check_write_file(json_t *args) {
   return problem;
 }
 
-static bool written(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool written(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   mcp_call *c = op->call;
   if (mcp_is_error(msg)) {
-    const char *reason = json_string_value(
-        json_object_get(json_object_get(json_object_get(msg, "error"), "data"), "reason"));
+    const char *reason = msg->reason;
     if (reason && !strcmp(reason, CR_E_FILE_NOT_FOUND) && !arg_bool(c, "create_parents") &&
         !strcmp(c->tool->name, "write_file")) {
-      const char *m = json_string_value(json_object_get(json_object_get(msg, "error"), "message"));
+      const char *m = msg->message;
       mcp_call_fail(c, reason, "%s; set create_parents:true to create the missing directories",
                     m ? m : "no such directory");
       return true;
@@ -871,24 +859,19 @@ static void write_file_run(mcp_call *c) {
     mcp_call_fail(c, CR_E_INVALID_ARGUMENT, "%s", problem ? problem : "bad content");
     return;
   }
-  _cleanup_free_ char *b64 = cr_base64_encode(raw, n);
-  if (!b64) {
-    mcp_call_fail(c, CR_E_INTERNAL, "out of memory");
-    return;
-  }
   json_int_t mode = 0644;
   const char *m = arg_str(c, "mode");
   if (m) mode = (json_int_t)strtol(m, NULL, 8);
-  json_t *p = json_pack("{s:s, s:s, s:s, s:I, s:b, s:b}", "sandbox_id", c->sandbox_id, "path",
-                        arg_str(c, "path"), "data", b64, "mode", mode, "parents",
+  json_t *p = json_pack("{s:s, s:s, s:I, s:b, s:b}", "sandbox_id", c->sandbox_id, "path",
+                        arg_str(c, "path"), "mode", mode, "parents",
                         arg_bool(c, "create_parents"), "append", arg_bool(c, "append"));
   c->scratch = json_pack("{s:I}", "bytes_written", (json_int_t)n);
-  mcp_api(c->s, c, "file.write", p, written);
+  mcp_api_bytes(c->s, c, "file.write", p, raw, n, written);
 }
 
 /* edit_file: file.stat (keep the mode) -> file.read -> replace -> file.write */
-static bool edit_read(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool edit_read(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   mcp_call *c = op->call;
   if (failed_response(op, msg)) return true;
   json_t *r = mcp_result_of(msg);
@@ -898,13 +881,17 @@ static bool edit_read(mcp_op *op, json_t *msg, bool is_response) {
                   "edit it with exec (e.g. sed)", path, TEXT_READ_MAX);
     return true;
   }
-  const char *b64 = json_string_value(json_object_get(r, "data"));
-  unsigned char *raw = NULL;
-  size_t n = 0;
-  if (!b64 || cr_base64_decode_lenient(b64, strlen(b64), &raw, &n) < 0) {
+  if (!msg->bytes) {
     mcp_call_fail(c, CR_E_INTERNAL, "file.read returned no data");
     return true;
   }
+  size_t n = msg->bytes->len;
+  unsigned char *raw = malloc(n + 1); /* memmem below wants a non-NULL base */
+  if (!raw) {
+    mcp_call_fail(c, CR_E_INTERNAL, "out of memory");
+    return true;
+  }
+  if (n) memcpy(raw, msg->bytes->data, n);
   const char *old = arg_str(c, "old_string");
   size_t olen = json_string_length(json_object_get(c->args, "old_string"));
   const char *new = arg_str(c, "new_string");
@@ -943,18 +930,17 @@ static bool edit_read(mcp_op *op, json_t *msg, bool is_response) {
   memcpy(out + o, p, (size_t)(end - p));
   o += (size_t)(end - p);
   free(raw);
-  _cleanup_free_ char *ob64 = cr_base64_encode((const uint8_t *)out, o);
   json_int_t mode = json_integer_value(json_object_get(c->scratch, "mode"));
-  json_t *wp = json_pack("{s:s, s:s, s:s, s:I}", "sandbox_id", c->sandbox_id, "path", path,
-                         "data", ob64 ? ob64 : "", "mode", mode ? mode : 0644);
+  json_t *wp = json_pack("{s:s, s:s, s:I}", "sandbox_id", c->sandbox_id, "path", path, "mode",
+                         mode ? mode : 0644);
   json_decref(c->scratch);
   c->scratch = json_pack("{s:I}", "replacements", (json_int_t)count);
-  mcp_api(c->s, c, "file.write", wp, written);
+  mcp_api_bytes(c->s, c, "file.write", wp, out, o, written);
   return true;
 }
 
-static bool edit_stat(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool edit_stat(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   mcp_call *c = op->call;
   if (failed_response(op, msg)) return true;
   json_t *r = mcp_result_of(msg);
@@ -977,8 +963,8 @@ static void edit_file_run(mcp_call *c) {
           edit_stat);
 }
 
-static bool listed(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool listed(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   mcp_call *c = op->call;
   if (failed_response(op, msg)) return true;
   json_t *entries = json_object_get(mcp_result_of(msg), "entries");
@@ -1069,26 +1055,23 @@ static const char *check_abs(json_t *args) {
 typedef void (*helper_done_fn)(mcp_call *c, int code, const char *out, size_t out_len,
                                const char *err, size_t err_len);
 
-static bool helper_msg(mcp_op *op, json_t *msg, bool is_response) {
+static bool helper_msg(mcp_op *op, const mcp_msg *msg) {
   mcp_call *c = op->call;
-  if (is_response) {
+  if (msg->response) {
     if (mcp_is_error(msg)) {
       mcp_call_fail_api(c, msg);
       return true;
     }
     return false;
   }
-  const char *method = json_string_value(json_object_get(msg, "method"));
-  json_t *p = json_object_get(msg, "params");
+  const char *method = msg->method;
+  json_t *p = msg->params;
   if (!method || !mcp_call_alive(c)) return false;
   if (!strcmp(method, "execution.output")) {
-    const char *data = json_string_value(json_object_get(p, "data"));
     const char *stream = json_string_value(json_object_get(p, "stream"));
-    unsigned char *raw = NULL;
-    size_t n = 0;
-    if (!data || cr_base64_decode_lenient(data, strlen(data), &raw, &n) < 0) return false;
-    mcp_outbuf_add(&c->out[stream && !strcmp(stream, "stderr")], (const char *)raw, n);
-    free(raw);
+    if (!msg->bytes) return false;
+    mcp_outbuf_add(&c->out[stream && !strcmp(stream, "stderr")], (const char *)msg->bytes->data,
+                   msg->bytes->len);
     return false;
   }
   if (!strcmp(method, "execution.exit")) {
@@ -1233,8 +1216,8 @@ static const char *check_search(json_t *args) {
 
 /* ---- process_list ---- */
 
-static bool processes_listed(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool processes_listed(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   mcp_call *c = op->call;
   if (failed_response(op, msg)) return true;
   json_t *all = json_object_get(mcp_result_of(msg), "executions");
@@ -1293,8 +1276,8 @@ static const char egress_events_output[] =
     "\"reason\"]}},\"last_seq\":{\"type\":\"integer\"}},"
     "\"required\":[\"sandbox_id\",\"events\",\"last_seq\"]}";
 
-static bool egress_events_listed(mcp_op *op, json_t *msg, bool is_response) {
-  if (!is_response) return false;
+static bool egress_events_listed(mcp_op *op, const mcp_msg *msg) {
+  if (!msg->response) return false;
   mcp_call *c = op->call;
   if (failed_response(op, msg)) return true;
   json_t *r = mcp_result_of(msg);

@@ -1,7 +1,6 @@
 /* File operations on a running sandbox over the agent protocol. */
 #include "sandbox/sandbox-internal.h"
 
-#include "util/base64.h"
 #include "util/buf.h"
 
 #include <string.h>
@@ -17,6 +16,7 @@
 
 typedef struct fop {
   sbx_file_cb cb;
+  sbx_file_read_cb read_cb; /* FOP_READ */
   void *ud;
   sbx *s;
   uint32_t ch;
@@ -42,7 +42,10 @@ static void fop_free(fop *o) {
 
 static void fop_done(fop *o, json_t *result, cr_error *err) {
   uv_timer_stop(&o->timer);
-  o->cb(o->ud, result, err);
+  if (o->kind == FOP_READ)
+    o->read_cb(o->ud, result, result ? o->buf.data : NULL, result ? o->buf.len : 0, err);
+  else
+    o->cb(o->ud, result, err);
   fop_free(o);
 }
 
@@ -117,11 +120,8 @@ static void on_event(void *ud, const agent_event *ev) {
     uint64_t size = ev->size;
     json_t *r;
     if (o->kind == FOP_READ) {
-      char *enc = cr_base64_encode(o->buf.data ? o->buf.data : (const uint8_t *)"", o->buf.len);
-      r = json_pack("{s:s, s:I, s:I, s:b}", "data", enc ? enc : "", "size", (json_int_t)size,
-                    "length", (json_int_t)o->buf.len, "eof",
-                    !o->truncated && o->offset + o->buf.len >= size);
-      free(enc);
+      r = json_pack("{s:I, s:I, s:b}", "size", (json_int_t)size, "length",
+                    (json_int_t)o->buf.len, "eof", !o->truncated && o->offset + o->buf.len >= size);
     } else if (o->kind == FOP_LIST) {
       r = json_pack("{s:O, s:b}", "entries", o->entries, "truncated", o->truncated);
     } else {
@@ -175,10 +175,11 @@ static int check(sbx *s, const char *path, cr_error **err) {
 }
 
 int sbx_file_read(sbx *s, const char *path, uint64_t offset, uint64_t length,
-                  sbx_file_cb cb, void *ud, cr_error **err) {
+                  sbx_file_read_cb cb, void *ud, cr_error **err) {
   if (check(s, path, err) < 0) return -1;
-  fop *o = fop_new(s, FOP_READ, cb, ud);
+  fop *o = fop_new(s, FOP_READ, NULL, ud);
   if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "file read");
+  o->read_cb = cb;
   o->want = length && length < READ_CAP ? length : READ_CAP;
   o->buf = CR_BUF_INIT(o->want);
   o->offset = offset;

@@ -182,8 +182,12 @@ uint64_t sbx_exec_replay(sbx_exec *e, uint64_t cursor,
 /* ---- files (results via callback; runs on the loop) */
 typedef void (*sbx_file_cb)(void *ud, json_t *result /* stolen, NULL on error */,
                             cr_error *err /* owned by callee */);
+/* A read's result is {size, length, eof}; its bytes come beside it (the
+ * control API base64-encodes them for socket clients only). */
+typedef void (*sbx_file_read_cb)(void *ud, json_t *result /* stolen, NULL on error */,
+                                 const uint8_t *data, size_t n, cr_error *err);
 int sbx_file_read(sbx *s, const char *path, uint64_t offset, uint64_t length,
-                  sbx_file_cb cb, void *ud, cr_error **err);
+                  sbx_file_read_cb cb, void *ud, cr_error **err);
 int sbx_file_write(sbx *s, const char *path, const void *data, size_t n, uint32_t mode,
                    bool parents, bool append, sbx_file_cb cb, void *ud, cr_error **err);
 int sbx_file_stat(sbx *s, const char *path, sbx_file_cb cb, void *ud, cr_error **err);
