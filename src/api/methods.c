@@ -652,6 +652,20 @@ static void m_image_list(req *r) {
   reply(r, json_pack("{s:o}", "images", a));
 }
 
+/* image.inspect {ref}: ref is a name, sha256:HEX or a unique hex prefix. */
+static void m_image_inspect(req *r) {
+  const char *ref = pstr(r, "ref");
+  if (!ref) return bad_params(r, "missing 'ref'");
+  _cleanup_image_info_ image_info *info = NULL;
+  cr_error *err = NULL;
+  if (image_lookup(ref, &info, &err) < 0) {
+    reply_err(r, err);
+    cr_error_free(err);
+    return;
+  }
+  reply(r, json_pack("{s:o}", "image", image_info_to_json(info)));
+}
+
 static void m_image_remove(req *r) {
   const char *ref = pstr(r, "ref");
   if (!ref) return bad_params(r, "missing 'ref'");
@@ -864,6 +878,7 @@ static const struct {
     {"workspace.diff", m_workspace_diff},
     {"workspace.copy_in", m_workspace_copy_in},
     {"image.list", m_image_list},
+    {"image.inspect", m_image_inspect},
     {"image.import", m_image_import},
     {"image.remove", m_image_remove},
     {"image.pull", m_image_pull},
