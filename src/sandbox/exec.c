@@ -90,7 +90,7 @@ static void exec_save(sbx_exec *e) {
   json_t *j = sbx_exec_to_json(e);
   char *txt = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(j);
-  if (txt && path) cr_write_file_atomic(path, txt, strlen(txt), 0600);
+  if (txt && path) cr_write_file_replace(path, txt, strlen(txt), 0600);
   free(txt);
 }
 

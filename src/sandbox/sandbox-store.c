@@ -80,7 +80,7 @@ static void save_state(sbx *s) {
   json_decref(j);
   _cleanup_free_ char *path = cr_path_join(s->dir, "state.json");
   if (txt && path) {
-    int r = cr_write_file_atomic(path, txt, strlen(txt), 0600);
+    int r = cr_write_file_replace(path, txt, strlen(txt), 0600);
     if (r < 0) log_error("writing %s: %s", path, strerror(-r));
   }
   free(txt);

@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <libgen.h>
 #include <openssl/evp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -21,8 +22,8 @@ static int fsync_dir_of(const char *path) {
   return 0;
 }
 
-int cr_write_file_atomic(const char *path, const void *data, size_t len,
-                         mode_t mode) {
+static int write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                        bool durable) {
   _cleanup_free_ char *tmp = NULL;
   if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0) return -ENOMEM;
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
@@ -41,7 +42,7 @@ int cr_write_file_atomic(const char *path, const void *data, size_t len,
     p += n;
     left -= (size_t)n;
   }
-  if (fsync(fd) < 0 || close(fd) < 0) {
+  if ((durable && fsync(fd) < 0) || close(fd) < 0) {
     int r = -errno;
     unlink(tmp);
     return r;
@@ -51,7 +52,15 @@ int cr_write_file_atomic(const char *path, const void *data, size_t len,
     unlink(tmp);
     return r;
   }
-  return fsync_dir_of(path);
+  return durable ? fsync_dir_of(path) : 0;
+}
+
+int cr_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode) {
+  return write_atomic(path, data, len, mode, true);
+}
+
+int cr_write_file_replace(const char *path, const void *data, size_t len, mode_t mode) {
+  return write_atomic(path, data, len, mode, false);
 }
 
 int cr_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len) {

@@ -7,6 +7,13 @@
  * fsync of the directory. */
 int cr_write_file_atomic(const char *path, const void *data, size_t len,
                          mode_t mode);
+/* The same without either fsync: readers (and a daemon that crashed and
+ * restarted) see the old or the new content, never a torn one, and the call
+ * takes microseconds instead of a disk flush (milliseconds). For records
+ * the daemon rewrites on hot paths (sandbox state, execution records) whose
+ * loss on a host crash the start-up reconcile handles (the VMMs are gone
+ * then too): they must not stall the event loop on every create and exec. */
+int cr_write_file_replace(const char *path, const void *data, size_t len, mode_t mode);
 /* Reads at most max bytes; -EFBIG when the file is larger. *ret_buf is
  * NUL-terminated (not counted in *ret_len). */
 int cr_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len);
