@@ -353,6 +353,12 @@ static void on_build_saved(void *ud, backend_vm *vm, cr_error *err) {
     build_end(b, NULL, err);
     return;
   }
+  /* the guest is stopped: it never sees this hang-up */
+  if (b->agent) {
+    agent_conn *a = b->agent;
+    b->agent = NULL;
+    agent_conn_close(a);
+  }
   /* the VMM goes; the files it leaves are the template */
   backend_vm *v = TAKE_PTR(b->vm);
   b->vm_stopping = true;
@@ -391,11 +397,10 @@ static void on_build_vm_gone(void *ud, backend_vm *vm, cr_error *err) {
 static void build_finish(uv_timer_t *t) {
   tmpl_build *b = t->data;
   if (b->done) return;
-  if (b->agent) {
-    agent_conn *a = b->agent;
-    b->agent = NULL;
-    agent_conn_close(a);
-  }
+  /* The agent connection stays open through the save: the saved port is
+   * "host connected", so a clone whose daemon connects before the state
+   * loads sees no hang-up and reconnect (each a round of interrupts and
+   * wake-ups TCG would translate anew in every clone), only its HELLO. */
   _cleanup_free_ char *state = cr_path_join(b->dir, "state");
   cr_error *e = NULL;
   if (!state || cr_mkdir_p(state, 0700) < 0) {
