@@ -383,8 +383,8 @@ static int policy_from_compiled(json_t *pol, policy **ret, char **ret_text, cr_e
                           json_string_value(json_object_get(net, "default")) ?: "deny");
   if (!src) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "policy");
   json_t *snet = json_object_get(json_object_get(src, "sandbox"), "network");
-  static const char *lists[] = {"allow", "deny"};
-  for (size_t l = 0; l < 2; l++) {
+  static const char *lists[] = {"allow", "deny", "git_push"}; /* git_push: the gateway's */
+  for (size_t l = 0; l < 3; l++) {
     json_t *out = rules_source(json_object_get(net, lists[l]));
     if (json_array_size(out)) json_object_set_new(snet, lists[l], out);
     else json_decref(out);
@@ -850,6 +850,9 @@ const char *egress_sbx_id(const egress_sbx *s) { return s->id; }
 void egress_sbx_guest_ip(const egress_sbx *s, uint8_t out[4]) { memcpy(out, s->guest, 4); }
 int egress_sbx_match(const egress_sbx *s, const char *host, uint16_t port, const char **reason) {
   return policy_match(s->pol, host, port, reason);
+}
+bool egress_sbx_git_push_allows(const egress_sbx *s, const char *host, uint16_t port) {
+  return policy_git_push_allows(s->pol, host, port);
 }
 const char *egress_sbx_policy_text(const egress_sbx *s) { return s->pol_text; }
 const char *egress_sbx_tap(const egress_sbx *s) { return s->tap; }

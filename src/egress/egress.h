@@ -86,6 +86,8 @@ const char *egress_sbx_id(const egress_sbx *s);
 void egress_sbx_guest_ip(const egress_sbx *s, uint8_t out[4]);
 /* policy_match() of the sandbox's network policy (POLICY_ALLOW/DENY). */
 int egress_sbx_match(const egress_sbx *s, const char *host, uint16_t port, const char **reason);
+/* policy_git_push_allows() of the sandbox's policy (sandbox.network.git_push). */
+bool egress_sbx_git_push_allows(const egress_sbx *s, const char *host, uint16_t port);
 /* The network policy egress_sbx_match() decides by, as a policy document
  * (policy_parse() takes it): a thread that must decide on its own (the
  * gateway's upstream requests, for redirects) parses a copy of it. */

@@ -380,10 +380,11 @@ static void handle_request(conn *c) {
     respond_error(c, 403, why, "the sandbox's network policy does not allow this upstream");
     return;
   }
-  if (rt.kind == GW_ROUTE_GIT_RECEIVE_PACK) {
+  if (rt.kind == GW_ROUTE_GIT_RECEIVE_PACK && !egress_sbx_git_push_allows(s->es, rt.host, rt.port)) {
     g->n_denied++;
-    event(s, "deny", "push_not_allowed", &rt, NULL, 403);
-    respond_error(c, 403, "push_not_allowed", "git push through the gateway is not allowed");
+    event(s, "deny", POLICY_REASON_PUSH_NOT_ALLOWED, &rt, NULL, 403);
+    respond_error(c, 403, POLICY_REASON_PUSH_NOT_ALLOWED, "the sandbox's policy does not allow git push to this upstream "
+                  "(sandbox.network.git_push)");
     return;
   }
   if (s->jobs >= MAX_JOBS_PER_SBX || g->jobs >= MAX_JOBS) {

@@ -3,7 +3,8 @@
  * turns it off), bound to the sandbox's TAP. The listener identifies the
  * sandbox; the peer must be the guest's address (anti-spoofing in egress
  * makes that sound). Routes: git smart-HTTP (upload-pack; receive-pack
- * refused with push_not_allowed). The upstream must be allowed by the
+ * refused with push_not_allowed unless the policy's sandbox.network.git_push
+ * names the upstream). The upstream must be allowed by the
  * sandbox's network policy (else host_not_allowed etc. in the audit events);
  * it is asked with libcurl on a thread per request, credentials from the
  * host's file (CLEANROOM_GATEWAY_CREDENTIALS) added there only. Immutable

@@ -403,9 +403,13 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
     if (strcmp(method, "POST")) return route_fail(reason, status, "method_not_allowed", 405);
     if (query) return route_fail(reason, status, "path_not_canonical", 400);
     rt->kind = GW_ROUTE_GIT_UPLOAD_PACK;
+    rt->post = true;
     suffix = "/git-upload-pack";
   } else if (ends_with(path, n, "/git-receive-pack", &base)) {
+    if (strcmp(method, "POST")) return route_fail(reason, status, "method_not_allowed", 405);
+    if (query) return route_fail(reason, status, "path_not_canonical", 400);
     rt->kind = GW_ROUTE_GIT_RECEIVE_PACK;
+    rt->post = true;
     suffix = "/git-receive-pack";
   } else {
     return route_fail(reason, status, "route_not_found", 404);

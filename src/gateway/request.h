@@ -76,6 +76,7 @@ typedef struct gw_route {
   bool immutable;             /* GOPROXY: a version's .info/.mod/.zip (not list, @latest, sumdb);
                                  NPM: a tarball (<pkg>/-/<file>.tgz); OCI: by digest (digest set) */
   bool oci_manifest;          /* OCI: a manifest (else a blob) */
+  bool post;                  /* git-upload-pack / git-receive-pack (POST) */
   char upstream_url[GW_MAX_URL + 320]; /* the URL asked of the upstream */
 } gw_route;
 

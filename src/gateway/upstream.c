@@ -448,9 +448,9 @@ static void oci_manifest_headers(gw_job *j) {
 void gw_upstream_run(gw_job *j) {
   j->status = 0;
   j->reason = "allowed";
-  bool post = j->rt.kind == GW_ROUTE_GIT_UPLOAD_PACK;
+  bool post = j->rt.post; /* upload-pack, receive-pack (a push: never cached) */
   /* immutable? then the cache key is what identifies the content */
-  if (post && j->cache) {
+  if (j->rt.kind == GW_ROUTE_GIT_UPLOAD_PACK && j->cache) {
     const uint8_t *body = j->body;
     size_t blen = j->body_len;
     _cleanup_free_ uint8_t *plain = NULL;

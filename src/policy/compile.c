@@ -111,6 +111,14 @@ json_t *policy_compile_json(const policy *p) {
         "remote", p->repo_remote,
         "path", p->repo_path,
         "submodules", p->repo_submodules);
+  if (j && p->n_git_push) { /* only when present: other policies keep their hash */
+    json_t *gp = rules_json(p->git_push, p->n_git_push);
+    json_t *net = json_object_get(json_object_get(j, "sandbox"), "network");
+    if (!gp || json_object_set_new(net, "git_push", gp) < 0) {
+      json_decref(j);
+      return NULL;
+    }
+  }
   if (j && p->n_secrets) {
     json_t *sec = secrets_json(p);
     if (!sec || json_object_set_new(json_object_get(j, "sandbox"), "secrets", sec) < 0) {

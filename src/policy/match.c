@@ -115,22 +115,32 @@ bool policy_host_may_resolve(const policy *p, const char *host) {
   return false;
 }
 
-bool policy_secret_allows(const policy *p, const char *secret, const char *host, uint16_t port) {
-  if (!p || !secret || !host || port == 0) return false;
+/* Whether one of rules (allow-like entries) matches host:port. */
+static bool rules_allow(const policy_rule *rules, size_t n, const char *host, uint16_t port) {
+  if (!host || port == 0) return false;
   policy_addr a;
   bool is_addr = query_addr(host, &a);
   _cleanup_free_ char *name = NULL;
   if (!is_addr && (host[0] == '*' || policy_normalize_host(host, &name, NULL) < 0)) return false;
-  for (size_t i = 0; i < p->n_secrets; i++) {
-    const policy_secret *s = &p->secrets[i];
-    if (strcmp(s->name, secret)) continue;
-    for (size_t j = 0; j < s->n_hosts; j++) {
-      const policy_rule *r = &s->hosts[j];
-      bool m = is_addr ? rule_matches_addr(r, &a) : rule_matches_name(r, name);
-      if (m && has_port(r, port)) return true;
-    }
+  for (size_t j = 0; j < n; j++) {
+    const policy_rule *r = &rules[j];
+    bool m = is_addr ? rule_matches_addr(r, &a) : rule_matches_name(r, name);
+    if (m && has_port(r, port)) return true;
   }
   return false;
+}
+
+bool policy_secret_allows(const policy *p, const char *secret, const char *host, uint16_t port) {
+  if (!p || !secret) return false;
+  for (size_t i = 0; i < p->n_secrets; i++)
+    if (!strcmp(p->secrets[i].name, secret) &&
+        rules_allow(p->secrets[i].hosts, p->secrets[i].n_hosts, host, port))
+      return true;
+  return false;
+}
+
+bool policy_git_push_allows(const policy *p, const char *host, uint16_t port) {
+  return p && rules_allow(p->git_push, p->n_git_push, host, port);
 }
 
 size_t policy_secret_count(const policy *p) { return p ? p->n_secrets : 0; }

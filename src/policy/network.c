@@ -308,7 +308,7 @@ void policy_parse_rules(ctx *c, const policy_node *n, const char *path, bool all
 }
 
 void policy_parse_network(ctx *c, const policy_node *n, const char *path) {
-  static const char *const keys[] = {"default", "allow", "deny", NULL};
+  static const char *const keys[] = {"default", "allow", "deny", "git_push", NULL};
   if (policy_is_null(n) || !policy_expect_type(c, n, path, POLICY_NODE_MAP)) return;
   policy_check_keys(c, n, path, keys);
   char p[PATH_MAX_LEN];
@@ -337,5 +337,10 @@ void policy_parse_network(ctx *c, const policy_node *n, const char *path) {
   if (dn) {
     policy_join_path(p, path, "deny");
     policy_parse_rules(c, dn, p, false, &c->p->deny, &c->p->n_deny);
+  }
+  const policy_node *gp = policy_map_get(n, "git_push"); /* entries as in allow (80, 443 by default) */
+  if (gp) {
+    policy_join_path(p, path, "git_push");
+    policy_parse_rules(c, gp, p, true, &c->p->git_push, &c->p->n_git_push);
   }
 }

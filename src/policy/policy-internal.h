@@ -95,6 +95,8 @@ struct policy {
   bool repo_submodules;
   policy_secret *secrets;
   size_t n_secrets;
+  policy_rule *git_push; /* sandbox.network.git_push: where the gateway lets git push */
+  size_t n_git_push;
 };
 
 void policy_rule_done(policy_rule *r);

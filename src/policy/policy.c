@@ -9,6 +9,8 @@ void policy_free(policy *p) {
   free(p->image_ref);
   for (size_t i = 0; i < p->n_allow; i++) policy_rule_done(&p->allow[i]);
   free(p->allow);
+  for (size_t i = 0; i < p->n_git_push; i++) policy_rule_done(&p->git_push[i]);
+  free(p->git_push);
   for (size_t i = 0; i < p->n_deny; i++) policy_rule_done(&p->deny[i]);
   free(p->deny);
   for (size_t i = 0; i < p->n_deps; i++) policy_step_done(&p->deps[i]);

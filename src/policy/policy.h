@@ -167,6 +167,12 @@ bool policy_secret_allows(const policy *p, const char *secret, const char *host,
 size_t policy_secret_count(const policy *p);
 const char *policy_secret_name(const policy *p, size_t i);
 #define POLICY_REASON_SECRET_SCOPE_VIOLATION "secret_scope_violation"
+/* sandbox.network.git_push: whether the gateway may pass a git push
+ * (receive-pack) on to host:port (entries as in network.allow; ports
+ * default to 80 and 443). Without an entry a push is refused
+ * (push_not_allowed). The upstream must be allowed by network.allow too. */
+bool policy_git_push_allows(const policy *p, const char *host, uint16_t port);
+#define POLICY_REASON_PUSH_NOT_ALLOWED "push_not_allowed"
 
 /* True when some allow rule could allow the name (any port): what the DNS
  * resolver asks before forwarding a query. Deny rules without ports win. */

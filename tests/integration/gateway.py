@@ -88,6 +88,8 @@ sandbox:
     - name: registry
       hosts: ["%s:5002", "%s:5001"]
 """ % (IMAGE, W.allowed, W.allowed, W.allowed, W.allowed, W.allowed, W.allowed, W.allowed)
+# sandbox b's: the same, and git push to the allowed upstream (sandbox.network.git_push)
+POLICY_PUSH = POLICY.replace("  secrets:\n", "    git_push: [\"%s:8080\"]\n  secrets:\n" % W.allowed, 1)
 RESULTS = []
 
 
@@ -378,6 +380,27 @@ def run_rows(a, b, commit):
         "rc=0" in out and has_event(events(a), kind="gateway", reason="request_timeout"), out)
 
 
+def push_row(b):
+    """Sandbox b's policy allows git push to the upstream
+    (sandbox.network.git_push): the push goes through the gateway (with the
+    host's credential) and the upstream repository has the new commit."""
+    before = len(W.requests())
+    rc, out = guest(b, "cd /tmp/c2 && echo pushed > pushed.txt && git add pushed.txt && "
+                       "git -c user.name=t -c user.email=t@t commit -qm pushed && "
+                       "%s push origin HEAD:refs/heads/pushed 2>&1; echo rc=$?; git rev-parse HEAD"
+                    % GIT)
+    reqs = W.requests()[before:]
+    head = out.strip().splitlines()[-1] if out.strip() else "?"
+    up = gateway_world.sh("git", "-C", os.path.join(W.repos, "repo.git"), "rev-parse",
+                          "refs/heads/pushed", check=False).stdout.decode().strip()
+    evs = events(b)
+    row("push is passed on where the policy allows it (git_push): the upstream has the commit",
+        ("rc=0" in out and up == head and any(r["path"].endswith("/git-receive-pack")
+                                              and r["auth"] for r in reqs)
+         and has_event(evs, kind="gateway", action="allow", route="git-receive-pack", cache="none")),
+        "up=%s %s %s" % (up, out[-400:], [r["path"] for r in reqs]))
+
+
 def offline_row(a):
     """CLEANROOM_GATEWAY_OFFLINE=1 (a restarted daemon): a clone that was made
     online is served wholly from the cache (the refs' latest answer, the
@@ -424,12 +447,16 @@ def main():
         pol = os.path.join(TMP, "policy.yaml")
         with open(pol, "w") as f:
             f.write(POLICY)
+        pol_push = os.path.join(TMP, "policy-push.yaml")
+        with open(pol_push, "w") as f:
+            f.write(POLICY_PUSH)
         cr("image", "import", IMAGE_TAR, "--ref", IMAGE, timeout=600)
         a = cr("sandbox", "create", "--policy", pol, "--memory", "512").stdout.decode().strip()
-        b = cr("sandbox", "create", "--policy", pol, "--memory", "512").stdout.decode().strip()
+        b = cr("sandbox", "create", "--policy", pol_push, "--memory", "512").stdout.decode().strip()
         for sid in (a, b):
             taps.append(json.loads(cr("sandbox", "inspect", sid, "--json").stdout)["network"]["tap"])
         run_rows(a, b, commit)
+        push_row(b)
         offline_row(a)
         cr("sandbox", "rm", a, b, timeout=120)
         p = subprocess.run(["ss", "-ltn"], stdout=subprocess.PIPE)

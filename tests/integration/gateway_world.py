@@ -238,6 +238,7 @@ class World:
         sh(*git, "-C", work, "commit", "-q", "-m", "first")
         bare = os.path.join(self.repos, name + ".git")
         sh("git", "clone", "-q", "--bare", work, bare)
+        sh("git", "-C", bare, "config", "http.receivepack", "true")  # push: the policy decides
         return sh("git", "-C", bare, "rev-parse", "HEAD").stdout.decode().strip()
 
     def make_go_module(self, module="example.com/hello", version="v1.0.0"):

@@ -198,6 +198,12 @@ typedef struct invalid_case {
 } invalid_case;
 
 static const invalid_case invalid_cases[] = {
+    {"version: 1\nsandbox:\n  network:\n    git_push: [\"git.example.com:99999\"]\n",
+     "cleanroom.yaml:4:16: sandbox.network.git_push[0]: port 99999 out of range (1-65535)"},
+    {"version: 1\nsandbox:\n  network:\n    git_psuh: [a.com]\n",
+     "sandbox.network.git_psuh: unknown key 'git_psuh'; did you mean 'git_push'?"},
+    {"version: 1\nsandbox:\n  network:\n    git_push: a.com\n",
+     "sandbox.network.git_push: expected"},
     {"version: 1\nsandbox:\n  secrets:\n    - name: Git\n      hosts: [github.com]\n",
      "cleanroom.yaml:4:13: sandbox.secrets[0].name: 'Git' is not a secret name"},
     {"version: 1\nsandbox:\n  secrets:\n    - name: git\n",
@@ -474,6 +480,31 @@ static void test_secrets(void **state) {
   assert_int_equal(policy_secret_count(q), 0);
 }
 
+/* sandbox.network.git_push: where the gateway lets a push through; in the
+ * compiled form (so in the hash) only when present */
+static void test_git_push(void **state) {
+  (void)state;
+  _cleanup_policy_ policy *p = parse_ok(
+      "version: 1\nsandbox:\n  network:\n    allow: [git.example.com, \"10.0.0.5:8080\"]\n"
+      "    git_push:\n      - git.example.com\n      - \"10.0.0.5:8080\"\n"
+      "      - \"*.forge.example\"\n");
+  assert_true(policy_git_push_allows(p, "git.example.com", 443));
+  assert_true(policy_git_push_allows(p, "GIT.example.com", 80));
+  assert_false(policy_git_push_allows(p, "git.example.com", 8080)); /* 80 and 443 only */
+  assert_true(policy_git_push_allows(p, "10.0.0.5", 8080));
+  assert_false(policy_git_push_allows(p, "10.0.0.5", 443));
+  assert_true(policy_git_push_allows(p, "a.forge.example", 443));
+  assert_false(policy_git_push_allows(p, "forge.example", 443)); /* subdomains only */
+  assert_false(policy_git_push_allows(p, "other.example", 443));
+  _cleanup_free_ char *j = policy_compile_string(p);
+  assert_non_null(strstr(j, "\"git_push\":[{\"host\":"));
+  /* without it: no key (older policies keep their hash), and no push anywhere */
+  _cleanup_policy_ policy *q = parse_ok("version: 1\nsandbox:\n  network:\n    allow: [git.example.com]\n");
+  _cleanup_free_ char *jq = policy_compile_string(q);
+  assert_null(strstr(jq, "git_push"));
+  assert_false(policy_git_push_allows(q, "git.example.com", 443));
+}
+
 static void test_same_hash_two_spellings(void **state) {
   (void)state;
   _cleanup_policy_ policy *a = load_data("full.yaml");
@@ -687,6 +718,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_same_hash_two_spellings),
       cmocka_unit_test(test_secrets),
+      cmocka_unit_test(test_git_push),
       cmocka_unit_test(test_sizes),
       cmocka_unit_test(test_examples_validate),
       cmocka_unit_test(test_find),
