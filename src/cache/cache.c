@@ -243,12 +243,26 @@ static int local_put(cache *c, const char *key, const char *kind, const char *so
              (r = cr_write_file_atomic(bp, data, len, 0600)) < 0) {
     r = cr_error_set(err, r == -ENOSPC ? CR_E_DISK_FULL : CR_E_IO, -r, "writing %s", bp);
   } else {
+    json_t *old = read_json(ep); /* a replaced entry: its blob may go below */
+    char old_dg[65] = "";
+    const char *od = json_string_value(json_object_get(old, "digest"));
+    if (od && digest_valid(od) && strcmp(od, hex)) snprintf(old_dg, sizeof(old_dg), "%s", od);
+    json_decref(old);
     double t = now_s();
     json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:s, s:f, s:f}", "key", key, "digest", hex,
                           "size", (json_int_t)len, "kind", kind ? kind : "", "source",
                           source ? source : "", "created", t, "last_used", t);
     if (!j || write_json(ep, j) < 0) r = cr_error_set(err, CR_E_IO, errno, "writing %s", ep);
     json_decref(j);
+    if (r == 0 && old_dg[0]) {
+      size_t n;
+      entry *v = load_entries(c, &n);
+      bool named = false;
+      for (size_t i = 0; i < n && !named; i++) named = !strcmp(v[i].digest, old_dg);
+      free(v);
+      _cleanup_free_ char *obp = named ? NULL : pathf(c, "blobs/", old_dg, "");
+      if (obp) unlink(obp);
+    }
     if (r == 0) {
       bump_stat(c, "stores", 1);
       size_t ev = evict_to(c, c->max_bytes);
@@ -257,6 +271,41 @@ static int local_put(cache *c, const char *key, const char *kind, const char *so
   }
   unlock(c, lk);
   return r < 0 ? -1 : 0;
+}
+
+static int local_meta_get(cache *c, const char *key, json_t **meta, cr_error **err) {
+  *meta = NULL;
+  if (!cache_key_valid(key)) return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "cache key");
+  int lk = lock(c);
+  if (lk < 0) return cr_error_set(err, CR_E_IO, errno, "locking the cache %s", c->dir);
+  _cleanup_free_ char *ep = pathf(c, "entries/", key, ".json");
+  json_t *j = ep ? read_json(ep) : NULL;
+  json_t *m = json_object_get(j, "meta");
+  int r = 0;
+  if (json_is_object(m)) {
+    *meta = json_incref(m);
+    r = 1;
+  }
+  json_decref(j);
+  unlock(c, lk);
+  return r;
+}
+
+static int local_meta_set(cache *c, const char *key, json_t *meta, cr_error **err) {
+  if (!cache_key_valid(key)) return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "cache key");
+  int lk = lock(c);
+  if (lk < 0) return cr_error_set(err, CR_E_IO, errno, "locking the cache %s", c->dir);
+  _cleanup_free_ char *ep = pathf(c, "entries/", key, ".json");
+  json_t *j = ep ? read_json(ep) : NULL;
+  int r = 0;
+  if (json_is_object(j) && json_is_object(meta)) {
+    json_object_set(j, "meta", meta);
+    if (write_json(ep, j) < 0) r = cr_error_set(err, CR_E_IO, errno, "writing %s", ep);
+    else r = 1;
+  }
+  json_decref(j);
+  unlock(c, lk);
+  return r;
 }
 
 static json_t *local_list(cache *c) {
@@ -325,6 +374,8 @@ static const cache_ops local_ops = {
     .name = "local",
     .get = local_get,
     .put = local_put,
+    .meta_get = local_meta_get,
+    .meta_set = local_meta_set,
     .list = local_list,
     .prune = local_prune,
     .stats = local_stats,
@@ -365,6 +416,12 @@ int cache_get(cache *c, const char *key, uint8_t **data, size_t *len, cr_error *
 int cache_put(cache *c, const char *key, const char *kind, const char *source,
               const uint8_t *data, size_t len, cr_error **err) {
   return c->ops->put(c, key, kind, source, data, len, err);
+}
+int cache_meta_get(cache *c, const char *key, json_t **meta, cr_error **err) {
+  return c->ops->meta_get(c, key, meta, err);
+}
+int cache_meta_set(cache *c, const char *key, json_t *meta, cr_error **err) {
+  return c->ops->meta_set(c, key, meta, err);
 }
 json_t *cache_list(cache *c) { return c->ops->list(c); }
 int cache_prune(cache *c, uint64_t keep, size_t *removed, cr_error **err) {

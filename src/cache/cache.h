@@ -5,7 +5,7 @@
  * implementation; an S3-compatible store can sit behind the same calls.
  *
  * Local layout under the directory (default <data>/content-cache):
- *   entries/<key>.json  {key, digest, size, kind, source, created, last_used}
+ *   entries/<key>.json  {key, digest, size, kind, source, created, last_used[, meta]}
  *   blobs/<digest>      the bytes (sha256 checked on every read)
  *   stats.json          {hits, misses, stores, evictions}
  *   lock                flock(2): the daemon and `cleanroom cache` share it
@@ -28,6 +28,13 @@ typedef struct cache_ops {
   int (*get)(cache *c, const char *key, uint8_t **data, size_t *len, cr_error **err);
   int (*put)(cache *c, const char *key, const char *kind, const char *source,
              const uint8_t *data, size_t len, cr_error **err);
+  /* An entry's metadata (a JSON object kept beside it: the gateway's
+   * validators and the time it last asked the upstream): 1 with *meta (a
+   * new reference), 0 when the entry or its metadata is missing. */
+  int (*meta_get)(cache *c, const char *key, json_t **meta, cr_error **err);
+  /* Replaces an existing entry's metadata (the bytes stay); 0 when there
+   * is no such entry. */
+  int (*meta_set)(cache *c, const char *key, json_t *meta, cr_error **err);
   /* {entries: [...], newest use first} */
   json_t *(*list)(cache *c);
   /* Removes least recently used entries until at most keep_bytes remain
@@ -45,6 +52,8 @@ int cache_open_local(const char *dir, uint64_t max_bytes, cache **ret, cr_error 
 int cache_get(cache *c, const char *key, uint8_t **data, size_t *len, cr_error **err);
 int cache_put(cache *c, const char *key, const char *kind, const char *source,
               const uint8_t *data, size_t len, cr_error **err);
+int cache_meta_get(cache *c, const char *key, json_t **meta, cr_error **err);
+int cache_meta_set(cache *c, const char *key, json_t *meta, cr_error **err);
 json_t *cache_list(cache *c);
 int cache_prune(cache *c, uint64_t keep_bytes, size_t *removed, cr_error **err);
 json_t *cache_stats(cache *c);

@@ -20,6 +20,8 @@ typedef struct gw_job {
   char ca_file[256];        /* CA bundle for TLS upstreams ("" = libcurl's default) */
   cache *cache;            /* may be NULL */
   bool offline;            /* only cached entries */
+  unsigned revalidate_s;   /* a mutable answer is served from the cache this long (0: always ask) */
+  unsigned revalidate_refs_s; /* the same for git ref advertisements */
   uint32_t pool, pool_mask; /* the sandbox pool: never an upstream */
   size_t max_response;
   atomic_bool *stopping;
@@ -36,7 +38,9 @@ typedef struct gw_job {
   const char *reason;      /* stable code: "allowed", "upstream_unavailable", ... */
   char detail[256];
   bool cacheable, cache_hit, cred_used;
-  bool snapshot;            /* a mutable answer (refs) kept as the latest, served only offline */
+  bool snapshot;            /* a mutable answer (refs, indexes, tags) kept as the latest: served
+                               within its revalidation time, after a 304, and offline */
+  const char *cache_state;  /* "fresh" (within the time) or "revalidated" (304), else NULL */
   char cache_key[65];
   double upstream_ms;
   int redirects;            /* followed */

@@ -24,6 +24,7 @@
 #define DEFAULT_MAX_BUFFERED (2ull << 30)
 #define DEFAULT_REQUEST_TIMEOUT_MS 30000
 #define DEFAULT_IDLE_TIMEOUT_MS 60000
+#define DEFAULT_REVALIDATE_S 5
 
 struct gw {
   uv_loop_t *loop;
@@ -32,10 +33,12 @@ struct gw {
   char *cred_file;
   char goproxy[GW_MAX_URL]; /* "<scheme>/<host[:port]><path>" of the Go module proxy, or "" */
   char npm[GW_MAX_URL];     /* the same for the npm registry */
+  char rubygems[GW_MAX_URL]; /* the same for the RubyGems source */
   char oci_insecure[1024];  /* ",host:port,..." registries reached over plain HTTP */
   char ca_file[256];        /* CLEANROOM_GATEWAY_CA_FILE: CA bundle for TLS upstreams */
   cache *cache;
   bool offline;
+  unsigned revalidate_s, revalidate_refs_s; /* CLEANROOM_GATEWAY_REVALIDATE_S, _REFS_S */
   size_t max_response, max_buffered;
   atomic_size_t buffered;
   uint64_t request_timeout_ms, idle_timeout_ms;
@@ -98,6 +101,7 @@ static const char *route_name(gw_route_kind k) {
     case GW_ROUTE_GOPROXY: return "goproxy";
     case GW_ROUTE_NPM: return "npm";
     case GW_ROUTE_OCI: return "oci";
+    case GW_ROUTE_GEMS: return "gems";
     default: return "none";
   }
 }
@@ -115,7 +119,9 @@ static void event(gw_sbx *s, const char *action, const char *reason, const gw_ro
   }
   if (j) {
     json_object_set_new(e, "bytes", json_integer((json_int_t)j->resp_len));
-    json_object_set_new(e, "cache", json_string(j->cacheable ? (j->cache_hit ? "hit" : "miss") : "none"));
+    json_object_set_new(e, "cache", json_string(j->cache_state ? j->cache_state
+                                                : j->cacheable ? (j->cache_hit ? "hit" : "miss")
+                                                : "none"));
     if (j->cred_used) json_object_set_new(e, "credential", json_true());
     if (j->redirects) json_object_set_new(e, "redirects", json_integer(j->redirects));
     if (j->detail[0]) json_object_set_new(e, "detail", json_string(j->detail));
@@ -285,7 +291,7 @@ static void job_done(gw *g, gw_job *j) {
   gw_sbx *s = c->s;
   s->jobs--;
   c->job = NULL;
-  g->n_upstream += !j->cache_hit;
+  g->n_upstream += !j->cache_hit && !(j->cache_state && !strcmp(j->cache_state, "fresh"));
   if (j->cacheable) {
     if (j->cache_hit) g->n_hits++;
     else g->n_misses++;
@@ -409,6 +415,8 @@ static void handle_request(conn *c) {
   j->cred_file = g->cred_file;
   j->cache = g->cache;
   j->offline = g->offline;
+  j->revalidate_s = g->revalidate_s;
+  j->revalidate_refs_s = g->revalidate_refs_s;
   j->max_response = g->max_response;
   j->stopping = &g->stopping;
   j->buffered = &g->buffered;
@@ -636,6 +644,16 @@ json_t *gw_exec_env(const gw_sbx *s) {
              s->g->npm);
     json_array_append_new(a, json_string(kv));
   }
+  if (s->g->rubygems[0]) {
+    /* bundler mirrors rubygems.org to us; `gem` takes the source by hand:
+     * gem install --clear-sources --source "$CLEANROOM_RUBYGEMS_SOURCE" NAME */
+    snprintf(kv, sizeof(kv), "BUNDLE_MIRROR__HTTPS://RUBYGEMS__ORG/=http://%s:%u/gems/%s/", s->host,
+             s->g->port, s->g->rubygems);
+    json_array_append_new(a, json_string(kv));
+    snprintf(kv, sizeof(kv), "CLEANROOM_RUBYGEMS_SOURCE=http://%s:%u/gems/%s/", s->host, s->g->port,
+             s->g->rubygems);
+    json_array_append_new(a, json_string(kv));
+  }
   json_array_append_new(a, json_string("GIT_CONFIG_COUNT=2"));
   snprintf(kv, sizeof(kv), "GIT_CONFIG_KEY_0=url.%shttps/.insteadOf", base);
   json_array_append_new(a, json_string(kv));
@@ -697,6 +715,25 @@ int gw_new(uv_loop_t *loop, egress *e, gw **ret, cr_error **err) {
     g->cred_file = strdup("/etc/cleanroom/gateway-credentials.json");
   const char *off = getenv("CLEANROOM_GATEWAY_OFFLINE");
   g->offline = off && !strcmp(off, "1");
+  /* how long a mutable answer is served from the cache before it is
+   * revalidated: package indexes, Go lists, OCI tags; git refs apart (a
+   * fetch right after a push must see it: 0 by default) */
+  g->revalidate_s = DEFAULT_REVALIDATE_S;
+  g->revalidate_refs_s = 0;
+  static const struct {
+    const char *var;
+    size_t off;
+  } rv[] = {{"CLEANROOM_GATEWAY_REVALIDATE_S", offsetof(gw, revalidate_s)},
+            {"CLEANROOM_GATEWAY_REVALIDATE_REFS_S", offsetof(gw, revalidate_refs_s)}};
+  for (size_t i = 0; i < ELEMENTSOF(rv); i++) {
+    const char *v = getenv(rv[i].var);
+    char *end = NULL;
+    unsigned long n = v && *v ? strtoul(v, &end, 10) : 0;
+    if (v && *v && (*end || n > 86400))
+      log_warn("gateway: %s=%s: want seconds (0-86400); keeping the default", rv[i].var, v);
+    else if (v && *v)
+      *(unsigned *)((char *)g + rv[i].off) = (unsigned)n;
+  }
   g->max_response = DEFAULT_MAX_RESPONSE;
   const char *mr = getenv("CLEANROOM_GATEWAY_MAX_RESPONSE");
   if (mr && *mr) {
@@ -727,6 +764,8 @@ int gw_new(uv_loop_t *loop, egress *e, gw **ret, cr_error **err) {
                 sizeof(g->goproxy));
   upstream_base("CLEANROOM_GATEWAY_NPM_REGISTRY", "https://registry.npmjs.org", g->npm,
                 sizeof(g->npm));
+  upstream_base("CLEANROOM_GATEWAY_RUBYGEMS", "https://rubygems.org", g->rubygems,
+                sizeof(g->rubygems));
   const char *ca = getenv("CLEANROOM_GATEWAY_CA_FILE");
   snprintf(g->ca_file, sizeof(g->ca_file), "%s", ca && *ca == '/' ? ca : "");
   const char *oi = getenv("CLEANROOM_GATEWAY_OCI_INSECURE");

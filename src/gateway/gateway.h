@@ -34,7 +34,8 @@ void gw_detach(gw_sbx *s);
 
 /* KEY=VALUE strings (new array) for a sandbox's executions: git's
  * url.<gateway>.insteadOf for https:// and http:// as GIT_CONFIG_COUNT/
- * GIT_CONFIG_KEY_n/GIT_CONFIG_VALUE_n. */
+ * GIT_CONFIG_KEY_n/GIT_CONFIG_VALUE_n; GOPROXY, npm_config_registry, bundler's
+ * rubygems.org mirror and CLEANROOM_RUBYGEMS_SOURCE when configured. */
 json_t *gw_exec_env(const gw_sbx *s);
 /* {port, requests, upstream_requests, cache_hits, cache_misses, denied} */
 json_t *gw_stats(const gw *g);

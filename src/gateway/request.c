@@ -310,6 +310,35 @@ static int oci_path(const char *path, size_t n, gw_route *rt, const char **reaso
   return 0;
 }
 
+/* RubyGems' dependency API (<...>/api/v1/dependencies?gems=a,b): the one
+ * query passed on, names of [A-Za-z0-9._-] separated by ','. */
+static bool gems_query_ok(const char *path, size_t n, const char *query) {
+  static const char api[] = "/api/v1/dependencies";
+  size_t k = sizeof(api) - 1;
+  if (n < k || memcmp(path + n - k, api, k) || strncmp(query, "gems=", 5)) return false;
+  const char *q = query + 5;
+  if (!*q || strlen(q) > 1024 || *q == ',') return false;
+  for (; *q; q++)
+    if (!(isalnum((unsigned char)*q) || *q == '.' || *q == '_' || *q == '-' ||
+          (*q == ',' && q[1] && q[1] != ',')))
+      return false;
+  return true;
+}
+
+bool gw_gems_immutable(const char *path) {
+  const char *file = strrchr(path, '/');
+  if (!file || file == path) return false;
+  size_t fl = strlen(file + 1), dl = 0;
+  const char *dir = file; /* the segment before the file */
+  while (dir > path && dir[-1] != '/') dir--, dl++;
+  if (fl > 4 && !strcmp(file + 1 + fl - 4, ".gem") && dl == 4 && !strncmp(dir, "gems", 4))
+    return true; /* <...>/gems/<name>-<version>.gem */
+  if (fl > 11 && !strcmp(file + 1 + fl - 11, ".gemspec.rz") && dl == 11 &&
+      !strncmp(dir, "Marshal.4.8", 11) && dir - path >= 7 && !strncmp(dir - 7, "/quick/", 7))
+    return true; /* <...>/quick/Marshal.4.8/<name>-<version>.gemspec.rz */
+  return false;
+}
+
 int gw_route_parse(const char *method, const char *url, gw_route *rt, const char **reason,
                    int *status) {
   memset(rt, 0, sizeof(*rt));
@@ -340,7 +369,7 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
     return 0;
   }
   const char *pre, *scheme;
-  bool download = false, goproxy = false, npm = false;
+  bool download = false, goproxy = false, npm = false, gems = false;
   if (plen > 17 + 64 + 1 && !strncmp(url, "/download/sha256/", 17)) {
     download = true;
     for (size_t i = 0; i < 64; i++) {
@@ -360,6 +389,9 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
   } else if (plen > 5 && !strncmp(url, "/npm/", 5)) {
     scheme = url + 5;
     npm = true;
+  } else if (plen > 6 && !strncmp(url, "/gems/", 6)) {
+    scheme = url + 6;
+    gems = true;
   } else {
     return route_fail(reason, status, "route_not_found", 404);
   }
@@ -380,14 +412,21 @@ int gw_route_parse(const char *method, const char *url, gw_route *rt, const char
   if (!path_canonical(path, n, npm)) return route_fail(reason, status, "path_not_canonical", 400);
   size_t base;
   const char *suffix;
-  if (download || goproxy || npm) {
+  char gems_query[GW_MAX_URL + 2] = "";
+  if (download || goproxy || npm || gems) {
     if (strcmp(method, "GET")) return route_fail(reason, status, "method_not_allowed", 405);
-    if (query) return route_fail(reason, status, "path_not_canonical", 400);
-    rt->kind = download ? GW_ROUTE_DOWNLOAD : goproxy ? GW_ROUTE_GOPROXY : GW_ROUTE_NPM;
+    if (query && !(gems && gems_query_ok(path, n, query)))
+      return route_fail(reason, status, "path_not_canonical", 400);
+    rt->kind = download ? GW_ROUTE_DOWNLOAD : goproxy ? GW_ROUTE_GOPROXY : npm ? GW_ROUTE_NPM
+               : GW_ROUTE_GEMS;
+    char pz[GW_MAX_URL];
+    snprintf(pz, sizeof(pz), "%.*s", (int)n, path);
     rt->immutable = goproxy ? gw_goproxy_immutable(path)
+                    : gems ? !query && gw_gems_immutable(pz)
                     : npm && n > 4 && !strcmp(path + n - 4, ".tgz") && strstr(path, "/-/");
     base = n;
-    suffix = "";
+    if (query) snprintf(gems_query, sizeof(gems_query), "?%s", query);
+    suffix = gems_query;
   } else if (ends_with(path, n, "/info/refs", &base)) {
     if (strcmp(method, "GET")) return route_fail(reason, status, "method_not_allowed", 405);
     if (query && !strcmp(query, "service=git-upload-pack")) {

@@ -63,6 +63,7 @@ typedef enum gw_route_kind {
   GW_ROUTE_NPM,               /* GET  /npm/<scheme>/<host[:port]>/<registry path>: package metadata and tarballs */
   GW_ROUTE_OCI_BASE,          /* GET  /v2/: the registry API's version check, answered here */
   GW_ROUTE_OCI,               /* GET  /v2/<host[:port]>/<name>/(manifests|blobs)/<ref>: OCI pull-through */
+  GW_ROUTE_GEMS,              /* GET  /gems/<scheme>/<host[:port]>/<path>: RubyGems (compact index, gems) */
 } gw_route_kind;
 
 typedef struct gw_route {
@@ -74,7 +75,8 @@ typedef struct gw_route {
   char repo[GW_MAX_URL];      /* "/org/x.git" (canonical, no trailing route part); a download's path */
   char digest[65];            /* GW_ROUTE_DOWNLOAD: the expected sha256 (lowercase hex) */
   bool immutable;             /* GOPROXY: a version's .info/.mod/.zip (not list, @latest, sumdb);
-                                 NPM: a tarball (<pkg>/-/<file>.tgz); OCI: by digest (digest set) */
+                                 NPM: a tarball (<pkg>/-/<file>.tgz); OCI: by digest (digest set);
+                                 GEMS: a .gem or a gemspec (gw_gems_immutable) */
   bool oci_manifest;          /* OCI: a manifest (else a blob) */
   bool post;                  /* git-upload-pack / git-receive-pack (POST) */
   char upstream_url[GW_MAX_URL + 320]; /* the URL asked of the upstream */
@@ -101,6 +103,11 @@ bool gw_upload_pack_is_ls_refs(const uint8_t *body, size_t len);
  * immutable content: <version>.info, .mod or .zip of a version that is not
  * "list" (not @latest, not @v/list, not /sumdb/...). */
 bool gw_goproxy_immutable(const char *path);
+
+/* Whether a RubyGems path names immutable content: <...>/gems/<name>-<version>.gem
+ * or <...>/quick/Marshal.4.8/<name>-<version>.gemspec.rz (not the compact
+ * index: /versions, /info/<gem>, /names). */
+bool gw_gems_immutable(const char *path);
 
 /* npm metadata (a packument) with every versions.*.dist.tarball that is an
  * http(s) URL rewritten to <gw_base>/npm/<scheme>/<host[:port]>/<path>, so

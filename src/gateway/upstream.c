@@ -130,6 +130,7 @@ static curl_socket_t on_open(void *ud, curlsocktype purpose, struct curl_sockadd
 }
 
 static bool printable(const char *s);
+static void drop_response(gw_job *j);
 
 /* The sandbox's network policy, parsed on this thread from its text (once:
  * *pol); NULL when there is none. */
@@ -243,6 +244,55 @@ static void snapshot_key(gw_job *j, const uint8_t *body, size_t blen) {
   free(pre);
 }
 
+/* The key of another mutable answer (package indexes, Go lists, OCI
+ * tags): route, URL and (but for OCI, whose Accept is the gateway's own)
+ * the guest's Accept, which picks the answer's form (npm's abbreviated
+ * metadata). */
+static void mutable_key(gw_job *j) {
+  char *pre = NULL;
+  if (asprintf(&pre, "mutable\n%d\n%s\n%s\n", (int)j->rt.kind, j->rt.upstream_url,
+               j->rt.kind == GW_ROUTE_OCI ? "" : j->accept) < 0) {
+    j->snapshot = false;
+    return;
+  }
+  cr_sha256_hex(pre, strlen(pre), j->cache_key);
+  free(pre);
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The kept answer of a mutable request as the response (its type from the
+ * metadata, else git's); false when it is not in the cache. */
+static bool serve_snapshot(gw_job *j, json_t *meta) {
+  uint8_t *data = NULL;
+  size_t len = 0;
+  cr_error *err = NULL;
+  if (cache_get(j->cache, j->cache_key, &data, &len, &err) != 1) {
+    cr_error_free(err);
+    return false;
+  }
+  drop_response(j);
+  atomic_fetch_add(j->buffered, len);
+  j->accounted += len;
+  j->resp = data;
+  j->resp_len = j->resp_cap = len;
+  j->status = 200;
+  j->reason = "allowed";
+  const char *t = json_string_value(json_object_get(meta, "type"));
+  if (t && printable(t) && strlen(t) < sizeof(j->resp_type))
+    snprintf(j->resp_type, sizeof(j->resp_type), "%s", t);
+  else if (j->rt.kind == GW_ROUTE_GIT_INFO_REFS || j->rt.kind == GW_ROUTE_GIT_UPLOAD_PACK)
+    snprintf(j->resp_type, sizeof(j->resp_type), "application/x-git-upload-pack-%s",
+             j->rt.post ? "result" : "advertisement");
+  else
+    j->resp_type[0] = 0;
+  return true;
+}
+
 #define GW_MAX_REDIRECTS 5
 
 /* Forgets what a response brought (a redirect's body). */
@@ -316,25 +366,35 @@ static void upstream_handle(gw_job *j, CURL *h, const char *url, const char *ua,
   if (j->ca_file[0]) curl_easy_setopt(h, CURLOPT_CAINFO, j->ca_file);
 }
 
-/* WWW-Authenticate of a response (libcurl's header callback). */
+/* WWW-Authenticate and the validators of a response (libcurl's header
+ * callback; a header too long for its field is not kept). */
 typedef struct hdr_capture {
   char www_auth[1024];
+  char etag[256];
+  char last_modified[64];
 } hdr_capture;
+
+static void capture(const char *p, size_t n, const char *k, char *dst, size_t cap) {
+  size_t kl = strlen(k);
+  if (n <= kl || strncasecmp(p, k, kl) || dst[0]) return;
+  size_t off = kl;
+  while (off < n && (p[off] == ' ' || p[off] == '\t')) off++;
+  size_t len = n - off;
+  while (len && (p[off + len - 1] == '\r' || p[off + len - 1] == '\n')) len--;
+  if (len < cap) {
+    memcpy(dst, p + off, len);
+    dst[len] = 0;
+  }
+}
 
 static size_t on_header(char *p, size_t sz, size_t nm, void *ud) {
   hdr_capture *hc = ud;
   size_t n = sz * nm;
-  static const char k[] = "www-authenticate:";
-  if (n > sizeof(k) - 1 && !strncasecmp(p, k, sizeof(k) - 1) && !hc->www_auth[0]) {
-    size_t off = sizeof(k) - 1;
-    while (off < n && (p[off] == ' ' || p[off] == '\t')) off++;
-    size_t len = n - off;
-    while (len && (p[off + len - 1] == '\r' || p[off + len - 1] == '\n')) len--;
-    if (len < sizeof(hc->www_auth)) {
-      memcpy(hc->www_auth, p + off, len);
-      hc->www_auth[len] = 0;
-    }
-  }
+  if (n >= 5 && !strncmp(p, "HTTP/", 5)) /* a new response (after a 100): its own headers */
+    hc->www_auth[0] = hc->etag[0] = hc->last_modified[0] = 0;
+  capture(p, n, "www-authenticate:", hc->www_auth, sizeof(hc->www_auth));
+  capture(p, n, "etag:", hc->etag, sizeof(hc->etag));
+  capture(p, n, "last-modified:", hc->last_modified, sizeof(hc->last_modified));
   return n;
 }
 
@@ -463,7 +523,7 @@ void gw_upstream_run(gw_job *j) {
       ok = false;
     }
     if (ok && gw_upload_pack_is_ls_refs(body, blen)) {
-      /* v2 ref listing: mutable, kept only as the latest answer for offline use */
+      /* v2 ref listing: mutable, the latest answer kept (revalidated below) */
       j->snapshot = true;
       snapshot_key(j, body, blen);
     } else if (ok && gw_upload_pack_cacheable(body, blen)) {
@@ -485,26 +545,37 @@ void gw_upstream_run(gw_job *j) {
     }
   }
   if (j->rt.kind == GW_ROUTE_GIT_INFO_REFS && j->cache) {
-    j->snapshot = true; /* the ref advertisement: mutable, latest answer kept for offline use */
+    j->snapshot = true; /* the ref advertisement: mutable, the latest answer kept */
     snapshot_key(j, NULL, 0);
   }
-  if (j->snapshot && j->offline) {
-    uint8_t *data = NULL;
-    size_t len = 0;
-    cr_error *err = NULL;
-    if (cache_get(j->cache, j->cache_key, &data, &len, &err) == 1) {
-      j->cacheable = j->cache_hit = true;
-      atomic_fetch_add(j->buffered, len);
-      j->accounted += len;
-      j->resp = data;
-      j->resp_len = j->resp_cap = len;
-      j->status = 200;
-      snprintf(j->resp_type, sizeof(j->resp_type), "application/x-git-upload-pack-%s",
-               post ? "result" : "advertisement");
-      return;
-    }
-    cr_error_free(err);
+  bool refs = j->snapshot; /* git refs: their own revalidation time */
+  if (j->cache && !j->rt.immutable &&
+      (j->rt.kind == GW_ROUTE_NPM || j->rt.kind == GW_ROUTE_GOPROXY || j->rt.kind == GW_ROUTE_OCI ||
+       j->rt.kind == GW_ROUTE_GEMS)) {
+    j->snapshot = true; /* metadata, lists, @latest, tags: mutable, the latest answer kept */
+    mutable_key(j);
   }
+  /* A mutable answer: served from the cache within its revalidation time
+   * (fresh), else asked again with its validators (a 304 serves it:
+   * revalidated); offline, whatever was kept last. */
+  json_t *meta = NULL;
+  bool served = false;
+  if (j->snapshot) {
+    cr_error *err = NULL;
+    if (cache_meta_get(j->cache, j->cache_key, &meta, &err) < 0) cr_error_free(err);
+    unsigned ttl = refs ? j->revalidate_refs_s : j->revalidate_s;
+    double age = now_s() - json_number_value(json_object_get(meta, "stored"));
+    if (j->offline) {
+      served = serve_snapshot(j, meta);
+      if (served) j->cacheable = j->cache_hit = true;
+    } else if (meta && ttl > 0 && age >= 0 && age < ttl && serve_snapshot(j, meta)) {
+      served = true;
+      j->cache_state = "fresh";
+    }
+  }
+  const char *etag = json_string_value(json_object_get(meta, "etag"));
+  const char *lastmod = json_string_value(json_object_get(meta, "last_modified"));
+  bool conditional = !served && !post && ((etag && printable(etag)) || (lastmod && printable(lastmod)));
   bool download = j->rt.kind == GW_ROUTE_DOWNLOAD;
   if (download && j->cache) {
     j->cacheable = true; /* content-addressed: the key is the digest itself */
@@ -529,6 +600,14 @@ void gw_upstream_run(gw_job *j) {
     else j->cacheable = false;
     free(pre);
   }
+  bool gems = j->rt.kind == GW_ROUTE_GEMS;
+  if (gems && j->rt.immutable && j->cache) {
+    j->cacheable = true; /* a released gem (and its gemspec) never changes */
+    char *pre = NULL;
+    if (asprintf(&pre, "gems\n%s", j->rt.upstream_url) > 0) cr_sha256_hex(pre, strlen(pre), j->cache_key);
+    else j->cacheable = false;
+    free(pre);
+  }
   bool oci = j->rt.kind == GW_ROUTE_OCI;
   if (oci && j->rt.immutable && j->cache) {
     /* content-addressed like a download: the key is the digest (so a blob
@@ -536,7 +615,7 @@ void gw_upstream_run(gw_job *j) {
     j->cacheable = true;
     snprintf(j->cache_key, sizeof(j->cache_key), "%s", j->rt.digest);
   }
-  if (j->cacheable) {
+  if (j->cacheable && !served) {
     uint8_t *data = NULL;
     size_t len = 0;
     cr_error *err = NULL;
@@ -548,19 +627,20 @@ void gw_upstream_run(gw_job *j) {
       j->resp_len = j->resp_cap = len;
       j->status = 200;
       snprintf(j->resp_type, sizeof(j->resp_type), "%s",
-               download || goproxy || npm || oci ? "application/octet-stream"
+               download || goproxy || npm || oci || gems ? "application/octet-stream"
                                           : "application/x-git-upload-pack-result");
       if (oci && j->rt.oci_manifest) oci_manifest_headers(j);
       return;
     }
     cr_error_free(err);
   }
-  if (j->offline) {
+  if (j->offline && !served) {
+    json_decref(meta);
     fail(j, 503, "offline_not_cached", "offline mode: %.180s is not in the cache", j->rt.upstream_url);
     return;
   }
   char ua[160];
-  if (download || goproxy || npm || oci) /* the guest's own agent, else ours */
+  if (download || goproxy || npm || oci || gems) /* the guest's own agent, else ours */
     snprintf(ua, sizeof(ua), "%s", j->user_agent[0] && printable(j->user_agent)
                                        ? j->user_agent : "cleanroom-gateway");
   else /* smart-HTTP servers answer git agents only */
@@ -570,7 +650,8 @@ void gw_upstream_run(gw_job *j) {
    * must be http(s) and allowed by the sandbox's policy (the same decision
    * as for the first request), at most GW_MAX_REDIRECTS of them, GETs only,
    * and the host's credentials go to the first upstream only. */
-  _cleanup_free_ char *url = strdup(j->rt.upstream_url);
+  _cleanup_free_ char *url = served ? NULL : strdup(j->rt.upstream_url);
+  hdr_capture last = {{0}}; /* the final response's validators */
   policy *pol = NULL;
   bool on_origin = true, tried_token = false;
   _cleanup_free_ char *bearer = NULL; /* from the registry's token service */
@@ -613,10 +694,13 @@ void gw_upstream_run(gw_job *j) {
       curl_easy_cleanup(h);
       break;
     }
-    if (oci) {
-      curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-      curl_easy_setopt(h, CURLOPT_HEADERDATA, &hc);
+    bool cond_sent = conditional && hop == 0;
+    if (cond_sent) {
+      if (etag && etag[0] && printable(etag)) add_header(&hdrs, "If-None-Match", etag);
+      if (lastmod && lastmod[0] && printable(lastmod)) add_header(&hdrs, "If-Modified-Since", lastmod);
     }
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &hc);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     double t0 = mono_ms();
     CURLcode rc = curl_easy_perform(h);
@@ -636,6 +720,23 @@ void gw_upstream_run(gw_job *j) {
           fail(j, 504, "upstream_timeout", "%s", curl_easy_strerror(rc));
         else
           fail(j, 502, "upstream_unavailable", "%s", curl_easy_strerror(rc));
+      }
+    } else if (code == 304 && cond_sent) {
+      /* not modified: the kept answer, its time renewed (a new validator kept) */
+      if (serve_snapshot(j, meta)) {
+        j->cache_state = "revalidated";
+        json_t *m = json_deep_copy(meta);
+        json_object_set_new(m, "stored", json_real(now_s()));
+        if (hc.etag[0] && printable(hc.etag)) json_object_set_new(m, "etag", json_string(hc.etag));
+        cr_error *err = NULL;
+        if (cache_meta_set(j->cache, j->cache_key, m, &err) < 0) cr_error_free(err);
+        json_decref(m);
+      } else { /* gone from the cache meanwhile: once more, unconditionally */
+        conditional = false;
+        next = strdup(url);
+        if (!next) fail(j, 503, "resource_exhausted", "out of memory");
+        hop--;
+        drop_response(j);
       }
     } else if (code >= 300 && code < 400) {
       char *loc = NULL;
@@ -666,6 +767,7 @@ void gw_upstream_run(gw_job *j) {
       if (code == 401 || code == 403) j->reason = "upstream_auth_refused";
       else if (code != 200) j->reason = "upstream_error";
     }
+    last = hc;
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(h);
     free(url);
@@ -685,6 +787,23 @@ void gw_upstream_run(gw_job *j) {
   if (oci && j->status == 200 && j->rt.oci_manifest) oci_manifest_headers(j);
   if (download && j->status == 200)
     snprintf(j->resp_type, sizeof(j->resp_type), "application/octet-stream");
+  if (j->status == 200 && j->snapshot && !served && !j->cache_state && j->reason &&
+      !strcmp(j->reason, "allowed")) {
+    /* the upstream's own bytes (npm metadata is rewritten per sandbox below) */
+    cr_error *err = NULL;
+    if (cache_put(j->cache, j->cache_key, refs ? "git-refs" : "index", j->rt.upstream_url, j->resp,
+                  j->resp_len, &err) < 0) {
+      cr_error_free(err);
+    } else {
+      json_t *m = json_pack("{s:f, s:s}", "stored", now_s(), "type", j->resp_type);
+      if (m && last.etag[0] && printable(last.etag)) json_object_set_new(m, "etag", json_string(last.etag));
+      if (m && last.last_modified[0] && printable(last.last_modified))
+        json_object_set_new(m, "last_modified", json_string(last.last_modified));
+      if (m && cache_meta_set(j->cache, j->cache_key, m, &err) < 0) cr_error_free(err);
+      json_decref(m);
+    }
+  }
+  json_decref(meta);
   if (npm && !j->rt.immutable && j->status == 200 && j->resp_len) {
     /* metadata: tarball URLs through the gateway too */
     size_t nl = 0;
@@ -699,16 +818,10 @@ void gw_upstream_run(gw_job *j) {
       snprintf(j->resp_type, sizeof(j->resp_type), "application/json");
     }
   }
-  if (j->status == 200 && j->snapshot && j->reason && !strcmp(j->reason, "allowed")) {
-    cr_error *err = NULL;
-    if (cache_put(j->cache, j->cache_key, "git-refs", j->rt.upstream_url, j->resp, j->resp_len,
-                  &err) < 0)
-      cr_error_free(err);
-  }
-  if (j->status == 200 && j->cacheable && j->reason && !strcmp(j->reason, "allowed")) {
+  if (j->status == 200 && j->cacheable && !served && j->reason && !strcmp(j->reason, "allowed")) {
     cr_error *err = NULL;
     if (cache_put(j->cache, j->cache_key,
-                  download ? "download" : goproxy ? "go-module" : npm ? "npm-tarball"
+                  download ? "download" : goproxy ? "go-module" : npm ? "npm-tarball" : gems ? "gem"
                   : oci ? (j->rt.oci_manifest ? "oci-manifest" : "oci-blob") : "git-pack",
                   j->rt.upstream_url,
                   j->resp, j->resp_len, &err) < 0)

@@ -66,6 +66,9 @@ ENV.update({
     "CLEANROOM_GATEWAY_NPM_REGISTRY": "http://%s:8080/npmreg/" % W.allowed,
     "CLEANROOM_GATEWAY_OCI_INSECURE": "%s:5000,%s:5002" % (W.allowed, W.allowed),  # HTTP registries
     "CLEANROOM_GATEWAY_CA_FILE": W.ca_file,  # the CA of the test's HTTPS upstream
+    "CLEANROOM_GATEWAY_RUBYGEMS": "http://%s:8080/gemsrv" % W.allowed,
+    "CLEANROOM_GATEWAY_REVALIDATE_S": "600",  # indexes fresh for the whole test (revalidate_row)
+    "CLEANROOM_GATEWAY_REVALIDATE_REFS_S": "0",  # refs always revalidated (fetches see new commits)
 })
 for k in ("CLEANROOM_HOST", "CLEANROOM_EGRESS", "CLEANROOM_GATEWAY_OFFLINE"):
     ENV.pop(k, None)
@@ -237,9 +240,9 @@ def run_rows(a, b, commit):
     zips = [r for r in reqs if r["path"].endswith(".zip")]
     lists = [r for r in reqs if r["path"].endswith("/list")]
     import hashlib as _h
-    row("GOPROXY goes through the gateway: a version's zip is cached, @v/list is not",
+    row("GOPROXY goes through the gateway: a version's zip is cached, @v/list fresh within its time",
         ("GOPROXY=http://" in o1 and "/go/http/%s:8080/gomod" % W.allowed in o1
-         and o1.count(_h.sha256(zipdata).hexdigest()) == 2 and len(zips) == 1 and len(lists) == 2
+         and o1.count(_h.sha256(zipdata).hexdigest()) == 2 and len(zips) == 1 and len(lists) == 1
          and has_event(events(b), kind="gateway", route="goproxy", cache="hit")),
         "%s zips=%d lists=%d" % (o1[-300:], len(zips), len(lists)))
     # 5e the npm registry: npm_config_registry injected, tarball URLs rewritten to the
@@ -401,6 +404,67 @@ def push_row(b):
         "up=%s %s %s" % (up, out[-400:], [r["path"] for r in reqs]))
 
 
+def revalidate_rows(b):
+    """Mutable answers: within CLEANROOM_GATEWAY_REVALIDATE_S (600 s here)
+    npm metadata is served from the cache (no upstream request); git refs
+    (CLEANROOM_GATEWAY_REVALIDATE_REFS_S=0) are asked every time with the
+    kept ETag: 304 while unchanged, the new refs after a commit."""
+    before = len(W.requests())
+    _, o1 = guest(b, "for i in 1 2; do curl -sS ${npm_config_registry}hello; echo; done")
+    reqs = [r for r in W.requests()[before:] if r["path"].endswith("/npmreg/hello")]
+    row("npm metadata within its revalidation time comes from the cache (no upstream request)",
+        (o1.count("/npm/http/%s:8080/npmreg/hello/-/hello-1.0.0.tgz" % W.allowed) == 2 and not reqs
+         and has_event(events(b), kind="gateway", route="npm", cache="fresh")),
+        "%s %s" % (o1[-300:], reqs))
+    url = "http://%s:8080/repo.git" % W.allowed
+    lsr = "%s -c protocol.version=0 ls-remote %s refs/heads/main" % (GIT, url)
+    before = len(W.requests())
+    _, o1 = guest(b, "%s; %s" % (lsr, lsr))
+    refs = [r for r in W.requests()[before:] if r["path"].endswith("/info/refs?service=git-upload-pack")]
+    newer = W.add_commit("repo", "a commit after the refs were kept\n")
+    before = len(W.requests())
+    _, o2 = guest(b, lsr)
+    refs2 = [r for r in W.requests()[before:] if r["path"].endswith("/info/refs?service=git-upload-pack")]
+    row("git refs are revalidated: a conditional request answered 304, a new commit seen at once",
+        (len(refs) == 2 and refs[1]["inm"] and refs[1]["status"] == 304 and newer in o2
+         and refs2 and refs2[0]["inm"] and refs2[0]["status"] == 200
+         and has_event(events(b), kind="gateway", route="git-info-refs", cache="revalidated")),
+        "%s | %s %s %s" % (o1[-200:], o2[-200:], refs, refs2))
+
+
+def gems_row(b):
+    """RubyGems (a source served from files; driven with curl): the
+    exec environment names the gateway's source (bundler's mirror and
+    CLEANROOM_RUBYGEMS_SOURCE for `gem --source`); the compact index is
+    fresh within its time; a .gem is cached."""
+    import hashlib
+    gem, spec = W.make_gem_server()
+    before = len(W.requests())
+    # the environment as exec'd (not under sh: dash drops names with ':' or '/')
+    envs = cr("exec", "--in", b, "--", "env", check=False).stdout.decode(errors="replace")
+    _, o1 = guest(b, "echo SRC=$CLEANROOM_RUBYGEMS_SOURCE; "
+                     "for i in 1 2; do curl -sS ${CLEANROOM_RUBYGEMS_SOURCE}versions; "
+                     "curl -sS ${CLEANROOM_RUBYGEMS_SOURCE}info/hello; "
+                     "curl -sS ${CLEANROOM_RUBYGEMS_SOURCE}gems/hello-1.0.0.gem | sha256sum; done; "
+                     "curl -sS ${CLEANROOM_RUBYGEMS_SOURCE}quick/Marshal.4.8/hello-1.0.0.gemspec.rz "
+                     "| sha256sum")
+    reqs = W.requests()[before:]
+    gems = [r for r in reqs if r["path"].endswith(".gem")]
+    vers = [r for r in reqs if r["path"].endswith("/versions")]
+    src = "/gems/http/%s:8080/gemsrv/" % W.allowed
+    evs = events(b)
+    row("RubyGems: the source is injected, the compact index fresh within its time, a .gem cached",
+        (("SRC=http://" in o1 and src in o1)
+         and ("BUNDLE_MIRROR__HTTPS://RUBYGEMS__ORG/=http://" in envs and src in envs)
+         and o1.count(hashlib.sha256(gem).hexdigest()) == 2 + 2  # twice in info, twice the file
+         and hashlib.sha256(spec).hexdigest() in o1 and len(gems) == 1 and len(vers) == 1
+         and has_event(evs, kind="gateway", route="gems", cache="hit")
+         and has_event(evs, kind="gateway", route="gems", cache="fresh")),
+        "%s gems=%d versions=%d spec=%s events=%s" % (
+            envs[-300:] + o1[:300], len(gems), len(vers), hashlib.sha256(spec).hexdigest(),
+            [(e.get("cache"), e.get("url")) for e in evs if e.get("route") == "gems"]))
+
+
 def offline_row(a):
     """CLEANROOM_GATEWAY_OFFLINE=1 (a restarted daemon): a clone that was made
     online is served wholly from the cache (the refs' latest answer, the
@@ -457,6 +521,8 @@ def main():
             taps.append(json.loads(cr("sandbox", "inspect", sid, "--json").stdout)["network"]["tap"])
         run_rows(a, b, commit)
         push_row(b)
+        revalidate_rows(b)
+        gems_row(b)
         offline_row(a)
         cr("sandbox", "rm", a, b, timeout=120)
         p = subprocess.run(["ss", "-ltn"], stdout=subprocess.PIPE)

@@ -29,23 +29,25 @@ class H(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        if (path.startswith("/gomod/") or path.startswith("/npmreg/")) and ".." not in path:
-            # a Go module proxy and an npm registry served from files (<root>/../gomod/...)
-            log.write(json.dumps({"server": self.server.server_address[0], "method": self.command,
-                                  "path": self.path, "auth": "", "git_protocol": ""}) + "\n")
+        if (path.startswith("/gomod/") or path.startswith("/npmreg/")
+                or path.startswith("/gemsrv/")) and ".." not in path:
+            # a Go module proxy and an npm registry served from files (<root>/../gomod/...),
+            # with an ETag and Last-Modified (a matching If-None-Match is answered 304)
+            rec = {"server": self.server.server_address[0], "method": self.command,
+                   "path": self.path, "auth": "", "git_protocol": "",
+                   "inm": self.headers.get("If-None-Match", "")}
             f = os.path.join(os.path.dirname(root), path.lstrip("/"))
             if os.path.isdir(f):
                 f = os.path.join(f, "index")
             if not os.path.isfile(f):
+                log.write(json.dumps(dict(rec, status=404)) + "\n")
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
             data = open(f, "rb").read()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_validated(rec, data, [("Last-Modified", self.date_time_string(
+                int(os.stat(f).st_mtime)))])
             return
         n = int(self.headers.get("Content-Length") or 0)
         body = b""
@@ -59,9 +61,10 @@ class H(http.server.BaseHTTPRequestHandler):
                 self.rfile.readline()
         elif n:
             body = self.rfile.read(n)
-        log.write(json.dumps({"server": self.server.server_address[0], "method": self.command,
-                              "path": self.path, "auth": self.headers.get("Authorization", ""),
-                              "git_protocol": self.headers.get("Git-Protocol", "")}) + "\n")
+        rec = {"server": self.server.server_address[0], "method": self.command,
+               "path": self.path, "auth": self.headers.get("Authorization", ""),
+               "git_protocol": self.headers.get("Git-Protocol", ""),
+               "inm": self.headers.get("If-None-Match", "")}
         env = {"GIT_PROJECT_ROOT": root, "GIT_HTTP_EXPORT_ALL": "1",
                "REQUEST_METHOD": self.command, "PATH_INFO": path, "QUERY_STRING": query,
                "CONTENT_TYPE": self.headers.get("Content-Type", ""),
@@ -83,12 +86,31 @@ class H(http.server.BaseHTTPRequestHandler):
                 status = int(v.strip().split()[0])
             elif k:
                 headers.append((k, v.strip()))
+        if self.command == "GET" and path.endswith("/info/refs") and status == 200:
+            # the ref advertisement with an ETag (revalidation: 304 while the refs are the same)
+            self.send_validated(rec, out, headers)
+            return
+        log.write(json.dumps(dict(rec, status=status)) + "\n")
         self.send_response(status)
         for k, v in headers:
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
+    def send_validated(self, rec, data, headers):
+        import hashlib
+        etag = '"%s"' % hashlib.sha256(data).hexdigest()[:32]
+        status = 304 if self.headers.get("If-None-Match") == etag else 200
+        log.write(json.dumps(dict(rec, status=status)) + "\n")
+        self.send_response(status)
+        for k, v in headers:
+            if k.lower() not in ("etag", "content-length"):
+                self.send_header(k, v)
+        self.send_header("ETag", etag)
+        self.send_header("Content-Length", "0" if status == 304 else str(len(data)))
+        self.end_headers()
+        if status == 200:
+            self.wfile.write(data)
     do_GET = handle_one
     do_POST = handle_one
 for addr in sys.argv[3:]:
@@ -286,12 +308,53 @@ class World:
             _json.dump(doc, f)
         return tgz
 
-    def add_commit(self, name):
-        """A new commit on main in <repos>/<name>.git; returns its id."""
+    def make_gem_server(self, name="hello", version="1.0.0"):
+        """A RubyGems source served from files at /gemsrv/: the compact index
+        (versions, names, info/<name>), a hand-made .gem (a tar of
+        metadata.gz, data.tar.gz, checksums.yaml.gz: what `gem build` makes)
+        and its quick gemspec; returns (gem bytes, gemspec bytes)."""
+        import gzip, hashlib, io, tarfile, zlib
+        d = os.path.join(self.tmp, "gemsrv")
+        for sub in ("info", "gems", "quick/Marshal.4.8"):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+
+        def tar(members):
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as t:
+                for n, data in members:
+                    ti = tarfile.TarInfo(n)
+                    ti.size = len(data)
+                    t.addfile(ti, io.BytesIO(data))
+            return buf.getvalue()
+        meta = ("--- !ruby/object:Gem::Specification\nname: %s\nversion: !ruby/object:Gem::Version\n"
+                "  version: %s\nfiles:\n- lib/%s.rb\n" % (name, version, name)).encode()
+        data = gzip.compress(tar([("lib/%s.rb" % name, b"module Hello; end\n")]), mtime=0)
+        mgz = gzip.compress(meta, mtime=0)
+        sums = gzip.compress(("---\nSHA256:\n  metadata.gz: %s\n  data.tar.gz: %s\n" % (
+            hashlib.sha256(mgz).hexdigest(), hashlib.sha256(data).hexdigest())).encode(), mtime=0)
+        gem = tar([("metadata.gz", mgz), ("data.tar.gz", data), ("checksums.yaml.gz", sums)])
+        spec = zlib.compress(b"\x04\x08" + meta)
+        with open(os.path.join(d, "gems", "%s-%s.gem" % (name, version)), "wb") as f:
+            f.write(gem)
+        with open(os.path.join(d, "quick/Marshal.4.8", "%s-%s.gemspec.rz" % (name, version)), "wb") as f:
+            f.write(spec)
+        info = "---\n%s |checksum:%s\n" % (version, hashlib.sha256(gem).hexdigest())
+        with open(os.path.join(d, "info", name), "w") as f:
+            f.write(info)
+        with open(os.path.join(d, "versions"), "w") as f:
+            f.write("created_at: 2026-01-01T00:00:00Z\n---\n%s %s %s\n" % (
+                name, version, hashlib.md5(info.encode()).hexdigest()))
+        with open(os.path.join(d, "names"), "w") as f:
+            f.write("---\n%s\n" % name)
+        return gem, spec
+
+    def add_commit(self, name, text="a later commit\n"):
+        """A new commit on main in <repos>/<name>.git (later.txt holds text);
+        returns its id."""
         work = os.path.join(self.tmp, "src-" + name)
         git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
         with open(os.path.join(work, "later.txt"), "w") as f:
-            f.write("a later commit\n")
+            f.write(text)
         sh(*git, "-C", work, "add", "-A")
         sh(*git, "-C", work, "commit", "-q", "-m", "later")
         sh("git", "-C", work, "push", "-q", os.path.join(self.repos, name + ".git"), "HEAD:main")

@@ -187,6 +187,41 @@ static void test_routes(void **state) {
     assert_int_equal(gw_route_parse("GET", "/npm/https/r.example/x", &rt, &reason, &status), 0);
     assert_false(rt.immutable);
   }
+  /* RubyGems: the compact index (mutable), gems and gemspecs (immutable), the dependency API */
+  expect_route("GET", "/gems/https/rubygems.org/versions", GW_ROUTE_GEMS, "https://rubygems.org/versions");
+  expect_route("GET", "/gems/https/rubygems.org/info/rack", GW_ROUTE_GEMS, "https://rubygems.org/info/rack");
+  expect_route("GET", "/gems/http/10.0.0.5:8080/gemsrv/gems/rack-3.0.8.gem", GW_ROUTE_GEMS,
+               "http://10.0.0.5:8080/gemsrv/gems/rack-3.0.8.gem");
+  expect_route("GET", "/gems/https/rubygems.org/api/v1/dependencies?gems=rack,rake", GW_ROUTE_GEMS,
+               "https://rubygems.org/api/v1/dependencies?gems=rack,rake");
+  expect_no_route("GET", "/gems/https/rubygems.org/api/v1/dependencies?gems=a,,b", "path_not_canonical");
+  expect_no_route("GET", "/gems/https/rubygems.org/api/v1/dependencies?gems=a&x=1", "path_not_canonical");
+  expect_no_route("GET", "/gems/https/rubygems.org/versions?x", "path_not_canonical");
+  expect_no_route("POST", "/gems/https/rubygems.org/api/v1/gems", "method_not_allowed");
+  expect_no_route("GET", "/gems/https/rubygems.org/gems/../versions", "path_not_canonical");
+  {
+    gw_route rt;
+    const char *reason;
+    int status;
+    assert_int_equal(gw_route_parse("GET", "/gems/https/rubygems.org/gems/rack-3.0.8.gem", &rt, &reason, &status), 0);
+    assert_true(rt.immutable);
+    assert_int_equal(gw_route_parse("GET", "/gems/https/rubygems.org/quick/Marshal.4.8/rack-3.0.8.gemspec.rz",
+                                    &rt, &reason, &status), 0);
+    assert_true(rt.immutable);
+    assert_int_equal(gw_route_parse("GET", "/gems/https/rubygems.org/info/rack", &rt, &reason, &status), 0);
+    assert_false(rt.immutable);
+    assert_int_equal(gw_route_parse("GET", "/gems/https/rubygems.org/api/v1/dependencies?gems=x.gem",
+                                    &rt, &reason, &status), 0);
+    assert_false(rt.immutable);
+  }
+  assert_true(gw_gems_immutable("/gems/a-1.gem"));
+  assert_true(gw_gems_immutable("/mirror/gems/a-1.gem"));
+  assert_false(gw_gems_immutable("/info/a.gem"));
+  assert_false(gw_gems_immutable("/xgems/a-1.gem"));
+  assert_false(gw_gems_immutable("/gems/.gem"));
+  assert_false(gw_gems_immutable("/Marshal.4.8/a-1.gemspec.rz"));
+  assert_false(gw_gems_immutable("/xquick/Marshal.4.8/a-1.gemspec.rz"));
+  assert_false(gw_gems_immutable("/versions"));
   expect_no_route("GET", "http://evil/x", "path_not_canonical");
   expect_no_route("GET", "/other", "route_not_found");
   expect_no_route("GET", "/git/https/h/a/../b/info/refs?service=git-upload-pack", "path_not_canonical");
@@ -389,8 +424,56 @@ static void test_cache(void **state) {
   cr_rm_rf(dir);
 }
 
+/* An entry's metadata (the gateway's validators): kept beside the bytes,
+ * replaced without them; a replaced entry's old blob goes when no other
+ * entry names it. */
+static void test_cache_meta(void **state) {
+  char dir[] = "/tmp/cr-test-cache-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  cache *c = NULL;
+  cr_error *err = NULL;
+  assert_int_equal(cache_open_local(dir, 1 << 20, &c, &err), 0);
+  char k1[65], k2[65];
+  key_of("m1", k1), key_of("m2", k2);
+  json_t *m = NULL;
+  assert_int_equal(cache_meta_get(c, k1, &m, &err), 0); /* no entry */
+  assert_null(m);
+  json_t *nm = json_pack("{s:s, s:f}", "etag", "\"abc\"", "stored", 1.5);
+  assert_int_equal(cache_meta_set(c, k1, nm, &err), 0); /* no entry: nothing set */
+  assert_int_equal(cache_put(c, k1, "index", "u1", (const uint8_t *)"old", 3, &err), 0);
+  assert_int_equal(cache_meta_get(c, k1, &m, &err), 0); /* an entry without metadata */
+  assert_int_equal(cache_meta_set(c, k1, nm, &err), 1);
+  json_decref(nm);
+  assert_int_equal(cache_meta_get(c, k1, &m, &err), 1);
+  assert_string_equal(json_string_value(json_object_get(m, "etag")), "\"abc\"");
+  json_decref(m);
+  uint8_t *got = NULL;
+  size_t len = 0;
+  assert_int_equal(cache_get(c, k1, &got, &len, &err), 1); /* the bytes stay */
+  assert_memory_equal(got, "old", 3);
+  free(got);
+  /* replaced: the old blob goes (k2 shares the new bytes, not the old) */
+  char old_blob[256], hex[65];
+  cr_sha256_hex("old", 3, hex);
+  snprintf(old_blob, sizeof(old_blob), "%s/blobs/%s", dir, hex);
+  assert_int_equal(access(old_blob, F_OK), 0);
+  assert_int_equal(cache_put(c, k1, "index", "u1", (const uint8_t *)"new", 3, &err), 0);
+  assert_int_equal(access(old_blob, F_OK), -1);
+  assert_int_equal(cache_meta_get(c, k1, &m, &err), 0); /* a new answer: its own metadata */
+  assert_int_equal(cache_put(c, k2, "index", "u2", (const uint8_t *)"new", 3, &err), 0);
+  assert_int_equal(cache_put(c, k1, "index", "u1", (const uint8_t *)"newer", 5, &err), 0);
+  assert_int_equal(cache_get(c, k2, &got, &len, &err), 1); /* the shared blob stays */
+  assert_memory_equal(got, "new", 3);
+  free(got);
+  assert_int_equal(cache_meta_get(c, "../x", &m, &err), -1);
+  cr_error_free(err);
+  cache_close(c);
+  cr_rm_rf(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_cache_meta),
       cmocka_unit_test(test_request_ok),
       cmocka_unit_test(test_request_refused),
       cmocka_unit_test(test_routes),
