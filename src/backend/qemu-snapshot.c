@@ -17,6 +17,7 @@
 #include "backend/qemu-snapshot.h"
 #include "backend/qmp.h"
 #include "util/fs.h"
+#include "util/clock.h"
 #include "util/macro.h"
 #include "util/log.h"
 
@@ -34,12 +35,6 @@
 #define MIGRATE_TIMEOUT_MS 60000
 #define FD_NAME "cr-migration"
 
-static long mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
-}
-
 static int qmp_open(const char *dir, qmp **ret, cr_error **err) {
   _cleanup_free_ char *sock = cr_path_join(dir, "qmp.sock");
   if (!sock) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "qmp");
@@ -54,7 +49,7 @@ static int set_ignore_shared(qmp *q, bool on, cr_error **err) {
 
 /* Polls query-migrate until completed (0) or failed/deadline (-1). */
 static int wait_migration(qmp *q, const char *what, cr_error **err) {
-  long deadline = mono_ms() + MIGRATE_TIMEOUT_MS;
+  long deadline = cr_mono_ms() + MIGRATE_TIMEOUT_MS;
   struct timespec ts = {0, 2 * 1000 * 1000};
   for (;;) {
     json_t *ret = NULL;
@@ -72,7 +67,7 @@ static int wait_migration(qmp *q, const char *what, cr_error **err) {
       return r;
     }
     json_decref(ret);
-    if (mono_ms() > deadline)
+    if (cr_mono_ms() > deadline)
       return cr_error_set(err, CR_E_SNAPSHOT_FAILED, 0, "%s: migration timed out", what);
     nanosleep(&ts, NULL);
   }
@@ -298,7 +293,7 @@ int qemu_vm_save_flat(const char *dir, pid_t pid, const char *ram_path, uint64_t
   _cleanup_free_ char *ram_tmp = NULL, *st_tmp = NULL;
   int rfd = -1, sfd = -1, r = -1;
   bool fdset = false;
-  long t0 = mono_ms();
+  long t0 = cr_mono_ms();
   if (asprintf(&ram_tmp, "%s.tmp", ram_out) < 0) ram_tmp = NULL;
   if (asprintf(&st_tmp, "%s.tmp", state_path) < 0) st_tmp = NULL;
   if (!ram_tmp || !st_tmp) {
@@ -319,7 +314,7 @@ int qemu_vm_save_flat(const char *dir, pid_t pid, const char *ram_path, uint64_t
                  "reading the guest RAM of VMM %d (%s)", (int)pid, ram_path);
     goto out;
   }
-  long t1 = mono_ms();
+  long t1 = cr_mono_ms();
   /* device state only: no RAM sections, no configuration section (the
    * restoring VMM runs with migration.send-configuration=off) */
   json_t *ret = NULL;
@@ -339,7 +334,7 @@ int qemu_vm_save_flat(const char *dir, pid_t pid, const char *ram_path, uint64_t
     cr_error_set(err, CR_E_IO, errno, "writing %s", state_path);
     goto out;
   }
-  log_debug("save: RAM copied in %ld ms, device state in %ld ms", t1 - t0, mono_ms() - t1);
+  log_debug("save: RAM copied in %ld ms, device state in %ld ms", t1 - t0, cr_mono_ms() - t1);
   r = 0;
 out:
   if (fdset) {
@@ -366,7 +361,7 @@ int qemu_vm_restore(const char *dir, const char *state_path, unsigned flags, cr_
   qmp *q = NULL;
   if (qmp_open(dir, &q, err) < 0) return cr_error_wrap(err, "restoring the VM");
   int r = -1;
-  long t0 = mono_ms();
+  long t0 = cr_mono_ms();
   log_debug("restore: qmp connected");
   if (set_ignore_shared(q, flags & QEMU_SNAP_IGNORE_SHARED, err) < 0) goto out;
   if (qmp_execute_fd(q, "getfd", json_pack("{s:s}", "fdname", FD_NAME), fd, QMP_TIMEOUT_MS,
@@ -377,11 +372,11 @@ int qemu_vm_restore(const char *dir, const char *state_path, unsigned flags, cr_
     goto out;
   /* QEMU 7.2 exits when an incoming migration fails: the QMP connection
    * closes, which wait_migration reports */
-  log_debug("restore: +%ld ms incoming started", mono_ms() - t0);
+  log_debug("restore: +%ld ms incoming started", cr_mono_ms() - t0);
   if (wait_migration(q, "restoring the VM", err) < 0) goto out;
-  log_debug("restore: +%ld ms incoming done", mono_ms() - t0);
+  log_debug("restore: +%ld ms incoming done", cr_mono_ms() - t0);
   if (qmp_execute(q, "cont", NULL, QMP_TIMEOUT_MS, NULL, err) < 0) goto out;
-  log_debug("restore: +%ld ms running", mono_ms() - t0);
+  log_debug("restore: +%ld ms running", cr_mono_ms() - t0);
   r = 0;
 out:
   qmp_free(q);

@@ -1,5 +1,6 @@
 #include "backend/qmp.h"
 #include "util/macro.h"
+#include "util/clock.h"
 
 #include <poll.h>
 #include <string.h>
@@ -14,12 +15,6 @@ struct qmp {
   char *buf;
   size_t len, cap;
 };
-
-static long now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1000L + ts.tv_nsec / 1000000;
-}
 
 /* Reads one line (a JSON object) before deadline. */
 static int read_msg(qmp *q, long deadline, json_t **ret, cr_error **err) {
@@ -44,7 +39,7 @@ static int read_msg(qmp *q, long deadline, json_t **ret, cr_error **err) {
       q->buf = nb;
       q->cap = nc;
     }
-    long left = deadline - now_ms();
+    long left = deadline - cr_mono_ms();
     if (left <= 0) return cr_error_set(err, CR_E_RUNTIME_LAUNCH_FAILED, 0, "qmp: timed out");
     struct pollfd p = {.fd = q->fd, .events = POLLIN};
     int r = poll(&p, 1, (int)left);
@@ -109,7 +104,7 @@ int qmp_execute_fd(qmp *q, const char *command, json_t *args, int pass_fd, int t
   int r = pass_fd >= 0 ? write_with_fd(q->fd, s, n + 1, pass_fd) : write_all(q->fd, s, n + 1);
   s[n] = '\0';
   if (r < 0) return cr_error_set(err, CR_E_RUNTIME_LAUNCH_FAILED, -r, "qmp: %s", command);
-  long deadline = now_ms() + timeout_ms;
+  long deadline = cr_mono_ms() + timeout_ms;
   for (;;) {
     json_t *m = NULL;
     if (read_msg(q, deadline, &m, err) < 0) return cr_error_wrap(err, "qmp %s", command);
@@ -149,7 +144,7 @@ int qmp_connect(const char *path, int timeout_ms, qmp **ret, cr_error **err) {
   }
   q->fd = fd;
   json_t *greeting = NULL;
-  if (read_msg(q, now_ms() + timeout_ms, &greeting, err) < 0 ||
+  if (read_msg(q, cr_mono_ms() + timeout_ms, &greeting, err) < 0 ||
       qmp_execute(q, "qmp_capabilities", NULL, timeout_ms, NULL, err) < 0) {
     json_decref(greeting);
     qmp_free(q);

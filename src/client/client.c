@@ -1,6 +1,7 @@
 /* Blocking JSON-RPC client for the control API (see client.h). */
 #include "client/client.h"
 #include "util/buf.h"
+#include "util/clock.h"
 #include "util/fs.h"
 #include "util/macro.h"
 #include "util/paths.h"
@@ -26,12 +27,6 @@ struct api_client {
   bool eof;
   int send_fd; /* >= 0: goes with the first bytes of the next send (SCM_RIGHTS) */
 };
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Connects a unix stream socket to path; returns the fd or -errno. */
 static int connect_unix(const char *path) {
@@ -182,10 +177,10 @@ static int autostart(const char *sock, cr_error **err) {
    * others find it listening once they get the lock. */
   _cleanup_close_ int lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lock >= 0) {
-    int64_t until = now_ms() + API_CLIENT_AUTOSTART_TIMEOUT_MS;
+    int64_t until = cr_mono_ms() + API_CLIENT_AUTOSTART_TIMEOUT_MS;
     while (flock(lock, LOCK_EX | LOCK_NB) < 0) {
       if (errno != EWOULDBLOCK && errno != EINTR) break;
-      if (now_ms() > until) break; /* try anyway */
+      if (cr_mono_ms() > until) break; /* try anyway */
       struct timespec ts = {0, 20 * 1000000};
       nanosleep(&ts, NULL);
     }
@@ -196,7 +191,7 @@ static int autostart(const char *sock, cr_error **err) {
   pid_t pid = spawn_daemon(log, err);
   if (pid < 0) return pid;
 
-  int64_t deadline = now_ms() + API_CLIENT_AUTOSTART_TIMEOUT_MS;
+  int64_t deadline = cr_mono_ms() + API_CLIENT_AUTOSTART_TIMEOUT_MS;
   int last = 0;
   for (;;) {
     int fd = connect_unix(sock);
@@ -206,7 +201,7 @@ static int autostart(const char *sock, cr_error **err) {
       return cr_error_set(err, CR_E_DAEMON_UNAVAILABLE, 0,
                           "the daemon (pid %d) exited during start-up; see %s",
                           (int)pid, log);
-    if (now_ms() >= deadline) break;
+    if (cr_mono_ms() >= deadline) break;
     struct timespec ts = {0, 20 * 1000000};
     nanosleep(&ts, NULL);
   }
@@ -376,7 +371,7 @@ static int take_line(api_client *c, json_t **ret_msg, cr_error **err) {
 
 int api_client_read_message(api_client *c, int timeout_ms, json_t **ret_msg,
                             cr_error **err) {
-  int64_t deadline = timeout_ms >= 0 ? now_ms() + timeout_ms : -1;
+  int64_t deadline = timeout_ms >= 0 ? cr_mono_ms() + timeout_ms : -1;
   for (;;) {
     int r = take_line(c, ret_msg, err);
     if (r != 0) return r;
@@ -386,7 +381,7 @@ int api_client_read_message(api_client *c, int timeout_ms, json_t **ret_msg,
                           c->in.len ? " in the middle of a message" : "");
     int wait = -1;
     if (deadline >= 0) {
-      int64_t left = deadline - now_ms();
+      int64_t left = deadline - cr_mono_ms();
       wait = left > 0 ? (int)left : 0;
     }
     struct pollfd p = {.fd = c->fd, .events = POLLIN};

@@ -9,6 +9,7 @@
 #include "egress/nft.h"
 #include "policy/policy.h"
 #include "util/log.h"
+#include "util/clock.h"
 #include "util/paths.h"
 
 #include <arpa/inet.h>
@@ -100,12 +101,6 @@ struct egress {
   bool log_failed;
   bool capable; /* egress_host_capable() was true once */
 };
-
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* ---- events */
 
@@ -479,7 +474,7 @@ static void collect_ports(egress_sbx *s, json_t *allow) {
 /* May one more DNS event of s be written now? When it may after some were
  * held back, their count goes out first as a "suppressed" event. */
 static bool dns_ev_admit(egress_sbx *s) {
-  uint64_t now = now_ms();
+  uint64_t now = cr_mono_ms();
   if (s->ev_last_ms == 0) s->ev_tokens = DNS_EV_BURST;
   else s->ev_tokens += (double)(now - s->ev_last_ms) * DNS_EV_RATE / 1000.0;
   if (s->ev_tokens > DNS_EV_BURST) s->ev_tokens = DNS_EV_BURST;
@@ -548,7 +543,7 @@ static resolved *find_resolved(egress_sbx *s, const uint8_t a[4], uint16_t port)
 }
 
 static void prune_resolved(egress_sbx *s) {
-  uint64_t now = now_ms();
+  uint64_t now = cr_mono_ms();
   size_t k = 0;
   for (size_t i = 0; i < s->n_res; i++)
     if (s->res[i].expires_ms > now) s->res[k++] = s->res[i];
@@ -558,7 +553,7 @@ static void prune_resolved(egress_sbx *s) {
 /* Puts addr:port into the set for ttl seconds (refreshing a live element). */
 static int allow_addr(egress_sbx *s, const char *name, const uint8_t a[4], uint16_t port,
                       unsigned ttl) {
-  uint64_t now = now_ms(), exp = now + (uint64_t)ttl * 1000u;
+  uint64_t now = cr_mono_ms(), exp = now + (uint64_t)ttl * 1000u;
   resolved *r = find_resolved(s, a, port);
   if (r && r->expires_ms > exp) return 0; /* already there for longer */
   cr_error *err = NULL;
@@ -641,7 +636,7 @@ static void on_query(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const stru
     return;
   }
   pending *p = NULL;
-  uint64_t now = now_ms();
+  uint64_t now = cr_mono_ms();
   for (size_t i = 0; i < MAX_PENDING && !p; i++)
     if (!s->pend[i].used || now - s->pend[i].t0_ms > PENDING_TIMEOUT_MS) p = &s->pend[i];
   if (!p || q.end > sizeof(p->query)) {
@@ -724,7 +719,7 @@ static void on_upstream(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
 
 static void on_timer(uv_timer_t *t) {
   egress_sbx *s = t->data;
-  uint64_t now = now_ms();
+  uint64_t now = cr_mono_ms();
   for (size_t i = 0; i < MAX_PENDING; i++) {
     pending *p = &s->pend[i];
     if (p->used && now - p->t0_ms > PENDING_TIMEOUT_MS) {
@@ -780,7 +775,7 @@ static void on_nflog_pkt(void *ud, const egress_nflog_pkt *p) {
       reason = "protocol_not_allowed"; /* only TCP leaves a sandbox */
     } else {
       bool resolved_addr = false;
-      uint64_t now = now_ms();
+      uint64_t now = cr_mono_ms();
       for (size_t i = 0; s && i < s->n_res && !resolved_addr; i++)
         resolved_addr = !memcmp(s->res[i].addr, p->daddr, 4) && s->res[i].expires_ms > now;
       /* an address the sandbox resolved through us, on a port not allowed;
@@ -1031,12 +1026,12 @@ int egress_attach(egress *e, const char *id, json_t *pol, int slot, egress_sbx *
   egress_cidr *allow = NULL, *deny = NULL;
   size_t n_allow = 0, n_deny = 0;
   _cleanup_free_ char *cmds = NULL, *del = NULL;
-  uint64_t t0 = now_ms();
+  uint64_t t0 = cr_mono_ms();
   if (policy_from_compiled(pol, &s->pol, &s->pol_text, err) < 0) goto fail;
   if (ensure_base(e, err) < 0) goto fail;
-  log_debug("egress %s: +%llu ms: nftables table", id, (unsigned long long)(now_ms() - t0));
+  log_debug("egress %s: +%llu ms: nftables table", id, (unsigned long long)(cr_mono_ms() - t0));
   if (egress_tap_create(s->tap, s->host, 30, err) < 0) goto fail;
-  log_debug("egress %s: +%llu ms: TAP", id, (unsigned long long)(now_ms() - t0));
+  log_debug("egress %s: +%llu ms: TAP", id, (unsigned long long)(cr_mono_ms() - t0));
   if (cidrs_from(s->allow, &allow, &n_allow) < 0 || cidrs_from(s->deny, &deny, &n_deny) < 0) {
     cr_error_set(err, CR_E_INTERNAL, ENOMEM, "egress");
     goto fail_tap;
@@ -1056,12 +1051,12 @@ int egress_attach(egress *e, const char *id, json_t *pol, int slot, egress_sbx *
     goto fail_tap;
   }
   if (egress_nft_run(cmds, err) < 0) goto fail_nft;
-  log_debug("egress %s: +%llu ms: chains and set", id, (unsigned long long)(now_ms() - t0));
+  log_debug("egress %s: +%llu ms: chains and set", id, (unsigned long long)(cr_mono_ms() - t0));
   /* after the chains exist: a daemon removing the last other network sees
    * them and leaves forwarding on */
   if (forwarding_on(err) < 0) goto fail_nft;
   if (start_resolver(s, err) < 0) goto fail_nft;
-  log_debug("egress %s: +%llu ms: forwarding, resolver", id, (unsigned long long)(now_ms() - t0));
+  log_debug("egress %s: +%llu ms: forwarding, resolver", id, (unsigned long long)(cr_mono_ms() - t0));
   egress_sbx **nv = realloc(e->sbx, (e->n_sbx + 1) * sizeof(*e->sbx));
   if (!nv) {
     cr_error_set(err, CR_E_INTERNAL, ENOMEM, "egress");
@@ -1124,7 +1119,7 @@ void egress_sweep(egress *e, char *const *live, size_t n) {
 
 json_t *egress_sbx_json(const egress_sbx *s) {
   json_t *res = json_array();
-  uint64_t now = now_ms();
+  uint64_t now = cr_mono_ms();
   for (size_t i = 0; i < s->n_res; i++) {
     const resolved *r = &s->res[i];
     if (r->expires_ms <= now) continue;

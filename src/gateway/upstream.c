@@ -7,6 +7,7 @@
 #include "image/registry.h"
 #include "policy/policy.h"
 #include "util/buf.h"
+#include "util/clock.h"
 #include "util/fs.h"
 #include "util/macro.h"
 
@@ -220,11 +221,7 @@ static void add_header(struct curl_slist **l, const char *name, const char *v) {
   *l = curl_slist_append(*l, line);
 }
 
-static double mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
+static double mono_ms(void) { return (double)cr_mono_ns() / 1e6; }
 
 /* The key of a mutable answer kept for offline mode: route, URL, protocol
  * and the (decoded) request body. */

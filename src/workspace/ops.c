@@ -6,6 +6,7 @@
 
 #include "util/base64.h"
 #include "util/fs.h"
+#include "util/clock.h"
 #include "util/log.h"
 #include "util/macro.h"
 
@@ -115,12 +116,6 @@ struct ws_op {
   int64_t t_start, t_tree, t_image, t_mount; /* ms */
   int64_t t_list0, t_list, t_compared, t_read; /* diff, ms since t_start */
 };
-
-static int64_t mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void op_free(ws_op *o) {
   free(o->url);
@@ -334,7 +329,7 @@ static void checkout_work(uv_work_t *w) {
   }
   /* the tree as host files, then an ext4 of them written onto the disk the
    * VM has (blank so far: the guest mounts it only after this) */
-  int64_t t0 = mono_ms();
+  int64_t t0 = cr_mono_ms();
   uint64_t need = 0;
   if (ws_tree_size(o->url, o->res.commit, &need, &o->err) < 0) return;
   _cleanup_free_ char *tree = tree_dir(o->disk, need);
@@ -345,14 +340,14 @@ static void checkout_work(uv_work_t *w) {
   cr_rm_rf(tree);
   int r = ws_tree_write(o->url, o->res.commit, tree, &o->files,
                         o->submodules ? &o->subs : NULL, &o->err);
-  o->t_tree = mono_ms() - t0;
+  o->t_tree = cr_mono_ms() - t0;
   if (r == 0) {
-    t0 = mono_ms();
+    t0 = cr_mono_ms();
     _cleanup_free_ char *tmp = NULL;
     if (strncmp(tree, "/dev/shm/", 9) == 0 && asprintf(&tmp, "%s.img", tree) < 0) tmp = NULL;
     if (ws_image_build(tree, tmp, o->disk, &o->err) < 0)
       cr_error_wrap(&o->err, "building the workspace disk");
-    o->t_image = mono_ms() - t0;
+    o->t_image = cr_mono_ms() - t0;
   }
   cr_rm_rf(tree);
 }
@@ -381,7 +376,7 @@ static void checkout_done(ws_op *o, cr_error *err) {
                         json_pack("{s:I, s:I, s:I, s:I}", "tree", (json_int_t)o->t_tree,
                                   "image", (json_int_t)o->t_image, "mount",
                                   (json_int_t)o->t_mount, "total",
-                                  (json_int_t)(mono_ms() - o->t_start)));
+                                  (json_int_t)(cr_mono_ms() - o->t_start)));
   } else {
     json_object_set_new(ws, "method", json_string("tar"));
     json_object_set_new(ws, "tar_bytes", json_integer((json_int_t)o->tar.len));
@@ -393,7 +388,7 @@ static void checkout_done(ws_op *o, cr_error *err) {
 static void mount_event(void *ud, const agent_event *ev) {
   ws_op *o = ud;
   if (ev->type != AGENT_EV_OK && ev->type != AGENT_EV_ERROR) return;
-  o->t_mount = mono_ms() - o->t_mount;
+  o->t_mount = cr_mono_ms() - o->t_mount;
   cr_error *e = NULL;
   if (ev->type == AGENT_EV_ERROR) guest_error(&ev->error, &e, "mounting the workspace disk");
   checkout_done(o, e);
@@ -405,7 +400,7 @@ static void checkout_after(uv_work_t *w, int status) {
   sbx *s = op_sandbox(o);
   if (!s) return;
   if (!o->disk) return tar_in(o, s, o->path, true, checkout_done);
-  o->t_mount = mono_ms();
+  o->t_mount = cr_mono_ms();
   started(o, agent_mount(sbx_agent(s), "serial:" SBX_WS_DISK_SERIAL, o->path, mount_event, o));
 }
 
@@ -437,7 +432,7 @@ int ws_checkout(sbx_manager *m, const char *sandbox_id, const char *url, const c
   o->path = strdup(path);
   o->submodules = submodules;
   o->disk = sbx_ws_disk(s); /* NULL: a VM without one (restored from an older snapshot) */
-  o->t_start = mono_ms();
+  o->t_start = cr_mono_ms();
   if (commit && *commit) snprintf(o->commit_given, sizeof(o->commit_given), "%s", commit);
   int r = uv_queue_work(o->loop, &o->work, checkout_work, checkout_after);
   if (r < 0) {
@@ -460,7 +455,7 @@ static void diff_compare(ws_op *o);
 static void diff_list(ws_op *o) {
   sbx *s = op_sandbox(o);
   if (!s) return;
-  o->t_list0 = mono_ms() - o->t_start;
+  o->t_list0 = cr_mono_ms() - o->t_start;
   started(o, agent_file_list(sbx_agent(s), o->path, 64, list_event, o));
 }
 
@@ -565,7 +560,7 @@ static bool below_gitlink(const ws_manifest *m, const char *path) {
 }
 
 static void diff_compare(ws_op *o) {
-  o->t_list = mono_ms() - o->t_start;
+  o->t_list = cr_mono_ms() - o->t_start;
   qsort(o->g, o->ng, sizeof(*o->g), gentry_cmp);
   const ws_manifest *m = &o->mref->m;
   uint64_t base_ns = (uint64_t)(m->mtime < 0 ? 0 : m->mtime) * 1000000000ull;
@@ -616,7 +611,7 @@ static void diff_compare(ws_op *o) {
       o->reads[o->nreads++] = o->nch - 1;
     }
   }
-  o->t_compared = mono_ms() - o->t_start;
+  o->t_compared = cr_mono_ms() - o->t_start;
   diff_reads(o);
 }
 
@@ -706,7 +701,7 @@ static void diff_reads(ws_op *o) {
     return;
   }
   if (o->reads_pending == 0 && o->next_read == o->nreads) {
-    o->t_read = mono_ms() - o->t_start;
+    o->t_read = cr_mono_ms() - o->t_start;
     diff_finish_changes(o);
   }
 }
@@ -746,7 +741,7 @@ static void diff_reply(ws_op *o) {
                       json_pack("{s:I, s:I, s:I, s:I, s:I}", "list_start", (json_int_t)o->t_list0,
                                 "list_done", (json_int_t)o->t_list, "compared",
                                 (json_int_t)o->t_compared, "read", (json_int_t)o->t_read,
-                                "total", (json_int_t)(mono_ms() - o->t_start)));
+                                "total", (json_int_t)(cr_mono_ms() - o->t_start)));
   if (o->patch) json_object_set_new(res, "patch", json_string(o->patch));
   finish(o, res, NULL);
 }
@@ -831,7 +826,7 @@ int ws_diff(sbx_manager *m, const char *sandbox_id, json_t *paths, unsigned flag
   json_t *ws = sbx_workspace(s);
   ws_op *o = op_new(m, sbx_id(s), cb, ud);
   if (!o) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "diff");
-  o->t_start = mono_ms();
+  o->t_start = cr_mono_ms();
   o->flags = flags;
   o->url = strdup(json_string_value(json_object_get(ws, "repo_url")) ?: "");
   o->ref = strdup(json_string_value(json_object_get(ws, "commit")) ?: "");
