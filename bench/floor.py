@@ -11,8 +11,9 @@ on the send too: when a cold boot takes longer than the socket buffer lasts
 times out and the whole floor fails. It is therefore run through a small
 driver that loads it as a module and replaces only that probe with one that
 skips a send the full buffer cannot take (the lines already queued reach the
-guest when it opens its port). Its QEMU command lines, timing points and
-output are its own."""
+guest when it opens its port), and that retries a connect refused in the
+moment between QEMU creating the socket and listening on it (seen under
+load). Its QEMU command lines, timing points and output are its own."""
 import json, os, shutil, subprocess, sys, tempfile
 
 # Loads qemu-floor.py (argv[1]), swaps its ping, runs its main (argv[2:]).
@@ -25,7 +26,14 @@ spec.loader.exec_module(m)
 def ping(work, tag, deadline):
     m.wait_path(f"{work}/agent{tag}.sock", deadline)
     s = socket.socket(socket.AF_UNIX)
-    s.connect(f"{work}/agent{tag}.sock")
+    while True:  # the path exists a moment before QEMU listens on it
+        try:
+            s.connect(f"{work}/agent{tag}.sock")
+            break
+        except ConnectionRefusedError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.002)
     s.settimeout(0.05)
     while time.time() < deadline:
         try:
