@@ -11,9 +11,18 @@ given (CLEANROOM_TCG_TB_MIB; QEMU 7.2's own default is 1024):
     cost of spawning /bin/true (a shell loop of 200 inside the guest, timed
     by the daemon): host overhead = round trip - guest spawn cost,
   - `sandbox rm` (sandbox.terminate until answered, VMM gone) median.
-MCP's exec overhead is bench/mcp-exec.mjs (issue 10).
+And once, on a daemon with default settings, `exec true` via MCP beside the
+control API in the same rounds (interleaved: under TCG one exec's time
+drifts by ~10 ms between phases of a run, so series run one after the other
+compare phases, not paths): a raw JSON-RPC client (this script, no SDK) over
+the stdio server agents use (`cleanroom mcp`, which relays to the daemon's
+socket) and over the daemon's unix socket directly; "MCP over control API"
+is the median of each round's difference (goal <= 1.5 ms); plus the daemon's
+CPU time per call (/proc/<pid>/schedstat) and a call without the VM
+(sandbox_inspect vs sandbox.get). The MCP SDK client's own cost (Node,
+@modelcontextprotocol/sdk) is bench/mcp-exec.mjs.
 
-Usage: bench/foundation.py [--tb 32,1024] [--execs 100] [--rm-runs 5] [--bin PATH]
+Usage: bench/foundation.py [--tb 32,1024] [--execs 100] [--rm-runs 5] [--mcp-rounds 100] [--bin PATH]
 Needs an installed kernel (scripts/fetch-kernel.sh); imports the busybox test
 image into a temp dir. Prints one JSON object on the last line."""
 import argparse, base64, json, os, shutil, socket, statistics, subprocess, sys, tempfile, time
@@ -25,6 +34,7 @@ ap.add_argument("--tb", default="32,1024", help="comma-separated CLEANROOM_TCG_T
 ap.add_argument("--execs", type=int, default=100)
 ap.add_argument("--rm-runs", type=int, default=5)
 ap.add_argument("--mem", type=int, default=512)
+ap.add_argument("--mcp-rounds", type=int, default=100, help="interleaved API/MCP rounds (0: no MCP row)")
 ap.add_argument("--bin", default=shutil.which("cleanroom") or os.path.join(root, "build-release", "cleanroom"))
 a = ap.parse_args()
 
@@ -78,6 +88,127 @@ def mem(pid):
             if k in ("Rss", "Pss", "Anonymous"):
                 out[k.lower() + "_mib"] = round(int(v.split()[0]) / 1024, 1)
     return out
+
+
+# ---- MCP: a raw JSON-RPC session (no SDK) ----
+class McpSession:
+    """One MCP session, legacy era (initialize), over a pipe pair or a socket."""
+
+    def __init__(self, rfile, wfile):
+        self.r, self.w, self.n = rfile, wfile, 0
+        self.request("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                    "clientInfo": {"name": "bench-foundation", "version": "1"}})
+        self.w.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+        self.w.flush()
+
+    def request(self, method, params):
+        self.n += 1
+        self.w.write((json.dumps({"jsonrpc": "2.0", "id": self.n, "method": method, "params": params}) + "\n").encode())
+        self.w.flush()
+        while True:
+            line = self.r.readline()
+            if not line:
+                raise SystemExit(f"MCP {method}: the server closed the session")
+            m = json.loads(line)
+            if m.get("id") == self.n:
+                if "error" in m:
+                    raise SystemExit(f"MCP {method}: {m['error']}")
+                return m["result"]
+
+    def tool(self, name, args):
+        r = self.request("tools/call", {"name": name, "arguments": args})
+        if r.get("isError"):
+            raise SystemExit(f"MCP {name}: {r['content'][0]['text']}")
+        return r["structuredContent"]
+
+
+def cpu_ms(pid):
+    with open(f"/proc/{pid}/schedstat") as fh:
+        return int(fh.read().split()[0]) / 1e6
+
+
+def mcp_row(api, sid, rounds):
+    """exec true via the control API, MCP over stdio and MCP over the unix
+    socket, interleaved; the daemon's CPU per call; a VM-free call pair."""
+    binary = os.path.abspath(a.bin) if os.sep in a.bin else a.bin  # run from tmp (no policy file there)
+    stdio = subprocess.Popen([binary, "mcp", "--image", "bench/busybox"], env=base_env, cwd=tmp,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=open(f"{tmp}/mcp.log", "a"))
+    us = socket.socket(socket.AF_UNIX)
+    us.settimeout(300)
+    us.connect(f"{tmp}/run/cleanroom.sock")
+    try:
+        sessions = {"stdio": McpSession(stdio.stdout, stdio.stdin),
+                    "unix": McpSession(us.makefile("rb"), us.makefile("wb"))}
+
+        def mcp_exec(k):
+            t0 = time.perf_counter()
+            r = sessions[k].tool("exec", {"argv": ["true"], "sandbox_id": sid})
+            if r.get("exit_code") != 0:
+                raise SystemExit(f"MCP exec true: {r}")
+            return time.perf_counter() - t0
+
+        def api_exec():
+            t, ex = api.exec_attached(sid, ["true"])
+            if ex.get("exit_code") != 0:
+                raise SystemExit(f"exec true: {ex}")
+            return t
+
+        calls = {"api": api_exec, "stdio": lambda: mcp_exec("stdio"), "unix": lambda: mcp_exec("unix")}
+        for _ in range(5):  # the first execs of each path (not timed)
+            for f in calls.values():
+                f()
+        ms = {k: [] for k in calls}
+        cpu = {k: 0.0 for k in calls}
+        bridge_cpu = 0.0
+        dpid = daemon.pid
+        order = list(calls)
+        for i in range(rounds):
+            for k in order[i % 3:] + order[:i % 3]:  # each path first in a third of the rounds
+                f = calls[k]
+                c0, b0 = cpu_ms(dpid), cpu_ms(stdio.pid)
+                ms[k].append(f() * 1000)
+                cpu[k] += cpu_ms(dpid) - c0
+                if k == "stdio":
+                    bridge_cpu += cpu_ms(stdio.pid) - b0
+        # the MCP layer alone: a call that does not reach the VM
+        get, insp = [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            api.call("sandbox.get", {"id": sid})
+            get.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            sessions["stdio"].tool("sandbox_inspect", {"sandbox_id": sid})
+            insp.append((time.perf_counter() - t0) * 1000)
+    finally:
+        us.close()
+        stdio.stdin.close()
+        try:
+            stdio.wait(30)
+        except subprocess.TimeoutExpired:
+            stdio.kill()
+            stdio.wait()
+    st = lambda v: {"median": round(statistics.median(v), 2), "p90": round(pct(v, 0.9), 2)}
+    over = {k: round(statistics.median([x - y for x, y in zip(ms[k], ms["api"])]), 2) for k in ("stdio", "unix")}
+    r = {"rounds": rounds, "api_exec_true_ms": st(ms["api"]),
+         "mcp_stdio_exec_true_ms": st(ms["stdio"]), "mcp_unix_exec_true_ms": st(ms["unix"]),
+         "mcp_over_api_ms": dict(over, goal=1.5),
+         "daemon_cpu_per_call_ms": {k: round(v / rounds, 3) for k, v in cpu.items()},
+         "bridge_cpu_per_call_ms": round(bridge_cpu / rounds, 3),
+         "vm_free_call_ms": {"api_sandbox_get": st(get), "mcp_stdio_sandbox_inspect": st(insp),
+                             "mcp_over_api": round(statistics.median([x - y for x, y in zip(insp, get)]), 3)}}
+    print(f"exec true via MCP, raw JSON-RPC client (no SDK), {rounds} rounds interleaved with the control API: "
+          f"stdio `cleanroom mcp` median {r['mcp_stdio_exec_true_ms']['median']} ms (p90 {r['mcp_stdio_exec_true_ms']['p90']}), "
+          f"unix socket median {r['mcp_unix_exec_true_ms']['median']} ms (p90 {r['mcp_unix_exec_true_ms']['p90']}), "
+          f"control API median {r['api_exec_true_ms']['median']} ms (p90 {r['api_exec_true_ms']['p90']})", flush=True)
+    print(f"MCP over control API (median of per-round differences): stdio {over['stdio']:+.2f} ms, "
+          f"unix {over['unix']:+.2f} ms (goal <= 1.5 ms: {'met' if max(over.values()) <= 1.5 else 'NOT met'}); "
+          f"daemon CPU per exec: api {r['daemon_cpu_per_call_ms']['api']} ms, mcp stdio {r['daemon_cpu_per_call_ms']['stdio']} ms, "
+          f"mcp unix {r['daemon_cpu_per_call_ms']['unix']} ms; the stdio bridge's CPU {r['bridge_cpu_per_call_ms']} ms per call; "
+          f"without the VM: sandbox_inspect via stdio MCP {r['vm_free_call_ms']['mcp_stdio_sandbox_inspect']['median']} ms vs "
+          f"sandbox.get {r['vm_free_call_ms']['api_sandbox_get']['median']} ms ({r['vm_free_call_ms']['mcp_over_api']:+.3f} ms). "
+          f"The SDK client's own time: bench/mcp-exec.mjs", flush=True)
+    return r
 
 
 def start_daemon(extra):
@@ -153,6 +284,10 @@ try:
         stop_daemon()
     # sandbox rm: default settings
     api = start_daemon({})
+    if a.mcp_rounds > 0:
+        sb = api.call("sandbox.create", {"image": "bench/busybox", "memory_mib": a.mem})
+        result["mcp"] = mcp_row(api, sb["id"], a.mcp_rounds)
+        api.call("sandbox.terminate", {"id": sb["id"]})
     rms = []
     for _ in range(a.rm_runs):
         sb = api.call("sandbox.create", {"image": "bench/busybox", "memory_mib": 256})

@@ -1,9 +1,18 @@
 #!/usr/bin/env node
-// Latency of MCP `tools/call exec` of `true` on a ready sandbox (through
-// `cleanroom mcp` -> daemon -> VM), as `argv: ["true"]` and as
-// `command: "true"` (sh -c), beside a direct control-API execution.create of
-// the same command on the same sandbox. Prints the median, p90 and min of N
-// calls each (default 100), the MCP overhead and the command/argv ratio.
+// The MCP SDK client's figure: latency of `tools/call exec` of `true` on a
+// ready sandbox through the Node SDK (@modelcontextprotocol/sdk Client +
+// StdioClientTransport) -> `cleanroom mcp` (stdio, relays to the daemon's
+// socket) -> daemon -> VM, as `argv: ["true"]` and as `command: "true"`
+// (sh -c), interleaved round by round with a direct control-API
+// execution.create of the same command on the same sandbox (under TCG one
+// exec's time drifts by ~10 ms between phases of a run: series run one after
+// the other compare phases, not paths). Prints the median, p90 and min of N
+// calls each (default 100), MCP over the control API (median of per-round
+// differences), and the SDK client's own time per call: from callTool until
+// its request is written to the pipe (request building, schema parsing) plus
+// from the response's bytes arriving on the pipe until callTool resolves
+// (line reading, message and result schema parsing). The server side without
+// an SDK (raw JSON-RPC over stdio and the unix socket) is bench/foundation.py.
 // Then moves a 20 MiB binary file in and out through MCP (write_file in 4 MiB
 // pieces with append, read_file in 4 MiB pages) and through the control API
 // (file.write pieces of 3 MiB - 64 KiB, which a 4 MiB request line holds with
@@ -104,18 +113,36 @@ async function main() {
   DAEMON_PID = (await probe.call('system.info', {})).result.pid;
   probe.close();
 
-  const series = async (args) => {
-    const ms = [];
-    for (let i = 0; i < N; i++) {
-      const t0 = process.hrtime.bigint();
-      const r = await client.callTool({ name: 'exec', arguments: args });
-      ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
-      if (r.structuredContent.exit_code !== 0) throw new Error(`exec ${JSON.stringify(args)} failed`);
-    }
-    return ms;
+  // the SDK's own time: when its request reaches the pipe, when the
+  // response's bytes arrive (a listener ahead of the transport's own)
+  const now = () => Number(process.hrtime.bigint()) / 1e6;
+  let tSent = 0, tChunk = 0;
+  const transport = client.transport;
+  const send = transport.send.bind(transport);
+  transport.send = (m) => { tSent = now(); return send(m); };
+  transport._process?.stdout?.prependListener('data', () => { tChunk = now(); });
+  const api = apiConnection();
+  await api.ready;
+  const runs = {
+    mcp: async () => client.callTool({ name: 'exec', arguments: { argv: ['true'] } }),
+    mcpCmd: async () => client.callTool({ name: 'exec', arguments: { command: 'true' } }),
+    direct: async () => ({ structuredContent: await api.execTrue(sandboxId) }),
   };
-  const mcp = await series({ argv: ['true'] });
-  const mcpCmd = await series({ command: 'true' });
+  const series = { mcp: [], mcpCmd: [], direct: [] };
+  const sdkOwn = [];
+  const order = Object.keys(runs);
+  for (let i = 0; i < N; i++) {
+    for (const k of [...order.slice(i % 3), ...order.slice(0, i % 3)]) {
+      const t0 = now();
+      const r = await runs[k]();
+      const t1 = now();
+      series[k].push(t1 - t0);
+      if (k !== 'direct' && tChunk) sdkOwn.push((tSent - t0) + (t1 - tChunk));
+      if (r.structuredContent.exit_code !== 0) throw new Error(`${k}: exec true failed`);
+    }
+  }
+  const { mcp, mcpCmd, direct } = series;
+  const paired = (a) => stats(a.map((x, i) => x - direct[i])).median;
 
   const MiB = 1 << 20;
   const data = Buffer.alloc(20 * MiB);
@@ -141,15 +168,6 @@ async function main() {
   if (!Buffer.concat(parts).equals(data)) throw new Error('MCP read back other bytes');
   await client.close();
 
-  const api = apiConnection();
-  await api.ready;
-  const direct = [];
-  for (let i = 0; i < N; i++) {
-    const t0 = process.hrtime.bigint();
-    const ex = await api.execTrue(sandboxId);
-    direct.push(Number(process.hrtime.bigint() - t0) / 1e6);
-    if (ex.exit_code !== 0) throw new Error('execution of true failed');
-  }
   t0 = process.hrtime.bigint();
   // a request line holds at most 4 MiB (4194304 bytes) with its envelope:
   // the base64 of 3 MiB is that long by itself
@@ -177,17 +195,21 @@ async function main() {
 
   const m = stats(mcp), c = stats(mcpCmd), d = stats(direct);
   const fmt = (x) => x.toFixed(2);
-  console.log(`exec true, ${N} calls each, on a ready sandbox (ms):`);
-  console.log(`  mcp exec argv:["true"]  median ${fmt(m.median)}  p90 ${fmt(m.p90)}  min ${fmt(m.min)}`);
-  console.log(`  mcp exec command:"true" median ${fmt(c.median)}  p90 ${fmt(c.p90)}  min ${fmt(c.min)}`);
-  console.log(`  control API execution   median ${fmt(d.median)}  p90 ${fmt(d.p90)}  min ${fmt(d.min)}`);
-  console.log(`  mcp overhead (median) ${fmt(m.median - d.median)} ms (x${(m.median / d.median).toFixed(2)})`);
+  const own = stats(sdkOwn);
+  console.log(`exec true, ${N} rounds interleaved, on a ready sandbox (ms); MCP through the Node SDK client:`);
+  console.log(`  SDK mcp exec argv:["true"]  median ${fmt(m.median)}  p90 ${fmt(m.p90)}  min ${fmt(m.min)}`);
+  console.log(`  SDK mcp exec command:"true" median ${fmt(c.median)}  p90 ${fmt(c.p90)}  min ${fmt(c.min)}`);
+  console.log(`  control API execution       median ${fmt(d.median)}  p90 ${fmt(d.p90)}  min ${fmt(d.min)}`);
+  console.log(`  SDK mcp over control API (median of per-round differences) argv ${fmt(paired(mcp))} ms, ` +
+    `command ${fmt(paired(mcpCmd))} ms (goal for the server: <= 1.5 ms)`);
+  console.log(`  the SDK client's own time per call (inside the SDK figures; the control API client has its own too): median ${fmt(own.median)}  p90 ${fmt(own.p90)}`);
   console.log(`  command/argv (median) x${(c.median / m.median).toFixed(2)}`);
   const mb = (s) => (20 * MiB / 1e6 / s).toFixed(1);
   console.log(`20 MiB binary file: MCP write ${mb(mcpWrite)} MB/s, read ${mb(mcpRead)} MB/s; ` +
     `control API write ${mb(apiWrite)} MB/s, read ${mb(apiRead)} MB/s; ` +
     `MCP/API write x${(apiWrite / mcpWrite).toFixed(2)}, read x${(apiRead / mcpRead).toFixed(2)}`);
   console.log(JSON.stringify({ bench: 'mcp-exec', n: N, mcp_ms: m, mcp_command_ms: c, api_ms: d,
+    sdk_over_api_ms: { argv: paired(mcp), command: paired(mcpCmd) }, sdk_client_own_ms: own,
     file_20mib_s: { mcp_write: mcpWrite, mcp_read: mcpRead, api_write: apiWrite, api_read: apiRead } }));
 }
 
