@@ -608,7 +608,9 @@ static void handle_tools_call(mcp_session *s, json_t *id, json_t *params, bool m
     send_error(s, id, API_INVALID_PARAMS, "arguments must be an object");
     return;
   }
-  _cleanup_json_ json_t *a = args ? json_deep_copy(args) : json_object();
+  /* the tools only read their arguments: a reference, not a copy (a
+   * write_file piece is a 5.6 MB string) */
+  _cleanup_json_ json_t *a = args ? json_incref(args) : json_object();
   char buf[512];
   const char *problem = mcp_schema_check(mcp_tool_input_schema(t), a, buf, sizeof(buf));
   if (!problem && t->check) problem = t->check(a);
