@@ -139,7 +139,7 @@ struct mcp_session {
   bool initialized;       /* got initialize */
   bool client_ready;      /* got notifications/initialized */
   char *legacy_version;   /* negotiated by initialize */
-  int log_level;          /* index into levels, see session.c */
+  int log_level;          /* index into levels, see protocol.c */
   json_t *config;         /* from cleanroom/configure */
   char *default_sandbox;
   bool default_creating;
@@ -156,15 +156,45 @@ struct mcp_session {
 void mcp_session_ref(mcp_session *s);
 void mcp_session_unref(mcp_session *s);
 void mcp_send(mcp_session *s, json_t *msg /* stolen */);
-uint64_t mcp_now_ms(void);
+/* A JSON-RPC error message (data stolen, may be NULL). */
+json_t *mcp_rpc_error(json_t *id, int code, const char *message, json_t *data);
+void mcp_send_error(mcp_session *s, json_t *id, int code, const char *message);
+/* Modern results carry resultType (and for lists/reads ttlMs + cacheScope). */
+void mcp_decorate(json_t *result, bool modern, int ttl_ms, const char *scope);
+void mcp_send_result(mcp_session *s, json_t *id, json_t *result /* borrowed */);
+uint64_t mcp_now_ms(void); /* util.c */
+
+/* protocol.c: the handlers that need no control API */
+bool mcp_version_known(const char *v);
+json_t *mcp_versions_json(void);
+void mcp_handle_initialize(mcp_session *s, json_t *id, json_t *params);
+void mcp_handle_discover(mcp_session *s, json_t *id);
+void mcp_handle_tools_list(mcp_session *s, json_t *id, json_t *params, bool modern);
+void mcp_handle_set_level(mcp_session *s, json_t *id, json_t *params, bool modern);
 /* Sets the tools/list page size for all sessions (tests shrink it to
  * exercise cursors); 0 restores MCP_TOOLS_PAGE_DEFAULT. */
 void mcp_tools_set_page_size(size_t n);
 size_t mcp_tools_page_size(void);
 
-/* call plumbing (session.c) */
+/* resources.c */
+void mcp_handle_resources_read(mcp_session *s, json_t *id, json_t *params, bool modern);
+void mcp_handle_resources_list(mcp_session *s, json_t *id, bool modern);
+void mcp_handle_templates_list(mcp_session *s, json_t *id, bool modern);
+
+/* call.c: tools/call and a call's lifetime and answer */
+void mcp_handle_tools_call(mcp_session *s, json_t *id, json_t *params, bool modern);
+/* Runs the call's tool (its sandbox resolved), unless it finished already. */
+void mcp_call_run(mcp_call *c);
+/* Takes a finished call off the session's list (and closes its timer). */
+void mcp_call_unlink(mcp_call *c);
 mcp_call *mcp_call_ref(mcp_call *c);
 void mcp_call_unref(mcp_call *c);
+
+/* default-sandbox.c: c waits for the session's default sandbox (found by
+ * --name or created), then runs. */
+void mcp_default_wait(mcp_call *c);
+
+/* ops.c: control API requests */
 /* Sends a control API request bound to c (may be NULL). params stolen. */
 void mcp_api(mcp_session *s, mcp_call *c, const char *method, json_t *params,
              mcp_op_fn on_msg);
@@ -178,9 +208,9 @@ void mcp_api_bytes(mcp_session *s, mcp_call *c, const char *method, json_t *para
  * borrowed. */
 void mcp_api_invoke(daemon_ctx *d, mcp_api_fn call, mcp_dispatch_fn dispatch, api_sink *sink,
                     const char *method, json_t *params, const api_bytes *bytes, json_int_t id);
-/* Sends execution.cancel KILL for the call's execution (once). */
+/* Sends execution.cancel KILL for the call's execution (once; session.c). */
 void mcp_call_kill(mcp_call *c);
-/* Sends the result {content, structuredContent?, isError?}; stolen. */
+/* call.c: the answer. Sends the result {content, structuredContent?, isError?}; stolen. */
 void mcp_call_finish(mcp_call *c, json_t *result);
 /* Finishes with structuredContent plus a text block of the same JSON. */
 void mcp_call_finish_structured(mcp_call *c, json_t *structured);
@@ -196,9 +226,10 @@ void mcp_call_fail_api(mcp_call *c, const mcp_msg *msg);
 void mcp_call_progress(mcp_call *c, const char *message);
 bool mcp_call_alive(const mcp_call *c);
 
-/* helpers */
+/* helpers (ops.c) */
 bool mcp_is_error(const mcp_msg *msg);
 json_t *mcp_result_of(const mcp_msg *msg); /* borrowed */
+/* util.c */
 /* Lossy UTF-8 (invalid bytes -> U+FFFD). */
 json_t *mcp_text_json(const char *data, size_t len);
 char *mcp_utf8_lossy(const char *data, size_t len, size_t *ret_len);

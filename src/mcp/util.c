@@ -3,6 +3,7 @@
 #include "util/base64.h"
 
 #include <string.h>
+#include <time.h>
 
 /* Length of a valid UTF-8 sequence at p (max n bytes), or 0. */
 static size_t utf8_seq(const unsigned char *p, size_t n) {
@@ -125,4 +126,10 @@ void mcp_outbuf_done(mcp_outbuf *b) {
   free(b->head);
   free(b->tail);
   memset(b, 0, sizeof(*b));
+}
+
+uint64_t mcp_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
