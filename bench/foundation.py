@@ -286,8 +286,10 @@ try:
     api = start_daemon({})
     if a.mcp_rounds > 0:
         sb = api.call("sandbox.create", {"image": "bench/busybox", "memory_mib": a.mem})
-        result["mcp"] = mcp_row(api, sb["id"], a.mcp_rounds)
-        api.call("sandbox.terminate", {"id": sb["id"]})
+        try:
+            result["mcp"] = mcp_row(api, sb["id"], a.mcp_rounds)
+        finally:  # a sandbox's VMM outlives the daemon: remove it on a failure too
+            api.call("sandbox.terminate", {"id": sb["id"]})
     rms = []
     for _ in range(a.rm_runs):
         sb = api.call("sandbox.create", {"image": "bench/busybox", "memory_mib": 256})
