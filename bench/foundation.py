@@ -9,7 +9,10 @@ given (CLEANROOM_TCG_TB_MIB; QEMU 7.2's own default is 1024):
   - `exec true` round trip via the control API (execution.create with
     attach + the exit notification), median and p90, beside the guest's own
     cost of spawning /bin/true (a shell loop of 200 inside the guest, timed
-    by the daemon): host overhead = round trip - guest spawn cost,
+    by the daemon): host overhead = round trip - guest spawn cost; and the
+    round trip split by timing_ms.agent into client+daemon, transit (VMM,
+    both ways), the agent's own work and the agent's spawn (fork to reap);
+    bench/agent-transit.py times the transit alone,
   - `sandbox rm` (sandbox.terminate until answered, VMM gone) median.
 And once, on a daemon with default settings, `exec true` via MCP beside the
 control API in the same rounds (interleaved: under TCG one exec's time
@@ -250,7 +253,7 @@ try:
         sid, pid = sb["id"], sb["vmm_pid"]
         time.sleep(1)  # let the freshly booted guest go idle (not a synchronization)
         after_boot = mem(pid)
-        rt, dm = [], []
+        rt, dm, split = [], [], []
         for _ in range(a.execs):
             t, ex = api.exec_attached(sid, ["true"])
             if ex.get("exit_code") != 0:
@@ -258,6 +261,10 @@ try:
             rt.append(t * 1000)
             if "daemon" in ex.get("timing_ms", {}):
                 dm.append(ex["timing_ms"]["daemon"])
+            ag = ex.get("timing_ms", {}).get("agent")
+            if ag:  # client+daemon, transit (both ways), the agent's own work, spawn
+                split.append((t * 1000 - ag["round_trip"], ag["round_trip"] - ag["total"],
+                              ag["total"] - ag["spawn"], ag["spawn"]))
         n = 200
         _, loop = api.exec_attached(sid, ["sh", "-c", f"i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"])
         guest_ms = loop["timing_ms"]["run"] / n
@@ -273,10 +280,20 @@ try:
             # start and exit handling); the rest of the overhead is the agent
             # and the virtio-serial transit in the guest
             r["daemon_ms"] = {"median": round(statistics.median(dm), 3), "p90": round(pct(dm, 0.9), 3)}
+        if split:
+            # medians of each part (timing_ms.agent: the daemon's EXEC sent ->
+            # EXIT received, the agent's EXEC read -> EXIT queued, fork -> reap)
+            r["split_ms"] = {k: round(statistics.median(x[i] for x in split), 3) for i, k in
+                             enumerate(("client_daemon", "transit", "agent_own", "spawn"))}
+            # everything but the agent's own spawn of the process
+            r["split_ms"]["all_but_spawn"] = round(statistics.median(x[0] + x[1] + x[2] for x in split), 3)
         result["tb"][tb] = r
         print(f"tb-size={tb} MiB: exec true median {med:.1f} ms (p90 {pct(rt, 0.9):.1f}), "
               f"guest spawn of /bin/true {guest_ms:.2f} ms, host overhead {med - guest_ms:.1f} ms "
               f"(of it the daemon's own handling {r.get('daemon_ms', {}).get('median', 'n/a')} ms); "
+              + ("split client+daemon/transit/agent own/spawn {client_daemon}/{transit}/{agent_own}/{spawn} ms "
+                 "(all but the agent's spawn {all_but_spawn} ms); "
+                 .format(**r["split_ms"]) if split else "") +
               f"VMM after boot rss/pss/anon {after_boot['rss_mib']}/{after_boot['pss_mib']}/{after_boot['anonymous_mib']} MiB, "
               f"after {a.execs} execs {after_execs['rss_mib']}/{after_execs['pss_mib']}/{after_execs['anonymous_mib']} MiB",
               flush=True)

@@ -94,6 +94,9 @@ typedef struct agent_chan {
                        * output pipes: their output is read and dropped */
   int status;
   int exec_errno;
+  /* exec timing (CLOCK_MONOTONIC ns; sent in EXIT): the EXEC read from the
+   * port, just before the fork, the child reaped */
+  uint64_t t_req_ns, t_fork_ns, t_reap_ns;
   int fd_in;   /* to the child's stdin, -1 when closed */
   int fd_out;  /* child's stdout, -1 at EOF */
   int fd_err;  /* child's stderr, -1 at EOF (always -1 for a TTY exec) */
@@ -132,6 +135,11 @@ void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n);
 /* Forks a child running fn(arg) with stdin/stdout/stderr pipes attached to
  * channel c. Returns 0 or -errno. */
 int agent_spawn_fn(agent_chan *c, int (*fn)(void *), void *arg, int want_stdin);
+/* Makes the pipes of the next exec ahead (called when the loop is idle). */
+void agent_exec_prepare(void);
+/* In a forked child that does not exec: closes those pipes (else a later
+ * exec's output would not reach EOF while this child lives). */
+void agent_exec_drop_spares(void);
 /* Child pipe I/O: called from the poll loop. */
 void agent_chan_read_fd(agent_chan *c, int which);
 void agent_chan_write_in(agent_chan *c);
@@ -153,6 +161,10 @@ void agent_chan_maybe_finish(agent_chan *c);
 int agent_chan_in_grace(const agent_chan *c);
 #define AGENT_EXIT_GRACE_MS 200
 uint64_t agent_now_ms(void);
+uint64_t agent_now_ns(void);
+/* CLOCK_MONOTONIC ns when the port read that holds the request being
+ * dispatched returned (agent_dispatch.c) */
+extern uint64_t agent_req_ns;
 void agent_chan_kill(agent_chan *c, int sig);
 /* AP_RESIZE: the TTY of a TTY exec gets rows << 16 | cols (else ignored). */
 void agent_chan_resize(agent_chan *c, uint32_t winsize);

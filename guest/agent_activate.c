@@ -338,6 +338,7 @@ void agent_mount(uint32_t ch, const uint8_t *p, size_t n) {
      * the guest is idle (the agent reaps it like any child). */
     pid_t pid = fork();
     if (pid == 0) {
+      agent_exec_drop_spares(); /* a later exec's EOF must not wait for us */
       setpriority(PRIO_PROCESS, 0, 19);
       warm_walk(wfd, 0);
       _exit(0);

@@ -26,6 +26,8 @@
 
 /* ---------------------------------------------------------------- dispatch */
 
+uint64_t agent_req_ns;
+
 static void handle_hello(const uint8_t *p, size_t n) {
   uint32_t v = 0;
   /* HELLO starts a session: a host that reconnected faster than we saw
@@ -198,6 +200,7 @@ void agent_port_read(void) {
       return;
     }
     agent_host_present = 1;
+    agent_req_ns = agent_now_ns();
     agent_in_len += (size_t)r;
     if (agent_draining && !resync()) continue;
     /* parse whole frames */

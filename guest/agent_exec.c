@@ -10,18 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <limits.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
-
-struct exec_req {
-  char **argv;
-  char **envp;
-  char *cwd;
-  int chroot;
-};
 
 struct exec_fail {
   int step; /* 0 chroot, 1 chdir, 2 exec */
@@ -36,13 +29,51 @@ static void child_common_setup(void) {
   setsid();
 }
 
+/* A fresh pipe or pty end has no other F_SETFL flag: one call, not two. */
+static void set_nonblock(int fd) { fcntl(fd, F_SETFL, O_NONBLOCK); }
+
 static int make_pipe(int p[2]) {
   return pipe2(p, O_CLOEXEC) < 0 ? -errno : 0;
 }
 
-static void set_nonblock(int fd) {
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+/* Output pipes made ahead while the agent is idle (agent_exec_prepare):
+ * two pipe2() and their fcntl() were ~0.25 ms of every exec's critical
+ * path under TCG. Never used before; the read end is already non-blocking
+ * (the agent's), the write end is the child's stdout or stderr. */
+#define SPARE_PIPES 2
+static int spare[SPARE_PIPES][2];
+static size_t n_spare;
+
+void agent_exec_prepare(void) {
+  while (n_spare < SPARE_PIPES) {
+    int *p = spare[n_spare];
+    if (make_pipe(p) < 0) return;
+    set_nonblock(p[0]);
+    n_spare++;
+  }
 }
+
+void agent_exec_drop_spares(void) {
+  while (n_spare) {
+    n_spare--;
+    close(spare[n_spare][0]);
+    close(spare[n_spare][1]);
+  }
+}
+
+/* An output pipe: its read end (p[0]) non-blocking. 0 or -errno. */
+static int out_pipe(int p[2]) {
+  if (n_spare) {
+    n_spare--;
+    p[0] = spare[n_spare][0];
+    p[1] = spare[n_spare][1];
+    return 0;
+  }
+  int r = make_pipe(p);
+  if (r == 0) set_nonblock(p[0]);
+  return r;
+}
+
 
 /* fds: [0] child stdin read end or -1 (/dev/null), [1] stdout w, [2] stderr w */
 static void child_dup_stdio(int in_r, int out_w, int err_w) {
@@ -55,8 +86,8 @@ static void child_dup_stdio(int in_r, int out_w, int err_w) {
 int agent_spawn_fn(agent_chan *c, int (*fn)(void *), void *arg, int want_stdin) {
   int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1};
   int r;
-  if ((want_stdin && (r = make_pipe(pin)) < 0) || (r = make_pipe(pout)) < 0 ||
-      (r = make_pipe(perr)) < 0)
+  if ((want_stdin && (r = make_pipe(pin)) < 0) || (r = out_pipe(pout)) < 0 ||
+      (r = out_pipe(perr)) < 0)
     goto fail;
   pid_t pid = fork();
   if (pid < 0) {
@@ -64,6 +95,7 @@ int agent_spawn_fn(agent_chan *c, int (*fn)(void *), void *arg, int want_stdin) 
     goto fail;
   }
   if (pid == 0) {
+    agent_exec_drop_spares(); /* a later exec's EOF must not wait for us */
     child_common_setup();
     child_dup_stdio(pin[0], pout[1], perr[1]);
     _exit(fn(arg) == 0 ? 0 : 1);
@@ -76,8 +108,6 @@ int agent_spawn_fn(agent_chan *c, int (*fn)(void *), void *arg, int want_stdin) 
   c->fd_out = pout[0];
   c->fd_err = perr[0];
   if (c->fd_in >= 0) set_nonblock(c->fd_in);
-  set_nonblock(c->fd_out);
-  set_nonblock(c->fd_err);
   return 0;
 fail:
   for (int i = 0; i < 2; i++) {
@@ -135,13 +165,117 @@ static int has_var(char **envp, size_t n, const char *name) {
   return 0;
 }
 
+/* What an exec's child needs, in memory it shares with the agent (CLONE_VM):
+ * the child only reads it, except `fail`, which says why it did not exec. */
+struct exec_spawn {
+  char **argv;
+  char **envp;
+  const char *path; /* the command's PATH (from envp; NULL: none) */
+  const char *cwd;
+  int do_chroot, tty;
+  int in_r, out_w, err_w; /* -1 in_r: /dev/null */
+  int pts;                /* tty: the terminal's slave */
+  struct exec_fail fail;  /* step -1: it exec'd */
+};
+
+/* The PATH search of execvp(3) (musl's: EACCES remembered, ENOENT and
+ * ENOTDIR skip to the next directory, any other error stops), with the
+ * command's own PATH, and a faccessat before each execve: a missing file
+ * costs a failed lookup, where a failed execve first builds a new address
+ * space and copies the arguments and environment into it (Linux < 6.8).
+ * Returns the errno of the last attempt; no allocation (a CLONE_VM child). */
+static int exec_search(const char *file, char **argv, char **envp, const char *path) {
+  if (strchr(file, '/')) {
+    execve(file, argv, envp);
+    return errno;
+  }
+  if (!path) path = AGENT_DEFAULT_PATH; /* never: the agent adds one */
+  size_t k = strnlen(file, NAME_MAX + 1);
+  if (k > NAME_MAX) return ENAMETOOLONG;
+  char b[PATH_MAX];
+  int seen_eacces = 0;
+  for (const char *p = path;; p++) {
+    const char *z = strchrnul(p, ':');
+    size_t l = (size_t)(z - p);
+    if (l < sizeof(b) - k - 1) {
+      memcpy(b, p, l);
+      b[l] = '/';
+      memcpy(b + l + !!l, file, k + 1); /* an empty entry: the cwd */
+      if (faccessat(AT_FDCWD, b, F_OK, 0) == 0 || (errno != ENOENT && errno != ENOTDIR)) {
+        execve(b, argv, envp);
+        switch (errno) {
+        case EACCES: seen_eacces = 1; /* fall through */
+        case ENOENT:
+        case ENOTDIR: break;
+        default: return errno;
+        }
+      }
+    }
+    if (!*z) break;
+    p = z;
+  }
+  return seen_eacces ? EACCES : ENOENT;
+}
+
+/* The exec's child, on its own stack in the agent's memory until it execs
+ * or exits (CLONE_VM | CLONE_VFORK: the agent waits meanwhile). Only
+ * system calls: nothing here allocates or touches the agent's state. */
+static int exec_child(void *arg) {
+  struct exec_spawn *sp = arg;
+  child_common_setup(); /* a new session: the pty becomes its terminal */
+  if (sp->tty) {
+    (void)ioctl(sp->pts, TIOCSCTTY, 0);
+    dup2(sp->pts, 0);
+    dup2(sp->pts, 1);
+    dup2(sp->pts, 2);
+  } else {
+    child_dup_stdio(sp->in_r, sp->out_w, sp->err_w);
+  }
+  if (sp->do_chroot && (chroot(AGENT_ROOT) < 0 || chdir("/") < 0)) {
+    sp->fail = (struct exec_fail){0, errno};
+  } else if (chdir(sp->cwd && *sp->cwd ? sp->cwd : "/") < 0) {
+    sp->fail = (struct exec_fail){1, errno};
+  } else {
+    int e = exec_search(sp->argv[0], sp->argv, sp->envp, sp->path);
+    sp->fail = (struct exec_fail){2, e ? e : EIO};
+  }
+  _exit(sp->fail.step == 2 && (sp->fail.err == ENOENT || sp->fail.err == ENOTDIR) ? 127 : 126);
+}
+
+/* The child's stack. One is enough: the agent is single-threaded and waits
+ * while a child runs on it (CLONE_VFORK). */
+static uint8_t exec_stack[64 * 1024] __attribute__((aligned(16)));
+
+static const char *env_value(char **envp, const char *name) {
+  size_t k = strlen(name);
+  for (char **e = envp; *e; e++)
+    if (strncmp(*e, name, k) == 0 && (*e)[k] == '=') return *e + k + 1;
+  return NULL;
+}
+
+static int count_fields(const uint8_t *p, size_t n, size_t *argc, size_t *envc) {
+  size_t off = 0;
+  ap_field f;
+  int r;
+  *argc = *envc = 0;
+  while ((r = ap_field_next(p, n, &off, &f)) > 0) {
+    if (f.tag == AP_T_ARGV) ++*argc;
+    else if (f.tag == AP_T_ENV) ++*envc;
+  }
+  return r;
+}
+
 void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n) {
-  size_t argc = 0, envc = 0;
-  char **argv = calloc(AGENT_MAX_ARGS + 1, sizeof(char *));
-  char **envp = calloc(AGENT_MAX_ARGS + 3, sizeof(char *));
+  size_t argc = 0, envc = 0, nargs = 0, nenv = 0;
+  char **argv = NULL, **envp = NULL;
   char *cwd = NULL;
   uint32_t flags = 0, winsize = 0;
   const char *bad = NULL;
+  if (count_fields(p, n, &nargs, &nenv) < 0) { bad = "malformed fields"; goto out; }
+  if (nargs > AGENT_MAX_ARGS) { bad = "too many arguments"; goto out; }
+  if (nenv > AGENT_MAX_ARGS) { bad = "too many environment variables"; goto out; }
+  argv = calloc(nargs + 1, sizeof(char *));
+  envp = calloc(nenv + 4, sizeof(char *)); /* + PATH, HOME, TERM */
   if (!argv || !envp) {
     bad = "out of memory";
     goto out;
@@ -153,12 +287,10 @@ void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n) {
     char *s = NULL;
     switch (f.tag) {
     case AP_T_ARGV:
-      if (argc >= AGENT_MAX_ARGS) { bad = "too many arguments"; goto out; }
       if (ap_field_str(&f, &s) < 0) { bad = "bad ARGV string"; goto out; }
       argv[argc++] = s;
       break;
     case AP_T_ENV:
-      if (envc >= AGENT_MAX_ARGS) { bad = "too many environment variables"; goto out; }
       if (ap_field_str(&f, &s) < 0) { bad = "bad ENV string"; goto out; }
       if (!strchr(s, '=') || s[0] == '=') { free(s); bad = "ENV entry without NAME="; goto out; }
       envp[envc++] = s;
@@ -190,10 +322,8 @@ void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n) {
   agent_chan *c = agent_chan_new(ch, AGENT_CH_EXEC);
   if (!c) { bad = "out of memory"; goto out; }
 
-  int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1},
-      pfail[2] = {-1, -1};
+  int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1};
   int ptm = -1, pts = -1;
-  int do_chroot = agent_root_ready() && !(flags & AP_F_NO_CHROOT);
   if (tty) {
     int r2 = open_pty(winsize, &ptm, &pts);
     if (r2 < 0) {
@@ -202,65 +332,45 @@ void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n) {
       goto out;
     }
   }
-  if ((!tty && (((flags & AP_F_STDIN) && make_pipe(pin) < 0) || make_pipe(pout) < 0 ||
-                make_pipe(perr) < 0)) ||
-      make_pipe(pfail) < 0) {
-    int e = errno;
+  if (!tty && (((flags & AP_F_STDIN) && (r = make_pipe(pin)) < 0) || (r = out_pipe(pout)) < 0 ||
+               (r = out_pipe(perr)) < 0)) {
+    int e = -r;
     for (int i = 0; i < 2; i++) {
       if (pin[i] >= 0) close(pin[i]);
       if (pout[i] >= 0) close(pout[i]);
       if (perr[i] >= 0) close(perr[i]);
-      if (pfail[i] >= 0) close(pfail[i]);
     }
-    if (ptm >= 0) close(ptm);
-    if (pts >= 0) close(pts);
     agent_chan_free(c);
     agent_send_error(ch, CR_E_INTERNAL, e, "pipe: %s", strerror(e));
     goto out;
   }
-  pid_t pid = fork();
-  if (pid == 0) {
-    child_common_setup(); /* a new session: the pty becomes its terminal */
-    if (tty) {
-      (void)ioctl(pts, TIOCSCTTY, 0);
-      dup2(pts, 0);
-      dup2(pts, 1);
-      dup2(pts, 2);
-    } else {
-      child_dup_stdio(pin[0], pout[1], perr[1]);
-    }
-    struct exec_fail fl = {0, 0};
-    if (do_chroot && (chroot(AGENT_ROOT) < 0 || chdir("/") < 0)) {
-      fl = (struct exec_fail){0, errno};
-    } else if (chdir(cwd && *cwd ? cwd : "/") < 0) {
-      fl = (struct exec_fail){1, errno};
-    } else {
-      environ = envp;
-      execvp(argv[0], argv);
-      fl = (struct exec_fail){2, errno};
-    }
-    ssize_t w = write(pfail[1], &fl, sizeof(fl));
-    (void)w;
-    _exit(fl.step == 2 && (fl.err == ENOENT || fl.err == ENOTDIR) ? 127 : 126);
-  }
+  struct exec_spawn sp = {
+      .argv = argv, .envp = envp, .path = env_value(envp, "PATH"), .cwd = cwd,
+      .do_chroot = agent_root_ready() && !(flags & AP_F_NO_CHROOT), .tty = tty,
+      .in_r = pin[0], .out_w = pout[1], .err_w = perr[1], .pts = pts,
+      .fail = {-1, 0},
+  };
+  c->t_req_ns = agent_req_ns;
+  c->t_fork_ns = agent_now_ns();
+  /* the agent resumes once the child exec'd or exited (CLONE_VFORK); no
+   * page tables copied (CLONE_VM): what fork cost here under TCG */
+  pid_t pid = clone(exec_child, exec_stack + sizeof(exec_stack),
+                    CLONE_VM | CLONE_VFORK | SIGCHLD, &sp, NULL, NULL, NULL);
   int fork_errno = errno;
   if (pin[0] >= 0) close(pin[0]);
   if (pout[1] >= 0) close(pout[1]);
   if (perr[1] >= 0) close(perr[1]);
   if (pts >= 0) close(pts);
-  close(pfail[1]);
   if (tty) { /* output and input both through the master */
     pout[0] = ptm;
     if (flags & AP_F_STDIN) pin[1] = fcntl(ptm, F_DUPFD_CLOEXEC, 0);
   }
   if (pid < 0) {
-    close(pfail[0]);
     if (pin[1] >= 0) close(pin[1]);
     close(pout[0]);
     if (perr[0] >= 0) close(perr[0]);
     agent_chan_free(c);
-    agent_send_error(ch, CR_E_INTERNAL, fork_errno, "fork: %s",
-                     strerror(fork_errno));
+    agent_send_error(ch, CR_E_INTERNAL, fork_errno, "clone: %s", strerror(fork_errno));
     goto out;
   }
   c->pid = pid;
@@ -269,16 +379,10 @@ void agent_exec_start(uint32_t ch, const uint8_t *p, size_t n) {
   c->fd_out = pout[0];
   c->fd_err = perr[0];
   if (c->fd_in >= 0) set_nonblock(c->fd_in);
-  set_nonblock(c->fd_out);
-  if (c->fd_err >= 0) set_nonblock(c->fd_err);
+  if (tty) set_nonblock(c->fd_out); /* the pty master (out_pipe's read ends already are) */
 
-  /* The errno pipe closes on a successful exec (CLOEXEC): a short wait. */
-  struct exec_fail fl;
-  ssize_t k;
-  do k = read(pfail[0], &fl, sizeof(fl));
-  while (k < 0 && errno == EINTR);
-  close(pfail[0]);
-  if (k == (ssize_t)sizeof(fl)) {
+  if (sp.fail.step >= 0) {
+    struct exec_fail fl = sp.fail;
     char msg[1200];
     int m;
     if (fl.step == 2 && (fl.err == ENOENT || fl.err == ENOTDIR))
@@ -431,17 +535,20 @@ void agent_chan_read_fd(agent_chan *c, int which) {
   }
 }
 
-uint64_t agent_now_ms(void) {
+uint64_t agent_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+uint64_t agent_now_ms(void) { return agent_now_ns() / 1000000u; }
 
 void agent_child_reaped(pid_t pid, int status) {
   agent_chan *c = agent_chan_by_pid(pid);
   if (!c) return; /* an orphan reparented to us, or a killed channel */
   c->reaped = 1;
-  c->reaped_ms = agent_now_ms();
+  c->t_reap_ns = agent_now_ns();
+  c->reaped_ms = c->t_reap_ns / 1000000u;
   c->status = status;
 }
 
@@ -467,6 +574,10 @@ static void send_exit(agent_chan *c) {
     ap_put_u32(o, AP_T_EXIT_CODE, (uint32_t)WEXITSTATUS(c->status));
   }
   if (c->exec_errno) ap_put_u32(o, AP_T_EXEC_ERRNO, (uint32_t)c->exec_errno);
+  if (c->t_req_ns) {
+    ap_put_u64(o, AP_T_AGENT_NS, agent_now_ns() - c->t_req_ns);
+    ap_put_u64(o, AP_T_SPAWN_NS, c->t_reap_ns - c->t_fork_ns);
+  }
   ap_frame_end(o);
 }
 

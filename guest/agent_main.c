@@ -138,6 +138,9 @@ int main(int argc, char **argv) {
       int left = end > now ? (int)(end - now) : 0;
       if (timeout < 0 || left < timeout) timeout = left;
     }
+    /* about to sleep with nothing to send: make the next exec's pipes now,
+     * off its critical path */
+    if (!agent_out_pending()) agent_exec_prepare();
     int r = poll(pfd, np, timeout);
     if (r < 0 && errno != EINTR) {
       agent_log("poll: %s", strerror(errno));
@@ -179,7 +182,11 @@ int main(int argc, char **argv) {
     for (size_t i = 0; r > 0 && i < np; i++) {
       agent_chan *c = map[i].c;
       if (!c || !pfd[i].revents) continue;
-      if (!agent_chan_alive(c)) continue; /* freed by a reset or CANCEL meanwhile */
+      /* freed by a reset or CANCEL meanwhile (its memory may be a new
+       * channel's by now: the fd must be the one polled) */
+      if (!agent_chan_alive(c)) continue;
+      int fd = map[i].which == 0 ? c->fd_in : map[i].which == 1 ? c->fd_out : c->fd_err;
+      if (fd != pfd[i].fd) continue;
       if (map[i].which == 0) agent_chan_write_in(c);
       else agent_chan_read_fd(c, map[i].which);
     }

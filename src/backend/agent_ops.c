@@ -194,6 +194,9 @@ int agent_dec_event(uint16_t type, const uint8_t *p, size_t n, agent_event *ev) 
     /* present at all (whatever its size) means the exec failed */
     ev->exit.exec_failed = fs.seen & (1ull << AP_T_EXEC_ERRNO);
     get_u32(&fs, AP_T_EXEC_ERRNO, &ev->exit.exec_errno);
+    if (!get_u64(&fs, AP_T_AGENT_NS, &ev->exit.agent_ns) ||
+        !get_u64(&fs, AP_T_SPAWN_NS, &ev->exit.spawn_ns) || ev->exit.spawn_ns > ev->exit.agent_ns)
+      ev->exit.agent_ns = ev->exit.spawn_ns = 0; /* both or neither, and consistent */
     return 0;
   case AP_ENTRY:
   case AP_STAT_RESULT:

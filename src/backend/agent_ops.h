@@ -118,6 +118,9 @@ typedef struct agent_exit {
   uint32_t signal;     /* 0 = not signalled */
   bool exec_failed;    /* the exec itself failed (no process ran) */
   uint32_t exec_errno;
+  /* the agent's own clock (0 when the agent sent none): EXEC read -> EXIT
+   * queued, and just before the fork -> the child reaped */
+  uint64_t agent_ns, spawn_ns;
 } agent_exit;
 
 typedef struct agent_error {

@@ -97,6 +97,9 @@ enum ap_tag {
   AP_T_UPTIME_NS = 33,   /* u64 */
   AP_T_WINDOW = 34,      /* u64, HELLO_REPLY: per-channel STDIN/DATA window */
   AP_T_WINSIZE = 35,     /* u32, EXEC with AP_F_TTY and RESIZE: rows << 16 | cols */
+  /* EXIT, the agent's CLOCK_MONOTONIC (diagnostics; absent from older agents): */
+  AP_T_AGENT_NS = 36,    /* u64: EXEC read from the port -> this EXIT queued */
+  AP_T_SPAWN_NS = 37,    /* u64: just before the fork -> the child reaped */
   /* ACTIVATE, sandboxes with a network (src/egress): */
   AP_T_NET_ADDR = 40,    /* str "10.213.0.2/30": the guest's address on its NIC */
   AP_T_NET_GATEWAY = 41, /* str "10.213.0.1": default route */

@@ -3,6 +3,7 @@
 #include "sandbox/out-ring.h"
 #include "util/base64.h"
 #include "util/buf.h"
+#include "util/clock.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/ulid.h"
@@ -34,6 +35,9 @@ struct sbx_exec {
   char *reason, *message;
   int64_t started_ms, ended_ms, running_ms; /* running_ms: the guest's STARTED */
   uint64_t daemon_ns; /* the daemon's own time: start handling + exit handling */
+  /* the guest's part (0 when unknown): EXEC sent -> EXIT received on the
+   * daemon's clock, and the agent's own total and spawn from the EXIT */
+  uint64_t sent_ns, guest_rt_ns, agent_ns, spawn_ns;
   uint32_t channel;
   sbx_exec_observer obs[MAX_OBSERVERS];
   size_t nobs;
@@ -49,6 +53,9 @@ bool sbx_exec_ended(const sbx_exec *e) { return e->state != EX_RUNNING; }
 static const char *exec_state_name(const sbx_exec *e) {
   return e->state == EX_RUNNING ? "running" : e->state == EX_EXITED ? "exited" : "failed";
 }
+
+/* ns as ms with microsecond resolution */
+static double us_ms(uint64_t ns) { return (double)(ns / 1000) / 1000.0; }
 
 json_t *sbx_exec_to_json(const sbx_exec *e) {
   json_t *j = json_object();
@@ -79,6 +86,10 @@ json_t *sbx_exec_to_json(const sbx_exec *e) {
                                 "run", (json_int_t)(end - running), "total",
                                 (json_int_t)(end - e->started_ms), "daemon",
                                 (double)(e->daemon_ns / 1000) / 1000.0));
+  if (e->agent_ns)
+    json_object_set_new(json_object_get(j, "timing_ms"), "agent",
+                        json_pack("{s:f, s:f, s:f}", "round_trip", us_ms(e->guest_rt_ns), "total",
+                                  us_ms(e->agent_ns), "spawn", us_ms(e->spawn_ns)));
   return j;
 }
 
@@ -175,14 +186,8 @@ static void prune_total(sbx_manager *m) {
   }
 }
 
-static uint64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void finish(sbx_exec *e) {
-  uint64_t t0 = mono_ns();
+  uint64_t t0 = (uint64_t)cr_mono_ns();
   if (e->timer_on) {
     e->timer_on = false;
     uv_timer_stop(&e->timer);
@@ -197,7 +202,7 @@ static void finish(sbx_exec *e) {
   e->nobs = 0;
   /* counted before the observers: what they do with it (answer a client,
    * free the execution) is theirs, and the record was saved above */
-  e->daemon_ns += mono_ns() - t0;
+  e->daemon_ns += (uint64_t)cr_mono_ns() - t0;
   for (size_t i = 0; i < n; i++)
     if (obs[i].ended) obs[i].ended(obs[i].ud, e);
 }
@@ -229,6 +234,11 @@ static void on_event(void *ud, const agent_event *ev) {
   }
   case AGENT_EV_EXIT: {
     e->state = EX_EXITED;
+    if (ev->exit.agent_ns && e->sent_ns) {
+      e->guest_rt_ns = (uint64_t)cr_mono_ns() - e->sent_ns;
+      e->agent_ns = ev->exit.agent_ns;
+      e->spawn_ns = ev->exit.spawn_ns;
+    }
     if (ev->exit.signal > 0) {
       e->signal = (int)ev->exit.signal;
       e->exit_code = 128 + (int)ev->exit.signal;
@@ -276,7 +286,7 @@ static int execs_reserve(sbx *s) {
 }
 
 int sbx_exec_start(sbx *s, const sbx_exec_params *p, sbx_exec **ret, cr_error **err) {
-  uint64_t t0 = mono_ns();
+  uint64_t t0 = (uint64_t)cr_mono_ns();
   if (sbx_check_ready(s, err) < 0) return -1;
   size_t argc = json_array_size(p->argv);
   if (argc == 0 || argc > 4096)
@@ -332,6 +342,7 @@ int sbx_exec_start(sbx *s, const sbx_exec_params *p, sbx_exec **ret, cr_error **
       return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "the command is too large (over 1 MiB)");
     return cr_error_set(err, CR_E_AGENT_UNAVAILABLE, (int)-ch, "sending the command to the guest");
   }
+  e->sent_ns = (uint64_t)cr_mono_ns();
   e->channel = (uint32_t)ch;
   s->execs[s->nexecs++] = e;
   free(s->last_exec_id);
@@ -343,7 +354,7 @@ int sbx_exec_start(sbx *s, const sbx_exec_params *p, sbx_exec **ret, cr_error **
     uv_timer_start(&e->timer, on_timeout, p->timeout_ms, 0);
   }
   exec_save(e);
-  e->daemon_ns += mono_ns() - t0;
+  e->daemon_ns += (uint64_t)cr_mono_ns() - t0;
   *ret = e;
   return 0;
 }
@@ -489,6 +500,11 @@ void sbx_execs_abort(sbx *s, const char *why) {
   }
 }
 
+static uint64_t ms_ns(const json_t *v) {
+  double ms = json_number_value(v);
+  return ms > 0 && ms < 1e12 ? (uint64_t)(ms * 1e6 + 0.5) : 0;
+}
+
 void sbx_execs_load(sbx *s) {
   _cleanup_free_ char *dir = cr_path_join(s->dir, "executions");
   DIR *d = dir ? opendir(dir) : NULL;
@@ -536,6 +552,10 @@ void sbx_execs_load(sbx *s) {
     e->ended_ms = sbx_time_from_json(json_object_get(j, "ended_at"));
     if (!e->ended_ms) e->ended_ms = e->started_ms + json_integer_value(json_object_get(times, "total"));
     e->running_ms = e->started_ms + json_integer_value(json_object_get(times, "start"));
+    json_t *ag = json_object_get(times, "agent");
+    e->guest_rt_ns = ms_ns(json_object_get(ag, "round_trip"));
+    e->agent_ns = ms_ns(json_object_get(ag, "total"));
+    e->spawn_ns = ms_ns(json_object_get(ag, "spawn"));
     json_decref(j);
     if (execs_reserve(s) < 0) {
       sbx_exec_free(e);

@@ -28,7 +28,8 @@ TN = {v: k for k, v in T.items()}
 ARGV, ENV, CWD, PATH, OFFSET, LENGTH, MODE, FLAGS, PID, EXIT_CODE, SIGNAL, \
     ERRNO, REASON, MESSAGE, VERSION, TIME_NS, SEED, HOSTNAME, SIZE, FTYPE, \
     MTIME_NS, UID, GID, NAME, TARGET, AGENT_VERSION, KERNEL, IMAGE_DEV, \
-    SCRATCH_DEV, DEPTH, MAX_PAYLOAD, EXEC_ERRNO, UPTIME_NS, WINDOW = range(1, 35)
+    SCRATCH_DEV, DEPTH, MAX_PAYLOAD, EXEC_ERRNO, UPTIME_NS, WINDOW, WINSIZE, \
+    AGENT_NS, SPAWN_NS = range(1, 38)
 WINDOW_INITIAL = 1 << 20  # AP_WINDOW_INITIAL
 F_STDIN = 1
 RAW = {T["DATA"], T["STDIN"], T["STDOUT"], T["STDERR"], T["LOG"]}
@@ -338,6 +339,27 @@ def main():
         o, e, code, _ = run_result(fr)
         assert (o, code) == (b"hi\n", 0), (o, e, code)
         print("exec echo hi: ok in %.3fs" % (time.monotonic() - t1))
+        # the agent's own timing: EXEC read -> EXIT queued, fork -> reap
+        total, spawn = (struct.unpack("<Q", fr[-1][2][t][0])[0] for t in (AGENT_NS, SPAWN_NS))
+        assert 0 < spawn <= total < 60e9, (spawn, total)
+
+        # the PATH search is the command's PATH (musl's rules: EACCES is
+        # remembered and the search goes on, an empty entry is the cwd)
+        a.send("EXEC", 101, exec_payload(["sh", "-c", "mkdir -p /tmp/pa /tmp/pb && "
+                                          "printf '#!/bin/sh\\necho found $0\\n' > /tmp/pb/pb-cmd && "
+                                          "cp /tmp/pb/pb-cmd /tmp/pa/pb-cmd && chmod 755 /tmp/pb/pb-cmd && "
+                                          "chmod 644 /tmp/pa/pb-cmd"]))
+        assert run_result(a.until(101, {"EXIT", "ERROR"}))[2] == 0
+        for ch, path, cwd, want in ((103, "/nonexistent:/tmp/pa:/tmp/pb", None, (b"found /tmp/pb/pb-cmd\n", 0, None)),
+                                    (105, "/tmp/pa", None, (b"", 126, 13)),
+                                    (107, "/nonexistent::/bin", "/tmp/pb", (b"found pb-cmd\n", 0, None)),
+                                    (109, "/nonexistent", None, (b"", 127, 2))):
+            a.send("EXEC", ch, exec_payload(["pb-cmd"], env=["PATH=" + path], cwd=cwd))
+            o, e, code, f = run_result(a.until(ch, {"EXIT", "ERROR"}))
+            assert (o, code, fu32(f, EXEC_ERRNO)) == want, (path, o, e, code, f)
+        a.send("EXEC", 111, exec_payload(["true"], cwd="/nonexistent"))
+        o, e, code, f = run_result(a.until(111, {"EXIT", "ERROR"}))
+        assert code == 126 and fu32(f, EXEC_ERRNO) == 2 and b"cannot change directory" in e, (code, e)
 
         a.send("EXEC", 3, exec_payload(["sh", "-c", "echo out; echo err >&2; exit 7"]))
         o, e, code, _ = run_result(a.until(3, {"EXIT", "ERROR"}))

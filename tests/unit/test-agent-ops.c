@@ -256,6 +256,50 @@ static void test_decode_exit(void **state) {
   ap_buf_free(&p.b);
 }
 
+/* The agent's timing fields: both or neither, spawn within the total. */
+static void test_decode_exit_timing(void **state) {
+  payload p;
+  agent_event ev;
+  pl_begin(&p);
+  ap_put_u32(&p.b, AP_T_EXIT_CODE, 0);
+  ap_put_u64(&p.b, AP_T_AGENT_NS, 6000000);
+  ap_put_u64(&p.b, AP_T_SPAWN_NS, 5500000);
+  assert_int_equal(agent_dec_event(AP_EXIT, pl_data(&p), pl_len(&p), &ev), 0);
+  assert_true(ev.exit.agent_ns == 6000000 && ev.exit.spawn_ns == 5500000);
+  agent_event_clear(&ev);
+  ap_buf_free(&p.b);
+
+  /* older agents send none */
+  pl_begin(&p);
+  ap_put_u32(&p.b, AP_T_EXIT_CODE, 0);
+  assert_int_equal(agent_dec_event(AP_EXIT, pl_data(&p), pl_len(&p), &ev), 0);
+  assert_true(ev.exit.agent_ns == 0 && ev.exit.spawn_ns == 0);
+  agent_event_clear(&ev);
+  ap_buf_free(&p.b);
+
+  /* one without the other, a spawn longer than the total, a wrong size:
+   * a hostile guest's numbers are dropped, the exit stands */
+  uint64_t cases[3][2] = {{6000000, UINT64_MAX}, {UINT64_MAX, 5000}, {1000, 2000}};
+  for (int i = 0; i < 3; i++) {
+    pl_begin(&p);
+    ap_put_u32(&p.b, AP_T_EXIT_CODE, 7);
+    if (cases[i][0] != UINT64_MAX) ap_put_u64(&p.b, AP_T_AGENT_NS, cases[i][0]);
+    if (cases[i][1] != UINT64_MAX) ap_put_u64(&p.b, AP_T_SPAWN_NS, cases[i][1]);
+    assert_int_equal(agent_dec_event(AP_EXIT, pl_data(&p), pl_len(&p), &ev), 0);
+    assert_true(ev.exit.has_code && ev.exit.code == 7);
+    assert_true(ev.exit.agent_ns == 0 && ev.exit.spawn_ns == 0);
+    agent_event_clear(&ev);
+    ap_buf_free(&p.b);
+  }
+  pl_begin(&p);
+  ap_put_u32(&p.b, AP_T_AGENT_NS, 6000); /* u32 where a u64 belongs */
+  ap_put_u64(&p.b, AP_T_SPAWN_NS, 5000);
+  assert_int_equal(agent_dec_event(AP_EXIT, pl_data(&p), pl_len(&p), &ev), 0);
+  assert_true(ev.exit.agent_ns == 0 && ev.exit.spawn_ns == 0);
+  agent_event_clear(&ev);
+  ap_buf_free(&p.b);
+}
+
 static void decode_error(payload *p, agent_event *ev) {
   assert_int_equal(agent_dec_event(AP_ERROR, pl_data(p), pl_len(p), ev), 0);
   assert_int_equal(ev->type, AGENT_EV_ERROR);
@@ -664,6 +708,7 @@ int main(void) {
       cmocka_unit_test(test_encode_file_requests),
       cmocka_unit_test(test_decode_hello),
       cmocka_unit_test(test_decode_exit),
+      cmocka_unit_test(test_decode_exit_timing),
       cmocka_unit_test(test_decode_error_is_bounded),
       cmocka_unit_test(test_decode_stat_and_entry),
       cmocka_unit_test(test_decode_other_events),
