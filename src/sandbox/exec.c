@@ -93,18 +93,43 @@ json_t *sbx_exec_to_json(const sbx_exec *e) {
   return j;
 }
 
-static void exec_save(sbx_exec *e) {
-  if (e->s->removed) return;
-  _cleanup_free_ char *dir = cr_path_join(e->s->dir, "executions");
-  if (!dir || cr_mkdir_p(dir, 0700) < 0) return;
-  char name[40];
-  snprintf(name, sizeof(name), "%s.json", e->id);
-  _cleanup_free_ char *path = cr_path_join(dir, name);
+/* The record as it is now, rendered (nothing to write when the sandbox is
+ * removed or out of memory). */
+typedef struct exec_record {
+  char *path, *txt;
+} exec_record;
+
+static exec_record exec_render(sbx_exec *e) {
+  exec_record rec = {0};
+  if (e->s->removed) return rec;
+  char name[52];
+  snprintf(name, sizeof(name), "executions/%s.json", e->id);
   json_t *j = sbx_exec_to_json(e);
-  char *txt = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+  rec.txt = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(j);
-  if (txt && path) cr_rewrite_small_file(path, txt, strlen(txt), 0600);
-  free(txt);
+  rec.path = cr_path_join(e->s->dir, name);
+  return rec;
+}
+
+/* Writes and frees it. With sandbox_dir, the executions directory is made
+ * when missing (once per sandbox), not looked up on every write; without,
+ * a missing directory (the sandbox was removed meanwhile) stays missing. */
+static void exec_record_write(exec_record *rec, const char *sandbox_dir) {
+  if (rec->txt && rec->path &&
+      cr_rewrite_small_file(rec->path, rec->txt, strlen(rec->txt), 0600) == -ENOENT &&
+      sandbox_dir) {
+    _cleanup_free_ char *dir = cr_path_join(sandbox_dir, "executions");
+    if (dir && cr_mkdir_p(dir, 0700) == 0)
+      cr_rewrite_small_file(rec->path, rec->txt, strlen(rec->txt), 0600);
+  }
+  free(rec->txt);
+  free(rec->path);
+  *rec = (exec_record){0};
+}
+
+static void exec_save(sbx_exec *e) {
+  exec_record rec = exec_render(e);
+  exec_record_write(&rec, e->s->dir);
 }
 
 static void timer_closed(uv_handle_t *h) { free(h->data); }
@@ -193,18 +218,27 @@ static void finish(sbx_exec *e) {
     uv_timer_stop(&e->timer);
   }
   e->ended_ms = sbx_now_ms();
-  exec_save(e);
   prune_outputs(e->s);
   /* observers may unobserve during the callback: iterate over a copy */
   sbx_exec_observer obs[MAX_OBSERVERS];
   size_t n = e->nobs;
   memcpy(obs, e->obs, n * sizeof(*obs));
   e->nobs = 0;
-  /* counted before the observers: what they do with it (answer a client,
-   * free the execution) is theirs, and the record was saved above */
+  /* counted before the observers: what they do with it (answer a client)
+   * is theirs. The record is rendered and written once they were told (a
+   * file open on the host's disk and the JSON, ~0.1-1 ms of every exec's
+   * answer). Nothing they do frees an execution (only prune_outputs, above,
+   * and the sandbox's end later on the loop do): the check is a guard. */
   e->daemon_ns += (uint64_t)cr_mono_ns() - t0;
+  sbx *s = e->s;
   for (size_t i = 0; i < n; i++)
     if (obs[i].ended) obs[i].ended(obs[i].ud, e);
+  for (size_t i = 0; i < s->nexecs; i++)
+    if (s->execs[i] == e) {
+      exec_record rec = exec_render(e); /* its directory exists: the start wrote it */
+      exec_record_write(&rec, NULL);
+      break;
+    }
 }
 
 static void keep_output(sbx_exec *e, int stream, const uint8_t *p, size_t n) {
