@@ -54,6 +54,7 @@ struct egress_sbx {
   char guest_cidr[24], host_text[16];
   policy *pol;
   char *pol_text;       /* pol's source (policy_parse takes it: a copy for other threads) */
+  char *rules;          /* the nftables commands last applied (install_rules) */
   json_t *allow, *deny; /* compiled rules (borrowed from the policy json, increfed) */
   uint16_t ports[MAX_PORTS_PER_NAME];
   size_t n_ports;
@@ -859,6 +860,7 @@ static void sbx_handle_closed(uv_handle_t *h) {
   if (--s->handles == 0) {
     policy_free(s->pol);
     free(s->pol_text);
+    free(s->rules);
     json_decref(s->allow);
     json_decref(s->deny);
     free(s->res);
@@ -985,6 +987,86 @@ static int start_resolver(egress_sbx *s, cr_error **err) {
   return 0;
 }
 
+/* The sandbox's chains and set for these compiled rules, in one nft
+ * transaction: adding is idempotent and the chains are flushed first, so
+ * this also replaces the rules of a sandbox that has them. */
+static int install_rules(egress_sbx *s, json_t *allow_rules, json_t *deny_rules, cr_error **err) {
+  egress_cidr *allow = NULL, *deny = NULL;
+  size_t n_allow = 0, n_deny = 0;
+  int r = -1;
+  if (cidrs_from(allow_rules, &allow, &n_allow) < 0 || cidrs_from(deny_rules, &deny, &n_deny) < 0) {
+    cr_error_set(err, CR_E_INTERNAL, ENOMEM, "egress");
+    goto out;
+  }
+  egress_nft_sbx ns = {.table = s->e->table, .id = s->id, .tap = s->tap,
+                       .nflog_group = s->e->nflog_group, .gateway_port = s->e->gateway_port,
+                       .allow = allow, .n_allow = n_allow, .deny = deny, .n_deny = n_deny};
+  memcpy(ns.host, s->host, 4);
+  memcpy(ns.guest, s->guest, 4);
+  char *cmds = egress_nft_sbx_cmds(&ns);
+  if (!cmds) {
+    cr_error_set(err, CR_E_INTERNAL, ENOMEM, "nftables");
+    goto out;
+  }
+  /* the same commands as applied: nothing to change (a reserved network
+   * given a policy of names only: its rules depend only on the IP/CIDR
+   * rules, and the resolver fills the set) */
+  if (s->rules && !strcmp(s->rules, cmds)) {
+    free(cmds);
+    r = 0;
+    goto out;
+  }
+  r = egress_nft_run(cmds, err);
+  if (r == 0) {
+    free(s->rules);
+    s->rules = cmds;
+  } else {
+    free(cmds);
+  }
+out:
+  cidrs_free(allow, n_allow);
+  cidrs_free(deny, n_deny);
+  return r;
+}
+
+static void attach_event(egress_sbx *s, const char *reason) {
+  event_add(s->e, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "sandbox", s->id, "kind", "network",
+                            "action", "attach", "reason", reason, "address", s->guest_cidr,
+                            "tap", s->tap));
+}
+
+int egress_rebind(egress_sbx *s, json_t *pol, cr_error **err) {
+  uint64_t t0 = cr_mono_ns();
+  policy *np = NULL;
+  char *ntext = NULL;
+  if (policy_from_compiled(pol, &np, &ntext, err) < 0)
+    return cr_error_wrap(err, "sandbox %s network", s->id);
+  json_t *net = json_object_get(json_object_get(pol, "sandbox"), "network");
+  json_t *al = json_object_get(net, "allow"), *de = json_object_get(net, "deny");
+  json_t *allow = json_is_array(al) ? json_incref(al) : json_array();
+  json_t *deny = json_is_array(de) ? json_incref(de) : json_array();
+  if (install_rules(s, allow, deny, err) < 0) {
+    policy_free(np);
+    free(ntext);
+    json_decref(allow);
+    json_decref(deny);
+    return cr_error_wrap(err, "sandbox %s network", s->id);
+  }
+  policy_free(s->pol);
+  free(s->pol_text);
+  json_decref(s->allow);
+  json_decref(s->deny);
+  s->pol = np;
+  s->pol_text = ntext;
+  s->allow = allow;
+  s->deny = deny;
+  collect_ports(s, s->allow);
+  s->n_res = 0; /* nothing was resolved under the old rules (none allowed) */
+  attach_event(s, "policy_network");
+  log_debug("egress %s: rules replaced in %.2f ms", s->id, (double)(cr_mono_ns() - t0) / 1e6);
+  return 0;
+}
+
 int egress_attach(egress *e, const char *id, json_t *pol, int slot, egress_sbx **ret,
                   cr_error **err) {
   if (!egress_nft_name_valid(id)) return cr_error_set(err, CR_E_INVALID_ARGUMENT, 0, "sandbox id");
@@ -1023,34 +1105,18 @@ int egress_attach(egress *e, const char *id, json_t *pol, int slot, egress_sbx *
   s->allow = json_is_array(al) ? json_incref(al) : json_array();
   s->deny = json_is_array(de) ? json_incref(de) : json_array();
   collect_ports(s, s->allow);
-  egress_cidr *allow = NULL, *deny = NULL;
-  size_t n_allow = 0, n_deny = 0;
-  _cleanup_free_ char *cmds = NULL, *del = NULL;
+  _cleanup_free_ char *del = NULL;
   uint64_t t0 = cr_mono_ms();
   if (policy_from_compiled(pol, &s->pol, &s->pol_text, err) < 0) goto fail;
   if (ensure_base(e, err) < 0) goto fail;
   log_debug("egress %s: +%llu ms: nftables table", id, (unsigned long long)(cr_mono_ms() - t0));
   if (egress_tap_create(s->tap, s->host, 30, err) < 0) goto fail;
   log_debug("egress %s: +%llu ms: TAP", id, (unsigned long long)(cr_mono_ms() - t0));
-  if (cidrs_from(s->allow, &allow, &n_allow) < 0 || cidrs_from(s->deny, &deny, &n_deny) < 0) {
-    cr_error_set(err, CR_E_INTERNAL, ENOMEM, "egress");
-    goto fail_tap;
-  }
-  egress_nft_sbx ns = {.table = e->table, .id = s->id, .tap = s->tap, .nflog_group = e->nflog_group,
-                       .gateway_port = e->gateway_port,
-                       .allow = allow, .n_allow = n_allow, .deny = deny, .n_deny = n_deny};
-  memcpy(ns.host, s->host, 4);
-  memcpy(ns.guest, s->guest, 4);
   /* a re-attach finds the old objects: remove them first (a new sandbox
    * has none: each line is an nft run of its own, which costs) */
   if (reattach && (del = egress_nft_sbx_delete_cmds(e->table, s->id, s->tap, s->guest)))
     egress_nft_run_each(del);
-  cmds = egress_nft_sbx_cmds(&ns);
-  if (!cmds) {
-    cr_error_set(err, CR_E_INTERNAL, ENOMEM, "nftables");
-    goto fail_tap;
-  }
-  if (egress_nft_run(cmds, err) < 0) goto fail_nft;
+  if (install_rules(s, s->allow, s->deny, err) < 0) goto fail_nft;
   log_debug("egress %s: +%llu ms: chains and set", id, (unsigned long long)(cr_mono_ms() - t0));
   /* after the chains exist: a daemon removing the last other network sees
    * them and leaves forwarding on */
@@ -1064,25 +1130,12 @@ int egress_attach(egress *e, const char *id, json_t *pol, int slot, egress_sbx *
   }
   e->sbx = nv;
   e->sbx[e->n_sbx++] = s;
-  cidrs_free(allow, n_allow);
-  cidrs_free(deny, n_deny);
-  event_add(e, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "sandbox", s->id, "kind", "network",
-                         "action", "attach", "reason", "policy_network", "address",
-                         s->guest_cidr, "tap", s->tap));
+  if (pol) attach_event(s, "policy_network");
   *ret = s;
   return 0;
 fail_nft:
-  cidrs_free(allow, n_allow);
-  cidrs_free(deny, n_deny);
-  allow = deny = NULL;
   teardown(s);
-  goto fail_free;
-fail_tap:
-  egress_tap_delete(s->tap);
 fail:
-  cidrs_free(allow, n_allow);
-  cidrs_free(deny, n_deny);
-fail_free:
   cr_error_wrap(err, "sandbox %s network", id);
   close_sbx(s); /* resolver handles may be open */
   if (e->n_sbx == 0) last_network_gone(e);

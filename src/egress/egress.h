@@ -41,9 +41,16 @@ bool egress_host_capable(const char **why);
 bool egress_policy_wants_network(json_t *compiled_policy);
 
 /* Attaches egress for sandbox id. slot < 0 takes a free slot; slot >= 0
- * re-attaches a sandbox that already had it (daemon restart). */
+ * re-attaches a sandbox that already had it (daemon restart).
+ * compiled_policy NULL reserves a network that allows nothing (a VMM pool
+ * entry: address, TAP, chains that drop everything but DNS to its resolver,
+ * which refuses every name) until egress_rebind() gives it a policy. */
 int egress_attach(egress *e, const char *id, json_t *compiled_policy, int slot,
                   egress_sbx **ret, cr_error **err);
+/* Replaces the rules and the resolver's policy of an attached network with
+ * compiled_policy's, in one nftables transaction (on failure nothing
+ * changed). The "attach" audit event is emitted here for a reserved one. */
+int egress_rebind(egress_sbx *s, json_t *compiled_policy, cr_error **err);
 /* Removes the TAP, the nftables objects and the resolver. */
 void egress_detach(egress_sbx *s);
 /* Stops the resolver only (daemon shutdown: the VMM and its network stay). */

@@ -14,7 +14,17 @@
  * one at a time, never while a sandbox is provisioning, and start
  * SBX_POOL_REFILL_DELAY_MS after a hand-out (its first exec comes right
  * after; two cores). Size: CLEANROOM_POOL_SIZE (0 = off), else by the host's
- * memory (sbx_pool_default_size). */
+ * memory (sbx_pool_default_size).
+ *
+ * Network entries (CLEANROOM_POOL_NET_SIZE, default 1 with a pool): clones
+ * of the default template with a NIC, kept once this daemon has created a
+ * sandbox with a network (so the host can enforce egress). Each has its own
+ * address, TAP and chains that allow nothing (egress_attach without a
+ * policy), and its guest's network is set at its own ACTIVATE, so the
+ * kernel's address and route paths are translated before the hand-out. A
+ * create with network rules takes one: egress_rebind() installs the
+ * policy's rules (one nftables transaction) before `cont`; the hand-out's
+ * ACTIVATE leaves the guest's network as it is. */
 #include "sandbox/sandbox-internal.h"
 #include "sandbox/template.h"
 #include "backend/cgroup.h"
@@ -31,7 +41,8 @@
 struct sbx_pool {
   uv_timer_t kick; /* first: closing it frees the pool */
   sbx_manager *m;
-  unsigned size;
+  unsigned size;     /* entries without a network */
+  unsigned net_size; /* entries with one (once m->net_wanted) */
   sbx *e[SBX_POOL_MAX];
   size_t n;
   bool kick_open, kick_pending;
@@ -53,14 +64,24 @@ static unsigned default_size(void) {
   return 0;
 }
 
+static bool env_count(const char *name, unsigned *ret) {
+  const char *e = getenv(name);
+  if (!e || !*e) return false;
+  char *end = NULL;
+  unsigned long v = strtoul(e, &end, 10);
+  if (!end || *end) return false;
+  *ret = v > SBX_POOL_MAX / 2 ? SBX_POOL_MAX / 2 : (unsigned)v;
+  return true;
+}
+
 unsigned sbx_pool_size_config(void) {
-  const char *e = getenv("CLEANROOM_POOL_SIZE");
-  if (e && *e) {
-    char *end = NULL;
-    unsigned long v = strtoul(e, &end, 10);
-    if (end && !*end) return v > SBX_POOL_MAX ? SBX_POOL_MAX : (unsigned)v;
-  }
-  return default_size();
+  unsigned v;
+  return env_count("CLEANROOM_POOL_SIZE", &v) ? v : default_size();
+}
+
+static unsigned net_size_config(unsigned size) {
+  unsigned v;
+  return env_count("CLEANROOM_POOL_NET_SIZE", &v) ? v : size > 0 ? 1 : 0;
 }
 
 static void on_kick(uv_timer_t *t);
@@ -70,6 +91,7 @@ sbx_pool *sbx_pool_new(sbx_manager *m) {
   if (!p) return NULL;
   p->m = m;
   p->size = sbx_pool_size_config();
+  p->net_size = net_size_config(p->size);
   uv_timer_init(m->loop, &p->kick);
   p->kick.data = p;
   p->kick_open = true;
@@ -120,8 +142,9 @@ static void discard(sbx_pool *p, size_t i, const char *why) {
   }
 }
 
-/* The default template's directory for the pool's spec (NULL: none yet). */
-static char *pool_template(sbx_manager *m, image_info **ret_img) {
+/* The default template's directory for the pool's spec, with or without
+ * a NIC (NULL: none yet). */
+static char *pool_template(sbx_manager *m, bool net, image_info **ret_img) {
   if (!m->tmpl || m->templates_off) return NULL;
   if (!m->assets || !m->scratch_blank) {
     sbx_prepare_assets(m); /* kicks again when done */
@@ -137,7 +160,7 @@ static char *pool_template(sbx_manager *m, image_info **ret_img) {
   }
   tmpl_spec spec = {img->digest, img->rootfs,
                     m->assets->vmlinux ? m->assets->vmlinux : m->assets->kernel,
-                    m->assets->initrd, SBX_POOL_VCPUS, SBX_POOL_MEMORY_MIB, NULL};
+                    m->assets->initrd, SBX_POOL_VCPUS, SBX_POOL_MEMORY_MIB, NULL, net};
   char *dir = NULL;
   if (tmpl_lookup(m->tmpl, &spec, &dir, NULL) != 1) {
     image_info_free(img);
@@ -152,22 +175,37 @@ static const char *key_of(const char *dir) {
   return k ? k + 1 : dir;
 }
 
+/* net_wanted is set by a create whose policy passed the capability check
+ * (sbx_policy_check): this host enforces egress. */
+static bool wants_net_entries(sbx_pool *p) { return p->net_size > 0 && p->m->net_wanted; }
+
 static void on_kick(uv_timer_t *t) {
   sbx_pool *p = t->data;
   sbx_manager *m = p->m;
   p->kick_pending = false;
-  image_info *img = NULL;
-  _cleanup_free_ char *dir = pool_template(m, &img);
+  image_info *img = NULL, *img_net = NULL;
+  _cleanup_free_ char *dir = pool_template(m, false, &img);
+  _cleanup_free_ char *dir_net = wants_net_entries(p) ? pool_template(m, true, &img_net) : NULL;
   /* entries that failed, or of a template that is not the default one any
    * more (removed, rebuilt, another image) */
+  unsigned n_plain = 0, n_net = 0;
+  for (size_t i = 0; i < p->n; i++) {
+    if (p->e[i]->net) n_net++;
+    else n_plain++;
+  }
   for (size_t i = p->n; i-- > 0;) {
     sbx *s = p->e[i];
+    const char *want = s->net ? dir_net : dir;
     if (s->state != SBX_PROVISIONING)
       discard(p, i, s->message ? s->message : "failed");
-    else if (!dir || !s->template_key || strcmp(s->template_key, key_of(dir)))
+    else if (!want || !s->template_key || strcmp(s->template_key, key_of(want)))
       discard(p, i, "its template is not the default one any more");
-    else if (p->n > p->size)
+    else if (s->net ? n_net > p->net_size : n_plain > p->size)
       discard(p, i, "the pool is smaller now");
+    else
+      continue;
+    if (s->net) n_net--;
+    else n_plain--;
   }
   bool busy = false;
   for (size_t i = 0; i < p->n; i++)
@@ -175,10 +213,11 @@ static void on_kick(uv_timer_t *t) {
   for (size_t i = 0; i < m->n; i++)
     if (m->list[i]->state == SBX_PROVISIONING) busy = true;
   /* one at a time, and never beside a sandbox that is starting: its kick
-   * comes when it is ready or failed */
-  if (dir && !busy && p->n < p->size) {
+   * comes when it is ready or failed; entries without a network first */
+  bool net = !(dir && n_plain < p->size) && dir_net && n_net < p->net_size;
+  if (!busy && p->n < SBX_POOL_MAX && ((dir && n_plain < p->size) || net)) {
     cr_error *err = NULL;
-    sbx *s = sbx_pooled_new(m, img, dir, &err);
+    sbx *s = sbx_pooled_new(m, net ? img_net : img, net ? dir_net : dir, net, &err);
     if (s) {
       p->e[p->n++] = s;
       p->started++;
@@ -188,6 +227,7 @@ static void on_kick(uv_timer_t *t) {
     }
   }
   image_info_free(img);
+  image_info_free(img_net);
 }
 
 /* ---- an entry's warm-up after its ACTIVATE: one `true`, then pause */
@@ -267,17 +307,20 @@ bool sbx_pool_has_ready(sbx_manager *m) {
 json_t *sbx_pool_info(sbx_manager *m) {
   sbx_pool *p = m->pool;
   if (!p) return json_pack("{s:i}", "size", 0);
-  json_int_t ready = 0, starting = 0;
+  json_int_t ready = 0, starting = 0, net_ready = 0, net_starting = 0;
   for (size_t i = 0; i < p->n; i++) {
+    bool net = p->e[i]->net != NULL;
     if (p->e[i]->pool_ready)
-      ready++;
+      *(net ? &net_ready : &ready) += 1;
     else
-      starting++;
+      *(net ? &net_starting : &starting) += 1;
   }
-  return json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:i, s:i}", "size", (int)p->size, "ready",
-                   ready, "starting", starting, "handed_out", (json_int_t)p->handed_out,
-                   "started", (json_int_t)p->started, "discarded", (json_int_t)p->discarded,
-                   "vcpus", SBX_POOL_VCPUS, "memory_mib", SBX_POOL_MEMORY_MIB);
+  return json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:{s:i, s:b, s:I, s:I}}", "size",
+                   (int)p->size, "ready", ready, "starting", starting, "handed_out",
+                   (json_int_t)p->handed_out, "started", (json_int_t)p->started, "discarded",
+                   (json_int_t)p->discarded, "vcpus", SBX_POOL_VCPUS, "memory_mib",
+                   SBX_POOL_MEMORY_MIB, "network", "size", (int)p->net_size, "active",
+                   wants_net_entries(p), "ready", net_ready, "starting", net_starting);
 }
 
 /* ---- daemon stop: entries are killed and removed now (the loop only runs
@@ -303,6 +346,7 @@ void sbx_pool_shutdown(sbx_manager *m) {
     kill_now(s);
     /* the handle is forgotten, not stopped: nothing else sees the VMM end */
     backend_cgroup_remove(s->id);
+    sbx_detach_net(s); /* an entry's network goes with it (a sandbox's stays) */
     if (s->vm) backend_vm_forget(TAKE_PTR(s->vm));
     if (s->agent) {
       agent_conn *a = s->agent;
@@ -318,6 +362,7 @@ void sbx_pool_shutdown(sbx_manager *m) {
     sbx *s = dying[--ndying];
     kill_now(s);
     backend_cgroup_remove(s->id);
+    sbx_detach_net(s);
     cr_rm_rf(s->dir);
   }
   if (p->kick_open) {

@@ -36,6 +36,7 @@ static void on_activated(void *ud, const agent_event *ev) {
     return;
   }
   if (s->pooled) {
+    s->net_configured = s->net != NULL;
     sbx_pool_activated(s); /* warm-up, pause */
     return;
   }
@@ -66,7 +67,9 @@ void sbx_send_activate(sbx *s) {
       .image_dev = "serial:cr-image",
       .scratch_dev = "serial:cr-scratch",
   };
-  if (s->net) {
+  /* a handed-out pool entry's guest has its address since the entry's own
+   * ACTIVATE (only the host's rules changed at the hand-out) */
+  if (s->net && !s->net_configured) {
     a.net_addr = egress_sbx_guest_cidr(s->net);
     a.net_gateway = a.net_dns = egress_sbx_host_addr(s->net);
   }

@@ -206,7 +206,7 @@ void sbx_pool_failed(sbx *s, const char *why) {
   sbx_set_failed(s, CR_E_RUNTIME_LAUNCH_FAILED, "%s", why ? why : "failed");
 }
 
-sbx *sbx_pooled_new(sbx_manager *m, const image_info *img, const char *tmpl_dir,
+sbx *sbx_pooled_new(sbx_manager *m, const image_info *img, const char *tmpl_dir, bool net,
                     cr_error **err) {
   sbx *s = sbx_alloc(m);
   if (!s) {
@@ -239,6 +239,13 @@ sbx *sbx_pooled_new(sbx_manager *m, const image_info *img, const char *tmpl_dir,
     sbx_free(s);
     return NULL;
   }
+  /* a network entry: address, TAP and chains that allow nothing until the
+   * hand-out gives them the sandbox's policy (egress_rebind) */
+  if (net && sbx_attach_net(s, -1, err) < 0) {
+    cr_rm_rf(s->dir);
+    sbx_free(s);
+    return NULL;
+  }
   sbx_event(s, "boot", "pool entry: clone of template %s", s->template_key);
   sbx_start_boot_timer(s);
   sbx_launch_vm(s); /* a failure is reported through sbx_set_failed: the pool discards it */
@@ -265,6 +272,13 @@ static int adopt_pooled(sbx_manager *m, sbx *s, const sbx_create_params *p, cons
                         char **policy_hash, sbx_ready_cb done, sbx_progress_cb progress_cb,
                         void *ud, cr_error **err) {
   int64_t started = s->boot_start_ms;
+  /* a network entry gets the policy's rules first: its chains allowed
+   * nothing until now, and fail closed if this does */
+  if (s->net && egress_rebind(s->net, p->policy, err) < 0) {
+    sbx_set_failed(s, cr_error_reason(*err), "%s", (*err)->message);
+    sbx_terminate(m, s, on_discarded_entry, NULL, NULL);
+    return -1;
+  }
   free(s->image_ref);
   s->image_ref = strdup(ref);
   if (p->policy) s->policy = json_incref(p->policy);
@@ -298,13 +312,14 @@ static int adopt_pooled(sbx_manager *m, sbx *s, const sbx_create_params *p, cons
 /* A ready pool entry for this create, or NULL. */
 static sbx *pool_match(sbx_manager *m, const sbx_create_params *p, const image_info *img,
                        unsigned vcpus, unsigned mem) {
+  bool net = p->policy && egress_policy_wants_network(p->policy);
+  if (net) m->net_wanted = true; /* the pool keeps a network entry from now on */
   if (!m->pool || !m->assets || !m->tmpl || m->templates_off || p->cold || p->from_snapshot ||
       !sbx_pool_has_ready(m))
     return NULL;
-  if (p->policy && egress_policy_wants_network(p->policy)) return NULL;
   tmpl_spec spec = {img->digest, img->rootfs,
                     m->assets->vmlinux ? m->assets->vmlinux : m->assets->kernel,
-                    m->assets->initrd, vcpus, mem, NULL};
+                    m->assets->initrd, vcpus, mem, NULL, net};
   _cleanup_free_ char *dir = NULL;
   if (tmpl_lookup(m->tmpl, &spec, &dir, NULL) != 1) return NULL;
   const char *key = strrchr(dir, '/');

@@ -44,6 +44,8 @@ struct sbx_manager {
   gw *gateway;    /* the host gateway (NULL until the first network, or off) */
   bool gateway_tried;
   sbx_pool *pool;      /* pre-started clones of the default template (pool.c) */
+  bool net_wanted;     /* a sandbox with a network was created: the pool keeps
+                          network entries too */
   bool assets_building; /* sbx_prepare_assets in flight */
   /* sandboxes allocated and not yet freed: a sandbox still held by
    * asynchronous work at shutdown is freed after the manager's last handle
@@ -103,6 +105,8 @@ struct sbx {
   bool relaunch_pending;   /* launch_vm waits for the previous VMM to go */
   bool pooled;             /* a VMM pool entry: not in the registry, no state.json */
   bool pool_ready;         /* ... activated, warmed up and paused: can be handed out */
+  bool net_configured;     /* the guest's network was set at an ACTIVATE already (a
+                              pool entry's: the hand-out's ACTIVATE leaves it) */
   bool scratch_ready;      /* <dir>/scratch.ext4 exists (else launch_vm copies it first) */
   bool scratch_copying;    /* that copy is on the thread pool */
   char *scratch_src;       /* what launch_vm copies: a template's scratch disk, else blank */
@@ -173,7 +177,8 @@ unsigned sbx_pool_size_config(void);
 /* Looks at the pool after delay_ms: discards failed or stale entries,
  * starts one when there is room and nothing else is starting. */
 void sbx_pool_kick(sbx_manager *m, uint64_t delay_ms);
-/* A ready entry of that template (removed from the pool), or NULL. */
+/* A ready entry of that template (removed from the pool), or NULL. A
+ * template with a NIC gives entries with a reserved network (egress.h). */
 sbx *sbx_pool_take(sbx_manager *m, const char *template_key);
 bool sbx_pool_has_ready(sbx_manager *m);
 /* An entry's ACTIVATE was answered: warm-up, pause, ready. */
@@ -182,7 +187,7 @@ void sbx_pool_activated(sbx *s);
 void sbx_pool_shutdown(sbx_manager *m);
 /* sandbox-create.c for pool.c: a new entry (a clone of the template in tmpl_dir),
  * starting; its failure, the boot timer, the final release. */
-sbx *sbx_pooled_new(sbx_manager *m, const image_info *img, const char *tmpl_dir,
+sbx *sbx_pooled_new(sbx_manager *m, const image_info *img, const char *tmpl_dir, bool net,
                     cr_error **err);
 void sbx_pool_failed(sbx *s, const char *why);
 void sbx_stop_boot_timer(sbx *s);
