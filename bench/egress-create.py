@@ -85,13 +85,15 @@ def call(method, params):
             return m["result"]
 
 
-def wait_pool(net_entry):
-    """Until the pool has a ready entry of that kind (polling system.info:
-    the refill is the daemon's own background work, not what is timed)."""
+def wait_pool():
+    """Until the pool is full, both kinds ready and nothing starting
+    (polling system.info: the refill is the daemon's own background work,
+    not what is timed, and must not run beside a timed create)."""
     deadline = time.monotonic() + 120
     while True:
         p = call("system.info", {})["pool"]
-        if (p["network"]["ready"] if net_entry else p["ready"]) >= 1:
+        if p["ready"] >= 1 and p["network"]["ready"] >= 1 and not p["starting"] and \
+                not p["network"]["starting"]:
             return
         if time.monotonic() > deadline:
             raise SystemExit(f"the pool has no ready entry: {p}")
@@ -136,8 +138,8 @@ try:
         for params in (pbase, pwith):  # templates at 512 MiB; the first network create
             call("sandbox.terminate", {"id": call("sandbox.create", params)["id"]})
         for _ in range(a.runs):
-            for params, out, kind in ((pbase, pplain, False), (pwith, pnet, True)):
-                wait_pool(kind)
+            for params, out in ((pbase, pplain), (pwith, pnet)):
+                wait_pool()
                 timed_create(params, out)
         info = call("system.info", {})["pool"]
         if info["handed_out"] < 2 * a.runs:

@@ -337,12 +337,16 @@ bool egress_host_capable(const char **why) {
     if (why) *why = "/dev/net/tun is missing (modprobe tun)";
     return false;
   }
+  /* an nft run costs ~1 ms: once nftables worked it is taken to stay usable
+   * (a create with network rules asks every time) */
+  static bool nft_ok;
   cr_error *err = NULL;
-  if (egress_nft_run("list tables\n", &err) < 0) {
+  if (!nft_ok && egress_nft_run("list tables\n", &err) < 0) {
     cr_error_free(err);
     if (why) *why = "nftables is not usable (kernel nf_tables, libnftables)";
     return false;
   }
+  nft_ok = true;
   return true;
 }
 

@@ -26,12 +26,13 @@ int sbx_policy_check(const backend_ops *be, json_t *compiled, const char *claime
    * the backend attaches when this host can (CAP_NET_ADMIN, TUN, nftables) */
   const char *why = NULL;
   const char *netcap = json_string_value(json_object_get(caps, "network"));
+  bool wants_net = egress_policy_wants_network(compiled);
   bool has_net = json_is_true(json_object_get(caps, "egress")) ||
-                 (netcap && !strcmp(netcap, "tap") && egress_host_capable(&why));
+                 (wants_net && netcap && !strcmp(netcap, "tap") && egress_host_capable(&why));
   if (!has_net && !why) why = "the backend attaches no network device";
   bool has_docker = json_is_true(json_object_get(caps, "docker"));
   json_decref(caps);
-  if (!has_net && egress_policy_wants_network(compiled))
+  if (!has_net && wants_net)
     return cr_error_set(err, CR_E_BACKEND_CAPABILITY_MISMATCH, 0,
                         "the policy allows network egress (sandbox.network.allow), but the %s "
                         "backend on this host cannot enforce it (%s); refusing to start a "

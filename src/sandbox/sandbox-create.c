@@ -256,12 +256,10 @@ static void on_discarded_entry(void *ud, cr_error *err) { cr_error_free(err); }
 
 static void on_pool_resumed(void *ud, backend_vm *vm, cr_error *err) {
   sbx *s = ud;
-  if (vm == s->vm && s->state == SBX_PROVISIONING) {
-    if (err)
-      sbx_set_failed(s, cr_error_reason(err), "resuming the pooled VMM: %s", err->message);
-    else
-      sbx_send_activate(s); /* clock, entropy, hostname again; the mounts are there */
-  }
+  /* the ACTIVATE went out with the `cont` (adopt_pooled): only a failure
+   * is news here */
+  if (vm == s->vm && s->state == SBX_PROVISIONING && err)
+    sbx_set_failed(s, cr_error_reason(err), "resuming the pooled VMM: %s", err->message);
   cr_error_free(err);
   sbx_unhold(s);
 }
@@ -272,9 +270,17 @@ static int adopt_pooled(sbx_manager *m, sbx *s, const sbx_create_params *p, cons
                         char **policy_hash, sbx_ready_cb done, sbx_progress_cb progress_cb,
                         void *ud, cr_error **err) {
   int64_t started = s->boot_start_ms;
-  /* a network entry gets the policy's rules first: its chains allowed
-   * nothing until now, and fail closed if this does */
+  /* `cont` first: QEMU and the guest resume while the daemon does the rest
+   * (the callback runs from the loop, after this function) */
+  cr_error *e = NULL;
+  sbx_hold(s);
+  bool resuming = backend_vm_ops(s->vm)->resume(s->vm, on_pool_resumed, s, &e) == 0;
+  if (!resuming) sbx_unhold(s);
+  /* a network entry gets the policy's rules meanwhile: its chains allowed
+   * nothing until now (the guest resumes under those), and fail closed if
+   * this does; either way before the ACTIVATE's answer can make it ready */
   if (s->net && egress_rebind(s->net, p->policy, err) < 0) {
+    cr_error_free(e);
     sbx_set_failed(s, cr_error_reason(*err), "%s", (*err)->message);
     sbx_terminate(m, s, on_discarded_entry, NULL, NULL);
     return -1;
@@ -288,6 +294,7 @@ static int adopt_pooled(sbx_manager *m, sbx *s, const sbx_create_params *p, cons
   s->created_ms = s->boot_start_ms = sbx_now_ms();
   s->pooled = false;
   if (sbx_registry_add(m, s) < 0) {
+    cr_error_free(e);
     s->pooled = true; /* back to the pool's way out */
     sbx_set_failed(s, CR_E_INTERNAL, "out of memory");
     sbx_terminate(m, s, on_discarded_entry, NULL, NULL);
@@ -299,13 +306,15 @@ static int adopt_pooled(sbx_manager *m, sbx *s, const sbx_create_params *p, cons
   sbx_when_ready(s, done, ud);
   sbx_start_boot_timer(s);
   sbx_progress(s, "pool", "resuming a pre-started VMM");
-  cr_error *e = NULL;
-  sbx_hold(s);
-  if (backend_vm_ops(s->vm)->resume(s->vm, on_pool_resumed, s, &e) < 0) {
+  if (!resuming) {
     sbx_set_failed(s, cr_error_reason(e), "resuming the pooled VMM: %s", e ? e->message : "");
     cr_error_free(e);
-    sbx_unhold(s);
+    return 0;
   }
+  /* clock, entropy, hostname again (the mounts are there; a network
+   * entry's guest has its address): sent now, it waits in the agent's
+   * channel until the guest runs, without waiting for QMP's answer */
+  sbx_send_activate(s);
   return 0;
 }
 
