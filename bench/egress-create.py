@@ -158,6 +158,11 @@ if pplain:
                    "create_p90_s": round(sorted(pplain)[int(0.9 * (len(pplain) - 1))], 4),
                    "create_with_egress_p90_s": round(sorted(pnet)[int(0.9 * (len(pnet) - 1))], 4)}
     res["pool"]["overhead_ratio"] = round(res["pool"]["create_with_egress_s"] / res["pool"]["create_s"] - 1, 3)
+    # each round's network create minus the plain one before it: the
+    # machine's drift between rounds cancels out
+    diffs = [b - a for a, b in zip(pplain, pnet)]
+    res["pool"]["paired_diff_ms"] = round(statistics.median(diffs) * 1000, 2)
+    res["pool"]["paired_overhead_ratio"] = round(statistics.median(diffs) / statistics.median(pplain), 3)
 floor = None
 if a.floor_json:
     with open(a.floor_json) as fj:
@@ -179,7 +184,9 @@ print(f"create, no pool: median {res['create_s']:.3f}s without network, {res['cr
 if "pool" in res:
     pr = res["pool"]
     print(f"create, from the pool: median {pr['create_s']*1000:.1f} ms without network, "
-          f"{pr['create_with_egress_s']*1000:.1f} ms with egress: +{pr['overhead_ratio']*100:.1f}%")
+          f"{pr['create_with_egress_s']*1000:.1f} ms with egress: +{pr['overhead_ratio']*100:.1f}%; "
+          f"median of the rounds' differences {pr['paired_diff_ms']:+.2f} ms "
+          f"({pr['paired_overhead_ratio']*100:+.1f}%)")
 if "ratios" in res:
     print(f"floor: cold {res['floor']['cold_s']}s, clone {res['floor']['clone_s']}s; ratios {res['ratios']}")
 print(json.dumps(res))

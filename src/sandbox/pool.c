@@ -4,8 +4,9 @@
  * up with one `true` (TCG has translated the exec path of that QEMU
  * process) and paused. sbx_create hands one out when its request matches
  * the entry's template (same key: image, kernel, initramfs, QEMU, vcpus,
- * memory; no network, not cold, not a fork): `cont`, a second ACTIVATE
- * (clock and entropy again: a paused guest's clock stands still), ready.
+ * memory, device set; not cold, not a fork): `cont` and, without waiting
+ * for its answer, a second ACTIVATE (clock and entropy again: a paused
+ * guest's clock stands still), ready.
  *
  * An entry is a sandbox (sbx) that is not in the registry and has no
  * state.json: a daemon killed with a pool leaves directories that the next
