@@ -1,5 +1,5 @@
 /* The VMM pool: clones of the default boot template (the default image,
- * SBX_POOL_VCPUS, SBX_POOL_MEMORY_MIB, no network) started ahead of time,
+ * SBX_POOL_VCPUS, SBX_POOL_MEMORY_MIB; with or without a NIC) started ahead of time,
  * activated (their own id, hostname, scratch disk, clock and entropy), warmed
  * up with one `true` (TCG has translated the exec path of that QEMU
  * process) and paused. sbx_create hands one out when its request matches
