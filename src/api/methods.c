@@ -1,5 +1,6 @@
 /* Control API methods (docs/api.md): JSON in, sandbox layer calls, JSON out. */
 #include "api/api.h"
+#include "api/methods-cache.h"
 #include "api/methods-workspace.h"
 #include "api/pull.h"
 #include "backend/backend.h"
@@ -635,6 +636,12 @@ static void m_workspace_checkout(req *r) { api_ws_checkout(r->d, r->sink, r->id,
 static void m_workspace_diff(req *r) { api_ws_diff(r->d, r->sink, r->id, r->params); }
 static void m_workspace_copy_in(req *r) { api_ws_copy_in(r->d, r->sink, r->id, r->params); }
 
+/* ---- the content cache (methods-cache.c) */
+
+static void m_cache_list(req *r) { api_cache_call(r->d, r->sink, r->id, r->params, API_CACHE_LIST); }
+static void m_cache_stats(req *r) { api_cache_call(r->d, r->sink, r->id, r->params, API_CACHE_STATS); }
+static void m_cache_prune(req *r) { api_cache_call(r->d, r->sink, r->id, r->params, API_CACHE_PRUNE); }
+
 /* ---- images */
 
 static void m_image_list(req *r) {
@@ -890,6 +897,9 @@ static const struct {
     {"snapshot.get", m_snapshot_get},
     {"snapshot.remove", m_snapshot_remove},
     {"snapshot.restore", m_snapshot_restore},
+    {"cache.list", m_cache_list},
+    {"cache.stats", m_cache_stats},
+    {"cache.prune", m_cache_prune},
 };
 
 static void run_method(daemon_ctx *d, api_sink *sink, json_t *id, const char *name,

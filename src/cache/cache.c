@@ -314,7 +314,7 @@ static json_t *local_list(cache *c) {
   if (lk < 0) return json_pack("{s:o}", "entries", a);
   size_t n;
   entry *v = load_entries(c, &n);
-  qsort(v, n, sizeof(*v), by_use_desc);
+  if (n) qsort(v, n, sizeof(*v), by_use_desc); /* v is NULL when empty */
   for (size_t i = 0; i < n; i++) {
     _cleanup_free_ char *ep = pathf(c, "entries/", v[i].key, ".json");
     json_t *j = ep ? read_json(ep) : NULL;

@@ -48,9 +48,11 @@ int cli_image_resolve(const char *ref, const char *auth_file, char **ret, cr_err
 /* Fills params.auth from this host's credentials for ref's registry
  * (cmd-image-pull.c). */
 int cli_registry_auth(const char *ref, const char *auth_file, json_t *params, cr_error **err);
-/* ref names a registry (host with '.'/':' or localhost first) and is not in
- * the local store: the daemon will pull it. */
-bool cli_image_needs_pull(const char *ref);
+/* ref names a registry (host with '.'/':' or localhost first) and the
+ * daemon's store does not have it (image.inspect on c): the daemon will pull
+ * it. */
+typedef struct api_client api_client;
+bool cli_image_needs_pull(api_client *c, const char *ref);
 int cmd_doctor(int argc, char **argv);
 int cmd_cache_ls(int argc, char **argv);
 int cmd_cache_prune(int argc, char **argv);

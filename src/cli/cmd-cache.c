@@ -1,8 +1,8 @@
 /* cleanroom cache ls|prune|stats: the gateway's content cache
- * (docs/gateway.md). Works on the cache directory itself (its lock is shared
- * with the daemon), so it needs no running daemon. */
-#include "cache/cache.h"
+ * (docs/gateway.md), through the daemon (cache.list, cache.prune,
+ * cache.stats: it owns the store). */
 #include "cli/cli.h"
+#include "cli/cmd-sandbox-common.h"
 #include "util/macro.h"
 
 #include <getopt.h>
@@ -11,25 +11,18 @@
 #include <string.h>
 #include <time.h>
 
-static int open_cache(cache **c) {
-  const char *d = getenv("CLEANROOM_CACHE_DIR");
-  cr_error *err = NULL;
-  if (cache_open_local(d && *d ? d : NULL, 0, c, &err) < 0) {
-    int r = cli_fail(err);
-    cr_error_free(err);
-    return r;
-  }
-  return 0;
-}
-
-/* --json and -h only. Returns 0, or an exit code. */
-static int simple_opts(int argc, char **argv, void (*help)(FILE *), bool *json) {
-  static const struct option opts[] = {{"json", no_argument, NULL, 'j'}, {0}};
+/* --json, --host and -h only. Returns 0, or an exit code. */
+static int simple_opts(int argc, char **argv, void (*help)(FILE *), bool *json,
+                       const char **host) {
+  static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                       {"host", required_argument, NULL, 'H'},
+                                       {0}};
   optind = 1;
   int ch;
   while ((ch = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
     if (ch == 'j') *json = true;
-    else return cli_usage_error(help, "unknown option");
+    else if (ch == 'H') *host = optarg;
+    else return cli_usage_error(help, "unknown or incomplete option '%s'", argv[optind - 1]);
   }
   if (optind < argc) return cli_usage_error(help, "unexpected argument '%s'", argv[optind]);
   return 0;
@@ -42,13 +35,15 @@ static void print_json(json_t *j) {
 }
 
 static void help_ls(FILE *f) {
-  fprintf(f, "Usage: cleanroom cache ls [--json]\n\n"
+  fprintf(f, "Usage: cleanroom cache ls [--json] [--host SOCKET]\n\n"
              "List the content cache's entries, most recently used first: KEY (the\n"
              "request identity), KIND, SIZE, LAST USED, SOURCE (the upstream URL).\n"
-             "The cache is CLEANROOM_CACHE_DIR, else <data>/content-cache.\n\n"
+             "The cache is the daemon's CLEANROOM_CACHE_DIR, else <data>/content-cache;\n"
+             "the daemon reads it (started if none runs).\n\n"
              "Options:\n"
-             "  --json      print {\"entries\": [{key, digest, size, kind, source, created, last_used}]}\n"
-             "  -h, --help  show this help\n");
+             "  --json         print {\"entries\": [{key, digest, size, kind, source, created, last_used}]}\n"
+             "  --host SOCKET  the daemon's socket\n"
+             "  -h, --help     show this help\n");
 }
 
 int cmd_cache_ls(int argc, char **argv) {
@@ -57,12 +52,11 @@ int cmd_cache_ls(int argc, char **argv) {
     return 0;
   }
   bool json = false;
-  int r = simple_opts(argc, argv, help_ls, &json);
+  const char *host = NULL;
+  int r = simple_opts(argc, argv, help_ls, &json, &host);
   if (r) return r;
-  cache *c = NULL;
-  if ((r = open_cache(&c))) return r;
-  json_t *l = cache_list(c);
-  cache_close(c);
+  json_t *l = NULL;
+  if ((r = cli_connect_call(host, "cache.list", json_object(), NULL, &l))) return r;
   if (json) {
     print_json(l);
   } else {
@@ -86,15 +80,16 @@ int cmd_cache_ls(int argc, char **argv) {
 }
 
 static void help_prune(FILE *f) {
-  fprintf(f, "Usage: cleanroom cache prune [--all | --keep BYTES] [--json]\n\n"
+  fprintf(f, "Usage: cleanroom cache prune [--all | --keep BYTES] [--json] [--host SOCKET]\n\n"
              "Remove the least recently used entries until at most BYTES remain\n"
              "(default: the cache's size limit, CLEANROOM_CACHE_MAX_BYTES, 10 GiB);\n"
              "--all empties the cache. Counters (hits, misses) are kept.\n\n"
              "Options:\n"
              "  --all         remove every entry\n"
              "  --keep BYTES  keep at most BYTES (suffixes K, M, G)\n"
-             "  --json        print {\"removed\": N, \"stats\": {...}}\n"
-             "  -h, --help    show this help\n");
+             "  --json         print {\"removed\": N, \"stats\": {...}}\n"
+             "  --host SOCKET  the daemon's socket\n"
+             "  -h, --help     show this help\n");
 }
 
 int cmd_cache_prune(int argc, char **argv) {
@@ -105,13 +100,16 @@ int cmd_cache_prune(int argc, char **argv) {
   static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
                                        {"all", no_argument, NULL, 'a'},
                                        {"keep", required_argument, NULL, 'k'},
+                                       {"host", required_argument, NULL, 'H'},
                                        {0}};
+  const char *host = NULL;
   bool json = false, all = false;
   long long keep = -1;
   optind = 1;
   int ch;
   while ((ch = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
     if (ch == 'j') json = true;
+    else if (ch == 'H') host = optarg;
     else if (ch == 'a') all = true;
     else if (ch == 'k') {
       char *end;
@@ -126,44 +124,32 @@ int cmd_cache_prune(int argc, char **argv) {
   }
   if (optind < argc) return cli_usage_error(help_prune, "unexpected argument '%s'", argv[optind]);
   if (all && keep >= 0) return cli_usage_error(help_prune, "give --all or --keep, not both");
-  cache *c = NULL;
-  int r;
-  if ((r = open_cache(&c))) return r;
-  if (keep < 0 && !all) {
-    json_t *st = cache_stats(c);
-    keep = json_integer_value(json_object_get(st, "max_bytes"));
-    json_decref(st);
-  }
-  size_t removed = 0;
-  cr_error *err = NULL;
-  if (cache_prune(c, all ? 0 : (uint64_t)keep, &removed, &err) < 0) {
-    cache_close(c);
-    r = cli_fail(err);
-    cr_error_free(err);
-    return r;
-  }
-  json_t *st = cache_stats(c);
-  cache_close(c);
+  json_t *params = json_pack("{s:b}", "all", all);
+  if (keep >= 0) json_object_set_new(params, "keep_bytes", json_integer(keep));
+  json_t *res = NULL;
+  int r = cli_connect_call(host, "cache.prune", params, NULL, &res);
+  if (r) return r;
+  json_t *st = json_object_get(res, "stats");
   if (json) {
-    json_t *o = json_pack("{s:I, s:o}", "removed", (json_int_t)removed, "stats", st);
-    print_json(o);
-    json_decref(o);
+    print_json(res);
   } else {
-    printf("removed %zu entries; %lld entries, %lld bytes left\n", removed,
+    printf("removed %lld entries; %lld entries, %lld bytes left\n",
+           (long long)json_integer_value(json_object_get(res, "removed")),
            (long long)json_integer_value(json_object_get(st, "entries")),
            (long long)json_integer_value(json_object_get(st, "bytes")));
-    json_decref(st);
   }
+  json_decref(res);
   return 0;
 }
 
 static void help_stats(FILE *f) {
-  fprintf(f, "Usage: cleanroom cache stats [--json]\n\n"
+  fprintf(f, "Usage: cleanroom cache stats [--json] [--host SOCKET]\n\n"
              "Show the content cache: directory, entries, bytes, size limit and the\n"
              "counters (hits, misses, stores, evictions) since it was created.\n\n"
              "Options:\n"
-             "  --json      print {backend, dir, entries, bytes, max_bytes, hits, misses, stores, evictions}\n"
-             "  -h, --help  show this help\n");
+             "  --json         print {backend, dir, entries, bytes, max_bytes, hits, misses, stores, evictions}\n"
+             "  --host SOCKET  the daemon's socket\n"
+             "  -h, --help     show this help\n");
 }
 
 int cmd_cache_stats(int argc, char **argv) {
@@ -172,12 +158,11 @@ int cmd_cache_stats(int argc, char **argv) {
     return 0;
   }
   bool json = false;
-  int r = simple_opts(argc, argv, help_stats, &json);
+  const char *host = NULL;
+  int r = simple_opts(argc, argv, help_stats, &json, &host);
   if (r) return r;
-  cache *c = NULL;
-  if ((r = open_cache(&c))) return r;
-  json_t *st = cache_stats(c);
-  cache_close(c);
+  json_t *st = NULL;
+  if ((r = cli_connect_call(host, "cache.stats", json_object(), NULL, &st))) return r;
   if (json) {
     print_json(st);
   } else {

@@ -8,7 +8,7 @@
 #include "config.h"
 #include "cache/cache.h"
 #include "egress/egress.h"
-#include "image/image.h"
+#include "image/ref.h"
 #include "util/fs.h"
 #include "util/macro.h"
 #include "util/paths.h"

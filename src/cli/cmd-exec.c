@@ -215,7 +215,7 @@ static int run(int argc, char **argv, bool console) {
     sid = strdup(in);
   } else {
     json_t *p = NULL;
-    r = cli_sandbox_create_params(policy_path, image, vcpus, mem, &p);
+    r = cli_sandbox_create_params(c, policy_path, image, vcpus, mem, &p);
     if (r) return r;
     bool local = false;
     _cleanup_json_ json_t *fallback = NULL;

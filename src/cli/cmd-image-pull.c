@@ -72,18 +72,18 @@ static void help(FILE *f) {
           "  --host SOCKET          the daemon's socket\n");
 }
 
-bool cli_image_needs_pull(const char *ref) {
+bool cli_image_needs_pull(api_client *c, const char *ref) {
   const char *slash = ref ? strchr(ref, '/') : NULL;
   if (!slash) return false;
   size_t n = (size_t)(slash - ref);
   if (!memchr(ref, '.', n) && !memchr(ref, ':', n) && !(n == 9 && !strncmp(ref, "localhost", 9)))
     return false;
-  image_info *info = NULL;
-  cr_error *e = NULL;
-  bool missing = image_lookup(ref, &info, &e) < 0;
-  image_info_free(info);
-  cr_error_free(e);
-  return missing;
+  /* the daemon owns the store: ask it (image.inspect) */
+  _cleanup_error_ cr_error *e = NULL;
+  _cleanup_json_ json_t *res = NULL;
+  if (api_client_call(c, "image.inspect", json_pack("{s:s}", "ref", ref), NULL, NULL, &res, &e) == 0)
+    return false;
+  return e && e->reason && !strcmp(e->reason, CR_E_IMAGE_NOT_FOUND);
 }
 
 int cli_registry_auth(const char *ref, const char *auth_file, json_t *params, cr_error **err) {

@@ -1,6 +1,6 @@
 /* cleanroom image resolve REF: print the digest-pinned ref. */
 #include "cli/cli.h"
-#include "image/image.h"
+#include "cli/cmd-sandbox-common.h"
 #include "image/registry.h"
 #include "policy/policy.h"
 
@@ -42,17 +42,21 @@ int cli_image_resolve(const char *ref, const char *auth_file, char **ret, cr_err
   }
   _cleanup_free_ char *digest = NULL;
   if (!names_registry(ref)) {
-    /* a local name (imported) first */
-    _cleanup_image_info_ image_info *info = NULL;
+    /* a local name (imported) first: the daemon's store (image.inspect) */
+    _cleanup_api_client_ api_client *c = NULL;
+    if (api_client_connect(NULL, true, &c, err) < 0) return -1;
+    _cleanup_json_ json_t *res = NULL;
     cr_error *e = NULL;
-    if (image_lookup(ref, &info, &e) == 0) digest = strdup(info->digest);
-    bool missing = e && !strcmp(cr_error_reason(e), CR_E_IMAGE_NOT_FOUND);
-    if (e && !missing) {
+    if (api_client_call(c, "image.inspect", json_pack("{s:s}", "ref", ref), NULL, NULL, &res,
+                        &e) == 0) {
+      const char *d = json_string_value(json_object_get(json_object_get(res, "image"), "digest"));
+      if (!d) return cr_error_set(err, CR_E_INTERNAL, 0, "image.inspect: no digest for %s", ref);
+      if (!(digest = strdup(d))) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "resolving %s", ref);
+    } else if (strcmp(cr_error_reason(e), CR_E_IMAGE_NOT_FOUND)) {
       *err = e;
       return -1;
     }
     cr_error_free(e);
-    if (info && !digest) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "resolving %s", ref);
   }
   if (!digest) {
     image_pull_opts o = {.auth_file = auth_file};

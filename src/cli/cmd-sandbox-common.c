@@ -208,7 +208,8 @@ const char *cli_json_str(json_t *obj, const char *key, const char *fallback) {
   return s ? s : fallback;
 }
 
-static int sandbox_params(const char *policy_path, const char *image, json_t *params) {
+static int sandbox_params(api_client *c, const char *policy_path, const char *image,
+                          json_t *params) {
   _cleanup_free_ char *found = NULL, *warning = NULL;
   _cleanup_error_ cr_error *err = NULL;
   if (policy_locate(policy_path, &found, &warning, &err) < 0) {
@@ -235,7 +236,7 @@ static int sandbox_params(const char *policy_path, const char *image, json_t *pa
   json_object_set_new(params, "image", json_string(img));
   /* the daemon pulls a missing image that names a registry: give it this
    * host's credentials for that registry (never passed to the guest) */
-  if (cli_image_needs_pull(img)) {
+  if (cli_image_needs_pull(c, img)) {
     cr_error *e2 = NULL;
     if (cli_registry_auth(img, NULL, params, &e2) < 0) {
       fprintf(stderr, "cleanroom: warning: registry credentials: %s\n", e2->message);
@@ -245,10 +246,10 @@ static int sandbox_params(const char *policy_path, const char *image, json_t *pa
   return 0;
 }
 
-int cli_sandbox_create_params(const char *policy_path, const char *image, int64_t vcpus,
-                              int64_t mem_mib, json_t **ret_params) {
+int cli_sandbox_create_params(api_client *c, const char *policy_path, const char *image,
+                              int64_t vcpus, int64_t mem_mib, json_t **ret_params) {
   _cleanup_json_ json_t *params = json_object();
-  int r = sandbox_params(policy_path, image, params);
+  int r = sandbox_params(c, policy_path, image, params);
   if (r) return r;
   if (vcpus) json_object_set_new(params, "vcpus", json_integer(vcpus));
   if (mem_mib) json_object_set_new(params, "memory_mib", json_integer(mem_mib));

@@ -3,7 +3,7 @@
 #pragma once
 #include "client/client.h"
 #include "cli/cli.h"
-#include "image/image.h"
+#include "image/ref.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -32,10 +32,11 @@ int cli_call(api_client *c, const char *method, json_t *params, json_t **ret_res
  * else cleanroom.yaml (then .buildkite/cleanroom.yaml) at the repository root
  * of the current directory, if any. Sets "policy" (compiled), "image"
  * (explicit, else the policy's, else $CLEANROOM_IMAGE, else the default), and
- * "vcpus" and "memory_mib" when not 0. Returns 0 with *ret_params set, or a
- * CLI exit code after printing the errors. */
-int cli_sandbox_create_params(const char *policy_path, const char *image, int64_t vcpus,
-                              int64_t mem_mib, json_t **ret_params);
+ * "vcpus" and "memory_mib" when not 0; c answers whether a registry image
+ * is stored (else this host's credentials for it go along). Returns 0 with
+ * *ret_params set, or a CLI exit code after printing the errors. */
+int cli_sandbox_create_params(api_client *c, const char *policy_path, const char *image,
+                              int64_t vcpus, int64_t mem_mib, json_t **ret_params);
 
 /* The options the daemon commands share, as set by cli_getopt. */
 typedef struct cli_opts {

@@ -113,7 +113,7 @@ int cmd_sandbox_create(int argc, char **argv) {
       json_object_set_new(params, "policy", compiled);
     }
   } else {
-    r = cli_sandbox_create_params(policy_path, image, vcpus, mem, &params);
+    r = cli_sandbox_create_params(c, policy_path, image, vcpus, mem, &params);
     if (r) return r;
     if (cold) json_object_set_new(params, "cold", json_true());
   }

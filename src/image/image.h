@@ -11,16 +11,13 @@
  * All functions return >= 0 on success and < 0 with *err set. Blocking:
  * import extracts and runs mkfs.ext4; call it from a worker, not a loop. */
 #pragma once
+#include "image/ref.h" /* IMAGE_DEFAULT_REF */
 #include "util/error.h"
 
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-
-/* The image a sandbox gets when nothing names one (the one scripts/install.sh
- * builds): the one definition the daemon, the CLI and doctor use. */
-#define IMAGE_DEFAULT_REF "cleanroom-base/debian:bookworm"
 
 typedef struct image_info {
   char *digest;        /* "sha256:<64 hex>" */

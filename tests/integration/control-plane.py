@@ -617,6 +617,26 @@ class T3Socket(Deadline, unittest.TestCase):
             self.assertEqual((e["error"]["code"], e["id"]), (-32600, None))
             self.assertIn("pid", rpc(s, "system.info")["result"])
 
+    def test_cache_and_image_lookups_through_the_daemon(self):
+        # the CLI reads neither store itself: cache.* and image.inspect answer
+        with rpc_conn() as s:
+            st = rpc(s, "cache.stats")["result"]
+            self.assertEqual(st["dir"], os.path.join(TMP, "data", "content-cache"))
+            self.assertEqual(st["entries"], 0)
+            self.assertEqual(rpc(s, "cache.list", id=2)["result"], {"entries": []})
+            for bad in ({"all": "yes"}, {"keep_bytes": -1}, {"all": True, "keep_bytes": 5}):
+                e = rpc(s, "cache.prune", bad, id=3)
+                self.assertEqual(e["error"]["code"], -32602, bad)
+            self.assertEqual(rpc(s, "cache.prune", {"all": True}, id=4)["result"]["removed"], 0)
+        self.assertEqual(json.loads(cr("cache", "stats", "--json", check=True).stdout)["dir"],
+                         st["dir"])
+        self.assertEqual(json.loads(cr("cache", "ls", "--json", check=True).stdout), {"entries": []})
+        p = cr("cache", "prune", "--all", "--json", check=True)
+        self.assertEqual(json.loads(p.stdout)["removed"], 0)
+        digest = cr_json("image", "inspect", IMAGE, "--json")["digest"]
+        p = cr("image", "resolve", IMAGE, check=True)
+        self.assertEqual(p.stdout.decode().strip(), f"{IMAGE}@{digest}")
+
     def test_cli_errors_are_reason_coded(self):
         p = cr("sandbox", "inspect", "01nosuchsandbox0000000000")
         self.assertEqual(p.returncode, 125)

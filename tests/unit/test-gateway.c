@@ -356,6 +356,10 @@ static void test_cache(void **state) {
   cache *c = NULL;
   cr_error *err = NULL;
   assert_int_equal(cache_open_local(dir, 250, &c, &err), 0);
+  json_t *l0 = cache_list(c); /* an empty cache lists (no entry array to sort) */
+  assert_int_equal(json_array_size(json_object_get(l0, "entries")), 0);
+  assert_non_null(json_object_get(l0, "entries"));
+  json_decref(l0);
   char k1[65], k2[65], k3[65], k4[65];
   key_of("one", k1), key_of("two", k2), key_of("three", k3), key_of("four", k4);
   uint8_t data[100];
