@@ -12,7 +12,10 @@ given (CLEANROOM_TCG_TB_MIB; QEMU 7.2's own default is 1024):
     by the daemon): host overhead = round trip - guest spawn cost; and the
     round trip split by timing_ms.agent into client+daemon, transit (VMM,
     both ways), the agent's own work and the agent's spawn (fork to reap);
-    bench/agent-transit.py times the transit alone,
+    bench/agent-transit.py times the transit alone; the same split once more
+    with the C client library the CLI uses (bench/exec-rtt.c, built beside
+    the binary: build-*/bench/exec-rtt), which leaves out this script's own
+    interpreter cost in the client,
   - `sandbox rm` (sandbox.terminate until answered, VMM gone) median.
 And once, on a daemon with default settings, `exec true` via MCP beside the
 control API in the same rounds (interleaved: under TCG one exec's time
@@ -265,6 +268,11 @@ try:
             if ag:  # client+daemon, transit (both ways), the agent's own work, spawn
                 split.append((t * 1000 - ag["round_trip"], ag["round_trip"] - ag["total"],
                               ag["total"] - ag["spawn"], ag["spawn"]))
+        rtt_bin = os.path.join(os.path.dirname(os.path.abspath(a.bin)), "bench", "exec-rtt")
+        c_client = None
+        if os.access(rtt_bin, os.X_OK):
+            c_client = json.loads(subprocess.run([rtt_bin, f"{tmp}/run/cleanroom.sock", sid, str(a.execs)],
+                                                 check=True, capture_output=True, timeout=600).stdout)
         n = 200
         _, loop = api.exec_attached(sid, ["sh", "-c", f"i=0; while [ $i -lt {n} ]; do /bin/true; i=$((i+1)); done"])
         guest_ms = loop["timing_ms"]["run"] / n
@@ -287,6 +295,8 @@ try:
                              enumerate(("client_daemon", "transit", "agent_own", "spawn"))}
             # everything but the agent's own spawn of the process
             r["split_ms"]["all_but_spawn"] = round(statistics.median(x[0] + x[1] + x[2] for x in split), 3)
+        if c_client:
+            r["c_client_split_ms"] = c_client
         result["tb"][tb] = r
         print(f"tb-size={tb} MiB: exec true median {med:.1f} ms (p90 {pct(rt, 0.9):.1f}), "
               f"guest spawn of /bin/true {guest_ms:.2f} ms, host overhead {med - guest_ms:.1f} ms "
@@ -297,6 +307,10 @@ try:
               f"VMM after boot rss/pss/anon {after_boot['rss_mib']}/{after_boot['pss_mib']}/{after_boot['anonymous_mib']} MiB, "
               f"after {a.execs} execs {after_execs['rss_mib']}/{after_execs['pss_mib']}/{after_execs['anonymous_mib']} MiB",
               flush=True)
+        if c_client:
+            print("  with the C client library (bench/exec-rtt): exec true median {exec_true_ms} ms, split "
+                  "client+daemon/transit/agent own/spawn {client_daemon}/{transit}/{agent_own}/{spawn} ms "
+                  "(all but the agent's spawn {all_but_spawn} ms; goal <= 1)".format(**c_client), flush=True)
         api.call("sandbox.terminate", {"id": sid})
         stop_daemon()
     # sandbox rm: default settings

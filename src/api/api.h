@@ -30,17 +30,22 @@ typedef struct api_peer {
   size_t n_groups;
 } api_peer;
 
-/* A binary payload passed in process instead of base64 text. */
+/* A binary payload passed in process instead of base64 text. In a result,
+ * key names the field a socket sink puts it in, base64 (NULL: "data"). */
 typedef struct api_bytes {
   const uint8_t *data;
   size_t len;
+  const char *key;
 } api_bytes;
 
 /* The answer to an in-process call (api_call). */
 typedef struct api_reply {
   json_t *result;     /* borrowed; NULL for an error */
-  const api_bytes *bytes; /* file.read: the file's bytes (the result has no
-                           * "data" then); NULL otherwise */
+  const api_bytes *bytes; /* n_bytes fields the result lacks, as bytes:
+                           * file.read's "data" (the file's bytes),
+                           * execution.read's "stdout" and "stderr"; NULL
+                           * otherwise */
+  size_t n_bytes;
   int code;           /* an error: its JSON-RPC code */
   const char *message, *reason; /* an error; reason NULL for protocol errors */
 } api_reply;
@@ -80,6 +85,9 @@ void api_sink_send(api_sink *s, json_t *msg);
  * none) reach a socket sink base64 in result's "data"; api_sink_output's as
  * execution.output's "data". */
 void api_sink_result(api_sink *s, json_t *id, json_t *result, const api_bytes *bytes);
+/* The same with n byte fields (each base64 in its key's field for a socket
+ * sink, as bytes for an in-process one). */
+void api_sink_result_n(api_sink *s, json_t *id, json_t *result, const api_bytes *bytes, size_t n);
 void api_sink_error(api_sink *s, json_t *id, int code, const char *message,
                     const char *reason);
 void api_sink_notify(api_sink *s, const char *method, json_t *params);

@@ -31,20 +31,25 @@ json_t *api_notification(const char *method, json_t *params) {
 }
 
 void api_sink_result(api_sink *s, json_t *id, json_t *result, const api_bytes *bytes) {
+  api_sink_result_n(s, id, result, bytes, bytes ? 1 : 0);
+}
+
+void api_sink_result_n(api_sink *s, json_t *id, json_t *result, const api_bytes *bytes, size_t n) {
   if (!result) result = json_object();
   if (!s || s->closed) {
     json_decref(result);
     return;
   }
   if (s->reply) {
-    api_reply r = {.result = result, .bytes = bytes};
+    api_reply r = {.result = result, .bytes = n ? bytes : NULL, .n_bytes = n};
     s->reply(s, &r);
     json_decref(result);
     return;
   }
-  if (bytes) {
-    char *enc = cr_base64_encode(bytes->data ? bytes->data : (const uint8_t *)"", bytes->len);
-    json_object_set_new(result, "data", json_string(enc ? enc : ""));
+  for (size_t i = 0; i < n; i++) {
+    const api_bytes *b = &bytes[i];
+    char *enc = cr_base64_encode(b->data ? b->data : (const uint8_t *)"", b->len);
+    json_object_set_new(result, b->key ? b->key : "data", json_string(enc ? enc : ""));
     free(enc);
   }
   api_sink_send(s, api_result(id, result));

@@ -518,7 +518,9 @@ static void m_execution_read(req *r) {
   json_t *c = json_object_get(r->params, "cursor");
   if (c && (!json_is_integer(c) || json_integer_value(c) < 0))
     return bad_params(r, "'cursor' must be a non-negative integer");
-  json_t *out = sbx_exec_read(e, c ? (uint64_t)json_integer_value(c) : 0);
+  /* the streams as bytes: base64 only for a socket's client (api_sink_result_n) */
+  cr_buf st[2] = {{0}, {0}};
+  json_t *out = sbx_exec_read(e, c ? (uint64_t)json_integer_value(c) : 0, st);
   if (!out) {
     cr_error *err = NULL;
     cr_error_set(&err, CR_E_INTERNAL, ENOMEM, "reading the output of %s", sbx_exec_id(e));
@@ -526,7 +528,11 @@ static void m_execution_read(req *r) {
     cr_error_free(err);
     return;
   }
-  reply(r, out);
+  api_bytes by[2] = {{st[0].data, st[0].len, "stdout"}, {st[1].data, st[1].len, "stderr"}};
+  if (r->id) api_sink_result_n(r->sink, r->id, out, by, 2);
+  else json_decref(out);
+  cr_buf_free(&st[0]);
+  cr_buf_free(&st[1]);
 }
 
 /* ---- files */

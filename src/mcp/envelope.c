@@ -12,6 +12,7 @@ typedef struct bridge {
   api_sink sink; /* the JSON-RPC side: the dispatcher sends to it */
   api_sink *target;
   bool file_read; /* the result's "data" is the file's bytes */
+  bool exec_read; /* the result's "stdout" and "stderr" are bytes */
 } bridge;
 
 static void bridge_free(api_sink *s) {
@@ -20,13 +21,23 @@ static void bridge_free(api_sink *s) {
   free(b);
 }
 
-/* Takes base64 "data" out of a copy of o: *ret_o the copy (new reference),
- * *ret_raw the bytes. false when there is none or it does not decode. */
-static bool take_data(json_t *o, json_t **ret_o, uint8_t **ret_raw, size_t *ret_n) {
-  const char *d = json_string_value(json_object_get(o, "data"));
+/* Takes base64 `key` out of o (a copy of the message's object): *ret_raw
+ * the bytes. false when there is none or it does not decode. */
+static bool take_key(json_t *o, const char *key, uint8_t **ret_raw, size_t *ret_n) {
+  const char *d = json_string_value(json_object_get(o, key));
   if (!d || cr_base64_decode_lenient(d, strlen(d), ret_raw, ret_n) < 0) return false;
-  *ret_o = json_copy(o);
-  json_object_del(*ret_o, "data");
+  json_object_del(o, key);
+  return true;
+}
+
+/* take_key of "data" from a copy of o: *ret_o the copy (new reference). */
+static bool take_data(json_t *o, json_t **ret_o, uint8_t **ret_raw, size_t *ret_n) {
+  json_t *c = json_copy(o);
+  if (!c || !take_key(c, "data", ret_raw, ret_n)) {
+    json_decref(c);
+    return false;
+  }
+  *ret_o = c;
   return true;
 }
 
@@ -57,6 +68,22 @@ static void bridge_send(api_sink *s, json_t *msg) {
       json_decref(o);
       free(raw);
       return;
+    }
+    if (b->exec_read) {
+      uint8_t *raw2 = NULL;
+      size_t n2 = 0;
+      o = json_copy(result);
+      if (o && take_key(o, "stdout", &raw, &n) && take_key(o, "stderr", &raw2, &n2)) {
+        api_bytes by[2] = {{raw, n, "stdout"}, {raw2, n2, "stderr"}};
+        api_reply r = {.result = o, .bytes = by, .n_bytes = 2};
+        t->reply(t, &r);
+        json_decref(o);
+        free(raw);
+        free(raw2);
+        return;
+      }
+      json_decref(o);
+      free(raw);
     }
     api_reply r = {.result = result};
     t->reply(t, &r);
@@ -91,6 +118,7 @@ void mcp_api_invoke(daemon_ctx *d, mcp_api_fn call, mcp_dispatch_fn dispatch, ap
   b->sink.refs = 1;
   b->target = api_sink_ref(sink);
   b->file_read = !strcmp(method, "file.read");
+  b->exec_read = !strcmp(method, "execution.read");
   json_t *p = params ? json_copy(params) : json_object();
   if (bytes) {
     char *enc = cr_base64_encode(bytes->data ? bytes->data : (const uint8_t *)"", bytes->len);

@@ -76,8 +76,14 @@ typedef struct mcp_msg {
   const char *message, *reason; /* reason NULL: a protocol error */
   const char *method;           /* a notification */
   json_t *params;
-  const api_bytes *bytes; /* file.read's bytes, execution.output's data; or NULL */
+  const api_bytes *bytes; /* file.read's bytes, execution.read's stdout and
+                           * stderr (n_bytes of them: find with mcp_msg_bytes),
+                           * execution.output's data; or NULL */
+  size_t n_bytes;
 } mcp_msg;
+
+/* The byte field `key` of an answer (NULL key: "data"), or NULL. */
+const api_bytes *mcp_msg_bytes(const mcp_msg *m, const char *key);
 
 /* One control API request with its own sink. on_msg sees the answer
  * (msg->response) and the notifications bound to it, and returns true

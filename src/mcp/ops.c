@@ -5,6 +5,7 @@
 #include "util/error.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* ---- control API ops ---- */
 
@@ -33,12 +34,20 @@ static void op_deliver(mcp_op *op, const mcp_msg *m) {
 
 static void op_reply(api_sink *sink, const api_reply *r) {
   mcp_msg m = {.response = true, .is_error = !r->result, .result = r->result, .code = r->code,
-               .message = r->message, .reason = r->reason, .bytes = r->bytes};
+               .message = r->message, .reason = r->reason, .bytes = r->bytes,
+               .n_bytes = r->bytes ? (r->n_bytes ? r->n_bytes : 1) : 0};
   op_deliver(container_of(sink, mcp_op, sink), &m);
 }
 
+const api_bytes *mcp_msg_bytes(const mcp_msg *m, const char *key) {
+  if (!key) key = "data";
+  for (size_t i = 0; i < m->n_bytes; i++)
+    if (!strcmp(m->bytes[i].key ? m->bytes[i].key : "data", key)) return &m->bytes[i];
+  return NULL;
+}
+
 static void op_notify(api_sink *sink, const char *method, json_t *params, const api_bytes *b) {
-  mcp_msg m = {.method = method, .params = params, .bytes = b};
+  mcp_msg m = {.method = method, .params = params, .bytes = b, .n_bytes = b ? 1 : 0};
   op_deliver(container_of(sink, mcp_op, sink), &m);
 }
 

@@ -246,18 +246,16 @@ void mcp_exec_start_run(mcp_call *c) {
   mcp_api(c->s, c, "execution.create", p, exec_started);
 }
 
-static json_t *capped_b64_text(const char *b64, size_t cap, const char *stream,
-                               uint64_t *ret_dropped) {
-  unsigned char *raw = NULL;
-  size_t n = 0;
-  if (!b64 || cr_base64_decode_lenient(b64, strlen(b64), &raw, &n) < 0) {
+/* One stream of execution.read's answer (bytes, in process) as capped text. */
+static json_t *capped_text(const api_bytes *raw, size_t cap, const char *stream,
+                           uint64_t *ret_dropped) {
+  if (!raw) {
     *ret_dropped = 0;
     return json_string("");
   }
   mcp_outbuf b;
   mcp_outbuf_init(&b, cap);
-  mcp_outbuf_add(&b, (const char *)raw, n);
-  free(raw);
+  if (raw->len) mcp_outbuf_add(&b, (const char *)raw->data, raw->len);
   json_t *t = mcp_outbuf_text(&b, stream, ret_dropped);
   mcp_outbuf_done(&b);
   return t ? t : json_string("");
@@ -270,8 +268,8 @@ static bool exec_polled(mcp_op *op, const mcp_msg *msg) {
   json_t *r = mcp_result_of(msg);
   size_t cap = (size_t)arg_int(c, "max_output_bytes", EXEC_DEFAULT_OUTPUT);
   uint64_t d1 = 0, d2 = 0;
-  json_t *out = capped_b64_text(json_string_value(json_object_get(r, "stdout")), cap, "stdout", &d1);
-  json_t *err = capped_b64_text(json_string_value(json_object_get(r, "stderr")), cap, "stderr", &d2);
+  json_t *out = capped_text(mcp_msg_bytes(msg, "stdout"), cap, "stdout", &d1);
+  json_t *err = capped_text(mcp_msg_bytes(msg, "stderr"), cap, "stderr", &d2);
   json_t *ex = json_object_get(r, "execution");
   const char *state = json_string_value(json_object_get(r, "state"));
   if (!state) state = json_string_value(json_object_get(ex, "state"));

@@ -499,12 +499,16 @@ static void gather_piece(void *ud, int stream, const uint8_t *data, size_t n) {
   cr_buf_append(&g->buf[stream], data, n); /* an error is kept in the buffer */
 }
 
-json_t *sbx_exec_read(sbx_exec *e, uint64_t cursor) {
+json_t *sbx_exec_read(sbx_exec *e, uint64_t cursor, cr_buf streams[2]) {
   gather g = {{{0}, {0}, {0}}};
   uint64_t dropped = out_ring_each(&e->out, cursor, gather_piece, &g);
   bool failed = g.buf[1].err || g.buf[2].err;
   json_t *j = failed ? NULL : json_object();
   for (int s = 1; s <= 2; s++) {
+    if (j && streams) {
+      streams[s - 1] = g.buf[s];
+      continue;
+    }
     if (j) {
       char *o = cr_base64_encode(g.buf[s].data ? g.buf[s].data : (const uint8_t *)"",
                                  g.buf[s].len);

@@ -8,6 +8,7 @@
 #include "backend/agent_ops.h"
 #include "backend/backend.h"
 #include "egress/egress.h"
+#include "util/buf.h"
 #include "util/error.h"
 #include <jansson.h>
 #include <stdbool.h>
@@ -171,8 +172,11 @@ typedef struct sbx_exec_chunk {
   size_t len;
   uint8_t *data;
 } sbx_exec_chunk;
-/* NULL when out of memory. */
-json_t *sbx_exec_read(sbx_exec *e, uint64_t cursor);
+/* {stdout, stderr, cursor, dropped, state, execution}: the output buffered
+ * since cursor. With streams, the output is streams[0] (stdout) and [1]
+ * (stderr), the caller's to free (cr_buf_free), and the JSON has no stdout
+ * and stderr; without, they are base64 in it. NULL when out of memory. */
+json_t *sbx_exec_read(sbx_exec *e, uint64_t cursor, cr_buf streams[2]);
 /* Calls fn for each buffered chunk at or after cursor, in order (stream 1 =
  * stdout, 2 = stderr). Returns the bytes dropped before the oldest kept. */
 uint64_t sbx_exec_replay(sbx_exec *e, uint64_t cursor,

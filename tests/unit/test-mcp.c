@@ -133,6 +133,11 @@ static void fake_dispatch(daemon_ctx *d, api_sink *sink, json_t *req) {
       return;
     }
     respond(sink, req, json_pack("{s:i}", "size", 1));
+  } else if (!strcmp(m, "execution.read")) { /* base64 on the wire, as the daemon's socket */
+    respond(sink, req, json_pack("{s:s, s:s, s:I, s:i, s:s, s:{s:s, s:i}}", "stdout", "b3V0Cg==",
+                                 "stderr", "ZXJyCg==", "cursor", (json_int_t)8, "dropped", 0,
+                                 "state", "exited", "execution", "state", "exited", "exit_code",
+                                 3));
   } else if (!strcmp(m, "sandbox.list")) {
     respond(sink, req, json_pack("{s:[{s:s}]}", "sandboxes", "id", "sbx1"));
   } else {
@@ -664,6 +669,20 @@ static void test_exec_not_found(void **state) {
   assert_null(strstr(text_of(r), "'cleanroom "));
 }
 
+/* exec_poll: execution.read's streams reach the tool as bytes (the bridge
+ * of a test double decodes the socket's base64, as api_call never encodes) */
+static void test_exec_poll_streams(void **state) {
+  json_t *r = call_tool("exec_poll", "{\"execution_id\":\"01exec\"}");
+  assert_false(json_is_true(json_object_get(r, "isError")));
+  const char *t = text_of(r);
+  assert_non_null(t);
+  assert_non_null(strstr(t, "out\\n"));
+  assert_non_null(strstr(t, "err\\n"));
+  json_t *sc = json_object_get(r, "structuredContent");
+  assert_int_equal(json_integer_value(json_object_get(sc, "exit_code")), 3);
+  assert_int_equal(json_integer_value(json_object_get(sc, "cursor")), 8);
+}
+
 static void test_cancel_kills(void **state) {
   exec_async = true;
   send_line("{\"jsonrpc\":\"2.0\",\"id\":77,\"method\":\"tools/call\",\"params\":{\"name\":\"exec\","
@@ -757,6 +776,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_write_limits, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reject_line, setup, teardown),
       cmocka_unit_test_setup_teardown(test_exec_not_found, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_exec_poll_streams, setup, teardown),
       cmocka_unit_test_setup_teardown(test_names_and_idle, setup, teardown),
       cmocka_unit_test_setup_teardown(test_close_kills_running, setup, teardown),
       cmocka_unit_test_setup_teardown(test_b64_and_outbuf, setup, teardown),
