@@ -513,12 +513,29 @@ class T2Lifecycle(Deadline, unittest.TestCase):
         sid = create_sandbox()
         try:
             cr("exec", "--in", sid, "--", "sh", "-c", "echo survived > /cp-file", check=True)
+            # a record too long for its slot keeps a shortened argv
+            long_args = ["x" * 1000] * 40
+            cr("exec", "--in", sid, "--", "true", *long_args, check=True)
+            before = {e["id"]: e for e in cr_json("execution", "ls", "--json")["executions"]
+                      if e.get("sandbox_id") == sid}
+            self.assertEqual(len(before), 2, before)
             pid = daemon_pid()
             os.kill(pid, signal.SIGKILL)
             self.assertTrue(wait_pid_exit(pid, 20), "daemon did not die")
             sb = cr_json("sandbox", "inspect", sid, "--json")  # autostarts a new daemon
             self.assertNotEqual(daemon_pid(), pid)
             self.assertEqual(sb["state"], "ready", sb)
+            # the records came back from executions/slots (one file, no inode per exec)
+            after = {e["id"]: e for e in cr_json("execution", "ls", "--json")["executions"]
+                     if e.get("sandbox_id") == sid}
+            self.assertEqual(set(after), set(before))
+            for e in after.values():
+                self.assertEqual((e["state"], e["exit_code"]), ("exited", 0), e)
+            big = [e for e in after.values() if e["argv"][0] == "true"][0]
+            self.assertTrue(big.get("argv_truncated"), big)
+            self.assertLess(len(json.dumps(big)), 4096)
+            execs_dir = os.path.join(TMP, "data", "sandboxes", sid, "executions")
+            self.assertEqual(os.listdir(execs_dir), ["slots"])
             p = cr("exec", "--in", sid, "--", "cat", "/cp-file", check=True)
             self.assertEqual(p.stdout, b"survived\n")
         finally:
