@@ -63,31 +63,6 @@ int cr_write_file_replace(const char *path, const void *data, size_t len, mode_t
   return write_atomic(path, data, len, mode, false);
 }
 
-int cr_rewrite_small_file(const char *path, const char *text, size_t len, mode_t mode) {
-  enum { PAGE = 4096 };
-  if (len > PAGE) return cr_write_file_replace(path, text, len, mode);
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, mode);
-  if (fd < 0) return -errno;
-  struct stat st;
-  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > PAGE) {
-    close(fd);
-    return cr_write_file_replace(path, text, len, mode);
-  }
-  /* one page at offset 0 in one write: a process killed during it leaves
-   * all of it or none; the old tail (when longer) becomes blanks */
-  char buf[PAGE];
-  size_t n = (size_t)st.st_size > len ? (size_t)st.st_size : len;
-  memcpy(buf, text, len);
-  memset(buf + len, ' ', n - len);
-  if (n > len) buf[n - 1] = '\n';
-  ssize_t w;
-  do w = pwrite(fd, buf, n, 0);
-  while (w < 0 && errno == EINTR);
-  int r = w < 0 ? -errno : (size_t)w != n ? -EIO : 0;
-  if (close(fd) < 0 && r == 0) r = -errno;
-  return r;
-}
-
 int cr_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len) {
   _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -errno;

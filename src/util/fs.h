@@ -10,19 +10,10 @@ int cr_write_file_atomic(const char *path, const void *data, size_t len,
 /* The same without either fsync: readers (and a daemon that crashed and
  * restarted) see the old or the new content, never a torn one, and the call
  * takes microseconds instead of a disk flush (milliseconds). For records
- * the daemon rewrites on hot paths (sandbox state, execution records) whose
+ * the daemon rewrites on hot paths (sandbox state) whose
  * loss on a host crash the start-up reconcile handles (the VMMs are gone
- * then too): they must not stall the event loop on every create and exec. */
+ * then too): they must not stall the event loop on every create step. */
 int cr_write_file_replace(const char *path, const void *data, size_t len, mode_t mode);
-/* Rewrites a small text record (a JSON document: readers skip trailing
- * blanks) in place: up to one page in one write at offset 0, padded with
- * blanks to the old size, so no new inode per write. A file that is or
- * becomes larger than a page goes through cr_write_file_replace. For records
- * rewritten at a high rate (execution records: at every exec's start and
- * end): on ext4 every new inode scans past the recently deleted ones, and
- * temp file + rename both allocates and frees one per write (measured: most
- * of the daemon's time per exec, 1-4 ms, under a busy disk). */
-int cr_rewrite_small_file(const char *path, const char *text, size_t len, mode_t mode);
 /* Reads at most max bytes; -EFBIG when the file is larger. *ret_buf is
  * NUL-terminated (not counted in *ret_len). */
 int cr_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len);

@@ -230,56 +230,12 @@ static void test_buf_text(void **state) {
   assert_null(b.data);
 }
 
-/* in-place rewrite of a small record: shorter content leaves blanks that a
- * JSON reader skips; a record over a page goes through temp file + rename */
-static void test_rewrite_small_file(void **state) {
-  (void)state;
-  char dir[] = "/tmp/cr-test-util-XXXXXX";
-  assert_non_null(mkdtemp(dir));
-  char *p = cr_path_join(dir, "r.json");
-  const char *longer = "{\"state\": \"running\", \"exit_code\": null}";
-  assert_int_equal(cr_rewrite_small_file(p, longer, strlen(longer), 0600), 0);
-  struct stat st;
-  assert_int_equal(stat(p, &st), 0);
-  ino_t ino = st.st_ino;
-  assert_int_equal(st.st_mode & 0777, 0600);
-  assert_int_equal(cr_rewrite_small_file(p, "{\"a\": 1}", 8, 0600), 0);
-  assert_int_equal(stat(p, &st), 0);
-  assert_int_equal(st.st_ino, ino); /* no new inode */
-  assert_int_equal((size_t)st.st_size, strlen(longer));
-  json_error_t je;
-  json_t *j = json_load_file(p, 0, &je);
-  assert_non_null(j);
-  assert_int_equal(json_integer_value(json_object_get(j, "a")), 1);
-  json_decref(j);
-  /* over a page: replaced (a new inode), exactly the new content */
-  size_t n = 6000;
-  char *big = malloc(n + 1);
-  assert_non_null(big);
-  memset(big, ' ', n);
-  big[0] = '[';
-  big[n - 1] = ']';
-  big[n] = '\0';
-  assert_int_equal(cr_rewrite_small_file(p, big, n, 0600), 0);
-  assert_int_equal(stat(p, &st), 0);
-  assert_int_equal((size_t)st.st_size, n);
-  /* and back under a page: the file is over a page now, so replaced again */
-  assert_int_equal(cr_rewrite_small_file(p, "[]", 2, 0600), 0);
-  assert_int_equal(stat(p, &st), 0);
-  assert_int_equal(st.st_size, 2);
-  free(big);
-  unlink(p);
-  free(p);
-  assert_int_equal(rmdir(dir), 0);
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_escape_commas),
       cmocka_unit_test(test_no_shared_tmp_fallback),
       cmocka_unit_test(test_base64_roundtrip), cmocka_unit_test(test_base64_rejects),
       cmocka_unit_test(test_ulid), cmocka_unit_test(test_atomic_write_and_read),
-      cmocka_unit_test(test_rewrite_small_file),
       cmocka_unit_test(test_error_wrap), cmocka_unit_test(test_buf_bound),
       cmocka_unit_test(test_buf_text),
   };
