@@ -50,6 +50,8 @@ struct egress_sbx {
   char id[32];
   char tap[16];
   int slot;
+  bool announced; /* an attach event went out (a pool's reserved network
+                   * has none until a sandbox takes it) */
   uint8_t host[4], guest[4];
   char guest_cidr[24], host_text[16];
   policy *pol;
@@ -944,8 +946,9 @@ void egress_detach(egress_sbx *s) {
   egress *e = s->e;
   unregister(e, s);
   teardown(s);
-  event_add(e, json_pack("{s:s, s:s, s:s, s:s}", "sandbox", s->id, "kind", "network",
-                         "action", "detach", "reason", "sandbox_removed"));
+  if (s->announced) /* a detach only where the stream had an attach */
+    event_add(e, json_pack("{s:s, s:s, s:s, s:s}", "sandbox", s->id, "kind", "network",
+                           "action", "detach", "reason", "sandbox_removed"));
   close_sbx(s);
   if (e->n_sbx == 0) last_network_gone(e);
 }
@@ -1034,6 +1037,7 @@ out:
 }
 
 static void attach_event(egress_sbx *s, const char *reason) {
+  s->announced = true;
   event_add(s->e, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "sandbox", s->id, "kind", "network",
                             "action", "attach", "reason", reason, "address", s->guest_cidr,
                             "tap", s->tap));

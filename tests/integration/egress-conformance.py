@@ -461,6 +461,16 @@ def restart_row(a, taps):
     new_ok = any(e["seq"] > seqs_before[-1] and e.get("name") == "other.test" for e in after)
     row("audit events survive the restart and their seq goes on",
         bool(kept and new_ok), "before %s after %s" % (seqs_before[-5:], seqs_after[-8:]))
+    # the stop detached the pool's reserved network: no detach without an attach
+    def evs_of(out):
+        return [json.loads(l) for l in out.decode().splitlines() if l.strip()]
+    detached = {e["sandbox"] for e in evs_of(cr("events", "--json").stdout)
+                if e.get("kind") == "network" and e.get("action") == "detach"}
+    orphans = [x for x in sorted(detached)
+               if not any(e.get("kind") == "network" and e.get("action") == "attach"
+                          for e in evs_of(cr("events", "--sandbox", x, "--json").stdout))]
+    row("a network's detach event always follows its attach (a pool's reserved network has neither)",
+        not orphans, json.dumps(orphans)[:600])
 
 
 def fail_closed_row():
