@@ -15,7 +15,6 @@ fails if a qemu-system process mentioning the temp dir is left.
 import base64
 import json
 import os
-import select
 import shutil
 import signal
 import socket
@@ -25,6 +24,9 @@ import tempfile
 import threading
 import time
 import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import crtest  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC_ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -125,32 +127,11 @@ def daemon_pid():
         return rpc(s, "system.info")["result"]["pid"]
 
 
-def wait_pid_exit(pid, timeout):
-    """Waits for a process that is not our child to exit (pidfd)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        r, _, _ = select.select([fd], [], [], timeout)
-        return bool(r)
-    finally:
-        os.close(fd)
+wait_pid_exit = crtest.wait_pid_exit
 
 
 def qemu_leftovers():
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "qemu-system" in cmd and TMP in cmd:
-            out.append((int(d), cmd))
-    return out
+    return crtest.qemu_leftovers(TMP)
 
 
 def wait_until(pred, timeout, what):
@@ -216,15 +197,7 @@ def tearDownModule():
         raise AssertionError("; ".join(problems))
 
 
-class Deadline:
-    def setUp(self):
-        def expired(signum, frame):
-            raise TimeoutError("test deadline of %d s passed" % TEST_DEADLINE)
-        signal.signal(signal.SIGALRM, expired)
-        signal.alarm(TEST_DEADLINE)
-
-    def tearDown(self):
-        signal.alarm(0)
+Deadline = crtest.deadline(TEST_DEADLINE)
 
 
 class T1Exec(Deadline, unittest.TestCase):

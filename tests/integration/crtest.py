@@ -1,6 +1,7 @@
 """Shared parts of the Python integration tests: a daemon of their own in a
-temp dir, the CLI, the control API. New tests use it; older ones still carry
-their own copies (to be moved here).
+temp dir, the CLI, the control API, and the helpers every test needs
+(deadlines, waiting for a process, QEMU leftovers). New tests use all of it;
+older ones use the helpers and still carry their own daemon set-up.
 
     with crtest.Daemon("console") as d:
         d.import_test_image()
@@ -9,7 +10,7 @@ their own copies (to be moved here).
 
 Every wait has a deadline; leaving the `with` stops the daemon (SIGTERM,
 then SIGKILL), kills any VMM left under the temp dir and removes it."""
-import json, os, shutil, signal, socket, subprocess, sys, tempfile, time
+import json, os, select, shutil, signal, socket, subprocess, sys, tempfile, time
 
 IMAGE = "test/busybox"
 MEM = "256"
@@ -36,6 +37,51 @@ def vmm_pids(tmp):
         if cmd and b"qemu-system" in cmd[0] and any(tmp.encode() in a for a in cmd):
             pids.append(int(p))
     return pids
+
+
+def qemu_leftovers(tmp):
+    """[(pid, command line)] of the QEMU processes whose command line names tmp."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "qemu-system" in cmd and tmp in cmd:
+            out.append((int(d), cmd))
+    return out
+
+
+def wait_pid_exit(pid, timeout):
+    """Waits (at most timeout s) for a process that is not our child to exit
+    (pidfd); True when it did."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        r, _, _ = select.select([fd], [], [], timeout)
+        return bool(r)
+    finally:
+        os.close(fd)
+
+
+def deadline(seconds):
+    """A unittest mixin class: each test fails with TimeoutError once it ran
+    `seconds` (SIGALRM)."""
+    class Deadline:
+        def setUp(self):
+            def expired(signum, frame):
+                raise TimeoutError("test deadline of %d s passed" % seconds)
+            signal.signal(signal.SIGALRM, expired)
+            signal.alarm(seconds)
+
+        def tearDown(self):
+            signal.alarm(0)
+    return Deadline
 
 
 class Conn:

@@ -11,7 +11,6 @@ temp dir is left.
 import io
 import json
 import os
-import select
 import shutil
 import signal
 import socket
@@ -21,6 +20,9 @@ import tarfile
 import tempfile
 import time
 import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import crtest  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC_ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -91,30 +93,10 @@ def rpc(method, params=None):
 
 
 def qemu_leftovers():
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "qemu-system" in cmd and TMP in cmd:
-            out.append((int(d), cmd))
-    return out
+    return crtest.qemu_leftovers(TMP)
 
 
-def wait_pid_exit(pid, timeout):
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        r, _, _ = select.select([fd], [], [], timeout)
-        return bool(r)
-    finally:
-        os.close(fd)
+wait_pid_exit = crtest.wait_pid_exit
 
 
 def snapshot_dir(snap_id):
@@ -175,15 +157,7 @@ def tearDownModule():
         raise AssertionError("; ".join(problems))
 
 
-class Deadline:
-    def setUp(self):
-        def expired(signum, frame):
-            raise TimeoutError("test deadline of %d s passed" % TEST_DEADLINE)
-        signal.signal(signal.SIGALRM, expired)
-        signal.alarm(TEST_DEADLINE)
-
-    def tearDown(self):
-        signal.alarm(0)
+Deadline = crtest.deadline(TEST_DEADLINE)
 
 
 class T1Templates(Deadline, unittest.TestCase):

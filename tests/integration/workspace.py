@@ -11,7 +11,6 @@ daemon and the HTTP server and fails if a qemu process is left.
 import http.server
 import json
 import os
-import select
 import shutil
 import signal
 import socket
@@ -21,6 +20,9 @@ import tempfile
 import threading
 import time
 import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import crtest  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC_ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -104,16 +106,7 @@ def rpc(method, params):
         s.close()
 
 
-def wait_pid_exit(pid, timeout):
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        r, _, _ = select.select([fd], [], [], timeout)
-        return bool(r)
-    finally:
-        os.close(fd)
+wait_pid_exit = crtest.wait_pid_exit
 
 
 class GitHTTP(http.server.BaseHTTPRequestHandler):
@@ -245,15 +238,7 @@ def tearDownModule():
         raise AssertionError("; ".join(problems))
 
 
-class Deadline:
-    def setUp(self):
-        def expired(signum, frame):
-            raise TimeoutError("test deadline of %d s passed" % TEST_DEADLINE)
-        signal.signal(signal.SIGALRM, expired)
-        signal.alarm(TEST_DEADLINE)
-
-    def tearDown(self):
-        signal.alarm(0)
+Deadline = crtest.deadline(TEST_DEADLINE)
 
 
 BIN_DATA = bytes(range(256)) * 8 + b"\x00binary\xff"
