@@ -20,6 +20,9 @@ import tempfile
 import time
 import unittest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import crtest  # noqa: E402
+
 IMAGE = "test/busybox"
 CMD_TIMEOUT = 180
 TEST_DEADLINE = 900
@@ -153,15 +156,7 @@ def tearDownModule():
         raise AssertionError("; ".join(problems))
 
 
-class CrashWindows(unittest.TestCase):
-    def setUp(self):
-        def expired(signum, frame):
-            raise TimeoutError("test deadline of %d s passed" % TEST_DEADLINE)
-        signal.signal(signal.SIGALRM, expired)
-        signal.alarm(TEST_DEADLINE)
-
-    def tearDown(self):
-        signal.alarm(0)
+class CrashWindows(crtest.deadline(TEST_DEADLINE), unittest.TestCase):
 
     def listed(self):
         return {s["id"] for s in json.loads(cr("sandbox", "ls", "--json", check=True).stdout)["sandboxes"]}

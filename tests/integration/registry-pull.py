@@ -31,6 +31,9 @@ import threading
 import time
 import unittest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import crtest  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC_ROOT = os.path.dirname(os.path.dirname(HERE))
 TEST_DEADLINE = 300
@@ -458,15 +461,7 @@ def tearDownModule():
         print("registry-pull teardown: %s" % "; ".join(problems), file=sys.stderr)
 
 
-class Deadline:
-    def setUp(self):
-        def expired(signum, frame):
-            raise TimeoutError("test deadline of %d s passed" % TEST_DEADLINE)
-        signal.signal(signal.SIGALRM, expired)
-        signal.alarm(TEST_DEADLINE)
-
-    def tearDown(self):
-        signal.alarm(0)
+Deadline = crtest.deadline(TEST_DEADLINE)
 
 
 class T1Plain(Deadline, unittest.TestCase):

@@ -216,20 +216,12 @@ def tearDownModule():
                     problems.append("daemon ignored SIGTERM")
             except (OSError, KeyError, ValueError, AssertionError) as e:
                 problems.append("stopping the daemon: %s" % e)
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
+        for pid, cmd in crtest.qemu_leftovers(TMP):
             try:
-                with open("/proc/%s/cmdline" % d, "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+                os.kill(pid, signal.SIGKILL)
             except OSError:
-                continue
-            if "qemu-system" in cmd and TMP in cmd:
-                try:
-                    os.kill(int(d), signal.SIGKILL)
-                except OSError:
-                    pass
-                problems.append("qemu left behind: %s" % cmd[:200])
+                pass
+            problems.append("qemu left behind: %s" % cmd[:200])
     finally:
         global SAVED_LOG
         SAVED_LOG = log_tail()
