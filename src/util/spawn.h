@@ -8,6 +8,7 @@
  * (0..255), 128+signal, or < 0 when it could not start (err set). */
 int cr_run(char *const argv[], char **ret_output, size_t cap, cr_error **err);
 /* The same with `input` (small: at most a pipe's buffer, 64 KiB) on stdin
- * and only stdout captured (stderr goes to /dev/null). */
+ * and only stdout captured, its first `cap` bytes (stderr goes to
+ * /dev/null). Both are one runner (spawn.c's run()). */
 int cr_run_input(char *const argv[], const char *input, char **ret_stdout, size_t cap,
                  cr_error **err);

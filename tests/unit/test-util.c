@@ -10,6 +10,7 @@
 #include "util/error.h"
 #include "util/fs.h"
 #include "util/paths.h"
+#include "util/spawn.h"
 #include "util/ulid.h"
 
 #include <fcntl.h>
@@ -230,6 +231,35 @@ static void test_buf_text(void **state) {
   assert_null(b.data);
 }
 
+/* cr_run: stdout and stderr together, the tail kept; cr_run_input: the
+ * input on stdin, stdout only, the head kept; exit codes and signals */
+static void test_run(void **state) {
+  (void)state;
+  cr_error *err = NULL;
+  char *out = NULL;
+  char *both[] = {(char *)"sh", (char *)"-c",
+                  (char *)"printf 0123456789; printf err >&2; exit 3", NULL};
+  assert_int_equal(cr_run(both, &out, 8, &err), 3);
+  assert_string_equal(out, "56789err"); /* "0123456789err", its last 8 bytes */
+  free(out);
+  out = NULL;
+  char *cat[] = {(char *)"sh", (char *)"-c", (char *)"cat; echo gone >&2", NULL};
+  assert_int_equal(cr_run_input(cat, "abcdefghij", &out, 4, &err), 0);
+  assert_string_equal(out, "abcd");
+  free(out);
+  out = NULL;
+  assert_int_equal(cr_run_input(cat, NULL, &out, 0, &err), 0);
+  assert_string_equal(out, "");
+  free(out);
+  char *sig[] = {(char *)"sh", (char *)"-c", (char *)"kill -9 $$", NULL};
+  assert_int_equal(cr_run(sig, NULL, 0, &err), 128 + 9);
+  char *none[] = {(char *)"/nonexistent/cr-no-such-program", NULL};
+  assert_null(err);
+  assert_true(cr_run(none, NULL, 0, &err) < 0); /* posix_spawnp: ENOENT */
+  assert_non_null(err);
+  cr_error_free(err);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_escape_commas),
@@ -237,7 +267,7 @@ int main(void) {
       cmocka_unit_test(test_base64_roundtrip), cmocka_unit_test(test_base64_rejects),
       cmocka_unit_test(test_ulid), cmocka_unit_test(test_atomic_write_and_read),
       cmocka_unit_test(test_error_wrap), cmocka_unit_test(test_buf_bound),
-      cmocka_unit_test(test_buf_text),
+      cmocka_unit_test(test_buf_text), cmocka_unit_test(test_run),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
