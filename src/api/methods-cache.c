@@ -24,9 +24,8 @@ typedef struct cache_job {
 
 static void cache_work(uv_work_t *w) {
   cache_job *j = w->data;
-  const char *dir = getenv("CLEANROOM_CACHE_DIR");
   cache *c = NULL;
-  if (cache_open_local(dir && *dir ? dir : NULL, 0, &c, &j->err) < 0) return;
+  if (cache_open_local(NULL, 0, &c, &j->err) < 0) return;
   if (j->op == API_CACHE_LIST) {
     j->result = cache_list(c);
   } else if (j->op == API_CACHE_STATS) {

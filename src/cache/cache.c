@@ -382,11 +382,16 @@ static const cache_ops local_ops = {
     .close = local_close,
 };
 
+char *cache_default_dir(void) {
+  const char *d = getenv("CLEANROOM_CACHE_DIR");
+  return d && *d ? strdup(d) : cr_data_path("content-cache");
+}
+
 int cache_open_local(const char *dir, uint64_t max_bytes, cache **ret, cr_error **err) {
   cache *c = calloc(1, sizeof(*c));
   if (!c) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "cache");
   c->ops = &local_ops;
-  c->dir = dir ? strdup(dir) : cr_data_path("content-cache");
+  c->dir = dir ? strdup(dir) : cache_default_dir();
   if (!c->dir) {
     free(c);
     return cr_error_set(err, CR_E_INTERNAL, 0, "no data directory for the content cache");

@@ -45,7 +45,10 @@ typedef struct cache_ops {
   void (*close)(cache *c);
 } cache_ops;
 
-/* dir NULL: <data>/content-cache. max_bytes 0: CLEANROOM_CACHE_MAX_BYTES,
+/* The cache's directory: CLEANROOM_CACHE_DIR, else <data>/content-cache
+ * (a new string; NULL when there is no data directory). */
+char *cache_default_dir(void);
+/* dir NULL: cache_default_dir(). max_bytes 0: CLEANROOM_CACHE_MAX_BYTES,
  * else 10 GiB. Creates the directory (0700). */
 int cache_open_local(const char *dir, uint64_t max_bytes, cache **ret, cr_error **err);
 

@@ -53,6 +53,12 @@ int cli_registry_auth(const char *ref, const char *auth_file, json_t *params, cr
  * it. */
 typedef struct api_client api_client;
 bool cli_image_needs_pull(api_client *c, const char *ref);
+/* ref names a registry: a host with '.' or ':', or localhost, before its
+ * first '/' (cmd-image-resolve.c). */
+bool cli_names_registry(const char *ref);
+/* Whether the daemon's store has ref (image.inspect on c): 1 (*ret_digest,
+ * optional, its digest), 0 not stored, -1 with *err. */
+int cli_image_stored(api_client *c, const char *ref, char **ret_digest, cr_error **err);
 int cmd_doctor(int argc, char **argv);
 int cmd_cache_ls(int argc, char **argv);
 int cmd_cache_prune(int argc, char **argv);

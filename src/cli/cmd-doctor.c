@@ -123,8 +123,7 @@ static void check_egress(checks *cs) {
 /* The gateway's content cache: size and hit/miss counters (docs/gateway.md).
  * Not created when missing (doctor changes nothing). */
 static void check_cache(checks *cs) {
-  const char *d = getenv("CLEANROOM_CACHE_DIR");
-  _cleanup_free_ char *dir = d && *d ? strdup(d) : cr_data_path("content-cache");
+  _cleanup_free_ char *dir = cache_default_dir();
   struct stat st;
   if (!dir || stat(dir, &st) < 0) {
     add(cs, "content_cache", "ok", NULL, "%s: empty (created on the first gateway request)",

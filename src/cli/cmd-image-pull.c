@@ -73,17 +73,9 @@ static void help(FILE *f) {
 }
 
 bool cli_image_needs_pull(api_client *c, const char *ref) {
-  const char *slash = ref ? strchr(ref, '/') : NULL;
-  if (!slash) return false;
-  size_t n = (size_t)(slash - ref);
-  if (!memchr(ref, '.', n) && !memchr(ref, ':', n) && !(n == 9 && !strncmp(ref, "localhost", 9)))
-    return false;
-  /* the daemon owns the store: ask it (image.inspect) */
+  if (!cli_names_registry(ref)) return false;
   _cleanup_error_ cr_error *e = NULL;
-  _cleanup_json_ json_t *res = NULL;
-  if (api_client_call(c, "image.inspect", json_pack("{s:s}", "ref", ref), NULL, NULL, &res, &e) == 0)
-    return false;
-  return e && e->reason && !strcmp(e->reason, CR_E_IMAGE_NOT_FOUND);
+  return cli_image_stored(c, ref, NULL, &e) == 0; /* an error: not known missing */
 }
 
 int cli_registry_auth(const char *ref, const char *auth_file, json_t *params, cr_error **err) {

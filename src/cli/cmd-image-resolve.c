@@ -19,11 +19,30 @@ static char *pinned_ref(const char *ref, const char *digest) {
   return s;
 }
 
-static bool names_registry(const char *ref) {
-  const char *slash = strchr(ref, '/');
+bool cli_names_registry(const char *ref) {
+  const char *slash = ref ? strchr(ref, '/') : NULL;
   if (!slash) return false;
   size_t n = (size_t)(slash - ref);
   return memchr(ref, '.', n) || memchr(ref, ':', n) || (n == 9 && !strncmp(ref, "localhost", 9));
+}
+
+int cli_image_stored(api_client *c, const char *ref, char **ret_digest, cr_error **err) {
+  _cleanup_json_ json_t *res = NULL;
+  cr_error *e = NULL;
+  json_t *params = json_pack("{s:s}", "ref", ref);
+  if (api_client_call(c, "image.inspect", params, NULL, NULL, &res, &e) < 0) {
+    if (!strcmp(cr_error_reason(e), CR_E_IMAGE_NOT_FOUND)) {
+      cr_error_free(e);
+      return 0;
+    }
+    *err = e;
+    return -1;
+  }
+  if (!ret_digest) return 1;
+  const char *d = json_string_value(json_object_get(json_object_get(res, "image"), "digest"));
+  if (!d) return cr_error_set(err, CR_E_INTERNAL, 0, "image.inspect: no digest for %s", ref);
+  if (!(*ret_digest = strdup(d))) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "%s", ref);
+  return 1;
 }
 
 int cli_image_resolve(const char *ref, const char *auth_file, char **ret, cr_error **err) {
@@ -41,22 +60,11 @@ int cli_image_resolve(const char *ref, const char *auth_file, char **ret, cr_err
     return 0;
   }
   _cleanup_free_ char *digest = NULL;
-  if (!names_registry(ref)) {
-    /* a local name (imported) first: the daemon's store (image.inspect) */
+  if (!cli_names_registry(ref)) {
+    /* a local name (imported) first: the daemon's store */
     _cleanup_api_client_ api_client *c = NULL;
-    if (api_client_connect(NULL, true, &c, err) < 0) return -1;
-    _cleanup_json_ json_t *res = NULL;
-    cr_error *e = NULL;
-    if (api_client_call(c, "image.inspect", json_pack("{s:s}", "ref", ref), NULL, NULL, &res,
-                        &e) == 0) {
-      const char *d = json_string_value(json_object_get(json_object_get(res, "image"), "digest"));
-      if (!d) return cr_error_set(err, CR_E_INTERNAL, 0, "image.inspect: no digest for %s", ref);
-      if (!(digest = strdup(d))) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "resolving %s", ref);
-    } else if (strcmp(cr_error_reason(e), CR_E_IMAGE_NOT_FOUND)) {
-      *err = e;
+    if (api_client_connect(NULL, true, &c, err) < 0 || cli_image_stored(c, ref, &digest, err) < 0)
       return -1;
-    }
-    cr_error_free(e);
   }
   if (!digest) {
     image_pull_opts o = {.auth_file = auth_file};

@@ -772,9 +772,8 @@ int gw_new(uv_loop_t *loop, egress *e, gw **ret, cr_error **err) {
   snprintf(g->oci_insecure, sizeof(g->oci_insecure), ",%s,", oi ? oi : "");
   for (char *q = g->oci_insecure; *q; q++)
     if (*q == ' ') *q = ',';
-  const char *cd = getenv("CLEANROOM_CACHE_DIR");
   cr_error *cerr = NULL;
-  if (cache_open_local(cd && *cd ? cd : NULL, 0, &g->cache, &cerr) < 0) {
+  if (cache_open_local(NULL, 0, &g->cache, &cerr) < 0) {
     log_warn("gateway: content cache unavailable (%s): nothing is cached",
              cerr ? cerr->message : "?");
     cr_error_free(cerr);

@@ -63,7 +63,7 @@ static void bridge_send(api_sink *s, json_t *msg) {
     size_t n = 0;
     if (b->file_read && take_data(result, &o, &raw, &n)) {
       api_bytes by = {raw, n};
-      api_reply r = {.result = o, .bytes = &by};
+      api_reply r = {.result = o, .bytes = &by, .n_bytes = 1};
       t->reply(t, &r);
       json_decref(o);
       free(raw);

@@ -35,7 +35,7 @@ static void op_deliver(mcp_op *op, const mcp_msg *m) {
 static void op_reply(api_sink *sink, const api_reply *r) {
   mcp_msg m = {.response = true, .is_error = !r->result, .result = r->result, .code = r->code,
                .message = r->message, .reason = r->reason, .bytes = r->bytes,
-               .n_bytes = r->bytes ? (r->n_bytes ? r->n_bytes : 1) : 0};
+               .n_bytes = r->n_bytes};
   op_deliver(container_of(sink, mcp_op, sink), &m);
 }
 

@@ -1,7 +1,6 @@
 /* Executions inside a sandbox: start, stream, signal, record. */
 #include "sandbox/sandbox-internal.h"
 #include "sandbox/out-ring.h"
-#include "util/base64.h"
 #include "util/buf.h"
 #include "util/clock.h"
 #include "util/fs.h"
@@ -577,17 +576,8 @@ json_t *sbx_exec_read(sbx_exec *e, uint64_t cursor, cr_buf streams[2]) {
   bool failed = g.buf[1].err || g.buf[2].err;
   json_t *j = failed ? NULL : json_object();
   for (int s = 1; s <= 2; s++) {
-    if (j && streams) {
-      streams[s - 1] = g.buf[s];
-      continue;
-    }
-    if (j) {
-      char *o = cr_base64_encode(g.buf[s].data ? g.buf[s].data : (const uint8_t *)"",
-                                 g.buf[s].len);
-      json_object_set_new(j, s == 1 ? "stdout" : "stderr", json_string(o ? o : ""));
-      free(o);
-    }
-    cr_buf_free(&g.buf[s]);
+    if (j) streams[s - 1] = g.buf[s];
+    else cr_buf_free(&g.buf[s]);
   }
   if (!j) return NULL; /* out of memory */
   json_object_set_new(j, "cursor", json_integer((json_int_t)e->out.end));
@@ -674,13 +664,6 @@ static bool add_loaded(sbx *s, sbx_exec *e) {
   return true;
 }
 
-static bool ulid_like(const char *id, size_t n) {
-  if (n != 26) return false;
-  for (size_t i = 0; i < n; i++)
-    if (!strchr("0123456789abcdefghjkmnpqrstvwxyz", id[i])) return false;
-  return true;
-}
-
 /* executions/slots: every slot that holds a record (a broken one is
  * skipped: its slot is free again). */
 static void load_slots(sbx *s, const char *dir) {
@@ -696,7 +679,7 @@ static void load_slots(sbx *s, const char *dir) {
     if (k == (size_t)n) continue; /* free */
     json_t *j = json_loadb(buf + k, (size_t)n - k, 0, NULL);
     const char *id = json_string_value(json_object_get(j, "id"));
-    if (!id || !ulid_like(id, strlen(id))) {
+    if (!cr_ulid_valid(id)) {
       json_decref(j);
       continue;
     }
@@ -718,11 +701,15 @@ void sbx_execs_load(sbx *s) {
   struct dirent *de;
   while ((de = readdir(d))) {
     size_t l = strlen(de->d_name);
-    if (l != 31 || strcmp(de->d_name + 26, ".json") || !ulid_like(de->d_name, 26)) continue;
+    char idc[27];
+    if (l != 31 || strcmp(de->d_name + 26, ".json")) continue;
+    memcpy(idc, de->d_name, 26);
+    idc[26] = '\0';
+    if (!cr_ulid_valid(idc)) continue;
     _cleanup_free_ char *path = cr_path_join(dir, de->d_name);
     json_t *j = json_load_file(path, 0, NULL);
     if (!j) continue;
-    sbx_exec *e = exec_from_record(s, j, de->d_name);
+    sbx_exec *e = exec_from_record(s, j, idc);
     if (e) e->legacy_file = true;
     if (!add_loaded(s, e)) break;
   }

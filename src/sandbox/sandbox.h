@@ -172,10 +172,9 @@ typedef struct sbx_exec_chunk {
   size_t len;
   uint8_t *data;
 } sbx_exec_chunk;
-/* {stdout, stderr, cursor, dropped, state, execution}: the output buffered
- * since cursor. With streams, the output is streams[0] (stdout) and [1]
- * (stderr), the caller's to free (cr_buf_free), and the JSON has no stdout
- * and stderr; without, they are base64 in it. NULL when out of memory. */
+/* {cursor, dropped, state, execution} of the output buffered since cursor,
+ * which is streams[0] (stdout) and streams[1] (stderr), the caller's to free
+ * (cr_buf_free). NULL when out of memory (streams untouched). */
 json_t *sbx_exec_read(sbx_exec *e, uint64_t cursor, cr_buf streams[2]);
 /* Calls fn for each buffered chunk at or after cursor, in order (stream 1 =
  * stdout, 2 = stderr). Returns the bytes dropped before the oldest kept. */

@@ -25,18 +25,7 @@ def vm_enabled():
 
 def vmm_pids(tmp):
     """QEMU processes whose command line names tmp (through /proc: no pgrep)."""
-    pids = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/cmdline", "rb") as f:
-                cmd = f.read().split(b"\0")
-        except OSError:
-            continue
-        if cmd and b"qemu-system" in cmd[0] and any(tmp.encode() in a for a in cmd):
-            pids.append(int(p))
-    return pids
+    return [pid for pid, _ in qemu_leftovers(tmp)]
 
 
 def qemu_leftovers(tmp):
