@@ -96,6 +96,12 @@ typedef struct backend_ops {
    * backend filters by itself; false for qemu: src/egress does, see
    * sbx_policy_check), "vmm_user", "notes", ...}. New reference. */
   json_t *(*capabilities)(void);
+  /* What a state save() writes depends on besides the VM config, as one
+   * canonical text: the VMM binary (its file identity), the accelerator,
+   * the guest CPU model, the fixed part of the guest kernel's command line.
+   * Part of a boot template's key: a template saved under other values is
+   * never restored. NULL when the VMM is not installed. Caller frees. */
+  char *(*state_identity)(void);
   /* Starts a VMM for cfg (everything in cfg is copied). *ret gets the handle
    * at once; events->ready reports the outcome. */
   int (*launch)(uv_loop_t *loop, const backend_vm_config *cfg, const backend_events *ev,

@@ -70,52 +70,28 @@ tmpl_registry *tmpl_registry_new(uv_loop_t *loop, const backend_ops *be) {
   return r;
 }
 
-/* "path size mtime" of a file: changes when the file is replaced. */
-static char *file_identity(const char *path) {
-  struct stat st;
-  char *s = NULL;
-  if (!path || stat(path, &st) < 0) return NULL;
-  if (asprintf(&s, "%s %lld %lld.%09ld", path, (long long)st.st_size,
-               (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec) < 0)
-    return NULL;
-  return s;
-}
-
-static char *qemu_identity(void) {
-  const char *bin = getenv("CLEANROOM_QEMU");
-  if (!bin || !*bin) bin = "qemu-system-x86_64";
-  if (strchr(bin, '/')) return file_identity(bin);
-  const char *path = getenv("PATH");
-  _cleanup_free_ char *copy = strdup(path && *path ? path : "/usr/bin:/bin");
-  if (!copy) return NULL;
-  char *save = NULL;
-  for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-    _cleanup_free_ char *p = cr_path_join(d, bin);
-    if (p && access(p, X_OK) == 0) return file_identity(p);
-  }
-  return NULL;
-}
-
-/* The key parts as one canonical string; NULL when a file is missing. */
-static char *key_parts(const tmpl_spec *sp) {
-  _cleanup_free_ char *k = file_identity(sp->kernel);
-  _cleanup_free_ char *i = file_identity(sp->initrd);
-  _cleanup_free_ char *q = qemu_identity();
+/* The key parts as one canonical string; NULL when a file is missing. The
+ * VMM's part (binary, accelerator, CPU model, guest command line) comes
+ * from the backend. */
+static char *key_parts(const tmpl_registry *r, const tmpl_spec *sp) {
+  _cleanup_free_ char *k = cr_file_identity(sp->kernel);
+  _cleanup_free_ char *i = cr_file_identity(sp->initrd);
+  _cleanup_free_ char *vmm = r->be->state_identity ? r->be->state_identity() : NULL;
   /* the image file too: a removed and re-imported image is a new file */
-  _cleanup_free_ char *im = file_identity(sp->image_path);
-  if (!k || !i || !q || !im) return NULL;
+  _cleanup_free_ char *im = cr_file_identity(sp->image_path);
+  if (!k || !i || !vmm || !im) return NULL;
   char *s = NULL;
   if (asprintf(&s,
-               "cleanroom-template\nimage=%s\nimage_file=%s\nkernel=%s\ninitrd=%s\nqemu=%s\n"
-               "accel=%s\nvcpus=%u\nmemory_mib=%u\ndevices=%s%s\n",
-               sp->image_digest, im, k, i, q, backend_accel(), sp->vcpus, sp->memory_mib,
-               TMPL_DEVICE_SET, sp->net ? TMPL_NET_DEVICE : "") < 0)
+               "cleanroom-template\nimage=%s\nimage_file=%s\nkernel=%s\ninitrd=%s\n%s"
+               "vcpus=%u\nmemory_mib=%u\ndevices=%s%s\n",
+               sp->image_digest, im, k, i, vmm, sp->vcpus, sp->memory_mib, TMPL_DEVICE_SET,
+               sp->net ? TMPL_NET_DEVICE : "") < 0)
     return NULL;
   return s;
 }
 
-int tmpl_key(const tmpl_spec *sp, char ret[27]) {
-  _cleanup_free_ char *parts = key_parts(sp);
+int tmpl_key(const tmpl_registry *r, const tmpl_spec *sp, char ret[27]) {
+  _cleanup_free_ char *parts = key_parts(r, sp);
   if (!parts) return -ENOENT;
   char hex[65];
   cr_sha256_hex(parts, strlen(parts), hex);
@@ -138,7 +114,8 @@ static uint64_t file_blocks_bytes(const char *path) {
 
 /* Why the template in dir cannot be used for spec (NULL = usable; the
  * spec may be NULL: then only the stored image is checked). New string. */
-static char *check_dir(const char *dir, const char *key, const tmpl_spec *sp) {
+static char *check_dir(const tmpl_registry *r, const char *dir, const char *key,
+                       const tmpl_spec *sp) {
   _cleanup_free_ char *mp = cr_path_join(dir, "meta.json");
   json_error_t je;
   _cleanup_json_ json_t *meta = mp ? json_load_file(mp, 0, &je) : NULL;
@@ -152,7 +129,7 @@ static char *check_dir(const char *dir, const char *key, const tmpl_spec *sp) {
   _cleanup_image_info_ image_info *img = NULL;
   cr_error *e = NULL;
   const char *iid = json_string_value(json_object_get(meta, "image_identity"));
-  _cleanup_free_ char *cur = file_identity(ipath);
+  _cleanup_free_ char *cur = cr_file_identity(ipath);
   if (image_lookup(digest, &img, &e) < 0 || strcmp(img->rootfs, ipath) || !iid || !cur ||
       strcmp(iid, cur)) {
     cr_error_free(e);
@@ -170,7 +147,7 @@ static char *check_dir(const char *dir, const char *key, const tmpl_spec *sp) {
   if (!scratch || access(scratch, R_OK) < 0) return strdup("its scratch disk is missing");
   if (sp) {
     char want[27];
-    if (tmpl_key(sp, want) < 0 || strcmp(want, key)) return strdup("its key parts changed");
+    if (tmpl_key(r, sp, want) < 0 || strcmp(want, key)) return strdup("its key parts changed");
   }
   return NULL;
 }
@@ -186,7 +163,7 @@ static void remove_dir(tmpl_registry *r, const char *key, const char *why) {
 
 int tmpl_lookup(tmpl_registry *r, const tmpl_spec *sp, char **ret_dir, char **why) {
   char key[27];
-  if (tmpl_key(sp, key) < 0) {
+  if (tmpl_key(r, sp, key) < 0) {
     if (why) *why = strdup("the kernel, initramfs or QEMU binary cannot be identified");
     return 0;
   }
@@ -195,7 +172,7 @@ int tmpl_lookup(tmpl_registry *r, const tmpl_spec *sp, char **ret_dir, char **wh
     if (why) *why = strdup("no template yet");
     return 0;
   }
-  char *bad = check_dir(dir, key, sp);
+  char *bad = check_dir(r, dir, key, sp);
   if (bad) {
     remove_dir(r, key, bad);
     if (why)
@@ -317,7 +294,7 @@ static int write_meta(tmpl_build *b) {
   _cleanup_free_ char *state = cr_path_join(b->dir, "state/vmstate");
   tmpl_spec sp = {b->image_digest, b->image_path, b->kernel, b->initrd, b->vcpus, b->memory_mib,
                   NULL, b->net};
-  _cleanup_free_ char *parts = key_parts(&sp);
+  _cleanup_free_ char *parts = key_parts(b->r, &sp);
   char created[32];
   time_t t = time(NULL);
   struct tm tm;
@@ -331,7 +308,7 @@ static int write_meta(tmpl_build *b) {
       (json_int_t)file_blocks_bytes(state), "build_ms", (json_int_t)(now_ms() - b->start_ms),
       "key_parts", parts);
   if (j) json_object_set_new(j, "net", json_boolean(b->net));
-  _cleanup_free_ char *iid = file_identity(b->image_path);
+  _cleanup_free_ char *iid = cr_file_identity(b->image_path);
   if (j && iid) json_object_set_new(j, "image_identity", json_string(iid));
   _cleanup_free_ char *txt = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
   _cleanup_free_ char *mp = cr_path_join(b->dir, "meta.json");
@@ -540,7 +517,7 @@ void tmpl_ensure(tmpl_registry *r, const tmpl_spec *sp, uint64_t timeout_ms,
   }
   char key[27];
   cr_error *e = NULL;
-  if (tmpl_key(sp, key) < 0) {
+  if (tmpl_key(r, sp, key) < 0) {
     cr_error_set(&e, CR_E_KERNEL_NOT_FOUND, 0,
                  "the kernel, initramfs or QEMU binary cannot be identified");
     done(ud, NULL, e);
@@ -637,7 +614,7 @@ json_t *tmpl_list(tmpl_registry *r) {
     json_t *meta = mp ? json_load_file(mp, 0, &je) : NULL;
     if (!meta) meta = json_pack("{s:s}", "key", de->d_name);
     json_object_del(meta, "key_parts");
-    _cleanup_free_ char *why = check_dir(dir, de->d_name, NULL);
+    _cleanup_free_ char *why = check_dir(r, dir, de->d_name, NULL);
     json_object_set_new(meta, "valid", json_boolean(!why));
     json_object_set_new(meta, "invalid_reason", why ? json_string(why) : json_null());
     json_array_append_new(arr, meta);
@@ -702,7 +679,7 @@ int tmpl_gc(tmpl_registry *r) {
     }
     if (!key_valid(de->d_name)) continue;
     _cleanup_free_ char *dir = cr_path_join(r->dir, de->d_name);
-    _cleanup_free_ char *why = dir ? check_dir(dir, de->d_name, NULL) : NULL;
+    _cleanup_free_ char *why = dir ? check_dir(r, dir, de->d_name, NULL) : NULL;
     if (why) {
       remove_dir(r, de->d_name, why);
       n++;

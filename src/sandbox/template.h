@@ -28,7 +28,7 @@ tmpl_registry *tmpl_registry_new(uv_loop_t *loop, const backend_ops *be);
 /* Kills builds in progress. */
 void tmpl_registry_free(tmpl_registry *r);
 /* The key of spec (27 bytes incl. NUL). */
-int tmpl_key(const tmpl_spec *spec, char ret[27]);
+int tmpl_key(const tmpl_registry *r, const tmpl_spec *spec, char ret[27]);
 /* A ready, valid template for spec: 1 with *ret_dir (new string), 0 when
  * there is none (an invalid one is removed; *why says why when not NULL). */
 int tmpl_lookup(tmpl_registry *r, const tmpl_spec *spec, char **ret_dir, char **why);

@@ -288,6 +288,16 @@ int cr_copy_file_clone(const char *src, const char *dst, mode_t mode) {
   return cr_copy_file_sparse(src, dst, mode);
 }
 
+char *cr_file_identity(const char *path) {
+  struct stat st;
+  char *s = NULL;
+  if (!path || stat(path, &st) < 0) return NULL;
+  if (asprintf(&s, "%s %lld %lld.%09ld", path, (long long)st.st_size,
+               (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec) < 0)
+    return NULL;
+  return s;
+}
+
 char *cr_path_join(const char *a, const char *b) {
   char *r = NULL;
   size_t la = strlen(a);

@@ -37,5 +37,8 @@ int cr_copy_file_sparse(const char *src, const char *dst, mode_t mode);
 int cr_copy_file_clone(const char *src, const char *dst, mode_t mode);
 /* Joins two path pieces into a new string; NULL on OOM. */
 char *cr_path_join(const char *a, const char *b);
+/* "path size mtime" of a file (changes when the file is replaced); NULL when
+ * it cannot be stat'ed or on out of memory. */
+char *cr_file_identity(const char *path);
 /* s with every ',' doubled (a value inside a QEMU-style option string). */
 char *cr_escape_commas(const char *s);

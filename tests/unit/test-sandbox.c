@@ -265,9 +265,12 @@ static void fake_kill_op(backend_vm *vm, backend_done_cb cb, void *ud) {
 
 static bool fake_alive(const backend_vm *vm) { return F(vm)->alive; }
 
+static char *fake_state_identity(void) { return strdup("vmm=fake\n"); }
+
 static const backend_ops fake_ops = {
     .name = "fake",
     .capabilities = fake_capabilities,
+    .state_identity = fake_state_identity,
     .launch = fake_launch,
     .restore = fake_restore,
     .attach = fake_attach,
