@@ -33,6 +33,9 @@
 #define CR_E_IO "io_error"
 #define CR_E_BACKEND_UNSUPPORTED "backend_unsupported"
 #define CR_E_WORKSPACE_FETCH "workspace_fetch_failed"
+/* a submodule of a fetched superproject cannot be fetched (never a reason to
+ * fall back to another superproject) */
+#define CR_E_WORKSPACE_SUBMODULE_FETCH "workspace_submodule_fetch_failed"
 #define CR_E_WORKSPACE_REF_NOT_FOUND "workspace_ref_not_found"
 #define CR_E_WORKSPACE_NONE "workspace_not_found"
 #define CR_E_WORKSPACE_CONFLICT "workspace_conflict"

@@ -624,6 +624,20 @@ class T4Submodules(Deadline, unittest.TestCase):
         self.assertEqual(p.returncode, 125, p.stderr)
         self.assertIn(b"workspace_ref_not_found", p.stderr)
         self.assertIn(b"vendor/lib", p.stderr)
+        # that commit pushed, but the submodule's remote gone before it is
+        # fetched: its own reason, and no fallback to the checkout's HEAD (the
+        # superproject's remote was fetched; its HEAD has the same submodules)
+        git("push", "-q", "origin", "HEAD:refs/heads/side", cwd=os.path.join(sup, "vendor", "lib"))
+        srv_lib = os.path.join(TMP, "srv", "lib.git")
+        os.rename(srv_lib, srv_lib + ".gone")
+        try:
+            p = cr("exec", "--image", IMAGE, "--memory", MEM, "--rm", "--", "true", cwd=sup)
+        finally:
+            os.rename(srv_lib + ".gone", srv_lib)
+        self.assertEqual(p.returncode, 125, p.stderr)
+        self.assertIn(b"workspace_submodule_fetch_failed", p.stderr)
+        self.assertIn(b"vendor/lib", p.stderr)
+        self.assertNotIn(b"own HEAD", p.stderr)
 
 
 class T3MCP(Deadline, unittest.TestCase):
