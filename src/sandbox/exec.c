@@ -160,18 +160,24 @@ static int slot_alloc(const sbx *s, const sbx_exec *self) {
   return -1;
 }
 
-/* Writes txt (NULL: a free slot) into slot of sandbox_dir's executions/slots.
- * With mkdir, a missing executions directory is made (once per sandbox, at
- * an execution's start); without, it stays missing (the sandbox was removed
+/* Writes txt (NULL: a free slot) into slot of s's executions/slots, through
+ * a descriptor kept open for the sandbox (closed when it is removed). With
+ * mkdir, a missing executions directory is made (once per sandbox, at an
+ * execution's start); without, it stays missing (the sandbox was removed
  * meanwhile). */
-static void slot_write(const char *sandbox_dir, int slot, const char *txt, bool mkdir) {
-  _cleanup_free_ char *dir = cr_path_join(sandbox_dir, "executions");
-  _cleanup_free_ char *path = dir ? cr_path_join(dir, "slots") : NULL;
-  if (!path || slot < 0) return;
-  int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0 && errno == ENOENT && mkdir && cr_mkdir_p(dir, 0700) == 0)
-    fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (fd < 0) return;
+static void slot_write(sbx *s, int slot, const char *txt, bool mkdir) {
+  if (slot < 0 || s->removed) return;
+  if (s->slots_fd < 0) {
+    _cleanup_free_ char *dir = cr_path_join(s->dir, "executions");
+    _cleanup_free_ char *path = dir ? cr_path_join(dir, "slots") : NULL;
+    if (!path) return;
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 && errno == ENOENT && mkdir && cr_mkdir_p(dir, 0700) == 0)
+      fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return;
+    s->slots_fd = fd;
+  }
+  int fd = s->slots_fd;
   char buf[SLOT_SIZE];
   size_t len = txt ? strlen(txt) : 0;
   if (len > sizeof(buf) - 1) len = sizeof(buf) - 1;
@@ -181,9 +187,8 @@ static void slot_write(const char *sandbox_dir, int slot, const char *txt, bool 
   ssize_t w;
   do w = pwrite(fd, buf, sizeof(buf), (off_t)slot * SLOT_SIZE);
   while (w < 0 && errno == EINTR);
-  if (w != (ssize_t)sizeof(buf)) log_warn("execution records of %s: %s", sandbox_dir,
+  if (w != (ssize_t)sizeof(buf)) log_warn("execution records of %s: %s", s->id,
                                           w < 0 ? strerror(errno) : "short write");
-  close(fd);
 }
 
 /* Writes e's record. At an execution's start (mkdir) the directory is made
@@ -192,7 +197,7 @@ static void exec_write(sbx_exec *e, bool mkdir) {
   if (e->s->removed || e->legacy_file) return;
   if (e->slot < 0) e->slot = slot_alloc(e->s, e);
   _cleanup_free_ char *txt = render_slot(e);
-  if (txt) slot_write(e->s->dir, e->slot, txt, mkdir);
+  if (txt) slot_write(e->s, e->slot, txt, mkdir);
 }
 
 static void exec_save(sbx_exec *e) { exec_write(e, true); }
@@ -224,7 +229,7 @@ static void release_output(sbx_exec *x) {
 
 static void delete_record(sbx_exec *x) {
   if (x->slot >= 0) {
-    slot_write(x->s->dir, x->slot, NULL, false);
+    slot_write(x->s, x->slot, NULL, false);
     x->slot = -1;
     return;
   }

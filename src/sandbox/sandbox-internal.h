@@ -60,6 +60,7 @@ struct sbx {
   sbx_state state;
   char *reason, *message;
   char *dir;
+  int slots_fd; /* executions/slots, opened at the first record written; -1 */
   char *image_ref, *image_digest, *image_path, *ram_path;
   unsigned vcpus, memory_mib;
   int64_t created_ms, ready_ms, boot_start_ms;

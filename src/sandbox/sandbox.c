@@ -412,6 +412,7 @@ void sbx_progress(sbx *s, const char *phase, const char *msg) {
 /* ---- free */
 
 void sbx_free(sbx *s) {
+  if (s->slots_fd >= 0) close(s->slots_fd);
   for (size_t i = 0; i < s->nexecs; i++) sbx_exec_free(s->execs[i]);
   free(s->execs);
   free(s->dir);
@@ -444,6 +445,7 @@ sbx *sbx_alloc(sbx_manager *m) {
   sbx *s = calloc(1, sizeof(*s));
   if (s) {
     s->m = m;
+    s->slots_fd = -1;
     m->live++;
   }
   return s;
@@ -461,6 +463,10 @@ void sbx_unhold(sbx *s) { sbx_unref_handle_cb(s); }
 void sbx_release(sbx *s) {
   /* called once the sandbox left the registry */
   s->removed = true;
+  if (s->slots_fd >= 0) {
+    close(s->slots_fd);
+    s->slots_fd = -1;
+  }
   if (s->boot_timer_init) {
     s->boot_timer_init = false;
     stop_boot_timer(s);
