@@ -79,25 +79,9 @@ static const char *qemu_guest_cmdline(bool kvm) {
              : "console=ttyS0 quiet panic=-1 reboot=t mitigations=off";
 }
 
-/* The binary qemu_binary() names, found on PATH as execvp would. */
-static char *qemu_binary_path(void) {
-  const char *bin = qemu_binary();
-  if (strchr(bin, '/')) return strdup(bin);
-  const char *path = getenv("PATH");
-  _cleanup_free_ char *copy = strdup(path && *path ? path : "/usr/bin:/bin");
-  if (!copy) return NULL;
-  char *save = NULL;
-  for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-    char *p = cr_path_join(d, bin);
-    if (p && access(p, X_OK) == 0) return p;
-    free(p);
-  }
-  return NULL;
-}
-
 static char *qemu_state_identity(void) {
   bool kvm = !strcmp(backend_accel(), "kvm");
-  _cleanup_free_ char *bin = qemu_binary_path();
+  _cleanup_free_ char *bin = cr_find_in_path(qemu_binary());
   _cleanup_free_ char *id = bin ? cr_file_identity(bin) : NULL;
   if (!id) return NULL;
   char *s = NULL;

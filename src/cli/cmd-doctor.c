@@ -149,24 +149,9 @@ static void check_cache(checks *cs) {
   json_object_set_new(json_array_get(cs->list, json_array_size(cs->list) - 1), "stats", stats);
 }
 
-/* Finds prog in PATH; returns a new string or NULL. */
-static char *find_in_path(const char *prog) {
-  const char *path = getenv("PATH");
-  if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
-  _cleanup_free_ char *copy = strdup(path);
-  if (!copy) return NULL;
-  char *save = NULL;
-  for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-    char *p = cr_path_join(*d ? d : ".", prog);
-    if (p && access(p, X_OK) == 0) return p;
-    free(p);
-  }
-  return NULL;
-}
-
 static void check_qemu(checks *cs) {
   const char *prog = "qemu-system-x86_64";
-  _cleanup_free_ char *p = find_in_path(prog);
+  _cleanup_free_ char *p = cr_find_in_path(prog);
   if (!p) {
     add(cs, "qemu", "fail", "apt-get install qemu-system-x86", "%s not found in PATH", prog);
     return;
@@ -324,7 +309,7 @@ static void check_disk(checks *cs) {
 }
 
 static void check_firecracker(checks *cs, bool kvm) {
-  _cleanup_free_ char *fc = find_in_path("firecracker");
+  _cleanup_free_ char *fc = cr_find_in_path("firecracker");
   if (!fc || !kvm) {
     add(cs, "firecracker", "warn",
         "none needed: the qemu backend is used; firecracker needs KVM and a firecracker binary",

@@ -112,10 +112,11 @@ static uint64_t file_blocks_bytes(const char *path) {
   return path && stat(path, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
 }
 
-/* Why the template in dir cannot be used for spec (NULL = usable; the
- * spec may be NULL: then only the stored image is checked). New string. */
-static char *check_dir(const tmpl_registry *r, const char *dir, const char *key,
-                       const tmpl_spec *sp) {
+/* Why the template in dir (named by its key) cannot be used: NULL when it
+ * can. Its key parts are in its name (the caller derived key from the spec
+ * it wants), so this checks what the key cannot: meta.json, the stored
+ * image, the files. New string. */
+static char *check_dir(const char *dir, const char *key) {
   _cleanup_free_ char *mp = cr_path_join(dir, "meta.json");
   json_error_t je;
   _cleanup_json_ json_t *meta = mp ? json_load_file(mp, 0, &je) : NULL;
@@ -145,10 +146,6 @@ static char *check_dir(const tmpl_registry *r, const char *dir, const char *key,
     return strdup("its device state is missing");
   _cleanup_free_ char *scratch = cr_path_join(dir, "scratch.ext4");
   if (!scratch || access(scratch, R_OK) < 0) return strdup("its scratch disk is missing");
-  if (sp) {
-    char want[27];
-    if (tmpl_key(r, sp, want) < 0 || strcmp(want, key)) return strdup("its key parts changed");
-  }
   return NULL;
 }
 
@@ -172,7 +169,7 @@ int tmpl_lookup(tmpl_registry *r, const tmpl_spec *sp, char **ret_dir, char **wh
     if (why) *why = strdup("no template yet");
     return 0;
   }
-  char *bad = check_dir(r, dir, key, sp);
+  char *bad = check_dir(dir, key);
   if (bad) {
     remove_dir(r, key, bad);
     if (why)
@@ -614,7 +611,7 @@ json_t *tmpl_list(tmpl_registry *r) {
     json_t *meta = mp ? json_load_file(mp, 0, &je) : NULL;
     if (!meta) meta = json_pack("{s:s}", "key", de->d_name);
     json_object_del(meta, "key_parts");
-    _cleanup_free_ char *why = check_dir(r, dir, de->d_name, NULL);
+    _cleanup_free_ char *why = check_dir(dir, de->d_name);
     json_object_set_new(meta, "valid", json_boolean(!why));
     json_object_set_new(meta, "invalid_reason", why ? json_string(why) : json_null());
     json_array_append_new(arr, meta);
@@ -679,7 +676,7 @@ int tmpl_gc(tmpl_registry *r) {
     }
     if (!key_valid(de->d_name)) continue;
     _cleanup_free_ char *dir = cr_path_join(r->dir, de->d_name);
-    _cleanup_free_ char *why = dir ? check_dir(r, dir, de->d_name, NULL) : NULL;
+    _cleanup_free_ char *why = dir ? check_dir(dir, de->d_name) : NULL;
     if (why) {
       remove_dir(r, de->d_name, why);
       n++;

@@ -298,6 +298,21 @@ char *cr_file_identity(const char *path) {
   return s;
 }
 
+char *cr_find_in_path(const char *prog) {
+  if (strchr(prog, '/')) return strdup(prog);
+  const char *path = getenv("PATH");
+  if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
+  _cleanup_free_ char *copy = strdup(path);
+  if (!copy) return NULL;
+  char *save = NULL;
+  for (char *d = strtok_r(copy, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+    char *p = cr_path_join(*d ? d : ".", prog);
+    if (p && access(p, X_OK) == 0) return p;
+    free(p);
+  }
+  return NULL;
+}
+
 char *cr_path_join(const char *a, const char *b) {
   char *r = NULL;
   size_t la = strlen(a);

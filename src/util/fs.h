@@ -40,5 +40,9 @@ char *cr_path_join(const char *a, const char *b);
 /* "path size mtime" of a file (changes when the file is replaced); NULL when
  * it cannot be stat'ed or on out of memory. */
 char *cr_file_identity(const char *path);
+/* prog as execvp would find it: itself when it has a '/', else the first
+ * executable PATH entry (empty entries: the working directory); a new
+ * string or NULL. */
+char *cr_find_in_path(const char *prog);
 /* s with every ',' doubled (a value inside a QEMU-style option string). */
 char *cr_escape_commas(const char *s);
