@@ -26,15 +26,18 @@ int agent_root_fd(void) {
   return root_fd;
 }
 
+/* /dev/urandom stays open from the first ACTIVATE (a template's, before
+ * its state is saved): in a fresh clone under TCG its open and close were
+ * ~10 ms of the ~12 ms the seeding took, against ~1 ms for the ioctls. */
+static int urandom_fd = -1;
+
 static void seed_entropy(const uint8_t *seed, size_t n) {
-  int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
-  if (fd < 0) {
+  if (urandom_fd < 0) urandom_fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+  if (urandom_fd < 0) {
     agent_log("open /dev/urandom: %s", strerror(errno));
     return;
   }
   if (n > 512) n = 512;
-  ssize_t w = write(fd, seed, n);
-  (void)w;
   struct {
     int entropy_count;
     int buf_size;
@@ -43,11 +46,15 @@ static void seed_entropy(const uint8_t *seed, size_t n) {
   info.entropy_count = (int)n * 8;
   info.buf_size = (int)n;
   memcpy(info.buf, seed, n);
-  if (ioctl(fd, AGENT_RNDADDENTROPY, &info) < 0)
+  /* mixes the bytes into the input pool and credits them (a write() of
+   * the same bytes before it mixed them once more, for ~0.8 ms) */
+  if (ioctl(urandom_fd, AGENT_RNDADDENTROPY, &info) < 0)
     agent_log("RNDADDENTROPY: %s", strerror(errno));
-  ioctl(fd, AGENT_RNDRESEEDCRNG);
+  /* the clone's CRNG leaves the template's state now, not at its next
+   * scheduled reseed */
+  if (ioctl(urandom_fd, AGENT_RNDRESEEDCRNG) < 0)
+    agent_log("RNDRESEEDCRNG: %s", strerror(errno));
   explicit_bzero(&info, sizeof(info));
-  close(fd);
 }
 
 /* "serial:NAME" -> /dev/<disk> whose /sys/block/<disk>/serial is NAME. */

@@ -44,7 +44,14 @@ static int make_pipe(int p[2]) {
 static int spare[SPARE_PIPES][2];
 static size_t n_spare;
 
+/* /dev/null for a child without stdin, opened once while idle (a
+ * template's agent has it open before its state is saved): an open by
+ * path in each child was a path walk and the LSMs' open hooks, translated
+ * afresh in a new clone under TCG. */
+static int devnull_fd = -1;
+
 void agent_exec_prepare(void) {
+  if (devnull_fd < 0) devnull_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   while (n_spare < SPARE_PIPES) {
     int *p = spare[n_spare];
     if (make_pipe(p) < 0) return;
@@ -77,7 +84,7 @@ static int out_pipe(int p[2]) {
 
 /* fds: [0] child stdin read end or -1 (/dev/null), [1] stdout w, [2] stderr w */
 static void child_dup_stdio(int in_r, int out_w, int err_w) {
-  if (in_r < 0) in_r = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (in_r < 0) in_r = devnull_fd >= 0 ? devnull_fd : open("/dev/null", O_RDONLY | O_CLOEXEC);
   dup2(in_r, 0);
   dup2(out_w, 1);
   dup2(err_w, 2);
