@@ -47,6 +47,15 @@ int cr_error_wrap(cr_error **err, const char *fmt, ...) {
   return ret;
 }
 
+bool cr_error_recode(cr_error *e, const char *from, const char *to) {
+  if (!e || !e->reason || strcmp(e->reason, from) != 0) return false;
+  char *nr = strdup(to);
+  if (!nr) return false;
+  free(e->reason);
+  e->reason = nr;
+  return true;
+}
+
 void cr_error_free(cr_error *e) {
   if (!e) return;
   free(e->reason);

@@ -7,6 +7,8 @@
 #pragma once
 #include "util/macro.h"
 
+#include <stdbool.h>
+
 typedef struct cr_error {
   char *reason;  /* stable code, e.g. "image_not_found" */
   char *message; /* human text, context first: "starting sandbox X: qemu: ..." */
@@ -21,6 +23,10 @@ int cr_error_set(cr_error **err, const char *reason, int errnum,
                  const char *fmt, ...) _printf_(4, 5);
 /* Prefixes context: "<fmt>: <old message>". Returns the same value as set. */
 int cr_error_wrap(cr_error **err, const char *fmt, ...) _printf_(2, 3);
+/* Replaces the reason with to when it is from (a caller that knows better
+ * what failed: a submodule's fetch, not the superproject's). Returns true
+ * when it did; the message and errnum stay. */
+bool cr_error_recode(cr_error *e, const char *from, const char *to);
 void cr_error_free(cr_error *e);
 static inline void cr_error_freep(cr_error **e) { cr_error_free(*e); *e = NULL; }
 #define _cleanup_error_ _cleanup_(cr_error_freep)

@@ -99,13 +99,7 @@ static int sub_fetch(git_repository *repo, git_tree *tree, const char *url, cons
   if (ws_mirror_resolve(u, g->oid, &r, err) < 0) {
     /* its own code: the superproject was fetched (the CLI falls back to the
      * checkout's HEAD only when that fails) */
-    if (err && *err && !strcmp((*err)->reason, CR_E_WORKSPACE_FETCH)) {
-      char *nr = strdup(CR_E_WORKSPACE_SUBMODULE_FETCH);
-      if (nr) {
-        free((*err)->reason);
-        (*err)->reason = nr;
-      }
-    }
+    if (err) cr_error_recode(*err, CR_E_WORKSPACE_FETCH, CR_E_WORKSPACE_SUBMODULE_FETCH);
     cr_error_wrap(err, "submodule '%s' at %.12s", full, g->oid);
     free(u);
     return -1;

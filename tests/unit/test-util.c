@@ -144,6 +144,15 @@ static void test_error_wrap(void **state) {
   assert_non_null(strstr(e->message, "No such file"));
   cr_error_free(e);
   assert_string_equal(cr_error_reason(NULL), "internal_error");
+  e = NULL;
+  cr_error_set(&e, CR_E_WORKSPACE_FETCH, 0, "fetch");
+  assert_false(cr_error_recode(e, CR_E_IO, CR_E_INTERNAL)); /* another reason: kept */
+  assert_string_equal(cr_error_reason(e), "workspace_fetch_failed");
+  assert_true(cr_error_recode(e, CR_E_WORKSPACE_FETCH, CR_E_WORKSPACE_SUBMODULE_FETCH));
+  assert_string_equal(cr_error_reason(e), "workspace_submodule_fetch_failed");
+  assert_string_equal(e->message, "fetch");
+  cr_error_free(e);
+  assert_false(cr_error_recode(NULL, CR_E_IO, CR_E_INTERNAL));
 }
 
 /* QEMU option values: a path with commas must not add options (issue 11). */
