@@ -249,7 +249,7 @@ typedef struct copy_work {
 static void copy_run(uv_work_t *w) {
   copy_work *k = w->data;
   /* a reflink when the filesystem shares blocks, else a sparse copy */
-  k->r = cr_copy_file_clone(k->src, k->dst, 0600);
+  k->r = cr_copy_file_clone(k->src, k->dst, 0600, CR_COPY_NO_SYNC);
   /* a blank workspace disk, unless prepare_run made one (or a fork's) */
   if (k->r == 0 && k->ws && access(k->ws, F_OK) < 0) k->r = sbx_ws_disk_blank(k->ws);
 }

@@ -106,7 +106,7 @@ static void prepare_run(uv_work_t *w) {
   if (r < 0) return;
   pw->tmpl = strdup(tmpl);
   if (!pw->ws_none && pw->ws_disk) { /* a blank one, or a fork's copy */
-    r = pw->ws_src ? cr_copy_file_clone(pw->ws_src, pw->ws_disk, 0600)
+    r = pw->ws_src ? cr_copy_file_clone(pw->ws_src, pw->ws_disk, 0600, CR_COPY_NO_SYNC)
                    : sbx_ws_disk_blank(pw->ws_disk);
     if (r < 0) {
       cr_error_set(&pw->err, CR_E_IO, -r, "preparing %s", pw->ws_disk);
@@ -117,7 +117,7 @@ static void prepare_run(uv_work_t *w) {
    * template's disk or the blank one is copied (sbx_launch_vm) */
   if (!pw->scratch_src) return;
   /* a reflink when the filesystem shares blocks, else a sparse copy */
-  r = cr_copy_file_clone(pw->scratch_src, pw->scratch, 0600);
+  r = cr_copy_file_clone(pw->scratch_src, pw->scratch, 0600, CR_COPY_NO_SYNC);
   if (r < 0) cr_error_set(&pw->err, CR_E_IO, -r, "preparing %s", pw->scratch);
 }
 

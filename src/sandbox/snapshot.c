@@ -384,11 +384,11 @@ static void on_saved(void *ud, backend_vm *vm, cr_error *err) {
    * flushed the disks when it stopped) */
   _cleanup_free_ char *scr = cr_path_join(c->tmp, "scratch.ext4");
   _cleanup_free_ char *src = cr_path_join(s->dir, "scratch.ext4");
-  int r = scr && src ? cr_copy_file_clone(src, scr, 0600) : -ENOMEM;
+  int r = scr && src ? cr_copy_file_clone(src, scr, 0600, 0) : -ENOMEM;
   /* the workspace disk too, when the VM has one */
   _cleanup_free_ char *wss = sbx_ws_disk(s);
   _cleanup_free_ char *wsd = cr_path_join(c->tmp, SBX_WS_DISK);
-  if (r >= 0 && wss) r = wsd ? cr_copy_file_clone(wss, wsd, 0600) : -ENOMEM;
+  if (r >= 0 && wss) r = wsd ? cr_copy_file_clone(wss, wsd, 0600, 0) : -ENOMEM;
   cr_error *e = NULL;
   if (!s->vm || backend_vm_ops(s->vm)->resume(s->vm, on_resumed, c, &e) < 0) {
     if (!e) cr_error_set(&e, CR_E_SANDBOX_NOT_READY, 0, "sandbox %s went away", s->id);
@@ -497,14 +497,16 @@ int sbx_snapshot_restore(sbx_manager *m, const char *ref, sbx *s, sbx_ready_cb d
   _cleanup_free_ char *scr = cr_path_join(s->dir, "scratch.ext4");
   if (!scr_new || !scr) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "paths");
   unlink(scr_new);
-  int r = cr_copy_file_clone(src.scratch, scr_new, 0600);
+  /* a running sandbox's own disks: no fsync (CR_COPY_NO_SYNC) */
+  int r = cr_copy_file_clone(src.scratch, scr_new, 0600, CR_COPY_NO_SYNC);
   if (r < 0) return cr_error_set(err, CR_E_IO, -r, "copying the snapshot's scratch disk");
   /* its workspace disk, if it has one (sbx_relaunch_restore moves it in) */
   _cleanup_free_ char *ws_snap = cr_path_join(src.dir, SBX_WS_DISK);
   _cleanup_free_ char *ws_new = cr_path_join(s->dir, SBX_WS_DISK ".restore");
   if (!ws_snap || !ws_new) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "paths");
   unlink(ws_new);
-  if (access(ws_snap, F_OK) == 0 && (r = cr_copy_file_clone(ws_snap, ws_new, 0600)) < 0) {
+  if (access(ws_snap, F_OK) == 0 &&
+      (r = cr_copy_file_clone(ws_snap, ws_new, 0600, CR_COPY_NO_SYNC)) < 0) {
     unlink(scr_new);
     return cr_error_set(err, CR_E_IO, -r, "copying the snapshot's workspace disk");
   }

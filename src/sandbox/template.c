@@ -561,7 +561,7 @@ void tmpl_ensure(tmpl_registry *r, const tmpl_spec *sp, uint64_t timeout_ms,
   /* a blank workspace disk: a clone gets its own under the same serial */
   _cleanup_free_ char *wsd = cr_path_join(b->dir, SBX_WS_DISK);
   if (rr < 0 || !scratch || !ram || !wsd ||
-      (rr = cr_copy_file_sparse(sp->scratch_blank, scratch, 0600)) < 0 ||
+      (rr = cr_copy_file_sparse(sp->scratch_blank, scratch, 0600, 0)) < 0 ||
       (rr = sbx_ws_disk_blank(wsd)) < 0) {
     build_fail(b, CR_E_IO, "preparing %s: %s", b->dir, strerror(rr < 0 ? -rr : ENOMEM));
     return;

@@ -242,41 +242,66 @@ int cr_sha256_file_data(const char *path, char ret_hex[65]) {
   return 0;
 }
 
-int cr_copy_file_sparse(const char *src, const char *dst, mode_t mode) {
+/* One data extent [off, end) of in into out at the same offset: 0 or
+ * -errno. *use_cfr drops to false (read/write from then on) when the
+ * kernel or the filesystems cannot copy_file_range this pair. */
+static int copy_extent(int in, int out, off_t off, off_t end, bool *use_cfr, char **buf) {
+  while (off < end && *use_cfr) {
+    loff_t a = off, b = off;
+    ssize_t n = copy_file_range(in, &a, out, &b, (size_t)MIN((off_t)(1 << 30), end - off), 0);
+    if (n > 0) {
+      off += n;
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP ||
+                         errno == EINVAL)) {
+      *use_cfr = false;
+    } else {
+      return n < 0 ? -errno : -EIO; /* 0: the source shrank under us */
+    }
+  }
+  if (off < end && !*buf && !(*buf = malloc(1 << 20))) return -ENOMEM;
+  while (off < end) {
+    size_t want = (size_t)MIN((off_t)(1 << 20), end - off);
+    ssize_t n = pread(in, *buf, want, off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? -errno : -EIO;
+    if (pwrite(out, *buf, (size_t)n, off) != n) return -EIO;
+    off += n;
+  }
+  return 0;
+}
+
+int cr_copy_file_sparse(const char *src, const char *dst, mode_t mode, unsigned flags) {
   _cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
   if (in < 0) return -errno;
   struct stat st;
   if (fstat(in, &st) < 0) return -errno;
   _cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (out < 0) return -errno;
-  if (ftruncate(out, st.st_size) < 0) return -errno;
-  off_t pos = 0;
-  char *buf = malloc(1 << 20);
-  if (!buf) return -ENOMEM;
-  int r = 0;
-  while (pos < st.st_size) {
+  _cleanup_free_ char *buf = NULL;
+  bool use_cfr = true;
+  int r = ftruncate(out, st.st_size) < 0 ? -errno : 0;
+  for (off_t pos = 0; r == 0 && pos < st.st_size;) {
     off_t data = lseek(in, pos, SEEK_DATA);
-    if (data < 0) break; /* ENXIO: only a hole remains */
-    off_t hole = lseek(in, data, SEEK_HOLE);
-    if (hole < 0) { r = -errno; break; }
-    for (off_t off = data; off < hole;) {
-      size_t want = (size_t)MIN((off_t)(1 << 20), hole - off);
-      ssize_t n = pread(in, buf, want, off);
-      if (n < 0) { if (errno == EINTR) continue; r = -errno; goto out; }
-      if (n == 0) break;
-      if (pwrite(out, buf, (size_t)n, off) != n) { r = -EIO; goto out; }
-      off += n;
+    if (data < 0) {
+      if (errno != ENXIO) r = -errno; /* ENXIO: only a hole remains */
+      break;
     }
+    off_t hole = lseek(in, data, SEEK_HOLE);
+    if (hole < 0) {
+      r = -errno;
+      break;
+    }
+    r = copy_extent(in, out, data, hole, &use_cfr, &buf);
     pos = hole;
   }
-out:
-  free(buf);
-  if (r == 0 && fsync(out) < 0) r = -errno;
+  if (r == 0 && !(flags & CR_COPY_NO_SYNC) && fsync(out) < 0) r = -errno;
   if (r < 0) unlink(dst);
   return r;
 }
 
-int cr_copy_file_clone(const char *src, const char *dst, mode_t mode) {
+int cr_copy_file_clone(const char *src, const char *dst, mode_t mode, unsigned flags) {
   {
     _cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
     if (in < 0) return -errno;
@@ -285,7 +310,7 @@ int cr_copy_file_clone(const char *src, const char *dst, mode_t mode) {
     if (ioctl(out, FICLONE, in) == 0) return 0;
   }
   unlink(dst); /* no reflinks on this filesystem: copy the data extents */
-  return cr_copy_file_sparse(src, dst, mode);
+  return cr_copy_file_sparse(src, dst, mode, flags);
 }
 
 char *cr_file_identity(const char *path) {

@@ -30,11 +30,19 @@ void cr_sha256_hex(const void *data, size_t len, char ret_hex[65]);
  * bytes, so that a file of mostly holes (a guest RAM image) is not read in
  * full. Any write into a hole makes a new extent and changes the sum. */
 int cr_sha256_file_data(const char *path, char ret_hex[65]);
-/* Copies a file keeping holes (sparse). */
-int cr_copy_file_sparse(const char *src, const char *dst, mode_t mode);
+/* Flags of the copies below. CR_COPY_NO_SYNC: no fsync of the copy. For a
+ * running sandbox's own disks only (a scratch or workspace disk made at
+ * create, restore or fork): they live as long as their VMM, which a host
+ * crash ends too, and QEMU reads them through the same page cache. A copy
+ * that must outlive a crash (a template's, a snapshot's) is synced. */
+#define CR_COPY_NO_SYNC 1u
+/* Copies a file keeping holes (sparse): each data extent (SEEK_DATA /
+ * SEEK_HOLE) with copy_file_range(2) (in the kernel, no bounce buffer), or
+ * read/write where the filesystems cannot. dst must not exist. */
+int cr_copy_file_sparse(const char *src, const char *dst, mode_t mode, unsigned flags);
 /* A copy sharing the blocks (reflink, FICLONE) when the filesystem can,
  * else a sparse copy. dst must not exist. */
-int cr_copy_file_clone(const char *src, const char *dst, mode_t mode);
+int cr_copy_file_clone(const char *src, const char *dst, mode_t mode, unsigned flags);
 /* Joins two path pieces into a new string; NULL on OOM. */
 char *cr_path_join(const char *a, const char *b);
 /* "path size mtime" of a file (changes when the file is replaced); NULL when

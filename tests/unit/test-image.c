@@ -521,7 +521,7 @@ static void test_oci_swapped_layer(void **state) {
     assert_int_equal(cr_read_file(p, 1 << 20, &buf, &len), 0);
     if (buf[0] != '{') {
       unlink(p);
-      assert_int_equal(cr_copy_file_sparse(other, p, 0644), 0);
+      assert_int_equal(cr_copy_file_sparse(other, p, 0644, 0), 0);
     }
     free(p);
   }

@@ -91,7 +91,7 @@ static void test_atomic_write_and_read(void **state) {
   assert_int_equal(pwrite(fd, "x", 1, 32 << 20), 1);
   close(fd);
   char *copy = cr_path_join(dir, "copy");
-  assert_int_equal(cr_copy_file_sparse(big, copy, 0600), 0);
+  assert_int_equal(cr_copy_file_sparse(big, copy, 0600, 0), 0);
   assert_int_equal(stat(copy, &st), 0);
   assert_int_equal(st.st_size, 64 << 20);
   assert_true(st.st_blocks * 512 < (4 << 20));
@@ -100,7 +100,40 @@ static void test_atomic_write_and_read(void **state) {
   assert_int_equal(pread(fd, &c, 1, 32 << 20), 1);
   close(fd);
   assert_int_equal(c, 'x');
-  assert_int_equal(cr_copy_file_sparse(big, copy, 0600), -EEXIST);
+  assert_int_equal(cr_copy_file_sparse(big, copy, 0600, 0), -EEXIST);
+  /* several extents, unsynced, and from another filesystem (tmpfs), where
+   * copy_file_range gives EXDEV and read/write takes over */
+  {
+    char shm[] = "/dev/shm/cr-test-copy-XXXXXX";
+    _cleanup_free_ char *local = cr_path_join(dir, "from");
+    int sfd = mkstemp(shm);
+    const char *from = sfd >= 0 ? shm : local; /* no /dev/shm: the same fs */
+    if (sfd < 0) sfd = open(local, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(sfd >= 0);
+    assert_int_equal(ftruncate(sfd, 16 << 20), 0);
+    close(sfd);
+    fd = open(from, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "a", 1, 0), 1);
+    assert_int_equal(pwrite(fd, "b", 1, 5 << 20), 1);
+    assert_int_equal(pwrite(fd, "c", 1, (16 << 20) - 1), 1);
+    close(fd);
+    char *copy2 = cr_path_join(dir, "copy2");
+    assert_int_equal(cr_copy_file_sparse(from, copy2, 0600, CR_COPY_NO_SYNC), 0);
+    char h_from[65], h_copy[65];
+    assert_int_equal(cr_sha256_file(from, h_from), 0);
+    assert_int_equal(cr_sha256_file(copy2, h_copy), 0);
+    assert_string_equal(h_from, h_copy);
+    assert_int_equal(stat(copy2, &st), 0);
+    assert_true(st.st_blocks * 512 < (4 << 20));
+    /* a missing source leaves no destination behind */
+    char *gone = cr_path_join(dir, "gone");
+    assert_int_equal(cr_copy_file_sparse(gone, copy2, 0600, 0), -ENOENT);
+    unlink(copy2);
+    free(gone);
+    free(copy2);
+    unlink(from);
+  }
   /* the data-only sum: equal for equal data, changed by a byte written
    * into a hole (even a zero byte: a new extent), by a truncation, and by
    * a flipped byte; never the plain sum */
