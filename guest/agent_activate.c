@@ -38,7 +38,6 @@ static void urandom_open(void) {
 }
 
 static void seed_entropy(const uint8_t *seed, size_t n) {
-  urandom_open();
   if (urandom_fd < 0) {
     agent_log("open /dev/urandom: %s", strerror(errno));
     return;
@@ -223,8 +222,8 @@ void agent_activate(const uint8_t *p, size_t n) {
     if (clock_settime(CLOCK_REALTIME, &ts) < 0)
       agent_log("clock_settime: %s", strerror(errno));
   }
+  urandom_open(); /* also a template's (no seed): its clones find it open */
   if (ap_find(p, n, AP_T_SEED, &f) > 0 && f.len) seed_entropy(f.val, f.len);
-  else urandom_open(); /* a template's: for its clones' seeding */
   if (hostname && *hostname) {
     if (sethostname(hostname, strnlen(hostname, 64)) < 0)
       agent_log("sethostname: %s", strerror(errno));

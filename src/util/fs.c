@@ -272,6 +272,21 @@ static int copy_extent(int in, int out, off_t off, off_t end, bool *use_cfr, cha
   return 0;
 }
 
+int cr_copy_data_extents(int in, int out, off_t size) {
+  _cleanup_free_ char *buf = NULL;
+  bool use_cfr = true;
+  for (off_t pos = 0; pos < size;) {
+    off_t data = lseek(in, pos, SEEK_DATA);
+    if (data < 0) return errno == ENXIO ? 0 : -errno; /* ENXIO: only a hole remains */
+    off_t hole = lseek(in, data, SEEK_HOLE);
+    if (hole < 0) return -errno;
+    int r = copy_extent(in, out, data, hole, &use_cfr, &buf);
+    if (r < 0) return r;
+    pos = hole;
+  }
+  return 0;
+}
+
 int cr_copy_file_sparse(const char *src, const char *dst, mode_t mode, unsigned flags) {
   _cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
   if (in < 0) return -errno;
@@ -279,23 +294,7 @@ int cr_copy_file_sparse(const char *src, const char *dst, mode_t mode, unsigned 
   if (fstat(in, &st) < 0) return -errno;
   _cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (out < 0) return -errno;
-  _cleanup_free_ char *buf = NULL;
-  bool use_cfr = true;
-  int r = ftruncate(out, st.st_size) < 0 ? -errno : 0;
-  for (off_t pos = 0; r == 0 && pos < st.st_size;) {
-    off_t data = lseek(in, pos, SEEK_DATA);
-    if (data < 0) {
-      if (errno != ENXIO) r = -errno; /* ENXIO: only a hole remains */
-      break;
-    }
-    off_t hole = lseek(in, data, SEEK_HOLE);
-    if (hole < 0) {
-      r = -errno;
-      break;
-    }
-    r = copy_extent(in, out, data, hole, &use_cfr, &buf);
-    pos = hole;
-  }
+  int r = ftruncate(out, st.st_size) < 0 ? -errno : cr_copy_data_extents(in, out, st.st_size);
   if (r == 0 && !(flags & CR_COPY_NO_SYNC) && fsync(out) < 0) r = -errno;
   if (r < 0) unlink(dst);
   return r;

@@ -36,9 +36,13 @@ int cr_sha256_file_data(const char *path, char ret_hex[65]);
  * crash ends too, and QEMU reads them through the same page cache. A copy
  * that must outlive a crash (a template's, a snapshot's) is synced. */
 #define CR_COPY_NO_SYNC 1u
-/* Copies a file keeping holes (sparse): each data extent (SEEK_DATA /
- * SEEK_HOLE) with copy_file_range(2) (in the kernel, no bounce buffer), or
- * read/write where the filesystems cannot. dst must not exist. */
+/* Writes each data extent (SEEK_DATA / SEEK_HOLE) of in's first size
+ * bytes into out at the same offset, with copy_file_range(2) (in the
+ * kernel, no bounce buffer) or read/write where the filesystems cannot; out's
+ * other bytes are left as they are. 0 or -errno. */
+int cr_copy_data_extents(int in, int out, off_t size);
+/* Copies a file keeping holes (sparse): cr_copy_data_extents into a new
+ * file of the same size. dst must not exist. */
 int cr_copy_file_sparse(const char *src, const char *dst, mode_t mode, unsigned flags);
 /* A copy sharing the blocks (reflink, FICLONE) when the filesystem can,
  * else a sparse copy. dst must not exist. */

@@ -2,6 +2,7 @@
  * (path -> blob id, mode, size) for `diff`. */
 #include "workspace/ws.h"
 
+#include "util/fs.h"
 #include "util/macro.h"
 #include "util/spawn.h"
 
@@ -582,25 +583,8 @@ static int copy_in_place(const char *src, const char *dst, cr_error **err) {
   if (fallocate(out, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, dt.st_size) < 0 &&
       errno != EOPNOTSUPP)
     return cr_error_set(err, CR_E_IO, errno, "clearing %s", dst);
-  _cleanup_free_ uint8_t *buf = malloc(1 << 20);
-  if (!buf) return cr_error_set(err, CR_E_INTERNAL, ENOMEM, "copy");
-  off_t pos = 0;
-  while (pos < st.st_size) {
-    off_t data = lseek(in, pos, SEEK_DATA);
-    if (data < 0) break; /* ENXIO: only a hole remains */
-    off_t hole = lseek(in, data, SEEK_HOLE);
-    if (hole < 0) return cr_error_set(err, CR_E_IO, errno, "reading %s", src);
-    for (off_t off = data; off < hole;) {
-      size_t want = (size_t)MIN((off_t)(1 << 20), hole - off);
-      ssize_t n = pread(in, buf, want, off);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return cr_error_set(err, CR_E_IO, n < 0 ? errno : EIO, "reading %s", src);
-      if (pwrite(out, buf, (size_t)n, off) != n)
-        return cr_error_set(err, CR_E_IO, errno, "writing %s", dst);
-      off += n;
-    }
-    pos = hole;
-  }
+  int r = cr_copy_data_extents(in, out, st.st_size);
+  if (r < 0) return cr_error_set(err, CR_E_IO, -r, "copying %s over %s", src, dst);
   return 0;
 }
 
